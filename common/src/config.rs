@@ -1,0 +1,194 @@
+//! The cluster config file (`cluster.toml`): one file can serve herzog, every kinski and hz.
+//! Every key has a default; an unknown key is an error that names it.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default address herzog listens on: loopback until mTLS lands.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7373";
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub herzog: HerzogSection,
+    pub kinski: KinskiSection,
+}
+
+/// `[herzog]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HerzogSection {
+    /// Where hz and kinski reach herzog.
+    pub address: String,
+    /// Where herzog binds; defaults to `address`.
+    pub listen: Option<String>,
+    /// herzog's database, logs and results.
+    pub state_dir: PathBuf,
+    /// How often workers heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a worker is lost.
+    #[serde(with = "humantime_serde")]
+    pub worker_timeout: Duration,
+    /// The tracing filter (`info`, `herzog=debug`, ...).
+    pub log_level: String,
+}
+
+impl Default for HerzogSection {
+    fn default() -> Self {
+        HerzogSection {
+            address: DEFAULT_ADDRESS.to_string(),
+            listen: None,
+            state_dir: PathBuf::from("/var/lib/herzog"),
+            heartbeat_interval: Duration::from_secs(2),
+            worker_timeout: Duration::from_secs(10),
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+impl HerzogSection {
+    /// The address to bind.
+    pub fn listen_address(&self) -> &str {
+        self.listen.as_deref().unwrap_or(&self.address)
+    }
+}
+
+/// `[kinski]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KinskiSection {
+    /// This worker's name; default: the host name.
+    pub name: Option<String>,
+    /// How many attempts run at once; default: the available parallelism.
+    pub slots: Option<u32>,
+    /// kinski's logs and journal.
+    pub state_dir: PathBuf,
+    /// The tracing filter.
+    pub log_level: String,
+}
+
+impl Default for KinskiSection {
+    fn default() -> Self {
+        KinskiSection {
+            name: None,
+            slots: None,
+            state_dir: PathBuf::from("/var/lib/kinski"),
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// Why the config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path} is invalid: {message}; cluster.example.toml documents every key")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {key} = {value:?} is invalid: {reason}")]
+    Value {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+impl ClusterConfig {
+    /// Parses config text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: ClusterConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string() + &line_of(text, e.span()),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key, value: String, reason| ConfigError::Value {
+            path: path.to_path_buf(),
+            key,
+            value,
+            reason,
+        };
+        let h = &self.herzog;
+        if h.address.parse::<std::net::SocketAddr>().is_err() && !h.address.contains(':') {
+            return Err(bad("herzog.address", h.address.clone(), "expected host:port"));
+        }
+        if h.heartbeat_interval.is_zero() {
+            return Err(bad("herzog.heartbeat_interval", "0s".into(), "must be more than zero"));
+        }
+        if h.worker_timeout <= h.heartbeat_interval {
+            return Err(bad(
+                "herzog.worker_timeout",
+                humantime_serde::re::humantime::format_duration(h.worker_timeout).to_string(),
+                "must be longer than herzog.heartbeat_interval",
+            ));
+        }
+        if self.kinski.slots == Some(0) {
+            return Err(bad("kinski.slots", "0".into(), "must be at least 1"));
+        }
+        if let Some(name) = &self.kinski.name
+            && crate::name::check_name(name).is_err()
+        {
+            return Err(bad("kinski.name", name.clone(), "use letters, digits, '.', '_' and '-'"));
+        }
+        Ok(())
+    }
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => format!(" (line {})", text[..span.start.min(text.len())].lines().count().max(1)),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let text = include_str!("../../cluster.example.toml");
+        let parsed = ClusterConfig::parse(text, Path::new("cluster.example.toml")).unwrap();
+        let mut expected = ClusterConfig::default();
+        expected.kinski.name = parsed.kinski.name.clone();
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = ClusterConfig::parse("[herzog]\nlisten_adress = \"x\"\n", Path::new("c.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("listen_adress"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = ClusterConfig::parse("[herzog]\nworker_timeout = \"1s\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("herzog.worker_timeout"), "{err}");
+        let err = ClusterConfig::parse("[kinski]\nslots = 0\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("kinski.slots"), "{err}");
+        let err = ClusterConfig::parse("[herzog]\nheartbeat_interval = \"soon\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("heartbeat_interval"), "{err}");
+    }
+}

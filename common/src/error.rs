@@ -1,0 +1,34 @@
+//! The errors herzog's RPCs return: serializable, each naming the problem and what to do.
+
+use serde::{Deserialize, Serialize};
+
+/// An error returned over the wire. The message is what the CLI prints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApiError {
+    #[error("no project named '{name}': `hz list` shows the projects")]
+    UnknownProject { name: String },
+    #[error("a project named '{name}' already exists: choose another with --name, or `hz remove {name}` first")]
+    DuplicateProject { name: String },
+    #[error("'{name}' is not a valid name: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("directory {dir} cannot be read: {reason}; give an existing directory")]
+    DirectoryUnreadable { dir: String, reason: String },
+    #[error("directory {dir} has no input files (hidden files are skipped): put the inputs there first")]
+    EmptyDirectory { dir: String },
+    #[error("program '{program}' was not found{where_}: give a path or a command on PATH")]
+    ProgramNotFound { program: String, where_: String },
+    #[error("program '{program}' is not executable: chmod +x it")]
+    ProgramNotExecutable { program: String },
+    #[error("the program is empty: say what to run on each file")]
+    EmptyProgram,
+    #[error("project '{project}' has no fragment '{fragment}': `hz fragments {project}` lists them")]
+    UnknownFragment { project: String, fragment: String },
+    #[error("worker '{name}' is not registered: it must call register first")]
+    UnknownWorker { name: String },
+    #[error("invalid value for {what}: {reason}")]
+    InvalidValue { what: String, reason: String },
+    #[error("herzog failed to store the change: {reason}; see herzog's log")]
+    Storage { reason: String },
+    #[error("herzog is shutting down: try again when it is back")]
+    ShuttingDown,
+}

@@ -1,0 +1,25 @@
+//! herzog's shared vocabulary: ids, wire types, the tarpc services, the transport, config and
+//! the program template. Everything here is used by more than one daemon.
+
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod name;
+pub mod service;
+pub mod template;
+pub mod transport;
+pub mod wire;
+
+pub use error::ApiError;
+pub use ids::{AttemptId, FragmentId, ProjectId};
+
+/// Milliseconds since the Unix epoch: the one clock every record and message uses.
+pub type Millis = i64;
+
+/// The current wall-clock time in [`Millis`].
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}

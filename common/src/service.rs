@@ -1,0 +1,64 @@
+//! The tarpc services: what hz asks herzog, what kinski tells herzog, what herzog asks kinski.
+
+use crate::wire::*;
+use crate::{ApiError, AttemptId};
+
+/// herzog's service for users (hz).
+#[tarpc::service]
+pub trait Coordinator {
+    /// Adds a project; its fragments are the regular, non-hidden files of the directory.
+    async fn project_add(project: NewProject) -> Result<ProjectAdded, ApiError>;
+    /// Removes a project and stops its running attempts.
+    async fn project_remove(name: String) -> Result<(), ApiError>;
+    /// Progress of one project, or of every project.
+    async fn project_progress(name: Option<String>) -> Result<Vec<ProjectProgress>, ApiError>;
+    /// Sets the scheduling policy (persisted).
+    async fn project_schedule(policy: Policy) -> Result<Policy, ApiError>;
+    /// The current policy.
+    async fn policy() -> Policy;
+    /// Every running attempt.
+    async fn project_active() -> Vec<ActiveAttempt>;
+    /// Every worker herzog knows.
+    async fn workers() -> Vec<WorkerInfo>;
+    /// A page of a project's fragments.
+    async fn fragments(project: String, offset: u64, limit: u32) -> Result<Page<FragmentInfo>, ApiError>;
+    /// The output of a fragment's latest attempt; `fragment` is a file name or an index.
+    async fn logs(project: String, fragment: String, max_bytes: u64) -> Result<Logs, ApiError>;
+}
+
+/// herzog's service for workers (kinski).
+#[tarpc::service]
+pub trait Registry {
+    /// A worker announces itself and what it is running (after a restart of either side).
+    async fn resources_register(name: String, resources: Resources, running: Vec<AttemptId>) -> Result<Registered, ApiError>;
+    /// Liveness plus the set of attempts the worker runs.
+    async fn heartbeat(name: String, running: Vec<AttemptId>) -> Result<(), ApiError>;
+    /// An attempt ended. `Ok` means herzog has stored it and the worker may forget it.
+    async fn fragment_complete(name: String, completion: Completion) -> Result<(), ApiError>;
+}
+
+/// kinski's service, called by herzog.
+#[tarpc::service]
+pub trait Worker {
+    /// Prepares for an attempt (scratch directory, staging). Idempotent.
+    async fn fragment_prep(start: StartAttempt) -> Result<(), WorkerError>;
+    /// Starts an attempt. Starting an attempt that already runs is a no-op.
+    async fn fragment_start(start: StartAttempt) -> Result<(), WorkerError>;
+    /// Stops an attempt: the stop signal to its process group, then SIGKILL after the grace.
+    async fn fragment_stop(attempt: AttemptId) -> Result<(), WorkerError>;
+    /// The attempts running now.
+    async fn fragment_list() -> Vec<AttemptId>;
+    /// What this host offers.
+    async fn resources_list() -> Resources;
+}
+
+/// Why kinski refused a call.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+pub enum WorkerError {
+    #[error("every slot is busy ({slots} slots)")]
+    NoFreeSlot { slots: u32 },
+    #[error("failed to prepare {path}: {reason}")]
+    Prepare { path: String, reason: String },
+    #[error("attempt {attempt} is not running here")]
+    UnknownAttempt { attempt: AttemptId },
+}
