@@ -148,7 +148,11 @@ impl ClusterConfig {
         if let Some(name) = &self.kinski.name
             && crate::name::check_name(name).is_err()
         {
-            return Err(bad("kinski.name", name.clone(), "use letters, digits, '.', '_' and '-'"));
+            return Err(bad(
+                "kinski.name",
+                name.clone(),
+                "use letters, digits, '.', '_' and '-'",
+            ));
         }
         Ok(())
     }

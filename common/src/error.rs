@@ -25,6 +25,8 @@ pub enum ApiError {
     UnknownFragment { project: String, fragment: String },
     #[error("worker '{name}' is not registered: it must call register first")]
     UnknownWorker { name: String },
+    #[error("attempt {attempt} is not known to herzog (or not this worker's); drop it")]
+    UnknownAttempt { attempt: crate::AttemptId },
     #[error("invalid value for {what}: {reason}")]
     InvalidValue { what: String, reason: String },
     #[error("herzog failed to store the change: {reason}; see herzog's log")]

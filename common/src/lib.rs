@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod logging;
 pub mod name;
 pub mod service;
 pub mod template;

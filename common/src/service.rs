@@ -12,6 +12,8 @@ pub trait Coordinator {
     async fn project_remove(name: String) -> Result<(), ApiError>;
     /// Progress of one project, or of every project.
     async fn project_progress(name: Option<String>) -> Result<Vec<ProjectProgress>, ApiError>;
+    /// Puts a project's failed fragments back in the queue; returns how many.
+    async fn project_retry(name: String) -> Result<u64, ApiError>;
     /// Sets the scheduling policy (persisted).
     async fn project_schedule(policy: Policy) -> Result<Policy, ApiError>;
     /// The current policy.
@@ -30,7 +32,11 @@ pub trait Coordinator {
 #[tarpc::service]
 pub trait Registry {
     /// A worker announces itself and what it is running (after a restart of either side).
-    async fn resources_register(name: String, resources: Resources, running: Vec<AttemptId>) -> Result<Registered, ApiError>;
+    async fn resources_register(
+        name: String,
+        resources: Resources,
+        running: Vec<AttemptId>,
+    ) -> Result<Registered, ApiError>;
     /// Liveness plus the set of attempts the worker runs.
     async fn heartbeat(name: String, running: Vec<AttemptId>) -> Result<(), ApiError>;
     /// An attempt ended. `Ok` means herzog has stored it and the worker may forget it.

@@ -26,7 +26,10 @@ fn has_placeholder(program: &str) -> bool {
 
 fn substitute(template: &str, input: &Path, quote: bool) -> String {
     let path = input.to_string_lossy().into_owned();
-    let base = input.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = input
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let strip_ext = |s: &str| match s.rfind('.') {
         Some(i) if i > 0 && !s[i..].contains('/') && !s[..i].ends_with('/') => s[..i].to_string(),
         _ => s.to_string(),
@@ -67,7 +70,10 @@ fn substitute(template: &str, input: &Path, quote: bool) -> String {
 
 /// Quotes a string for `/bin/sh`.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%".contains(&b))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -83,14 +89,21 @@ pub fn expand(program: &str, input: &Path) -> Vec<String> {
     if needs_shell(program) {
         vec!["/bin/sh".into(), "-c".into(), substitute(&template, input, true)]
     } else {
-        template.split_whitespace().map(|word| substitute(word, input, false)).collect()
+        template
+            .split_whitespace()
+            .map(|word| substitute(word, input, false))
+            .collect()
     }
 }
 
 /// The executable a template starts, when it can be known without running a shell.
 pub fn executable(program: &str) -> Option<&str> {
     let first = program.split_whitespace().next()?;
-    if needs_shell(first) || has_placeholder(first) { None } else { Some(first) }
+    if needs_shell(first) || has_placeholder(first) {
+        None
+    } else {
+        Some(first)
+    }
 }
 
 /// Checks that the program's executable exists and may be executed, searching `path_var`
@@ -114,18 +127,26 @@ pub fn check_program(program: &str, path_var: Option<&str>) -> Result<Option<Pat
     };
     let mut found_not_executable = false;
     for candidate in candidates {
-        let Ok(meta) = std::fs::metadata(&candidate) else { continue };
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
         if meta.is_file() && is_executable(&meta) {
             return Ok(Some(candidate));
         }
         found_not_executable = true;
     }
     if found_not_executable {
-        Err(ApiError::ProgramNotExecutable { program: exe.to_string() })
+        Err(ApiError::ProgramNotExecutable {
+            program: exe.to_string(),
+        })
     } else {
         Err(ApiError::ProgramNotFound {
             program: exe.to_string(),
-            where_: if exe.contains('/') { String::new() } else { " on herzog's PATH".to_string() },
+            where_: if exe.contains('/') {
+                String::new()
+            } else {
+                " on herzog's PATH".to_string()
+            },
         })
     }
 }
@@ -153,7 +174,15 @@ mod tests {
         let argv = expand("conv {} {/} {.} {/.} {//} out/{/.}.png", &p("/d/x/img.tar.gz"));
         assert_eq!(
             argv,
-            ["conv", "/d/x/img.tar.gz", "img.tar.gz", "/d/x/img.tar", "img.tar", "/d/x", "out/img.tar.png"]
+            [
+                "conv",
+                "/d/x/img.tar.gz",
+                "img.tar.gz",
+                "/d/x/img.tar",
+                "img.tar",
+                "/d/x",
+                "out/img.tar.png"
+            ]
         );
     }
 
@@ -166,15 +195,24 @@ mod tests {
 
     #[test]
     fn a_file_without_extension_keeps_its_name() {
-        assert_eq!(expand("x {.} {/.}", &p("/d.dir/README")), ["x", "/d.dir/README", "README"]);
+        assert_eq!(
+            expand("x {.} {/.}", &p("/d.dir/README")),
+            ["x", "/d.dir/README", "README"]
+        );
         assert_eq!(expand("x {/.}", &p("/d/.bashrc")), ["x", ".bashrc"]);
     }
 
     #[test]
     fn checks_programs() {
         assert_eq!(check_program("sh -c true", Some("/bin")).unwrap(), Some(p("/bin/sh")));
-        assert!(matches!(check_program("no-such-program-xyz", Some("/bin")), Err(ApiError::ProgramNotFound { .. })));
-        assert!(matches!(check_program("/etc/hostname", None), Err(ApiError::ProgramNotExecutable { .. })));
+        assert!(matches!(
+            check_program("no-such-program-xyz", Some("/bin")),
+            Err(ApiError::ProgramNotFound { .. })
+        ));
+        assert!(matches!(
+            check_program("/etc/hostname", None),
+            Err(ApiError::ProgramNotExecutable { .. })
+        ));
         assert!(matches!(check_program("  ", None), Err(ApiError::EmptyProgram)));
         assert!(check_program("echo {} | wc", None).unwrap().is_some());
         assert_eq!(check_program("{} --version", None).unwrap(), None);

@@ -34,7 +34,9 @@ pub enum Hello {
 /// Why a connection could not be made or understood.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("failed to connect to herzog at {addr}: {source}; is herzog running there? (set --herzog, HERZOG_ADDR or the config's `herzog.address`)")]
+    #[error(
+        "failed to connect to herzog at {addr}: {source}; is herzog running there? (set --herzog, HERZOG_ADDR or the config's `herzog.address`)"
+    )]
     Connect {
         addr: String,
         #[source]

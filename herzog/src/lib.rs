@@ -1,7 +1,17 @@
 //! herzog, the coordinator: one event loop owns the state, commits each batch of transitions
 //! to SQLite, then acts. See docs/architecture.md.
 
-pub mod logging;
+mod api;
+mod dispatch;
+mod engine;
+mod machine;
+mod scheduler;
+mod server;
+mod store;
+
+pub use common::logging;
+pub use server::run;
+pub use store::StoreError;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,15 +45,8 @@ pub enum HerzogError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Serves on `listener` until `shutdown` resolves.
-pub async fn run(
-    config: Config,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), HerzogError> {
-    let _ = (config, listener);
-    shutdown.await;
-    Ok(())
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("herzog's event loop failed: {reason}")]
+    Task { reason: String },
 }

@@ -1,7 +1,15 @@
 //! kinski, the worker: registers with herzog, runs attempts as supervised process groups,
 //! heartbeats, and reports each completion until herzog acknowledges it.
 
+pub mod process;
+mod resources;
+mod service;
+mod session;
+mod supervisor;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// What kinski needs to run.
 #[derive(Clone, Debug)]
@@ -25,16 +33,68 @@ pub enum KinskiError {
         #[source]
         source: std::io::Error,
     },
+    #[error("'{name}' is not a valid worker name: use letters, digits, '.', '_' and '-'")]
+    BadName { name: String },
 }
 
-/// Works for herzog until `shutdown` resolves, reconnecting whenever herzog is away.
+/// Works for herzog until `shutdown` resolves, reconnecting whenever herzog is away. The
+/// attempts keep running while herzog is unreachable; on shutdown they are stopped.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<(), KinskiError> {
-    let _ = config;
-    shutdown.await;
+    if common::name::check_name(&config.name).is_err() {
+        return Err(KinskiError::BadName { name: config.name });
+    }
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| KinskiError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
+    let supervisor = supervisor::Supervisor::new(config.slots.max(1));
+    let resources = resources::probe(config.slots.max(1), &config.state_dir);
+    tracing::info!(name = %config.name, slots = resources.slots, herzog = %config.herzog, "kinski starting");
+    tokio::pin!(shutdown);
+    let backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut delays = backoff();
+    loop {
+        let session = session::Session {
+            addr: &config.herzog,
+            name: &config.name,
+            supervisor: &supervisor,
+            resources: &resources,
+        };
+        let mut registered = false;
+        let ended = tokio::select! {
+            _ = &mut shutdown => break,
+            e = session.run(|| registered = true) => e,
+        };
+        if registered {
+            delays = backoff();
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        tracing::warn!(error = %ended, retry_in_ms = delay.as_millis() as u64, "session with herzog ended; reconnecting");
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    tracing::info!("kinski shutting down: stopping running attempts");
+    supervisor.stop_all().await;
     Ok(())
 }
 
 /// The default slot count: the host's available parallelism.
 pub fn default_slots() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+/// The default worker name: the host name.
+pub fn default_name() -> String {
+    resources::host_name()
 }

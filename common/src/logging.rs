@@ -1,4 +1,5 @@
-//! Logging for the daemons: to stderr and to a daily-rolling file in the state directory.
+//! Logging for the daemons: to stderr and to a daily-rolling file in the state directory;
+//! and the shutdown signal they share.
 
 use std::path::Path;
 use tracing_subscriber::EnvFilter;
@@ -25,4 +26,20 @@ pub fn init(state_dir: &Path, prefix: &str, filter: &str, to_stderr: bool) -> st
         .with(stderr_layer)
         .try_init();
     Ok(guard)
+}
+
+/// Resolves on SIGINT or SIGTERM: how the daemons learn to shut down.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

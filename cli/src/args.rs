@@ -1,0 +1,244 @@
+//! The command line, as clap derive types.
+
+use crate::error::EXIT_CODES_HELP;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use common::wire::FragmentStateKind;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// hz: run a program on every file of a directory, across every host herzog knows.
+#[derive(Debug, Parser)]
+#[command(name = "hz", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// herzog's address, host:port [default: the config's herzog.address, else 127.0.0.1:7373]
+    #[arg(long, global = true, env = "HERZOG_ADDR", value_name = "ADDR")]
+    pub herzog: Option<String>,
+    /// The cluster config file (cluster.example.toml documents it); only read when given
+    #[arg(long, global = true, env = "HERZOG_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add a project: run PROGRAM once on every file of DIR. Prints the project's name
+    Action(ActionArgs),
+    /// List the projects
+    List(JsonArgs),
+    /// Show how far projects are
+    Progress(ProgressArgs),
+    /// Set the scheduling policy (`fair` or a project to prioritise), or show it
+    Schedule(ScheduleArgs),
+    /// Remove a project and stop its running fragments
+    Remove(RemoveArgs),
+    /// Put a project's failed fragments back in the queue
+    Retry(RetryArgs),
+    /// List the running attempts
+    Active(JsonArgs),
+    /// List the workers
+    Workers(JsonArgs),
+    /// List a project's fragments with their last attempt (like sacct)
+    Fragments(FragmentsArgs),
+    /// Print the output of a fragment's latest attempt
+    Logs(LogsArgs),
+    /// Run a project on this machine alone: starts herzog and one worker, then waits for it
+    Local(LocalArgs),
+}
+
+/// `--json` for the commands that read.
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct JsonArgs {
+    /// Print JSON (herzog's wire types) instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a project runs: shared by `action` and `local`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// The directory whose regular, non-hidden files are the inputs
+    pub dir: PathBuf,
+    /// What to run on each file, quoted as one argument: `{}` is the file's path (also `{/}`,
+    /// `{.}`, `{/.}`, `{//}` as in GNU parallel); without a placeholder the path is appended
+    pub program: String,
+    /// The project's name [default: derived from DIR]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Attempts per fragment before it counts as failed
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
+    /// An environment variable for every run, KEY=VALUE (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Time between the stop signal and SIGKILL, e.g. 30s [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub grace: Option<Duration>,
+}
+
+/// `hz action`.
+#[derive(Debug, Args, Clone)]
+pub struct ActionArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `hz progress`.
+#[derive(Debug, Args, Clone)]
+pub struct ProgressArgs {
+    /// Only this project
+    pub project: Option<String>,
+    /// Follow with progress bars until the projects finish; exits 1 if a fragment failed
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
+    #[command(flatten)]
+    pub output: JsonArgs,
+}
+
+/// `hz schedule`.
+#[derive(Debug, Args, Clone)]
+pub struct ScheduleArgs {
+    /// `fair`, or the project that gets every slot it can use; omit to show the policy
+    #[arg(value_name = "fair|PROJECT")]
+    pub policy: Option<String>,
+    #[command(flatten)]
+    pub output: JsonArgs,
+}
+
+/// `hz remove`.
+#[derive(Debug, Args, Clone)]
+pub struct RemoveArgs {
+    /// The project to remove
+    pub project: String,
+}
+
+/// `hz retry`.
+#[derive(Debug, Args, Clone)]
+pub struct RetryArgs {
+    /// The project whose failed fragments run again
+    pub project: String,
+}
+
+/// A fragment state, for `--state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateFilter {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl From<StateFilter> for FragmentStateKind {
+    fn from(s: StateFilter) -> Self {
+        match s {
+            StateFilter::Pending => FragmentStateKind::Pending,
+            StateFilter::Running => FragmentStateKind::Running,
+            StateFilter::Succeeded => FragmentStateKind::Succeeded,
+            StateFilter::Failed => FragmentStateKind::Failed,
+        }
+    }
+}
+
+/// `hz fragments`.
+#[derive(Debug, Args, Clone)]
+pub struct FragmentsArgs {
+    /// The project
+    pub project: String,
+    /// Only fragments in this state
+    #[arg(long, value_enum)]
+    pub state: Option<StateFilter>,
+    #[command(flatten)]
+    pub output: JsonArgs,
+}
+
+/// `hz logs`.
+#[derive(Debug, Args, Clone)]
+pub struct LogsArgs {
+    /// The project
+    pub project: String,
+    /// The fragment: its file name or its index
+    pub fragment: String,
+    /// Print only stderr (to stdout)
+    #[arg(long, conflicts_with = "stdout")]
+    pub stderr: bool,
+    /// Print only stdout
+    #[arg(long)]
+    pub stdout: bool,
+    #[command(flatten)]
+    pub output: JsonArgs,
+}
+
+/// `hz local`.
+#[derive(Debug, Args, Clone)]
+pub struct LocalArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// How many fragments run at once [default: this host's available parallelism]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub slots: Option<u32>,
+    /// Where the database, logs and results go [default: ./NAME.hz]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 30s, 2m or 500ms)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn env_pairs_and_durations_parse() {
+        assert_eq!(parse_env("A=b=c").unwrap(), ("A".to_string(), "b=c".to_string()));
+        assert_eq!(parse_env("A=").unwrap(), ("A".to_string(), String::new()));
+        assert!(parse_env("=x").is_err());
+        assert!(parse_env("novalue").is_err());
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn action_takes_its_options() {
+        let cli = Cli::try_parse_from([
+            "hz",
+            "action",
+            "in",
+            "wc -l",
+            "--name",
+            "n",
+            "--env",
+            "K=V",
+            "--grace",
+            "2s",
+            "--max-attempts",
+            "5",
+        ])
+        .unwrap();
+        let Command::Action(a) = cli.command else {
+            panic!("not action")
+        };
+        assert_eq!(a.run.program, "wc -l");
+        assert_eq!(a.run.name.as_deref(), Some("n"));
+        assert_eq!(a.run.env, [("K".to_string(), "V".to_string())]);
+        assert_eq!(a.run.grace, Some(Duration::from_secs(2)));
+        assert_eq!(a.run.max_attempts, Some(5));
+        assert!(Cli::try_parse_from(["hz", "action", "in", "x", "--max-attempts", "0"]).is_err());
+        assert!(Cli::try_parse_from(["hz", "progress", "--watch", "--json"]).is_err());
+    }
+}

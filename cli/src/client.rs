@@ -1,0 +1,169 @@
+//! Finding herzog and calling it: address resolution, and a client whose calls fold tarpc's
+//! two layers of errors into [`CliError`].
+
+use crate::error::CliError;
+use common::ApiError;
+use common::config::{ClusterConfig, DEFAULT_ADDRESS};
+use common::service::CoordinatorClient;
+use common::transport::context_with;
+use common::wire::*;
+use std::future::Future;
+use std::time::Duration;
+use tarpc::client::RpcError;
+use tarpc::context::Context;
+
+/// Deadline for ordinary calls.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline for adding a project: herzog lists the whole directory first.
+const ADD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Deadline for removing or retrying a project, which touches each of its fragments.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// herzog's address: `--herzog` (or `HERZOG_ADDR`, which clap folds into the flag), else the
+/// config's `herzog.address`, else [`DEFAULT_ADDRESS`].
+pub(crate) fn resolve_address(flag: Option<&str>, config: Option<&ClusterConfig>) -> String {
+    match (flag, config) {
+        (Some(addr), _) => addr.to_string(),
+        (None, Some(config)) => config.herzog.address.clone(),
+        (None, None) => DEFAULT_ADDRESS.to_string(),
+    }
+}
+
+/// A connected client that knows its address for error messages.
+#[derive(Clone)]
+pub(crate) struct Herzog {
+    client: CoordinatorClient,
+    addr: String,
+}
+
+impl Herzog {
+    /// Dials herzog.
+    pub(crate) async fn connect(addr: &str) -> Result<Self, CliError> {
+        let client = common::transport::coordinator_client(addr).await?;
+        Ok(Herzog {
+            client,
+            addr: addr.to_string(),
+        })
+    }
+
+    /// The address dialled.
+    #[cfg(test)]
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn rpc_error(&self, what: &'static str, source: RpcError) -> CliError {
+        CliError::Rpc {
+            addr: self.addr.clone(),
+            what,
+            source,
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        fut: impl Future<Output = Result<Result<T, ApiError>, RpcError>>,
+    ) -> Result<T, CliError> {
+        Ok(fut.await.map_err(|e| self.rpc_error(what, e))??)
+    }
+
+    async fn call_infallible<T>(
+        &self,
+        what: &'static str,
+        fut: impl Future<Output = Result<T, RpcError>>,
+    ) -> Result<T, CliError> {
+        fut.await.map_err(|e| self.rpc_error(what, e))
+    }
+
+    /// A protocol error naming this herzog.
+    pub(crate) fn protocol_error(&self, what: &'static str, detail: String) -> CliError {
+        CliError::Protocol {
+            addr: self.addr.clone(),
+            what,
+            detail,
+        }
+    }
+
+    pub(crate) async fn project_add(&self, project: NewProject) -> Result<ProjectAdded, CliError> {
+        let ctx = context_with(ADD_TIMEOUT);
+        self.call("adding the project", self.client.project_add(ctx, project))
+            .await
+    }
+
+    pub(crate) async fn project_remove(&self, name: &str) -> Result<(), CliError> {
+        let ctx = context_with(REMOVE_TIMEOUT);
+        self.call(
+            "removing the project",
+            self.client.project_remove(ctx, name.to_string()),
+        )
+        .await
+    }
+
+    pub(crate) async fn project_progress(&self, name: Option<&str>) -> Result<Vec<ProjectProgress>, CliError> {
+        let fut = self.client.project_progress(ctx(), name.map(str::to_string));
+        self.call("reading progress", fut).await
+    }
+
+    pub(crate) async fn project_retry(&self, name: &str) -> Result<u64, CliError> {
+        let ctx = context_with(REMOVE_TIMEOUT);
+        self.call("retrying the project", self.client.project_retry(ctx, name.to_string()))
+            .await
+    }
+
+    pub(crate) async fn project_schedule(&self, policy: Policy) -> Result<Policy, CliError> {
+        self.call("setting the policy", self.client.project_schedule(ctx(), policy))
+            .await
+    }
+
+    pub(crate) async fn policy(&self) -> Result<Policy, CliError> {
+        self.call_infallible("reading the policy", self.client.policy(ctx()))
+            .await
+    }
+
+    pub(crate) async fn project_active(&self) -> Result<Vec<ActiveAttempt>, CliError> {
+        self.call_infallible("listing running attempts", self.client.project_active(ctx()))
+            .await
+    }
+
+    pub(crate) async fn workers(&self) -> Result<Vec<WorkerInfo>, CliError> {
+        self.call_infallible("listing workers", self.client.workers(ctx()))
+            .await
+    }
+
+    pub(crate) async fn fragments(
+        &self,
+        project: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Page<FragmentInfo>, CliError> {
+        let fut = self.client.fragments(ctx(), project.to_string(), offset, limit);
+        self.call("listing fragments", fut).await
+    }
+
+    pub(crate) async fn logs(&self, project: &str, fragment: &str, max_bytes: u64) -> Result<Logs, CliError> {
+        let fut = self
+            .client
+            .logs(ctx(), project.to_string(), fragment.to_string(), max_bytes);
+        self.call("reading logs", fut).await
+    }
+}
+
+fn ctx() -> Context {
+    context_with(CALL_TIMEOUT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_flag_beats_the_config_which_beats_the_default() {
+        let config = ClusterConfig::parse("[herzog]\naddress = \"10.0.0.1:9000\"\n", Path::new("c.toml")).unwrap();
+        assert_eq!(resolve_address(Some("h:1"), Some(&config)), "h:1");
+        assert_eq!(resolve_address(None, Some(&config)), "10.0.0.1:9000");
+        assert_eq!(resolve_address(None, None), DEFAULT_ADDRESS);
+        assert_eq!(resolve_address(None, Some(&ClusterConfig::default())), DEFAULT_ADDRESS);
+    }
+}

@@ -1,0 +1,45 @@
+//! `hz list`: every project with how far it is.
+
+use super::print_json;
+use crate::Outcome;
+use crate::args::JsonArgs;
+use crate::client::Herzog;
+use crate::error::CliError;
+use crate::table::{Align, Table, percent};
+use common::wire::ProjectProgress;
+use std::io::Write;
+
+pub(crate) async fn run(args: JsonArgs, addr: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let herzog = Herzog::connect(addr).await?;
+    let projects = herzog.project_progress(None).await?;
+    if args.json {
+        print_json(out, &projects)?;
+    } else if projects.is_empty() {
+        note!("no projects yet: `hz action DIR PROGRAM` adds one");
+    } else {
+        out.write_all(table(&projects).render().as_bytes())?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn table(projects: &[ProjectProgress]) -> Table {
+    let mut t = Table::new(&[
+        ("NAME", Align::Left),
+        ("FRAGMENTS", Align::Right),
+        ("DONE", Align::Right),
+        ("FAILED", Align::Right),
+        ("DIR", Align::Left),
+        ("PROGRAM", Align::Left),
+    ]);
+    for p in projects {
+        t.row(vec![
+            p.name.clone(),
+            p.total.to_string(),
+            percent(p.percent),
+            p.failed.to_string(),
+            p.dir.display().to_string(),
+            p.program.clone(),
+        ]);
+    }
+    t
+}

@@ -1,0 +1,104 @@
+//! `hz logs PROJECT FRAGMENT`: the output of a fragment's latest attempt.
+
+use super::print_json;
+use crate::Outcome;
+use crate::args::LogsArgs;
+use crate::client::Herzog;
+use crate::error::CliError;
+use common::wire::Logs;
+use std::io::Write;
+
+/// The most of each stream fetched: the tail of a longer file.
+const MAX_BYTES: u64 = 1024 * 1024;
+
+/// Prints stdout on stdout and stderr, labelled, on stderr; `--stdout` or `--stderr` prints
+/// only that stream, on stdout, unlabelled.
+pub(crate) async fn run(args: &LogsArgs, addr: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let herzog = Herzog::connect(addr).await?;
+    let logs = herzog.logs(&args.project, &args.fragment, MAX_BYTES).await?;
+    if args.output.json {
+        print_json(out, &logs)?;
+        return Ok(Outcome::Ok);
+    }
+    if logs.attempt.is_none() {
+        note!(
+            "fragment {} of project {} has not run yet: no output",
+            args.fragment,
+            args.project
+        );
+        return Ok(Outcome::Ok);
+    }
+    if logs.truncated {
+        note!("(only the last {} of each stream)", crate::table::bytes(MAX_BYTES));
+    }
+    if args.stderr {
+        out.write_all(logs.stderr.as_bytes())?;
+    } else {
+        out.write_all(logs.stdout.as_bytes())?;
+        if !args.stdout && !logs.stderr.is_empty() {
+            out.flush()?;
+            write_stderr_section(&mut std::io::stderr(), &logs)?;
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn write_stderr_section(w: &mut dyn Write, logs: &Logs) -> std::io::Result<()> {
+    let path = logs
+        .stderr_path
+        .as_ref()
+        .map(|p| format!(" ({})", p.display()))
+        .unwrap_or_default();
+    writeln!(w, "--- stderr{path} ---")?;
+    w.write_all(logs.stderr.as_bytes())?;
+    if !logs.stderr.ends_with('\n') {
+        writeln!(w)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::JsonArgs;
+    use crate::testing::FakeHerzog;
+
+    fn args(fragment: &str, stderr: bool) -> LogsArgs {
+        LogsArgs {
+            project: "p".into(),
+            fragment: fragment.into(),
+            stderr,
+            stdout: false,
+            output: JsonArgs::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn prints_the_chosen_stream() {
+        let fake = FakeHerzog::default();
+        let addr = fake.start().await.addr().to_string();
+        let mut out = Vec::new();
+        run(&args("a.txt", false), &addr, &mut out).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&out), "out line\n");
+        let mut out = Vec::new();
+        run(&args("0", true), &addr, &mut out).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&out), "err line\n");
+        let err = run(&args("zz", false), &addr, &mut Vec::new()).await.unwrap_err();
+        assert!(err.to_string().contains("hz fragments p"), "{err}");
+    }
+
+    #[test]
+    fn the_stderr_section_is_labelled() {
+        let logs = Logs {
+            attempt: None,
+            stdout_path: None,
+            stderr_path: Some("/r/e".into()),
+            stdout: String::new(),
+            stderr: "oops".into(),
+            truncated: false,
+        };
+        let mut w = Vec::new();
+        write_stderr_section(&mut w, &logs).unwrap();
+        assert_eq!(String::from_utf8_lossy(&w), "--- stderr (/r/e) ---\noops\n");
+    }
+}

@@ -1,0 +1,23 @@
+//! One module per `hz` subcommand.
+
+pub(crate) mod action;
+pub(crate) mod active;
+pub(crate) mod fragments;
+pub(crate) mod list;
+pub(crate) mod local;
+pub(crate) mod logs;
+pub(crate) mod progress;
+pub(crate) mod remove;
+pub(crate) mod retry;
+pub(crate) mod schedule;
+pub(crate) mod workers;
+
+use crate::error::CliError;
+use std::io::Write;
+
+/// Prints a value as pretty JSON with a trailing newline.
+pub(crate) fn print_json<T: serde::Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    writeln!(out, "{text}")?;
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! `hz progress [PROJECT] [--watch]`: how far projects are, as a table or as live bars.
+
+use super::print_json;
+use crate::Outcome;
+use crate::args::ProgressArgs;
+use crate::client::Herzog;
+use crate::error::CliError;
+use crate::table::{Align, Table, percent};
+use common::wire::ProjectProgress;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// How often `--watch` asks herzog.
+pub(crate) const POLL: Duration = Duration::from_millis(500);
+
+const RUNNING_STYLE: &str =
+    "{prefix:>20!} [{bar:30.cyan/blue}] {pos}/{len} {percent:>3}%  {per_sec:1}  ETA {eta}  {msg}";
+const FINISHED_STYLE: &str = "{prefix:>20!} [{bar:30.green/blue}] {pos}/{len} in {elapsed}  {msg}";
+
+pub(crate) async fn run(args: &ProgressArgs, addr: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let herzog = Herzog::connect(addr).await?;
+    let project = args.project.as_deref();
+    if args.watch {
+        let finished = watch(&herzog, project, POLL).await?;
+        if !finished.is_empty() {
+            out.write_all(table(&finished).render().as_bytes())?;
+            return Ok(failed_outcome(&finished));
+        }
+        note!("no project is pending or running");
+    }
+    let projects = herzog.project_progress(project).await?;
+    if args.output.json {
+        print_json(out, &projects)?;
+    } else if projects.is_empty() {
+        note!("no projects yet: `hz action DIR PROGRAM` adds one");
+    } else {
+        out.write_all(table(&projects).render().as_bytes())?;
+    }
+    Ok(Outcome::Ok)
+}
+
+/// [`Outcome::WorkFailed`] when a fragment of these projects failed.
+pub(crate) fn failed_outcome(projects: &[ProjectProgress]) -> Outcome {
+    if projects.iter().any(|p| p.failed > 0) {
+        Outcome::WorkFailed
+    } else {
+        Outcome::Ok
+    }
+}
+
+pub(crate) fn table(projects: &[ProjectProgress]) -> Table {
+    let mut t = Table::new(&[
+        ("NAME", Align::Left),
+        ("TOTAL", Align::Right),
+        ("PENDING", Align::Right),
+        ("RUNNING", Align::Right),
+        ("SUCCEEDED", Align::Right),
+        ("FAILED", Align::Right),
+        ("PERCENT", Align::Right),
+    ]);
+    for p in projects {
+        t.row(vec![
+            p.name.clone(),
+            p.total.to_string(),
+            p.pending.to_string(),
+            p.running.to_string(),
+            p.succeeded.to_string(),
+            p.failed.to_string(),
+            percent(p.percent),
+        ]);
+    }
+    t
+}
+
+/// Without a terminal the bars are hidden: a line per change, at most this often, instead.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
+/// One project followed by [`watch`].
+struct Watched {
+    bar: ProgressBar,
+    last: ProjectProgress,
+    done: bool,
+    /// For plain output: the finished count last printed, and when.
+    printed: Option<(u64, Instant)>,
+}
+
+impl Watched {
+    fn update(&mut self, p: ProjectProgress) {
+        if self.bar.is_hidden() {
+            self.print_plain(&p);
+        }
+        self.bar.set_length(p.total);
+        self.bar.set_position(p.succeeded + p.failed);
+        if p.is_finished() {
+            self.bar.set_style(style(FINISHED_STYLE));
+            self.bar
+                .finish_with_message(format!("{} succeeded, {} failed", p.succeeded, p.failed));
+            self.done = true;
+        } else {
+            self.bar
+                .set_message(format!("{} running, {} failed", p.running, p.failed));
+        }
+        self.last = p;
+    }
+}
+
+impl Watched {
+    fn print_plain(&mut self, p: &ProjectProgress) {
+        let finished = p.succeeded + p.failed;
+        let due = match self.printed {
+            None => true,
+            Some((n, at)) => n != finished && (p.is_finished() || at.elapsed() >= PLAIN_EVERY),
+        };
+        if due {
+            note!(
+                "{}: {finished}/{} finished, {} running, {} failed",
+                p.name,
+                p.total,
+                p.running,
+                p.failed
+            );
+            self.printed = Some((finished, Instant::now()));
+        }
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// Shows one bar per project on stderr (when it is not a terminal, a line now and then),
+/// polling every `every`, until every watched project is finished; returns their last progress.
+///
+/// With `project`, watches that one (an unknown name is an error). Without, watches every
+/// project that is unfinished at the start and every project added meanwhile; returns an
+/// empty list when there is nothing to watch. A project removed meanwhile stops being watched
+/// and keeps its last progress.
+pub(crate) async fn watch(
+    herzog: &Herzog,
+    project: Option<&str>,
+    every: Duration,
+) -> Result<Vec<ProjectProgress>, CliError> {
+    let multi = MultiProgress::new();
+    let mut watched: Vec<Watched> = Vec::new();
+    let mut finished_at_start: Option<HashSet<String>> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let list = herzog.project_progress(project).await?;
+        let skip = finished_at_start.get_or_insert_with(|| match project {
+            Some(_) => HashSet::new(),
+            None => list
+                .iter()
+                .filter(|p| p.is_finished())
+                .map(|p| p.name.clone())
+                .collect(),
+        });
+        for p in list.iter().filter(|p| !skip.contains(&p.name)) {
+            match watched.iter_mut().find(|w| w.last.name == p.name) {
+                Some(w) if w.done => {}
+                Some(w) => w.update(p.clone()),
+                None => {
+                    let bar = multi.add(
+                        ProgressBar::new(p.total)
+                            .with_style(style(RUNNING_STYLE))
+                            .with_prefix(p.name.clone())
+                            .with_position(p.succeeded + p.failed),
+                    );
+                    // Work done before we looked is not this run's rate.
+                    bar.reset_eta();
+                    let mut w = Watched {
+                        bar,
+                        last: p.clone(),
+                        done: false,
+                        printed: None,
+                    };
+                    w.update(p.clone());
+                    watched.push(w);
+                }
+            }
+        }
+        for w in watched.iter_mut().filter(|w| !w.done) {
+            if !list.iter().any(|p| p.name == w.last.name) {
+                w.bar.abandon_with_message("removed");
+                w.done = true;
+            }
+        }
+        if watched.iter().all(|w| w.done) {
+            return Ok(watched.into_iter().map(|w| w.last).collect());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeHerzog, project};
+
+    #[tokio::test]
+    async fn watch_follows_projects_until_they_finish() {
+        let fake = FakeHerzog::default();
+        {
+            let mut s = fake.state();
+            s.projects = vec![project("done", 0), project("ok", 3), project("will-fail", 2)];
+            s.advance = true;
+        }
+        let herzog = fake.start().await;
+        let last = watch(&herzog, None, Duration::from_millis(1)).await.unwrap();
+        let names: Vec<&str> = last.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["ok", "will-fail"]);
+        assert!(last.iter().all(ProjectProgress::is_finished));
+        assert_eq!(failed_outcome(&last), Outcome::WorkFailed);
+        assert_eq!(last[0].succeeded, 3);
+
+        let one = watch(&herzog, Some("ok"), Duration::from_millis(1)).await.unwrap();
+        assert_eq!(failed_outcome(&one), Outcome::Ok);
+        let err = watch(&herzog, Some("nope"), Duration::from_millis(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[tokio::test]
+    async fn nothing_to_watch_returns_at_once() {
+        let fake = FakeHerzog::default();
+        fake.state().projects = vec![project("done", 0)];
+        let herzog = fake.start().await;
+        assert!(watch(&herzog, None, Duration::from_millis(1)).await.unwrap().is_empty());
+        assert_eq!(fake.state().progress_calls, 1);
+    }
+
+    #[test]
+    fn the_bar_templates_parse() {
+        ProgressStyle::with_template(RUNNING_STYLE).unwrap();
+        ProgressStyle::with_template(FINISHED_STYLE).unwrap();
+    }
+}

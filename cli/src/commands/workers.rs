@@ -1,0 +1,74 @@
+//! `hz workers`: every worker herzog knows, with its resources and load.
+
+use super::print_json;
+use crate::Outcome;
+use crate::args::JsonArgs;
+use crate::client::Herzog;
+use crate::error::CliError;
+use crate::table::{Align, Table, ago, bytes};
+use common::wire::WorkerInfo;
+use std::io::Write;
+
+pub(crate) async fn run(args: JsonArgs, addr: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let herzog = Herzog::connect(addr).await?;
+    let workers = herzog.workers().await?;
+    if args.json {
+        print_json(out, &workers)?;
+    } else if workers.is_empty() {
+        note!("no worker has registered: start kinski on the compute hosts");
+    } else {
+        out.write_all(table(&workers, common::now_millis()).render().as_bytes())?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn table(workers: &[WorkerInfo], now: common::Millis) -> Table {
+    let mut t = Table::new(&[
+        ("NAME", Align::Left),
+        ("STATE", Align::Left),
+        ("SLOTS", Align::Right),
+        ("RUNNING", Align::Right),
+        ("CPUS", Align::Right),
+        ("MEMORY", Align::Right),
+        ("LAST SEEN", Align::Right),
+    ]);
+    for w in workers {
+        t.row(vec![
+            w.name.clone(),
+            w.state.clone(),
+            w.resources.slots.to_string(),
+            w.running.to_string(),
+            w.resources.cpus.to_string(),
+            bytes(w.resources.memory_bytes),
+            ago(now, w.last_seen),
+        ]);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::wire::Resources;
+
+    #[test]
+    fn shows_resources_in_human_units() {
+        let w = WorkerInfo {
+            name: "euclid".into(),
+            resources: Resources {
+                cpus: 8,
+                memory_bytes: 16 * 1024 * 1024 * 1024,
+                disk_free_bytes: 0,
+                slots: 6,
+            },
+            running: 2,
+            state: "connected".into(),
+            last_seen: 9_000,
+        };
+        let text = table(&[w], 10_000).render();
+        assert!(
+            text.contains("16.0 GiB") && text.contains("1.0s ago") && text.contains("euclid"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! hz, the user's command line for herzog: every command, its output and its exit code.
+//! The binary only calls [`main`]; tests call [`run`] with their own output.
+
+/// Writes one line to stderr, ignoring a closed stderr (never panics, unlike `eprintln!`).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+pub mod args;
+mod client;
+mod commands;
+pub mod error;
+mod table;
+#[cfg(test)]
+mod testing;
+
+use args::{Cli, Command};
+use clap::Parser;
+use common::config::ClusterConfig;
+use error::{CliError, code};
+use std::io::Write;
+use std::process::ExitCode;
+
+/// How a command ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything worked.
+    Ok,
+    /// The command worked but some of the work failed (a fragment failed).
+    WorkFailed,
+    /// Ctrl-C (or SIGTERM) stopped the command.
+    Interrupted,
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Ok => code::OK,
+            Outcome::WorkFailed => code::WORK_FAILED,
+            Outcome::Interrupted => code::INTERRUPTED,
+        }
+    }
+}
+
+/// Runs one parsed command line, writing its results to `out` (messages go to stderr).
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let config = cli.config.as_deref().map(ClusterConfig::load).transpose()?;
+    let addr = client::resolve_address(cli.herzog.as_deref(), config.as_ref());
+    match cli.command {
+        Command::Action(a) => commands::action::run(&a, &addr, out).await,
+        Command::List(a) => commands::list::run(a, &addr, out).await,
+        Command::Progress(a) => commands::progress::run(&a, &addr, out).await,
+        Command::Schedule(a) => commands::schedule::run(&a, &addr, out).await,
+        Command::Remove(a) => commands::remove::run(&a, &addr).await,
+        Command::Retry(a) => commands::retry::run(&a, &addr).await,
+        Command::Active(a) => commands::active::run(a, &addr, out).await,
+        Command::Workers(a) => commands::workers::run(a, &addr, out).await,
+        Command::Fragments(a) => commands::fragments::run(&a, &addr, out).await,
+        Command::Logs(a) => commands::logs::run(&a, &addr, out).await,
+        Command::Local(a) => commands::local::run(&a, out).await,
+    }
+}
+
+/// The whole program: parses the arguments, runs the command, prints an error as
+/// `hz: <message>` and turns the result into the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version print to stdout and exit 0; usage errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(code::BAD_INPUT));
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            note!("hz: failed to start the async runtime: {e}");
+            return ExitCode::from(code::WORK_FAILED);
+        }
+    };
+    let mut stdout = std::io::stdout();
+    let result = runtime.block_on(run(cli, &mut stdout)).and_then(|outcome| {
+        stdout.flush()?;
+        Ok(outcome)
+    });
+    // Do not wait for blocked tasks (a stuck daemon in `hz local`) once the answer is known.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(e) if e.is_broken_pipe() => ExitCode::from(code::OK),
+        Err(e) => {
+            note!("hz: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

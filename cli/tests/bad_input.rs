@@ -1,0 +1,125 @@
+//! Runs the real `hz` binary on input it must refuse without a daemon: one line on stderr
+//! naming the problem, and the documented exit code.
+
+use std::process::{Command, Output};
+
+fn hz(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hz"))
+        .args(args)
+        .env_remove("HERZOG_ADDR")
+        .env_remove("HERZOG_CONFIG")
+        .output()
+        .expect("failed to run hz")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_missing_directory_is_named_and_exits_2() {
+    let out = hz(&["action", "/no/such/dir-hz-test", "wc -l"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("hz: "), "{err}");
+    assert!(err.contains("/no/such/dir-hz-test"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn an_unreachable_herzog_is_named_and_exits_3() {
+    for args in [
+        &["--herzog", "127.0.0.1:1", "list"][..],
+        &["progress", "--herzog", "127.0.0.1:1"][..],
+    ] {
+        let out = hz(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.starts_with("hz: ") && err.contains("127.0.0.1:1"), "{err}");
+    }
+}
+
+#[test]
+fn the_flag_beats_the_environment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hz"))
+        .args(["workers", "--herzog", "127.0.0.1:1"])
+        .env("HERZOG_ADDR", "127.0.0.1:2")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
+
+#[test]
+fn the_config_address_is_used_and_unknown_keys_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[herzog]\naddress = \"127.0.0.1:1\"\n").unwrap();
+    let out = hz(&["--config", good.to_str().unwrap(), "active"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[herzog]\nadress = \"127.0.0.1:1\"\n").unwrap();
+    let out = hz(&["--config", bad.to_str().unwrap(), "list"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("hz: ") && err.contains("adress"), "{err}");
+}
+
+#[test]
+fn an_invalid_name_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hz(&["action", dir.path().to_str().unwrap(), "wc -l", "--name", "bad name"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("'bad name' is not a valid name"), "{err}");
+}
+
+#[test]
+fn a_missing_program_exits_2_before_dialling() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hz(&[
+        "--herzog",
+        "127.0.0.1:1",
+        "action",
+        dir.path().to_str().unwrap(),
+        "./no-such-tool {}",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no-such-tool") && err.contains("not found"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_documents_exit_codes() {
+    let out = hz(&["fragments"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = hz(&["action", "d", "p", "--env", "novalue"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = hz(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Exit codes:") && help.contains("herzog unreachable"),
+        "{help}"
+    );
+}
+
+#[test]
+fn local_refuses_a_missing_directory_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = hz(&[
+        "local",
+        "/no/such/dir-hz-test",
+        "wc -l",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!state.exists());
+}

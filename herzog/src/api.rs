@@ -1,0 +1,263 @@
+//! The RPC handlers. They check input, send events to the loop and wait for the committed
+//! reply; they never touch the state themselves.
+
+use crate::engine::Handle;
+use crate::machine::{Event, Reply, attempt_paths};
+use crate::store::Reader;
+use common::service::{Coordinator, Registry};
+use common::wire::*;
+use common::{ApiError, AttemptId};
+use std::path::{Path, PathBuf};
+use tarpc::context::Context;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) handle: Handle,
+    pub(crate) db: PathBuf,
+    pub(crate) heartbeat_ms: u64,
+}
+
+/// The Coordinator service (for hz).
+#[derive(Clone)]
+pub(crate) struct ClientApi(pub(crate) Api);
+
+/// The Registry service (for kinski).
+#[derive(Clone)]
+pub(crate) struct WorkerApi(pub(crate) Api);
+
+fn unexpected(reply: Reply) -> ApiError {
+    ApiError::Storage {
+        reason: format!("the loop answered {reply:?} unexpectedly"),
+    }
+}
+
+/// Lists a project directory: its regular files (symlinks followed), hidden ones skipped,
+/// sorted by name.
+pub(crate) fn list_inputs(dir: &Path) -> Result<Vec<String>, ApiError> {
+    let unreadable = |e: std::io::Error| ApiError::DirectoryUnreadable {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    if !dir.is_absolute() {
+        return Err(ApiError::InvalidValue {
+            what: "directory".into(),
+            reason: format!("{} is not an absolute path", dir.display()),
+        });
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(ApiError::InvalidValue {
+                what: "file name".into(),
+                reason: format!(
+                    "{} in {} is not UTF-8: rename it",
+                    name.to_string_lossy(),
+                    dir.display()
+                ),
+            });
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        if std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+            names.push(name.to_string());
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ApiError::Storage {
+            reason: format!("a background task failed: {e}"),
+        })
+    })
+}
+
+fn storage(e: crate::store::StoreError) -> ApiError {
+    ApiError::Storage { reason: e.to_string() }
+}
+
+/// The last `max` bytes of a file, and whether it was cut.
+fn tail(path: &Path, max: u64) -> (String, bool) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return (String::new(), false);
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return (String::new(), false);
+    }
+    let mut buf = Vec::new();
+    let _ = f.take(max).read_to_end(&mut buf);
+    (String::from_utf8_lossy(&buf).into_owned(), start > 0)
+}
+
+impl Coordinator for ClientApi {
+    async fn project_add(self, _: Context, project: NewProject) -> Result<ProjectAdded, ApiError> {
+        let NewProject { name, dir, spec } = project;
+        let name = name.unwrap_or_else(|| common::name::name_from_dir(&dir));
+        common::name::check_name(&name)?;
+        common::template::check_program(&spec.program, std::env::var("PATH").ok().as_deref())?;
+        if spec.max_attempts == 0 {
+            return Err(ApiError::InvalidValue {
+                what: "max_attempts".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        let listed = dir.clone();
+        let files = blocking(move || list_inputs(&listed)).await?;
+        match self
+            .0
+            .handle
+            .event(Event::AddProject { name, dir, spec, files })
+            .await?
+        {
+            Reply::Added(added) => Ok(added),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn project_remove(self, _: Context, name: String) -> Result<(), ApiError> {
+        self.0.handle.event(Event::RemoveProject { name }).await.map(|_| ())
+    }
+
+    async fn project_retry(self, _: Context, name: String) -> Result<u64, ApiError> {
+        match self.0.handle.event(Event::Retry { name }).await? {
+            Reply::Retried(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn project_progress(self, _: Context, name: Option<String>) -> Result<Vec<ProjectProgress>, ApiError> {
+        self.0.handle.query(move |m| m.progress(name.as_deref())).await?
+    }
+
+    async fn project_schedule(self, _: Context, policy: Policy) -> Result<Policy, ApiError> {
+        match self.0.handle.event(Event::SetPolicy(policy)).await? {
+            Reply::Policy(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn policy(self, _: Context) -> Policy {
+        self.0.handle.query(|m| m.policy()).await.unwrap_or(Policy::Fair)
+    }
+
+    async fn project_active(self, _: Context) -> Vec<ActiveAttempt> {
+        self.0.handle.query(|m| m.active()).await.unwrap_or_default()
+    }
+
+    async fn workers(self, _: Context) -> Vec<WorkerInfo> {
+        self.0.handle.query(|m| m.workers()).await.unwrap_or_default()
+    }
+
+    async fn fragments(
+        self,
+        _: Context,
+        project: String,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Page<FragmentInfo>, ApiError> {
+        let (id, _) = self.0.handle.query(move |m| m.project_ref(&project)).await??;
+        let db = self.0.db.clone();
+        let limit = limit.clamp(1, 10_000);
+        blocking(move || {
+            Reader::open(&db)
+                .and_then(|r| r.fragments(id, offset, limit))
+                .map_err(storage)
+        })
+        .await
+    }
+
+    async fn logs(self, _: Context, project: String, fragment: String, max_bytes: u64) -> Result<Logs, ApiError> {
+        let p = project.clone();
+        let (id, results_dir) = self.0.handle.query(move |m| m.project_ref(&p)).await??;
+        let db = self.0.db.clone();
+        let max = max_bytes.clamp(1, 4 * 1024 * 1024);
+        blocking(move || {
+            let found = Reader::open(&db)
+                .and_then(|r| r.find_fragment(id, &fragment))
+                .map_err(storage)?
+                .ok_or(ApiError::UnknownFragment { project, fragment })?;
+            let Some(attempt) = found.attempt else {
+                return Ok(Logs {
+                    attempt: None,
+                    stdout_path: None,
+                    stderr_path: None,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    truncated: false,
+                });
+            };
+            Ok(read_logs(&results_dir, &found.name, attempt, max))
+        })
+        .await
+    }
+}
+
+fn read_logs(results_dir: &Path, fragment: &str, attempt: AttemptId, max: u64) -> Logs {
+    let (out, err, _) = attempt_paths(results_dir, fragment, attempt);
+    let (stdout, cut_out) = tail(&out, max);
+    let (stderr, cut_err) = tail(&err, max);
+    Logs {
+        attempt: Some(attempt),
+        stdout_path: Some(out),
+        stderr_path: Some(err),
+        stdout,
+        stderr,
+        truncated: cut_out || cut_err,
+    }
+}
+
+impl Registry for WorkerApi {
+    async fn resources_register(
+        self,
+        _: Context,
+        name: String,
+        resources: Resources,
+        running: Vec<AttemptId>,
+    ) -> Result<Registered, ApiError> {
+        if resources.slots == 0 {
+            return Err(ApiError::InvalidValue {
+                what: "slots".into(),
+                reason: "a worker needs at least one slot".into(),
+            });
+        }
+        self.0
+            .handle
+            .event(Event::Register {
+                worker: name,
+                resources,
+                running,
+            })
+            .await?;
+        Ok(Registered {
+            heartbeat_ms: self.0.heartbeat_ms,
+        })
+    }
+
+    async fn heartbeat(self, _: Context, name: String, running: Vec<AttemptId>) -> Result<(), ApiError> {
+        self.0
+            .handle
+            .event(Event::Heartbeat { worker: name, running })
+            .await
+            .map(|_| ())
+    }
+
+    async fn fragment_complete(self, _: Context, name: String, completion: Completion) -> Result<(), ApiError> {
+        self.0
+            .handle
+            .event(Event::Complete {
+                worker: name,
+                completion,
+            })
+            .await
+            .map(|_| ())
+    }
+}

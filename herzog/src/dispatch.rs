@@ -1,0 +1,103 @@
+//! Runs the loop's effects: starts and stops on workers, over each worker's own connection.
+
+use crate::engine::Handle;
+use crate::machine::{Effect, Event};
+use common::service::WorkerClient;
+use common::transport::context_with;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The live connections to workers, by name. A generation tells a replaced connection from
+/// the current one.
+#[derive(Clone, Default)]
+pub(crate) struct Connections {
+    inner: Arc<Mutex<HashMap<String, (u64, WorkerClient)>>>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Connections {
+    /// Records a worker's connection; returns its generation.
+    pub(crate) fn attach(&self, name: &str, client: WorkerClient) -> u64 {
+        let generation = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_string(), (generation, client));
+        generation
+    }
+
+    /// Forgets a connection if it is still the current one; true if it was.
+    pub(crate) fn detach(&self, name: &str, generation: u64) -> bool {
+        let mut map = self.inner.lock().expect("not poisoned");
+        if map.get(name).is_some_and(|(g, _)| *g == generation) {
+            map.remove(name);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<WorkerClient> {
+        self.inner
+            .lock()
+            .expect("not poisoned")
+            .get(name)
+            .map(|(_, c)| c.clone())
+    }
+}
+
+/// Executes effects; failures come back to the loop as events.
+#[derive(Clone)]
+pub(crate) struct Dispatcher {
+    pub(crate) connections: Connections,
+    pub(crate) handle: Handle,
+}
+
+impl Dispatcher {
+    pub(crate) fn execute(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Start { worker, start } => {
+                    let attempt = start.attempt;
+                    let client = self.connections.get(&worker);
+                    let handle = self.handle.clone();
+                    tokio::spawn(async move {
+                        let failure = match client {
+                            None => Some(format!("no connection to worker {worker}")),
+                            Some(c) => match c.fragment_start(context_with(CALL_TIMEOUT), *start).await {
+                                Ok(Ok(())) => None,
+                                Ok(Err(e)) => Some(format!("worker {worker} refused the start: {e}")),
+                                Err(e) => Some(format!("failed to reach worker {worker}: {e}")),
+                            },
+                        };
+                        if let Some(reason) = failure {
+                            tracing::warn!(%attempt, %reason, "dispatch failed");
+                            handle.notify(Event::DispatchFailed { attempt, reason });
+                        }
+                    });
+                }
+                Effect::Stop {
+                    worker,
+                    attempt,
+                    grace_ms,
+                } => {
+                    let Some(client) = self.connections.get(&worker) else {
+                        // Reconciliation stops it when the worker is back.
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        let _ = grace_ms;
+                        match client.fragment_stop(context_with(CALL_TIMEOUT), attempt).await {
+                            Ok(Ok(())) => tracing::info!(%worker, %attempt, "attempt stopped"),
+                            Ok(Err(e)) => tracing::info!(%worker, %attempt, error = %e, "stop refused"),
+                            Err(e) => tracing::warn!(%worker, %attempt, error = %e, "failed to send a stop"),
+                        }
+                    });
+                }
+            }
+        }
+    }
+}

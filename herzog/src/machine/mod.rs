@@ -1,0 +1,787 @@
+//! The state machine: herzog's whole scheduling state and every transition, with no IO.
+//!
+//! `handle` applies one event at a given time and queues the database writes and the
+//! effects it implies; `schedule` hands free slots to pending fragments; `take` drains both
+//! queues for the event loop, which commits the writes and only then runs the effects.
+
+#[cfg(test)]
+mod tests;
+mod types;
+
+pub(crate) use types::*;
+
+use crate::scheduler::{self, Capacity, Demand};
+use common::wire::*;
+use common::{ApiError, AttemptId, FragmentId, Millis, ProjectId};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+
+/// Timings the machine needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    /// A worker silent this long is lost.
+    pub(crate) worker_timeout_ms: i64,
+    /// How long a dispatched attempt may be missing from a worker's report before it is lost
+    /// (a start may still be on its way).
+    pub(crate) start_grace_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) pending: u64,
+    pub(crate) running: u64,
+    pub(crate) succeeded: u64,
+    pub(crate) failed: u64,
+}
+
+impl Counts {
+    fn slot(&mut self, state: &FragmentState) -> &mut u64 {
+        match state {
+            FragmentState::Pending => &mut self.pending,
+            FragmentState::Running { .. } => &mut self.running,
+            FragmentState::Succeeded { .. } => &mut self.succeeded,
+            FragmentState::Failed { .. } => &mut self.failed,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Fragment {
+    pub(crate) id: FragmentId,
+    pub(crate) name: String,
+    pub(crate) attempts: u32,
+    pub(crate) state: FragmentState,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Project {
+    pub(crate) id: ProjectId,
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) spec: RunSpec,
+    pub(crate) results_dir: PathBuf,
+    pub(crate) created_at: Millis,
+    pub(crate) fragments: Vec<Fragment>,
+    /// Indexes of pending fragments, in dispatch order.
+    pub(crate) queue: VecDeque<u32>,
+    pub(crate) counts: Counts,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Worker {
+    pub(crate) name: String,
+    pub(crate) resources: Resources,
+    pub(crate) link: Link,
+    pub(crate) last_seen: Millis,
+    /// Attempts herzog believes run there.
+    pub(crate) running: BTreeSet<AttemptId>,
+}
+
+/// Where a live attempt belongs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Live {
+    pub(crate) project: ProjectId,
+    pub(crate) index: u32,
+}
+
+/// herzog's state. One owner: the event loop.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    timing: Timing,
+    results_root: PathBuf,
+    projects: BTreeMap<ProjectId, Project>,
+    by_name: HashMap<String, ProjectId>,
+    workers: BTreeMap<String, Worker>,
+    live: HashMap<AttemptId, Live>,
+    policy: Policy,
+    next_project: i64,
+    next_fragment: i64,
+    next_attempt: i64,
+    writes: Vec<Write>,
+    effects: Vec<Effect>,
+}
+
+/// What the store hands back at start-up.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) projects: Vec<Project>,
+    pub(crate) workers: Vec<(String, Resources, Millis)>,
+    pub(crate) policy: Option<Policy>,
+    pub(crate) max_project: i64,
+    pub(crate) max_fragment: i64,
+    pub(crate) max_attempt: i64,
+}
+
+impl Machine {
+    pub(crate) fn new(timing: Timing, results_root: PathBuf) -> Self {
+        Machine {
+            timing,
+            results_root,
+            projects: BTreeMap::new(),
+            by_name: HashMap::new(),
+            workers: BTreeMap::new(),
+            live: HashMap::new(),
+            policy: Policy::Fair,
+            next_project: 1,
+            next_fragment: 1,
+            next_attempt: 1,
+            writes: Vec::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    /// Rebuilds the state after a restart. Workers come back disconnected with a fresh
+    /// timeout, so their attempts are kept until they re-register or the watchdog fires.
+    pub(crate) fn restore(timing: Timing, results_root: PathBuf, snap: Snapshot, now: Millis) -> Self {
+        let mut m = Machine::new(timing, results_root);
+        m.next_project = snap.max_project + 1;
+        m.next_fragment = snap.max_fragment + 1;
+        m.next_attempt = snap.max_attempt + 1;
+        m.policy = snap.policy.unwrap_or(Policy::Fair);
+        for (name, resources, _) in snap.workers {
+            m.workers.insert(
+                name.clone(),
+                Worker {
+                    name,
+                    resources,
+                    link: Link::Disconnected { since: now },
+                    last_seen: now,
+                    running: BTreeSet::new(),
+                },
+            );
+        }
+        for mut p in snap.projects {
+            p.counts = Counts::default();
+            p.queue.clear();
+            for (i, f) in p.fragments.iter().enumerate() {
+                *p.counts.slot(&f.state) += 1;
+                match &f.state {
+                    FragmentState::Pending => p.queue.push_back(i as u32),
+                    FragmentState::Running { attempt, worker, .. } => {
+                        m.live.insert(
+                            *attempt,
+                            Live {
+                                project: p.id,
+                                index: i as u32,
+                            },
+                        );
+                        let w = m.workers.entry(worker.clone()).or_insert_with(|| Worker {
+                            name: worker.clone(),
+                            resources: Resources::default(),
+                            link: Link::Disconnected { since: now },
+                            last_seen: now,
+                            running: BTreeSet::new(),
+                        });
+                        w.running.insert(*attempt);
+                    }
+                    _ => {}
+                }
+            }
+            m.by_name.insert(p.name.clone(), p.id);
+            m.projects.insert(p.id, p);
+        }
+        m
+    }
+
+    /// Drains the writes and effects queued since the last call.
+    pub(crate) fn take(&mut self) -> (Vec<Write>, Vec<Effect>) {
+        (std::mem::take(&mut self.writes), std::mem::take(&mut self.effects))
+    }
+
+    /// Applies one event. A rejected event changes nothing.
+    pub(crate) fn handle(&mut self, now: Millis, event: Event) -> Result<Reply, Rejected> {
+        match event {
+            Event::AddProject { name, dir, spec, files } => self.add_project(now, name, dir, spec, files),
+            Event::RemoveProject { name } => self.remove_project(now, &name),
+            Event::Retry { name } => self.retry(&name),
+            Event::SetPolicy(policy) => self.set_policy(policy),
+            Event::Register {
+                worker,
+                resources,
+                running,
+            } => self.register(now, worker, resources, running),
+            Event::Heartbeat { worker, running } => self.heartbeat(now, &worker, running),
+            Event::Complete { worker, completion } => self.complete(now, &worker, completion),
+            Event::Disconnected { worker } => {
+                if let Some(w) = self.workers.get_mut(&worker)
+                    && w.link == Link::Connected
+                {
+                    w.link = Link::Disconnected { since: now };
+                }
+                Ok(Reply::Done)
+            }
+            Event::DispatchFailed { attempt, reason } => {
+                if self.live.contains_key(&attempt) {
+                    self.end_live(now, attempt, AttemptEnd::Lost, None, Some(reason));
+                }
+                Ok(Reply::Done)
+            }
+            Event::Tick => {
+                self.watchdog(now);
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    fn project_id(&self, name: &str) -> Result<ProjectId, ApiError> {
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| ApiError::UnknownProject { name: name.to_string() })
+    }
+
+    fn add_project(
+        &mut self,
+        now: Millis,
+        name: String,
+        dir: PathBuf,
+        spec: RunSpec,
+        files: Vec<String>,
+    ) -> Result<Reply, Rejected> {
+        common::name::check_name(&name)?;
+        if self.by_name.contains_key(&name) {
+            return Err(ApiError::DuplicateProject { name }.into());
+        }
+        if files.is_empty() {
+            return Err(ApiError::EmptyDirectory {
+                dir: dir.display().to_string(),
+            }
+            .into());
+        }
+        let id = ProjectId(self.next_project);
+        self.next_project += 1;
+        let first = self.next_fragment;
+        self.next_fragment += files.len() as i64;
+        let results_dir = self.results_root.join(&name);
+        let fragments: Vec<Fragment> = files
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Fragment {
+                id: FragmentId(first + i as i64),
+                name: n.clone(),
+                attempts: 0,
+                state: FragmentState::Pending,
+            })
+            .collect();
+        let total = fragments.len() as u64;
+        self.writes.push(Write::AddProject {
+            id,
+            name: name.clone(),
+            dir: dir.clone(),
+            spec: spec.clone(),
+            results_dir: results_dir.clone(),
+            created_at: now,
+            first_fragment: FragmentId(first),
+            names: files,
+        });
+        let project = Project {
+            id,
+            name: name.clone(),
+            dir,
+            spec,
+            results_dir: results_dir.clone(),
+            created_at: now,
+            queue: (0..total as u32).collect(),
+            counts: Counts {
+                pending: total,
+                ..Counts::default()
+            },
+            fragments,
+        };
+        self.by_name.insert(name.clone(), id);
+        self.projects.insert(id, project);
+        tracing::info!(project = %name, fragments = total, "project added");
+        Ok(Reply::Added(ProjectAdded {
+            id,
+            name,
+            fragments: total,
+            results_dir,
+        }))
+    }
+
+    fn remove_project(&mut self, now: Millis, name: &str) -> Result<Reply, Rejected> {
+        let id = self.project_id(name)?;
+        let running: Vec<AttemptId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.project == id)
+            .map(|(a, _)| *a)
+            .collect();
+        for attempt in running {
+            let grace_ms = self.projects[&id].spec.grace_ms;
+            if let Some(worker) = self.end_live(now, attempt, AttemptEnd::Stopped, None, Some("project removed".into()))
+                && self.workers.get(&worker).is_some_and(|w| w.link == Link::Connected)
+            {
+                // A stop for an unreachable worker is delivered by reconciliation when it returns.
+                self.effects.push(Effect::Stop {
+                    worker,
+                    attempt,
+                    grace_ms,
+                });
+            }
+        }
+        self.projects.remove(&id);
+        self.by_name.remove(name);
+        if self.policy
+            == (Policy::Priority {
+                project: name.to_string(),
+            })
+        {
+            self.policy = Policy::Fair;
+            self.writes.push(Write::Policy(Policy::Fair));
+        }
+        self.writes.push(Write::RemoveProject { id, at: now });
+        tracing::info!(project = %name, "project removed");
+        Ok(Reply::Done)
+    }
+
+    fn retry(&mut self, name: &str) -> Result<Reply, Rejected> {
+        let id = self.project_id(name)?;
+        let failed: Vec<u32> = self.projects[&id]
+            .fragments
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches!(f.state, FragmentState::Failed { .. }))
+            .map(|(i, _)| i as u32)
+            .collect();
+        for &i in &failed {
+            let p = self.projects.get_mut(&id).expect("checked above");
+            p.fragments[i as usize].attempts = 0;
+            self.set_state(id, i, FragmentState::Pending);
+        }
+        Ok(Reply::Retried(failed.len() as u64))
+    }
+
+    fn set_policy(&mut self, policy: Policy) -> Result<Reply, Rejected> {
+        if let Policy::Priority { project } = &policy {
+            self.project_id(project)?;
+        }
+        tracing::info!(%policy, "policy changed");
+        self.policy = policy.clone();
+        self.writes.push(Write::Policy(policy.clone()));
+        Ok(Reply::Policy(policy))
+    }
+
+    fn register(
+        &mut self,
+        now: Millis,
+        name: String,
+        resources: Resources,
+        running: Vec<AttemptId>,
+    ) -> Result<Reply, Rejected> {
+        common::name::check_name(&name)?;
+        let w = self.workers.entry(name.clone()).or_insert_with(|| Worker {
+            name: name.clone(),
+            resources: resources.clone(),
+            link: Link::Connected,
+            last_seen: now,
+            running: BTreeSet::new(),
+        });
+        w.resources = resources.clone();
+        w.link = Link::Connected;
+        w.last_seen = now;
+        self.writes.push(Write::Worker {
+            name: name.clone(),
+            resources,
+            seen: now,
+        });
+        tracing::info!(worker = %name, running = running.len(), "worker registered");
+        self.reconcile(now, &name, &running);
+        Ok(Reply::Registered)
+    }
+
+    fn heartbeat(&mut self, now: Millis, name: &str, running: Vec<AttemptId>) -> Result<Reply, Rejected> {
+        let w = match self.workers.get_mut(name) {
+            Some(w) if !matches!(w.link, Link::Lost { .. }) => w,
+            // A lost or unknown worker must register again, which reconciles it.
+            _ => return Err(ApiError::UnknownWorker { name: name.to_string() }.into()),
+        };
+        w.last_seen = now;
+        if w.link == Link::Connected {
+            self.reconcile(now, name, &running);
+        }
+        Ok(Reply::Done)
+    }
+
+    /// Compares what the worker runs with what herzog expects there: the unexpected are
+    /// stopped, the missing (past the start grace) are lost and requeued.
+    fn reconcile(&mut self, now: Millis, worker: &str, reported: &[AttemptId]) {
+        let reported_set: BTreeSet<AttemptId> = reported.iter().copied().collect();
+        let expected = self.workers.get(worker).map(|w| w.running.clone()).unwrap_or_default();
+        for &attempt in reported_set.difference(&expected) {
+            tracing::warn!(%worker, %attempt, "worker runs an attempt herzog does not expect there: stopping it");
+            self.effects.push(Effect::Stop {
+                worker: worker.to_string(),
+                attempt,
+                grace_ms: 0,
+            });
+        }
+        for &attempt in expected.difference(&reported_set) {
+            let since = self.live_since(attempt).unwrap_or(now);
+            if now - since >= self.timing.start_grace_ms {
+                tracing::warn!(%worker, %attempt, "worker does not run an attempt herzog expects: requeueing");
+                self.end_live(
+                    now,
+                    attempt,
+                    AttemptEnd::Lost,
+                    None,
+                    Some(format!("{worker} no longer runs it")),
+                );
+            }
+        }
+    }
+
+    fn live_since(&self, attempt: AttemptId) -> Option<Millis> {
+        let l = self.live.get(&attempt)?;
+        match &self.projects.get(&l.project)?.fragments[l.index as usize].state {
+            FragmentState::Running { since, .. } => Some(*since),
+            _ => None,
+        }
+    }
+
+    fn complete(&mut self, now: Millis, worker: &str, c: Completion) -> Result<Reply, Rejected> {
+        let Some(live) = self.live.get(&c.attempt).copied() else {
+            if c.attempt.0 >= self.next_attempt || c.attempt.0 <= 0 {
+                return Err(Rejected::UnknownAttempt { attempt: c.attempt });
+            }
+            // Already ended (lost, stopped, or this completion arrived twice): keep the late
+            // result where the record allows it, change no fragment.
+            tracing::info!(%worker, attempt = %c.attempt, exit = %c.exit, "late or repeated completion recorded; no fragment changes");
+            self.writes.push(Write::AttemptEnded {
+                id: c.attempt,
+                end: AttemptEnd::Late,
+                at: now,
+                completion: Some(c),
+                note: None,
+            });
+            return Ok(Reply::Done);
+        };
+        let project = &self.projects[&live.project];
+        let fragment = &project.fragments[live.index as usize];
+        let FragmentState::Running { worker: runs_on, .. } = &fragment.state else {
+            unreachable!("a live attempt's fragment is running");
+        };
+        if runs_on != worker {
+            return Err(Rejected::NotItsAttempt {
+                worker: worker.to_string(),
+                attempt: c.attempt,
+                runs_on: runs_on.clone(),
+            });
+        }
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.last_seen = now;
+        }
+        let success = matches!(c.exit, Exit::Code(code) if project.spec.success_codes.contains(&code));
+        let end = if success {
+            AttemptEnd::Succeeded
+        } else {
+            AttemptEnd::Failed
+        };
+        tracing::info!(project = %project.name, fragment = %fragment.name, attempt = %c.attempt, %worker, exit = %c.exit, wall_ms = c.wall_ms, "attempt finished");
+        self.end_live(now, c.attempt, end, Some(c), None);
+        Ok(Reply::Done)
+    }
+
+    /// Ends a live attempt and moves its fragment on. Returns the worker it ran on.
+    fn end_live(
+        &mut self,
+        now: Millis,
+        attempt: AttemptId,
+        end: AttemptEnd,
+        completion: Option<Completion>,
+        note: Option<String>,
+    ) -> Option<String> {
+        let live = self.live.remove(&attempt)?;
+        let project = self.projects.get(&live.project)?;
+        let fragment = &project.fragments[live.index as usize];
+        let FragmentState::Running { worker, .. } = fragment.state.clone() else {
+            return None;
+        };
+        let max = project.spec.max_attempts;
+        let attempts = fragment.attempts;
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.running.remove(&attempt);
+        }
+        let exit = completion.as_ref().map(|c| c.exit.clone());
+        self.writes.push(Write::AttemptEnded {
+            id: attempt,
+            end,
+            at: now,
+            completion,
+            note: note.clone(),
+        });
+        let next = match end {
+            AttemptEnd::Succeeded => FragmentState::Succeeded { attempt },
+            AttemptEnd::Failed => FragmentState::Failed {
+                attempt: Some(attempt),
+                reason: match exit {
+                    Some(Exit::Code(c)) => format!("exited with {c}"),
+                    Some(Exit::Signal(s)) => format!("killed by signal {s}"),
+                    Some(Exit::StartFailed(why)) => format!("could not start: {why}"),
+                    None => "failed".to_string(),
+                },
+            },
+            AttemptEnd::Lost if attempts >= max => FragmentState::Failed {
+                attempt: Some(attempt),
+                reason: format!(
+                    "{attempts} attempts lost, the last: {}",
+                    note.as_deref().unwrap_or("lost")
+                ),
+            },
+            AttemptEnd::Lost | AttemptEnd::Stopped | AttemptEnd::Late => FragmentState::Pending,
+        };
+        if end == AttemptEnd::Stopped {
+            // The project is going away; its fragments are not requeued.
+            return Some(worker);
+        }
+        self.set_state(live.project, live.index, next);
+        Some(worker)
+    }
+
+    /// The one place a fragment changes state: checks the transition, keeps the counts and
+    /// the queue, and queues the write.
+    fn set_state(&mut self, project: ProjectId, index: u32, next: FragmentState) {
+        let p = self.projects.get_mut(&project).expect("caller checked the project");
+        let f = &mut p.fragments[index as usize];
+        assert!(
+            f.state.may_become(&next),
+            "illegal fragment transition {:?} -> {:?}",
+            f.state,
+            next
+        );
+        *p.counts.slot(&f.state) -= 1;
+        *p.counts.slot(&next) += 1;
+        if next == FragmentState::Pending {
+            p.queue.push_back(index);
+        }
+        f.state = next;
+        self.writes.push(Write::Fragment {
+            id: f.id,
+            attempts: f.attempts,
+            state: f.state.clone(),
+        });
+    }
+
+    /// Declares silent workers lost; their attempts go back to the queue.
+    fn watchdog(&mut self, now: Millis) {
+        let silent: Vec<String> = self
+            .workers
+            .values()
+            .filter(|w| !matches!(w.link, Link::Lost { .. }) && now - w.last_seen >= self.timing.worker_timeout_ms)
+            .map(|w| w.name.clone())
+            .collect();
+        for name in silent {
+            let w = self.workers.get_mut(&name).expect("listed above");
+            w.link = Link::Lost { since: now };
+            let attempts: Vec<AttemptId> = w.running.iter().copied().collect();
+            tracing::warn!(worker = %name, attempts = attempts.len(), "worker lost: requeueing its fragments");
+            for attempt in attempts {
+                self.end_live(
+                    now,
+                    attempt,
+                    AttemptEnd::Lost,
+                    None,
+                    Some(format!("worker {name} lost")),
+                );
+            }
+        }
+    }
+
+    /// Gives every free slot of a connected worker to a pending fragment.
+    pub(crate) fn schedule(&mut self, now: Millis) {
+        let demands: Vec<Demand> = self
+            .projects
+            .values()
+            .filter(|p| !p.queue.is_empty())
+            .map(|p| Demand {
+                project: p.id,
+                pending: p.queue.len() as u64,
+                running: p.counts.running,
+            })
+            .collect();
+        if demands.is_empty() {
+            return;
+        }
+        let capacity: Vec<Capacity<'_>> = self
+            .workers
+            .values()
+            .filter(|w| w.link == Link::Connected)
+            .map(|w| Capacity {
+                worker: &w.name,
+                free: w.resources.slots.saturating_sub(w.running.len() as u32),
+            })
+            .collect();
+        let priority = match &self.policy {
+            Policy::Priority { project } => self.by_name.get(project).copied(),
+            Policy::Fair => None,
+        };
+        let assignments: Vec<(String, ProjectId)> = scheduler::assign(&demands, priority, &capacity)
+            .into_iter()
+            .map(|a| (a.worker.to_string(), a.project))
+            .collect();
+        for (worker, project) in assignments {
+            self.dispatch(now, worker, project);
+        }
+    }
+
+    fn dispatch(&mut self, now: Millis, worker: String, project: ProjectId) {
+        let attempt = AttemptId(self.next_attempt);
+        self.next_attempt += 1;
+        let p = self.projects.get_mut(&project).expect("scheduled projects exist");
+        let index = p.queue.pop_front().expect("scheduled projects have pending fragments");
+        let f = &mut p.fragments[index as usize];
+        f.attempts += 1;
+        let start = start_for(p, index, attempt);
+        let fragment_id = p.fragments[index as usize].id;
+        self.live.insert(attempt, Live { project, index });
+        self.workers
+            .get_mut(&worker)
+            .expect("scheduled workers exist")
+            .running
+            .insert(attempt);
+        self.writes.push(Write::AttemptStarted {
+            id: attempt,
+            fragment: fragment_id,
+            worker: worker.clone(),
+            at: now,
+        });
+        self.set_state(
+            project,
+            index,
+            FragmentState::Running {
+                attempt,
+                worker: worker.clone(),
+                since: now,
+            },
+        );
+        self.effects.push(Effect::Start {
+            worker,
+            start: Box::new(start),
+        });
+    }
+
+    // ----- queries: read-only views for the RPCs -----
+
+    pub(crate) fn progress(&self, name: Option<&str>) -> Result<Vec<ProjectProgress>, ApiError> {
+        let view = |p: &Project| {
+            let total = p.fragments.len() as u64;
+            let done = p.counts.succeeded + p.counts.failed;
+            ProjectProgress {
+                id: p.id,
+                name: p.name.clone(),
+                dir: p.dir.clone(),
+                program: p.spec.program.clone(),
+                total,
+                pending: p.counts.pending,
+                running: p.counts.running,
+                succeeded: p.counts.succeeded,
+                failed: p.counts.failed,
+                percent: if total == 0 {
+                    100.0
+                } else {
+                    done as f64 * 100.0 / total as f64
+                },
+                created_at: p.created_at,
+                results_dir: p.results_dir.clone(),
+            }
+        };
+        match name {
+            Some(n) => Ok(vec![view(&self.projects[&self.project_id(n)?])]),
+            None => Ok(self.projects.values().map(view).collect()),
+        }
+    }
+
+    pub(crate) fn active(&self) -> Vec<ActiveAttempt> {
+        let mut out: Vec<ActiveAttempt> = self
+            .live
+            .iter()
+            .filter_map(|(attempt, l)| {
+                let p = self.projects.get(&l.project)?;
+                let f = &p.fragments[l.index as usize];
+                let FragmentState::Running { worker, since, .. } = &f.state else {
+                    return None;
+                };
+                Some(ActiveAttempt {
+                    worker: worker.clone(),
+                    project: p.name.clone(),
+                    fragment: f.name.clone(),
+                    attempt: *attempt,
+                    since: *since,
+                })
+            })
+            .collect();
+        out.sort_by_key(|a| a.attempt);
+        out
+    }
+
+    pub(crate) fn workers(&self) -> Vec<WorkerInfo> {
+        self.workers
+            .values()
+            .map(|w| WorkerInfo {
+                name: w.name.clone(),
+                resources: w.resources.clone(),
+                running: w.running.len() as u32,
+                state: match w.link {
+                    Link::Connected => "connected",
+                    Link::Disconnected { .. } => "disconnected",
+                    Link::Lost { .. } => "lost",
+                }
+                .to_string(),
+                last_seen: w.last_seen,
+            })
+            .collect()
+    }
+
+    pub(crate) fn policy(&self) -> Policy {
+        self.policy.clone()
+    }
+
+    /// The project's id and results directory, for queries answered from the database.
+    pub(crate) fn project_ref(&self, name: &str) -> Result<(ProjectId, PathBuf), ApiError> {
+        let id = self.project_id(name)?;
+        Ok((id, self.projects[&id].results_dir.clone()))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn project(&self, name: &str) -> Option<&Project> {
+        self.by_name.get(name).map(|id| &self.projects[id])
+    }
+
+    #[cfg(test)]
+    pub(crate) fn live_count(&self) -> usize {
+        self.live.len()
+    }
+}
+
+/// Where an attempt's files go: `<results>/<fragment>/attempt-<id>.{stdout,stderr,out/}`.
+pub(crate) fn attempt_paths(
+    results_dir: &std::path::Path,
+    fragment: &str,
+    attempt: AttemptId,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = results_dir.join(fragment);
+    (
+        dir.join(format!("attempt-{attempt}.stdout")),
+        dir.join(format!("attempt-{attempt}.stderr")),
+        dir.join(format!("attempt-{attempt}.out")),
+    )
+}
+
+fn start_for(p: &Project, index: u32, attempt: AttemptId) -> StartAttempt {
+    let f = &p.fragments[index as usize];
+    let input = p.dir.join(&f.name);
+    let (stdout, stderr, output_dir) = attempt_paths(&p.results_dir, &f.name, attempt);
+    StartAttempt {
+        attempt,
+        project: p.name.clone(),
+        fragment: f.name.clone(),
+        argv: common::template::expand(&p.spec.program, &input),
+        input,
+        cwd: p.spec.cwd.clone().unwrap_or_else(|| p.dir.clone()),
+        env: p.spec.env.clone(),
+        stdout,
+        stderr,
+        output_dir,
+        grace_ms: p.spec.grace_ms,
+    }
+}

@@ -1,0 +1,1899 @@
+//! Unit tests of the state machine: no runtime, no IO, time as plain numbers.
+//!
+//! Every step goes through [`step`] or [`sched`], which also check the bookkeeping that must
+//! hold after any call: a rejected event changes nothing and queues nothing, and every fragment
+//! whose state changed got exactly one `Write::Fragment` carrying its new state.
+
+use super::*;
+use common::wire::{Completion, Exit, Policy, ProjectAdded, Resources, RunSpec, StartAttempt};
+use common::{ApiError, AttemptId, FragmentId, Millis, ProjectId};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+
+const TIMEOUT: i64 = 10_000;
+const GRACE: i64 = 2_000;
+const TIMING: Timing = Timing {
+    worker_timeout_ms: TIMEOUT,
+    start_grace_ms: GRACE,
+};
+
+fn root() -> PathBuf {
+    PathBuf::from("/results")
+}
+
+fn machine() -> Machine {
+    Machine::new(TIMING, root())
+}
+
+fn spec(program: &str, max_attempts: u32) -> RunSpec {
+    RunSpec {
+        max_attempts,
+        ..RunSpec::new(program)
+    }
+}
+
+fn slots(n: u32) -> Resources {
+    Resources {
+        slots: n,
+        ..Resources::default()
+    }
+}
+
+fn add_event(name: &str, files: &[&str]) -> Event {
+    add_event_with(name, files, spec("wc -l", 2))
+}
+
+fn add_event_with(name: &str, files: &[&str], spec: RunSpec) -> Event {
+    Event::AddProject {
+        name: name.to_string(),
+        dir: PathBuf::from("/data"),
+        spec,
+        files: files.iter().map(|f| f.to_string()).collect(),
+    }
+}
+
+fn register_event(worker: &str, n: u32, running: &[i64]) -> Event {
+    Event::Register {
+        worker: worker.to_string(),
+        resources: slots(n),
+        running: ids(running),
+    }
+}
+
+fn heartbeat_event(worker: &str, running: &[i64]) -> Event {
+    Event::Heartbeat {
+        worker: worker.to_string(),
+        running: ids(running),
+    }
+}
+
+fn complete_event(worker: &str, attempt: i64, exit: Exit, now: Millis) -> Event {
+    Event::Complete {
+        worker: worker.to_string(),
+        completion: completion(attempt, exit, now),
+    }
+}
+
+fn completion(attempt: i64, exit: Exit, now: Millis) -> Completion {
+    Completion {
+        attempt: AttemptId(attempt),
+        exit,
+        wall_ms: 5,
+        cpu_ms: 3,
+        peak_rss_kb: 1024,
+        finished_at: now,
+    }
+}
+
+fn ids(v: &[i64]) -> Vec<AttemptId> {
+    v.iter().copied().map(AttemptId).collect()
+}
+
+/// The whole state, in a deterministic rendering, to show that something changed nothing.
+fn digest(m: &Machine) -> String {
+    let live: BTreeMap<_, _> = m.live.iter().collect();
+    let by_name: BTreeMap<_, _> = m.by_name.iter().collect();
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}|{}",
+        m.projects,
+        by_name,
+        m.workers,
+        live,
+        m.policy,
+        m.next_project,
+        m.next_fragment,
+        m.next_attempt,
+        m.writes.len(),
+        m.effects.len()
+    )
+}
+
+fn fragment_states(m: &Machine) -> BTreeMap<FragmentId, (u32, FragmentState)> {
+    m.projects
+        .values()
+        .flat_map(|p| p.fragments.iter().map(|f| (f.id, (f.attempts, f.state.clone()))))
+        .collect()
+}
+
+/// Every fragment whose state changed has exactly one `Write::Fragment` with its new state
+/// (and attempt count), the change is a legal one, and no other fragment is written.
+fn assert_fragment_writes(
+    before: &BTreeMap<FragmentId, (u32, FragmentState)>,
+    after: &BTreeMap<FragmentId, (u32, FragmentState)>,
+    writes: &[Write],
+) {
+    let mut written: BTreeMap<FragmentId, usize> = BTreeMap::new();
+    for w in writes {
+        if let Write::Fragment { id, attempts, state } = w {
+            *written.entry(*id).or_default() += 1;
+            let now = after
+                .get(id)
+                .unwrap_or_else(|| panic!("write for fragment {id}, which does not exist: {w:?}"));
+            assert_eq!(
+                (attempts, state),
+                (&now.0, &now.1),
+                "fragment {id} written with a state it does not have"
+            );
+        }
+    }
+    for (id, (_, state)) in after {
+        let Some((_, old)) = before.get(id) else { continue };
+        if old != state {
+            assert!(old.may_become(state), "fragment {id}: illegal {old:?} -> {state:?}");
+            assert_eq!(
+                written.get(id),
+                Some(&1),
+                "fragment {id} changed {old:?} -> {state:?}: one write expected"
+            );
+        } else {
+            assert_eq!(written.get(id), None, "fragment {id} did not change but was written");
+        }
+    }
+    for (id, n) in &written {
+        assert_eq!(*n, 1, "fragment {id} written {n} times");
+        assert!(
+            before.contains_key(id),
+            "fragment {id} is new: AddProject writes it, not Write::Fragment"
+        );
+    }
+}
+
+struct Out {
+    reply: Result<Reply, Rejected>,
+    writes: Vec<Write>,
+    effects: Vec<Effect>,
+}
+
+/// Applies one event and drains what it queued, checking the universal rules.
+fn step(m: &mut Machine, now: Millis, event: Event) -> Out {
+    let (w, e) = m.take();
+    assert!(w.is_empty() && e.is_empty(), "a test left writes or effects behind");
+    let before_digest = digest(m);
+    let before_progress = m.progress(None).expect("all projects");
+    let before = fragment_states(m);
+    let reply = m.handle(now, event);
+    let (writes, effects) = m.take();
+    if reply.is_err() {
+        assert!(writes.is_empty(), "a rejected event queued writes: {writes:?}");
+        assert!(effects.is_empty(), "a rejected event queued effects: {effects:?}");
+        assert_eq!(digest(m), before_digest, "a rejected event changed the state");
+        assert_eq!(m.progress(None).expect("all projects"), before_progress);
+    }
+    assert_fragment_writes(&before, &fragment_states(m), &writes);
+    Out { reply, writes, effects }
+}
+
+fn ok(m: &mut Machine, now: Millis, event: Event) -> Out {
+    let label = format!("{event:?}");
+    let out = step(m, now, event);
+    if let Err(e) = &out.reply {
+        panic!("{label} was rejected: {e}");
+    }
+    out
+}
+
+fn sched(m: &mut Machine, now: Millis) -> (Vec<Write>, Vec<Effect>) {
+    let (w, e) = m.take();
+    assert!(w.is_empty() && e.is_empty(), "a test left writes or effects behind");
+    let before = fragment_states(m);
+    m.schedule(now);
+    let (writes, effects) = m.take();
+    assert_fragment_writes(&before, &fragment_states(m), &writes);
+    (writes, effects)
+}
+
+fn starts(effects: &[Effect]) -> Vec<(String, StartAttempt)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Start { worker, start } => Some((worker.clone(), (**start).clone())),
+            Effect::Stop { .. } => None,
+        })
+        .collect()
+}
+
+fn state(m: &Machine, project: &str, fragment: &str) -> FragmentState {
+    fragment_of(m, project, fragment).state.clone()
+}
+
+fn fragment_of<'m>(m: &'m Machine, project: &str, fragment: &str) -> &'m Fragment {
+    let p = m.project(project).unwrap_or_else(|| panic!("no project {project}"));
+    p.fragments
+        .iter()
+        .find(|f| f.name == fragment)
+        .unwrap_or_else(|| panic!("no fragment {fragment}"))
+}
+
+fn counts(m: &Machine, project: &str) -> (u64, u64, u64, u64) {
+    let p = &m.progress(Some(project)).expect("project exists")[0];
+    (p.pending, p.running, p.succeeded, p.failed)
+}
+
+fn ended(writes: &[Write]) -> Vec<(AttemptId, AttemptEnd, Option<String>)> {
+    writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::AttemptEnded { id, end, note, .. } => Some((*id, *end, note.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kind(s: &FragmentState) -> &'static str {
+    match s {
+        FragmentState::Pending => "pending",
+        FragmentState::Running { .. } => "running",
+        FragmentState::Succeeded { .. } => "succeeded",
+        FragmentState::Failed { .. } => "failed",
+    }
+}
+
+// ----- 1. every legal transition, through events -----
+
+#[test]
+fn every_legal_transition_happens_through_events() {
+    let mut m = machine();
+    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut track = |m: &mut Machine, now: Millis, ev: Option<Event>| -> Out {
+        let before = fragment_states(m);
+        let out = match ev {
+            Some(ev) => ok(m, now, ev),
+            None => {
+                let (writes, effects) = sched(m, now);
+                Out {
+                    reply: Ok(Reply::Done),
+                    writes,
+                    effects,
+                }
+            }
+        };
+        for (id, (_, s)) in fragment_states(m) {
+            if let Some((_, old)) = before.get(&id)
+                && *old != s
+            {
+                seen.insert((kind(old), kind(&s)));
+            }
+        }
+        out
+    };
+
+    let out = track(&mut m, 0, Some(add_event("p", &["a", "b", "c"])));
+    assert_eq!(
+        out.reply,
+        Ok(Reply::Added(ProjectAdded {
+            id: ProjectId(1),
+            name: "p".into(),
+            fragments: 3,
+            results_dir: PathBuf::from("/results/p")
+        }))
+    );
+    assert_eq!(counts(&m, "p"), (3, 0, 0, 0));
+    track(&mut m, 0, Some(register_event("w1", 2, &[])));
+
+    // Pending -> Running: two slots, two starts, argv expanded from the template.
+    let out = track(&mut m, 100, None);
+    let s = starts(&out.effects);
+    assert_eq!(s.len(), 2, "{:?}", out.effects);
+    assert_eq!(
+        s[0],
+        (
+            "w1".to_string(),
+            StartAttempt {
+                attempt: AttemptId(1),
+                project: "p".into(),
+                fragment: "a".into(),
+                input: PathBuf::from("/data/a"),
+                argv: vec!["wc".into(), "-l".into(), "/data/a".into()],
+                cwd: PathBuf::from("/data"),
+                env: BTreeMap::new(),
+                stdout: PathBuf::from("/results/p/a/attempt-1.stdout"),
+                stderr: PathBuf::from("/results/p/a/attempt-1.stderr"),
+                output_dir: PathBuf::from("/results/p/a/attempt-1.out"),
+                grace_ms: 10_000,
+            }
+        )
+    );
+    assert_eq!(s[1].0, "w1");
+    assert_eq!(s[1].1.attempt, AttemptId(2));
+    assert_eq!(s[1].1.argv, ["wc", "-l", "/data/b"]);
+    assert_eq!(s[1].1.stdout, PathBuf::from("/results/p/b/attempt-2.stdout"));
+    assert!(out.writes.contains(&Write::AttemptStarted {
+        id: AttemptId(1),
+        fragment: FragmentId(1),
+        worker: "w1".into(),
+        at: 100
+    }));
+    assert_eq!(
+        state(&m, "p", "a"),
+        FragmentState::Running {
+            attempt: AttemptId(1),
+            worker: "w1".into(),
+            since: 100
+        }
+    );
+    assert_eq!(fragment_of(&m, "p", "a").attempts, 1);
+    assert_eq!(counts(&m, "p"), (1, 2, 0, 0));
+    assert_eq!(m.live_count(), 2);
+
+    // Running -> Succeeded.
+    let out = track(&mut m, 200, Some(complete_event("w1", 1, Exit::Code(0), 200)));
+    assert_eq!(out.reply, Ok(Reply::Done));
+    assert_eq!(state(&m, "p", "a"), FragmentState::Succeeded { attempt: AttemptId(1) });
+    assert_eq!(ended(&out.writes), [(AttemptId(1), AttemptEnd::Succeeded, None)]);
+    match &out.writes[0] {
+        Write::AttemptEnded {
+            completion: Some(c),
+            at: 200,
+            ..
+        } => assert_eq!(c.exit, Exit::Code(0)),
+        w => panic!("expected the completion to be recorded first, got {w:?}"),
+    }
+
+    // Running -> Failed.
+    track(&mut m, 300, Some(complete_event("w1", 2, Exit::Code(1), 300)));
+    assert_eq!(
+        state(&m, "p", "b"),
+        FragmentState::Failed {
+            attempt: Some(AttemptId(2)),
+            reason: "exited with 1".into()
+        }
+    );
+    assert_eq!(counts(&m, "p"), (1, 0, 1, 1));
+    assert_eq!(m.live_count(), 0);
+
+    // c starts, then its worker goes silent.
+    let out = track(&mut m, 300, None);
+    assert_eq!(starts(&out.effects).len(), 1);
+    assert_eq!(starts(&out.effects)[0].1.attempt, AttemptId(3));
+    track(&mut m, 400, Some(Event::Disconnected { worker: "w1".into() }));
+    assert_eq!(m.workers["w1"].link, Link::Disconnected { since: 400 });
+    // Not yet: last seen at 300 (its completion).
+    let out = track(&mut m, 300 + TIMEOUT - 1, Some(Event::Tick));
+    assert!(out.writes.is_empty());
+    assert!(matches!(state(&m, "p", "c"), FragmentState::Running { .. }));
+
+    // Running -> Pending: the worker is lost, the attempt count is kept.
+    let out = track(&mut m, 300 + TIMEOUT, Some(Event::Tick));
+    assert_eq!(state(&m, "p", "c"), FragmentState::Pending);
+    assert_eq!(fragment_of(&m, "p", "c").attempts, 1);
+    assert_eq!(
+        ended(&out.writes),
+        [(AttemptId(3), AttemptEnd::Lost, Some("worker w1 lost".into()))]
+    );
+    assert_eq!(m.workers["w1"].link, Link::Lost { since: 300 + TIMEOUT });
+    assert!(m.workers["w1"].running.is_empty());
+    // A lost worker gets nothing.
+    let (w, e) = sched(&mut m, 300 + TIMEOUT);
+    assert!(w.is_empty() && e.is_empty());
+
+    // It comes back, gets c again, and is lost again: max_attempts = 2 losses -> Failed.
+    let t = 20_000;
+    let out = track(&mut m, t, Some(register_event("w1", 2, &[])));
+    assert_eq!(out.reply, Ok(Reply::Registered));
+    assert_eq!(
+        out.writes,
+        [Write::Worker {
+            name: "w1".into(),
+            resources: slots(2),
+            seen: t
+        }]
+    );
+    let out = track(&mut m, t, None);
+    assert_eq!(starts(&out.effects)[0].1.attempt, AttemptId(4));
+    assert_eq!(fragment_of(&m, "p", "c").attempts, 2);
+    track(&mut m, t + 1, Some(Event::Disconnected { worker: "w1".into() }));
+    track(&mut m, t + TIMEOUT, Some(Event::Tick));
+    match state(&m, "p", "c") {
+        FragmentState::Failed {
+            attempt: Some(AttemptId(4)),
+            reason,
+        } => {
+            assert!(reason.contains("lost"), "{reason}");
+            assert!(reason.contains('2'), "{reason}");
+        }
+        s => panic!("expected failed after two losses, got {s:?}"),
+    }
+    assert_eq!(counts(&m, "p"), (0, 0, 1, 2));
+
+    // Failed -> Pending.
+    let out = track(&mut m, t + TIMEOUT + 1, Some(Event::Retry { name: "p".into() }));
+    assert_eq!(out.reply, Ok(Reply::Retried(2)));
+    assert_eq!(state(&m, "p", "b"), FragmentState::Pending);
+    assert_eq!(state(&m, "p", "c"), FragmentState::Pending);
+    // A retry grants a fresh set of attempts.
+    assert_eq!(fragment_of(&m, "p", "c").attempts, 0);
+    assert_eq!(state(&m, "p", "a"), FragmentState::Succeeded { attempt: AttemptId(1) });
+    assert_eq!(counts(&m, "p"), (2, 0, 1, 0));
+    // Retrying again finds nothing to do.
+    let out = track(&mut m, t + TIMEOUT + 2, Some(Event::Retry { name: "p".into() }));
+    assert_eq!(out.reply, Ok(Reply::Retried(0)));
+    assert!(out.writes.is_empty());
+
+    let legal: BTreeSet<(&str, &str)> = [
+        ("pending", "running"),
+        ("running", "succeeded"),
+        ("running", "pending"),
+        ("running", "failed"),
+        ("failed", "pending"),
+    ]
+    .into();
+    assert_eq!(seen, legal);
+}
+
+#[test]
+fn failure_reasons_and_success_codes() {
+    let mut m = machine();
+    let spec = RunSpec {
+        success_codes: vec![0, 3],
+        ..spec("wc -l", 2)
+    };
+    ok(&mut m, 0, add_event_with("p", &["a", "b", "c", "d"], spec));
+    ok(&mut m, 0, register_event("w1", 4, &[]));
+    assert_eq!(starts(&sched(&mut m, 0).1).len(), 4);
+    ok(&mut m, 1, complete_event("w1", 1, Exit::Code(3), 1));
+    ok(&mut m, 1, complete_event("w1", 2, Exit::Code(0), 1));
+    ok(&mut m, 1, complete_event("w1", 3, Exit::Signal(9), 1));
+    ok(
+        &mut m,
+        1,
+        complete_event("w1", 4, Exit::StartFailed("no such file".into()), 1),
+    );
+    assert_eq!(state(&m, "p", "a"), FragmentState::Succeeded { attempt: AttemptId(1) });
+    assert_eq!(state(&m, "p", "b"), FragmentState::Succeeded { attempt: AttemptId(2) });
+    assert_eq!(
+        state(&m, "p", "c"),
+        FragmentState::Failed {
+            attempt: Some(AttemptId(3)),
+            reason: "killed by signal 9".into()
+        }
+    );
+    assert_eq!(
+        state(&m, "p", "d"),
+        FragmentState::Failed {
+            attempt: Some(AttemptId(4)),
+            reason: "could not start: no such file".into()
+        }
+    );
+}
+
+#[test]
+fn dispatch_failure_requeues_then_fails_after_max_attempts() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a"]));
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    sched(&mut m, 0);
+    let out = ok(
+        &mut m,
+        1,
+        Event::DispatchFailed {
+            attempt: AttemptId(1),
+            reason: "connection refused".into(),
+        },
+    );
+    assert_eq!(
+        ended(&out.writes),
+        [(AttemptId(1), AttemptEnd::Lost, Some("connection refused".into()))]
+    );
+    assert_eq!(state(&m, "p", "a"), FragmentState::Pending);
+    assert_eq!(fragment_of(&m, "p", "a").attempts, 1);
+    assert!(m.workers["w1"].running.is_empty());
+    // The same failure reported again is harmless.
+    let out = ok(
+        &mut m,
+        2,
+        Event::DispatchFailed {
+            attempt: AttemptId(1),
+            reason: "connection refused".into(),
+        },
+    );
+    assert!(out.writes.is_empty() && out.effects.is_empty());
+
+    let (_, e) = sched(&mut m, 3);
+    assert_eq!(starts(&e)[0].1.attempt, AttemptId(2));
+    ok(
+        &mut m,
+        4,
+        Event::DispatchFailed {
+            attempt: AttemptId(2),
+            reason: "connection refused".into(),
+        },
+    );
+    assert_eq!(
+        state(&m, "p", "a"),
+        FragmentState::Failed {
+            attempt: Some(AttemptId(2)),
+            reason: "2 attempts lost, the last: connection refused".into()
+        }
+    );
+}
+
+// ----- 2. illegal transitions -----
+
+#[test]
+fn may_become_allows_exactly_the_listed_transitions() {
+    let states = [
+        FragmentState::Pending,
+        FragmentState::Running {
+            attempt: AttemptId(1),
+            worker: "w1".into(),
+            since: 5,
+        },
+        FragmentState::Running {
+            attempt: AttemptId(2),
+            worker: "w2".into(),
+            since: 6,
+        },
+        FragmentState::Succeeded { attempt: AttemptId(1) },
+        FragmentState::Succeeded { attempt: AttemptId(2) },
+        FragmentState::Failed {
+            attempt: Some(AttemptId(1)),
+            reason: "exited with 1".into(),
+        },
+        FragmentState::Failed {
+            attempt: None,
+            reason: "lost".into(),
+        },
+    ];
+    let legal: BTreeSet<(&str, &str)> = [
+        ("pending", "running"),
+        ("running", "succeeded"),
+        ("running", "pending"),
+        ("running", "failed"),
+        ("failed", "pending"),
+    ]
+    .into();
+    for from in &states {
+        for to in &states {
+            let expected = legal.contains(&(kind(from), kind(to)));
+            assert_eq!(from.may_become(to), expected, "{from:?} -> {to:?}");
+        }
+    }
+    // In particular: a success is final, and nothing skips Running.
+    for to in &states {
+        assert!(
+            !FragmentState::Succeeded { attempt: AttemptId(1) }.may_become(to),
+            "succeeded -> {to:?}"
+        );
+    }
+    assert!(!FragmentState::Pending.may_become(&FragmentState::Succeeded { attempt: AttemptId(1) }));
+    assert!(!FragmentState::Pending.may_become(&FragmentState::Failed {
+        attempt: None,
+        reason: "x".into()
+    }));
+    assert!(
+        !FragmentState::Failed {
+            attempt: None,
+            reason: "x".into()
+        }
+        .may_become(&states[1])
+    );
+}
+
+#[test]
+#[should_panic(expected = "illegal fragment transition")]
+fn set_state_refuses_an_illegal_transition() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a"]));
+    let id = m.project("p").expect("added").id;
+    m.set_state(id, 0, FragmentState::Succeeded { attempt: AttemptId(1) });
+}
+
+// ----- 3. rejections change nothing -----
+
+#[test]
+fn rejected_events_change_nothing() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a", "b", "c"]));
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    ok(&mut m, 0, register_event("w2", 1, &[]));
+    ok(&mut m, 0, Event::SetPolicy(Policy::Priority { project: "p".into() }));
+    let (_, e) = sched(&mut m, 10);
+    let s = starts(&e);
+    assert_eq!(s.len(), 2);
+    let on_w1 = s.iter().find(|(w, _)| w == "w1").expect("one start on w1").1.attempt;
+    let api = |e: ApiError| Err(Rejected::Api(e));
+
+    let cases: Vec<(Event, Result<Reply, Rejected>)> = vec![
+        (
+            add_event("p", &["x"]),
+            api(ApiError::DuplicateProject { name: "p".into() }),
+        ),
+        (
+            add_event("q", &[]),
+            api(ApiError::EmptyDirectory { dir: "/data".into() }),
+        ),
+        (
+            Event::RemoveProject { name: "nope".into() },
+            api(ApiError::UnknownProject { name: "nope".into() }),
+        ),
+        (
+            Event::Retry { name: "nope".into() },
+            api(ApiError::UnknownProject { name: "nope".into() }),
+        ),
+        (
+            Event::SetPolicy(Policy::Priority { project: "nope".into() }),
+            api(ApiError::UnknownProject { name: "nope".into() }),
+        ),
+        (
+            heartbeat_event("ghost", &[]),
+            api(ApiError::UnknownWorker { name: "ghost".into() }),
+        ),
+        (
+            heartbeat_event("ghost", &[on_w1.0]),
+            api(ApiError::UnknownWorker { name: "ghost".into() }),
+        ),
+        (
+            complete_event("w1", 99, Exit::Code(0), 20),
+            Err(Rejected::UnknownAttempt { attempt: AttemptId(99) }),
+        ),
+        (
+            complete_event("w1", 3, Exit::Code(0), 20),
+            Err(Rejected::UnknownAttempt { attempt: AttemptId(3) }),
+        ),
+        (
+            complete_event("w1", 0, Exit::Code(0), 20),
+            Err(Rejected::UnknownAttempt { attempt: AttemptId(0) }),
+        ),
+        (
+            complete_event("w1", -1, Exit::Code(0), 20),
+            Err(Rejected::UnknownAttempt { attempt: AttemptId(-1) }),
+        ),
+        (
+            complete_event("w2", on_w1.0, Exit::Code(0), 20),
+            Err(Rejected::NotItsAttempt {
+                worker: "w2".into(),
+                attempt: on_w1,
+                runs_on: "w1".into(),
+            }),
+        ),
+        (
+            complete_event("ghost", on_w1.0, Exit::Code(0), 20),
+            Err(Rejected::NotItsAttempt {
+                worker: "ghost".into(),
+                attempt: on_w1,
+                runs_on: "w1".into(),
+            }),
+        ),
+    ];
+    for (event, expected) in cases {
+        let label = format!("{event:?}");
+        let out = step(&mut m, 20, event);
+        assert_eq!(out.reply, expected, "{label}");
+    }
+    // Invalid names, for projects and workers alike.
+    for bad in ["", "bad name", ".hidden", "a/b", "../up", &"x".repeat(65)] {
+        let out = step(&mut m, 20, add_event(bad, &["x"]));
+        assert!(
+            matches!(out.reply, Err(Rejected::Api(ApiError::InvalidName { .. }))),
+            "{bad:?}: {:?}",
+            out.reply
+        );
+        let out = step(&mut m, 20, register_event(bad, 4, &[]));
+        assert!(
+            matches!(out.reply, Err(Rejected::Api(ApiError::InvalidName { .. }))),
+            "{bad:?}: {:?}",
+            out.reply
+        );
+    }
+    // Still as it was: both attempts running, policy unchanged, nothing new to schedule.
+    assert_eq!(m.live_count(), 2);
+    assert_eq!(m.policy(), Policy::Priority { project: "p".into() });
+    assert_eq!(counts(&m, "p"), (1, 2, 0, 0));
+    let (w, e) = sched(&mut m, 30);
+    assert!(w.is_empty() && e.is_empty());
+    // The wrong worker's report did not fence out the right one.
+    ok(&mut m, 40, complete_event("w1", on_w1.0, Exit::Code(0), 40));
+    assert_eq!(counts(&m, "p"), (1, 1, 1, 0));
+    // What the caller is told.
+    assert_eq!(
+        ApiError::from(Rejected::NotItsAttempt {
+            worker: "w2".into(),
+            attempt: AttemptId(7),
+            runs_on: "w1".into()
+        }),
+        ApiError::UnknownAttempt { attempt: AttemptId(7) }
+    );
+}
+
+#[test]
+fn a_lost_worker_must_register_again() {
+    let mut m = machine();
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    ok(&mut m, TIMEOUT, Event::Tick);
+    assert_eq!(m.workers["w1"].link, Link::Lost { since: TIMEOUT });
+    let out = step(&mut m, TIMEOUT + 1, heartbeat_event("w1", &[]));
+    assert_eq!(
+        out.reply,
+        Err(Rejected::Api(ApiError::UnknownWorker { name: "w1".into() }))
+    );
+    ok(&mut m, TIMEOUT + 2, register_event("w1", 1, &[]));
+    ok(&mut m, TIMEOUT + 3, heartbeat_event("w1", &[]));
+    assert_eq!(m.workers["w1"].link, Link::Connected);
+}
+
+#[test]
+fn harmless_events_for_unknown_things_change_nothing() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a"]));
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    sched(&mut m, 0);
+    let before = digest(&m);
+    let out = ok(&mut m, 1, Event::Disconnected { worker: "ghost".into() });
+    assert!(out.writes.is_empty() && out.effects.is_empty());
+    let out = ok(
+        &mut m,
+        1,
+        Event::DispatchFailed {
+            attempt: AttemptId(42),
+            reason: "x".into(),
+        },
+    );
+    assert!(out.writes.is_empty() && out.effects.is_empty());
+    assert_eq!(digest(&m), before);
+}
+
+// ----- 4. fencing -----
+
+#[test]
+fn a_completion_for_a_lost_attempt_is_late_and_changes_nothing() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event_with("p", &["a"], spec("wc -l", 3)));
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    assert_eq!(starts(&sched(&mut m, 0).1)[0].1.attempt, AttemptId(1));
+    // w1 goes silent; its attempt is lost and a goes to w2.
+    ok(&mut m, TIMEOUT, Event::Tick);
+    assert_eq!(state(&m, "p", "a"), FragmentState::Pending);
+    ok(&mut m, TIMEOUT, register_event("w2", 1, &[]));
+    let (_, e) = sched(&mut m, TIMEOUT);
+    assert_eq!(starts(&e)[0], ("w2".to_string(), starts(&e)[0].1.clone()));
+    assert_eq!(starts(&e)[0].1.attempt, AttemptId(2));
+    let running = FragmentState::Running {
+        attempt: AttemptId(2),
+        worker: "w2".into(),
+        since: TIMEOUT,
+    };
+    assert_eq!(state(&m, "p", "a"), running);
+
+    // w1 was only slow: its success arrives late and is kept, but counts for nothing.
+    let t = TIMEOUT + 100;
+    let out = ok(&mut m, t, complete_event("w1", 1, Exit::Code(0), t));
+    assert_eq!(
+        out.writes,
+        [Write::AttemptEnded {
+            id: AttemptId(1),
+            end: AttemptEnd::Late,
+            at: t,
+            completion: Some(completion(1, Exit::Code(0), t)),
+            note: None,
+        }]
+    );
+    assert!(out.effects.is_empty());
+    assert_eq!(state(&m, "p", "a"), running);
+    assert_eq!(counts(&m, "p"), (0, 1, 0, 0));
+
+    // The new attempt's result is the one that counts.
+    let out = ok(&mut m, t + 1, complete_event("w2", 2, Exit::Code(0), t + 1));
+    assert_eq!(ended(&out.writes), [(AttemptId(2), AttemptEnd::Succeeded, None)]);
+    assert_eq!(state(&m, "p", "a"), FragmentState::Succeeded { attempt: AttemptId(2) });
+
+    // The same completions again: late, harmless, from whichever worker.
+    for (worker, attempt, exit) in [
+        ("w2", 2, Exit::Code(0)),
+        ("w1", 1, Exit::Code(0)),
+        ("w2", 2, Exit::Code(1)),
+    ] {
+        let out = ok(&mut m, t + 2, complete_event(worker, attempt, exit, t + 2));
+        assert_eq!(ended(&out.writes), [(AttemptId(attempt), AttemptEnd::Late, None)]);
+        assert!(out.effects.is_empty());
+        assert_eq!(state(&m, "p", "a"), FragmentState::Succeeded { attempt: AttemptId(2) });
+    }
+    assert_eq!(counts(&m, "p"), (0, 0, 1, 0));
+    assert_eq!(m.live_count(), 0);
+}
+
+#[test]
+fn the_same_completion_twice_first_success_wins() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a", "b"]));
+    ok(&mut m, 0, register_event("w1", 2, &[]));
+    sched(&mut m, 0);
+    let mut successes = 0;
+    for _ in 0..2 {
+        let out = ok(&mut m, 5, complete_event("w1", 1, Exit::Code(0), 5));
+        successes += ended(&out.writes)
+            .iter()
+            .filter(|(_, e, _)| *e == AttemptEnd::Succeeded)
+            .count();
+    }
+    assert_eq!(successes, 1);
+    assert_eq!(state(&m, "p", "a"), FragmentState::Succeeded { attempt: AttemptId(1) });
+    // A failure reported for the same attempt afterwards does not undo the success.
+    let out = ok(&mut m, 6, complete_event("w1", 1, Exit::Code(1), 6));
+    assert_eq!(ended(&out.writes), [(AttemptId(1), AttemptEnd::Late, None)]);
+    assert_eq!(state(&m, "p", "a"), FragmentState::Succeeded { attempt: AttemptId(1) });
+    // A failure delivered twice: the second is late.
+    ok(&mut m, 7, complete_event("w1", 2, Exit::Code(1), 7));
+    let out = ok(&mut m, 8, complete_event("w1", 2, Exit::Code(1), 8));
+    assert_eq!(ended(&out.writes), [(AttemptId(2), AttemptEnd::Late, None)]);
+    assert_eq!(counts(&m, "p"), (0, 0, 1, 1));
+}
+
+// ----- 5. reconciliation -----
+
+#[test]
+fn heartbeats_reconcile_what_runs_with_what_should() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a", "b", "c"]));
+    ok(&mut m, 0, register_event("w1", 2, &[]));
+    ok(&mut m, 0, register_event("w2", 1, &[]));
+    let (_, e) = sched(&mut m, 0);
+    let s = starts(&e);
+    assert_eq!(s.len(), 3);
+    let on = |w: &str| -> Vec<AttemptId> { s.iter().filter(|(x, _)| x == w).map(|(_, st)| st.attempt).collect() };
+    let (w1a, w1b) = (on("w1")[0], on("w1")[1]);
+    let w2a = on("w2")[0];
+
+    // Young attempts the worker does not report yet are kept (their start may be on its way).
+    let out = ok(&mut m, GRACE - 1, heartbeat_event("w1", &[]));
+    assert!(out.writes.is_empty() && out.effects.is_empty());
+    assert_eq!(m.live_count(), 3);
+    assert_eq!(m.workers["w1"].last_seen, GRACE - 1);
+
+    // An attempt herzog does not expect there is stopped, whether unknown or another's.
+    let out = ok(&mut m, GRACE - 1, heartbeat_event("w1", &[w1a.0, w1b.0, 77, w2a.0]));
+    assert!(out.writes.is_empty());
+    assert_eq!(
+        out.effects,
+        [
+            Effect::Stop {
+                worker: "w1".into(),
+                attempt: w2a,
+                grace_ms: 0
+            },
+            Effect::Stop {
+                worker: "w1".into(),
+                attempt: AttemptId(77),
+                grace_ms: 0
+            },
+        ]
+    );
+    assert_eq!(m.live_count(), 3);
+    assert!(m.workers["w2"].running.contains(&w2a));
+
+    // An attempt missing past the grace is lost and requeued; the reported one is kept.
+    let out = ok(&mut m, GRACE, heartbeat_event("w1", &[w1a.0]));
+    assert_eq!(
+        ended(&out.writes),
+        [(w1b, AttemptEnd::Lost, Some("w1 no longer runs it".into()))]
+    );
+    assert!(out.effects.is_empty());
+    let lost_fragment = m
+        .projects
+        .values()
+        .next()
+        .expect("p")
+        .fragments
+        .iter()
+        .find(|f| f.state == FragmentState::Pending);
+    let lost_fragment = lost_fragment
+        .expect("the lost attempt's fragment is pending")
+        .name
+        .clone();
+    assert_eq!(fragment_of(&m, "p", &lost_fragment).attempts, 1);
+    assert_eq!(m.workers["w1"].running, BTreeSet::from([w1a]));
+    assert_eq!(counts(&m, "p"), (1, 2, 0, 0));
+
+    // Requeued, it goes out again: a fresh attempt, young, so a report without it keeps it.
+    let t = GRACE + 10;
+    let (_, e) = sched(&mut m, t);
+    let again = starts(&e);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1.fragment, lost_fragment);
+    assert_eq!(fragment_of(&m, "p", &lost_fragment).attempts, 2);
+    let fresh = again[0].1.attempt;
+    let out = ok(&mut m, t + GRACE - 1, heartbeat_event(&again[0].0, &[]));
+    assert!(
+        out.writes
+            .iter()
+            .all(|w| !matches!(w, Write::AttemptEnded { id, .. } if *id == fresh)),
+        "{:?}",
+        out.writes
+    );
+    assert!(m.live.contains_key(&fresh));
+}
+
+#[test]
+fn a_disconnected_worker_is_not_reconciled_until_it_registers() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a"]));
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    sched(&mut m, 0);
+    ok(&mut m, 10, Event::Disconnected { worker: "w1".into() });
+    // Its heartbeat keeps it from the watchdog, but it says nothing about its attempts.
+    let out = ok(&mut m, GRACE * 2, heartbeat_event("w1", &[]));
+    assert!(out.writes.is_empty() && out.effects.is_empty());
+    assert_eq!(m.live_count(), 1);
+    assert_eq!(m.workers["w1"].last_seen, GRACE * 2);
+    // Registering reconciles: the attempt it no longer runs is requeued.
+    let out = ok(&mut m, GRACE * 2 + 1, register_event("w1", 1, &[]));
+    assert_eq!(
+        ended(&out.writes),
+        [(AttemptId(1), AttemptEnd::Lost, Some("w1 no longer runs it".into()))]
+    );
+    assert_eq!(state(&m, "p", "a"), FragmentState::Pending);
+}
+
+// ----- 6. removing a project -----
+
+#[test]
+fn removing_a_project_stops_its_attempts_and_resets_its_priority() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a", "b", "c"]));
+    ok(&mut m, 0, add_event("q", &["x", "y"]));
+    ok(&mut m, 0, register_event("w1", 2, &[]));
+    ok(&mut m, 0, register_event("w2", 2, &[]));
+    ok(&mut m, 0, Event::SetPolicy(Policy::Priority { project: "p".into() }));
+    let (_, e) = sched(&mut m, 0);
+    let s = starts(&e);
+    assert_eq!(s.iter().filter(|(_, st)| st.project == "p").count(), 3);
+    assert_eq!(s.iter().filter(|(_, st)| st.project == "q").count(), 1);
+    let p_on = |w: &str| -> Vec<AttemptId> {
+        s.iter()
+            .filter(|(x, st)| x == w && st.project == "p")
+            .map(|(_, st)| st.attempt)
+            .collect()
+    };
+    let (p_w1, p_w2) = (p_on("w1"), p_on("w2"));
+    assert!(
+        !p_w1.is_empty() && !p_w2.is_empty(),
+        "p spreads across both workers: {s:?}"
+    );
+    let q_attempt = s.iter().find(|(_, st)| st.project == "q").expect("q runs").1.attempt;
+
+    // w2 is unreachable when p goes.
+    ok(&mut m, 5, Event::Disconnected { worker: "w2".into() });
+    let p_id = m.project("p").expect("p").id;
+    let out = ok(&mut m, 10, Event::RemoveProject { name: "p".into() });
+    assert_eq!(out.reply, Ok(Reply::Done));
+    let mut stops: Vec<(String, AttemptId, u64)> = out
+        .effects
+        .iter()
+        .map(|e| match e {
+            Effect::Stop {
+                worker,
+                attempt,
+                grace_ms,
+            } => (worker.clone(), *attempt, *grace_ms),
+            Effect::Start { .. } => panic!("removal starts nothing"),
+        })
+        .collect();
+    stops.sort();
+    let expected: Vec<(String, AttemptId, u64)> = p_w1.iter().map(|a| ("w1".to_string(), *a, 10_000)).collect();
+    assert_eq!(
+        stops, expected,
+        "stops go to connected workers only, with the project's grace"
+    );
+    let mut stopped: Vec<AttemptId> = ended(&out.writes)
+        .into_iter()
+        .filter(|(_, e, _)| *e == AttemptEnd::Stopped)
+        .map(|(a, _, _)| a)
+        .collect();
+    stopped.sort();
+    let mut all_p: Vec<AttemptId> = p_w1.iter().chain(&p_w2).copied().collect();
+    all_p.sort();
+    assert_eq!(stopped, all_p);
+    assert!(out.writes.contains(&Write::Policy(Policy::Fair)));
+    assert!(out.writes.contains(&Write::RemoveProject { id: p_id, at: 10 }));
+
+    assert_eq!(m.policy(), Policy::Fair);
+    assert!(m.project("p").is_none());
+    assert_eq!(
+        m.progress(Some("p")),
+        Err(ApiError::UnknownProject { name: "p".into() })
+    );
+    let names: Vec<String> = m.progress(None).expect("all").into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["q"]);
+    assert_eq!(m.live_count(), 1);
+    assert!(m.live.contains_key(&q_attempt));
+    assert!(m.active().iter().all(|a| a.project == "q"));
+    let running_anywhere: BTreeSet<AttemptId> = m.workers.values().flat_map(|w| w.running.iter().copied()).collect();
+    assert_eq!(running_anywhere, BTreeSet::from([q_attempt]));
+
+    // When w2 comes back still running p's attempts, reconciliation stops them.
+    let mut report: Vec<i64> = p_w2.iter().map(|a| a.0).collect();
+    if m.workers["w2"].running.contains(&q_attempt) {
+        report.push(q_attempt.0);
+    }
+    let out = ok(&mut m, 20, register_event("w2", 2, &report));
+    let stops: Vec<AttemptId> = out
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Stop { worker, attempt, .. } if worker == "w2" => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stops, p_w2);
+    // A late completion of a removed project's attempt is recorded, nothing else.
+    let out = ok(&mut m, 21, complete_event("w1", p_w1[0].0, Exit::Code(0), 21));
+    assert_eq!(ended(&out.writes), [(p_w1[0], AttemptEnd::Late, None)]);
+    // The name is free again.
+    let out = ok(&mut m, 22, add_event("p", &["a"]));
+    assert!(matches!(
+        out.reply,
+        Ok(Reply::Added(ProjectAdded { id: ProjectId(3), .. }))
+    ));
+}
+
+#[test]
+fn removing_another_project_keeps_the_priority() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a"]));
+    ok(&mut m, 0, add_event("q", &["a"]));
+    ok(&mut m, 0, Event::SetPolicy(Policy::Priority { project: "p".into() }));
+    let out = ok(&mut m, 1, Event::RemoveProject { name: "q".into() });
+    assert!(!out.writes.iter().any(|w| matches!(w, Write::Policy(_))));
+    assert_eq!(m.policy(), Policy::Priority { project: "p".into() });
+}
+
+// ----- 7. scheduling through the machine -----
+
+fn three_projects(m: &mut Machine) {
+    let files: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    for name in ["p", "q", "r"] {
+        ok(m, 0, add_event(name, &files));
+    }
+    ok(m, 0, register_event("w1", 6, &[]));
+}
+
+fn starts_per_project(effects: &[Effect]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (_, s) in starts(effects) {
+        *out.entry(s.project).or_default() += 1;
+    }
+    out
+}
+
+#[test]
+fn fair_shares_a_worker_between_projects() {
+    let mut m = machine();
+    three_projects(&mut m);
+    assert_eq!(m.policy(), Policy::Fair);
+    let (_, e) = sched(&mut m, 1);
+    assert_eq!(
+        starts_per_project(&e),
+        BTreeMap::from([("p".into(), 2), ("q".into(), 2), ("r".into(), 2)])
+    );
+    assert!(starts(&e).iter().all(|(w, _)| w == "w1"));
+    // Full: nothing more until a slot frees, and then it goes to the one below its share.
+    assert!(sched(&mut m, 2).1.is_empty());
+    let q_attempt = starts(&e).iter().find(|(_, s)| s.project == "q").expect("q").1.attempt;
+    ok(&mut m, 3, complete_event("w1", q_attempt.0, Exit::Code(0), 3));
+    let (_, e) = sched(&mut m, 4);
+    assert_eq!(starts_per_project(&e), BTreeMap::from([("q".into(), 1)]));
+}
+
+#[test]
+fn priority_takes_every_slot_and_is_written() {
+    let mut m = machine();
+    three_projects(&mut m);
+    let out = ok(&mut m, 1, Event::SetPolicy(Policy::Priority { project: "q".into() }));
+    assert_eq!(out.reply, Ok(Reply::Policy(Policy::Priority { project: "q".into() })));
+    assert_eq!(out.writes, [Write::Policy(Policy::Priority { project: "q".into() })]);
+    assert!(out.effects.is_empty());
+    assert_eq!(m.policy(), Policy::Priority { project: "q".into() });
+    let (_, e) = sched(&mut m, 2);
+    assert_eq!(starts_per_project(&e), BTreeMap::from([("q".into(), 6)]));
+
+    let out = ok(&mut m, 3, Event::SetPolicy(Policy::Fair));
+    assert_eq!(out.writes, [Write::Policy(Policy::Fair)]);
+    assert_eq!(m.policy(), Policy::Fair);
+}
+
+#[test]
+fn nothing_is_scheduled_without_connected_slots() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a"]));
+    assert!(sched(&mut m, 0).1.is_empty());
+    ok(&mut m, 0, register_event("w0", 0, &[]));
+    assert!(sched(&mut m, 0).1.is_empty());
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    ok(&mut m, 0, Event::Disconnected { worker: "w1".into() });
+    assert!(sched(&mut m, 0).1.is_empty());
+    assert_eq!(counts(&m, "p"), (1, 0, 0, 0));
+}
+
+// ----- 8. writes -----
+
+#[test]
+fn adding_a_project_writes_it_with_every_name() {
+    let mut m = machine();
+    let s = spec("sort {} -o {.}.sorted", 2);
+    let out = ok(&mut m, 7, add_event_with("p", &["a.txt", "b.txt", "c.txt"], s.clone()));
+    assert_eq!(
+        out.writes,
+        [Write::AddProject {
+            id: ProjectId(1),
+            name: "p".into(),
+            dir: PathBuf::from("/data"),
+            spec: s.clone(),
+            results_dir: PathBuf::from("/results/p"),
+            created_at: 7,
+            first_fragment: FragmentId(1),
+            names: vec!["a.txt".into(), "b.txt".into(), "c.txt".into()],
+        }]
+    );
+    assert!(out.effects.is_empty());
+    // Ids continue across projects.
+    let out = ok(&mut m, 8, add_event("q", &["x", "y"]));
+    match &out.writes[..] {
+        [
+            Write::AddProject {
+                id,
+                first_fragment,
+                names,
+                ..
+            },
+        ] => {
+            assert_eq!((*id, *first_fragment), (ProjectId(2), FragmentId(4)));
+            assert_eq!(names, &["x", "y"]);
+        }
+        w => panic!("{w:?}"),
+    }
+    let p = m.project("q").expect("q");
+    assert_eq!(
+        p.fragments.iter().map(|f| f.id).collect::<Vec<_>>(),
+        [FragmentId(4), FragmentId(5)]
+    );
+    // The template is expanded per fragment.
+    ok(&mut m, 9, register_event("w1", 1, &[]));
+    ok(&mut m, 9, Event::SetPolicy(Policy::Priority { project: "p".into() }));
+    let (_, e) = sched(&mut m, 10);
+    assert_eq!(starts(&e)[0].1.argv, ["sort", "/data/a.txt", "-o", "/data/a.sorted"]);
+}
+
+#[test]
+fn every_fragment_change_is_written_once() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a", "b"]));
+    ok(&mut m, 0, register_event("w1", 2, &[]));
+    let (w, _) = sched(&mut m, 1);
+    let fragment_writes: Vec<&Write> = w.iter().filter(|w| matches!(w, Write::Fragment { .. })).collect();
+    assert_eq!(
+        fragment_writes,
+        [
+            &Write::Fragment {
+                id: FragmentId(1),
+                attempts: 1,
+                state: FragmentState::Running {
+                    attempt: AttemptId(1),
+                    worker: "w1".into(),
+                    since: 1
+                }
+            },
+            &Write::Fragment {
+                id: FragmentId(2),
+                attempts: 1,
+                state: FragmentState::Running {
+                    attempt: AttemptId(2),
+                    worker: "w1".into(),
+                    since: 1
+                }
+            },
+        ]
+    );
+    // Each start is recorded before its fragment's new state.
+    assert!(matches!(w[0], Write::AttemptStarted { id: AttemptId(1), .. }));
+    let out = ok(&mut m, 2, complete_event("w1", 1, Exit::Code(0), 2));
+    assert_eq!(
+        out.writes
+            .iter()
+            .filter(|w| matches!(w, Write::Fragment { .. }))
+            .collect::<Vec<_>>(),
+        [&Write::Fragment {
+            id: FragmentId(1),
+            attempts: 1,
+            state: FragmentState::Succeeded { attempt: AttemptId(1) }
+        }]
+    );
+    // Events that change no fragment write none.
+    for ev in [heartbeat_event("w1", &[2]), Event::Tick, Event::SetPolicy(Policy::Fair)] {
+        let out = ok(&mut m, 3, ev);
+        assert!(
+            !out.writes.iter().any(|w| matches!(w, Write::Fragment { .. })),
+            "{:?}",
+            out.writes
+        );
+    }
+}
+
+// ----- 9. restore -----
+
+fn fragment(id: i64, name: &str, attempts: u32, state: FragmentState) -> Fragment {
+    Fragment {
+        id: FragmentId(id),
+        name: name.into(),
+        attempts,
+        state,
+    }
+}
+
+/// A machine mid-run, as the store would hand it back: `a` succeeded by attempt 1, `b`
+/// running as attempt 2 on w1 since 1000, `c` pending. Queue and counts are deliberately
+/// wrong: restore rebuilds them.
+fn snapshot(policy: Option<Policy>) -> Snapshot {
+    let project = Project {
+        id: ProjectId(4),
+        name: "p".into(),
+        dir: PathBuf::from("/data"),
+        spec: spec("wc -l", 2),
+        results_dir: PathBuf::from("/results/p"),
+        created_at: 0,
+        fragments: vec![
+            fragment(10, "a", 1, FragmentState::Succeeded { attempt: AttemptId(1) }),
+            fragment(
+                11,
+                "b",
+                1,
+                FragmentState::Running {
+                    attempt: AttemptId(2),
+                    worker: "w1".into(),
+                    since: 1_000,
+                },
+            ),
+            fragment(12, "c", 0, FragmentState::Pending),
+        ],
+        queue: VecDeque::from([0, 1, 2, 2]),
+        counts: Counts {
+            pending: 9,
+            ..Counts::default()
+        },
+    };
+    Snapshot {
+        projects: vec![project],
+        workers: vec![("w1".into(), slots(2), 900)],
+        policy,
+        max_project: 4,
+        max_fragment: 12,
+        max_attempt: 2,
+    }
+}
+
+const RESTART: Millis = 5_000;
+
+#[test]
+fn restore_rebuilds_a_machine_mid_run() {
+    let mut m = Machine::restore(TIMING, root(), snapshot(None), RESTART);
+    assert_eq!(m.live_count(), 1);
+    assert_eq!(
+        m.live.get(&AttemptId(2)),
+        Some(&Live {
+            project: ProjectId(4),
+            index: 1
+        })
+    );
+    assert_eq!(counts(&m, "p"), (1, 1, 1, 0));
+    assert_eq!(m.project("p").expect("p").queue, VecDeque::from([2]));
+    assert_eq!(m.policy(), Policy::Fair);
+    let w = &m.workers["w1"];
+    assert_eq!(w.link, Link::Disconnected { since: RESTART });
+    assert_eq!(w.last_seen, RESTART, "a fresh timeout after the restart");
+    assert_eq!(w.running, BTreeSet::from([AttemptId(2)]));
+    assert_eq!(w.resources, slots(2));
+    assert_eq!(m.workers()[0].state, "disconnected");
+    assert_eq!(m.active().len(), 1);
+    // Disconnected: nothing goes to it, though it has a free slot.
+    let (w, e) = sched(&mut m, RESTART);
+    assert!(w.is_empty() && e.is_empty());
+    // New ids continue after the stored ones.
+    let out = ok(&mut m, RESTART, add_event("q", &["x"]));
+    assert!(matches!(
+        out.writes[..],
+        [Write::AddProject {
+            id: ProjectId(5),
+            first_fragment: FragmentId(13),
+            ..
+        }]
+    ));
+    let out = step(&mut m, RESTART, complete_event("w1", 3, Exit::Code(0), RESTART));
+    assert_eq!(out.reply, Err(Rejected::UnknownAttempt { attempt: AttemptId(3) }));
+    let out = ok(&mut m, RESTART, complete_event("w1", 1, Exit::Code(0), RESTART));
+    assert_eq!(ended(&out.writes), [(AttemptId(1), AttemptEnd::Late, None)]);
+}
+
+#[test]
+fn restore_keeps_the_policy() {
+    let m = Machine::restore(
+        TIMING,
+        root(),
+        snapshot(Some(Policy::Priority { project: "p".into() })),
+        RESTART,
+    );
+    assert_eq!(m.policy(), Policy::Priority { project: "p".into() });
+}
+
+#[test]
+fn after_restore_a_worker_that_still_runs_its_attempt_keeps_it() {
+    let mut m = Machine::restore(TIMING, root(), snapshot(None), RESTART);
+    let out = ok(&mut m, RESTART + 100, register_event("w1", 2, &[2]));
+    assert!(ended(&out.writes).is_empty());
+    assert!(out.effects.is_empty());
+    assert_eq!(
+        state(&m, "p", "b"),
+        FragmentState::Running {
+            attempt: AttemptId(2),
+            worker: "w1".into(),
+            since: 1_000
+        }
+    );
+    assert_eq!(m.workers["w1"].link, Link::Connected);
+    // Its other slot goes to c, with the next attempt id.
+    let (_, e) = sched(&mut m, RESTART + 100);
+    let s = starts(&e);
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        (s[0].0.as_str(), s[0].1.fragment.as_str(), s[0].1.attempt),
+        ("w1", "c", AttemptId(3))
+    );
+    // And its completion counts.
+    ok(
+        &mut m,
+        RESTART + 200,
+        complete_event("w1", 2, Exit::Code(0), RESTART + 200),
+    );
+    assert_eq!(state(&m, "p", "b"), FragmentState::Succeeded { attempt: AttemptId(2) });
+}
+
+#[test]
+fn after_restore_a_worker_without_its_attempt_gets_it_requeued() {
+    let mut m = Machine::restore(TIMING, root(), snapshot(None), RESTART);
+    // Started at 1000, well past the start grace by now.
+    let out = ok(&mut m, RESTART + 100, register_event("w1", 2, &[]));
+    assert_eq!(
+        ended(&out.writes),
+        [(AttemptId(2), AttemptEnd::Lost, Some("w1 no longer runs it".into()))]
+    );
+    assert_eq!(state(&m, "p", "b"), FragmentState::Pending);
+    assert_eq!(fragment_of(&m, "p", "b").attempts, 1);
+    assert_eq!(m.live_count(), 0);
+    let (_, e) = sched(&mut m, RESTART + 100);
+    let mut got: Vec<(String, AttemptId)> = starts(&e).into_iter().map(|(_, s)| (s.fragment, s.attempt)).collect();
+    got.sort();
+    assert_eq!(got, [("b".to_string(), AttemptId(4)), ("c".to_string(), AttemptId(3))]);
+    // The old attempt's completion, should it come, is late.
+    let out = ok(
+        &mut m,
+        RESTART + 200,
+        complete_event("w1", 2, Exit::Code(0), RESTART + 200),
+    );
+    assert_eq!(ended(&out.writes), [(AttemptId(2), AttemptEnd::Late, None)]);
+}
+
+#[test]
+fn after_restore_a_worker_that_never_returns_is_lost() {
+    let mut m = Machine::restore(TIMING, root(), snapshot(None), RESTART);
+    let out = ok(&mut m, RESTART + TIMEOUT - 1, Event::Tick);
+    assert!(out.writes.is_empty());
+    let out = ok(&mut m, RESTART + TIMEOUT, Event::Tick);
+    assert_eq!(
+        ended(&out.writes),
+        [(AttemptId(2), AttemptEnd::Lost, Some("worker w1 lost".into()))]
+    );
+    assert_eq!(state(&m, "p", "b"), FragmentState::Pending);
+    assert_eq!(
+        m.workers["w1"].link,
+        Link::Lost {
+            since: RESTART + TIMEOUT
+        }
+    );
+}
+
+#[test]
+fn restore_creates_a_worker_only_a_running_fragment_names() {
+    let mut snap = snapshot(None);
+    snap.workers.clear();
+    let mut m = Machine::restore(TIMING, root(), snap, RESTART);
+    let w = &m.workers["w1"];
+    assert_eq!(w.link, Link::Disconnected { since: RESTART });
+    assert_eq!(w.running, BTreeSet::from([AttemptId(2)]));
+    ok(&mut m, RESTART + 1, register_event("w1", 1, &[2]));
+    assert_eq!(m.live_count(), 1);
+}
+
+// ----- 10. random event sequences -----
+
+const PROJECT_NAMES: [&str; 4] = ["p", "q", "r", "bad name"];
+const WORKER_NAMES: [&str; 4] = ["w1", "w2", "w3", "ghost"];
+const PROP_TIMING: Timing = Timing {
+    worker_timeout_ms: 5_000,
+    start_grace_ms: 1_000,
+};
+
+/// An attempt id, chosen when the step runs from what has happened so far.
+#[derive(Clone, Debug)]
+enum Pick {
+    /// Any attempt issued so far (often ended: stale).
+    Issued(usize),
+    /// One live now.
+    Live(usize),
+    /// One live on the worker concerned.
+    Mine(usize),
+    /// Whatever number, often never issued.
+    Raw(i64),
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Add {
+        name: usize,
+        files: usize,
+        max_attempts: u32,
+    },
+    Remove(usize),
+    Retry(usize),
+    Policy(Option<usize>),
+    Register {
+        worker: usize,
+        slots: u32,
+        running: Vec<Pick>,
+    },
+    /// Reports exactly what herzog expects there, as a healthy worker does.
+    HeartbeatExact(usize),
+    Heartbeat {
+        worker: usize,
+        running: Vec<Pick>,
+    },
+    Disconnect(usize),
+    /// `worker: None`: the one the attempt runs on, when it is live.
+    Complete {
+        attempt: Pick,
+        worker: Option<usize>,
+        exit: u8,
+    },
+    DispatchFailed(Pick),
+    Tick(i64),
+}
+
+fn pick() -> impl Strategy<Value = Pick> {
+    prop_oneof![
+        3 => any::<usize>().prop_map(Pick::Issued),
+        3 => any::<usize>().prop_map(Pick::Live),
+        4 => any::<usize>().prop_map(Pick::Mine),
+        1 => (-1i64..60).prop_map(Pick::Raw),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let picks = || proptest::collection::vec(pick(), 0..4);
+    prop_oneof![
+        3 => (0..4usize, 0..5usize, 1..4u32).prop_map(|(name, files, max_attempts)| Op::Add { name, files, max_attempts }),
+        1 => (0..4usize).prop_map(Op::Remove),
+        1 => (0..4usize).prop_map(Op::Retry),
+        1 => proptest::option::of(0..4usize).prop_map(Op::Policy),
+        2 => (0..3usize, 0..=3u32, picks()).prop_map(|(worker, slots, running)| Op::Register { worker, slots, running }),
+        4 => (0..3usize).prop_map(Op::HeartbeatExact),
+        2 => (0..4usize, picks()).prop_map(|(worker, running)| Op::Heartbeat { worker, running }),
+        1 => (0..4usize).prop_map(Op::Disconnect),
+        6 => (pick(), proptest::option::weighted(0.2, 0..4usize), 0..5u8)
+            .prop_map(|(attempt, worker, exit)| Op::Complete { attempt, worker, exit }),
+        1 => pick().prop_map(Op::DispatchFailed),
+        2 => (0i64..7_000).prop_map(Op::Tick),
+    ]
+}
+
+/// What the run has seen so far, across every step.
+#[derive(Default)]
+struct Model {
+    /// Every attempt started, with its fragment, in order.
+    started: BTreeMap<AttemptId, FragmentId>,
+    /// Attempts that ended (other than late), so none ends twice.
+    ended: BTreeSet<AttemptId>,
+    /// Accepted successes per fragment.
+    successes: BTreeMap<FragmentId, usize>,
+    /// Succeeded fragments and their attempt: never change again while they exist.
+    succeeded: BTreeMap<FragmentId, AttemptId>,
+}
+
+impl Model {
+    fn resolve(&self, m: &Machine, p: &Pick, worker: &str) -> AttemptId {
+        let from = |v: Vec<AttemptId>, i: usize| if v.is_empty() { AttemptId(1) } else { v[i % v.len()] };
+        match p {
+            Pick::Issued(i) => from(self.started.keys().copied().collect(), *i),
+            Pick::Live(i) => {
+                let mut live: Vec<AttemptId> = m.live.keys().copied().collect();
+                live.sort();
+                from(live, *i)
+            }
+            Pick::Mine(i) => from(
+                m.workers
+                    .get(worker)
+                    .map(|w| w.running.iter().copied().collect())
+                    .unwrap_or_default(),
+                *i,
+            ),
+            Pick::Raw(n) => AttemptId(*n),
+        }
+    }
+
+    /// Applies what a batch of writes says to the model, checking it as it goes.
+    fn record(&mut self, writes: &[Write], live_before: &BTreeSet<AttemptId>) {
+        for w in writes {
+            match w {
+                Write::AttemptStarted { id, fragment, .. } => {
+                    if let Some((last, _)) = self.started.last_key_value() {
+                        assert!(id > last, "attempt ids increase: {id} after {last}");
+                    }
+                    assert!(
+                        self.started.insert(*id, *fragment).is_none(),
+                        "attempt {id} issued twice"
+                    );
+                }
+                Write::AttemptEnded {
+                    id, end, completion, ..
+                } => {
+                    assert!(
+                        self.started.contains_key(id),
+                        "attempt {id} ended but was never started"
+                    );
+                    if *end == AttemptEnd::Late {
+                        assert!(self.ended.contains(id), "attempt {id} is late but had not ended");
+                        assert!(completion.is_some(), "a late attempt is recorded with its completion");
+                        continue;
+                    }
+                    assert!(
+                        live_before.contains(id),
+                        "attempt {id} ended ({end:?}) but was not live"
+                    );
+                    assert!(self.ended.insert(*id), "attempt {id} ended twice");
+                    if *end == AttemptEnd::Succeeded {
+                        let n = self.successes.entry(self.started[id]).or_default();
+                        *n += 1;
+                        assert_eq!(*n, 1, "fragment {} succeeded twice", self.started[id]);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Everything that must hold between events.
+fn check_invariants(m: &Machine, model: &mut Model) {
+    let mut running_fragments: BTreeMap<AttemptId, (ProjectId, u32, String)> = BTreeMap::new();
+    for (id, p) in &m.projects {
+        assert_eq!(*id, p.id);
+        assert_eq!(m.by_name.get(&p.name), Some(id), "by_name names project {}", p.name);
+        let mut recount = Counts::default();
+        let mut pending = BTreeSet::new();
+        for (i, f) in p.fragments.iter().enumerate() {
+            *recount.slot(&f.state) += 1;
+            match &f.state {
+                FragmentState::Pending => {
+                    pending.insert(i as u32);
+                }
+                FragmentState::Running { attempt, worker, .. } => {
+                    let prev = running_fragments.insert(*attempt, (p.id, i as u32, worker.clone()));
+                    assert!(prev.is_none(), "attempt {attempt} runs two fragments");
+                    assert_eq!(
+                        model.started.get(attempt),
+                        Some(&f.id),
+                        "running attempt {attempt} was started for it"
+                    );
+                }
+                FragmentState::Succeeded { attempt } => {
+                    assert_eq!(
+                        model.started.get(attempt),
+                        Some(&f.id),
+                        "success by an attempt of another fragment"
+                    );
+                    let prev = model.succeeded.insert(f.id, *attempt);
+                    assert!(
+                        prev.is_none() || prev == Some(*attempt),
+                        "fragment {} succeeded by two attempts",
+                        f.id
+                    );
+                }
+                FragmentState::Failed { .. } => {}
+            }
+        }
+        assert_eq!(p.counts, recount, "project {} counts", p.name);
+        let c = &p.counts;
+        assert_eq!(c.pending + c.running + c.succeeded + c.failed, p.fragments.len() as u64);
+        let queued: BTreeSet<u32> = p.queue.iter().copied().collect();
+        assert_eq!(
+            queued.len(),
+            p.queue.len(),
+            "project {}: a fragment queued twice",
+            p.name
+        );
+        assert_eq!(
+            queued, pending,
+            "project {}: the queue holds exactly the pending fragments",
+            p.name
+        );
+        let view = &m.progress(Some(&p.name)).expect("exists")[0];
+        assert_eq!(
+            (view.total, view.pending, view.running, view.succeeded, view.failed),
+            (p.fragments.len() as u64, c.pending, c.running, c.succeeded, c.failed)
+        );
+    }
+    assert_eq!(m.by_name.len(), m.projects.len());
+
+    // A success is final while its project exists.
+    let existing: BTreeMap<FragmentId, &FragmentState> = m
+        .projects
+        .values()
+        .flat_map(|p| p.fragments.iter().map(|f| (f.id, &f.state)))
+        .collect();
+    for (fid, attempt) in &model.succeeded {
+        if let Some(s) = existing.get(fid) {
+            assert_eq!(
+                *s,
+                &FragmentState::Succeeded { attempt: *attempt },
+                "fragment {fid} left Succeeded"
+            );
+        }
+    }
+
+    // `live` is exactly the running fragments.
+    assert_eq!(m.live.len(), running_fragments.len());
+    for (attempt, (project, index, _)) in &running_fragments {
+        assert_eq!(
+            m.live.get(attempt),
+            Some(&Live {
+                project: *project,
+                index: *index
+            }),
+            "attempt {attempt}"
+        );
+    }
+    assert_eq!(m.active().len(), m.live.len());
+
+    // Each worker's set is exactly the live attempts that name it.
+    for w in m.workers.values() {
+        let expected: BTreeSet<AttemptId> = running_fragments
+            .iter()
+            .filter(|(_, (_, _, on))| *on == w.name)
+            .map(|(a, _)| *a)
+            .collect();
+        assert_eq!(w.running, expected, "worker {} running set", w.name);
+        if matches!(w.link, Link::Lost { .. }) {
+            assert!(w.running.is_empty(), "lost worker {} still has attempts", w.name);
+        }
+    }
+    for (attempt, (_, _, on)) in &running_fragments {
+        assert!(
+            m.workers.contains_key(on),
+            "attempt {attempt} runs on unknown worker {on}"
+        );
+    }
+    if let Policy::Priority { project } = &m.policy {
+        assert!(m.by_name.contains_key(project), "the priority project {project} exists");
+    }
+}
+
+fn run_op(m: &mut Machine, model: &Model, now: Millis, op: &Op) -> Event {
+    let files = |n: usize| (0..n).map(|i| format!("f{i}")).collect::<Vec<_>>();
+    let resolve_all = |picks: &[Pick], worker: &str| -> Vec<AttemptId> {
+        picks.iter().map(|p| model.resolve(m, p, worker)).collect()
+    };
+    let _ = now;
+    match op {
+        Op::Add {
+            name,
+            files: n,
+            max_attempts,
+        } => Event::AddProject {
+            name: PROJECT_NAMES[*name].into(),
+            dir: PathBuf::from("/data"),
+            spec: spec("wc -l", *max_attempts),
+            files: files(*n),
+        },
+        Op::Remove(n) => Event::RemoveProject {
+            name: PROJECT_NAMES[*n].into(),
+        },
+        Op::Retry(n) => Event::Retry {
+            name: PROJECT_NAMES[*n].into(),
+        },
+        Op::Policy(None) => Event::SetPolicy(Policy::Fair),
+        Op::Policy(Some(n)) => Event::SetPolicy(Policy::Priority {
+            project: PROJECT_NAMES[*n].into(),
+        }),
+        Op::Register {
+            worker,
+            slots: s,
+            running,
+        } => {
+            let name = WORKER_NAMES[*worker];
+            Event::Register {
+                worker: name.into(),
+                resources: slots(*s),
+                running: resolve_all(running, name),
+            }
+        }
+        Op::HeartbeatExact(worker) => {
+            let name = WORKER_NAMES[*worker];
+            let running = m
+                .workers
+                .get(name)
+                .map(|w| w.running.iter().copied().collect())
+                .unwrap_or_default();
+            Event::Heartbeat {
+                worker: name.into(),
+                running,
+            }
+        }
+        Op::Heartbeat { worker, running } => {
+            let name = WORKER_NAMES[*worker];
+            Event::Heartbeat {
+                worker: name.into(),
+                running: resolve_all(running, name),
+            }
+        }
+        Op::Disconnect(worker) => Event::Disconnected {
+            worker: WORKER_NAMES[*worker].into(),
+        },
+        Op::Complete { attempt, worker, exit } => {
+            let attempt = model.resolve(m, attempt, "w1");
+            let worker = match worker {
+                Some(w) => WORKER_NAMES[*w].to_string(),
+                None => m
+                    .live
+                    .get(&attempt)
+                    .and_then(|l| match &m.projects[&l.project].fragments[l.index as usize].state {
+                        FragmentState::Running { worker, .. } => Some(worker.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| "w1".to_string()),
+            };
+            let exit = match exit {
+                0 | 1 => Exit::Code(0),
+                2 => Exit::Code(1),
+                3 => Exit::Signal(9),
+                _ => Exit::StartFailed("not found".into()),
+            };
+            Event::Complete {
+                worker,
+                completion: completion(attempt.0, exit, now),
+            }
+        }
+        Op::DispatchFailed(p) => Event::DispatchFailed {
+            attempt: model.resolve(m, p, "w1"),
+            reason: "refused".into(),
+        },
+        Op::Tick(_) => Event::Tick,
+    }
+}
+
+fn live_set(m: &Machine) -> BTreeSet<AttemptId> {
+    m.live.keys().copied().collect()
+}
+
+/// A snapshot of the machine as the store would hold it.
+fn snapshot_of(m: &Machine) -> Snapshot {
+    Snapshot {
+        projects: m
+            .projects
+            .values()
+            .cloned()
+            .map(|mut p| {
+                p.queue.clear();
+                p.counts = Counts::default();
+                p
+            })
+            .collect(),
+        workers: m
+            .workers
+            .values()
+            .map(|w| (w.name.clone(), w.resources.clone(), w.last_seen))
+            .collect(),
+        policy: Some(m.policy.clone()),
+        max_project: m.next_project - 1,
+        max_fragment: m.next_fragment - 1,
+        max_attempt: m.next_attempt - 1,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_event_sequences_keep_every_invariant(
+        steps in proptest::collection::vec((0i64..600, op()), 1..200)
+    ) {
+        let mut m = Machine::new(PROP_TIMING, root());
+        let mut model = Model::default();
+        let mut starts_seen: BTreeSet<AttemptId> = BTreeSet::new();
+        let mut now: Millis = 0;
+        for (dt, op) in &steps {
+            now += dt;
+            if let Op::Tick(advance) = op {
+                now += advance;
+            }
+            let event = run_op(&mut m, &model, now, op);
+            let live_before = live_set(&m);
+            let out = step(&mut m, now, event);
+            model.record(&out.writes, &live_before);
+            for e in &out.effects {
+                match e {
+                    Effect::Start { .. } => panic!("only schedule starts attempts: {e:?}"),
+                    Effect::Stop { worker, .. } => {
+                        prop_assert!(m.workers.contains_key(worker), "stop for unknown worker {}", worker);
+                    }
+                }
+            }
+            check_invariants(&m, &mut model);
+
+            // Schedule: only connected workers, only free slots, each attempt id once.
+            let free_before: BTreeMap<String, u32> = m
+                .workers
+                .values()
+                .filter(|w| w.link == Link::Connected)
+                .map(|w| (w.name.clone(), w.resources.slots.saturating_sub(w.running.len() as u32)))
+                .collect();
+            let live_before = live_set(&m);
+            let (writes, effects) = sched(&mut m, now);
+            model.record(&writes, &live_before);
+            let mut per_worker: BTreeMap<String, u32> = BTreeMap::new();
+            for e in &effects {
+                let Effect::Start { worker, start } = e else {
+                    panic!("schedule only starts: {e:?}");
+                };
+                prop_assert_eq!(&m.workers[worker].link, &Link::Connected, "start on {} which is not connected", worker);
+                prop_assert!(starts_seen.insert(start.attempt), "attempt {} started twice", start.attempt);
+                *per_worker.entry(worker.clone()).or_default() += 1;
+                let l = m.live[&start.attempt];
+                let f = &m.projects[&l.project].fragments[l.index as usize];
+                prop_assert_eq!(&f.name, &start.fragment);
+                prop_assert_eq!(
+                    &f.state,
+                    &FragmentState::Running { attempt: start.attempt, worker: worker.clone(), since: now }
+                );
+            }
+            for (w, n) in &per_worker {
+                prop_assert!(*n <= free_before[w], "{} starts on {} with {} free", n, w, free_before[w]);
+            }
+            // Work-conserving: nothing waits while a connected worker has a free slot.
+            if m.projects.values().any(|p| !p.queue.is_empty()) {
+                for w in m.workers.values().filter(|w| w.link == Link::Connected) {
+                    prop_assert!(w.running.len() as u32 >= w.resources.slots, "{} idles while work waits", w.name);
+                }
+            }
+            check_invariants(&m, &mut model);
+        }
+
+        // A restart from what the store holds gives back the same picture.
+        let restored = Machine::restore(PROP_TIMING, root(), snapshot_of(&m), now);
+        prop_assert_eq!(restored.progress(None), m.progress(None));
+        prop_assert_eq!(restored.active(), m.active());
+        prop_assert_eq!(restored.policy(), m.policy());
+        for w in restored.workers.values() {
+            prop_assert_eq!(&w.link, &Link::Disconnected { since: now });
+            prop_assert_eq!(&w.running, &m.workers[&w.name].running);
+        }
+        let mut fresh = Model { started: model.started.clone(), ended: model.ended.clone(), ..Model::default() };
+        check_invariants(&restored, &mut fresh);
+    }
+}

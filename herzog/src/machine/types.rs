@@ -1,0 +1,215 @@
+//! The state machine's vocabulary: states that carry their data, events in, effects and
+//! writes out.
+
+use common::wire::{Completion, Policy, Resources, RunSpec, StartAttempt};
+use common::{ApiError, AttemptId, FragmentId, Millis, ProjectId};
+use std::path::PathBuf;
+
+/// Where one fragment is. Only the transitions in [`FragmentState::may_become`] happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FragmentState {
+    Pending,
+    Running {
+        attempt: AttemptId,
+        worker: String,
+        since: Millis,
+    },
+    Succeeded {
+        attempt: AttemptId,
+    },
+    Failed {
+        attempt: Option<AttemptId>,
+        reason: String,
+    },
+}
+
+impl FragmentState {
+    /// Every legal fragment transition.
+    pub(crate) fn may_become(&self, next: &FragmentState) -> bool {
+        use FragmentState::*;
+        matches!(
+            (self, next),
+            (Pending, Running { .. })
+                | (Running { .. }, Succeeded { .. })
+                | (Running { .. }, Pending)
+                | (Running { .. }, Failed { .. })
+                | (Failed { .. }, Pending)
+        )
+    }
+}
+
+/// Whether herzog can reach a worker now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// Registered, with a live connection: attempts may be dispatched to it.
+    Connected,
+    /// Its connection dropped (or herzog restarted); its attempts keep their fragments until
+    /// it re-registers or the watchdog declares it lost.
+    Disconnected { since: Millis },
+    /// Silent past the timeout; its attempts were lost and requeued.
+    Lost { since: Millis },
+}
+
+/// How an attempt ended, as recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AttemptEnd {
+    /// The accepted result of its fragment.
+    Succeeded,
+    /// It ran and failed.
+    Failed,
+    /// Its worker was lost or it never started; its fragment went back to the queue.
+    Lost,
+    /// herzog stopped it (project removed, or a worker ran it unexpectedly).
+    Stopped,
+    /// Its completion arrived after it had been lost or stopped: kept, changes nothing.
+    Late,
+}
+
+impl AttemptEnd {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AttemptEnd::Succeeded => "succeeded",
+            AttemptEnd::Failed => "failed",
+            AttemptEnd::Lost => "lost",
+            AttemptEnd::Stopped => "stopped",
+            AttemptEnd::Late => "late",
+        }
+    }
+}
+
+/// Something that happened, with the time it is applied at.
+#[derive(Clone, Debug)]
+pub(crate) enum Event {
+    AddProject {
+        name: String,
+        dir: PathBuf,
+        spec: RunSpec,
+        files: Vec<String>,
+    },
+    RemoveProject {
+        name: String,
+    },
+    /// Failed fragments of a project go back to the queue.
+    Retry {
+        name: String,
+    },
+    SetPolicy(Policy),
+    Register {
+        worker: String,
+        resources: Resources,
+        running: Vec<AttemptId>,
+    },
+    Heartbeat {
+        worker: String,
+        running: Vec<AttemptId>,
+    },
+    Complete {
+        worker: String,
+        completion: Completion,
+    },
+    /// The worker's connection closed.
+    Disconnected {
+        worker: String,
+    },
+    /// A start could not be delivered.
+    DispatchFailed {
+        attempt: AttemptId,
+        reason: String,
+    },
+    /// Time passed: the watchdog looks at every worker.
+    Tick,
+}
+
+/// The answer to an event, sent to its caller after the batch is committed.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Reply {
+    Added(common::wire::ProjectAdded),
+    Done,
+    Retried(u64),
+    Policy(Policy),
+    Registered,
+}
+
+/// IO to do once the batch is durable.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Effect {
+    Start {
+        worker: String,
+        start: Box<StartAttempt>,
+    },
+    Stop {
+        worker: String,
+        attempt: AttemptId,
+        grace_ms: u64,
+    },
+}
+
+/// A change to the database, committed with the rest of its batch.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Write {
+    AddProject {
+        id: ProjectId,
+        name: String,
+        dir: PathBuf,
+        spec: RunSpec,
+        results_dir: PathBuf,
+        created_at: Millis,
+        first_fragment: FragmentId,
+        names: Vec<String>,
+    },
+    RemoveProject {
+        id: ProjectId,
+        at: Millis,
+    },
+    Fragment {
+        id: FragmentId,
+        attempts: u32,
+        state: FragmentState,
+    },
+    AttemptStarted {
+        id: AttemptId,
+        fragment: FragmentId,
+        worker: String,
+        at: Millis,
+    },
+    /// An attempt ended; `completion` is there when the worker reported one.
+    AttemptEnded {
+        id: AttemptId,
+        end: AttemptEnd,
+        at: Millis,
+        completion: Option<Completion>,
+        note: Option<String>,
+    },
+    Worker {
+        name: String,
+        resources: Resources,
+        seen: Millis,
+    },
+    Policy(Policy),
+}
+
+/// An event that does not fit the state: rejected, logged, and nothing changes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Rejected {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("worker {worker} reported attempt {attempt}, which runs on {runs_on}")]
+    NotItsAttempt {
+        worker: String,
+        attempt: AttemptId,
+        runs_on: String,
+    },
+    #[error("attempt {attempt} was never issued")]
+    UnknownAttempt { attempt: AttemptId },
+}
+
+impl From<Rejected> for ApiError {
+    fn from(r: Rejected) -> ApiError {
+        match r {
+            Rejected::Api(e) => e,
+            Rejected::NotItsAttempt { attempt, .. } | Rejected::UnknownAttempt { attempt } => {
+                ApiError::UnknownAttempt { attempt }
+            }
+        }
+    }
+}

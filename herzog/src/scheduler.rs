@@ -1,0 +1,197 @@
+//! The scheduler: a pure function from demand, policy and free slots to assignments.
+//!
+//! `fair` gives each free slot to the active project with the fewest slots (running plus
+//! assigned so far), which is the one furthest below its equal share; ties go to the older
+//! project. `priority P` gives P every slot it can use first; the others share the rest fairly.
+//! Each slot goes to the worker with the most free slots left (ties by name), which spreads
+//! a project across hosts. Deterministic, so tests assert exact assignments.
+
+use common::ProjectId;
+
+/// A project that wants slots. `ProjectId` order is age order: lower is older.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Demand {
+    pub(crate) project: ProjectId,
+    pub(crate) pending: u64,
+    pub(crate) running: u64,
+}
+
+/// A worker's free slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Capacity<'a> {
+    pub(crate) worker: &'a str,
+    pub(crate) free: u32,
+}
+
+/// One slot given to one project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Assignment<'a> {
+    pub(crate) worker: &'a str,
+    pub(crate) project: ProjectId,
+}
+
+/// Decides who gets the free slots. `priority` is the project that goes first, if any.
+pub(crate) fn assign<'a>(
+    demands: &[Demand],
+    priority: Option<ProjectId>,
+    capacity: &[Capacity<'a>],
+) -> Vec<Assignment<'a>> {
+    let mut free: Vec<(u32, &'a str)> = capacity
+        .iter()
+        .filter(|c| c.free > 0)
+        .map(|c| (c.free, c.worker))
+        .collect();
+    let total_free: u64 = free.iter().map(|(f, _)| u64::from(*f)).sum();
+    // (running + assigned, id, pending left), older first.
+    let mut wants: Vec<(u64, ProjectId, u64)> = demands
+        .iter()
+        .filter(|d| d.pending > 0)
+        .map(|d| (d.running, d.project, d.pending))
+        .collect();
+    wants.sort_by_key(|w| w.1);
+    let mut out = Vec::with_capacity(total_free.min(wants.iter().map(|w| w.2).sum()) as usize);
+    for _ in 0..total_free {
+        let pick = priority
+            .and_then(|p| wants.iter().position(|w| w.1 == p && w.2 > 0))
+            .or_else(|| {
+                wants
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.2 > 0)
+                    .min_by_key(|(_, w)| (w.0, w.1))
+                    .map(|(i, _)| i)
+            });
+        let Some(i) = pick else { break };
+        let Some(slot) = (0..free.len()).max_by(|&a, &b| free[a].0.cmp(&free[b].0).then(free[b].1.cmp(free[a].1)))
+        else {
+            break;
+        };
+        free[slot].0 -= 1;
+        let worker = free[slot].1;
+        if free[slot].0 == 0 {
+            free.swap_remove(slot);
+        }
+        wants[i].0 += 1;
+        wants[i].2 -= 1;
+        out.push(Assignment {
+            worker,
+            project: wants[i].1,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn d(project: i64, pending: u64, running: u64) -> Demand {
+        Demand {
+            project: ProjectId(project),
+            pending,
+            running,
+        }
+    }
+
+    fn per_project(a: &[Assignment<'_>]) -> BTreeMap<i64, usize> {
+        let mut m = BTreeMap::new();
+        for x in a {
+            *m.entry(x.project.0).or_default() += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn fair_splits_six_slots_between_three_projects() {
+        let cap = [Capacity { worker: "a", free: 4 }, Capacity { worker: "b", free: 2 }];
+        let a = assign(&[d(1, 100, 0), d(2, 100, 0), d(3, 100, 0)], None, &cap);
+        assert_eq!(per_project(&a), BTreeMap::from([(1, 2), (2, 2), (3, 2)]));
+        // Spread across workers: each gets as many as it has free.
+        assert_eq!(a.iter().filter(|x| x.worker == "a").count(), 4);
+    }
+
+    #[test]
+    fn fair_counts_what_already_runs() {
+        let cap = [Capacity { worker: "a", free: 3 }];
+        let a = assign(&[d(1, 100, 3), d(2, 100, 0)], None, &cap);
+        assert_eq!(per_project(&a), BTreeMap::from([(2, 3)]));
+    }
+
+    #[test]
+    fn fair_gives_unused_share_to_others_and_ties_to_the_older() {
+        let cap = [Capacity { worker: "a", free: 5 }];
+        let a = assign(&[d(2, 100, 0), d(1, 1, 0)], None, &cap);
+        assert_eq!(per_project(&a), BTreeMap::from([(1, 1), (2, 4)]));
+        let a = assign(
+            &[d(2, 100, 0), d(1, 100, 0)],
+            None,
+            &[Capacity { worker: "a", free: 1 }],
+        );
+        assert_eq!(
+            a,
+            [Assignment {
+                worker: "a",
+                project: ProjectId(1)
+            }]
+        );
+    }
+
+    #[test]
+    fn priority_takes_every_slot_it_can_use() {
+        let cap = [Capacity { worker: "a", free: 6 }];
+        let a = assign(&[d(1, 100, 0), d(2, 100, 0), d(3, 100, 0)], Some(ProjectId(3)), &cap);
+        assert_eq!(per_project(&a), BTreeMap::from([(3, 6)]));
+        let a = assign(&[d(1, 100, 0), d(2, 100, 0), d(3, 2, 0)], Some(ProjectId(3)), &cap);
+        assert_eq!(per_project(&a), BTreeMap::from([(1, 2), (2, 2), (3, 2)]));
+    }
+
+    #[test]
+    fn nothing_pending_or_no_slots_assigns_nothing() {
+        assert!(assign(&[d(1, 0, 5)], None, &[Capacity { worker: "a", free: 4 }]).is_empty());
+        assert!(assign(&[d(1, 9, 0)], None, &[Capacity { worker: "a", free: 0 }]).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn assignments_respect_capacity_demand_and_fairness(
+            pend in proptest::collection::vec((0u64..20, 0u64..5), 1..6),
+            frees in proptest::collection::vec(0u32..6, 1..5),
+            prio in proptest::option::of(1i64..7),
+        ) {
+            let demands: Vec<Demand> = pend.iter().enumerate().map(|(i, (p, r))| d(i as i64 + 1, *p, *r)).collect();
+            let names: Vec<String> = (0..frees.len()).map(|i| format!("w{i}")).collect();
+            let cap: Vec<Capacity<'_>> = names.iter().zip(&frees).map(|(n, f)| Capacity { worker: n, free: *f }).collect();
+            let a = assign(&demands, prio.map(ProjectId), &cap);
+            let again = assign(&demands, prio.map(ProjectId), &cap);
+            prop_assert_eq!(&a, &again);
+            let total_free: u64 = frees.iter().map(|f| u64::from(*f)).sum();
+            let total_pending: u64 = demands.iter().map(|d| d.pending).sum();
+            // Work-conserving: every slot is used while anything is pending.
+            prop_assert_eq!(a.len() as u64, total_free.min(total_pending));
+            for c in &cap {
+                prop_assert!(a.iter().filter(|x| x.worker == c.worker).count() as u32 <= c.free);
+            }
+            let got = per_project(&a);
+            for dm in &demands {
+                prop_assert!(*got.get(&dm.project.0).unwrap_or(&0) as u64 <= dm.pending);
+            }
+            // Without priority, a project that could take more never ends more than one slot
+            // below another that got any.
+            if prio.is_none() {
+                for x in &demands {
+                    let gx = *got.get(&x.project.0).unwrap_or(&0) as u64;
+                    if gx < x.pending {
+                        for y in &demands {
+                            let gy = *got.get(&y.project.0).unwrap_or(&0) as u64;
+                            if gy > 0 {
+                                prop_assert!(x.running + gx + 1 >= y.running + gy);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! herzog's store: SQLite in WAL mode, migrated at open. One writer connection owned by the
+//! event loop commits each batch of writes in one `BEGIN IMMEDIATE` transaction; reader
+//! connections answer listings.
+//!
+//! `synchronous=FULL`: a batch is on disk before anyone is told "ok" or any effect runs, even
+//! across a power cut. The cost is one fsync per batch, not per transition, because the loop
+//! batches (docs/architecture.md has the numbers).
+
+mod read;
+mod rows;
+
+pub(crate) use read::Reader;
+
+use crate::machine::{Project, Snapshot, Write};
+use common::wire::Policy;
+use include_dir::{Dir, include_dir};
+use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite_migration::Migrations;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+static MIGRATIONS_DIR: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../migrations");
+static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
+    Migrations::from_directory(&MIGRATIONS_DIR).expect("migrations/ is well formed (checked by a test)")
+});
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to open the database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("failed to migrate the database {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
+    #[error("failed to {action}: {source}")]
+    Sql {
+        action: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("the database holds a bad {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+fn sql(action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sql { action, source }
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let open = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(open)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(open)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(open)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(open)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open)?;
+    Ok(conn)
+}
+
+/// The writer.
+pub(crate) struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database.
+    pub(crate) fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut conn = connect(path)?;
+        MIGRATIONS.to_latest(&mut conn).map_err(|source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads everything the machine needs to restart.
+    pub(crate) fn load(&self) -> Result<Snapshot, StoreError> {
+        let c = &self.conn;
+        let max = |table: &str| -> Result<i64, StoreError> {
+            c.query_row(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), [], |r| r.get(0))
+                .map_err(sql("read the highest id"))
+        };
+        let mut snap = Snapshot {
+            max_project: max("projects")?,
+            max_fragment: max("fragments")?,
+            max_attempt: max("attempts")?,
+            ..Snapshot::default()
+        };
+        snap.policy = c
+            .query_row("SELECT value FROM settings WHERE key = 'policy'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+            .map_err(sql("read the policy"))?
+            .map(|v| {
+                serde_json::from_str::<Policy>(&v).map_err(|e| StoreError::Corrupt {
+                    what: "policy",
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let mut stmt = c
+            .prepare("SELECT name, resources, last_seen FROM workers ORDER BY name")
+            .map_err(sql("read workers"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(sql("read workers"))?;
+        for row in rows {
+            let (name, resources, seen) = row.map_err(sql("read workers"))?;
+            let resources = serde_json::from_str(&resources).map_err(|e| StoreError::Corrupt {
+                what: "worker's resources",
+                detail: e.to_string(),
+            })?;
+            snap.workers.push((name, resources, seen));
+        }
+        let mut stmt = c
+            .prepare("SELECT id, name, dir, spec, results_dir, created_at FROM projects WHERE removed_at IS NULL ORDER BY id")
+            .map_err(sql("read projects"))?;
+        let projects: Vec<(i64, String, String, String, String, i64)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })
+            .map_err(sql("read projects"))?
+            .collect::<Result<_, _>>()
+            .map_err(sql("read projects"))?;
+        let mut frag_stmt = c
+            .prepare(
+                "SELECT id, name, state, attempts, attempt_id, worker, since, reason
+                 FROM fragments WHERE project_id = ?1 ORDER BY idx",
+            )
+            .map_err(sql("read fragments"))?;
+        for (id, name, dir, spec, results_dir, created_at) in projects {
+            let spec = serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt {
+                what: "project's run spec",
+                detail: e.to_string(),
+            })?;
+            let fragments = frag_stmt
+                .query_map([id], rows::fragment_from_row)
+                .map_err(sql("read fragments"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql("read fragments"))?;
+            snap.projects.push(Project {
+                id: common::ProjectId(id),
+                name,
+                dir: PathBuf::from(dir),
+                spec,
+                results_dir: PathBuf::from(results_dir),
+                created_at,
+                fragments,
+                queue: Default::default(),
+                counts: Default::default(),
+            });
+        }
+        Ok(snap)
+    }
+
+    /// Commits a batch of writes in one transaction.
+    pub(crate) fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql("begin a transaction"))?;
+        for w in writes {
+            rows::apply(&tx, w)?;
+        }
+        tx.commit().map_err(sql("commit a transaction"))
+    }
+
+    /// The schema version, for the migration test.
+    #[cfg(test)]
+    pub(crate) fn version(&self) -> i64 {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap_or(-1)
+    }
+}
+
+/// Puts a policy in the settings table (also used by `apply`).
+fn put_setting(c: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )
+    .map(|_| ())
+    .map_err(sql("store a setting"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid_and_apply_to_an_empty_file() {
+        MIGRATIONS.validate().expect("migrations validate");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.db")).unwrap();
+        assert!(store.version() >= 1);
+        // Opening again is a no-op, not an error.
+        drop(store);
+        let again = Store::open(&dir.path().join("h.db")).unwrap();
+        assert!(again.load().unwrap().projects.is_empty());
+    }
+}

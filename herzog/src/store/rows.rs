@@ -1,0 +1,209 @@
+//! The one place where machine states become rows and rows become states.
+
+use super::{StoreError, put_setting, sql};
+use crate::machine::{AttemptEnd, Fragment, FragmentState, Write};
+use common::wire::Exit;
+use common::{AttemptId, FragmentId};
+use rusqlite::{Connection, Row, params};
+
+pub(super) fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<Fragment> {
+    let state: String = r.get(2)?;
+    let attempt: Option<i64> = r.get(4)?;
+    let bad = |what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, format!("fragment {what}").into())
+    };
+    let state = match state.as_str() {
+        "pending" => FragmentState::Pending,
+        "running" => FragmentState::Running {
+            attempt: AttemptId(attempt.ok_or_else(|| bad("running without an attempt"))?),
+            worker: r
+                .get::<_, Option<String>>(5)?
+                .ok_or_else(|| bad("running without a worker"))?,
+            since: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
+        },
+        "succeeded" => FragmentState::Succeeded {
+            attempt: AttemptId(attempt.ok_or_else(|| bad("succeeded without an attempt"))?),
+        },
+        "failed" => FragmentState::Failed {
+            attempt: attempt.map(AttemptId),
+            reason: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+        },
+        other => return Err(bad(&format!("in unknown state {other}"))),
+    };
+    Ok(Fragment {
+        id: FragmentId(r.get(0)?),
+        name: r.get(1)?,
+        attempts: r.get(3)?,
+        state,
+    })
+}
+
+/// `(state, attempt, worker, since, reason)` columns of a fragment state.
+fn fragment_columns(s: &FragmentState) -> (&'static str, Option<i64>, Option<&str>, Option<i64>, Option<&str>) {
+    match s {
+        FragmentState::Pending => ("pending", None, None, None, None),
+        FragmentState::Running { attempt, worker, since } => {
+            ("running", Some(attempt.0), Some(worker), Some(*since), None)
+        }
+        FragmentState::Succeeded { attempt } => ("succeeded", Some(attempt.0), None, None, None),
+        FragmentState::Failed { attempt, reason } => ("failed", attempt.map(|a| a.0), None, None, Some(reason)),
+    }
+}
+
+/// `(kind, value, detail)` columns of an exit.
+pub(super) fn exit_columns(e: &Exit) -> (&'static str, Option<i64>, Option<&str>) {
+    match e {
+        Exit::Code(c) => ("code", Some(i64::from(*c)), None),
+        Exit::Signal(s) => ("signal", Some(i64::from(*s)), None),
+        Exit::StartFailed(why) => ("start_failed", None, Some(why)),
+    }
+}
+
+pub(super) fn exit_from_columns(kind: Option<String>, value: Option<i64>, detail: Option<String>) -> Option<Exit> {
+    match kind.as_deref()? {
+        "code" => Some(Exit::Code(value.unwrap_or(-1) as i32)),
+        "signal" => Some(Exit::Signal(value.unwrap_or(0) as i32)),
+        _ => Some(Exit::StartFailed(detail.unwrap_or_default())),
+    }
+}
+
+pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
+    match w {
+        Write::AddProject {
+            id,
+            name,
+            dir,
+            spec,
+            results_dir,
+            created_at,
+            first_fragment,
+            names,
+        } => {
+            let spec = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt {
+                what: "run spec",
+                detail: e.to_string(),
+            })?;
+            c.prepare_cached(
+                "INSERT INTO projects (id, name, dir, spec, results_dir, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id.0,
+                    name,
+                    dir.to_string_lossy(),
+                    spec,
+                    results_dir.to_string_lossy(),
+                    created_at
+                ])
+            })
+            .map_err(sql("insert a project"))?;
+            let mut s = c
+                .prepare_cached(
+                    "INSERT INTO fragments (id, project_id, idx, name, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
+                )
+                .map_err(sql("insert fragments"))?;
+            for (i, n) in names.iter().enumerate() {
+                s.execute(params![first_fragment.0 + i as i64, id.0, i as i64, n])
+                    .map_err(sql("insert fragments"))?;
+            }
+        }
+        Write::RemoveProject { id, at } => {
+            c.prepare_cached("UPDATE projects SET removed_at = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id.0, at]))
+                .map_err(sql("remove a project"))?;
+        }
+        Write::Fragment { id, attempts, state } => {
+            let (st, attempt, worker, since, reason) = fragment_columns(state);
+            c.prepare_cached(
+                "UPDATE fragments SET state = ?2, attempts = ?3, attempt_id = COALESCE(?4, attempt_id),
+                 worker = ?5, since = ?6, reason = ?7 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id.0, st, attempts, attempt, worker, since, reason]))
+            .map_err(sql("update a fragment"))?;
+        }
+        Write::AttemptStarted {
+            id,
+            fragment,
+            worker,
+            at,
+        } => {
+            c.prepare_cached(
+                "INSERT INTO attempts (id, fragment_id, worker, started_at, outcome) VALUES (?1, ?2, ?3, ?4, 'running')",
+            )
+            .and_then(|mut s| s.execute(params![id.0, fragment.0, worker, at]))
+            .map_err(sql("insert an attempt"))?;
+        }
+        Write::AttemptEnded {
+            id,
+            end: AttemptEnd::Late,
+            completion,
+            ..
+        } => {
+            // Keep what the late run did without touching an outcome that was already decided.
+            let late = completion.as_ref().map(|c| c.exit.to_string());
+            c.prepare_cached(
+                "UPDATE attempts SET late_exit = COALESCE(late_exit, ?2),
+                 wall_ms = COALESCE(wall_ms, ?3), cpu_ms = COALESCE(cpu_ms, ?4), peak_rss_kb = COALESCE(peak_rss_kb, ?5)
+                 WHERE id = ?1 AND outcome IN ('lost', 'stopped')",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id.0,
+                    late,
+                    completion.as_ref().map(|c| c.wall_ms as i64),
+                    completion.as_ref().map(|c| c.cpu_ms as i64),
+                    completion.as_ref().map(|c| c.peak_rss_kb as i64)
+                ])
+            })
+            .map_err(sql("record a late completion"))?;
+        }
+        Write::AttemptEnded {
+            id,
+            end,
+            at,
+            completion,
+            note,
+        } => {
+            let exit = completion.as_ref().map(|c| exit_columns(&c.exit));
+            c.prepare_cached(
+                "UPDATE attempts SET outcome = ?2, ended_at = ?3, exit_kind = ?4, exit_value = ?5, exit_detail = ?6,
+                 wall_ms = ?7, cpu_ms = ?8, peak_rss_kb = ?9, note = ?10 WHERE id = ?1 AND outcome = 'running'",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id.0,
+                    end.as_str(),
+                    at,
+                    exit.map(|e| e.0),
+                    exit.and_then(|e| e.1),
+                    exit.and_then(|e| e.2),
+                    completion.as_ref().map(|c| c.wall_ms as i64),
+                    completion.as_ref().map(|c| c.cpu_ms as i64),
+                    completion.as_ref().map(|c| c.peak_rss_kb as i64),
+                    note
+                ])
+            })
+            .map_err(sql("end an attempt"))?;
+        }
+        Write::Worker { name, resources, seen } => {
+            let res = serde_json::to_string(resources).map_err(|e| StoreError::Corrupt {
+                what: "resources",
+                detail: e.to_string(),
+            })?;
+            c.prepare_cached(
+                "INSERT INTO workers (name, resources, last_seen) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET resources = excluded.resources, last_seen = excluded.last_seen",
+            )
+            .and_then(|mut s| s.execute(params![name, res, seen]))
+            .map_err(sql("store a worker"))?;
+        }
+        Write::Policy(p) => {
+            let v = serde_json::to_string(p).map_err(|e| StoreError::Corrupt {
+                what: "policy",
+                detail: e.to_string(),
+            })?;
+            put_setting(c, "policy", &v)?;
+        }
+    }
+    Ok(())
+}

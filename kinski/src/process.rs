@@ -1,0 +1,799 @@
+//! Runs one attempt's program as its own process group and collects how it ended, its CPU time
+//! and its peak RSS.
+//!
+//! tokio's `Child` only yields an `ExitStatus`, so the program is spawned with std's `Command`,
+//! a pidfd tells the runtime when the leader has exited, and `wait4` on that one pid reaps it
+//! together with its `rusage`. Nothing else in kinski may reap these pids (no `tokio::process`
+//! for them, no `waitpid(-1)`, never SIGCHLD set to `SIG_IGN`): the pid being ours until we reap
+//! it is what makes signalling its group safe.
+//!
+//! The group is the unit of cleanup: when the leader exits, or when the attempt is stopped,
+//! every process still in the group is killed. A descendant that leaves the group (`setsid`,
+//! `setpgid`) escapes this; tracking those would need a cgroup or `PR_SET_CHILD_SUBREAPER`.
+//! Children deliberately get no `PR_SET_PDEATHSIG`, so attempts outlive a kinski restart.
+
+use common::AttemptId;
+use common::wire::{Completion, Exit, StartAttempt};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// How often to look at the leader when the pidfd cannot be registered with the runtime.
+const FALLBACK_POLL: Duration = Duration::from_millis(20);
+
+/// Why an attempt's program could not be started. The attempt is not lost: report it with
+/// [`start_failed`] and this error's message.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("failed to start the program: the command line is empty")]
+    EmptyArgv,
+    #[error("failed to create the directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to open {path} for the program's output: {source}")]
+    OpenOutput {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to start {program} in {cwd}: the working directory is unusable: {source}")]
+    Cwd {
+        program: String,
+        cwd: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to start {program}: {source}")]
+    Start {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to open a pidfd for {program} (pid {pid}), so it was killed: {source}")]
+    Pidfd {
+        program: String,
+        pid: i32,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One running attempt's process group.
+#[derive(Debug)]
+pub struct Process {
+    group: Arc<Group>,
+    started: Instant,
+}
+
+/// How an attempt's program ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub exit: Exit,
+    pub wall_ms: u64,
+    /// User plus system CPU time of the program and the descendants it waited for.
+    pub cpu_ms: u64,
+    /// The largest resident set of the program or of any descendant it waited for.
+    pub peak_rss_kb: u64,
+}
+
+/// A cheap handle that stops the group while another task awaits [`Process::wait`].
+#[derive(Clone, Debug)]
+pub struct Stopper {
+    group: Arc<Group>,
+}
+
+/// The state [`Process`] and its [`Stopper`]s share.
+#[derive(Debug)]
+struct Group {
+    /// The leader's pid, which is also the process group id.
+    pgid: libc::pid_t,
+    pidfd: OwnedFd,
+    /// True once the leader is reaped. Signals and the reap both happen under this lock, so no
+    /// signal can reach a reused pgid.
+    reaped: Mutex<bool>,
+    /// SIGTERM is sent once, however often `stop` is called: some programs take a second
+    /// SIGTERM as "give up cleaning up".
+    term_sent: AtomicBool,
+}
+
+/// The reaped leader's wait status and resource usage.
+struct Reaped {
+    status: libc::c_int,
+    rusage: libc::rusage,
+}
+
+impl Process {
+    /// Creates the parent directories of stdout and stderr and the output directory, truncates
+    /// the output files, and starts `argv` in a new process group in `cwd`, with kinski's
+    /// environment plus `start.env` plus the `HERZOG_*` variables, and stdin from /dev/null.
+    pub fn spawn(start: &StartAttempt) -> Result<Process, SpawnError> {
+        let (program, args) = start.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
+        for dir in [
+            start.stdout.parent(),
+            start.stderr.parent(),
+            Some(start.output_dir.as_path()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|source| SpawnError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let stdout = open_output(&start.stdout)?;
+        // Two opens of one path would overwrite each other's output; a shared description
+        // interleaves them instead.
+        let stderr = if start.stderr == start.stdout {
+            stdout.try_clone().map_err(|source| SpawnError::OpenOutput {
+                path: start.stderr.clone(),
+                source,
+            })?
+        } else {
+            open_output(&start.stderr)?
+        };
+
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .current_dir(&start.cwd)
+            .envs(&start.env)
+            // After start.env, so a project cannot mask what herzog tells the program.
+            .env("HERZOG_PROJECT", &start.project)
+            .env("HERZOG_FRAGMENT", &start.fragment)
+            .env("HERZOG_ATTEMPT", start.attempt.to_string())
+            .env("HERZOG_INPUT", &start.input)
+            .env("HERZOG_OUTPUT_DIR", &start.output_dir)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            // No pre_exec: that keeps std on its posix_spawn path, which matters at thousands
+            // of short attempts.
+            .process_group(0);
+
+        let started = Instant::now();
+        let child = command
+            .spawn()
+            .map_err(|source| start_error(program, &start.cwd, source))?;
+        // A pid always fits in pid_t. Dropping the std Child neither waits nor kills.
+        let pgid = child.id() as libc::pid_t;
+        drop(child);
+
+        // Nothing else reaps our children, so the pid cannot have been reused since spawn,
+        // even if the program has already exited.
+        let pidfd = match pidfd_open(pgid) {
+            Ok(pidfd) => pidfd,
+            Err(source) => {
+                // Without a pidfd the process cannot be waited for asynchronously; kill it
+                // rather than leave an unsupervised group behind.
+                kill_and_reap(pgid);
+                return Err(SpawnError::Pidfd {
+                    program: program.clone(),
+                    pid: pgid,
+                    source,
+                });
+            }
+        };
+
+        Ok(Process {
+            group: Arc::new(Group {
+                pgid,
+                pidfd,
+                reaped: Mutex::new(false),
+                term_sent: AtomicBool::new(false),
+            }),
+            started,
+        })
+    }
+
+    /// The leader's pid, which is also the process group id.
+    pub fn pid(&self) -> i32 {
+        self.group.pgid
+    }
+
+    /// A handle that can stop the group while another task awaits [`Process::wait`].
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            group: Arc::clone(&self.group),
+        }
+    }
+
+    /// Waits for the leader to exit and reaps it.
+    ///
+    /// Whatever is left of the group is SIGKILLed as soon as the leader has exited: an
+    /// attempt's background processes would otherwise outlive it, hold its slot's resources
+    /// unaccounted, and keep writing to its output. The kill happens while the leader is an
+    /// unreaped zombie, which keeps its pid (and so the pgid) from being reused.
+    ///
+    /// Dropping a `Process` without calling this leaves the leader a zombie until kinski exits.
+    pub async fn wait(self) -> Finished {
+        let reap = self.reap_when_exited().await;
+        let wall_ms = millis(self.started.elapsed());
+        match reap {
+            Ok(Reaped { status, rusage }) => Finished {
+                exit: decode_status(status),
+                wall_ms,
+                cpu_ms: cpu_ms(&rusage),
+                peak_rss_kb: u64::try_from(rusage.ru_maxrss).unwrap_or(0),
+            },
+            // Something else reaped the pid, so the outcome is unknown. Reporting a start
+            // failure lets herzog retry the fragment instead of guessing success or failure.
+            Err(err) => {
+                let why = format!("failed to collect the exit status of pid {}: {err}", self.group.pgid);
+                tracing::error!(pid = self.group.pgid, "{why}");
+                Finished {
+                    exit: Exit::StartFailed(why),
+                    wall_ms,
+                    cpu_ms: 0,
+                    peak_rss_kb: 0,
+                }
+            }
+        }
+    }
+
+    async fn reap_when_exited(&self) -> io::Result<Reaped> {
+        // SAFETY: `self.group` owns the pidfd and outlives this AsyncFd, which is local here.
+        let watch = unsafe { AsyncFd::register_with_interest(self.group.pidfd.as_raw_fd(), Interest::READABLE) };
+        let watch = match watch.map_err(io::Error::from) {
+            Ok(watch) => watch,
+            Err(err) => {
+                tracing::warn!(
+                    pid = self.group.pgid,
+                    "failed to watch the pidfd, polling instead: {err}"
+                );
+                return self.group.poll_reap().await;
+            }
+        };
+        loop {
+            match watch.readable().await {
+                Ok(mut ready) => match self.group.try_reap() {
+                    None => ready.clear_ready(),
+                    Some(done) => return done,
+                },
+                Err(err) => {
+                    tracing::warn!(
+                        pid = self.group.pgid,
+                        "failed to watch the pidfd, polling instead: {err}"
+                    );
+                    return self.group.poll_reap().await;
+                }
+            }
+        }
+    }
+}
+
+impl Finished {
+    /// The report for herzog, stamped now.
+    pub fn into_completion(self, attempt: AttemptId) -> Completion {
+        Completion {
+            attempt,
+            exit: self.exit,
+            wall_ms: self.wall_ms,
+            cpu_ms: self.cpu_ms,
+            peak_rss_kb: self.peak_rss_kb,
+            finished_at: common::now_millis(),
+        }
+    }
+}
+
+impl Stopper {
+    /// Sends SIGTERM to the group, gives the leader up to `grace` to exit, then SIGKILLs
+    /// whatever is left of the group. Does nothing once the leader has been reaped; calling it
+    /// again sends no second SIGTERM but still escalates.
+    pub async fn stop(&self, grace: Duration) {
+        if self.group.is_reaped() {
+            return;
+        }
+        if !self.group.term_sent.swap(true, Ordering::SeqCst) {
+            self.group.signal(libc::SIGTERM);
+        }
+        self.group.leader_exit(grace).await;
+        // Also when the leader went in time: its descendants must not outlive the attempt,
+        // whether or not anyone is awaiting `wait` yet.
+        self.group.signal(libc::SIGKILL);
+    }
+}
+
+/// The completion for an attempt whose program could not be started, with zero times.
+pub fn start_failed(start: &StartAttempt, why: String) -> Completion {
+    Completion {
+        attempt: start.attempt,
+        exit: Exit::StartFailed(why),
+        wall_ms: 0,
+        cpu_ms: 0,
+        peak_rss_kb: 0,
+        finished_at: common::now_millis(),
+    }
+}
+
+impl Group {
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        // The flag is a plain bool written last, so a panic elsewhere cannot leave it torn.
+        self.reaped.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn is_reaped(&self) -> bool {
+        *self.lock()
+    }
+
+    /// Signals the whole group unless the leader is reaped, after which the pgid may belong
+    /// to someone else.
+    fn signal(&self, signal: libc::c_int) {
+        let reaped = self.lock();
+        if *reaped {
+            return;
+        }
+        // SAFETY: killpg takes no pointers.
+        if unsafe { libc::killpg(self.pgid, signal) } != 0 {
+            // ESRCH: the leader left its own group and no one is left in it.
+            let err = io::Error::last_os_error();
+            tracing::debug!(pgid = self.pgid, signal, "failed to signal the process group: {err}");
+        }
+    }
+
+    /// Reaps the leader if it has exited: `None` while it runs.
+    fn try_reap(&self) -> Option<io::Result<Reaped>> {
+        let mut reaped = self.lock();
+        if *reaped {
+            return Some(Err(io::Error::from_raw_os_error(libc::ECHILD)));
+        }
+        // Look without reaping first, so the group can be killed while the zombie leader
+        // still pins the pgid.
+        match self.has_exited() {
+            Ok(false) => return None,
+            Ok(true) => {}
+            Err(err) => {
+                // Not our child any more: never signal this pgid again.
+                *reaped = true;
+                return Some(Err(err));
+            }
+        }
+        // SAFETY: killpg takes no pointers.
+        unsafe { libc::killpg(self.pgid, libc::SIGKILL) };
+        let mut status: libc::c_int = 0;
+        // SAFETY: rusage is plain old data, for which all zeroes is a valid value.
+        let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: status and rusage are valid and writable for the whole call.
+            let pid = unsafe { libc::wait4(self.pgid, &mut status, libc::WNOHANG, &mut rusage) };
+            if pid == self.pgid {
+                *reaped = true;
+                return Some(Ok(Reaped { status, rusage }));
+            }
+            if pid == 0 {
+                // waitid just saw a zombie; this cannot happen, but must not block.
+                return None;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                *reaped = true;
+                return Some(Err(err));
+            }
+        }
+    }
+
+    /// Whether the leader has exited, without reaping it.
+    fn has_exited(&self) -> io::Result<bool> {
+        // SAFETY: siginfo_t is plain old data; zeroed si_pid is how "nothing yet" is told apart.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: info is valid and writable for the whole call.
+            let rc = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    self.pgid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                )
+            };
+            if rc == 0 {
+                // SAFETY: waitid filled in a SIGCHLD siginfo or left the zeroes.
+                return Ok(unsafe { info.si_pid() } != 0);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Reaps by polling, for when the pidfd cannot be watched.
+    async fn poll_reap(&self) -> io::Result<Reaped> {
+        loop {
+            if let Some(done) = self.try_reap() {
+                return done;
+            }
+            tokio::time::sleep(FALLBACK_POLL).await;
+        }
+    }
+
+    /// Returns when the leader has exited or been reaped, or after `grace`.
+    async fn leader_exit(&self, grace: Duration) {
+        // A duplicate, because `wait` may have the pidfd itself registered with the runtime.
+        let watch = self.pidfd.try_clone().and_then(|fd| {
+            // SAFETY: the AsyncFd owns the duplicate, so it stays open as long as needed.
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(io::Error::from)
+        });
+        let polled = match watch {
+            Ok(watch) => match tokio::time::timeout(grace, watch.readable()).await {
+                Ok(Ok(_)) | Err(_) => return,
+                Ok(Err(err)) => err,
+            },
+            Err(err) => err,
+        };
+        tracing::warn!(pid = self.pgid, "failed to watch the pidfd, polling instead: {polled}");
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.is_reaped() || !matches!(self.has_exited(), Ok(false)) {
+                return;
+            }
+            tokio::time::sleep(FALLBACK_POLL).await;
+        }
+    }
+}
+
+fn open_output(path: &Path) -> Result<File, SpawnError> {
+    File::create(path).map_err(|source| SpawnError::OpenOutput {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// std reports a failed chdir with the same errno as a failed exec, so look at the directory
+/// to say which it was. Only on the failure path, to keep spawning cheap.
+fn start_error(program: &str, cwd: &Path, source: io::Error) -> SpawnError {
+    let cwd_ok = std::fs::metadata(cwd).is_ok_and(|meta| meta.is_dir());
+    if cwd_ok {
+        SpawnError::Start {
+            program: program.to_string(),
+            source,
+        }
+    } else {
+        SpawnError::Cwd {
+            program: program.to_string(),
+            cwd: cwd.to_path_buf(),
+            source,
+        }
+    }
+}
+
+fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly opened descriptor (close-on-exec) that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Kills and reaps a group that cannot be supervised. Blocks only for as long as SIGKILL takes.
+fn kill_and_reap(pgid: libc::pid_t) {
+    // SAFETY: killpg takes no pointers.
+    unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: status is valid and writable; a null rusage is allowed.
+        let pid = unsafe { libc::wait4(pgid, &mut status, 0, std::ptr::null_mut()) };
+        if pid == pgid || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+fn decode_status(status: libc::c_int) -> Exit {
+    if libc::WIFEXITED(status) {
+        Exit::Code(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Exit::Signal(libc::WTERMSIG(status))
+    } else {
+        // wait4 without WUNTRACED or WCONTINUED reports only terminations; keep the raw
+        // status rather than invent a meaning.
+        Exit::Code(status)
+    }
+}
+
+fn cpu_ms(rusage: &libc::rusage) -> u64 {
+    let micros =
+        |tv: libc::timeval| u64::try_from(tv.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(tv.tv_usec).unwrap_or(0);
+    (micros(rusage.ru_utime) + micros(rusage.ru_stime)) / 1000
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    use std::collections::BTreeMap;
+
+    /// Bounds every wait, so a broken runner fails the test instead of hanging it.
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    fn attempt(dir: &Path, argv: &[&str]) -> StartAttempt {
+        StartAttempt {
+            attempt: AttemptId(7),
+            project: "proj".into(),
+            fragment: "frag-1".into(),
+            input: dir.join("input/frag-1"),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cwd: dir.to_path_buf(),
+            env: BTreeMap::from([("EXTRA".to_string(), "extra value".to_string())]),
+            stdout: dir.join("logs/7.out"),
+            stderr: dir.join("logs/7.err"),
+            output_dir: dir.join("out/7"),
+            grace_ms: 1000,
+        }
+    }
+
+    fn sh(dir: &Path, script: &str) -> StartAttempt {
+        attempt(dir, &["sh", "-c", script])
+    }
+
+    async fn run(start: &StartAttempt) -> Finished {
+        let process = Process::spawn(start).expect("spawn");
+        tokio::time::timeout(LIMIT, process.wait())
+            .await
+            .expect("wait timed out")
+    }
+
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("tempdir")
+    }
+
+    /// Waits for a script to write a whole line to `path`; polling is the only way to watch
+    /// another process's file.
+    async fn line_in(path: &Path) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(path)
+                && text.ends_with('\n')
+            {
+                return text.trim().to_string();
+            }
+            assert!(Instant::now() < deadline, "{} was not written", path.display());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether `pid` is dead within 5 s. SIGKILL is delivered asynchronously, and an orphan
+    /// stays a zombie until init reaps it, so a zombie counts as dead.
+    async fn dies(pid: i32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH) {
+                return true;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if let Some((_, rest)) = stat.rsplit_once(") ")
+                && rest.starts_with('Z')
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn exit_zero_captures_output_and_environment() {
+        let dir = tempdir();
+        let start = sh(
+            dir.path(),
+            r#"echo "$HERZOG_PROJECT|$HERZOG_FRAGMENT|$HERZOG_ATTEMPT|$HERZOG_INPUT|$HERZOG_OUTPUT_DIR|$EXTRA|$(pwd)"
+               test -d "$HERZOG_OUTPUT_DIR" && echo output-dir-exists
+               cat && echo stdin-empty
+               echo to-stderr >&2"#,
+        );
+        let finished = run(&start).await;
+        assert_eq!(finished.exit, Exit::Code(0));
+        let stdout = std::fs::read_to_string(&start.stdout).expect("stdout");
+        let d = dir.path().display();
+        assert_eq!(
+            stdout,
+            format!("proj|frag-1|7|{d}/input/frag-1|{d}/out/7|extra value|{d}\noutput-dir-exists\nstdin-empty\n")
+        );
+        assert_eq!(std::fs::read_to_string(&start.stderr).expect("stderr"), "to-stderr\n");
+    }
+
+    #[tokio::test]
+    async fn exit_code_is_reported_and_old_output_truncated() {
+        let dir = tempdir();
+        let start = sh(dir.path(), "echo new; exit 3");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
+        std::fs::write(&start.stdout, "an old, much longer output\n").expect("write");
+        let finished = run(&start).await;
+        assert_eq!(finished.exit, Exit::Code(3));
+        assert_eq!(std::fs::read_to_string(&start.stdout).expect("stdout"), "new\n");
+    }
+
+    #[tokio::test]
+    async fn shared_stdout_and_stderr_file_keeps_both() {
+        let dir = tempdir();
+        let mut start = sh(dir.path(), "echo one; echo two >&2; echo three");
+        start.stderr = start.stdout.clone();
+        assert_eq!(run(&start).await.exit, Exit::Code(0));
+        assert_eq!(
+            std::fs::read_to_string(&start.stdout).expect("stdout"),
+            "one\ntwo\nthree\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn killed_by_a_signal() {
+        let dir = tempdir();
+        let finished = run(&sh(dir.path(), "kill -9 $$")).await;
+        assert_eq!(finished.exit, Exit::Signal(9));
+    }
+
+    #[tokio::test]
+    async fn peak_rss_is_measured() {
+        let dir = tempdir();
+        let big = run(&attempt(
+            dir.path(),
+            &["python3", "-c", "b = b'x' * (64 * 1024 * 1024)"],
+        ))
+        .await;
+        assert_eq!(big.exit, Exit::Code(0));
+        assert!(big.peak_rss_kb > 60_000, "{big:?}");
+        let small = run(&attempt(dir.path(), &["true"])).await;
+        assert_eq!(small.exit, Exit::Code(0));
+        assert!(small.peak_rss_kb < 20_000, "{small:?}");
+    }
+
+    #[tokio::test]
+    async fn cpu_time_is_measured() {
+        let dir = tempdir();
+        let finished = run(&sh(dir.path(), "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done")).await;
+        assert_eq!(finished.exit, Exit::Code(0));
+        assert!(finished.cpu_ms > 100, "{finished:?}");
+        assert!(finished.wall_ms >= finished.cpu_ms / 2, "{finished:?}");
+    }
+
+    #[tokio::test]
+    async fn stop_terminates_the_whole_group() {
+        let dir = tempdir();
+        let pid_file = dir.path().join("grandchild");
+        let start = sh(
+            dir.path(),
+            &format!("sleep 1000 & echo $! > {}; wait", pid_file.display()),
+        );
+        let process = Process::spawn(&start).expect("spawn");
+        let stopper = process.stopper();
+        let waiter = tokio::spawn(process.wait());
+        let grandchild: i32 = line_in(&pid_file).await.parse().expect("pid");
+
+        let stopping = Instant::now();
+        stopper.stop(Duration::from_secs(10)).await;
+        let finished = tokio::time::timeout(LIMIT, waiter)
+            .await
+            .expect("wait timed out")
+            .expect("join");
+        assert_eq!(finished.exit, Exit::Signal(libc::SIGTERM));
+        assert!(stopping.elapsed() < Duration::from_secs(5));
+        assert!(dies(grandchild).await, "grandchild {grandchild} survived");
+
+        // Once reaped, stopping again must not signal the (possibly reused) pgid.
+        stopper.stop(Duration::from_secs(10)).await;
+    }
+
+    #[tokio::test]
+    async fn stop_escalates_to_sigkill() {
+        let dir = tempdir();
+        let ready = dir.path().join("ready");
+        let start = sh(
+            dir.path(),
+            &format!(
+                r#"trap "" TERM; echo ready > {}; while :; do sleep 0.1; done"#,
+                ready.display()
+            ),
+        );
+        let process = Process::spawn(&start).expect("spawn");
+        let stopper = process.stopper();
+        let waiter = tokio::spawn(process.wait());
+        line_in(&ready).await;
+
+        let stopping = Instant::now();
+        let grace = Duration::from_millis(300);
+        // Two concurrent stops behave like one.
+        tokio::join!(stopper.stop(grace), stopper.stop(grace));
+        assert!(stopping.elapsed() >= grace);
+        let finished = tokio::time::timeout(LIMIT, waiter)
+            .await
+            .expect("wait timed out")
+            .expect("join");
+        assert_eq!(finished.exit, Exit::Signal(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn leader_exit_kills_what_it_left_behind() {
+        let dir = tempdir();
+        let pid_file = dir.path().join("grandchild");
+        let start = sh(dir.path(), &format!("sleep 1000 & echo $! > {}", pid_file.display()));
+        let finished = run(&start).await;
+        assert_eq!(finished.exit, Exit::Code(0));
+        let grandchild: i32 = line_in(&pid_file).await.parse().expect("pid");
+        assert!(dies(grandchild).await, "grandchild {grandchild} survived");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_start_failure() {
+        let dir = tempdir();
+        for program in ["/nonexistent/herzog-no-such-program", "herzog-no-such-program"] {
+            let start = attempt(dir.path(), &[program, "arg"]);
+            let err = Process::spawn(&start).expect_err("spawn must fail");
+            assert!(matches!(err, SpawnError::Start { .. }), "{err:?}");
+            let why = err.to_string();
+            assert!(why.contains(program), "{why}");
+
+            let completion = start_failed(&start, why.clone());
+            assert_eq!(completion.attempt, start.attempt);
+            assert_eq!(completion.exit, Exit::StartFailed(why));
+            assert_eq!(
+                (completion.wall_ms, completion.cpu_ms, completion.peak_rss_kb),
+                (0, 0, 0)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_working_directory_is_named() {
+        let dir = tempdir();
+        let mut start = attempt(dir.path(), &["true"]);
+        start.cwd = dir.path().join("no-such-dir");
+        let err = Process::spawn(&start).expect_err("spawn must fail");
+        assert!(matches!(err, SpawnError::Cwd { .. }), "{err:?}");
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_empty_command_line_is_refused() {
+        let dir = tempdir();
+        let err = Process::spawn(&attempt(dir.path(), &[])).expect_err("spawn must fail");
+        assert!(matches!(err, SpawnError::EmptyArgv), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn into_completion_carries_everything() {
+        let dir = tempdir();
+        let process = Process::spawn(&attempt(dir.path(), &["true"])).expect("spawn");
+        assert!(process.pid() > 0);
+        let finished = process.wait().await;
+        let completion = finished.clone().into_completion(AttemptId(9));
+        assert_eq!(completion.attempt, AttemptId(9));
+        assert_eq!(completion.exit, finished.exit);
+        assert_eq!(completion.wall_ms, finished.wall_ms);
+        assert_eq!(completion.cpu_ms, finished.cpu_ms);
+        assert_eq!(completion.peak_rss_kb, finished.peak_rss_kb);
+        assert!(completion.finished_at > 0);
+    }
+
+    /// Spawn cost at the scale of the xargs comparison; run with `--ignored --nocapture`.
+    #[tokio::test]
+    #[ignore]
+    async fn spawn_5000_true() {
+        let dir = tempdir();
+        let start = attempt(dir.path(), &["/bin/true"]);
+        let began = Instant::now();
+        for _ in 0..5000 {
+            assert_eq!(run(&start).await.exit, Exit::Code(0));
+        }
+        eprintln!("5000 x /bin/true: {:?}", began.elapsed());
+    }
+}
