@@ -1,6 +1,7 @@
 //! `hz local` end to end: the real binary starts herzog and kinski in-process on a loopback
 //! port, runs a tiny project and sums it up.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -38,7 +39,6 @@ fn inputs(dir: &Path) {
 }
 
 #[test]
-#[ignore = "needs a working kinski; run with --ignored"]
 fn a_project_runs_to_the_end_and_is_summed_up() {
     let tmp = tempfile::tempdir().unwrap();
     inputs(tmp.path());
@@ -53,7 +53,6 @@ fn a_project_runs_to_the_end_and_is_summed_up() {
 }
 
 #[test]
-#[ignore = "needs a working kinski; run with --ignored"]
 fn failures_are_listed_and_exit_1() {
     let tmp = tempfile::tempdir().unwrap();
     inputs(tmp.path());
@@ -68,4 +67,43 @@ fn failures_are_listed_and_exit_1() {
         "{stdout}"
     );
     assert!(tmp.path().join("st").is_dir());
+}
+
+#[test]
+fn ctrl_c_stops_the_daemons_and_exits_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    inputs(tmp.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hz"))
+        .args(["local", "in", "sleep 30 #", "--slots", "1"])
+        .current_dir(tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to start hz");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("added project") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("hz local ended early: {seen}");
+        }
+        seen += &line;
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "hz local did not stop after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("interrupted"), "{seen}{rest}");
 }

@@ -65,6 +65,8 @@ pub enum WorkerError {
     NoFreeSlot { slots: u32 },
     #[error("failed to prepare {path}: {reason}")]
     Prepare { path: String, reason: String },
+    #[error("this worker is shutting down")]
+    ShuttingDown,
     #[error("attempt {attempt} is not running here")]
     UnknownAttempt { attempt: AttemptId },
 }

@@ -26,6 +26,9 @@ pub struct RunSpec {
     /// Exit codes that count as success.
     #[serde(default = "default_success_codes")]
     pub success_codes: Vec<i32>,
+    /// Whether a failed exit is retried (up to `max_attempts`); off: it fails the fragment.
+    #[serde(default)]
+    pub retry_failed: bool,
     /// Milliseconds between the stop signal and SIGKILL.
     #[serde(default = "default_grace_ms")]
     pub grace_ms: u64,
@@ -50,6 +53,7 @@ impl RunSpec {
             cwd: None,
             max_attempts: default_max_attempts(),
             success_codes: default_success_codes(),
+            retry_failed: false,
             grace_ms: default_grace_ms(),
         }
     }

@@ -1,6 +1,7 @@
 //! kinski, the worker: registers with herzog, runs attempts as supervised process groups,
 //! heartbeats, and reports each completion until herzog acknowledges it.
 
+mod journal;
 pub mod process;
 mod resources;
 mod service;
@@ -33,6 +34,8 @@ pub enum KinskiError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
     #[error("'{name}' is not a valid worker name: use letters, digits, '.', '_' and '-'")]
     BadName { name: String },
 }
@@ -47,7 +50,17 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         path: config.state_dir.clone(),
         source,
     })?;
-    let supervisor = supervisor::Supervisor::new(config.slots.max(1));
+    let (journal, recovered) = journal::Journal::open(&config.state_dir)?;
+    let killed = journal::kill_leftovers(&recovered.running);
+    if !recovered.running.is_empty() || !recovered.unacked.is_empty() {
+        tracing::warn!(
+            left_running = recovered.running.len(),
+            killed,
+            to_report = recovered.unacked.len(),
+            "recovered the journal of a previous kinski: killed its leftover attempts (herzog requeues them), reporting its finished ones"
+        );
+    }
+    let supervisor = supervisor::Supervisor::new(config.slots.max(1), journal, recovered.unacked);
     let resources = resources::probe(config.slots.max(1), &config.state_dir);
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %config.herzog, "kinski starting");
     tokio::pin!(shutdown);

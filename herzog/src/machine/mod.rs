@@ -498,6 +498,7 @@ impl Machine {
             return None;
         };
         let max = project.spec.max_attempts;
+        let retry_failed = project.spec.retry_failed;
         let attempts = fragment.attempts;
         if let Some(w) = self.workers.get_mut(&worker) {
             w.running.remove(&attempt);
@@ -512,6 +513,7 @@ impl Machine {
         });
         let next = match end {
             AttemptEnd::Succeeded => FragmentState::Succeeded { attempt },
+            AttemptEnd::Failed if retry_failed && attempts < max => FragmentState::Pending,
             AttemptEnd::Failed => FragmentState::Failed {
                 attempt: Some(attempt),
                 reason: match exit {

@@ -766,7 +766,7 @@ fn a_completion_for_a_lost_attempt_is_late_and_changes_nothing() {
     assert_eq!(state(&m, "p", "a"), FragmentState::Pending);
     ok(&mut m, TIMEOUT, register_event("w2", 1, &[]));
     let (_, e) = sched(&mut m, TIMEOUT);
-    assert_eq!(starts(&e)[0], ("w2".to_string(), starts(&e)[0].1.clone()));
+    assert_eq!(starts(&e)[0].0, "w2");
     assert_eq!(starts(&e)[0].1.attempt, AttemptId(2));
     let running = FragmentState::Running {
         attempt: AttemptId(2),
@@ -1485,6 +1485,15 @@ fn pick() -> impl Strategy<Value = Pick> {
     ]
 }
 
+/// Completions mostly name a live attempt; the rest are stale or never issued.
+fn completed_pick() -> impl Strategy<Value = Pick> {
+    prop_oneof![
+        6 => any::<usize>().prop_map(Pick::Live),
+        2 => any::<usize>().prop_map(Pick::Issued),
+        1 => (-1i64..60).prop_map(Pick::Raw),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let picks = || proptest::collection::vec(pick(), 0..4);
     prop_oneof![
@@ -1496,7 +1505,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..3usize).prop_map(Op::HeartbeatExact),
         2 => (0..4usize, picks()).prop_map(|(worker, running)| Op::Heartbeat { worker, running }),
         1 => (0..4usize).prop_map(Op::Disconnect),
-        6 => (pick(), proptest::option::weighted(0.2, 0..4usize), 0..5u8)
+        6 => (completed_pick(), proptest::option::weighted(0.2, 0..4usize), 0..6u8)
             .prop_map(|(attempt, worker, exit)| Op::Complete { attempt, worker, exit }),
         1 => pick().prop_map(Op::DispatchFailed),
         2 => (0i64..7_000).prop_map(Op::Tick),
@@ -1694,12 +1703,11 @@ fn check_invariants(m: &Machine, model: &mut Model) {
     }
 }
 
-fn run_op(m: &mut Machine, model: &Model, now: Millis, op: &Op) -> Event {
+fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
     let files = |n: usize| (0..n).map(|i| format!("f{i}")).collect::<Vec<_>>();
     let resolve_all = |picks: &[Pick], worker: &str| -> Vec<AttemptId> {
         picks.iter().map(|p| model.resolve(m, p, worker)).collect()
     };
-    let _ = now;
     match op {
         Op::Add {
             name,
@@ -1769,9 +1777,9 @@ fn run_op(m: &mut Machine, model: &Model, now: Millis, op: &Op) -> Event {
                     .unwrap_or_else(|| "w1".to_string()),
             };
             let exit = match exit {
-                0 | 1 => Exit::Code(0),
-                2 => Exit::Code(1),
-                3 => Exit::Signal(9),
+                0..=2 => Exit::Code(0),
+                3 => Exit::Code(1),
+                4 => Exit::Signal(9),
                 _ => Exit::StartFailed("not found".into()),
             };
             Event::Complete {
@@ -1832,7 +1840,7 @@ proptest! {
             if let Op::Tick(advance) = op {
                 now += advance;
             }
-            let event = run_op(&mut m, &model, now, op);
+            let event = run_op(&m, &model, now, op);
             let live_before = live_set(&m);
             let out = step(&mut m, now, event);
             model.record(&out.writes, &live_before);
