@@ -526,7 +526,7 @@ impl Machine {
             AttemptEnd::Lost if attempts >= max => FragmentState::Failed {
                 attempt: Some(attempt),
                 reason: format!(
-                    "{attempts} attempts lost, the last: {}",
+                    "{attempts} attempts, the last lost: {}",
                     note.as_deref().unwrap_or("lost")
                 ),
             },

@@ -478,6 +478,46 @@ fn failure_reasons_and_success_codes() {
 }
 
 #[test]
+fn failed_exits_are_retried_up_to_max_attempts_when_asked() {
+    let mut m = machine();
+    let spec = RunSpec {
+        retry_failed: true,
+        ..spec("wc -l", 2)
+    };
+    ok(&mut m, 0, add_event_with("p", &["a", "b"], spec));
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    sched(&mut m, 0);
+    // Running -> Pending: the first failure is retried, the count kept.
+    let out = ok(&mut m, 1, complete_event("w1", 1, Exit::Code(1), 1));
+    assert_eq!(ended(&out.writes), [(AttemptId(1), AttemptEnd::Failed, None)]);
+    assert_eq!(state(&m, "p", "a"), FragmentState::Pending);
+    assert_eq!(fragment_of(&m, "p", "a").attempts, 1);
+    // Queued behind b.
+    let (_, e) = sched(&mut m, 2);
+    assert_eq!(starts(&e)[0].1.fragment, "b");
+    ok(&mut m, 3, complete_event("w1", 2, Exit::Code(0), 3));
+    let (_, e) = sched(&mut m, 4);
+    assert_eq!(
+        (starts(&e)[0].1.fragment.as_str(), starts(&e)[0].1.attempt),
+        ("a", AttemptId(3))
+    );
+    // The second failure is the last allowed: Failed, with the exit as the reason.
+    ok(&mut m, 5, complete_event("w1", 3, Exit::Signal(15), 5));
+    assert_eq!(
+        state(&m, "p", "a"),
+        FragmentState::Failed {
+            attempt: Some(AttemptId(3)),
+            reason: "killed by signal 15".into()
+        }
+    );
+    assert_eq!(counts(&m, "p"), (0, 0, 1, 1));
+    // The first failure's report again: late, nothing changes.
+    let out = ok(&mut m, 6, complete_event("w1", 1, Exit::Code(1), 6));
+    assert_eq!(ended(&out.writes), [(AttemptId(1), AttemptEnd::Late, None)]);
+    assert_eq!(counts(&m, "p"), (0, 0, 1, 1));
+}
+
+#[test]
 fn dispatch_failure_requeues_then_fails_after_max_attempts() {
     let mut m = machine();
     ok(&mut m, 0, add_event("p", &["a"]));
@@ -523,7 +563,7 @@ fn dispatch_failure_requeues_then_fails_after_max_attempts() {
         state(&m, "p", "a"),
         FragmentState::Failed {
             attempt: Some(AttemptId(2)),
-            reason: "2 attempts lost, the last: connection refused".into()
+            reason: "2 attempts, the last lost: connection refused".into()
         }
     );
 }
@@ -1450,6 +1490,7 @@ enum Op {
         name: usize,
         files: usize,
         max_attempts: u32,
+        retry_failed: bool,
     },
     Remove(usize),
     Retry(usize),
@@ -1497,7 +1538,8 @@ fn completed_pick() -> impl Strategy<Value = Pick> {
 fn op() -> impl Strategy<Value = Op> {
     let picks = || proptest::collection::vec(pick(), 0..4);
     prop_oneof![
-        3 => (0..4usize, 0..5usize, 1..4u32).prop_map(|(name, files, max_attempts)| Op::Add { name, files, max_attempts }),
+        3 => (0..4usize, 0..5usize, 1..4u32, any::<bool>())
+            .prop_map(|(name, files, max_attempts, retry_failed)| Op::Add { name, files, max_attempts, retry_failed }),
         1 => (0..4usize).prop_map(Op::Remove),
         1 => (0..4usize).prop_map(Op::Retry),
         1 => proptest::option::of(0..4usize).prop_map(Op::Policy),
@@ -1713,10 +1755,14 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
             name,
             files: n,
             max_attempts,
+            retry_failed,
         } => Event::AddProject {
             name: PROJECT_NAMES[*name].into(),
             dir: PathBuf::from("/data"),
-            spec: spec("wc -l", *max_attempts),
+            spec: RunSpec {
+                retry_failed: *retry_failed,
+                ..spec("wc -l", *max_attempts)
+            },
             files: files(*n),
         },
         Op::Remove(n) => Event::RemoveProject {

@@ -1,0 +1,175 @@
+//! The herzog binary refuses bad input: one message naming the problem and the documented
+//! exit code (2 for bad configuration or arguments, 1 for a runtime failure).
+//!
+//! Being an integration test of this package, this file also makes `cargo test` build the
+//! herzog binary, which the `tests` crate starts.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long herzog gets to refuse; a herzog that accepted the input would run forever.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs herzog with `args`, killing it if it has not exited within [`LIMIT`].
+fn herzog(state_dir: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herzog"))
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(args)
+        .env_remove("HERZOG_CONFIG")
+        .env_remove("HERZOG_ADDR")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to start herzog");
+    let (tx, rx) = mpsc::channel();
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|mut pipe| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            let _ = tx.send(());
+            buf
+        })
+    })
+    .collect();
+    // Both pipes reach end of file when herzog exits.
+    for _ in 0..2 {
+        if rx.recv_timeout(LIMIT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = readers.into_iter().nth(1).unwrap().join().unwrap();
+            panic!(
+                "herzog {args:?} still ran after {LIMIT:?}: {}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+    }
+    let status = child.wait().unwrap();
+    let mut outputs = readers.into_iter().map(|r| r.join().unwrap());
+    Output {
+        status,
+        stdout: outputs.next().unwrap(),
+        stderr: outputs.next().unwrap(),
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_unknown_config_key_is_named_with_the_file_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        "[herzog]\nlog_level = \"info\"\nlisten_adress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("listen_adress"), "the key is not named: {err}");
+    assert!(err.contains(config.to_str().unwrap()), "the file is not named: {err}");
+    assert!(!tmp.path().join("state").join("herzog.db").exists());
+}
+
+#[test]
+#[ignore = "bug: common/src/config.rs line_of reports the line before the key (counts the lines before the span)"]
+fn an_unknown_config_key_is_reported_on_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        "[herzog]\nlog_level = \"info\"\nlisten_adress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("(line 3)"), "the key is on line 3: {err}");
+}
+
+#[test]
+fn a_bad_config_value_is_named_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("cluster.toml");
+    // The default heartbeat_interval is 2s: a 1s timeout would lose every worker.
+    std::fs::write(&config, "[herzog]\nworker_timeout = \"1s\"\n").unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("herzog.worker_timeout"), "{err}");
+    assert!(err.contains(config.to_str().unwrap()), "{err}");
+    assert!(!tmp.path().join("state").join("herzog.db").exists());
+}
+
+#[test]
+#[ignore = "bug: a value that does not parse (heartbeat_interval = \"soon\") is reported without its key"]
+fn an_unparsable_config_value_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("cluster.toml");
+    std::fs::write(&config, "[herzog]\nheartbeat_interval = \"soon\"\n").unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("heartbeat_interval"), "the key is not named: {err}");
+}
+
+#[test]
+fn a_missing_config_file_is_named_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("no-such.toml");
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(config.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn an_address_in_use_is_named_and_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = herzog(&tmp.path().join("state"), &["--listen", &addr]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("failed to listen on {addr}")), "{err}");
+    drop(taken);
+}
+
+#[test]
+fn an_unknown_flag_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = herzog(&tmp.path().join("state"), &["--listen", "127.0.0.1:0", "--slots", "3"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--slots"), "{err}");
+}
