@@ -79,17 +79,12 @@ impl Dispatcher {
                         }
                     });
                 }
-                Effect::Stop {
-                    worker,
-                    attempt,
-                    grace_ms,
-                } => {
+                Effect::Stop { worker, attempt } => {
                     let Some(client) = self.connections.get(&worker) else {
                         // Reconciliation stops it when the worker is back.
                         continue;
                     };
                     tokio::spawn(async move {
-                        let _ = grace_ms;
                         match client.fragment_stop(context_with(CALL_TIMEOUT), attempt).await {
                             Ok(Ok(())) => tracing::info!(%worker, %attempt, "attempt stopped"),
                             Ok(Err(e)) => tracing::info!(%worker, %attempt, error = %e, "stop refused"),

@@ -308,16 +308,11 @@ impl Machine {
             .map(|(a, _)| *a)
             .collect();
         for attempt in running {
-            let grace_ms = self.projects[&id].spec.grace_ms;
             if let Some(worker) = self.end_live(now, attempt, AttemptEnd::Stopped, None, Some("project removed".into()))
                 && self.workers.get(&worker).is_some_and(|w| w.link == Link::Connected)
             {
                 // A stop for an unreachable worker is delivered by reconciliation when it returns.
-                self.effects.push(Effect::Stop {
-                    worker,
-                    attempt,
-                    grace_ms,
-                });
+                self.effects.push(Effect::Stop { worker, attempt });
             }
         }
         self.projects.remove(&id);
@@ -410,10 +405,10 @@ impl Machine {
         let expected = self.workers.get(worker).map(|w| w.running.clone()).unwrap_or_default();
         for &attempt in reported_set.difference(&expected) {
             tracing::warn!(%worker, %attempt, "worker runs an attempt herzog does not expect there: stopping it");
+            // kinski stops it with the grace of the start it received.
             self.effects.push(Effect::Stop {
                 worker: worker.to_string(),
                 attempt,
-                grace_ms: 0,
             });
         }
         for &attempt in expected.difference(&reported_set) {

@@ -909,12 +909,10 @@ fn heartbeats_reconcile_what_runs_with_what_should() {
             Effect::Stop {
                 worker: "w1".into(),
                 attempt: w2a,
-                grace_ms: 0
             },
             Effect::Stop {
                 worker: "w1".into(),
                 attempt: AttemptId(77),
-                grace_ms: 0
             },
         ]
     );
@@ -1016,24 +1014,17 @@ fn removing_a_project_stops_its_attempts_and_resets_its_priority() {
     let p_id = m.project("p").expect("p").id;
     let out = ok(&mut m, 10, Event::RemoveProject { name: "p".into() });
     assert_eq!(out.reply, Ok(Reply::Done));
-    let mut stops: Vec<(String, AttemptId, u64)> = out
+    let mut stops: Vec<(String, AttemptId)> = out
         .effects
         .iter()
         .map(|e| match e {
-            Effect::Stop {
-                worker,
-                attempt,
-                grace_ms,
-            } => (worker.clone(), *attempt, *grace_ms),
+            Effect::Stop { worker, attempt } => (worker.clone(), *attempt),
             Effect::Start { .. } => panic!("removal starts nothing"),
         })
         .collect();
     stops.sort();
-    let expected: Vec<(String, AttemptId, u64)> = p_w1.iter().map(|a| ("w1".to_string(), *a, 10_000)).collect();
-    assert_eq!(
-        stops, expected,
-        "stops go to connected workers only, with the project's grace"
-    );
+    let expected: Vec<(String, AttemptId)> = p_w1.iter().map(|a| ("w1".to_string(), *a)).collect();
+    assert_eq!(stops, expected, "stops go to connected workers only");
     let mut stopped: Vec<AttemptId> = ended(&out.writes)
         .into_iter()
         .filter(|(_, e, _)| *e == AttemptEnd::Stopped)

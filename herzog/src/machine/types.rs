@@ -133,15 +133,8 @@ pub(crate) enum Reply {
 /// IO to do once the batch is durable.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Effect {
-    Start {
-        worker: String,
-        start: Box<StartAttempt>,
-    },
-    Stop {
-        worker: String,
-        attempt: AttemptId,
-        grace_ms: u64,
-    },
+    Start { worker: String, start: Box<StartAttempt> },
+    Stop { worker: String, attempt: AttemptId },
 }
 
 /// A change to the database, committed with the rest of its batch.
