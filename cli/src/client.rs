@@ -46,12 +46,6 @@ impl Herzog {
         })
     }
 
-    /// The address dialled.
-    #[cfg(test)]
-    pub(crate) fn addr(&self) -> &str {
-        &self.addr
-    }
-
     fn rpc_error(&self, what: &'static str, source: RpcError) -> CliError {
         CliError::Rpc {
             addr: self.addr.clone(),

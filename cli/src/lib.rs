@@ -15,7 +15,7 @@ mod commands;
 pub mod error;
 mod table;
 #[cfg(test)]
-mod testing;
+mod test_cluster;
 
 use args::{Cli, Command};
 use clap::Parser;

@@ -158,11 +158,14 @@ impl ClusterConfig {
     }
 }
 
+/// " (line N: <that line>)" for an error's span, so the message names the key even when the
+/// parser only says what was wrong with its value.
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    match span {
-        Some(span) => format!(" (line {})", text[..span.start.min(text.len())].lines().count().max(1)),
-        None => String::new(),
-    }
+    let Some(span) = span else { return String::new() };
+    let start = span.start.min(text.len());
+    let number = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(number - 1).unwrap_or("").trim();
+    format!(" (line {number}: {line})")
 }
 
 #[cfg(test)]

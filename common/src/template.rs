@@ -209,10 +209,14 @@ mod tests {
             check_program("no-such-program-xyz", Some("/bin")),
             Err(ApiError::ProgramNotFound { .. })
         ));
-        assert!(matches!(
-            check_program("/etc/hostname", None),
-            Err(ApiError::ProgramNotExecutable { .. })
-        ));
+        let plain = std::env::temp_dir().join(format!("herzog-not-executable-{}", std::process::id()));
+        std::fs::write(&plain, "data").unwrap();
+        let result = check_program(plain.to_str().unwrap(), None);
+        std::fs::remove_file(&plain).unwrap();
+        assert!(
+            matches!(result, Err(ApiError::ProgramNotExecutable { .. })),
+            "{result:?}"
+        );
         assert!(matches!(check_program("  ", None), Err(ApiError::EmptyProgram)));
         assert!(check_program("echo {} | wc", None).unwrap().is_some());
         assert_eq!(check_program("{} --version", None).unwrap(), None);

@@ -1,1 +1,635 @@
-//! placeholder
+//! The harness of the integration tests: real herzog, kinski and hz processes talking real TCP
+//! on loopback, with herzog's real SQLite file in a temporary directory.
+//!
+//! The binaries are the ones cargo built next to the test executable (`target/debug/`);
+//! `cargo test --workspace` builds them (herzog's and kinski's own `tests/cli.rs` make cargo
+//! build their binaries, cli's tests build `hz`), otherwise run `cargo build --workspace` first.
+//!
+//! Nothing here sleeps to wait for an event: a daemon is ready when it logs so (its stderr is
+//! read line by line), a project is finished when `hz progress <p> --watch` returns. What can
+//! only be polled is polled by [`eventually`], with a deadline and a message.
+//!
+//! Every process started here is killed (SIGKILL, then reaped) when its guard is dropped, also
+//! when a test panics; so are the programs the workers still run (their process groups).
+
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use common::wire;
+
+/// How long a daemon gets to say it is ready (or to stop when asked).
+pub const STARTUP: Duration = Duration::from_secs(15);
+/// The longest any one `hz` call may take, `progress --watch` included.
+pub const HZ_LIMIT: Duration = Duration::from_secs(60);
+
+/// The path of a workspace binary (`herzog`, `kinski`, `hz`) built next to this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("cannot find the test executable");
+    // target/debug/deps/<test>-<hash> -> target/debug/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} has no grandparent directory", exe.display()));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// Removes the ANSI colour sequences tracing may put in a log line.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A command with the environment the tests rely on: no address or config from the caller's
+/// environment, no RUST_LOG overriding the log level, no colours in the logs.
+fn command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_remove("HERZOG_ADDR")
+        .env_remove("HERZOG_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` to its end and collects its output; a process still running after `limit` is
+/// killed and the test fails. Waits for end of file on both pipes, not by polling.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("failed to start {cmd:?}: {e}"));
+    let (tx, rx) = mpsc::channel();
+    let pipes: [Box<dyn Read + Send>; 2] = [
+        Box::new(child.stdout.take().expect("stdout is piped")),
+        Box::new(child.stderr.take().expect("stderr is piped")),
+    ];
+    let readers: Vec<_> = pipes
+        .into_iter()
+        .map(|mut pipe| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = pipe.read_to_end(&mut buf);
+                let _ = tx.send(());
+                buf
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + limit;
+    for _ in 0..2 {
+        if rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut outputs = readers.into_iter().map(|r| r.join().unwrap_or_default());
+            let (out, err) = (outputs.next().unwrap(), outputs.next().unwrap());
+            panic!(
+                "{cmd:?} still ran after {limit:?}; killed it.\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+    }
+    let status = child.wait().expect("failed to reap a child");
+    let mut outputs = readers.into_iter().map(|r| r.join().unwrap_or_default());
+    Output {
+        status,
+        stdout: outputs.next().unwrap(),
+        stderr: outputs.next().unwrap(),
+    }
+}
+
+/// Calls `check` every 50 ms until it returns `Some`, failing the test after `limit`.
+/// Only for what cannot be awaited (a process disappearing, a count reaching a value).
+pub fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running daemon whose stderr is read line by line. Dropping it kills it (SIGKILL) and
+/// reaps it.
+pub struct Daemon {
+    name: String,
+    child: Child,
+    /// Each stderr line, ANSI stripped; disconnected at end of file, i.e. when it exits.
+    lines: Receiver<String>,
+    /// Every line so far, for failure messages.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("name", &self.name)
+            .field("pid", &self.child.id())
+            .finish()
+    }
+}
+
+impl Daemon {
+    /// Starts `cmd` with stderr piped to a reader thread.
+    pub fn spawn(name: &str, mut cmd: Command) -> Daemon {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to start {name} ({cmd:?}): {e}"));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let line = strip_ansi(&line);
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(line.clone());
+                // The receiver may be gone (the daemon's guard was dropped): keep draining
+                // so the daemon never blocks on a full pipe.
+                let _ = tx.send(line);
+            }
+        });
+        Daemon {
+            name: name.to_string(),
+            child,
+            lines,
+            log,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
+    }
+
+    /// Waits until it logs a line containing `needle` and returns that line; fails the test if
+    /// it exits first or stays silent for `limit`.
+    pub fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{} did not log {needle:?} within {limit:?}; its log:\n{}",
+                    self.name,
+                    self.log()
+                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    panic!(
+                        "{} exited ({status:?}) before logging {needle:?}; its log:\n{}",
+                        self.name,
+                        self.log()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` and waits (for end of file on its stderr, at most `limit`) until it has
+    /// exited; returns how it ended.
+    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal, limit: Duration) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("failed to signal {}: {e}", self.name));
+        let deadline = Instant::now() + limit;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{} did not exit within {limit:?} of {signal}; its log:\n{}",
+                    self.name,
+                    self.log()
+                ),
+            }
+        }
+        self.child.wait().expect("failed to reap a daemon")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One execution of the marker program, as it recorded itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub project: String,
+    pub fragment: String,
+    pub attempt: i64,
+    /// When it started, in nanoseconds since the epoch (`date +%s%N`).
+    pub start_ns: u128,
+    /// Its pid (also its process group: kinski starts each attempt in its own group).
+    pub pid: i32,
+    /// Its parent's pid: the kinski that ran it.
+    pub ppid: u32,
+}
+
+/// The marker program: records each execution in its own file under `markers/`, prints the
+/// input's byte count, then, when `SLEEP` is set (through the project's `--env`), becomes
+/// `sleep $SLEEP` (same pid).
+const MARKER_SCRIPT: &str = r#"#!/bin/sh
+start=$(date +%s%N)
+marker="@MARKERS@/$HERZOG_PROJECT.$HERZOG_FRAGMENT.$HERZOG_ATTEMPT"
+: > "$marker"
+echo "$HERZOG_PROJECT $HERZOG_FRAGMENT $HERZOG_ATTEMPT $start $$ $PPID" >> "$marker"
+wc -c < "$1"
+if [ -n "$SLEEP" ]; then exec sleep "$SLEEP"; fi
+"#;
+
+/// herzog plus workers, each a real process, in a temporary directory (herzog's state, each
+/// worker's state, inputs, markers). Dropping it kills everything it started.
+pub struct Cluster {
+    // Dropped in this order: workers, herzog, then the directory.
+    workers: Vec<(String, Daemon)>,
+    herzog: Option<Daemon>,
+    addr: String,
+    config: Option<PathBuf>,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("addr", &self.addr)
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Starts herzog on a free loopback port, then one kinski per `(name, slots)`, each
+    /// registered before this returns.
+    pub fn start(workers: &[(&str, u32)]) -> Cluster {
+        Self::start_with_config(None, workers)
+    }
+
+    /// Like [`Cluster::start`], with a cluster config file (TOML text) given to every daemon.
+    pub fn start_with_config(config: Option<&str>, workers: &[(&str, u32)]) -> Cluster {
+        let dir = tempfile::tempdir().expect("failed to create a temporary directory");
+        std::fs::create_dir(dir.path().join("markers")).expect("failed to create markers/");
+        let config = config.map(|text| {
+            let path = dir.path().join("cluster.toml");
+            std::fs::write(&path, text).expect("failed to write the config");
+            path
+        });
+        let (herzog, addr) = spawn_herzog(dir.path(), config.as_deref(), "127.0.0.1:0");
+        let mut cluster = Cluster {
+            workers: Vec::new(),
+            herzog: Some(herzog),
+            addr,
+            config,
+            dir,
+        };
+        for (name, slots) in workers {
+            cluster.add_worker(name, *slots);
+        }
+        cluster
+    }
+
+    /// herzog's address, `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Stops herzog (SIGTERM, asserting a clean exit) and starts it again on the same address
+    /// and state directory, then waits until every worker has registered again.
+    pub fn restart_herzog(&mut self) {
+        let mut old = self.herzog.take().expect("herzog runs");
+        let status = old.signal_and_wait(nix::sys::signal::Signal::SIGTERM, STARTUP);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "herzog ended with {status}; its log:\n{}",
+            old.log()
+        );
+        let (herzog, addr) = spawn_herzog(self.dir.path(), self.config.as_deref(), &self.addr);
+        assert_eq!(addr, self.addr);
+        self.herzog = Some(herzog);
+        for (_, worker) in &mut self.workers {
+            worker.wait_for("registered with herzog", STARTUP);
+        }
+    }
+
+    /// The temporary directory everything lives in; `hz` runs with it as its cwd.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// herzog's state directory (herzog.db, logs/, results/).
+    pub fn herzog_state(&self) -> PathBuf {
+        self.dir().join("herzog")
+    }
+
+    /// Everything herzog logged so far.
+    pub fn herzog_log(&self) -> String {
+        self.herzog.as_ref().map(Daemon::log).unwrap_or_default()
+    }
+
+    /// Starts a kinski and waits until it has registered with herzog.
+    pub fn add_worker(&mut self, name: &str, slots: u32) {
+        assert!(
+            self.workers.iter().all(|(n, _)| n != name),
+            "worker {name} already runs"
+        );
+        let mut cmd = command(&bin("kinski"));
+        cmd.args(["--herzog", &self.addr, "--name", name, "--log-level", "info"])
+            .args(["--slots", &slots.to_string(), "--state-dir"])
+            .arg(self.dir().join(format!("kinski-{name}")));
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        let mut kinski = Daemon::spawn(&format!("kinski {name}"), cmd);
+        kinski.wait_for("registered with herzog", STARTUP);
+        self.workers.push((name.to_string(), kinski));
+    }
+
+    /// The worker process called `name`.
+    pub fn worker(&self, name: &str) -> &Daemon {
+        self.workers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d)
+            .unwrap_or_else(|| panic!("no worker named {name}"))
+    }
+
+    /// The name of the worker whose pid is `pid`.
+    pub fn worker_by_pid(&self, pid: u32) -> Option<&str> {
+        self.workers
+            .iter()
+            .find(|(_, d)| d.pid() == pid)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Kills a worker with SIGKILL, as a crash would, and reaps it. herzog only sees the
+    /// connection drop, and declares the worker lost after `worker_timeout`. The programs the worker ran (in their own process groups)
+    /// are killed right after it, as they would be on a crashed host; not before, or the
+    /// worker would report them as killed by a signal.
+    pub fn kill_worker(&mut self, name: &str) {
+        let i = self
+            .workers
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no worker named {name}"));
+        let groups = self.attempts_of(&[self.workers[i].1.pid()]);
+        let (_, daemon) = self.workers.remove(i);
+        drop(daemon);
+        for pid in groups {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Asks every worker, then herzog, to shut down (SIGTERM) and waits for each to exit;
+    /// returns each daemon's name and exit status, herzog last.
+    pub fn stop(mut self) -> Vec<(String, ExitStatus)> {
+        let mut ended = Vec::new();
+        for (name, mut daemon) in std::mem::take(&mut self.workers) {
+            ended.push((name, daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM, STARTUP)));
+        }
+        if let Some(mut herzog) = self.herzog.take() {
+            ended.push((
+                "herzog".to_string(),
+                herzog.signal_and_wait(nix::sys::signal::Signal::SIGTERM, STARTUP),
+            ));
+        }
+        ended
+    }
+
+    /// Runs `hz --herzog ADDR ARGS...` in the cluster's directory.
+    pub fn hz(&self, args: &[&str]) -> Output {
+        let mut cmd = command(&bin("hz"));
+        cmd.args(["--herzog", &self.addr]).args(args).current_dir(self.dir());
+        output_within(&mut cmd, HZ_LIMIT)
+    }
+
+    /// Runs hz, asserts it exits 0 and returns its stdout.
+    pub fn hz_ok(&self, args: &[&str]) -> String {
+        let out = self.hz(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "hz {args:?} failed\nstdout:\n{}\nstderr:\n{}\nherzog's log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.herzog_log()
+        );
+        String::from_utf8(out.stdout).expect("hz printed something not UTF-8")
+    }
+
+    /// Runs hz with `--json`, asserts it exits 0 and parses its stdout.
+    pub fn hz_json<T: DeserializeOwned>(&self, args: &[&str]) -> T {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let stdout = self.hz_ok(&args);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("hz {args:?} printed no valid JSON ({e}): {stdout}"))
+    }
+
+    /// Runs hz, asserts it exits with `code` and prints nothing on stdout; returns stderr.
+    pub fn hz_fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.hz(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "hz {args:?} should exit {code}\nstdout:\n{}\nstderr:\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "hz {args:?} printed on stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        stderr
+    }
+
+    /// Makes `<dir>/<name>` with `n` files `f0000`, `f0001`, ...; file `i` holds `i + 2` bytes,
+    /// so each fragment's output differs. Returns its path.
+    pub fn inputs(&self, name: &str, n: usize) -> PathBuf {
+        make_inputs(&self.dir().join(name), n)
+    }
+
+    /// Writes the marker program (see [`Marker`]) once and returns its absolute path.
+    pub fn marker_program(&self) -> String {
+        let path = self.dir().join("marker.sh");
+        if !path.exists() {
+            let markers = self.dir().join("markers");
+            let text = MARKER_SCRIPT.replace("@MARKERS@", markers.to_str().expect("a UTF-8 tempdir"));
+            write_script(&path, &text);
+        }
+        path.to_str().expect("a UTF-8 tempdir").to_string()
+    }
+
+    /// Every recorded execution of the marker program, in no particular order.
+    pub fn markers(&self) -> Vec<Marker> {
+        read_markers(&self.dir().join("markers"))
+    }
+
+    /// The programs `workers` run now: their child processes, each the leader of its own
+    /// process group. Read from /proc while the workers live, so no pid can have been
+    /// reused by someone else's process.
+    fn attempts_of(&self, workers: &[u32]) -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| parent_of(*pid).is_some_and(|ppid| workers.contains(&ppid)))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    /// Kills what the workers still run (the workers and herzog die with their guards).
+    fn drop(&mut self) {
+        let workers: Vec<u32> = self.workers.iter().map(|(_, d)| d.pid()).collect();
+        for pid in self.attempts_of(&workers) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Starts herzog on `listen` with its state in `<dir>/herzog` and waits until it listens;
+/// returns it and the address it listens on.
+fn spawn_herzog(dir: &Path, config: Option<&Path>, listen: &str) -> (Daemon, String) {
+    let mut cmd = command(&bin("herzog"));
+    cmd.args(["--listen", listen, "--log-level", "info", "--state-dir"])
+        .arg(dir.join("herzog"));
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let mut herzog = Daemon::spawn("herzog", cmd);
+    let line = herzog.wait_for("herzog listening", STARTUP);
+    let addr = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("address="))
+        .unwrap_or_else(|| panic!("no address= in herzog's line {line:?}"))
+        .to_string();
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "herzog listens on {addr}"
+    );
+    (herzog, addr)
+}
+
+/// The parent pid of a live process, from /proc.
+pub fn parent_of(pid: i32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// True while `pid` exists (a zombie counts): `kill(pid, 0)` does not fail with ESRCH.
+pub fn alive(pid: i32) -> bool {
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Writes an executable script.
+pub fn write_script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("failed to write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("failed to chmod {}: {e}", path.display()));
+}
+
+/// Makes `dir` with `n` files `f0000`, `f0001`, ...; file `i` holds `i + 2` bytes.
+pub fn make_inputs(dir: &Path, n: usize) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("failed to create {}: {e}", dir.display()));
+    for i in 0..n {
+        let content = format!("{}\n", "x".repeat(i + 1));
+        std::fs::write(dir.join(format!("f{i:04}")), content).expect("failed to write an input");
+    }
+    dir.to_path_buf()
+}
+
+/// The size of every file in `dir`, by name.
+pub fn sizes(dir: &Path) -> BTreeMap<String, u64> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("failed to list {}: {e}", dir.display()))
+        .map(|entry| {
+            let entry = entry.expect("failed to list an input");
+            let size = entry.metadata().expect("failed to stat an input").len();
+            (entry.file_name().to_string_lossy().into_owned(), size)
+        })
+        .collect()
+}
+
+fn read_markers(dir: &Path) -> Vec<Marker> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.expect("failed to list markers").path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        // Created empty, then written with one short write: empty means "being written".
+        let Some(line) = text.lines().next() else { continue };
+        let words: Vec<&str> = line.split(' ').collect();
+        let bad = || format!("marker {} is malformed: {text:?}", path.display());
+        assert!(words.len() == 6 && text.lines().count() == 1, "{}", bad());
+        out.push(Marker {
+            project: words[0].to_string(),
+            fragment: words[1].to_string(),
+            attempt: words[2].parse().unwrap_or_else(|_| panic!("{}", bad())),
+            start_ns: words[3].parse().unwrap_or_else(|_| panic!("{}", bad())),
+            pid: words[4].parse().unwrap_or_else(|_| panic!("{}", bad())),
+            ppid: words[5].parse().unwrap_or_else(|_| panic!("{}", bad())),
+        });
+    }
+    out
+}

@@ -37,10 +37,21 @@ pub(crate) async fn collect(
     state: Option<FragmentStateKind>,
     limit: usize,
 ) -> Result<Vec<FragmentInfo>, CliError> {
+    collect_paged(herzog, project, state, limit, PAGE).await
+}
+
+/// [`collect`], asking for `page` fragments per call.
+async fn collect_paged(
+    herzog: &Herzog,
+    project: &str,
+    state: Option<FragmentStateKind>,
+    limit: usize,
+    page: u32,
+) -> Result<Vec<FragmentInfo>, CliError> {
     let mut kept = Vec::new();
     let mut offset = 0;
     loop {
-        let page = herzog.fragments(project, offset, PAGE).await?;
+        let page = herzog.fragments(project, offset, page).await?;
         kept.extend(
             page.items
                 .into_iter()
@@ -95,34 +106,76 @@ pub(crate) fn table(fragments: &[FragmentInfo]) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{FakeHerzog, fragment};
+    use crate::args::JsonArgs;
+    use crate::test_cluster::Cluster;
+    use common::AttemptId;
+    use common::wire::Exit;
 
-    #[tokio::test]
+    /// Fragments per page in the test: 40 fragments take six pages, the last one short.
+    const SMALL_PAGE: u32 = 7;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pages_through_every_fragment_and_filters() {
-        let fake = FakeHerzog::default();
-        fake.set_fragments("p", (0..2500).map(fragment).collect());
-        let herzog = fake.start().await;
-        let all = collect(&herzog, "p", None, usize::MAX).await.unwrap();
-        assert_eq!(all.len(), 2500);
-        assert_eq!(all.last().unwrap().index, 2499);
-        let failed = collect(&herzog, "p", Some(FragmentStateKind::Failed), usize::MAX)
+        let cluster = Cluster::with_worker(4).await;
+        // `grep -q ok` fails on every fourth file, which does not say ok.
+        let files = (0..40).map(|i| (format!("f{i:02}.txt"), if i % 4 == 3 { "no\n" } else { "ok\n" }));
+        let dir = cluster.inputs(files);
+        cluster.add("p", dir, "grep -q ok").await;
+        let finished = cluster.finish("p").await;
+        assert_eq!((finished.succeeded, finished.failed), (30, 10));
+        let herzog = &cluster.herzog;
+
+        let all = collect_paged(herzog, "p", None, usize::MAX, SMALL_PAGE).await.unwrap();
+        let indexes: Vec<u64> = all.iter().map(|f| f.index).collect();
+        assert_eq!(indexes, (0..40).collect::<Vec<u64>>());
+        assert_eq!(all[39].name, "f39.txt");
+        let failed = collect_paged(herzog, "p", Some(FragmentStateKind::Failed), usize::MAX, SMALL_PAGE)
             .await
             .unwrap();
-        assert_eq!(failed.len(), 250);
-        assert!(failed.iter().all(|f| f.state == FragmentStateKind::Failed));
-        let first = collect(&herzog, "p", Some(FragmentStateKind::Failed), 10)
+        let names: Vec<&str> = failed.iter().map(|f| f.name.as_str()).collect();
+        let expected: Vec<String> = (0..10).map(|i| format!("f{:02}.txt", i * 4 + 3)).collect();
+        assert_eq!(names, expected);
+        assert!(
+            failed.iter().all(|f| f.exit == Some(Exit::Code(1)) && f.attempts == 1),
+            "{failed:?}"
+        );
+        let first = collect_paged(herzog, "p", Some(FragmentStateKind::Failed), 3, SMALL_PAGE)
             .await
             .unwrap();
-        assert_eq!(first.len(), 10);
-        let err = collect(&herzog, "nope", None, 10).await.unwrap_err();
+        assert_eq!(first.len(), 3);
+        assert_eq!(first[2].name, "f11.txt");
+        let err = collect_paged(herzog, "nope", None, 10, SMALL_PAGE).await.unwrap_err();
         assert_eq!(err.exit_code(), 2, "{err}");
+
+        // `hz fragments p --state failed`, with the real page size.
+        let args = FragmentsArgs {
+            project: "p".into(),
+            state: Some(crate::args::StateFilter::Failed),
+            output: JsonArgs::default(),
+        };
+        let mut out = Vec::new();
+        run(&args, &cluster.addr, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 11, "a header and ten fragments: {text}");
+        assert!(text.contains("f39.txt") && !text.contains("f00.txt"), "{text}");
+        cluster.stop().await;
     }
 
     #[test]
     fn the_table_uses_human_units() {
-        let mut f = fragment(3);
-        f.peak_rss_kb = Some(2048);
-        f.wall_ms = Some(61_000);
+        let f = FragmentInfo {
+            index: 3,
+            name: "f3.txt".into(),
+            state: FragmentStateKind::Failed,
+            attempts: 1,
+            attempt: Some(AttemptId(3)),
+            worker: Some("w".into()),
+            exit: Some(Exit::Code(1)),
+            wall_ms: Some(61_000),
+            cpu_ms: Some(900),
+            peak_rss_kb: Some(2048),
+            reason: Some("exited with 1".into()),
+        };
         let text = table(&[f]).render();
         assert!(
             text.contains("2.0 MiB") && text.contains("1m01s") && text.contains("f3.txt"),

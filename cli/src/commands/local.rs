@@ -90,7 +90,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
     );
 
     let ended = {
-        let work = drive(&addr, project, &state_dir);
+        let work = drive(&addr, project, &state_dir, progress::POLL);
         tokio::select! {
             r = work => Ended::Work(r),
             () = interrupted() => Ended::Interrupted,
@@ -219,8 +219,9 @@ fn daemon_end<E: std::fmt::Display>(joined: Result<Result<(), E>, JoinError>) ->
     }
 }
 
-/// Adds (or resumes) the project, follows it to the end and fetches what the summary needs.
-async fn drive(addr: &str, project: NewProject, state_dir: &Path) -> Result<Finished, CliError> {
+/// Adds (or resumes) the project, follows it to the end (asking herzog every `every`) and
+/// fetches what the summary needs.
+async fn drive(addr: &str, project: NewProject, state_dir: &Path, every: Duration) -> Result<Finished, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let name = project.name.clone().unwrap_or_default();
     match action::add(&herzog, project.clone()).await {
@@ -228,7 +229,7 @@ async fn drive(addr: &str, project: NewProject, state_dir: &Path) -> Result<Fini
         Err(CliError::Api(ApiError::DuplicateProject { .. })) => resume(&herzog, &project, state_dir).await?,
         Err(e) => return Err(e),
     }
-    let last = progress::watch(&herzog, Some(&name), progress::POLL).await?;
+    let last = progress::watch(&herzog, Some(&name), every).await?;
     let Some(progress) = last.into_iter().find(|p| p.name == name) else {
         return Err(herzog.protocol_error("following the project", format!("no progress for '{name}'")));
     };
@@ -309,28 +310,44 @@ fn summary(f: &Finished, wall: Duration, state_dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{fragment, project};
+    use crate::test_cluster::{Cluster, EVERY};
+    use common::wire::RunSpec;
 
-    #[test]
-    fn the_summary_names_counts_places_and_failures() {
-        let mut p = project("genome", 20);
-        p.pending = 0;
-        p.succeeded = 8;
-        p.failed = 12;
-        let failed: Vec<FragmentInfo> = (0..10).map(|i| fragment(i * 10 + 9)).collect();
-        let text = summary(
-            &Finished { progress: p, failed },
-            Duration::from_secs(65),
-            Path::new("/s"),
-        );
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_summary_names_counts_places_and_failures() {
+        let cluster = Cluster::with_worker(4).await;
+        // `grep -q ok` fails on the twelve files that do not say ok.
+        let files = (0..20).map(|i| (format!("f{i:02}.txt"), if i < 8 { "ok\n" } else { "no\n" }));
+        let project = NewProject {
+            name: Some("genome".into()),
+            dir: cluster.inputs(files),
+            spec: RunSpec::new("grep -q ok"),
+        };
+        let state_dir = Path::new("/s");
+        let finished = drive(&cluster.addr, project.clone(), state_dir, EVERY).await.unwrap();
+        assert_eq!(finished.failed.len(), FAILED_SHOWN);
+        let text = summary(&finished, Duration::from_secs(65), state_dir);
         assert!(
             text.starts_with("project genome: 20 fragments, 8 succeeded, 12 failed, in 1m05s\n"),
             "{text}"
         );
-        assert!(text.contains("results: /state/results/genome"), "{text}");
+        let results = finished.progress.results_dir.display().to_string();
+        assert!(results.ends_with("/results/genome"), "{results}");
+        assert!(text.contains(&format!("results: {results} ")), "{text}");
         assert!(text.contains("logs:    /s/logs"), "{text}");
         assert!(text.contains("the first 10 of 12"), "{text}");
-        assert!(text.contains("f19.txt") && text.contains("exited with 1"), "{text}");
+        assert!(text.contains("f08.txt") && text.contains("exited with 1"), "{text}");
+        assert!(!text.contains("f07.txt"), "{text}");
+
+        // The same command again resumes (here: re-reports) the project; another program
+        // under the same name is refused.
+        let again = drive(&cluster.addr, project.clone(), state_dir, EVERY).await.unwrap();
+        assert_eq!(again.progress.failed, 12);
+        let mut other = project;
+        other.spec = RunSpec::new("true");
+        let err = drive(&cluster.addr, other, state_dir, EVERY).await.err().unwrap();
+        assert!(matches!(err, CliError::LocalConflict { .. }), "{err}");
+        cluster.stop().await;
     }
 
     #[test]

@@ -61,11 +61,11 @@ fn write_stderr_section(w: &mut dyn Write, logs: &Logs) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::args::JsonArgs;
-    use crate::testing::FakeHerzog;
+    use crate::test_cluster::Cluster;
 
-    fn args(fragment: &str, stderr: bool) -> LogsArgs {
+    fn args(project: &str, fragment: &str, stderr: bool) -> LogsArgs {
         LogsArgs {
-            project: "p".into(),
+            project: project.into(),
             fragment: fragment.into(),
             stderr,
             stdout: false,
@@ -73,18 +73,39 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    async fn logs(addr: &str, args: &LogsArgs) -> String {
+        let mut out = Vec::new();
+        assert_eq!(run(args, addr, &mut out).await.unwrap(), Outcome::Ok);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prints_the_chosen_stream() {
-        let fake = FakeHerzog::default();
-        let addr = fake.start().await.addr().to_string();
-        let mut out = Vec::new();
-        run(&args("a.txt", false), &addr, &mut out).await.unwrap();
-        assert_eq!(String::from_utf8_lossy(&out), "out line\n");
-        let mut out = Vec::new();
-        run(&args("0", true), &addr, &mut out).await.unwrap();
-        assert_eq!(String::from_utf8_lossy(&out), "err line\n");
-        let err = run(&args("zz", false), &addr, &mut Vec::new()).await.unwrap_err();
+        let mut cluster = Cluster::with_worker(2).await;
+        let dir = cluster.inputs([("a.txt", "out line\n"), ("b.txt", "other line\n")]);
+        // Each file on stdout, a line naming it on stderr.
+        cluster
+            .add("p", dir, "sh -c 'cat \"$0\"; echo \"err line of ${0##*/}\" >&2'")
+            .await;
+        cluster.finish("p").await;
+        let addr = cluster.addr.clone();
+        assert_eq!(logs(&addr, &args("p", "a.txt", false)).await, "out line\n");
+        assert_eq!(logs(&addr, &args("p", "1", false)).await, "other line\n");
+        assert_eq!(logs(&addr, &args("p", "0", true)).await, "err line of a.txt\n");
+        let err = run(&args("p", "zz", false), &addr, &mut Vec::new()).await.unwrap_err();
         assert!(err.to_string().contains("hz fragments p"), "{err}");
+        assert_eq!(err.exit_code(), 2, "{err}");
+        let err = run(&args("q", "a.txt", false), &addr, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+
+        // A fragment that has not run has no output yet.
+        cluster.stop_workers().await;
+        let dir = cluster.inputs([("a.txt", "never read\n")]);
+        cluster.add("q", dir, "cat").await;
+        assert_eq!(logs(&addr, &args("q", "a.txt", false)).await, "");
+        cluster.stop().await;
     }
 
     #[test]

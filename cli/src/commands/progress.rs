@@ -144,15 +144,45 @@ pub(crate) async fn watch(
     project: Option<&str>,
     every: Duration,
 ) -> Result<Vec<ProjectProgress>, CliError> {
-    let multi = MultiProgress::new();
-    let mut watched: Vec<Watched> = Vec::new();
-    let mut finished_at_start: Option<HashSet<String>> = None;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let list = herzog.project_progress(project).await?;
-        let skip = finished_at_start.get_or_insert_with(|| match project {
+    Watch::new(project).follow(herzog, every).await
+}
+
+/// What [`watch`] has seen so far.
+pub(crate) struct Watch<'a> {
+    project: Option<&'a str>,
+    multi: MultiProgress,
+    watched: Vec<Watched>,
+    /// The projects already finished at the first look, which are not watched.
+    finished_at_start: Option<HashSet<String>>,
+}
+
+impl<'a> Watch<'a> {
+    pub(crate) fn new(project: Option<&'a str>) -> Self {
+        Watch {
+            project,
+            multi: MultiProgress::new(),
+            watched: Vec::new(),
+            finished_at_start: None,
+        }
+    }
+
+    /// Looks every `every` (the first time at once) until every watched project is finished;
+    /// returns their last progress.
+    pub(crate) async fn follow(mut self, herzog: &Herzog, every: Duration) -> Result<Vec<ProjectProgress>, CliError> {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.look(herzog).await? {
+                return Ok(self.watched.into_iter().map(|w| w.last).collect());
+            }
+        }
+    }
+
+    /// Asks herzog once and updates the bars; true once every watched project is finished.
+    pub(crate) async fn look(&mut self, herzog: &Herzog) -> Result<bool, CliError> {
+        let list = herzog.project_progress(self.project).await?;
+        let skip = self.finished_at_start.get_or_insert_with(|| match self.project {
             Some(_) => HashSet::new(),
             None => list
                 .iter()
@@ -161,11 +191,11 @@ pub(crate) async fn watch(
                 .collect(),
         });
         for p in list.iter().filter(|p| !skip.contains(&p.name)) {
-            match watched.iter_mut().find(|w| w.last.name == p.name) {
+            match self.watched.iter_mut().find(|w| w.last.name == p.name) {
                 Some(w) if w.done => {}
                 Some(w) => w.update(p.clone()),
                 None => {
-                    let bar = multi.add(
+                    let bar = self.multi.add(
                         ProgressBar::new(p.total)
                             .with_style(style(RUNNING_STYLE))
                             .with_prefix(p.name.clone())
@@ -180,58 +210,93 @@ pub(crate) async fn watch(
                         printed: None,
                     };
                     w.update(p.clone());
-                    watched.push(w);
+                    self.watched.push(w);
                 }
             }
         }
-        for w in watched.iter_mut().filter(|w| !w.done) {
+        for w in self.watched.iter_mut().filter(|w| !w.done) {
             if !list.iter().any(|p| p.name == w.last.name) {
                 w.bar.abandon_with_message("removed");
                 w.done = true;
             }
         }
-        if watched.iter().all(|w| w.done) {
-            return Ok(watched.into_iter().map(|w| w.last).collect());
-        }
+        Ok(self.watched.iter().all(|w| w.done))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{FakeHerzog, project};
+    use crate::args::JsonArgs;
+    use crate::test_cluster::{Cluster, EVERY};
 
-    #[tokio::test]
-    async fn watch_follows_projects_until_they_finish() {
-        let fake = FakeHerzog::default();
-        {
-            let mut s = fake.state();
-            s.projects = vec![project("done", 0), project("ok", 3), project("will-fail", 2)];
-            s.advance = true;
+    fn args(project: Option<&str>) -> ProgressArgs {
+        ProgressArgs {
+            project: project.map(str::to_string),
+            watch: true,
+            output: JsonArgs::default(),
         }
-        let herzog = fake.start().await;
-        let last = watch(&herzog, None, Duration::from_millis(1)).await.unwrap();
-        let names: Vec<&str> = last.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["ok", "will-fail"]);
-        assert!(last.iter().all(ProjectProgress::is_finished));
-        assert_eq!(failed_outcome(&last), Outcome::WorkFailed);
-        assert_eq!(last[0].succeeded, 3);
-
-        let one = watch(&herzog, Some("ok"), Duration::from_millis(1)).await.unwrap();
-        assert_eq!(failed_outcome(&one), Outcome::Ok);
-        let err = watch(&herzog, Some("nope"), Duration::from_millis(1))
-            .await
-            .unwrap_err();
-        assert_eq!(err.exit_code(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watch_follows_projects_until_they_finish() {
+        let mut cluster = Cluster::with_worker(2).await;
+        let done = cluster.inputs([("a", "")]);
+        cluster.add("done", done, "true").await;
+        cluster.finish("done").await;
+        // No worker while the watch first looks: both projects are still pending then.
+        cluster.stop_workers().await;
+        let ok = cluster.inputs([("a", ""), ("b", ""), ("c", "")]);
+        cluster.add("ok", ok, "true").await;
+        let fails = cluster.inputs([("a", ""), ("b", "")]);
+        cluster.add("will-fail", fails, "sh -c 'exit 3'").await;
+        let mut watcher = Watch::new(None);
+        assert!(!watcher.look(&cluster.herzog).await.unwrap());
+        cluster.start_worker("w2", 2);
+
+        let followed = watcher.follow(&cluster.herzog, EVERY);
+        let last = tokio::time::timeout(Duration::from_secs(60), followed)
+            .await
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = last.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["ok", "will-fail"], "the finished project is not watched");
+        assert!(last.iter().all(ProjectProgress::is_finished), "{last:?}");
+        assert_eq!((last[0].succeeded, last[0].failed), (3, 0));
+        assert_eq!((last[1].succeeded, last[1].failed), (0, 2));
+        assert_eq!(failed_outcome(&last), Outcome::WorkFailed);
+
+        // `hz progress NAME --watch` on a finished project ends at its first look.
+        let mut out = Vec::new();
+        assert_eq!(
+            run(&args(Some("ok")), &cluster.addr, &mut out).await.unwrap(),
+            Outcome::Ok
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("ok") && !text.contains("will-fail"), "{text}");
+        let failed = run(&args(Some("will-fail")), &cluster.addr, &mut Vec::new()).await;
+        assert_eq!(failed.unwrap(), Outcome::WorkFailed);
+        let err = watch(&cluster.herzog, Some("nope"), EVERY).await.unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        cluster.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nothing_to_watch_returns_at_once() {
-        let fake = FakeHerzog::default();
-        fake.state().projects = vec![project("done", 0)];
-        let herzog = fake.start().await;
-        assert!(watch(&herzog, None, Duration::from_millis(1)).await.unwrap().is_empty());
-        assert_eq!(fake.state().progress_calls, 1);
+        let cluster = Cluster::with_worker(1).await;
+        let dir = cluster.inputs([("a", "")]);
+        cluster.add("done", dir, "true").await;
+        cluster.finish("done").await;
+        // A second look would come an hour later: only the first one happens.
+        let once = watch(&cluster.herzog, None, Duration::from_secs(3600));
+        let last = tokio::time::timeout(Duration::from_secs(30), once).await;
+        assert!(last.expect("watch looked twice").unwrap().is_empty());
+        // `hz progress --watch` then prints the table of every project.
+        let mut out = Vec::new();
+        assert_eq!(run(&args(None), &cluster.addr, &mut out).await.unwrap(), Outcome::Ok);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("done") && text.contains("100"), "{text}");
+        cluster.stop().await;
     }
 
     #[test]

@@ -1,0 +1,88 @@
+//! `hz local`: the real binary runs herzog and one worker in-process and waits for the project.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use tests::{HZ_LIMIT, bin, make_inputs, output_within, sizes};
+
+/// Runs `hz local ARGS...` in `cwd`.
+fn hz_local(cwd: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin("hz"));
+    cmd.arg("local")
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("HERZOG_ADDR")
+        .env_remove("HERZOG_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    output_within(&mut cmd, HZ_LIMIT)
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_local_run_succeeds_and_keeps_each_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = make_inputs(&tmp.path().join("ten"), 10);
+    let expected = sizes(&input);
+    let out = hz_local(tmp.path(), &["ten", "wc -c", "--state-dir", "T"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("project ten: 10 fragments, 10 succeeded, 0 failed"),
+        "{stdout}"
+    );
+
+    // Each fragment's stdout is what `wc -c` printed for it.
+    let results = tmp.path().join("T").canonicalize().unwrap().join("herzog/results/ten");
+    assert!(stdout.contains(results.to_str().unwrap()), "{stdout}");
+    for (name, size) in &expected {
+        let dir = results.join(name);
+        let stdouts: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "stdout"))
+            .collect();
+        assert_eq!(stdouts.len(), 1, "{name} ran more than once: {stdouts:?}");
+        let printed = std::fs::read_to_string(&stdouts[0]).unwrap();
+        let path = input.canonicalize().unwrap().join(name);
+        assert_eq!(printed, format!("{size} {}\n", path.display()), "{name}");
+    }
+}
+
+#[test]
+fn a_failing_program_exits_1_and_names_the_failed_fragments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = make_inputs(&tmp.path().join("ten"), 10);
+    // Quotes make it a shell program: /bin/sh -c "sh -c 'exit 3' <path>".
+    let out = hz_local(tmp.path(), &["ten", "sh -c 'exit 3'", "--state-dir", "T2"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("10 fragments, 0 succeeded, 10 failed"), "{stdout}");
+    assert!(stdout.contains("failed fragments"), "{stdout}");
+    let listed: Vec<&str> = stdout
+        .lines()
+        .map(str::trim_start)
+        .filter(|line| line.starts_with('f') && line.split_whitespace().nth(1) == Some("3"))
+        .collect();
+    assert!(!listed.is_empty(), "no failed fragment listed with exit 3: {stdout}");
+    for line in &listed {
+        let name = line.split_whitespace().next().unwrap();
+        assert!(input.join(name).is_file(), "{name} is not an input: {stdout}");
+    }
+    // A non-zero exit fails the fragment at once (--max-attempts counts lost attempts only):
+    // every fragment ran exactly once.
+    let results = tmp.path().join("T2/herzog/results/ten");
+    for name in sizes(&input).keys() {
+        let dir = results.join(name);
+        let attempts = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "stdout"))
+            .count();
+        assert_eq!(attempts, 1, "{}", dir.display());
+    }
+}
