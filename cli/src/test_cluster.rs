@@ -85,17 +85,6 @@ impl Cluster {
         });
     }
 
-    /// Stops every worker and waits until each has stopped: projects added afterwards stay
-    /// pending.
-    pub(crate) async fn stop_workers(&mut self) {
-        for worker in self.workers.drain(..) {
-            let _ = worker.stop.send(true);
-            let ended = tokio::time::timeout(LIMIT, worker.task).await;
-            let ended = ended.unwrap_or_else(|_| panic!("worker {} did not stop in time", worker.name));
-            ended.unwrap().unwrap();
-        }
-    }
-
     /// A new input directory holding `files` (name, content).
     pub(crate) fn inputs<N: AsRef<str>, C: AsRef<[u8]>>(&self, files: impl IntoIterator<Item = (N, C)>) -> PathBuf {
         let dir = tempfile::Builder::new()
@@ -138,7 +127,12 @@ impl Cluster {
 
     /// Stops the workers, then herzog, and checks that each stopped cleanly.
     pub(crate) async fn stop(mut self) {
-        self.stop_workers().await;
+        for worker in self.workers.drain(..) {
+            let _ = worker.stop.send(true);
+            let ended = tokio::time::timeout(LIMIT, worker.task).await;
+            let ended = ended.unwrap_or_else(|_| panic!("worker {} did not stop in time", worker.name));
+            ended.unwrap().unwrap();
+        }
         let _ = self.stop.send(true);
         let ended = tokio::time::timeout(LIMIT, &mut self.task).await;
         ended.expect("herzog did not stop in time").unwrap().unwrap();

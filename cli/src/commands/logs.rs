@@ -81,30 +81,30 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prints_the_chosen_stream() {
-        let mut cluster = Cluster::with_worker(2).await;
+        let mut cluster = Cluster::herzog().await;
+        let addr = cluster.addr.clone();
+        // Before any worker: the fragment has not run, so it has no output yet.
+        let dir = cluster.inputs([("a.txt", "not read yet\n")]);
+        cluster.add("q", dir, "cat").await;
+        assert_eq!(logs(&addr, &args("q", "a.txt", false)).await, "");
+
+        cluster.start_worker("w", 2);
         let dir = cluster.inputs([("a.txt", "out line\n"), ("b.txt", "other line\n")]);
         // Each file on stdout, a line naming it on stderr.
         cluster
             .add("p", dir, "sh -c 'cat \"$0\"; echo \"err line of ${0##*/}\" >&2'")
             .await;
         cluster.finish("p").await;
-        let addr = cluster.addr.clone();
         assert_eq!(logs(&addr, &args("p", "a.txt", false)).await, "out line\n");
         assert_eq!(logs(&addr, &args("p", "1", false)).await, "other line\n");
         assert_eq!(logs(&addr, &args("p", "0", true)).await, "err line of a.txt\n");
         let err = run(&args("p", "zz", false), &addr, &mut Vec::new()).await.unwrap_err();
         assert!(err.to_string().contains("hz fragments p"), "{err}");
         assert_eq!(err.exit_code(), 2, "{err}");
-        let err = run(&args("q", "a.txt", false), &addr, &mut Vec::new())
+        let err = run(&args("nope", "a.txt", false), &addr, &mut Vec::new())
             .await
             .unwrap_err();
         assert_eq!(err.exit_code(), 2, "{err}");
-
-        // A fragment that has not run has no output yet.
-        cluster.stop_workers().await;
-        let dir = cluster.inputs([("a.txt", "never read\n")]);
-        cluster.add("q", dir, "cat").await;
-        assert_eq!(logs(&addr, &args("q", "a.txt", false)).await, "");
         cluster.stop().await;
     }
 

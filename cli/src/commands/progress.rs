@@ -229,6 +229,7 @@ mod tests {
     use super::*;
     use crate::args::JsonArgs;
     use crate::test_cluster::{Cluster, EVERY};
+    use common::template::shell_quote;
 
     fn args(project: Option<&str>) -> ProgressArgs {
         ProgressArgs {
@@ -240,19 +241,25 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn watch_follows_projects_until_they_finish() {
-        let mut cluster = Cluster::with_worker(2).await;
+        let cluster = Cluster::with_worker(2).await;
         let done = cluster.inputs([("a", "")]);
         cluster.add("done", done, "true").await;
         cluster.finish("done").await;
-        // No worker while the watch first looks: both projects are still pending then.
-        cluster.stop_workers().await;
+        // The other projects' programs wait for a shared lock on the gate, held here until
+        // the watch has first looked: they cannot finish before.
+        let gate = tempfile::NamedTempFile::new().unwrap();
+        let held = std::fs::File::open(gate.path()).unwrap();
+        held.lock().unwrap();
+        let flock = format!("flock -s {}", shell_quote(&gate.path().display().to_string()));
         let ok = cluster.inputs([("a", ""), ("b", ""), ("c", "")]);
-        cluster.add("ok", ok, "true").await;
+        cluster.add("ok", ok, &format!("{flock} true")).await;
         let fails = cluster.inputs([("a", ""), ("b", "")]);
-        cluster.add("will-fail", fails, "sh -c 'exit 3'").await;
+        cluster
+            .add("will-fail", fails, &format!("{flock} sh -c 'exit 3'"))
+            .await;
         let mut watcher = Watch::new(None);
         assert!(!watcher.look(&cluster.herzog).await.unwrap());
-        cluster.start_worker("w2", 2);
+        drop(held);
 
         let followed = watcher.follow(&cluster.herzog, EVERY);
         let last = tokio::time::timeout(Duration::from_secs(60), followed)
