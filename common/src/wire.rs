@@ -139,7 +139,19 @@ pub struct Resources {
     pub cpus: u32,
     pub memory_bytes: u64,
     pub disk_free_bytes: u64,
+    /// Attempts run at once.
     pub slots: u32,
+    /// Attempts the worker accepts beyond its slots and starts the moment a slot frees, so a
+    /// slot never waits for a round trip to herzog.
+    #[serde(default)]
+    pub queue: u32,
+}
+
+impl Resources {
+    /// How many attempts herzog may hand this worker at once.
+    pub fn capacity(&self) -> u32 {
+        self.slots.saturating_add(self.queue)
+    }
 }
 
 /// One worker as herzog sees it (`hz workers`).

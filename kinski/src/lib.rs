@@ -60,8 +60,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             "recovered the journal of a previous kinski: killed its leftover attempts (herzog requeues them), reporting its finished ones"
         );
     }
-    let supervisor = supervisor::Supervisor::new(config.slots.max(1), journal, recovered.unacked);
-    let resources = resources::probe(config.slots.max(1), &config.state_dir);
+    // A queue as deep as the slots keeps every slot busy across herzog's round trip.
+    let slots = config.slots.max(1);
+    let supervisor = supervisor::Supervisor::new(slots, slots, journal, recovered.unacked);
+    let resources = resources::probe(slots, slots, &config.state_dir);
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %config.herzog, "kinski starting");
     tokio::pin!(shutdown);
     let backoff = || {

@@ -4,7 +4,7 @@ use common::wire::Resources;
 use std::path::Path;
 
 /// Reads the host's CPUs, memory and the free space where `state_dir` lives.
-pub(crate) fn probe(slots: u32, state_dir: &Path) -> Resources {
+pub(crate) fn probe(slots: u32, queue: u32, state_dir: &Path) -> Resources {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
@@ -30,6 +30,7 @@ pub(crate) fn probe(slots: u32, state_dir: &Path) -> Resources {
         memory_bytes,
         disk_free_bytes,
         slots,
+        queue,
     }
 }
 

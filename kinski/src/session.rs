@@ -92,24 +92,29 @@ impl Session<'_> {
         }
     }
 
-    /// Sends every unacknowledged completion; forgets each one herzog stored.
+    /// Sends every unacknowledged completion at once; forgets each one herzog stored.
     async fn report(&self, registry: &RegistryClient) -> Result<(), SessionError> {
-        for completion in self.supervisor.unacked() {
+        let sends = self.supervisor.unacked().into_iter().map(|completion| async move {
             let attempt = completion.attempt;
-            match registry
+            let reply = registry
                 .fragment_complete(context_with(CALL_TIMEOUT), self.name.to_string(), completion)
-                .await?
-            {
-                Ok(()) => self.supervisor.acked(attempt),
-                Err(ApiError::UnknownAttempt { .. }) => {
+                .await;
+            (attempt, reply)
+        });
+        let mut failure = None;
+        for (attempt, reply) in futures::future::join_all(sends).await {
+            match reply {
+                Ok(Ok(())) => self.supervisor.acked(attempt),
+                Ok(Err(ApiError::UnknownAttempt { .. })) => {
                     // herzog will never accept it (not its attempt): resending cannot help.
                     tracing::warn!(%attempt, "herzog does not know this attempt; dropping its completion");
                     self.supervisor.acked(attempt);
                 }
-                Err(e) => return Err(e.into()),
+                Ok(Err(e)) => failure = Some(SessionError::Refused(e)),
+                Err(e) => failure = Some(SessionError::Rpc(e)),
             }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The attempts this worker holds: those running and those finished but not yet acknowledged
-//! by herzog. Each attempt's task spawns the process, waits for it and queues its completion.
+//! The attempts this worker holds: running, queued for the next free slot, and finished but
+//! not yet acknowledged by herzog. Each attempt's task spawns the process, waits for it and queues its completion.
 //! Every change is journaled before it is visible to herzog.
 
 use crate::journal::{Journal, Started, process_starttime};
@@ -7,13 +7,16 @@ use crate::process::{Process, Stopper, start_failed};
 use common::AttemptId;
 use common::service::WorkerError;
 use common::wire::{Completion, StartAttempt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
 struct Inner {
     running: HashMap<AttemptId, (Stopper, Duration)>,
+    /// Accepted beyond the slots: started, in order, the moment a slot frees.
+    queued: VecDeque<StartAttempt>,
     /// Completions herzog has not acknowledged yet, oldest first.
     unacked: BTreeMap<AttemptId, Completion>,
     journal: Journal,
@@ -27,6 +30,12 @@ impl Inner {
             tracing::error!(error = %e, "failed to journal {what}");
         }
     }
+
+    fn holds(&self, attempt: AttemptId) -> bool {
+        self.running.contains_key(&attempt)
+            || self.unacked.contains_key(&attempt)
+            || self.queued.iter().any(|s| s.attempt == attempt)
+    }
 }
 
 /// Shared by the Worker service, the reporter and the attempt tasks.
@@ -34,23 +43,26 @@ impl Inner {
 pub(crate) struct Supervisor {
     inner: Arc<Mutex<Inner>>,
     slots: u32,
+    queue: u32,
     /// Woken when a completion is queued.
     pub(crate) finished: Arc<Notify>,
-    shutting_down: Arc<std::sync::atomic::AtomicBool>,
+    shutting_down: Arc<AtomicBool>,
 }
 
 impl Supervisor {
     /// A supervisor holding the completions a previous kinski left unacknowledged.
-    pub(crate) fn new(slots: u32, journal: Journal, unacked: Vec<Completion>) -> Self {
+    pub(crate) fn new(slots: u32, queue: u32, journal: Journal, unacked: Vec<Completion>) -> Self {
         let unacked = unacked.into_iter().map(|c| (c.attempt, c)).collect();
         let inner = Inner {
             running: HashMap::new(),
+            queued: VecDeque::new(),
             unacked,
             journal,
         };
         Supervisor {
             inner: Arc::new(Mutex::new(inner)),
             slots,
+            queue,
             finished: Arc::new(Notify::new()),
             shutting_down: Arc::default(),
         }
@@ -60,19 +72,29 @@ impl Supervisor {
         self.inner.lock().expect("not poisoned")
     }
 
-    /// Starts an attempt; starting one already held is a no-op (herzog may resend).
+    /// Starts an attempt, or queues it when every slot is busy; an attempt already held is a
+    /// no-op (herzog may resend).
     pub(crate) fn start(&self, start: StartAttempt) -> Result<(), WorkerError> {
-        let attempt = start.attempt;
-        if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.shutting_down.load(Ordering::SeqCst) {
             return Err(WorkerError::ShuttingDown);
         }
         let mut inner = self.lock();
-        if inner.running.contains_key(&attempt) || inner.unacked.contains_key(&attempt) {
+        if inner.holds(start.attempt) {
             return Ok(());
         }
-        if inner.running.len() >= self.slots as usize {
+        if inner.running.len() < self.slots as usize {
+            self.launch(&mut inner, start);
+        } else if inner.queued.len() < self.queue as usize {
+            inner.queued.push_back(start);
+        } else {
             return Err(WorkerError::NoFreeSlot { slots: self.slots });
         }
+        Ok(())
+    }
+
+    /// Spawns an attempt's process and a task that waits for it.
+    fn launch(&self, inner: &mut Inner, start: StartAttempt) {
+        let attempt = start.attempt;
         let grace = Duration::from_millis(start.grace_ms);
         match Process::spawn(&start) {
             Ok(process) => {
@@ -86,7 +108,6 @@ impl Supervisor {
                 let result = inner.journal.started(record);
                 inner.log_failure("a start", result);
                 inner.running.insert(attempt, (process.stopper(), grace));
-                drop(inner);
                 let me = self.clone();
                 tokio::spawn(async move {
                     let completion = process.wait().await.into_completion(attempt);
@@ -99,36 +120,45 @@ impl Supervisor {
                 let result = inner.journal.done(&completion);
                 inner.log_failure("a completion", result);
                 inner.unacked.insert(attempt, completion);
-                drop(inner);
                 self.finished.notify_one();
             }
         }
-        Ok(())
     }
 
     fn finish(&self, completion: Completion) {
-        if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        let mut inner = self.lock();
+        inner.running.remove(&completion.attempt);
+        if self.shutting_down.load(Ordering::SeqCst) {
             // Stopped because kinski is going away: not the program's failure. Left out of
             // the record, herzog requeues the attempt when this worker registers without it.
             tracing::info!(attempt = %completion.attempt, "attempt stopped for shutdown; herzog will requeue it");
-            self.lock().running.remove(&completion.attempt);
             return;
         }
         tracing::info!(attempt = %completion.attempt, exit = %completion.exit, wall_ms = completion.wall_ms, "attempt finished");
-        let mut inner = self.lock();
         let result = inner.journal.done(&completion);
         inner.log_failure("a completion", result);
-        inner.running.remove(&completion.attempt);
         inner.unacked.insert(completion.attempt, completion);
+        while inner.running.len() < self.slots as usize {
+            let Some(next) = inner.queued.pop_front() else { break };
+            self.launch(&mut inner, next);
+        }
         drop(inner);
         self.finished.notify_one();
     }
 
-    /// Stops a running attempt in the background (signal, grace, SIGKILL).
+    /// Stops an attempt: a queued one is dropped, a running one is signalled in the
+    /// background (stop signal, grace, SIGKILL).
     pub(crate) fn stop(&self, attempt: AttemptId) -> Result<(), WorkerError> {
-        let Some((stopper, grace)) = self.lock().running.get(&attempt).cloned() else {
+        let mut inner = self.lock();
+        if let Some(i) = inner.queued.iter().position(|s| s.attempt == attempt) {
+            inner.queued.remove(i);
+            tracing::info!(%attempt, "dropped a queued attempt");
+            return Ok(());
+        }
+        let Some((stopper, grace)) = inner.running.get(&attempt).cloned() else {
             return Err(WorkerError::UnknownAttempt { attempt });
         };
+        drop(inner);
         tracing::info!(%attempt, "stopping attempt");
         tokio::spawn(async move { stopper.stop(grace).await });
         Ok(())
@@ -136,23 +166,34 @@ impl Supervisor {
 
     /// Stops everything and waits for the processes to be gone (kinski shutting down).
     pub(crate) async fn stop_all(&self) {
-        self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.lock().queued.clear();
         let all: Vec<(Stopper, Duration)> = self.lock().running.values().cloned().collect();
         futures::future::join_all(all.iter().map(|(s, g)| s.stop(*g))).await;
     }
 
-    /// Every attempt held: running or awaiting acknowledgement. This is what heartbeats carry.
+    /// Every attempt held: running, queued, or awaiting acknowledgement. Heartbeats carry this.
     pub(crate) fn held(&self) -> Vec<AttemptId> {
         let inner = self.lock();
-        let mut all: Vec<AttemptId> = inner.running.keys().chain(inner.unacked.keys()).copied().collect();
+        let mut all: Vec<AttemptId> = inner.unacked.keys().copied().collect();
+        all.extend(Self::active(&inner));
         all.sort();
         all
     }
 
+    /// The attempts running or queued.
     pub(crate) fn running(&self) -> Vec<AttemptId> {
-        let mut all: Vec<AttemptId> = self.lock().running.keys().copied().collect();
+        let mut all: Vec<AttemptId> = Self::active(&self.lock()).collect();
         all.sort();
         all
+    }
+
+    fn active(inner: &Inner) -> impl Iterator<Item = AttemptId> + '_ {
+        inner
+            .running
+            .keys()
+            .copied()
+            .chain(inner.queued.iter().map(|s| s.attempt))
     }
 
     /// The completions to report, oldest first.

@@ -87,7 +87,7 @@ fn two_workers_run_every_fragment_exactly_once() {
         assert_eq!(f.worker.as_ref(), Some(worker), "{f:?}");
 
         // The program's stdout is kept under the results directory.
-        let stdout = results_dir.join(&f.name).join(format!("attempt-{attempt}.stdout"));
+        let stdout = results_dir.join("logs").join(format!("{}.{attempt}.stdout", f.name));
         let text = std::fs::read_to_string(&stdout).unwrap_or_else(|e| panic!("{}: {e}", stdout.display()));
         assert_eq!(text.trim(), expected[&f.name].to_string(), "{}", stdout.display());
     }
@@ -166,7 +166,8 @@ fn a_crashed_workers_fragments_run_again_elsewhere() {
             }
             None => {
                 assert_eq!(runs.len(), 1, "{} ran {runs:?}", f.name);
-                assert_eq!(f.attempts, 1, "{f:?}");
+                // 2 when its first attempt sat in the crashed worker's queue and never ran.
+                assert!(matches!(f.attempts, 1 | 2), "{f:?}");
             }
         }
     }

@@ -41,12 +41,7 @@ fn a_local_run_succeeds_and_keeps_each_output() {
     let results = tmp.path().join("T").canonicalize().unwrap().join("herzog/results/ten");
     assert!(stdout.contains(results.to_str().unwrap()), "{stdout}");
     for (name, size) in &expected {
-        let dir = results.join(name);
-        let stdouts: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "stdout"))
-            .collect();
+        let stdouts = attempt_stdouts(&results, name);
         assert_eq!(stdouts.len(), 1, "{name} ran more than once: {stdouts:?}");
         let printed = std::fs::read_to_string(&stdouts[0]).unwrap();
         let path = input.canonicalize().unwrap().join(name);
@@ -78,11 +73,22 @@ fn a_failing_program_exits_1_and_names_the_failed_fragments() {
     // every fragment ran exactly once.
     let results = tmp.path().join("T2/herzog/results/ten");
     for name in sizes(&input).keys() {
-        let dir = results.join(name);
-        let attempts = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "stdout"))
-            .count();
-        assert_eq!(attempts, 1, "{}", dir.display());
+        assert_eq!(attempt_stdouts(&results, name).len(), 1, "{name}");
     }
+}
+
+/// The stdout files of a fragment's attempts: `<results>/logs/<fragment>.<attempt>.stdout`.
+fn attempt_stdouts(results: &std::path::Path, fragment: &str) -> Vec<std::path::PathBuf> {
+    let logs = results.join("logs");
+    std::fs::read_dir(&logs)
+        .unwrap_or_else(|e| panic!("{}: {e}", logs.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.strip_prefix(fragment)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .and_then(|rest| rest.strip_suffix(".stdout"))
+                .is_some_and(|attempt| attempt.parse::<u64>().is_ok())
+        })
+        .collect()
 }

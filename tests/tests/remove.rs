@@ -15,10 +15,15 @@ fn removing_a_running_project_stops_its_programs() {
     let added = cluster.hz_ok(&["action", "long", &program, "--env", "SLEEP=30", "--grace", "60s"]);
     assert_eq!(added, "long\n");
 
-    let running = eventually("hz active to show 2 running attempts", Duration::from_secs(10), || {
-        let active: Vec<ActiveAttempt> = cluster.hz_json(&["active"]);
-        (active.len() == 2).then_some(active)
-    });
+    // 2 slots and a queue of 2: all 4 are dispatched, 2 run and 2 wait on the worker.
+    let running = eventually(
+        "hz active to show 4 dispatched attempts",
+        Duration::from_secs(10),
+        || {
+            let active: Vec<ActiveAttempt> = cluster.hz_json(&["active"]);
+            (active.len() == 4).then_some(active)
+        },
+    );
     assert!(
         running.iter().all(|a| a.project == "long" && a.worker == "euclid"),
         "{running:?}"

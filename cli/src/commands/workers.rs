@@ -60,6 +60,7 @@ mod tests {
                 memory_bytes: 16 * 1024 * 1024 * 1024,
                 disk_free_bytes: 0,
                 slots: 6,
+                queue: 6,
             },
             running: 2,
             state: "connected".into(),

@@ -605,7 +605,7 @@ impl Machine {
             .filter(|w| w.link == Link::Connected)
             .map(|w| Capacity {
                 worker: &w.name,
-                free: w.resources.slots.saturating_sub(w.running.len() as u32),
+                free: w.resources.capacity().saturating_sub(w.running.len() as u32),
             })
             .collect();
         let priority = match &self.policy {
@@ -750,17 +750,20 @@ impl Machine {
     }
 }
 
-/// Where an attempt's files go: `<results>/<fragment>/attempt-<id>.{stdout,stderr,out/}`.
+/// Where an attempt's files go: `<results>/logs/<fragment>.<attempt>.{stdout,stderr}`, and the
+/// project's shared `<results>/output/` for what programs write. Flat on purpose: creating a
+/// directory per fragment or per attempt cost more than running `/bin/true` (see
+/// BENCHMARKS.md), and attempt-qualified names keep two attempts of one fragment apart.
 pub(crate) fn attempt_paths(
     results_dir: &std::path::Path,
     fragment: &str,
     attempt: AttemptId,
 ) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = results_dir.join(fragment);
+    let logs = results_dir.join("logs");
     (
-        dir.join(format!("attempt-{attempt}.stdout")),
-        dir.join(format!("attempt-{attempt}.stderr")),
-        dir.join(format!("attempt-{attempt}.out")),
+        logs.join(format!("{fragment}.{attempt}.stdout")),
+        logs.join(format!("{fragment}.{attempt}.stderr")),
+        results_dir.join("output"),
     )
 }
 

@@ -307,9 +307,9 @@ fn every_legal_transition_happens_through_events() {
                 argv: vec!["wc".into(), "-l".into(), "/data/a".into()],
                 cwd: PathBuf::from("/data"),
                 env: BTreeMap::new(),
-                stdout: PathBuf::from("/results/p/a/attempt-1.stdout"),
-                stderr: PathBuf::from("/results/p/a/attempt-1.stderr"),
-                output_dir: PathBuf::from("/results/p/a/attempt-1.out"),
+                stdout: PathBuf::from("/results/p/logs/a.1.stdout"),
+                stderr: PathBuf::from("/results/p/logs/a.1.stderr"),
+                output_dir: PathBuf::from("/results/p/output"),
                 grace_ms: 10_000,
             }
         )
@@ -317,7 +317,7 @@ fn every_legal_transition_happens_through_events() {
     assert_eq!(s[1].0, "w1");
     assert_eq!(s[1].1.attempt, AttemptId(2));
     assert_eq!(s[1].1.argv, ["wc", "-l", "/data/b"]);
-    assert_eq!(s[1].1.stdout, PathBuf::from("/results/p/b/attempt-2.stdout"));
+    assert_eq!(s[1].1.stdout, PathBuf::from("/results/p/logs/b.2.stdout"));
     assert!(out.writes.contains(&Write::AttemptStarted {
         id: AttemptId(1),
         fragment: FragmentId(1),
