@@ -16,6 +16,10 @@ pub struct Cli {
     /// The cluster config file (cluster.example.toml documents it); only read when given
     #[arg(long, global = true, env = "HERZOG_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Your admin certificate bundle (from `herzog certs init` or `herzog certs issue NAME --role
+    /// admin`) [default: ~/.config/herzog/admin.pem]
+    #[arg(long, global = true, env = "HERZOG_TLS", value_name = "PATH")]
+    pub tls: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

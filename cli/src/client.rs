@@ -29,6 +29,57 @@ pub(crate) fn resolve_address(flag: Option<&str>, config: Option<&ClusterConfig>
     }
 }
 
+/// Where herzog is and who we are to it. The certificate is read when a command first dials,
+/// so input that can be checked locally is checked first.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) addr: String,
+    identity: Identity,
+}
+
+#[derive(Clone)]
+enum Identity {
+    Ready(common::transport::Connector),
+    /// `--tls`, if given.
+    Flag(Option<std::path::PathBuf>),
+}
+
+impl Endpoint {
+    /// An endpoint with an identity in hand (`hz local`, tests).
+    pub(crate) fn new(addr: String, identity: &common::tls::Identity) -> Result<Endpoint, CliError> {
+        Ok(Endpoint {
+            addr,
+            identity: Identity::Ready(common::transport::Connector::new(identity)?),
+        })
+    }
+
+    /// An endpoint whose identity comes from `--tls` or the default path, read when dialing.
+    pub(crate) fn from_flag(addr: String, tls: Option<std::path::PathBuf>) -> Endpoint {
+        Endpoint {
+            addr,
+            identity: Identity::Flag(tls),
+        }
+    }
+
+    fn connector(&self) -> Result<common::transport::Connector, CliError> {
+        match &self.identity {
+            Identity::Ready(c) => Ok(c.clone()),
+            Identity::Flag(flag) => Ok(common::transport::Connector::new(&resolve_identity(flag.as_deref())?)?),
+        }
+    }
+}
+
+/// The admin certificate: `--tls` (or `HERZOG_TLS`), else `~/.config/herzog/admin.pem`.
+pub(crate) fn resolve_identity(flag: Option<&std::path::Path>) -> Result<common::tls::Identity, CliError> {
+    let default = std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".config/herzog/admin.pem"));
+    let path = match (flag, default) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(p)) if p.exists() => p,
+        _ => return Err(CliError::NoCertificate),
+    };
+    Ok(common::tls::Identity::load(&path)?)
+}
+
 /// A connected client that knows its address for error messages.
 #[derive(Clone)]
 pub(crate) struct Herzog {
@@ -38,11 +89,11 @@ pub(crate) struct Herzog {
 
 impl Herzog {
     /// Dials herzog.
-    pub(crate) async fn connect(addr: &str) -> Result<Self, CliError> {
-        let client = common::transport::coordinator_client(addr).await?;
+    pub(crate) async fn connect(to: &Endpoint) -> Result<Self, CliError> {
+        let client = common::transport::coordinator_client(&to.addr, &to.connector()?).await?;
         Ok(Herzog {
             client,
-            addr: addr.to_string(),
+            addr: to.addr.clone(),
         })
     }
 

@@ -26,6 +26,9 @@ pub mod code {
     pub const UNREACHABLE: u8 = 3;
     /// herzog failed on its side.
     pub const HERZOG_FAILED: u8 = 4;
+    /// herzog refused our certificate (expired, another cluster's CA, wrong role), or we
+    /// refused its.
+    pub const NOT_ALLOWED: u8 = 5;
     /// Interrupted by Ctrl-C or SIGTERM.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -40,6 +43,8 @@ Exit codes:
   3    herzog unreachable, or the connection to it failed during a call
   4    herzog-side failure: it could not store a change or is shutting down
        (in hz local: herzog or kinski failed)
+  5    not allowed: herzog refused your certificate (expired, from another cluster's CA,
+       or not an admin certificate), or its certificate is not this cluster's
   130  interrupted (Ctrl-C or SIGTERM during hz local)";
 
 /// Why a command failed.
@@ -70,6 +75,14 @@ pub enum CliError {
     /// herzog cannot be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// No certificate to talk to herzog with.
+    #[error(
+        "no certificate: give your admin bundle with --tls or HERZOG_TLS (or put it at ~/.config/herzog/admin.pem); `herzog certs issue NAME --role admin` makes one"
+    )]
+    NoCertificate,
+    /// The certificate could not be used.
+    #[error(transparent)]
+    Tls(#[from] common::tls::TlsError),
     /// A call to herzog failed on the way.
     #[error("the call to herzog at {addr} failed while {what}: {source}; is herzog still running?")]
     Rpc {
@@ -120,7 +133,10 @@ impl CliError {
             | CliError::Cwd(_)
             | CliError::Config(_)
             | CliError::StateDir { .. }
-            | CliError::LocalConflict { .. } => code::BAD_INPUT,
+            | CliError::LocalConflict { .. }
+            | CliError::NoCertificate
+            | CliError::Tls(_) => code::BAD_INPUT,
+            CliError::Connect(ConnectError::Tls { .. } | ConnectError::Refused { .. }) => code::NOT_ALLOWED,
             CliError::Api(e) => api_exit_code(e),
             CliError::Connect(_) | CliError::Rpc { .. } | CliError::Protocol { .. } => code::UNREACHABLE,
             CliError::Daemon { .. } => code::HERZOG_FAILED,

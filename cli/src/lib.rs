@@ -49,7 +49,10 @@ impl Outcome {
 /// Runs one parsed command line, writing its results to `out` (messages go to stderr).
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let config = cli.config.as_deref().map(ClusterConfig::load).transpose()?;
-    let addr = client::resolve_address(cli.herzog.as_deref(), config.as_ref());
+    if let Command::Local(a) = &cli.command {
+        return commands::local::run(a, out).await;
+    }
+    let addr = client::Endpoint::from_flag(client::resolve_address(cli.herzog.as_deref(), config.as_ref()), cli.tls);
     match cli.command {
         Command::Action(a) => commands::action::run(&a, &addr, out).await,
         Command::List(a) => commands::list::run(a, &addr, out).await,
@@ -61,7 +64,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Workers(a) => commands::workers::run(a, &addr, out).await,
         Command::Fragments(a) => commands::fragments::run(&a, &addr, out).await,
         Command::Logs(a) => commands::logs::run(&a, &addr, out).await,
-        Command::Local(a) => commands::local::run(&a, out).await,
+        Command::Local(_) => unreachable!("handled above"),
     }
 }
 

@@ -3,10 +3,10 @@
 //! temporary directory. Projects are added through the CLI's own code and followed to their
 //! end with `hz progress --watch`'s code, so nothing here sleeps.
 
-use crate::client::Herzog;
+use crate::client::{Endpoint, Herzog};
 use crate::commands::{action, progress};
 use common::wire::{NewProject, ProjectAdded, ProjectProgress, RunSpec};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -32,8 +32,9 @@ struct Worker {
 /// failed test) drops the daemons with the test's runtime; [`Cluster::stop`] stops them and
 /// checks that they stopped cleanly.
 pub(crate) struct Cluster {
-    /// herzog's address, for the commands' `run`.
-    pub(crate) addr: String,
+    /// herzog's address and an admin identity, for the commands' `run`.
+    pub(crate) endpoint: Endpoint,
+    ca: common::tls::Authority,
     pub(crate) herzog: Herzog,
     dir: tempfile::TempDir,
     stop: watch::Sender<bool>,
@@ -48,11 +49,20 @@ impl Cluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (stop, rx) = watch::channel(false);
-        let config = herzog::Config::new(dir.path().join("herzog"));
+        let ca = common::tls::Authority::generate(1).unwrap();
+        let identity = |name: &str, role| {
+            common::tls::Identity::from_pem(ca.issue(name, role, 1).unwrap().as_bytes(), Path::new("test")).unwrap()
+        };
+        let config = herzog::Config::new(
+            dir.path().join("herzog"),
+            identity("herzog", common::tls::Role::Coordinator),
+        );
         let task = tokio::spawn(herzog::run(config, listener, stopped(rx)));
-        let herzog = Herzog::connect(&addr).await.unwrap();
+        let endpoint = Endpoint::new(addr, &identity("tester", common::tls::Role::Admin)).unwrap();
+        let herzog = Herzog::connect(&endpoint).await.unwrap();
         Cluster {
-            addr,
+            endpoint,
+            ca,
             herzog,
             dir,
             stop,
@@ -72,10 +82,15 @@ impl Cluster {
     pub(crate) fn start_worker(&mut self, name: &str, slots: u32) {
         let (stop, rx) = watch::channel(false);
         let config = kinski::Config {
-            herzog: self.addr.clone(),
+            herzog: self.endpoint.addr.clone(),
             name: name.to_string(),
             slots,
             state_dir: self.dir.path().join("kinski").join(name),
+            identity: common::tls::Identity::from_pem(
+                self.ca.issue(name, common::tls::Role::Worker, 1).unwrap().as_bytes(),
+                Path::new("test"),
+            )
+            .unwrap(),
         };
         let task = tokio::spawn(kinski::run(config, stopped(rx)));
         self.workers.push(Worker {

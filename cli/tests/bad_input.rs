@@ -2,14 +2,46 @@
 //! naming the problem, and the documented exit code.
 
 use std::process::{Command, Output};
+use std::sync::LazyLock;
+
+/// An admin bundle from a throwaway CA, so the cases below get as far as dialing.
+static ADMIN: LazyLock<(tempfile::TempDir, String)> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::tls::Authority::generate(1).unwrap();
+    let path = dir.path().join("admin.pem");
+    std::fs::write(&path, ca.issue("tester", common::tls::Role::Admin, 1).unwrap()).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
+});
+
+fn hz_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hz"));
+    c.env_remove("HERZOG_ADDR")
+        .env_remove("HERZOG_CONFIG")
+        .env("HERZOG_TLS", &ADMIN.1);
+    c
+}
 
 fn hz(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hz"))
-        .args(args)
-        .env_remove("HERZOG_ADDR")
-        .env_remove("HERZOG_CONFIG")
+    hz_command().args(args).output().expect("failed to run hz")
+}
+
+#[test]
+fn no_certificate_exits_2_and_says_how_to_get_one() {
+    let out = hz_command()
+        .env_remove("HERZOG_TLS")
+        .env("HOME", "/nonexistent-home")
+        .args(["--herzog", "127.0.0.1:1", "list"])
         .output()
-        .expect("failed to run hz")
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--tls") && err.contains("herzog certs issue"), "{err}");
+
+    let out = hz(&["--tls", "/no/such/bundle.pem", "list"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/no/such/bundle.pem"), "{err}");
 }
 
 fn stderr(out: &Output) -> String {
@@ -42,7 +74,7 @@ fn an_unreachable_herzog_is_named_and_exits_3() {
 
 #[test]
 fn the_flag_beats_the_environment() {
-    let out = Command::new(env!("CARGO_BIN_EXE_hz"))
+    let out = hz_command()
         .args(["workers", "--herzog", "127.0.0.1:1"])
         .env("HERZOG_ADDR", "127.0.0.1:2")
         .output()

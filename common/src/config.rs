@@ -34,11 +34,14 @@ pub struct HerzogSection {
     pub worker_timeout: Duration,
     /// The tracing filter (`info`, `herzog=debug`, ...).
     pub log_level: String,
+    /// herzog's certificate bundle (from `herzog certs init`).
+    pub tls: Option<PathBuf>,
 }
 
 impl Default for HerzogSection {
     fn default() -> Self {
         HerzogSection {
+            tls: None,
             address: DEFAULT_ADDRESS.to_string(),
             listen: None,
             state_dir: PathBuf::from("/var/lib/herzog"),
@@ -68,11 +71,14 @@ pub struct KinskiSection {
     pub state_dir: PathBuf,
     /// The tracing filter.
     pub log_level: String,
+    /// This worker's certificate bundle (from `herzog certs issue NAME --role worker`).
+    pub tls: Option<PathBuf>,
 }
 
 impl Default for KinskiSection {
     fn default() -> Self {
         KinskiSection {
+            tls: None,
             name: None,
             slots: None,
             state_dir: PathBuf::from("/var/lib/kinski"),

@@ -27,6 +27,8 @@ pub enum ApiError {
     UnknownWorker { name: String },
     #[error("attempt {attempt} is not known to herzog (or not this worker's); drop it")]
     UnknownAttempt { attempt: crate::AttemptId },
+    #[error("this connection's certificate is for '{certificate}', not '{claimed}'")]
+    NotYourName { certificate: String, claimed: String },
     #[error("invalid value for {what}: {reason}")]
     InvalidValue { what: String, reason: String },
     #[error("herzog failed to store the change: {reason}; see herzog's log")]

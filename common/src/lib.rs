@@ -8,6 +8,7 @@ pub mod logging;
 pub mod name;
 pub mod service;
 pub mod template;
+pub mod tls;
 pub mod transport;
 pub mod wire;
 

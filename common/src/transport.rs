@@ -1,5 +1,6 @@
-//! How connections are made: one TCP port on herzog, a hello frame that says what the
-//! connection is for, then tarpc's JSON codec over length-delimited frames.
+//! How connections are made: one TCP port on herzog, mutual TLS with the cluster's CA, a
+//! hello frame that says what the connection is for (answered with ok or a refusal that says
+//! why), then tarpc's JSON codec over length-delimited frames.
 //!
 //! kinski dials herzog twice: once as a client of the [`Registry`](crate::service::Registry)
 //! service and once to *serve* its [`Worker`](crate::service::Worker) service to herzog. So only
@@ -31,6 +32,17 @@ pub enum Hello {
     Worker { name: String },
 }
 
+/// What herzog answers to a hello.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum HelloReply {
+    Ok,
+    /// The certificate does not allow what the hello asks.
+    Refused {
+        reason: String,
+    },
+}
+
 /// Why a connection could not be made or understood.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -50,18 +62,70 @@ pub enum ConnectError {
     },
     #[error("connection timed out while connecting to herzog at {addr}; is the address right and reachable?")]
     Timeout { addr: String },
+    #[error("TLS with herzog at {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
+    #[error("herzog at {addr} refused this connection: {reason}")]
+    Refused { addr: String, reason: String },
 }
 
-/// Writes the hello frame: a big-endian u32 length and the JSON.
-pub async fn write_hello<S: AsyncWrite + Unpin>(stream: &mut S, hello: &Hello) -> std::io::Result<()> {
-    let body = serde_json::to_vec(hello).map_err(std::io::Error::other)?;
+/// Says in words why a TLS handshake or the first read after it failed.
+pub fn describe_tls(e: &std::io::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as R};
+    let Some(r) = e.get_ref().and_then(|inner| inner.downcast_ref::<R>()) else {
+        return e.to_string();
+    };
+    match r {
+        R::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "the peer's certificate has expired: issue a new one with `herzog certs issue`".into()
+        }
+        R::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "the peer's certificate is not valid yet: check the clocks".into()
+        }
+        R::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            "the peer's certificate is not from this cluster's CA (a bundle from another cluster?)".into()
+        }
+        R::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "the peer is not herzog: its certificate does not name herzog".into()
+        }
+        R::AlertReceived(A::CertificateExpired) => {
+            "herzog refused our certificate: it has expired; issue a new one with `herzog certs issue`".into()
+        }
+        R::AlertReceived(A::UnknownCA | A::BadCertificate | A::DecryptError) => {
+            "herzog refused our certificate: it is not from this cluster's CA".into()
+        }
+        R::AlertReceived(A::CertificateRequired) => "herzog requires a client certificate: give one with --tls".into(),
+        R::NoCertificatesPresented => "the peer presented no certificate".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Makes the client side of TLS connections with one identity.
+#[derive(Clone)]
+pub struct Connector {
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl Connector {
+    pub fn new(identity: &crate::tls::Identity) -> Result<Connector, crate::tls::TlsError> {
+        Ok(Connector {
+            tls: tokio_rustls::TlsConnector::from(identity.client_config()?),
+        })
+    }
+}
+
+/// A connection to herzog.
+pub type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Writes a small JSON frame: a big-endian u32 length and the JSON.
+pub async fn write_frame<S: AsyncWrite + Unpin, T: Serialize>(stream: &mut S, value: &T) -> std::io::Result<()> {
+    let body = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     stream.write_u32(body.len() as u32).await?;
     stream.write_all(&body).await?;
     stream.flush().await
 }
 
-/// Reads the hello frame, refusing oversized or malformed ones.
-pub async fn read_hello<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Hello> {
+/// Reads a small JSON frame, refusing oversized or malformed ones.
+pub async fn read_frame<S: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(stream: &mut S) -> std::io::Result<T> {
     let len = stream.read_u32().await? as usize;
     if len > MAX_HELLO_BYTES {
         return Err(std::io::Error::new(
@@ -87,10 +151,11 @@ where
     tarpc::serde_transport::new(framed, Json::default())
 }
 
-/// Dials herzog and says hello; the stream is ready for [`json_transport`].
-pub async fn dial(addr: &str, hello: &Hello) -> Result<TcpStream, ConnectError> {
+/// Dials herzog, makes TLS, says hello and waits for the answer; the stream is then ready
+/// for [`json_transport`].
+pub async fn dial(addr: &str, hello: &Hello, connector: &Connector) -> Result<ClientStream, ConnectError> {
     let connect = TcpStream::connect(addr);
-    let mut stream = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+    let tcp = match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Err(_) => return Err(ConnectError::Timeout { addr: addr.to_string() }),
         Ok(Err(source)) => {
             return Err(ConnectError::Connect {
@@ -100,25 +165,44 @@ pub async fn dial(addr: &str, hello: &Hello) -> Result<TcpStream, ConnectError> 
         }
         Ok(Ok(s)) => s,
     };
-    let _ = stream.set_nodelay(true);
-    write_hello(&mut stream, hello)
-        .await
-        .map_err(|source| ConnectError::Hello {
+    let _ = tcp.set_nodelay(true);
+    let tls_error = |e: std::io::Error| ConnectError::Tls {
+        addr: addr.to_string(),
+        reason: describe_tls(&e),
+    };
+    let handshake = connector.tls.connect(crate::tls::server_name(), tcp);
+    let mut stream = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+        Err(_) => return Err(ConnectError::Timeout { addr: addr.to_string() }),
+        Ok(result) => result.map_err(tls_error)?,
+    };
+    write_frame(&mut stream, hello).await.map_err(tls_error)?;
+    // With TLS 1.3 a server that rejects our certificate says so only now, on the first read.
+    match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<_, HelloReply>(&mut stream)).await {
+        Err(_) => Err(ConnectError::Timeout { addr: addr.to_string() }),
+        Ok(Err(e)) => Err(tls_error(e)),
+        Ok(Ok(HelloReply::Refused { reason })) => Err(ConnectError::Refused {
             addr: addr.to_string(),
-            source,
-        })?;
-    Ok(stream)
+            reason,
+        }),
+        Ok(Ok(HelloReply::Ok)) => Ok(stream),
+    }
 }
 
 /// A connected Coordinator client (what hz uses).
-pub async fn coordinator_client(addr: &str) -> Result<crate::service::CoordinatorClient, ConnectError> {
-    let stream = dial(addr, &Hello::Client).await?;
+pub async fn coordinator_client(
+    addr: &str,
+    connector: &Connector,
+) -> Result<crate::service::CoordinatorClient, ConnectError> {
+    let stream = dial(addr, &Hello::Client, connector).await?;
     Ok(crate::service::CoordinatorClient::new(tarpc::client::Config::default(), json_transport(stream)).spawn())
 }
 
 /// A connected Registry client (what kinski uses to report).
-pub async fn registry_client(addr: &str) -> Result<crate::service::RegistryClient, ConnectError> {
-    let stream = dial(addr, &Hello::Registry).await?;
+pub async fn registry_client(
+    addr: &str,
+    connector: &Connector,
+) -> Result<crate::service::RegistryClient, ConnectError> {
+    let stream = dial(addr, &Hello::Registry, connector).await?;
     Ok(crate::service::RegistryClient::new(tarpc::client::Config::default(), json_transport(stream)).spawn())
 }
 
@@ -137,11 +221,11 @@ mod tests {
     async fn hello_round_trips_and_rejects_oversized_frames() {
         let (mut a, mut b) = tokio::io::duplex(64 * 1024);
         let hello = Hello::Worker { name: "euclid".into() };
-        write_hello(&mut a, &hello).await.unwrap();
-        assert_eq!(read_hello(&mut b).await.unwrap(), hello);
+        write_frame(&mut a, &hello).await.unwrap();
+        assert_eq!(read_frame::<_, Hello>(&mut b).await.unwrap(), hello);
 
         a.write_u32(1_000_000).await.unwrap();
-        let err = read_hello(&mut b).await.unwrap_err();
+        let err = read_frame::<_, Hello>(&mut b).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     }
 }

@@ -22,9 +22,26 @@ pub(crate) struct Api {
 #[derive(Clone)]
 pub(crate) struct ClientApi(pub(crate) Api);
 
-/// The Registry service (for kinski).
+/// The Registry service (for kinski), for the worker its certificate names.
 #[derive(Clone)]
-pub(crate) struct WorkerApi(pub(crate) Api);
+pub(crate) struct WorkerApi {
+    pub(crate) api: Api,
+    pub(crate) worker: String,
+}
+
+impl WorkerApi {
+    /// A worker speaks only for itself: the name it gives must be its certificate's.
+    fn check(&self, name: &str) -> Result<(), ApiError> {
+        if name == self.worker {
+            Ok(())
+        } else {
+            Err(ApiError::NotYourName {
+                certificate: self.worker.clone(),
+                claimed: name.to_string(),
+            })
+        }
+    }
+}
 
 fn unexpected(reply: Reply) -> ApiError {
     ApiError::Storage {
@@ -223,13 +240,14 @@ impl Registry for WorkerApi {
         resources: Resources,
         running: Vec<AttemptId>,
     ) -> Result<Registered, ApiError> {
+        self.check(&name)?;
         if resources.slots == 0 {
             return Err(ApiError::InvalidValue {
                 what: "slots".into(),
                 reason: "a worker needs at least one slot".into(),
             });
         }
-        self.0
+        self.api
             .handle
             .event(Event::Register {
                 worker: name,
@@ -238,12 +256,13 @@ impl Registry for WorkerApi {
             })
             .await?;
         Ok(Registered {
-            heartbeat_ms: self.0.heartbeat_ms,
+            heartbeat_ms: self.api.heartbeat_ms,
         })
     }
 
     async fn heartbeat(self, _: Context, name: String, running: Vec<AttemptId>) -> Result<(), ApiError> {
-        self.0
+        self.check(&name)?;
+        self.api
             .handle
             .event(Event::Heartbeat { worker: name, running })
             .await
@@ -251,7 +270,8 @@ impl Registry for WorkerApi {
     }
 
     async fn fragment_complete(self, _: Context, name: String, completion: Completion) -> Result<(), ApiError> {
-        self.0
+        self.check(&name)?;
+        self.api
             .handle
             .event(Event::Complete {
                 worker: name,

@@ -23,12 +23,15 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub heartbeat_interval: Duration,
     pub worker_timeout: Duration,
+    /// herzog's certificate bundle (role coordinator); see `herzog certs`.
+    pub identity: common::tls::Identity,
 }
 
 impl Config {
     /// The config for a state directory with the default timings.
-    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(state_dir: impl Into<PathBuf>, identity: common::tls::Identity) -> Self {
         Config {
+            identity,
             state_dir: state_dir.into(),
             heartbeat_interval: Duration::from_secs(2),
             worker_timeout: Duration::from_secs(10),
@@ -47,6 +50,10 @@ pub enum HerzogError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] common::tls::TlsError),
+    #[error("herzog's certificate has the role {role}, not coordinator: make it with `herzog certs init`")]
+    NotCoordinator { role: common::tls::Role },
     #[error("herzog's event loop failed: {reason}")]
     Task { reason: String },
 }

@@ -1,7 +1,9 @@
-//! The herzog binary: parse arguments, build the config, call `herzog::run`.
+//! The herzog binary: parse arguments, build the config, call `herzog::run`; or make the
+//! cluster's certificates (`herzog certs`).
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use common::config::ClusterConfig;
+use common::tls::{Authority, Identity, Role, write_file};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,11 +15,12 @@ use std::process::ExitCode;
     after_help = "Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or arguments."
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The cluster config file (cluster.example.toml documents every key).
-    #[arg(long, env = "HERZOG_CONFIG")]
+    #[arg(long, env = "HERZOG_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Address to listen on (overrides herzog.listen). Loopback by default: until mTLS lands,
-    /// whoever reaches this port can run programs on every worker.
+    /// Address to listen on (overrides herzog.listen).
     #[arg(long)]
     listen: Option<String>,
     /// State directory: database, logs, results (overrides herzog.state_dir).
@@ -26,10 +29,102 @@ struct Args {
     /// Log filter, e.g. info or herzog=debug (overrides herzog.log_level).
     #[arg(long)]
     log_level: Option<String>,
+    /// herzog's certificate bundle (overrides herzog.tls); made by `herzog certs init`.
+    #[arg(long, env = "HERZOG_TLS")]
+    tls: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make and hand out the cluster's certificates.
+    #[command(subcommand)]
+    Certs(Certs),
+}
+
+#[derive(Subcommand, Debug)]
+enum Certs {
+    /// Create the cluster's CA (DIR/ca.pem, DIR/ca.key), herzog's bundle (DIR/herzog.pem) and a
+    /// first admin bundle (DIR/admin.pem).
+    Init {
+        /// Where the files go; keep ca.key there and nowhere else.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Days the CA and the two bundles are valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Issue a bundle for a worker host or a user: DIR/NAME.pem, the one file to copy to it.
+    Issue {
+        /// The worker's name (as kinski --name) or the user's.
+        name: String,
+        /// worker (kinski) or admin (hz).
+        #[arg(long)]
+        role: String,
+        /// The directory holding ca.pem and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+fn certs(command: Certs) -> Result<String, String> {
+    match command {
+        Certs::Init { dir, days } => {
+            if dir.join("ca.key").exists() {
+                return Err(format!(
+                    "{} already holds a CA: issue certificates from it with `herzog certs issue`, or choose another --dir",
+                    dir.display()
+                ));
+            }
+            let ca = Authority::generate(days).map_err(|e| e.to_string())?;
+            ca.save(&dir).map_err(|e| e.to_string())?;
+            for (name, role, file) in [
+                ("herzog", Role::Coordinator, "herzog.pem"),
+                ("admin", Role::Admin, "admin.pem"),
+            ] {
+                let bundle = ca.issue(name, role, i64::from(days)).map_err(|e| e.to_string())?;
+                write_file(&dir.join(file), &bundle, 0o600).map_err(|e| e.to_string())?;
+            }
+            Ok(format!(
+                "created the cluster CA in {d}: run herzog with --tls {d}/herzog.pem, hz with --tls {d}/admin.pem; \
+                 give each worker its own bundle from `herzog certs issue NAME --role worker --dir {d}`",
+                d = dir.display()
+            ))
+        }
+        Certs::Issue { name, role, dir, days } => {
+            let role: Role = role.parse().map_err(|e: common::tls::TlsError| e.to_string())?;
+            if role == Role::Coordinator {
+                return Err("herzog's own bundle comes from `herzog certs init`; issue admin or worker".into());
+            }
+            common::name::check_name(&name).map_err(|e| e.to_string())?;
+            let ca = Authority::load(&dir.join("ca.pem"), &dir.join("ca.key")).map_err(|e| e.to_string())?;
+            let bundle = ca.issue(&name, role, i64::from(days)).map_err(|e| e.to_string())?;
+            let path = dir.join(format!("{name}.pem"));
+            write_file(&path, &bundle, 0o600).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "issued {path} for {role} '{name}', valid {days} days",
+                path = path.display()
+            ))
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Certs(command)) = args.command {
+        return match certs(command) {
+            Ok(done) => {
+                eprintln!("herzog: {done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("herzog: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let cluster = match &args.config {
         Some(path) => match ClusterConfig::load(path) {
             Ok(c) => c,
@@ -41,6 +136,20 @@ fn main() -> ExitCode {
         None => ClusterConfig::default(),
     };
     let h = cluster.herzog;
+    let Some(tls) = args.tls.or(h.tls.clone()) else {
+        eprintln!(
+            "herzog: no certificate: every connection is mutual TLS. Run `herzog certs init --dir DIR` once, then \
+             give --tls DIR/herzog.pem (or herzog.tls in the config)"
+        );
+        return ExitCode::from(2);
+    };
+    let identity = match Identity::load(&tls) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("herzog: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let listen = args.listen.unwrap_or_else(|| h.listen_address().to_string());
     let state_dir = args.state_dir.unwrap_or(h.state_dir);
     let log_level = args.log_level.unwrap_or(h.log_level);
@@ -54,10 +163,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let expires_in_days = (identity.not_after - common::now_millis() / 1000) / 86_400;
+    if expires_in_days < 30 {
+        tracing::warn!(
+            expires_in_days,
+            "herzog's certificate expires soon: renew it (README, Security)"
+        );
+    }
     let config = herzog::Config {
         state_dir,
         heartbeat_interval: h.heartbeat_interval,
         worker_timeout: h.worker_timeout,
+        identity,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

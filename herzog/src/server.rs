@@ -1,5 +1,6 @@
 //! herzog's server: opens the store, restores the machine, runs the loop and accepts
-//! connections, each of which says in its hello what it is for.
+//! connections. Each is mutual TLS with the cluster's CA; its hello says what it is for, and
+//! the peer certificate's role decides whether that is allowed.
 
 use crate::api::{Api, ClientApi, WorkerApi};
 use crate::dispatch::{Connections, Dispatcher};
@@ -8,10 +9,12 @@ use crate::machine::{Event, Machine, Timing};
 use crate::store::Store;
 use crate::{Config, HerzogError};
 use common::service::{Coordinator, Registry, WorkerClient};
-use common::transport::{HELLO_TIMEOUT, Hello, json_transport, read_hello};
+use common::tls::Role;
+use common::transport::{HELLO_TIMEOUT, Hello, HelloReply, describe_tls, json_transport, read_frame, write_frame};
 use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 async fn spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) {
     tokio::spawn(fut);
@@ -38,6 +41,12 @@ pub async fn run(
     let machine = Machine::restore(timing, config.state_dir.join("results"), snapshot, common::now_millis());
     tracing::info!(db = %store.path().display(), elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
 
+    if config.identity.role != Role::Coordinator {
+        return Err(HerzogError::NotCoordinator {
+            role: config.identity.role,
+        });
+    }
+    let acceptor = TlsAcceptor::from(config.identity.server_config()?);
     let (handle, rx) = Handle::new();
     let connections = Connections::default();
     let dispatcher = Dispatcher {
@@ -64,7 +73,7 @@ pub async fn run(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(serve_connection(stream, peer, api.clone(), connections.clone()));
+                    tokio::spawn(serve_connection(stream, peer, acceptor.clone(), api.clone(), connections.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
@@ -82,13 +91,60 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: std::net::SocketAddr, api: Api, connections: Connections) {
+/// Whether a certificate of `role` named `name` may open a connection for `hello`.
+fn authorize(hello: &Hello, name: &str, role: Role) -> Result<(), String> {
+    match (hello, role) {
+        (Hello::Client, Role::Admin) | (Hello::Registry, Role::Worker) => Ok(()),
+        (Hello::Worker { name: claimed }, Role::Worker) if claimed == name => Ok(()),
+        (Hello::Worker { name: claimed }, Role::Worker) => {
+            Err(format!("this certificate is for worker '{name}', not '{claimed}'"))
+        }
+        (Hello::Client, _) => Err(format!(
+            "a {role} certificate cannot use hz's service: use an admin certificate"
+        )),
+        (_, _) => Err(format!(
+            "a {role} certificate cannot act as a worker: use a worker certificate"
+        )),
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    acceptor: TlsAcceptor,
+    api: Api,
+    connections: Connections,
+) {
     let _ = stream.set_nodelay(true);
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut stream)).await {
+    let mut stream = match tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return tracing::warn!(%peer, reason = %describe_tls(&e), "TLS handshake failed; closing"),
+        Err(_) => return tracing::warn!(%peer, "no TLS handshake in time; closing"),
+    };
+    let identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .map(common::tls::name_and_role);
+    let (name, role) = match identity {
+        Some(Ok((name, role, _))) => (name, role),
+        Some(Err(e)) => return tracing::warn!(%peer, error = %e, "peer certificate without a role; closing"),
+        None => return tracing::warn!(%peer, "peer presented no certificate; closing"),
+    };
+    let hello: Hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut stream)).await {
         Ok(Ok(hello)) => hello,
         Ok(Err(e)) => return tracing::warn!(%peer, error = %e, "bad hello; closing"),
         Err(_) => return tracing::warn!(%peer, "no hello in time; closing"),
     };
+    if let Err(reason) = authorize(&hello, &name, role) {
+        tracing::warn!(%peer, %name, %role, ?hello, %reason, "connection refused");
+        let _ = write_frame(&mut stream, &HelloReply::Refused { reason }).await;
+        return;
+    }
+    if write_frame(&mut stream, &HelloReply::Ok).await.is_err() {
+        return;
+    }
     match hello {
         Hello::Client => {
             BaseChannel::with_defaults(json_transport(stream))
@@ -97,8 +153,9 @@ async fn serve_connection(mut stream: TcpStream, peer: std::net::SocketAddr, api
                 .await;
         }
         Hello::Registry => {
+            let service = WorkerApi { api, worker: name };
             BaseChannel::with_defaults(json_transport(stream))
-                .execute(WorkerApi(api).serve())
+                .execute(service.serve())
                 .for_each(spawn)
                 .await;
         }
@@ -116,5 +173,35 @@ async fn serve_connection(mut stream: TcpStream, peer: std::net::SocketAddr, api
                 api.handle.notify(Event::Disconnected { worker: name });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_open_only_their_own_services() {
+        let w = |n: &str| Hello::Worker { name: n.into() };
+        assert!(authorize(&Hello::Client, "ada", Role::Admin).is_ok());
+        assert!(authorize(&Hello::Registry, "euclid", Role::Worker).is_ok());
+        assert!(authorize(&w("euclid"), "euclid", Role::Worker).is_ok());
+        assert!(
+            authorize(&w("newton"), "euclid", Role::Worker)
+                .unwrap_err()
+                .contains("euclid")
+        );
+        assert!(
+            authorize(&Hello::Client, "euclid", Role::Worker)
+                .unwrap_err()
+                .contains("admin certificate")
+        );
+        assert!(
+            authorize(&Hello::Registry, "ada", Role::Admin)
+                .unwrap_err()
+                .contains("worker certificate")
+        );
+        assert!(authorize(&w("ada"), "ada", Role::Admin).is_err());
+        assert!(authorize(&Hello::Client, "herzog", Role::Coordinator).is_err());
     }
 }

@@ -156,7 +156,13 @@ fn an_address_in_use_is_named_and_exits_1() {
     let tmp = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = herzog(&tmp.path().join("state"), &["--listen", &addr]);
+    let bundle = tmp.path().join("herzog.pem");
+    let ca = common::tls::Authority::generate(1).unwrap();
+    std::fs::write(&bundle, ca.issue("herzog", common::tls::Role::Coordinator, 1).unwrap()).unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--listen", &addr, "--tls", bundle.to_str().unwrap()],
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("failed to listen on {addr}")), "{err}");
@@ -170,4 +176,56 @@ fn an_unknown_flag_exits_2() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--slots"), "{err}");
+}
+
+#[test]
+fn without_a_certificate_herzog_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = herzog(&tmp.path().join("state"), &["--listen", "127.0.0.1:0"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("herzog certs init"), "{err}");
+    // A worker's bundle is not herzog's.
+    let ca = common::tls::Authority::generate(1).unwrap();
+    let bundle = tmp.path().join("w.pem");
+    std::fs::write(&bundle, ca.issue("w", common::tls::Role::Worker, 1).unwrap()).unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--listen", "127.0.0.1:0", "--tls", bundle.to_str().unwrap()],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not coordinator"), "{err}");
+}
+
+#[test]
+fn certs_init_and_issue_make_bundles_with_names_and_roles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let d = dir.to_str().unwrap();
+    let state = tmp.path().join("state");
+    let out = herzog(&state, &["certs", "init", "--dir", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = herzog(
+        &state,
+        &[
+            "certs", "issue", "euclid", "--role", "worker", "--dir", d, "--days", "30",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (file, name, role) in [
+        ("herzog.pem", "herzog", common::tls::Role::Coordinator),
+        ("admin.pem", "admin", common::tls::Role::Admin),
+        ("euclid.pem", "euclid", common::tls::Role::Worker),
+    ] {
+        let id = common::tls::Identity::load(&dir.join(file)).unwrap();
+        assert_eq!((id.name.as_str(), id.role), (name, role), "{file}");
+    }
+    // A second init would orphan every certificate issued so far.
+    let out = herzog(&state, &["certs", "init", "--dir", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already holds a CA"), "{}", stderr(&out));
+    let out = herzog(&state, &["certs", "issue", "x", "--role", "root", "--dir", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown role 'root'"), "{}", stderr(&out));
 }

@@ -23,6 +23,8 @@ pub struct Config {
     pub slots: u32,
     /// Holds logs/ and the journal.
     pub state_dir: PathBuf,
+    /// This worker's certificate bundle (role worker, named `name`).
+    pub identity: common::tls::Identity,
 }
 
 /// Why kinski stopped.
@@ -36,6 +38,16 @@ pub enum KinskiError {
     },
     #[error(transparent)]
     Journal(#[from] journal::JournalError),
+    #[error(transparent)]
+    Tls(#[from] common::tls::TlsError),
+    #[error(
+        "the certificate is for {role} '{certificate}', but this worker is '{name}': issue one with `herzog certs issue {name} --role worker`"
+    )]
+    WrongCertificate {
+        certificate: String,
+        role: common::tls::Role,
+        name: String,
+    },
     #[error("'{name}' is not a valid worker name: use letters, digits, '.', '_' and '-'")]
     BadName { name: String },
 }
@@ -46,6 +58,14 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     if common::name::check_name(&config.name).is_err() {
         return Err(KinskiError::BadName { name: config.name });
     }
+    if config.identity.role != common::tls::Role::Worker || config.identity.name != config.name {
+        return Err(KinskiError::WrongCertificate {
+            certificate: config.identity.name.clone(),
+            role: config.identity.role,
+            name: config.name,
+        });
+    }
+    let connector = common::transport::Connector::new(&config.identity)?;
     std::fs::create_dir_all(&config.state_dir).map_err(|source| KinskiError::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -78,6 +98,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     loop {
         let session = session::Session {
             addr: &config.herzog,
+            connector: &connector,
             name: &config.name,
             supervisor: &supervisor,
             resources: &resources,

@@ -31,6 +31,10 @@ struct Args {
     /// Log filter (overrides kinski.log_level).
     #[arg(long)]
     log_level: Option<String>,
+    /// This worker's certificate bundle (overrides kinski.tls); made by
+    /// `herzog certs issue NAME --role worker`.
+    #[arg(long, env = "KINSKI_TLS")]
+    tls: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -50,9 +54,40 @@ fn main() -> ExitCode {
         eprintln!("kinski: --slots must be at least 1");
         return ExitCode::from(2);
     }
-    let name = args.name.or(k.name).unwrap_or_else(kinski::default_name);
+    if let Some(name) = args.name.as_ref().or(k.name.as_ref())
+        && let Err(e) = common::name::check_name(name)
+    {
+        eprintln!("kinski: bad worker name: {e}; set --name or kinski.name");
+        return ExitCode::from(2);
+    }
+    let Some(tls) = args.tls.or(k.tls.clone()) else {
+        eprintln!(
+            "kinski: no certificate: every connection is mutual TLS. Issue one on the CA host with \
+             `herzog certs issue NAME --role worker --dir DIR`, copy DIR/NAME.pem here and give --tls (or kinski.tls)"
+        );
+        return ExitCode::from(2);
+    };
+    let identity = match common::tls::Identity::load(&tls) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("kinski: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The certificate names the worker; --name or kinski.name must agree with it.
+    let name = args.name.or(k.name.clone()).unwrap_or_else(|| identity.name.clone());
     if let Err(e) = common::name::check_name(&name) {
         eprintln!("kinski: bad worker name: {e}; set --name or kinski.name");
+        return ExitCode::from(2);
+    }
+    if identity.role != common::tls::Role::Worker || identity.name != name {
+        eprintln!(
+            "kinski: {} is a {} certificate for '{}', but this worker is '{name}': issue one with \
+             `herzog certs issue {name} --role worker`",
+            tls.display(),
+            identity.role,
+            identity.name
+        );
         return ExitCode::from(2);
     }
     let state_dir = args.state_dir.unwrap_or(k.state_dir);
@@ -72,6 +107,7 @@ fn main() -> ExitCode {
         name,
         slots: args.slots.or(k.slots).unwrap_or_else(kinski::default_slots),
         state_dir,
+        identity,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

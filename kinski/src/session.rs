@@ -29,6 +29,7 @@ pub(crate) enum SessionError {
 
 pub(crate) struct Session<'a> {
     pub(crate) addr: &'a str,
+    pub(crate) connector: &'a common::transport::Connector,
     pub(crate) name: &'a str,
     pub(crate) supervisor: &'a Supervisor,
     pub(crate) resources: &'a Resources,
@@ -48,12 +49,13 @@ impl Session<'_> {
     }
 
     async fn run_inner(&self, on_registered: impl FnOnce()) -> Result<std::convert::Infallible, SessionError> {
-        let registry = registry_client(self.addr).await?;
+        let registry = registry_client(self.addr, self.connector).await?;
         let stream = dial(
             self.addr,
             &Hello::Worker {
                 name: self.name.to_string(),
             },
+            self.connector,
         )
         .await?;
         let service = WorkerService {

@@ -141,3 +141,24 @@ fn a_slot_count_that_is_not_a_number_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("many"), "{err}");
 }
+
+#[test]
+fn a_missing_or_wrong_certificate_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kinski(&tmp.path().join("state"), &["--name", "w1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("herzog certs issue"), "{err}");
+
+    let ca = common::tls::Authority::generate(1).unwrap();
+    let bundle = tmp.path().join("w2.pem");
+    std::fs::write(&bundle, ca.issue("w2", common::tls::Role::Worker, 1).unwrap()).unwrap();
+    let out = kinski(
+        &tmp.path().join("state"),
+        &["--name", "w1", "--tls", bundle.to_str().unwrap()],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("'w2'") && err.contains("'w1'"), "{err}");
+    assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
+}

@@ -72,6 +72,7 @@ fn command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_remove("HERZOG_ADDR")
         .env_remove("HERZOG_CONFIG")
+        .env_remove("HERZOG_TLS")
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
@@ -298,6 +299,8 @@ pub struct Cluster {
     herzog: Option<Daemon>,
     addr: String,
     config: Option<PathBuf>,
+    /// Each worker's slot count, kept so that a worker can be started again as it was.
+    slots: BTreeMap<String, u32>,
     dir: tempfile::TempDir,
 }
 
@@ -332,6 +335,7 @@ impl Cluster {
             herzog: Some(herzog),
             addr,
             config,
+            slots: BTreeMap::new(),
             dir,
         };
         for (name, slots) in workers {
@@ -385,16 +389,23 @@ impl Cluster {
             self.workers.iter().all(|(n, _)| n != name),
             "worker {name} already runs"
         );
+        self.slots.insert(name.to_string(), slots);
+        let mut kinski = Daemon::spawn(&format!("kinski {name}"), self.kinski_command(name, slots));
+        kinski.wait_for("registered with herzog", STARTUP);
+        self.workers.push((name.to_string(), kinski));
+    }
+
+    /// The command that starts worker `name`: state in `<dir>/kinski-<name>`.
+    fn kinski_command(&self, name: &str, slots: u32) -> Command {
         let mut cmd = command(&bin("kinski"));
-        cmd.args(["--herzog", &self.addr, "--name", name, "--log-level", "info"])
+        cmd.args(["--herzog", &self.addr, "--name", name, "--log-level", "info", "--tls"])
+            .arg(bundle(self.dir(), name, "worker"))
             .args(["--slots", &slots.to_string(), "--state-dir"])
-            .arg(self.dir().join(format!("kinski-{name}")));
+            .arg(self.kinski_state(name));
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
-        let mut kinski = Daemon::spawn(&format!("kinski {name}"), cmd);
-        kinski.wait_for("registered with herzog", STARTUP);
-        self.workers.push((name.to_string(), kinski));
+        cmd
     }
 
     /// The worker process called `name`.
@@ -451,7 +462,10 @@ impl Cluster {
     /// Runs `hz --herzog ADDR ARGS...` in the cluster's directory.
     pub fn hz(&self, args: &[&str]) -> Output {
         let mut cmd = command(&bin("hz"));
-        cmd.args(["--herzog", &self.addr]).args(args).current_dir(self.dir());
+        cmd.args(["--herzog", &self.addr])
+            .env("HERZOG_TLS", bundle(self.dir(), "admin", "admin"))
+            .args(args)
+            .current_dir(self.dir());
         output_within(&mut cmd, HZ_LIMIT)
     }
 
@@ -531,14 +545,414 @@ impl Cluster {
     }
 }
 
+/// Fault injection: crashes and restarts of single daemons on their own state directories,
+/// stopped processes, and herzog's database read directly.
+impl Cluster {
+    /// The cluster config file given to every daemon, if any.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+
+    /// A worker's state directory (its journal and logs): `<dir>/kinski-<name>`.
+    pub fn kinski_state(&self, name: &str) -> PathBuf {
+        self.dir().join(format!("kinski-{name}"))
+    }
+
+    /// The names of the workers whose kinski runs now (started by this harness).
+    pub fn worker_names(&self) -> Vec<String> {
+        self.workers.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The slot count worker `name` was started with.
+    pub fn worker_slots(&self, name: &str) -> u32 {
+        *self
+            .slots
+            .get(name)
+            .unwrap_or_else(|| panic!("no worker named {name} was ever started"))
+    }
+
+    /// herzog's pid, while it runs.
+    pub fn herzog_pid(&self) -> Option<u32> {
+        self.herzog.as_ref().map(Daemon::pid)
+    }
+
+    /// Kills herzog with SIGKILL, as a crash would, and reaps it. The workers notice their
+    /// connections drop and keep their programs running.
+    pub fn kill_herzog(&mut self) {
+        let herzog = self.herzog.take().expect("herzog runs");
+        drop(herzog);
+    }
+
+    /// Stops herzog (SIGTERM, asserting a clean exit), without starting it again.
+    pub fn stop_herzog(&mut self) {
+        let mut old = self.herzog.take().expect("herzog runs");
+        let status = old.signal_and_wait(nix::sys::signal::Signal::SIGTERM, STARTUP);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "herzog ended with {status}; its log:\n{}",
+            old.log()
+        );
+    }
+
+    /// Starts herzog again on the same address and state directory and waits until it listens
+    /// (not until the workers are back: see [`Cluster::wait_workers_connected`]).
+    pub fn start_herzog(&mut self) {
+        assert!(self.herzog.is_none(), "herzog already runs");
+        let (herzog, addr) = spawn_herzog(self.dir.path(), self.config.as_deref(), &self.addr);
+        assert_eq!(addr, self.addr);
+        self.herzog = Some(herzog);
+    }
+
+    /// Waits until herzog logs a line containing `needle` (see [`Daemon::wait_for`]).
+    pub fn herzog_wait_for(&mut self, needle: &str, limit: Duration) -> String {
+        self.herzog.as_mut().expect("herzog runs").wait_for(needle, limit)
+    }
+
+    /// Sends `signal` to herzog (SIGSTOP, SIGCONT, ...) without waiting for anything.
+    pub fn signal_herzog(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.herzog_pid().expect("herzog runs");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+            .unwrap_or_else(|e| panic!("failed to send {signal} to herzog: {e}"));
+    }
+
+    /// Sends `signal` to worker `name`'s kinski alone (not to its programs, which live in
+    /// their own process groups): SIGSTOP freezes kinski while what it runs goes on.
+    pub fn signal_worker(&self, name: &str, signal: nix::sys::signal::Signal) {
+        let pid = self.worker(name).pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+            .unwrap_or_else(|e| panic!("failed to send {signal} to worker {name}: {e}"));
+    }
+
+    /// Kills worker `name`'s kinski with SIGKILL and reaps it, leaving the programs it ran
+    /// running: a kinski crash, not a host crash (that is [`Cluster::kill_worker`]). Returns
+    /// the pid it had. Its state directory stays for [`Cluster::start_worker`].
+    pub fn kill_kinski(&mut self, name: &str) -> u32 {
+        let i = self
+            .workers
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no worker named {name}"));
+        let (_, daemon) = self.workers.remove(i);
+        let pid = daemon.pid();
+        drop(daemon);
+        pid
+    }
+
+    /// Starts worker `name` again, with the slots and the state directory (journal) it had,
+    /// without waiting for it to register (herzog may be down).
+    pub fn start_worker(&mut self, name: &str) {
+        assert!(
+            self.workers.iter().all(|(n, _)| n != name),
+            "worker {name} already runs"
+        );
+        let slots = self.worker_slots(name);
+        let kinski = Daemon::spawn(&format!("kinski {name}"), self.kinski_command(name, slots));
+        self.workers.push((name.to_string(), kinski));
+    }
+
+    /// Starts a new worker without waiting for it to register (herzog may be down).
+    pub fn add_worker_unregistered(&mut self, name: &str, slots: u32) {
+        self.slots.insert(name.to_string(), slots);
+        self.start_worker(name);
+    }
+
+    /// Like [`Cluster::start_worker`], then waits until it has registered with herzog.
+    pub fn restart_worker(&mut self, name: &str) {
+        self.start_worker(name);
+        self.worker_mut(name).wait_for("registered with herzog", STARTUP);
+    }
+
+    /// The worker process called `name`, to wait for its log lines.
+    pub fn worker_mut(&mut self, name: &str) -> &mut Daemon {
+        self.workers
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d)
+            .unwrap_or_else(|| panic!("no worker named {name}"))
+    }
+
+    /// The workers as `hz workers --json` shows them, or `None` when hz cannot reach herzog.
+    pub fn try_workers(&self) -> Option<Vec<wire::WorkerInfo>> {
+        let mut cmd = command(&bin("hz"));
+        cmd.args(["--herzog", &self.addr, "workers", "--json"])
+            .current_dir(self.dir());
+        let out = output_within(&mut cmd, HZ_LIMIT);
+        if out.status.code() != Some(0) {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// What `hz workers` says of worker `name` (`connected`, `disconnected`, `lost`).
+    pub fn worker_state(&self, name: &str) -> Option<String> {
+        self.try_workers()?
+            .into_iter()
+            .find(|w| w.name == name)
+            .map(|w| w.state)
+    }
+
+    /// Waits until herzog shows every running kinski of this harness as `connected`.
+    pub fn wait_workers_connected(&self, limit: Duration) {
+        let names = self.worker_names();
+        eventually(&format!("workers {names:?} to be connected"), limit, || {
+            let workers = self.try_workers()?;
+            names
+                .iter()
+                .all(|n| workers.iter().any(|w| &w.name == n && w.state == "connected"))
+                .then_some(())
+        });
+    }
+
+    /// herzog's database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.herzog_state().join("herzog.db")
+    }
+
+    /// A read-only connection to herzog's database: usable while herzog runs (WAL) and after
+    /// it was killed; it never writes, so it never checkpoints or repairs anything.
+    pub fn db(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .unwrap_or_else(|e| panic!("failed to open {} read-only: {e}", self.db_path().display()));
+        conn.busy_timeout(Duration::from_secs(10))
+            .expect("failed to set a busy timeout");
+        conn
+    }
+
+    /// Every fragment of the live project `project` with its attempts, as herzog recorded
+    /// them, ordered by index (attempts by id).
+    pub fn db_fragments(&self, project: &str) -> Vec<DbFragment> {
+        let conn = self.db();
+        let tx = conn
+            .unchecked_transaction()
+            .expect("failed to begin a read transaction");
+        let mut fragments: Vec<DbFragment> = {
+            let mut s = tx
+                .prepare(
+                    "SELECT f.id, f.idx, f.name, f.state, f.attempts, f.attempt_id FROM fragments f
+                     JOIN projects p ON p.id = f.project_id
+                     WHERE p.name = ?1 AND p.removed_at IS NULL ORDER BY f.idx",
+                )
+                .expect("failed to read fragments");
+            s.query_map([project], |r| {
+                Ok(DbFragment {
+                    id: r.get(0)?,
+                    index: r.get(1)?,
+                    name: r.get(2)?,
+                    state: r.get(3)?,
+                    attempt_count: r.get(4)?,
+                    attempt_id: r.get(5)?,
+                    attempts: Vec::new(),
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .expect("failed to read fragments")
+        };
+        let by_id: BTreeMap<i64, usize> = fragments.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
+        let mut s = tx
+            .prepare(
+                "SELECT a.id, a.fragment_id, a.worker, a.started_at, a.outcome, a.ended_at, a.exit_kind,
+                        a.exit_value, a.late_exit, a.note
+                 FROM attempts a JOIN fragments f ON f.id = a.fragment_id JOIN projects p ON p.id = f.project_id
+                 WHERE p.name = ?1 AND p.removed_at IS NULL ORDER BY a.id",
+            )
+            .expect("failed to read attempts");
+        let attempts: Vec<(i64, DbAttempt)> = s
+            .query_map([project], |r| {
+                Ok((
+                    r.get(1)?,
+                    DbAttempt {
+                        id: r.get(0)?,
+                        worker: r.get(2)?,
+                        started_at: r.get(3)?,
+                        outcome: r.get(4)?,
+                        ended_at: r.get(5)?,
+                        exit_kind: r.get(6)?,
+                        exit_value: r.get(7)?,
+                        late_exit: r.get(8)?,
+                        note: r.get(9)?,
+                    },
+                ))
+            })
+            .and_then(|rows| rows.collect())
+            .expect("failed to read attempts");
+        for (fragment, attempt) in attempts {
+            let i = by_id[&fragment];
+            fragments[i].attempts.push(attempt);
+        }
+        fragments
+    }
+
+    /// Asserts the promise "never lose, never double-count" from herzog's database: project
+    /// `project` has `expected` fragments, and each has exactly one attempt whose outcome is
+    /// `succeeded`, and is itself `succeeded` by that attempt. Returns the fragments.
+    pub fn assert_each_fragment_succeeded_once(&self, project: &str, expected: usize) -> Vec<DbFragment> {
+        let fragments = self.db_fragments(project);
+        assert_eq!(fragments.len(), expected, "fragments of {project} in the database");
+        let mut wrong = Vec::new();
+        for f in &fragments {
+            let won: Vec<i64> = f
+                .attempts
+                .iter()
+                .filter(|a| a.outcome == "succeeded")
+                .map(|a| a.id)
+                .collect();
+            if won.len() != 1 || f.state != "succeeded" || f.attempt_id != Some(won[0]) {
+                wrong.push(format!("{f:?}"));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {} fragments of {project} do not have exactly one accepted success:\n{}",
+            wrong.len(),
+            fragments.len(),
+            wrong.join("\n")
+        );
+        fragments
+    }
+
+    /// The processes of this cluster's programs that run now (not zombies), wherever their
+    /// parent is: found by the input path in their environment.
+    pub fn programs_running(&self) -> Vec<i32> {
+        let Ok(dir) = self.dir().canonicalize() else {
+            return Vec::new();
+        };
+        let needle = format!("HERZOG_INPUT={}/", dir.display());
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| running(*pid) && environ(*pid).iter().any(|v| v.starts_with(&needle)))
+            .collect()
+    }
+
+    /// True while the execution `m` recorded runs (a zombie has finished): its pid is alive,
+    /// not a zombie, and still the program of that project, fragment and attempt.
+    pub fn marker_running(&self, m: &Marker) -> bool {
+        if !running(m.pid) {
+            return false;
+        }
+        let env = environ(m.pid);
+        let has = |kv: String| env.contains(&kv);
+        has(format!("HERZOG_PROJECT={}", m.project))
+            && has(format!("HERZOG_FRAGMENT={}", m.fragment))
+            && has(format!("HERZOG_ATTEMPT={}", m.attempt))
+    }
+}
+
+/// One fragment as herzog's database holds it.
+#[derive(Clone, Debug)]
+pub struct DbFragment {
+    pub id: i64,
+    pub index: i64,
+    pub name: String,
+    /// `pending`, `running`, `succeeded` or `failed`.
+    pub state: String,
+    /// How many attempts count toward `max_attempts`.
+    pub attempt_count: i64,
+    /// The running, accepted or failing attempt.
+    pub attempt_id: Option<i64>,
+    /// Every attempt, by id.
+    pub attempts: Vec<DbAttempt>,
+}
+
+/// One attempt as herzog's database holds it.
+#[derive(Clone, Debug)]
+pub struct DbAttempt {
+    pub id: i64,
+    pub worker: String,
+    /// Milliseconds since the epoch.
+    pub started_at: i64,
+    /// `running`, `succeeded`, `failed`, `lost`, `stopped` (or `late`).
+    pub outcome: String,
+    pub ended_at: Option<i64>,
+    pub exit_kind: Option<String>,
+    pub exit_value: Option<i64>,
+    /// The exit of a completion that arrived after the attempt had ended (lost or stopped).
+    pub late_exit: Option<String>,
+    pub note: Option<String>,
+}
+
 impl Drop for Cluster {
-    /// Kills what the workers still run (the workers and herzog die with their guards).
+    /// Kills what the workers still run (the workers and herzog die with their guards), and
+    /// the programs that outlived a killed kinski.
     fn drop(&mut self) {
         let workers: Vec<u32> = self.workers.iter().map(|(_, d)| d.pid()).collect();
         for pid in self.attempts_of(&workers) {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
+        for pid in self.programs_running() {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
     }
+}
+
+/// True while `pid` exists and has not finished: neither gone nor a zombie.
+pub fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// The environment of a live process (`KEY=VALUE` each), empty when it cannot be read.
+pub fn environ(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|v| !v.is_empty())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The wall clock in nanoseconds since the epoch, as the marker program records starts.
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos()
+}
+
+/// How many executions each fragment of `project` had, by name, from the markers.
+pub fn executions(markers: &[Marker], project: &str) -> BTreeMap<String, usize> {
+    let mut runs = BTreeMap::new();
+    for m in markers.iter().filter(|m| m.project == project) {
+        *runs.entry(m.fragment.clone()).or_insert(0) += 1;
+    }
+    runs
+}
+
+/// The certificate bundle for `name` from the cluster's CA in `<dir>/pki`, made with the real
+/// `herzog certs` commands the first time it is asked for (herzog's and the admin's come from
+/// `init`, a worker's from `issue`).
+pub fn bundle(dir: &Path, name: &str, role: &str) -> PathBuf {
+    let pki = dir.join("pki");
+    let run = |args: &[&str]| {
+        let out = output_within(command(&bin("herzog")).args(args).arg("--dir").arg(&pki), STARTUP);
+        assert!(
+            out.status.success(),
+            "herzog {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if !pki.join("ca.key").exists() {
+        run(&["certs", "init"]);
+    }
+    let path = pki.join(format!("{name}.pem"));
+    if !path.exists() {
+        run(&["certs", "issue", name, "--role", role]);
+    }
+    path
 }
 
 /// Starts herzog on `listen` with its state in `<dir>/herzog` and waits until it listens;
@@ -546,7 +960,9 @@ impl Drop for Cluster {
 fn spawn_herzog(dir: &Path, config: Option<&Path>, listen: &str) -> (Daemon, String) {
     let mut cmd = command(&bin("herzog"));
     cmd.args(["--listen", listen, "--log-level", "info", "--state-dir"])
-        .arg(dir.join("herzog"));
+        .arg(dir.join("herzog"))
+        .arg("--tls")
+        .arg(bundle(dir, "herzog", "coordinator"));
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }

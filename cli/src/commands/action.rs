@@ -2,7 +2,7 @@
 
 use crate::Outcome;
 use crate::args::{ActionArgs, RunArgs};
-use crate::client::Herzog;
+use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use common::ApiError;
 use common::template::{check_program, executable, needs_shell, shell_quote};
@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Adds the project and prints its name alone on stdout, so scripts can capture it.
-pub(crate) async fn run(args: &ActionArgs, addr: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+pub(crate) async fn run(args: &ActionArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let cwd = std::env::current_dir().map_err(CliError::Cwd)?;
     let path_var = std::env::var("PATH").ok();
     let project = prepare(&args.run, &cwd, path_var.as_deref())?;

@@ -3,13 +3,13 @@
 use super::print_json;
 use crate::Outcome;
 use crate::args::JsonArgs;
-use crate::client::Herzog;
+use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use crate::table::{Align, Table, elapsed};
 use common::wire::ActiveAttempt;
 use std::io::Write;
 
-pub(crate) async fn run(args: JsonArgs, addr: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+pub(crate) async fn run(args: JsonArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let active = herzog.project_active().await?;
     if args.json {

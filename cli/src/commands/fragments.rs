@@ -3,7 +3,7 @@
 use super::print_json;
 use crate::Outcome;
 use crate::args::FragmentsArgs;
-use crate::client::Herzog;
+use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use crate::table::{Align, Table, bytes, duration_ms, opt};
 use common::wire::{FragmentInfo, FragmentStateKind};
@@ -12,7 +12,7 @@ use std::io::Write;
 /// Fragments asked for per call; pages stay well below the frame limit.
 const PAGE: u32 = 1000;
 
-pub(crate) async fn run(args: &FragmentsArgs, addr: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+pub(crate) async fn run(args: &FragmentsArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let state = args.state.map(FragmentStateKind::from);
     let fragments = collect(&herzog, &args.project, state, usize::MAX).await?;
@@ -154,7 +154,7 @@ mod tests {
             output: JsonArgs::default(),
         };
         let mut out = Vec::new();
-        run(&args, &cluster.addr, &mut out).await.unwrap();
+        run(&args, &cluster.endpoint, &mut out).await.unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 11, "a header and ten fragments: {text}");
         assert!(text.contains("f39.txt") && !text.contains("f00.txt"), "{text}");

@@ -5,7 +5,7 @@
 use super::{action, fragments, progress};
 use crate::Outcome;
 use crate::args::LocalArgs;
-use crate::client::Herzog;
+use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use crate::table::{Align, Table, duration_ms, opt};
 use common::ApiError;
@@ -58,7 +58,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
             source,
         })?;
 
-    // Loopback only: anything that can reach herzog's port can run programs here.
+    // Loopback only, and mutual TLS with a CA made for this run.
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
         .and_then(|l| Ok((l.local_addr()?, l)))
@@ -68,10 +68,13 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
         });
     let (addr, listener) = listener?;
     let addr = addr.to_string();
+    // An ephemeral CA for this run: even on loopback no port is unauthenticated.
+    let (herzog_id, worker_id, admin_id) = common::tls::ephemeral("local")?;
+    let endpoint = Endpoint::new(addr.clone(), &admin_id)?;
     let slots = args.slots.unwrap_or_else(kinski::default_slots);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let herzog_task = daemon(tokio::spawn(herzog::run(
-        herzog::Config::new(state_dir.join("herzog")),
+        herzog::Config::new(state_dir.join("herzog"), herzog_id),
         listener,
         stopped(stop_rx.clone()),
     )));
@@ -81,6 +84,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
             name: "local".into(),
             slots,
             state_dir: state_dir.join("kinski"),
+            identity: worker_id,
         },
         stopped(stop_rx),
     )));
@@ -90,7 +94,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
     );
 
     let ended = {
-        let work = drive(&addr, project, &state_dir, progress::POLL);
+        let work = drive(&endpoint, project, &state_dir, progress::POLL);
         tokio::select! {
             r = work => Ended::Work(r),
             () = interrupted() => Ended::Interrupted,
@@ -221,7 +225,7 @@ fn daemon_end<E: std::fmt::Display>(joined: Result<Result<(), E>, JoinError>) ->
 
 /// Adds (or resumes) the project, follows it to the end (asking herzog every `every`) and
 /// fetches what the summary needs.
-async fn drive(addr: &str, project: NewProject, state_dir: &Path, every: Duration) -> Result<Finished, CliError> {
+async fn drive(addr: &Endpoint, project: NewProject, state_dir: &Path, every: Duration) -> Result<Finished, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let name = project.name.clone().unwrap_or_default();
     match action::add(&herzog, project.clone()).await {
@@ -324,7 +328,9 @@ mod tests {
             spec: RunSpec::new("grep -q ok"),
         };
         let state_dir = Path::new("/s");
-        let finished = drive(&cluster.addr, project.clone(), state_dir, EVERY).await.unwrap();
+        let finished = drive(&cluster.endpoint, project.clone(), state_dir, EVERY)
+            .await
+            .unwrap();
         assert_eq!(finished.failed.len(), FAILED_SHOWN);
         let text = summary(&finished, Duration::from_secs(65), state_dir);
         assert!(
@@ -341,11 +347,13 @@ mod tests {
 
         // The same command again resumes (here: re-reports) the project; another program
         // under the same name is refused.
-        let again = drive(&cluster.addr, project.clone(), state_dir, EVERY).await.unwrap();
+        let again = drive(&cluster.endpoint, project.clone(), state_dir, EVERY)
+            .await
+            .unwrap();
         assert_eq!(again.progress.failed, 12);
         let mut other = project;
         other.spec = RunSpec::new("true");
-        let err = drive(&cluster.addr, other, state_dir, EVERY).await.err().unwrap();
+        let err = drive(&cluster.endpoint, other, state_dir, EVERY).await.err().unwrap();
         assert!(matches!(err, CliError::LocalConflict { .. }), "{err}");
         cluster.stop().await;
     }

@@ -3,7 +3,7 @@
 use super::print_json;
 use crate::Outcome;
 use crate::args::LogsArgs;
-use crate::client::Herzog;
+use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use common::wire::Logs;
 use std::io::Write;
@@ -13,7 +13,7 @@ const MAX_BYTES: u64 = 1024 * 1024;
 
 /// Prints stdout on stdout and stderr, labelled, on stderr; `--stdout` or `--stderr` prints
 /// only that stream, on stdout, unlabelled.
-pub(crate) async fn run(args: &LogsArgs, addr: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+pub(crate) async fn run(args: &LogsArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let logs = herzog.logs(&args.project, &args.fragment, MAX_BYTES).await?;
     if args.output.json {
@@ -73,7 +73,7 @@ mod tests {
         }
     }
 
-    async fn logs(addr: &str, args: &LogsArgs) -> String {
+    async fn logs(addr: &Endpoint, args: &LogsArgs) -> String {
         let mut out = Vec::new();
         assert_eq!(run(args, addr, &mut out).await.unwrap(), Outcome::Ok);
         String::from_utf8(out).unwrap()
@@ -82,7 +82,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prints_the_chosen_stream() {
         let mut cluster = Cluster::herzog().await;
-        let addr = cluster.addr.clone();
+        let addr = cluster.endpoint.clone();
         // Before any worker: the fragment has not run, so it has no output yet.
         let dir = cluster.inputs([("a.txt", "not read yet\n")]);
         cluster.add("q", dir, "cat").await;

@@ -3,7 +3,7 @@
 use super::print_json;
 use crate::Outcome;
 use crate::args::ProgressArgs;
-use crate::client::Herzog;
+use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use crate::table::{Align, Table, percent};
 use common::wire::ProjectProgress;
@@ -19,7 +19,7 @@ const RUNNING_STYLE: &str =
     "{prefix:>20!} [{bar:30.cyan/blue}] {pos}/{len} {percent:>3}%  {per_sec:1}  ETA {eta}  {msg}";
 const FINISHED_STYLE: &str = "{prefix:>20!} [{bar:30.green/blue}] {pos}/{len} in {elapsed}  {msg}";
 
-pub(crate) async fn run(args: &ProgressArgs, addr: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+pub(crate) async fn run(args: &ProgressArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let project = args.project.as_deref();
     if args.watch {
@@ -276,12 +276,12 @@ mod tests {
         // `hz progress NAME --watch` on a finished project ends at its first look.
         let mut out = Vec::new();
         assert_eq!(
-            run(&args(Some("ok")), &cluster.addr, &mut out).await.unwrap(),
+            run(&args(Some("ok")), &cluster.endpoint, &mut out).await.unwrap(),
             Outcome::Ok
         );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("ok") && !text.contains("will-fail"), "{text}");
-        let failed = run(&args(Some("will-fail")), &cluster.addr, &mut Vec::new()).await;
+        let failed = run(&args(Some("will-fail")), &cluster.endpoint, &mut Vec::new()).await;
         assert_eq!(failed.unwrap(), Outcome::WorkFailed);
         let err = watch(&cluster.herzog, Some("nope"), EVERY).await.unwrap_err();
         assert_eq!(err.exit_code(), 2, "{err}");
@@ -300,7 +300,10 @@ mod tests {
         assert!(last.expect("watch looked twice").unwrap().is_empty());
         // `hz progress --watch` then prints the table of every project.
         let mut out = Vec::new();
-        assert_eq!(run(&args(None), &cluster.addr, &mut out).await.unwrap(), Outcome::Ok);
+        assert_eq!(
+            run(&args(None), &cluster.endpoint, &mut out).await.unwrap(),
+            Outcome::Ok
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("done") && text.contains("100"), "{text}");
         cluster.stop().await;

@@ -2,10 +2,10 @@
 
 use crate::Outcome;
 use crate::args::RemoveArgs;
-use crate::client::Herzog;
+use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 
-pub(crate) async fn run(args: &RemoveArgs, addr: &str) -> Result<Outcome, CliError> {
+pub(crate) async fn run(args: &RemoveArgs, addr: &Endpoint) -> Result<Outcome, CliError> {
     let herzog = Herzog::connect(addr).await?;
     herzog.project_remove(&args.project).await?;
     note!("removed project {}", args.project);

@@ -2,10 +2,10 @@
 
 use crate::Outcome;
 use crate::args::RetryArgs;
-use crate::client::Herzog;
+use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 
-pub(crate) async fn run(args: &RetryArgs, addr: &str) -> Result<Outcome, CliError> {
+pub(crate) async fn run(args: &RetryArgs, addr: &Endpoint) -> Result<Outcome, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let requeued = herzog.project_retry(&args.project).await?;
     if requeued == 0 {
@@ -43,7 +43,9 @@ mod tests {
             .unwrap();
         assert!(failed.iter().all(|f| f.exit == Some(Exit::Code(3))), "{failed:?}");
 
-        run(&RetryArgs { project: "p".into() }, &cluster.addr).await.unwrap();
+        run(&RetryArgs { project: "p".into() }, &cluster.endpoint)
+            .await
+            .unwrap();
         let second = cluster.finish("p").await;
         assert_eq!((second.succeeded, second.failed), (4, 0));
         // Each fragment ran once more, its attempt count started afresh.
@@ -56,10 +58,12 @@ mod tests {
             assert_ne!(after.attempt, before.attempt, "{after:?}");
         }
         // Nothing left to retry.
-        run(&RetryArgs { project: "p".into() }, &cluster.addr).await.unwrap();
+        run(&RetryArgs { project: "p".into() }, &cluster.endpoint)
+            .await
+            .unwrap();
         assert_eq!(cluster.herzog.project_progress(Some("p")).await.unwrap()[0].pending, 0);
 
-        let err = run(&RetryArgs { project: "q".into() }, &cluster.addr)
+        let err = run(&RetryArgs { project: "q".into() }, &cluster.endpoint)
             .await
             .unwrap_err();
         assert_eq!(err.exit_code(), 2);

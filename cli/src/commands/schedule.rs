@@ -3,12 +3,12 @@
 use super::print_json;
 use crate::Outcome;
 use crate::args::ScheduleArgs;
-use crate::client::Herzog;
+use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use common::wire::Policy;
 use std::io::Write;
 
-pub(crate) async fn run(args: &ScheduleArgs, addr: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
+pub(crate) async fn run(args: &ScheduleArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let wanted = args.policy.as_deref().map(parse_policy).transpose()?;
     let herzog = Herzog::connect(addr).await?;
     let policy = match wanted {

@@ -1,0 +1,370 @@
+//! The cluster's own certificate authority and mutual TLS on every connection.
+//!
+//! Each party holds one *bundle* file: its certificate, the cluster CA's certificate and its
+//! private key, in PEM. A certificate names its holder (common name) and its role
+//! (organizational unit `herzog-role:<role>`); herzog checks the role of the peer on every
+//! connection and the name on every worker call. herzog's own certificate carries the DNS
+//! name `herzog`, which clients verify whatever address they dialed, so addresses can change
+//! without reissuing certificates. One crypto provider (ring) everywhere.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The name clients verify herzog's certificate against.
+pub const SERVER_NAME: &str = "herzog";
+const ROLE_PREFIX: &str = "herzog-role:";
+
+/// What a certificate allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A user: submit, remove, schedule, read.
+    Admin,
+    /// A kinski: register, heartbeat, report its own attempts, serve starts.
+    Worker,
+    /// herzog itself.
+    Coordinator,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Admin => "admin",
+            Role::Worker => "worker",
+            Role::Coordinator => "coordinator",
+        })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = TlsError;
+    fn from_str(s: &str) -> Result<Role, TlsError> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "worker" => Ok(Role::Worker),
+            "coordinator" => Ok(Role::Coordinator),
+            other => Err(TlsError::BadRole {
+                role: other.to_string(),
+            }),
+        }
+    }
+}
+
+/// Why certificates could not be made, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a herzog certificate bundle: {reason}; make one with `herzog certs issue`")]
+    BadBundle { path: PathBuf, reason: String },
+    #[error("unknown role '{role}': use admin or worker")]
+    BadRole { role: String },
+    #[error("failed to make a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("failed to build the TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("the peer's certificate names no herzog role: it was not issued by `herzog certs`")]
+    NoRole,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A party's certificate, key and the CA it trusts, with the name and role it was issued.
+#[derive(Debug)]
+pub struct Identity {
+    pub name: String,
+    pub role: Role,
+    /// The certificate's expiry, as Unix seconds.
+    pub not_after: i64,
+    cert: CertificateDer<'static>,
+    ca: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity {
+            name: self.name.clone(),
+            role: self.role,
+            not_after: self.not_after,
+            cert: self.cert.clone(),
+            ca: self.ca.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+/// The holder name and role written in a certificate.
+pub fn name_and_role(cert: &CertificateDer<'_>) -> Result<(String, Role, i64), TlsError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| TlsError::NoRole)?;
+    let subject = parsed.subject();
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let role = subject
+        .iter_organizational_unit()
+        .filter_map(|ou| ou.as_str().ok())
+        .find_map(|ou| ou.strip_prefix(ROLE_PREFIX))
+        .ok_or(TlsError::NoRole)?
+        .parse()?;
+    Ok((name, role, parsed.validity().not_after.timestamp()))
+}
+
+impl Identity {
+    /// Parses a bundle: the holder's certificate first, the CA's last, and the private key.
+    pub fn from_pem(pem: &[u8], path: &Path) -> Result<Identity, TlsError> {
+        let bad = |reason: &str| TlsError::BadBundle {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(&format!("unreadable certificate: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(pem).map_err(|_| bad("no private key"))?;
+        let (cert, ca) = match certs.as_slice() {
+            [cert, .., ca] => (cert.clone(), ca.clone()),
+            _ => return Err(bad("it needs the holder's certificate and the CA's certificate")),
+        };
+        let (name, role, not_after) = name_and_role(&cert).map_err(|e| bad(&e.to_string()))?;
+        Ok(Identity {
+            name,
+            role,
+            not_after,
+            cert,
+            ca,
+            key,
+        })
+    }
+
+    /// Reads a bundle file.
+    pub fn load(path: &Path) -> Result<Identity, TlsError> {
+        let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_pem(&pem, path)
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.clone())?;
+        Ok(Arc::new(roots))
+    }
+
+    /// The server side: herzog requires a client certificate from the cluster's CA.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
+            .build()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.cert.clone(), self.ca.clone()], self.key.clone_key())?;
+        Ok(Arc::new(config))
+    }
+
+    /// The client side: trusts only the cluster's CA and presents this identity.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(vec![self.cert.clone(), self.ca.clone()], self.key.clone_key())?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// The server name every client verifies.
+pub fn server_name() -> ServerName<'static> {
+    ServerName::try_from(SERVER_NAME).expect("a valid DNS name")
+}
+
+/// The cluster's certificate authority.
+pub struct Authority {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authority")
+    }
+}
+
+fn validity(params: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    // An hour back, so a clock a little behind does not reject a fresh certificate.
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+}
+
+impl Authority {
+    /// A new CA, valid for `days`.
+    pub fn generate(days: u32) -> Result<Authority, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "herzog cluster CA");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        validity(&mut params, days);
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Authority {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads a CA from its certificate and key files.
+    pub fn load(cert: &Path, key: &Path) -> Result<Authority, TlsError> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| TlsError::Read {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let cert_pem = read(cert)?;
+        let key = KeyPair::from_pem(&read(key)?)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
+        Ok(Authority { cert_pem, issuer })
+    }
+
+    /// Writes `ca.pem` and `ca.key` (mode 0600) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        write_file(&dir.join("ca.pem"), &self.cert_pem, 0o644)?;
+        write_file(&dir.join("ca.key"), &self.issuer.key().serialize_pem(), 0o600)
+    }
+
+    /// Issues a certificate for `name` with `role`, valid for `days` (a negative number makes
+    /// an already expired one, for tests), and returns its bundle.
+    pub fn issue(&self, name: &str, role: Role, days: i64) -> Result<String, TlsError> {
+        let sans = if role == Role::Coordinator {
+            vec![SERVER_NAME.to_string()]
+        } else {
+            Vec::new()
+        };
+        let mut params = CertificateParams::new(sans)?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, format!("{ROLE_PREFIX}{role}"));
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = match role {
+            Role::Coordinator => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        };
+        let now = time::OffsetDateTime::now_utc();
+        if days < 0 {
+            params.not_before = now + time::Duration::days(days - 1);
+            params.not_after = now + time::Duration::days(days);
+        } else {
+            validity(&mut params, days as u32);
+        }
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(format!("{}{}{}", cert.pem(), self.cert_pem, key.serialize_pem()))
+    }
+}
+
+/// Writes a file with the given mode, creating its directory.
+pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let write = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(write)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(write)?;
+    f.write_all(text.as_bytes()).map_err(write)
+}
+
+/// A fresh CA and the bundles one machine needs to run herzog, a worker and a client, kept
+/// in memory (what `hz local` uses: no unauthenticated port, no set-up).
+pub fn ephemeral(worker: &str) -> Result<(Identity, Identity, Identity), TlsError> {
+    let ca = Authority::generate(2)?;
+    let load = |pem: String| Identity::from_pem(pem.as_bytes(), Path::new("(in memory)"));
+    Ok((
+        load(ca.issue("herzog", Role::Coordinator, 2)?)?,
+        load(ca.issue(worker, Role::Worker, 2)?)?,
+        load(ca.issue("local-admin", Role::Admin, 2)?)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_bundles_carry_name_and_role_and_build_configs() {
+        let ca = Authority::generate(1).unwrap();
+        for (name, role) in [
+            ("herzog", Role::Coordinator),
+            ("euclid", Role::Worker),
+            ("ada", Role::Admin),
+        ] {
+            let id = Identity::from_pem(ca.issue(name, role, 30).unwrap().as_bytes(), Path::new("x")).unwrap();
+            assert_eq!((id.name.as_str(), id.role), (name, role));
+            id.server_config().unwrap();
+            id.client_config().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_saved_authority_loads_and_issues() {
+        let dir = tempfile::tempdir().unwrap();
+        Authority::generate(1).unwrap().save(dir.path()).unwrap();
+        let ca = Authority::load(&dir.path().join("ca.pem"), &dir.path().join("ca.key")).unwrap();
+        let id = Identity::from_pem(ca.issue("w", Role::Worker, 1).unwrap().as_bytes(), Path::new("x")).unwrap();
+        assert_eq!(id.role, Role::Worker);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn bad_bundles_are_named() {
+        let err = Identity::from_pem(b"not pem", Path::new("/etc/x.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/etc/x.pem") && err.contains("herzog certs issue"),
+            "{err}"
+        );
+    }
+}
