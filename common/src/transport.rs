@@ -175,11 +175,15 @@ pub async fn dial(addr: &str, hello: &Hello, connector: &Connector) -> Result<Cl
         Err(_) => return Err(ConnectError::Timeout { addr: addr.to_string() }),
         Ok(result) => result.map_err(tls_error)?,
     };
-    write_frame(&mut stream, hello).await.map_err(tls_error)?;
-    // With TLS 1.3 a server that rejects our certificate says so only now, on the first read.
+    // With TLS 1.3 a server that rejects our certificate says so only after the handshake,
+    // in an alert that the read below receives, even when the write already failed.
+    let written = write_frame(&mut stream, hello).await;
     match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<_, HelloReply>(&mut stream)).await {
         Err(_) => Err(ConnectError::Timeout { addr: addr.to_string() }),
-        Ok(Err(e)) => Err(tls_error(e)),
+        Ok(Err(read)) => Err(tls_error(match written {
+            Err(write) if read.get_ref().is_none_or(|e| !e.is::<rustls::Error>()) => write,
+            _ => read,
+        })),
         Ok(Ok(HelloReply::Refused { reason })) => Err(ConnectError::Refused {
             addr: addr.to_string(),
             reason,

@@ -91,6 +91,17 @@ pub async fn run(
     Ok(())
 }
 
+/// Closes a refused connection gently: the alert saying why was sent, and a client that
+/// writes before reading (TLS 1.3 finishes the client's handshake before the server has
+/// checked its certificate) would otherwise get a reset that discards it.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+}
+
 /// Whether a certificate of `role` named `name` may open a connection for `hello`.
 fn authorize(hello: &Hello, name: &str, role: Role) -> Result<(), String> {
     match (hello, role) {
@@ -116,9 +127,13 @@ async fn serve_connection(
     connections: Connections,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut stream = match tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(stream)).await {
+    let mut stream = match tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(stream).into_fallible()).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return tracing::warn!(%peer, reason = %describe_tls(&e), "TLS handshake failed; closing"),
+        Ok(Err((e, tcp))) => {
+            tracing::warn!(%peer, reason = %describe_tls(&e), "TLS handshake failed; closing");
+            linger(tcp).await;
+            return;
+        }
         Err(_) => return tracing::warn!(%peer, "no TLS handshake in time; closing"),
     };
     let identity = stream

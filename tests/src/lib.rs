@@ -469,6 +469,17 @@ impl Cluster {
         output_within(&mut cmd, HZ_LIMIT)
     }
 
+    /// Runs `hz --herzog ADDR ARGS...` presenting the certificate bundle `tls` instead of the
+    /// admin's.
+    pub fn hz_as(&self, tls: &Path, args: &[&str]) -> Output {
+        let mut cmd = command(&bin("hz"));
+        cmd.args(["--herzog", &self.addr])
+            .env("HERZOG_TLS", tls)
+            .args(args)
+            .current_dir(self.dir());
+        output_within(&mut cmd, HZ_LIMIT)
+    }
+
     /// Runs hz, asserts it exits 0 and returns its stdout.
     pub fn hz_ok(&self, args: &[&str]) -> String {
         let out = self.hz(args);

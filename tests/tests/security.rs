@@ -1,0 +1,163 @@
+//! Mutual TLS and roles over real TCP: a client with no certificate, one from another CA, an
+//! expired one and one of the wrong role are each refused with a message that says which, and
+//! herzog's record does not change; the right ones work.
+
+use common::service::Coordinator;
+use common::tls::{Authority, Identity, Role};
+use common::transport::{ConnectError, Connector, Hello, dial, registry_client};
+use common::wire::{Completion, Exit, ProjectProgress};
+use std::path::{Path, PathBuf};
+use tests::{Cluster, bundle};
+
+fn write_bundle(dir: &Path, file: &str, pem: String) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(&path, pem).unwrap();
+    path
+}
+
+fn the_clusters_ca(cluster: &Cluster) -> Authority {
+    let pki = cluster.dir().join("pki");
+    Authority::load(&pki.join("ca.pem"), &pki.join("ca.key")).unwrap()
+}
+
+#[test]
+fn hz_with_a_foreign_expired_or_worker_certificate_is_refused_and_nothing_changes() {
+    let cluster = Cluster::start(&[]);
+    cluster.inputs("kept", 3);
+    cluster.hz_ok(&["action", "kept", "true"]);
+    cluster.inputs("other", 2);
+    let before: Vec<ProjectProgress> = cluster.hz_json(&["list"]);
+
+    let foreign = write_bundle(
+        cluster.dir(),
+        "foreign.pem",
+        Authority::generate(1)
+            .unwrap()
+            .issue("mallory", Role::Admin, 1)
+            .unwrap(),
+    );
+    let expired = write_bundle(
+        cluster.dir(),
+        "expired.pem",
+        the_clusters_ca(&cluster).issue("old-admin", Role::Admin, -1).unwrap(),
+    );
+    let worker = bundle(cluster.dir(), "euclid", "worker");
+    for (tls, says) in [
+        (&foreign, "not from this cluster's CA"),
+        (&expired, "expired"),
+        (&worker, "admin certificate"),
+    ] {
+        for args in [
+            &["remove", "kept"][..],
+            &["action", "other", "true"],
+            &["schedule", "kept"],
+            &["list"],
+        ] {
+            let out = cluster.hz_as(tls, args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(5), "{} {args:?}: {err}", tls.display());
+            assert!(
+                err.contains(says),
+                "{} {args:?} should say {says:?}: {err}",
+                tls.display()
+            );
+        }
+    }
+    let after: Vec<ProjectProgress> = cluster.hz_json(&["list"]);
+    assert_eq!(before, after);
+    let policy = cluster.hz_ok(&["schedule"]);
+    assert!(policy.contains("fair"), "{policy}");
+    // herzog's log says why, too.
+    let mut cluster = cluster;
+    let line = cluster.herzog_wait_for("has expired", std::time::Duration::from_secs(10));
+    assert!(line.contains("TLS handshake failed"), "{line}");
+    cluster.herzog_wait_for("cannot use hz's service", std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn a_client_without_a_certificate_is_refused_by_the_handshake() {
+    let mut cluster = Cluster::start(&[]);
+    let ca = cluster.dir().join("pki/ca.pem");
+    // openssl, a real TLS client, trusting our CA but presenting no certificate.
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            cluster.addr(),
+            "-servername",
+            "herzog",
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(&ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It verified herzog's certificate against the cluster CA, then was refused for lack of one.
+    assert!(text.contains("Verify return code: 0"), "{text}");
+    let line = cluster.herzog_wait_for("TLS handshake failed", std::time::Duration::from_secs(10));
+    assert!(line.contains("presented no certificate"), "{line}");
+    let list: Vec<ProjectProgress> = cluster.hz_json(&["list"]);
+    assert!(list.is_empty());
+}
+
+#[test]
+fn workers_are_held_to_their_role_and_their_own_name() {
+    let cluster = Cluster::start(&[]);
+    let dir = cluster.dir().to_path_buf();
+    let addr = cluster.addr().to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let admin = Identity::load(&bundle(&dir, "admin", "admin")).unwrap();
+        let euclid = Identity::load(&bundle(&dir, "euclid", "worker")).unwrap();
+        let admin = Connector::new(&admin).unwrap();
+        let euclid = Connector::new(&euclid).unwrap();
+
+        // An admin certificate cannot register or report as a worker.
+        for hello in [Hello::Registry, Hello::Worker { name: "euclid".into() }] {
+            match dial(&addr, &hello, &admin).await {
+                Err(ConnectError::Refused { reason, .. }) => assert!(reason.contains("worker certificate"), "{reason}"),
+                other => panic!("{hello:?} with an admin certificate: {:?}", other.map(|_| ())),
+            }
+        }
+        // euclid cannot serve starts in newton's name...
+        match dial(&addr, &Hello::Worker { name: "newton".into() }, &euclid).await {
+            Err(ConnectError::Refused { reason, .. }) => assert!(reason.contains("'euclid'"), "{reason}"),
+            other => panic!("impersonation was not refused: {:?}", other.map(|_| ())),
+        }
+        // ...nor report for newton over its own registry connection.
+        let registry = registry_client(&addr, &euclid).await.unwrap();
+        let completion = Completion {
+            attempt: common::AttemptId(1),
+            exit: Exit::Code(0),
+            wall_ms: 1,
+            cpu_ms: 1,
+            peak_rss_kb: 1,
+            finished_at: 0,
+        };
+        let ctx = tarpc::context::current();
+        let refused = registry
+            .fragment_complete(ctx, "newton".into(), completion)
+            .await
+            .unwrap();
+        match refused {
+            Err(common::ApiError::NotYourName { certificate, claimed }) => {
+                assert_eq!((certificate.as_str(), claimed.as_str()), ("euclid", "newton"));
+            }
+            other => panic!("reporting in another worker's name: {other:?}"),
+        }
+        // A worker certificate gets no user service.
+        match common::transport::coordinator_client(&addr, &euclid).await {
+            Err(ConnectError::Refused { reason, .. }) => assert!(reason.contains("admin certificate"), "{reason}"),
+            other => panic!("a worker reached the user service: {:?}", other.map(|_| ())),
+        }
+        // The admin does.
+        let client = common::transport::coordinator_client(&addr, &admin).await.unwrap();
+        assert!(client.workers(tarpc::context::current()).await.unwrap().is_empty());
+    });
+}
