@@ -91,6 +91,12 @@ impl Cluster {
                 Path::new("test"),
             )
             .unwrap(),
+            run_as: Some(
+                nix::unistd::User::from_uid(nix::unistd::geteuid())
+                    .unwrap()
+                    .unwrap()
+                    .name,
+            ),
         };
         let task = tokio::spawn(kinski::run(config, stopped(rx)));
         self.workers.push(Worker {

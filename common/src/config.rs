@@ -73,11 +73,14 @@ pub struct KinskiSection {
     pub log_level: String,
     /// This worker's certificate bundle (from `herzog certs issue NAME --role worker`).
     pub tls: Option<PathBuf>,
+    /// The user programs run as; required when kinski runs as root.
+    pub run_as: Option<String>,
 }
 
 impl Default for KinskiSection {
     fn default() -> Self {
         KinskiSection {
+            run_as: None,
             tls: None,
             name: None,
             slots: None,

@@ -7,6 +7,7 @@ mod resources;
 mod service;
 mod session;
 mod supervisor;
+pub mod user;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// This worker's certificate bundle (role worker, named `name`).
     pub identity: common::tls::Identity,
+    /// The user programs run as; required when kinski runs as root (see [`user::resolve`]).
+    pub run_as: Option<String>,
 }
 
 /// Why kinski stopped.
@@ -40,6 +43,8 @@ pub enum KinskiError {
     Journal(#[from] journal::JournalError),
     #[error(transparent)]
     Tls(#[from] common::tls::TlsError),
+    #[error(transparent)]
+    User(#[from] user::UserError),
     #[error(
         "the certificate is for {role} '{certificate}', but this worker is '{name}': issue one with `herzog certs issue {name} --role worker`"
     )]
@@ -66,6 +71,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         });
     }
     let connector = common::transport::Connector::new(&config.identity)?;
+    let run_as = user::resolve(config.run_as.as_deref())?;
+    if run_as.is_none() && nix::unistd::geteuid().is_root() {
+        tracing::warn!("programs run as root, as configured (kinski.run_as = \"root\")");
+    }
     std::fs::create_dir_all(&config.state_dir).map_err(|source| KinskiError::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -82,7 +91,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     // A queue as deep as the slots keeps every slot busy across herzog's round trip.
     let slots = config.slots.max(1);
-    let supervisor = supervisor::Supervisor::new(slots, slots, journal, recovered.unacked);
+    let supervisor = supervisor::Supervisor::new(slots, slots, run_as, journal, recovered.unacked);
     let resources = resources::probe(slots, slots, &config.state_dir);
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %config.herzog, "kinski starting");
     tokio::pin!(shutdown);

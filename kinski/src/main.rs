@@ -35,6 +35,10 @@ struct Args {
     /// `herzog certs issue NAME --role worker`.
     #[arg(long, env = "KINSKI_TLS")]
     tls: Option<PathBuf>,
+    /// The user programs run as (overrides kinski.run_as). Required when kinski runs as root;
+    /// "root" only if you mean it.
+    #[arg(long)]
+    run_as: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -108,7 +112,14 @@ fn main() -> ExitCode {
         slots: args.slots.or(k.slots).unwrap_or_else(kinski::default_slots),
         state_dir,
         identity,
+        run_as: args.run_as.or(k.run_as),
     };
+    // Refuse before anything starts: root without a user to run programs as, or a user that
+    // does not exist.
+    if let Err(e) = kinski::user::resolve(config.run_as.as_deref()) {
+        eprintln!("kinski: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

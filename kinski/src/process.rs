@@ -118,6 +118,13 @@ impl Process {
     /// the output files, and starts `argv` in a new process group in `cwd`, with kinski's
     /// environment plus `start.env` plus the `HERZOG_*` variables, and stdin from /dev/null.
     pub fn spawn(start: &StartAttempt) -> Result<Process, SpawnError> {
+        Self::spawn_as(start, None)
+    }
+
+    /// Like [`Process::spawn`], running the program as `run_as` when given (kinski is root).
+    /// The output directory is handed to that user; the output files are opened here and
+    /// inherited, so the user needs no access to the results folder.
+    pub fn spawn_as(start: &StartAttempt, run_as: Option<&crate::user::RunAs>) -> Result<Process, SpawnError> {
         let (program, args) = start.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
         for dir in [
             start.stdout.parent(),
@@ -131,6 +138,14 @@ impl Process {
             std::fs::create_dir_all(dir).map_err(|source| SpawnError::CreateDir {
                 path: dir.to_path_buf(),
                 source,
+            })?;
+        }
+        if let Some(user) = run_as {
+            std::os::unix::fs::chown(&start.output_dir, Some(user.uid), Some(user.gid)).map_err(|source| {
+                SpawnError::CreateDir {
+                    path: start.output_dir.clone(),
+                    source,
+                }
             })?;
         }
         let stdout = open_output(&start.stdout)?;
@@ -159,9 +174,12 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
-            // No pre_exec: that keeps std on its posix_spawn path, which matters at thousands
-            // of short attempts.
+            // No pre_exec unless switching users: that keeps std on its posix_spawn path,
+            // which matters at thousands of short attempts.
             .process_group(0);
+        if let Some(user) = run_as {
+            user.apply(&mut command);
+        }
 
         let started = Instant::now();
         let child = command

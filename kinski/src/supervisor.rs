@@ -44,6 +44,7 @@ pub(crate) struct Supervisor {
     inner: Arc<Mutex<Inner>>,
     slots: u32,
     queue: u32,
+    run_as: Option<crate::user::RunAs>,
     /// Woken when a completion is queued.
     pub(crate) finished: Arc<Notify>,
     shutting_down: Arc<AtomicBool>,
@@ -51,7 +52,13 @@ pub(crate) struct Supervisor {
 
 impl Supervisor {
     /// A supervisor holding the completions a previous kinski left unacknowledged.
-    pub(crate) fn new(slots: u32, queue: u32, journal: Journal, unacked: Vec<Completion>) -> Self {
+    pub(crate) fn new(
+        slots: u32,
+        queue: u32,
+        run_as: Option<crate::user::RunAs>,
+        journal: Journal,
+        unacked: Vec<Completion>,
+    ) -> Self {
         let unacked = unacked.into_iter().map(|c| (c.attempt, c)).collect();
         let inner = Inner {
             running: HashMap::new(),
@@ -63,6 +70,7 @@ impl Supervisor {
             inner: Arc::new(Mutex::new(inner)),
             slots,
             queue,
+            run_as,
             finished: Arc::new(Notify::new()),
             shutting_down: Arc::default(),
         }
@@ -96,7 +104,7 @@ impl Supervisor {
     fn launch(&self, inner: &mut Inner, start: StartAttempt) {
         let attempt = start.attempt;
         let grace = Duration::from_millis(start.grace_ms);
-        match Process::spawn(&start) {
+        match Process::spawn_as(&start, self.run_as.as_ref()) {
             Ok(process) => {
                 let pid = process.pid();
                 tracing::info!(%attempt, project = %start.project, fragment = %start.fragment, pid, "attempt started");

@@ -2,7 +2,6 @@
 //! expired one and one of the wrong role are each refused with a message that says which, and
 //! herzog's record does not change; the right ones work.
 
-use common::service::Coordinator;
 use common::tls::{Authority, Identity, Role};
 use common::transport::{ConnectError, Connector, Hello, dial, registry_client};
 use common::wire::{Completion, Exit, ProjectProgress};
@@ -160,4 +159,61 @@ fn workers_are_held_to_their_role_and_their_own_name() {
         let client = common::transport::coordinator_client(&addr, &admin).await.unwrap();
         assert!(client.workers(tarpc::context::current()).await.unwrap().is_empty());
     });
+}
+
+#[test]
+fn a_root_kinski_runs_programs_as_the_configured_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED a_root_kinski_runs_programs_as_the_configured_user: it needs root to switch users");
+        return;
+    }
+    let mut cluster = Cluster::start(&[]);
+    let dir = cluster.dir().to_path_buf();
+    // Without a user to run programs as, a root kinski refuses to start.
+    let refused = tests::output_within(
+        std::process::Command::new(tests::bin("kinski"))
+            .args(["--herzog", cluster.addr(), "--name", "root-worker", "--tls"])
+            .arg(bundle(&dir, "root-worker", "worker"))
+            .arg("--state-dir")
+            .arg(dir.join("kinski-refused"))
+            .env_remove("HERZOG_CONFIG"),
+        std::time::Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("run_as"), "{err}");
+
+    let mut cmd = std::process::Command::new(tests::bin("kinski"));
+    cmd.args([
+        "--herzog",
+        cluster.addr(),
+        "--name",
+        "nobody-worker",
+        "--run-as",
+        "nobody",
+        "--tls",
+    ])
+    .arg(bundle(&dir, "nobody-worker", "worker"))
+    .arg("--state-dir")
+    .arg(dir.join("kinski-nobody"))
+    .env_remove("HERZOG_CONFIG")
+    .env("NO_COLOR", "1");
+    let mut worker = tests::Daemon::spawn("kinski-nobody", cmd);
+    worker.wait_for("registered with herzog", std::time::Duration::from_secs(20));
+
+    // The program checks its own identity: uid, gid and groups of nobody, not root's.
+    cluster.inputs("who", 2);
+    cluster.hz_ok(&["action", "who", "sh -c 'id -u; id -g; id -G' {}"]);
+    cluster.hz_ok(&["progress", "who", "--watch"]);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let expected = format!("{}\n{}\n", nobody.uid, nobody.gid);
+    for fragment in ["f0000", "f0001"] {
+        let out = cluster.hz_ok(&["logs", "who", fragment]);
+        assert!(out.starts_with(&expected), "{fragment} ran as: {out:?}");
+        assert!(
+            !out.lines().nth(2).unwrap_or("").split(' ').any(|g| g == "0"),
+            "root's group kept: {out:?}"
+        );
+    }
+    drop(worker);
 }
