@@ -91,12 +91,7 @@ impl Cluster {
                 Path::new("test"),
             )
             .unwrap(),
-            run_as: Some(
-                nix::unistd::User::from_uid(nix::unistd::geteuid())
-                    .unwrap()
-                    .unwrap()
-                    .name,
-            ),
+            run_as: Some(kinski::user::current_user()),
         };
         let task = tokio::spawn(kinski::run(config, stopped(rx)));
         self.workers.push(Worker {

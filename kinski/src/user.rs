@@ -51,15 +51,21 @@ fn lookup(name: &str) -> Result<RunAs, UserError> {
     })
 }
 
+/// The name of the user this process runs as (its uid if it has no name).
+pub fn current_user() -> String {
+    let euid = nix::unistd::geteuid();
+    nix::unistd::User::from_uid(euid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| euid.to_string())
+}
+
 /// Decides whom programs run as. Root must name a user (possibly "root", on purpose); anyone
 /// else runs programs as themselves, and may only name themselves.
 pub fn resolve(run_as: Option<&str>) -> Result<Option<RunAs>, UserError> {
     let euid = nix::unistd::geteuid();
-    let me = nix::unistd::User::from_uid(euid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| euid.to_string());
+    let me = current_user();
     match run_as {
         None if euid.is_root() => Err(UserError::RootWithoutUser),
         None => Ok(None),

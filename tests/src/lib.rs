@@ -400,7 +400,7 @@ impl Cluster {
         let mut cmd = command(&bin("kinski"));
         cmd.args(["--herzog", &self.addr, "--name", name, "--log-level", "info", "--tls"])
             .arg(bundle(self.dir(), name, "worker"))
-            .args(["--run-as", &current_user()])
+            .args(["--run-as", &kinski::user::current_user()])
             .args(["--slots", &slots.to_string(), "--state-dir"])
             .arg(self.kinski_state(name));
         if let Some(config) = &self.config {
@@ -939,16 +939,6 @@ pub fn executions(markers: &[Marker], project: &str) -> BTreeMap<String, usize> 
         *runs.entry(m.fragment.clone()).or_insert(0) += 1;
     }
     runs
-}
-
-/// The user the tests run as: workers run programs as this user, so root is not refused.
-pub fn current_user() -> String {
-    let uid = nix::unistd::geteuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
 }
 
 /// The certificate bundle for `name` from the cluster's CA in `<dir>/pki`, made with the real

@@ -167,7 +167,7 @@ fn a_root_kinski_runs_programs_as_the_configured_user() {
         eprintln!("SKIPPED a_root_kinski_runs_programs_as_the_configured_user: it needs root to switch users");
         return;
     }
-    let mut cluster = Cluster::start(&[]);
+    let cluster = Cluster::start(&[]);
     let dir = cluster.dir().to_path_buf();
     // Without a user to run programs as, a root kinski refuses to start.
     let refused = tests::output_within(

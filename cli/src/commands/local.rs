@@ -86,7 +86,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
             state_dir: state_dir.join("kinski"),
             identity: worker_id,
             // hz local runs programs as whoever runs hz.
-            run_as: Some(current_user()),
+            run_as: Some(kinski::user::current_user()),
         },
         stopped(stop_rx),
     )));
@@ -386,14 +386,4 @@ mod tests {
             .unwrap()
             .unwrap();
     }
-}
-
-/// The name of the user running hz.
-fn current_user() -> String {
-    let uid = nix::unistd::geteuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
 }
