@@ -6,6 +6,7 @@ pub mod error;
 pub mod ids;
 pub mod logging;
 pub mod name;
+pub mod paths;
 pub mod service;
 pub mod template;
 pub mod tls;

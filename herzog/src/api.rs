@@ -56,10 +56,10 @@ pub(crate) fn list_inputs(dir: &Path) -> Result<Vec<String>, ApiError> {
         dir: dir.display().to_string(),
         reason: e.to_string(),
     };
-    if !dir.is_absolute() {
+    if let Err(e) = common::paths::clean_absolute(dir) {
         return Err(ApiError::InvalidValue {
             what: "directory".into(),
-            reason: format!("{} is not an absolute path", dir.display()),
+            reason: e.to_string(),
         });
     }
     let mut names = Vec::new();
@@ -79,7 +79,12 @@ pub(crate) fn list_inputs(dir: &Path) -> Result<Vec<String>, ApiError> {
         if name.starts_with('.') {
             continue;
         }
-        if std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+        // read_dir gives plain names; checked anyway, since every path herzog builds from a
+        // fragment's name relies on it.
+        let Ok(path) = common::paths::child(dir, name) else {
+            continue;
+        };
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
             names.push(name.to_string());
         }
     }

@@ -86,6 +86,18 @@ impl Supervisor {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(WorkerError::ShuttingDown);
         }
+        for path in [
+            &start.input,
+            &start.cwd,
+            &start.stdout,
+            &start.stderr,
+            &start.output_dir,
+        ] {
+            common::paths::clean_absolute(path).map_err(|e| WorkerError::Prepare {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
         let mut inner = self.lock();
         if inner.holds(start.attempt) {
             return Ok(());
