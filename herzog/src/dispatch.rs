@@ -65,17 +65,26 @@ impl Dispatcher {
                     let client = self.connections.get(&worker);
                     let handle = self.handle.clone();
                     tokio::spawn(async move {
-                        let failure = match client {
-                            None => Some(format!("no connection to worker {worker}")),
+                        let event = match client {
+                            None => Some(Event::DispatchFailed {
+                                attempt,
+                                reason: format!("no connection to worker {worker}"),
+                            }),
                             Some(c) => match c.fragment_start(context_with(CALL_TIMEOUT), *start).await {
                                 Ok(Ok(())) => None,
-                                Ok(Err(e)) => Some(format!("worker {worker} refused the start: {e}")),
-                                Err(e) => Some(format!("failed to reach worker {worker}: {e}")),
+                                Ok(Err(e)) => Some(Event::StartRefused {
+                                    attempt,
+                                    reason: format!("worker {worker} refused the start: {e}"),
+                                }),
+                                Err(e) => Some(Event::DispatchFailed {
+                                    attempt,
+                                    reason: format!("failed to reach worker {worker}: {e}"),
+                                }),
                             },
                         };
-                        if let Some(reason) = failure {
-                            tracing::warn!(%attempt, %reason, "dispatch failed");
-                            handle.notify(Event::DispatchFailed { attempt, reason });
+                        if let Some(event) = event {
+                            tracing::warn!(%attempt, ?event, "dispatch failed");
+                            handle.notify(event);
                         }
                     });
                 }

@@ -95,15 +95,19 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let resources = resources::probe(slots, slots, &config.state_dir);
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %config.herzog, "kinski starting");
     tokio::pin!(shutdown);
-    let backoff = || {
+    // Jitter adds up to the delay again, so a cap of `max / 2` keeps every wait under `max`.
+    let backoff = |max: Duration| {
         ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
+            .with_min_delay(Duration::from_millis(100).min(max / 2))
+            .with_max_delay(max / 2)
             .with_jitter()
             .without_max_times()
             .build()
     };
-    let mut delays = backoff();
+    // Until the first registration: up to 5 s between tries. After it, never longer than the
+    // heartbeat interval, so a restarted herzog sees this worker back well within its timeout.
+    let mut longest = Duration::from_secs(5);
+    let mut delays = backoff(longest);
     loop {
         let session = session::Session {
             addr: &config.herzog,
@@ -112,15 +116,16 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             supervisor: &supervisor,
             resources: &resources,
         };
-        let mut registered = false;
+        let mut registered = None;
         let ended = tokio::select! {
             _ = &mut shutdown => break,
-            e = session.run(|| registered = true) => e,
+            e = session.run(|heartbeat| registered = Some(heartbeat)) => e,
         };
-        if registered {
-            delays = backoff();
+        if let Some(heartbeat) = registered {
+            longest = heartbeat.clamp(Duration::from_millis(200), Duration::from_secs(5));
+            delays = backoff(longest);
         }
-        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        let delay = delays.next().unwrap_or(longest);
         tracing::warn!(error = %ended, retry_in_ms = delay.as_millis() as u64, "session with herzog ended; reconnecting");
         tokio::select! {
             _ = &mut shutdown => break,

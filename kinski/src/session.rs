@@ -41,14 +41,14 @@ async fn spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) {
 
 impl Session<'_> {
     /// Runs until the session breaks; `Ok` never happens, so the result is the reason.
-    pub(crate) async fn run(&self, on_registered: impl FnOnce()) -> SessionError {
+    pub(crate) async fn run(&self, on_registered: impl FnOnce(Duration)) -> SessionError {
         match self.run_inner(on_registered).await {
             Ok(never) => match never {},
             Err(e) => e,
         }
     }
 
-    async fn run_inner(&self, on_registered: impl FnOnce()) -> Result<std::convert::Infallible, SessionError> {
+    async fn run_inner(&self, on_registered: impl FnOnce(Duration)) -> Result<std::convert::Infallible, SessionError> {
         let registry = registry_client(self.addr, self.connector).await?;
         let stream = dial(
             self.addr,
@@ -78,7 +78,7 @@ impl Session<'_> {
             )
             .await??;
         tracing::info!(herzog = %self.addr, heartbeat_ms = registered.heartbeat_ms, "registered with herzog");
-        on_registered();
+        on_registered(Duration::from_millis(registered.heartbeat_ms));
         let mut beat = tokio::time::interval(Duration::from_millis(registered.heartbeat_ms.max(50)));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await;

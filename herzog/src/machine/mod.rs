@@ -75,6 +75,9 @@ pub(crate) struct Worker {
     pub(crate) last_seen: Millis,
     /// Attempts herzog believes run there.
     pub(crate) running: BTreeSet<AttemptId>,
+    /// Attempts it last reported that herzog does not expect (being stopped): they hold
+    /// slots until they are gone.
+    pub(crate) foreign: u32,
 }
 
 /// Where a live attempt belongs.
@@ -147,6 +150,7 @@ impl Machine {
                     link: Link::Disconnected { since: now },
                     last_seen: now,
                     running: BTreeSet::new(),
+                    foreign: 0,
                 },
             );
         }
@@ -171,6 +175,7 @@ impl Machine {
                             link: Link::Disconnected { since: now },
                             last_seen: now,
                             running: BTreeSet::new(),
+                            foreign: 0,
                         });
                         w.running.insert(*attempt);
                     }
@@ -207,6 +212,17 @@ impl Machine {
                     && w.link == Link::Connected
                 {
                     w.link = Link::Disconnected { since: now };
+                }
+                Ok(Reply::Done)
+            }
+            Event::StartRefused { attempt, reason } => {
+                // The program never ran: requeue without spending one of its attempts.
+                if let Some(l) = self.live.get(&attempt).copied()
+                    && let Some(p) = self.projects.get_mut(&l.project)
+                {
+                    let f = &mut p.fragments[l.index as usize];
+                    f.attempts = f.attempts.saturating_sub(1);
+                    self.end_live(now, attempt, AttemptEnd::Lost, None, Some(reason));
                 }
                 Ok(Reply::Done)
             }
@@ -371,6 +387,7 @@ impl Machine {
             link: Link::Connected,
             last_seen: now,
             running: BTreeSet::new(),
+            foreign: 0,
         });
         w.resources = resources.clone();
         w.link = Link::Connected;
@@ -403,6 +420,9 @@ impl Machine {
     fn reconcile(&mut self, now: Millis, worker: &str, reported: &[AttemptId]) {
         let reported_set: BTreeSet<AttemptId> = reported.iter().copied().collect();
         let expected = self.workers.get(worker).map(|w| w.running.clone()).unwrap_or_default();
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.foreign = reported_set.difference(&expected).count() as u32;
+        }
         for &attempt in reported_set.difference(&expected) {
             tracing::warn!(%worker, %attempt, "worker runs an attempt herzog does not expect there: stopping it");
             // kinski stops it with the grace of the start it received.
@@ -605,7 +625,10 @@ impl Machine {
             .filter(|w| w.link == Link::Connected)
             .map(|w| Capacity {
                 worker: &w.name,
-                free: w.resources.capacity().saturating_sub(w.running.len() as u32),
+                free: w
+                    .resources
+                    .capacity()
+                    .saturating_sub(w.running.len() as u32 + w.foreign),
             })
             .collect();
         let priority = match &self.policy {

@@ -568,6 +568,61 @@ fn dispatch_failure_requeues_then_fails_after_max_attempts() {
     );
 }
 
+#[test]
+fn a_refused_start_costs_no_attempt_and_reported_strangers_hold_slots() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a", "b"]));
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    sched(&mut m, 0);
+    for round in 0..5 {
+        // The worker says no (its slot is still held by a program being stopped): the
+        // fragment goes back without spending an attempt, however often it happens.
+        let attempt = AttemptId(round + 1);
+        let out = ok(
+            &mut m,
+            1,
+            Event::StartRefused {
+                attempt,
+                reason: "every slot is busy".into(),
+            },
+        );
+        assert_eq!(
+            ended(&out.writes),
+            [(attempt, AttemptEnd::Lost, Some("every slot is busy".into()))]
+        );
+        assert_eq!(fragment_of(&m, "p", "a").attempts, 0);
+        assert_eq!(state(&m, "p", "a"), FragmentState::Pending);
+        let (_, e) = sched(&mut m, 2);
+        assert_eq!(starts(&e).len(), 1);
+    }
+    // A heartbeat naming an attempt herzog does not expect: it is stopped, and until it is
+    // gone it holds the slot, so nothing new is sent there.
+    let running = AttemptId(6);
+    ok(
+        &mut m,
+        3,
+        Event::Heartbeat {
+            worker: "w1".into(),
+            running: vec![running, AttemptId(99)],
+        },
+    );
+    let w = &m.workers["w1"];
+    assert_eq!((w.running.len(), w.foreign), (1, 1));
+    ok(&mut m, 4, complete_event("w1", 6, Exit::Code(0), 4));
+    let (_, e) = sched(&mut m, 4);
+    assert!(starts(&e).is_empty(), "a stranger still holds the only slot");
+    ok(
+        &mut m,
+        5,
+        Event::Heartbeat {
+            worker: "w1".into(),
+            running: vec![],
+        },
+    );
+    let (_, e) = sched(&mut m, 5);
+    assert_eq!(starts(&e).len(), 1);
+}
+
 // ----- 2. illegal transitions -----
 
 #[test]
@@ -1896,7 +1951,10 @@ proptest! {
                 .workers
                 .values()
                 .filter(|w| w.link == Link::Connected)
-                .map(|w| (w.name.clone(), w.resources.slots.saturating_sub(w.running.len() as u32)))
+                .map(|w| {
+                    let held = w.running.len() as u32 + w.foreign;
+                    (w.name.clone(), w.resources.capacity().saturating_sub(held))
+                })
                 .collect();
             let live_before = live_set(&m);
             let (writes, effects) = sched(&mut m, now);
@@ -1923,7 +1981,8 @@ proptest! {
             // Work-conserving: nothing waits while a connected worker has a free slot.
             if m.projects.values().any(|p| !p.queue.is_empty()) {
                 for w in m.workers.values().filter(|w| w.link == Link::Connected) {
-                    prop_assert!(w.running.len() as u32 >= w.resources.slots, "{} idles while work waits", w.name);
+                    let held = w.running.len() as u32 + w.foreign;
+                    prop_assert!(held >= w.resources.capacity(), "{} idles while work waits", w.name);
                 }
             }
             check_invariants(&m, &mut model);

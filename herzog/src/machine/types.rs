@@ -111,7 +111,12 @@ pub(crate) enum Event {
     Disconnected {
         worker: String,
     },
-    /// A start could not be delivered.
+    /// The worker refused a start (no free slot, shutting down): the program never ran.
+    StartRefused {
+        attempt: AttemptId,
+        reason: String,
+    },
+    /// A start could not be delivered, or it is unknown whether it was.
     DispatchFailed {
         attempt: AttemptId,
         reason: String,
