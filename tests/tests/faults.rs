@@ -17,13 +17,6 @@
 //! cargo build --workspace && cargo test -p tests --test faults -- --ignored --nocapture recovery_time_with_100k_fragments
 //! ```
 //!
-//! Two tests show bugs and are `#[ignore]`d until they are fixed (their ignore reasons say
-//! what and where):
-//!
-//! ```text
-//! cargo test -p tests --test faults -- --ignored --nocapture a_thawed_worker_costs_no_fragment_an_attempt
-//! cargo test -p tests --test faults -- --ignored --nocapture a_restarted_herzog_waits_for_redialling_workers
-//! ```
 
 use common::wire::ProjectProgress;
 use nix::sys::signal::Signal;
