@@ -130,6 +130,11 @@ impl ClusterConfig {
         Self::parse(&text, path)
     }
 
+    /// The config at `path` when one is given, else the defaults.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Self, ConfigError> {
+        path.map_or_else(|| Ok(ClusterConfig::default()), Self::load)
+    }
+
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let bad = |key, value: String, reason| ConfigError::Value {
             path: path.to_path_buf(),

@@ -125,15 +125,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cluster = match &args.config {
-        Some(path) => match ClusterConfig::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("herzog: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => ClusterConfig::default(),
+    let cluster = match ClusterConfig::load_or_default(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("herzog: {e}");
+            return ExitCode::from(2);
+        }
     };
     let h = cluster.herzog;
     let Some(tls) = args.tls.or(h.tls.clone()) else {

@@ -43,15 +43,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cluster = match &args.config {
-        Some(path) => match ClusterConfig::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("kinski: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => ClusterConfig::default(),
+    let cluster = match ClusterConfig::load_or_default(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kinski: {e}");
+            return ExitCode::from(2);
+        }
     };
     let k = cluster.kinski;
     if args.slots == Some(0) {

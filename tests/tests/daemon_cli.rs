@@ -1,0 +1,295 @@
+//! The daemons' binaries refuse bad input: one message naming the problem and the
+//! documented exit code (2 for bad configuration or arguments, 1 for a runtime failure), and
+//! `herzog certs` makes bundles with the right names and roles.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+use tests::{bin, output_within};
+
+/// How long a daemon gets to refuse; one that accepted the input would run forever.
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn daemon(name: &str, state_dir: &Path) -> Command {
+    let mut cmd = Command::new(bin(name));
+    cmd.arg("--state-dir")
+        .arg(state_dir)
+        .env_remove("HERZOG_CONFIG")
+        .env_remove("HERZOG_ADDR")
+        .env_remove("HERZOG_TLS")
+        .env_remove("KINSKI_TLS")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs herzog with `args`.
+fn herzog(state_dir: &Path, args: &[&str]) -> Output {
+    output_within(daemon("herzog", state_dir).args(args), LIMIT)
+}
+
+/// Runs kinski with `args`, and a herzog address where nothing listens.
+fn kinski(state_dir: &Path, args: &[&str]) -> Output {
+    output_within(
+        daemon("kinski", state_dir).args(["--herzog", "127.0.0.1:1"]).args(args),
+        LIMIT,
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn herzog_an_unknown_config_key_is_named_with_the_file_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        "[herzog]\nlog_level = \"info\"\nlisten_adress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("listen_adress"), "the key is not named: {err}");
+    assert!(err.contains(config.to_str().unwrap()), "the file is not named: {err}");
+    assert!(!tmp.path().join("state").join("herzog.db").exists());
+}
+
+#[test]
+fn an_unknown_config_key_is_reported_on_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        "[herzog]\nlog_level = \"info\"\nlisten_adress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("(line 3: listen_adress"), "the key is on line 3: {err}");
+}
+
+#[test]
+fn herzog_a_bad_config_value_is_named_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("cluster.toml");
+    // The default heartbeat_interval is 2s: a 1s timeout would lose every worker.
+    std::fs::write(&config, "[herzog]\nworker_timeout = \"1s\"\n").unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("herzog.worker_timeout"), "{err}");
+    assert!(err.contains(config.to_str().unwrap()), "{err}");
+    assert!(!tmp.path().join("state").join("herzog.db").exists());
+}
+
+#[test]
+fn an_unparsable_config_value_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("cluster.toml");
+    std::fs::write(&config, "[herzog]\nheartbeat_interval = \"soon\"\n").unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("heartbeat_interval"), "the key is not named: {err}");
+}
+
+#[test]
+fn a_missing_config_file_is_named_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("no-such.toml");
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(config.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn an_address_in_use_is_named_and_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let bundle = tmp.path().join("herzog.pem");
+    let ca = common::tls::Authority::generate(1).unwrap();
+    std::fs::write(&bundle, ca.issue("herzog", common::tls::Role::Coordinator, 1).unwrap()).unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--listen", &addr, "--tls", bundle.to_str().unwrap()],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("failed to listen on {addr}")), "{err}");
+    drop(taken);
+}
+
+#[test]
+fn an_unknown_flag_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = herzog(&tmp.path().join("state"), &["--listen", "127.0.0.1:0", "--slots", "3"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--slots"), "{err}");
+}
+
+#[test]
+fn without_a_certificate_herzog_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = herzog(&tmp.path().join("state"), &["--listen", "127.0.0.1:0"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("herzog certs init"), "{err}");
+    // A worker's bundle is not herzog's.
+    let ca = common::tls::Authority::generate(1).unwrap();
+    let bundle = tmp.path().join("w.pem");
+    std::fs::write(&bundle, ca.issue("w", common::tls::Role::Worker, 1).unwrap()).unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &["--listen", "127.0.0.1:0", "--tls", bundle.to_str().unwrap()],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not coordinator"), "{err}");
+}
+
+#[test]
+fn certs_init_and_issue_make_bundles_with_names_and_roles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let d = dir.to_str().unwrap();
+    let state = tmp.path().join("state");
+    let out = herzog(&state, &["certs", "init", "--dir", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = herzog(
+        &state,
+        &[
+            "certs", "issue", "euclid", "--role", "worker", "--dir", d, "--days", "30",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (file, name, role) in [
+        ("herzog.pem", "herzog", common::tls::Role::Coordinator),
+        ("admin.pem", "admin", common::tls::Role::Admin),
+        ("euclid.pem", "euclid", common::tls::Role::Worker),
+    ] {
+        let id = common::tls::Identity::load(&dir.join(file)).unwrap();
+        assert_eq!((id.name.as_str(), id.role), (name, role), "{file}");
+    }
+    // A second init would orphan every certificate issued so far.
+    let out = herzog(&state, &["certs", "init", "--dir", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already holds a CA"), "{}", stderr(&out));
+    let out = herzog(&state, &["certs", "issue", "x", "--role", "root", "--dir", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown role 'root'"), "{}", stderr(&out));
+}
+
+fn config(dir: &Path, text: &str) -> String {
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn kinski_an_unknown_config_key_is_named_with_the_file_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = config(tmp.path(), "[kinski]\nslot = 2\n");
+    let out = kinski(&tmp.path().join("state"), &["--config", &path, "--name", "w1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`slot`"), "the key is not named: {err}");
+    assert!(err.contains(&path), "the file is not named: {err}");
+    assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
+}
+
+#[test]
+fn kinski_a_bad_config_value_is_named_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The default heartbeat_interval is 2s: a 1s timeout is refused by every daemon.
+    let path = config(tmp.path(), "[herzog]\nworker_timeout = \"1s\"\n");
+    let out = kinski(&tmp.path().join("state"), &["--config", &path, "--name", "w1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("herzog.worker_timeout"), "{err}");
+    assert!(err.contains(&path), "{err}");
+
+    let path = config(tmp.path(), "[kinski]\nslots = 0\n");
+    let out = kinski(&tmp.path().join("state"), &["--config", &path, "--name", "w1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("kinski.slots"), "{err}");
+
+    let path = config(tmp.path(), "[kinski]\nname = \"a b\"\n");
+    let out = kinski(&tmp.path().join("state"), &["--config", &path]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("kinski.name"), "{err}");
+    assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
+}
+
+#[test]
+fn a_bad_name_flag_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kinski(&tmp.path().join("state"), &["--name", "a b", "--slots", "1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("'a b' is not a valid name"), "{err}");
+    assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
+}
+
+#[test]
+fn zero_slots_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kinski(&tmp.path().join("state"), &["--name", "w1", "--slots", "0"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--slots"), "{err}");
+    assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
+}
+
+#[test]
+fn a_slot_count_that_is_not_a_number_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kinski(&tmp.path().join("state"), &["--name", "w1", "--slots", "many"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("many"), "{err}");
+}
+
+#[test]
+fn a_missing_or_wrong_certificate_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kinski(&tmp.path().join("state"), &["--name", "w1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("herzog certs issue"), "{err}");
+
+    let ca = common::tls::Authority::generate(1).unwrap();
+    let bundle = tmp.path().join("w2.pem");
+    std::fs::write(&bundle, ca.issue("w2", common::tls::Role::Worker, 1).unwrap()).unwrap();
+    let out = kinski(
+        &tmp.path().join("state"),
+        &["--name", "w1", "--tls", bundle.to_str().unwrap()],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("'w2'") && err.contains("'w1'"), "{err}");
+    assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
+}
