@@ -18,7 +18,13 @@ pub fn init(state_dir: &Path, prefix: &str, filter: &str, to_stderr: bool) -> st
     let (writer, guard) = tracing_appender::non_blocking(appender);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
     let file_layer = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer);
-    let stderr_layer = to_stderr.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Colours only for a person at a terminal, not for journald or a pipe.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let stderr_layer = to_stderr.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+    });
     // A second init (tests, hz local starting both daemons) keeps the first subscriber.
     let _ = tracing_subscriber::registry()
         .with(filter)

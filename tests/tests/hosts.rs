@@ -1,0 +1,795 @@
+//! Many hosts on one machine: `tests/testbed/netns.sh` makes four network namespaces (euclid,
+//! pythagoras, leibniz, newton) on a bridge of their own, each with its own address in
+//! 10.77.0.0/24 and its own sshd. herzog runs on euclid, a kinski on every host, each started
+//! in its namespace with `ip netns exec`, so every connection crosses a real (virtual) link that
+//! a test can cut.
+//!
+//! The bed needs root, iproute2 and openssh-server (sshd) plus openssh-client (ssh, sftp,
+//! ssh-keygen). Without them every test here prints `SKIPPED: hosts::<test> because <reason>`
+//! on stderr (not captured, so it shows without `--nocapture`) and returns; with
+//! `HERZOG_TESTBED_REQUIRED=1` (CI, which runs as root and installs them) a bed that cannot
+//! be made fails the test instead.
+//!
+//! ```text
+//! cargo build --workspace && cargo test -p tests --test hosts -- --nocapture
+//! ```
+//!
+//! The two tests that run projects take turns (a lock): the link-cut test measures how long
+//! herzog takes to declare a silent host lost, which a loaded 2-core machine would blur.
+//!
+//! [`Bed`] is meant to be built on (SSH staging): it knows each host's namespace, address and
+//! scratch directory, the test key (authorised for root on every host), a key no host accepts,
+//! the hosts' keys (`known_hosts`) and an `ssh_config` naming every host.
+
+use common::wire::{ProjectProgress, WorkerInfo};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tests::by_path::{assert_each_fragment_succeeded_once, clean_command, db_fragments};
+use tests::{Daemon, HZ_LIMIT, STARTUP, bin, bundle, eventually, make_inputs, output_within, write_script};
+
+/// The bed's script.
+const NETNS_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/netns.sh");
+/// What the script exits with when the bed cannot be made here.
+const SKIP_CODE: i32 = 77;
+/// The hosts, in the script's order (euclid is 10.77.0.1, newton 10.77.0.4).
+const HOSTS: [&str; 4] = ["euclid", "pythagoras", "leibniz", "newton"];
+/// herzog's port on euclid.
+const PORT: u16 = 7373;
+/// How long `netns.sh up` may take (four sshds and a login to each).
+const BED_LIMIT: Duration = Duration::from_secs(120);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Says loudly that `test` did not run and why, on the real stderr (libtest captures only the
+/// print macros); fails instead when `HERZOG_TESTBED_REQUIRED` is set.
+fn skip(test: &str, reason: &str) {
+    let reason = reason.trim();
+    if std::env::var_os("HERZOG_TESTBED_REQUIRED").is_some_and(|v| !v.is_empty() && v != "0") {
+        panic!("hosts::{test} needs the test bed (HERZOG_TESTBED_REQUIRED is set), which cannot be made: {reason}");
+    }
+    let line = format!("\nSKIPPED: hosts::{test} because {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// One host of the bed.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// euclid, pythagoras, leibniz or newton.
+    pub name: String,
+    /// Its network namespace: `<prefix><name>`.
+    pub ns: String,
+    /// Its address on the bed's bridge (10.77.0.x).
+    pub addr: String,
+    /// Its port on the bridge, in the hub namespace: setting it down cuts the host's link.
+    pub port: String,
+    /// A directory for the host's own files (scratch space for staging).
+    pub scratch: PathBuf,
+}
+
+/// The test bed of `netns.sh up`; dropping it runs `netns.sh down`, which kills whatever still
+/// runs in its namespaces and deletes them.
+#[derive(Debug)]
+pub struct Bed {
+    prefix: String,
+    /// The KEY=VALUE lines `up` printed (`DIR`, `HUB`, `KEY`, `WRONG_KEY`, `KNOWN_HOSTS`,
+    /// `SSH_CONFIG`, ...).
+    env: BTreeMap<String, String>,
+    hosts: Vec<Host>,
+}
+
+impl Bed {
+    /// Makes a bed for `test` with a prefix no other test or test process uses, or says loudly
+    /// why it cannot and returns `None` (see [`skip`]).
+    pub fn up(test: &str) -> Option<Bed> {
+        sweep_dead_beds();
+        // Unique per test process and test: the pid, and a short hash of the test's name.
+        let tag = test
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % 46_656;
+        let prefix = format!("hz{}-{}-", std::process::id(), base36(tag));
+        // The guard exists before the bed does: a failure or a panic while it is made still
+        // tears down what was made.
+        let mut bed = Bed {
+            prefix,
+            env: BTreeMap::new(),
+            hosts: Vec::new(),
+        };
+        let started = Instant::now();
+        let out = output_within(Command::new("bash").args([NETNS_SH, "up", &bed.prefix]), BED_LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {}
+            Some(SKIP_CODE) => {
+                skip(test, stderr.trim().trim_start_matches("netns.sh: SKIP: "));
+                return None;
+            }
+            _ => panic!("netns.sh up {} failed ({}):\n{stderr}", bed.prefix, out.status),
+        }
+        bed.env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let hosts = std::fs::read_to_string(bed.dir().join("hosts")).expect("netns.sh wrote no hosts file");
+        for line in hosts.lines() {
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(words.len(), 4, "bad line in the bed's hosts file: {line:?}");
+            bed.hosts.push(Host {
+                name: words[0].to_string(),
+                ns: words[1].to_string(),
+                addr: words[2].to_string(),
+                port: words[3].to_string(),
+                scratch: bed.dir().join(words[0]).join("scratch"),
+            });
+        }
+        assert_eq!(bed.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), HOSTS);
+        println!("{test}: bed {} up in {:?}", bed.prefix, started.elapsed());
+        Some(bed)
+    }
+
+    fn var(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("netns.sh up printed no {key}="))
+    }
+
+    /// The bed's directory (keys, sshd configs and logs, scratch directories).
+    pub fn dir(&self) -> PathBuf {
+        PathBuf::from(self.var("DIR"))
+    }
+
+    /// The private key authorised for root on every host.
+    pub fn key(&self) -> PathBuf {
+        PathBuf::from(self.var("KEY"))
+    }
+
+    /// A private key no host accepts.
+    pub fn wrong_key(&self) -> PathBuf {
+        PathBuf::from(self.var("WRONG_KEY"))
+    }
+
+    /// Every host's key, under its name and its address.
+    pub fn known_hosts(&self) -> PathBuf {
+        PathBuf::from(self.var("KNOWN_HOSTS"))
+    }
+
+    /// An ssh config naming every host (root, the test key, host keys checked, BatchMode).
+    pub fn ssh_config(&self) -> PathBuf {
+        PathBuf::from(self.var("SSH_CONFIG"))
+    }
+
+    /// The host called `name`.
+    pub fn host(&self, name: &str) -> &Host {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name} in the bed"))
+    }
+
+    /// The hosts, euclid first.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// The host whose namespace is `ns`.
+    pub fn host_of_ns(&self, ns: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.ns == ns)
+    }
+
+    /// `program` run on host `name` (`ip netns exec`), in the harness's clean environment.
+    pub fn exec(&self, name: &str, program: &Path) -> Command {
+        let mut cmd = clean_command(Path::new("ip"));
+        cmd.args(["netns", "exec", &self.host(name).ns]).arg(program);
+        cmd
+    }
+
+    /// Sets host `name`'s link down (its port on the bridge), as if its cable were pulled: its
+    /// packets go nowhere, and no one is told.
+    pub fn cut(&self, name: &str) {
+        self.link(name, "down");
+    }
+
+    /// Sets host `name`'s link up again.
+    pub fn mend(&self, name: &str) {
+        self.link(name, "up");
+    }
+
+    fn link(&self, name: &str, state: &str) {
+        let out = output_within(
+            Command::new("ip").args(["-n", self.var("HUB"), "link", "set", &self.host(name).port, state]),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "failed to set {name}'s link {state}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let out = Command::new("bash").args([NETNS_SH, "down", &self.prefix]).output();
+        match out {
+            // 77: the bed could not have been made either (not root, no `ip`).
+            Ok(out) if out.status.success() || out.status.code() == Some(SKIP_CODE) => {}
+            Ok(out) => eprintln!(
+                "netns.sh down {} failed ({}): {}",
+                self.prefix,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("failed to run netns.sh down {}: {e}", self.prefix),
+        }
+    }
+}
+
+/// Tears down, once per test process, the beds of test processes that died without doing it
+/// (killed, say, by a CI timeout): beds named `hz<pid>-...` whose pid no longer runs.
+fn sweep_dead_beds() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(out) = Command::new("bash").args([NETNS_SH, "list"]).output() else {
+            return;
+        };
+        for prefix in String::from_utf8_lossy(&out.stdout).lines() {
+            let pid = prefix
+                .strip_prefix("hz")
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<i32>().ok());
+            if let Some(pid) = pid
+                && !tests::alive(pid)
+            {
+                let line = format!("tearing down the bed {prefix} left by test process {pid}, which is gone\n");
+                let _ = std::io::stderr().write_all(line.as_bytes());
+                let _ = Command::new("bash").args([NETNS_SH, "down", prefix]).output();
+            }
+        }
+    });
+}
+
+fn base36(mut n: u32) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(digits[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// herzog on euclid and a kinski on every host of a bed, with their state in a temporary
+/// directory that every namespace sees (they share the file system, not the network).
+/// Dropping it kills the daemons, tears the bed down (and with it every program still
+/// running there), then removes the directory.
+struct Hosted {
+    // Dropped in this order.
+    workers: Vec<(String, Daemon)>,
+    herzog: Daemon,
+    bed: Bed,
+    /// herzog's address, on euclid.
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Hosted {
+    /// Starts herzog on euclid, listening on euclid's address, then a kinski with `slots` slots
+    /// on every host dialing euclid by name, each registered before this returns. `config`
+    /// (TOML) goes to every daemon.
+    fn start(bed: Bed, config: Option<&str>, slots: u32) -> Hosted {
+        let dir = tempfile::tempdir().expect("failed to create a temporary directory");
+        std::fs::create_dir(dir.path().join("markers")).expect("failed to create markers/");
+        let config = config.map(|text| {
+            let path = dir.path().join("cluster.toml");
+            std::fs::write(&path, text).expect("failed to write the config");
+            path
+        });
+        let addr = format!("{}:{PORT}", bed.host("euclid").addr);
+        let mut cmd = bed.exec("euclid", &bin("herzog"));
+        cmd.args(["--listen", &addr, "--log-level", "info", "--state-dir"])
+            .arg(dir.path().join("herzog"))
+            .arg("--tls")
+            .arg(bundle(dir.path(), "herzog", "coordinator"));
+        if let Some(config) = &config {
+            cmd.arg("--config").arg(config);
+        }
+        let mut herzog = Daemon::spawn("herzog on euclid", cmd);
+        let line = herzog.wait_for("herzog listening", STARTUP);
+        assert!(line.contains(&addr), "herzog should listen on {addr}: {line}");
+
+        let mut workers = Vec::new();
+        for host in HOSTS {
+            let mut cmd = bed.exec(host, &bin("kinski"));
+            // By name: each namespace resolves the bed's hosts (/etc/netns/NS/hosts).
+            cmd.args([
+                "--herzog",
+                &format!("euclid:{PORT}"),
+                "--name",
+                host,
+                "--log-level",
+                "info",
+            ])
+            .arg("--tls")
+            .arg(bundle(dir.path(), host, "worker"))
+            .args(["--run-as", &kinski::user::current_user()])
+            .args(["--slots", &slots.to_string(), "--state-dir"])
+            .arg(dir.path().join(format!("kinski-{host}")));
+            if let Some(config) = &config {
+                cmd.arg("--config").arg(config);
+            }
+            let kinski = Daemon::spawn(&format!("kinski on {host}"), cmd);
+            workers.push((host.to_string(), kinski));
+        }
+        for (_, kinski) in &mut workers {
+            kinski.wait_for("registered with herzog", STARTUP);
+        }
+        Hosted {
+            workers,
+            herzog,
+            bed,
+            addr,
+            dir,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// herzog's database.
+    fn db(&self) -> PathBuf {
+        self.dir().join("herzog").join("herzog.db")
+    }
+
+    /// herzog's results folder of `project`.
+    fn results(&self, project: &str) -> PathBuf {
+        self.dir().join("herzog").join("results").join(project)
+    }
+
+    /// Runs `hz --herzog EUCLID:PORT ARGS...` on euclid, as the admin, in the directory.
+    fn hz(&self, args: &[&str]) -> Output {
+        let mut cmd = self.bed.exec("euclid", &bin("hz"));
+        cmd.args(["--herzog", &self.addr])
+            .env("HERZOG_TLS", bundle(self.dir(), "admin", "admin"))
+            .args(args)
+            .current_dir(self.dir());
+        output_within(&mut cmd, HZ_LIMIT)
+    }
+
+    /// Runs hz, asserts it exits 0 and returns its stdout.
+    fn hz_ok(&self, args: &[&str]) -> String {
+        let out = self.hz(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "hz {args:?} failed\nstdout:\n{}\nstderr:\n{}\nherzog's log:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.herzog.log(),
+            self.workers
+                .iter()
+                .map(|(name, kinski)| format!("{name}'s log:\n{}", kinski.log()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        String::from_utf8(out.stdout).expect("hz printed something not UTF-8")
+    }
+
+    /// Runs hz with `--json`, asserts it exits 0 and parses its stdout.
+    fn hz_json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> T {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let stdout = self.hz_ok(&args);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("hz {args:?} printed no valid JSON ({e}): {stdout}"))
+    }
+
+    /// The workers as `hz workers --json` shows them.
+    fn workers(&self) -> Vec<WorkerInfo> {
+        self.hz_json(&["workers"])
+    }
+
+    /// Writes the program every project here runs, and returns its path: it records the host
+    /// it ran on (its network namespace, `ip netns identify`) in `markers/`, prints its input's
+    /// checksum and size, writes `$HERZOG_OUTPUT_DIR/<input>.out` (the input, `x` made `y`,
+    /// lines reversed), then sleeps `$SLEEP` if set. Only the marker depends on the host.
+    fn program(&self) -> String {
+        let path = self.dir().join("where.sh");
+        let markers = self.dir().join("markers");
+        let text = format!(
+            r#"#!/bin/sh
+host=$(ip netns identify $$)
+echo "${{host:-none}}" > "{markers}/$HERZOG_PROJECT.$HERZOG_FRAGMENT.$HERZOG_ATTEMPT"
+sha256sum < "$1"
+wc -c < "$1"
+tr x y < "$1" | tac > "$HERZOG_OUTPUT_DIR/$(basename "$1").out"
+if [ -n "$SLEEP" ]; then exec sleep "$SLEEP"; fi
+"#,
+            markers = markers.display()
+        );
+        write_script(&path, &text);
+        path.to_str().expect("a UTF-8 temporary directory").to_string()
+    }
+
+    /// Where each execution of `project`'s fragments ran, by (fragment, attempt): the
+    /// namespace the program found itself in.
+    fn ran_on(&self, project: &str) -> BTreeMap<(String, i64), String> {
+        let mut out = BTreeMap::new();
+        for entry in std::fs::read_dir(self.dir().join("markers")).expect("failed to list markers") {
+            let path = entry.expect("failed to list markers").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let Some(rest) = name.strip_prefix(&format!("{project}.")) else {
+                continue;
+            };
+            let (fragment, attempt) = rest.rsplit_once('.').expect("a marker is PROJECT.FRAGMENT.ATTEMPT");
+            let ns = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+            out.insert((fragment.to_string(), attempt.parse().expect("an attempt id")), ns);
+        }
+        out
+    }
+}
+
+/// Makes `dir` with `n` files `f0000`, `f0001`, ...: file `i` has `i + 1` lines of different
+/// lengths and letters.
+fn varied_inputs(dir: &Path, n: usize) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("failed to create {}: {e}", dir.display()));
+    for i in 0..n {
+        let text: String = (0..=i)
+            .map(|j| {
+                let letter = char::from(b'a' + ((i * 7 + j * 3) % 26) as u8);
+                format!(
+                    "{i}.{j} {}x{}\n",
+                    letter.to_string().repeat(j % 5 + 1),
+                    "-".repeat(i % 3)
+                )
+            })
+            .collect();
+        std::fs::write(dir.join(format!("f{i:04}")), text).expect("failed to write an input");
+    }
+    dir.to_path_buf()
+}
+
+/// The files of `dir` and their bytes, by name.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("failed to list {}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.expect("failed to list a directory").path();
+            let name = path.file_name().expect("a file name").to_string_lossy().into_owned();
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("failed to read {}: {e}", path.display()));
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// What each fragment's accepted attempt printed, by fragment: (stdout, stderr), read from a
+/// results folder with the attempt ids of its database.
+fn accepted_logs(db: &Path, results: &Path, project: &str) -> BTreeMap<String, (Vec<u8>, Vec<u8>)> {
+    db_fragments(db, project)
+        .into_iter()
+        .map(|f| {
+            let attempt = f
+                .attempt_id
+                .unwrap_or_else(|| panic!("{} has no accepted attempt", f.name));
+            let read = |ext: &str| {
+                let path = results.join("logs").join(format!("{}.{attempt}.{ext}", f.name));
+                std::fs::read(&path).unwrap_or_else(|e| panic!("failed to read {}: {e}", path.display()))
+            };
+            let logs = (read("stdout"), read("stderr"));
+            (f.name, logs)
+        })
+        .collect()
+}
+
+#[test]
+fn a_project_runs_across_four_hosts() {
+    const TEST: &str = "a_project_runs_across_four_hosts";
+    const N: usize = 40;
+    let _serial = serial();
+    let Some(bed) = Bed::up(TEST) else { return };
+    let cluster = Hosted::start(bed, None, 2);
+    let inputs = varied_inputs(&cluster.dir().join("spread"), N);
+    let program = cluster.program();
+    let started = Instant::now();
+    let name = cluster.hz_ok(&[
+        "action",
+        inputs.to_str().expect("UTF-8"),
+        &program,
+        "--env",
+        "SLEEP=0.05",
+    ]);
+    assert_eq!(name.trim(), "spread");
+    cluster.hz_ok(&["progress", "spread", "--watch"]);
+    let ran = started.elapsed();
+
+    let progress: Vec<ProjectProgress> = cluster.hz_json(&["progress", "spread"]);
+    assert_eq!(progress.len(), 1, "{progress:?}");
+    let p = &progress[0];
+    assert_eq!((p.total, p.succeeded, p.failed), (N as u64, N as u64, 0), "{p:?}");
+    assert!(
+        (p.percent - 100.0).abs() < f64::EPSILON,
+        "hz progress reads {}%",
+        p.percent
+    );
+
+    // Each fragment succeeded exactly once, on the host herzog says it ran on.
+    let fragments = assert_each_fragment_succeeded_once(&cluster.db(), "spread", N);
+    let ran_on = cluster.ran_on("spread");
+    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &fragments {
+        let accepted = f
+            .attempts
+            .iter()
+            .find(|a| a.outcome == "succeeded")
+            .expect("checked above");
+        let ns = ran_on
+            .get(&(f.name.clone(), accepted.id))
+            .unwrap_or_else(|| panic!("attempt {} of {} left no marker", accepted.id, f.name));
+        let host = cluster
+            .bed
+            .host_of_ns(ns)
+            .unwrap_or_else(|| panic!("{} ran in namespace {ns:?}, not on a host of the bed", f.name));
+        assert_eq!(
+            host.name, accepted.worker,
+            "{} ran on {} but herzog recorded {}",
+            f.name, host.name, accepted.worker
+        );
+        *per_host.entry(host.name.clone()).or_default() += 1;
+    }
+    println!("{TEST}: {N} fragments ran on four hosts in {ran:?}; fragments per host: {per_host:?}");
+    let hosts: BTreeSet<&str> = per_host.keys().map(String::as_str).collect();
+    assert_eq!(hosts, HOSTS.into_iter().collect(), "every host runs some fragments");
+
+    // The same program on the same files, run locally (`hz local`, root namespace): the same
+    // outputs and the same stdout and stderr, byte for byte.
+    let local_state = cluster.dir().join("local.hz");
+    let local_started = Instant::now();
+    let mut local = clean_command(&bin("hz"));
+    local
+        .arg("local")
+        .arg(&inputs)
+        .args([
+            &program,
+            "--name",
+            "spread-local",
+            "--env",
+            "SLEEP=0.05",
+            "--slots",
+            "2",
+            "--state-dir",
+        ])
+        .arg(&local_state)
+        .current_dir(cluster.dir());
+    let out = output_within(&mut local, HZ_LIMIT);
+    assert!(
+        out.status.success(),
+        "hz local failed ({})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "{TEST}: the same project with hz local in {:?}",
+        local_started.elapsed()
+    );
+    let local_db = local_state.join("herzog").join("herzog.db");
+    let local_results = local_state.join("herzog").join("results").join("spread-local");
+    assert_each_fragment_succeeded_once(&local_db, "spread-local", N);
+
+    let outputs = files(&cluster.results("spread").join("output"));
+    let local_outputs = files(&local_results.join("output"));
+    assert_eq!(outputs.len(), N, "outputs: {:?}", outputs.keys());
+    assert!(
+        outputs == local_outputs,
+        "the outputs differ from a local run: {:?}",
+        outputs
+            .iter()
+            .filter(|(k, v)| local_outputs.get(*k) != Some(v))
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>()
+    );
+    let logs = accepted_logs(&cluster.db(), &cluster.results("spread"), "spread");
+    let local_logs = accepted_logs(&local_db, &local_results, "spread-local");
+    assert_eq!(logs.len(), N);
+    for (fragment, (stdout, stderr)) in &logs {
+        assert!(!stdout.is_empty(), "{fragment} printed nothing");
+        assert_eq!(
+            Some(&(stdout.clone(), stderr.clone())),
+            local_logs.get(fragment),
+            "{fragment}'s stdout and stderr differ from a local run"
+        );
+    }
+}
+
+#[test]
+fn cutting_a_hosts_link_requeues_its_fragments() {
+    const TEST: &str = "cutting_a_hosts_link_requeues_its_fragments";
+    const N: usize = 40;
+    const CONFIG: &str = "[herzog]\nheartbeat_interval = \"200ms\"\nworker_timeout = \"1500ms\"\n";
+    let _serial = serial();
+    let Some(bed) = Bed::up(TEST) else { return };
+    let cluster = Hosted::start(bed, Some(CONFIG), 2);
+    let inputs = make_inputs(&cluster.dir().join("cut"), N);
+    let program = cluster.program();
+    cluster.hz_ok(&[
+        "action",
+        inputs.to_str().expect("UTF-8"),
+        &program,
+        "--env",
+        "SLEEP=0.6",
+        "--max-attempts",
+        "5",
+    ]);
+
+    // Mid-project: some fragments done, and newton running some.
+    let held = eventually("newton running fragments mid-project", Duration::from_secs(60), || {
+        let fragments = db_fragments(&cluster.db(), "cut");
+        let done = fragments.iter().filter(|f| f.state == "succeeded").count();
+        let on_newton: Vec<String> = fragments
+            .iter()
+            .filter(|f| {
+                f.attempts
+                    .iter()
+                    .any(|a| a.worker == "newton" && a.outcome == "running")
+            })
+            .map(|f| f.name.clone())
+            .collect();
+        (done >= 4 && !on_newton.is_empty()).then_some(on_newton)
+    });
+    let cut = Instant::now();
+    cluster.bed.cut("newton");
+    let lost_after = eventually("herzog to declare newton lost", Duration::from_secs(30), || {
+        let workers = cluster.workers();
+        let newton = workers.iter().find(|w| w.name == "newton").expect("newton is listed");
+        (newton.state == "lost").then(|| cut.elapsed())
+    });
+    println!(
+        "{TEST}: cut newton's link while it ran {held:?}; newton lost {lost_after:?} after the cut \
+         (heartbeat 200ms, worker_timeout 1500ms)"
+    );
+    assert!(
+        lost_after >= Duration::from_millis(1500),
+        "newton was declared lost {lost_after:?} after the cut, before its timeout"
+    );
+
+    cluster.hz_ok(&["progress", "cut", "--watch"]);
+    let finished = cut.elapsed();
+    let progress: Vec<ProjectProgress> = cluster.hz_json(&["progress", "cut"]);
+    assert_eq!(
+        (progress[0].succeeded, progress[0].failed),
+        (N as u64, 0),
+        "{progress:?}"
+    );
+    let fragments = assert_each_fragment_succeeded_once(&cluster.db(), "cut", N);
+
+    // What newton held when its link went is lost and ran again elsewhere.
+    let mut requeued = Vec::new();
+    for f in &fragments {
+        let accepted = f
+            .attempts
+            .iter()
+            .find(|a| a.outcome == "succeeded")
+            .expect("checked above");
+        if f.attempts.iter().any(|a| a.worker == "newton" && a.outcome == "lost") {
+            assert_ne!(accepted.worker, "newton", "{f:?}");
+            requeued.push(format!("{} -> {}", f.name, accepted.worker));
+        }
+    }
+    assert!(
+        !requeued.is_empty(),
+        "newton ran {held:?} when its link was cut, yet none of its attempts is lost: {fragments:?}"
+    );
+    println!(
+        "{TEST}: project done {finished:?} after the cut; requeued from newton: {}",
+        requeued.join(", ")
+    );
+
+    let workers = cluster.workers();
+    let states: BTreeMap<&str, &str> = workers.iter().map(|w| (w.name.as_str(), w.state.as_str())).collect();
+    assert_eq!(
+        states,
+        BTreeMap::from([
+            ("euclid", "connected"),
+            ("leibniz", "connected"),
+            ("newton", "lost"),
+            ("pythagoras", "connected"),
+        ]),
+        "hz workers after the cut"
+    );
+}
+
+#[test]
+fn sshd_answers_in_every_namespace() {
+    const TEST: &str = "sshd_answers_in_every_namespace";
+    let Some(bed) = Bed::up(TEST) else { return };
+    let ssh = |key: &Path, host: &Host, command: &str| {
+        let mut cmd = bed.exec("euclid", Path::new("ssh"));
+        cmd.arg("-i").arg(key).args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+            &format!("root@{}", host.addr),
+            command,
+        ]);
+        output_within(&mut cmd, Duration::from_secs(30))
+    };
+    for host in bed.hosts() {
+        // The test key logs in, and lands in the host's namespace.
+        let out = ssh(&bed.key(), host, "ip netns identify $$");
+        assert!(
+            out.status.success(),
+            "the test key cannot log in to {} ({}): {}",
+            host.name,
+            host.addr,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), host.ns);
+
+        // A key that is not authorised is refused.
+        let out = ssh(&bed.wrong_key(), host, "true");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(255), "the wrong key on {}: {stderr}", host.name);
+        assert!(stderr.contains("Permission denied"), "{stderr}");
+
+        // By name, with the bed's ssh config: host key checked against known_hosts.
+        let mut cmd = bed.exec("euclid", Path::new("ssh"));
+        cmd.arg("-F").arg(bed.ssh_config()).args([&host.name, "true"]);
+        let out = output_within(&mut cmd, Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "ssh -F ssh_config {}: {}",
+            host.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // SFTP works (staging will upload inputs and fetch outputs this way).
+        let payload = bed.dir().join(format!("payload-{}", host.name));
+        std::fs::write(&payload, format!("for {}\n", host.name)).expect("failed to write a payload");
+        let batch = bed.dir().join(format!("batch-{}", host.name));
+        let target = host.scratch.join("payload");
+        std::fs::write(&batch, format!("put {} {}\n", payload.display(), target.display()))
+            .expect("failed to write an sftp batch");
+        let mut cmd = bed.exec("euclid", Path::new("sftp"));
+        cmd.arg("-F")
+            .arg(bed.ssh_config())
+            .arg("-b")
+            .arg(&batch)
+            .arg(&host.name);
+        let out = output_within(&mut cmd, Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "sftp to {}: {}",
+            host.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&target).expect("the uploaded file"),
+            std::fs::read(&payload).expect("the payload")
+        );
+    }
+    let refusals = std::fs::read_to_string(bed.dir().join("newton").join("sshd.log")).expect("newton's sshd log");
+    assert!(refusals.contains("Accepted publickey for root"), "{refusals}");
+}
