@@ -49,3 +49,13 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+/// Tells systemd (Type=notify) the daemon is ready; a no-op outside systemd.
+pub fn notify_ready() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// Tells systemd the daemon is stopping; a no-op outside systemd.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+}

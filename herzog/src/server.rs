@@ -66,6 +66,7 @@ pub async fn run(
         let _ = stop_rx.await;
     }));
     tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "herzog listening");
+    common::logging::notify_ready();
 
     tokio::pin!(shutdown);
     loop {
@@ -84,6 +85,7 @@ pub async fn run(
         }
     }
     tracing::info!("herzog shutting down");
+    common::logging::notify_stopping();
     let _ = stop_tx.send(());
     engine
         .await

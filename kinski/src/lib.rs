@@ -94,6 +94,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let supervisor = supervisor::Supervisor::new(slots, slots, run_as, journal, recovered.unacked);
     let resources = resources::probe(slots, slots, &config.state_dir);
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %config.herzog, "kinski starting");
+    // Ready once the journal is recovered: herzog may be away, and kinski works without it.
+    common::logging::notify_ready();
     tokio::pin!(shutdown);
     // Jitter adds up to the delay again, so a cap of `max / 2` keeps every wait under `max`.
     let backoff = |max: Duration| {
@@ -133,6 +135,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         }
     }
     tracing::info!("kinski shutting down: stopping running attempts");
+    common::logging::notify_stopping();
     supervisor.stop_all().await;
     Ok(())
 }
