@@ -293,3 +293,24 @@ fn a_missing_or_wrong_certificate_exits_2() {
     assert!(err.contains("'w2'") && err.contains("'w1'"), "{err}");
     assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
 }
+
+#[test]
+fn herzog_tells_systemd_when_it_is_ready_and_when_it_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut cmd = daemon("herzog", &tmp.path().join("state"));
+    cmd.args(["--listen", "127.0.0.1:0", "--tls"])
+        .arg(tests::bundle(tmp.path(), "herzog", "coordinator"))
+        .env("NOTIFY_SOCKET", &socket_path);
+    let mut herzog = tests::Daemon::spawn("herzog", cmd);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("READY=1 within the limit");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    // Ready means listening: the line saying so was logged before.
+    herzog.wait_for("herzog listening", LIMIT);
+    herzog.signal_and_wait(nix::sys::signal::Signal::SIGTERM, LIMIT);
+    let n = socket.recv(&mut buf).expect("STOPPING=1 within the limit");
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+}
