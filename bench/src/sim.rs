@@ -1,0 +1,291 @@
+//! Simulated workers: each dials herzog exactly as kinski does (kinski/src/session.rs) — a
+//! `registry` connection used as a `RegistryClient`, and a `worker {name}` connection on which
+//! it *serves* the Worker service — registers, heartbeats with the attempts it holds, and
+//! completes every start at once: it answers the start, then reports `Exit::Code(0)` from a
+//! spawned task. A completion is held until herzog acknowledges it and resent on the next
+//! session, as kinski does, so a herzog restart loses nothing.
+
+use common::AttemptId;
+use common::service::{RegistryClient, Worker, WorkerError};
+use common::transport::{Connector, Hello, context_with, dial, json_transport, registry_client};
+use common::wire::{Completion, Exit, Resources, StartAttempt};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tarpc::context::Context;
+use tarpc::server::{BaseChannel, Channel};
+use tokio::sync::watch;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const NEVER: u64 = u64::MAX;
+
+/// What every simulated worker counts, in nanoseconds since `t0` where it is a time.
+#[derive(Debug)]
+pub struct Stats {
+    pub t0: Instant,
+    /// Successful registrations (a worker re-registering after a restart counts again).
+    pub registered: AtomicU64,
+    /// `fragment_start` calls received.
+    pub starts: AtomicU64,
+    /// Completions herzog acknowledged (a resent one whose first reply was lost counts twice).
+    pub acks: AtomicU64,
+    /// Completions herzog refused (not retried).
+    pub refused: AtomicU64,
+    pub first_ack: AtomicU64,
+    pub last_ack: AtomicU64,
+    /// Set once herzog has been killed: the next start received is the first after the restart.
+    pub armed: AtomicBool,
+    pub first_start_after: AtomicU64,
+    /// The first completion acknowledged after the restart (when nothing was left to start).
+    pub first_ack_after: AtomicU64,
+    /// Sessions that ended (connection lost, herzog refused a heartbeat, ...).
+    pub session_ends: AtomicU64,
+}
+
+impl Stats {
+    pub fn new() -> Arc<Stats> {
+        Arc::new(Stats {
+            t0: Instant::now(),
+            registered: AtomicU64::new(0),
+            starts: AtomicU64::new(0),
+            acks: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            first_ack: AtomicU64::new(NEVER),
+            last_ack: AtomicU64::new(0),
+            armed: AtomicBool::new(false),
+            first_start_after: AtomicU64::new(NEVER),
+            first_ack_after: AtomicU64::new(NEVER),
+            session_ends: AtomicU64::new(0),
+        })
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.t0.elapsed().as_nanos() as u64
+    }
+
+    /// A time recorded with [`Stats::now_ns`], or None if it never happened.
+    pub fn at(ns: u64) -> Option<Duration> {
+        (ns != NEVER).then(|| Duration::from_nanos(ns))
+    }
+
+    fn on_start(&self) {
+        self.starts.fetch_add(1, Ordering::Relaxed);
+        if self.armed.load(Ordering::Relaxed) {
+            let now = self.now_ns();
+            self.first_start_after.fetch_min(now, Ordering::Relaxed);
+        }
+    }
+
+    fn on_ack(&self) {
+        let now = self.now_ns();
+        self.first_ack.fetch_min(now, Ordering::Relaxed);
+        self.last_ack.fetch_max(now, Ordering::Relaxed);
+        if self.armed.load(Ordering::Relaxed) {
+            self.first_ack_after.fetch_min(now, Ordering::Relaxed);
+        }
+        self.acks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One simulated worker.
+pub struct Sim {
+    name: String,
+    addr: String,
+    /// Mutual TLS with this worker's own certificate (herzog checks the name on each call).
+    connector: Connector,
+    resources: Resources,
+    stats: Arc<Stats>,
+    /// Started and not yet acknowledged: what heartbeats and registrations report.
+    held: Mutex<BTreeMap<AttemptId, Completion>>,
+    /// The registry client of the current registered session, with its generation.
+    client: watch::Sender<(u64, Option<RegistryClient>)>,
+    /// Completions in flight hold it shared; a heartbeat or registration holds it alone. So,
+    /// as in kinski (whose session reports, waits for the replies, then heartbeats), a
+    /// heartbeat never lists an attempt whose completion herzog is processing at that moment
+    /// (herzog would take it for an attempt it does not expect, and stop it).
+    gate: tokio::sync::RwLock<()>,
+}
+
+impl Sim {
+    pub fn new(
+        name: String,
+        addr: String,
+        connector: Connector,
+        slots: u32,
+        queue: u32,
+        stats: Arc<Stats>,
+    ) -> Arc<Sim> {
+        Arc::new(Sim {
+            name,
+            addr,
+            connector,
+            resources: Resources {
+                cpus: slots,
+                memory_bytes: 64 << 30,
+                disk_free_bytes: 1 << 40,
+                slots,
+                queue,
+            },
+            stats,
+            held: Mutex::new(BTreeMap::new()),
+            client: watch::Sender::new((0, None)),
+            gate: tokio::sync::RwLock::new(()),
+        })
+    }
+
+    fn held(&self) -> Vec<AttemptId> {
+        self.held.lock().expect("not poisoned").keys().copied().collect()
+    }
+}
+
+#[derive(Clone)]
+struct Service(Arc<Sim>);
+
+impl Worker for Service {
+    async fn fragment_prep(self, _: Context, _: StartAttempt) -> Result<(), WorkerError> {
+        Ok(())
+    }
+
+    async fn fragment_start(self, _: Context, start: StartAttempt) -> Result<(), WorkerError> {
+        let sim = self.0;
+        sim.stats.on_start();
+        let completion = Completion {
+            attempt: start.attempt,
+            exit: Exit::Code(0),
+            wall_ms: 0,
+            cpu_ms: 0,
+            peak_rss_kb: 0,
+            finished_at: common::now_millis(),
+        };
+        {
+            let mut held = sim.held.lock().expect("not poisoned");
+            if held.contains_key(&start.attempt) {
+                return Ok(());
+            }
+            held.insert(start.attempt, completion.clone());
+        }
+        tokio::spawn(report(sim, completion));
+        Ok(())
+    }
+
+    async fn fragment_stop(self, _: Context, attempt: AttemptId) -> Result<(), WorkerError> {
+        self.0.held.lock().expect("not poisoned").remove(&attempt);
+        Ok(())
+    }
+
+    async fn fragment_list(self, _: Context) -> Vec<AttemptId> {
+        self.0.held()
+    }
+
+    async fn resources_list(self, _: Context) -> Resources {
+        self.0.resources.clone()
+    }
+}
+
+/// Reports one completion until herzog acknowledges (or refuses) it, waiting for the next
+/// registered session whenever the current one fails.
+async fn report(sim: Arc<Sim>, completion: Completion) {
+    let mut rx = sim.client.subscribe();
+    loop {
+        let (generation, client) = rx.borrow_and_update().clone();
+        if let Some(client) = client {
+            let reply = {
+                let _shared = sim.gate.read().await;
+                client
+                    .fragment_complete(context_with(CALL_TIMEOUT), sim.name.clone(), completion.clone())
+                    .await
+            };
+            match reply {
+                Ok(Ok(())) => {
+                    sim.held.lock().expect("not poisoned").remove(&completion.attempt);
+                    sim.stats.on_ack();
+                    return;
+                }
+                Ok(Err(_)) => {
+                    // herzog will not take it (requeued elsewhere, ...): resending cannot help.
+                    sim.held.lock().expect("not poisoned").remove(&completion.attempt);
+                    sim.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
+        if rx.wait_for(|(g, c)| *g != generation && c.is_some()).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
+    tokio::spawn(fut);
+}
+
+/// One session, as kinski's: dial twice, serve, register, heartbeat until it breaks.
+async fn session(sim: &Arc<Sim>, generation: u64) -> anyhow::Result<std::convert::Infallible> {
+    let registry = registry_client(&sim.addr, &sim.connector).await?;
+    let stream = dial(&sim.addr, &Hello::Worker { name: sim.name.clone() }, &sim.connector).await?;
+    let mut serving = tokio::spawn(
+        BaseChannel::with_defaults(json_transport(stream))
+            .execute(Service(sim.clone()).serve())
+            .for_each(spawn),
+    );
+    let _abort = AbortOnDrop(serving.abort_handle());
+    let registered = {
+        let _alone = sim.gate.write().await;
+        registry
+            .resources_register(
+                context_with(CALL_TIMEOUT),
+                sim.name.clone(),
+                sim.resources.clone(),
+                sim.held(),
+            )
+            .await??
+    };
+    sim.stats.registered.fetch_add(1, Ordering::Relaxed);
+    // Completions waiting for a session (held across a restart) go out now.
+    sim.client.send_replace((generation, Some(registry.clone())));
+    let mut beat = tokio::time::interval(Duration::from_millis(registered.heartbeat_ms.max(50)));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut serving => anyhow::bail!("herzog closed the worker connection"),
+            _ = beat.tick() => {
+                let _alone = sim.gate.write().await;
+                registry.heartbeat(context_with(CALL_TIMEOUT), sim.name.clone(), sim.held()).await??;
+            }
+        }
+    }
+}
+
+/// Runs a worker until `stop` is set, reconnecting after `retry` (plus up to `retry` of
+/// jitter) whenever a session ends.
+pub async fn run(sim: Arc<Sim>, index: u64, retry: Duration, mut stop: watch::Receiver<bool>) {
+    let mut generation = 0u64;
+    loop {
+        generation += 1;
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = session(&sim, generation) => {}
+        }
+        sim.client.send_replace((generation, None));
+        sim.stats.session_ends.fetch_add(1, Ordering::Relaxed);
+        // A deterministic jitter, so that a thousand workers do not all dial at once.
+        let jitter = (index.wrapping_mul(0x9e37_79b9).wrapping_add(generation * 7919)) % 1000;
+        let delay = retry + retry.mul_f64(jitter as f64 / 1000.0);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
