@@ -462,12 +462,7 @@ impl Cluster {
 
     /// Runs `hz --herzog ADDR ARGS...` in the cluster's directory.
     pub fn hz(&self, args: &[&str]) -> Output {
-        let mut cmd = command(&bin("hz"));
-        cmd.args(["--herzog", &self.addr])
-            .env("HERZOG_TLS", bundle(self.dir(), "admin", "admin"))
-            .args(args)
-            .current_dir(self.dir());
-        output_within(&mut cmd, HZ_LIMIT)
+        self.hz_as(&bundle(self.dir(), "admin", "admin"), args)
     }
 
     /// Runs `hz --herzog ADDR ARGS...` presenting the certificate bundle `tls` instead of the
@@ -483,16 +478,7 @@ impl Cluster {
 
     /// Runs hz, asserts it exits 0 and returns its stdout.
     pub fn hz_ok(&self, args: &[&str]) -> String {
-        let out = self.hz(args);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "hz {args:?} failed\nstdout:\n{}\nstderr:\n{}\nherzog's log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.herzog_log()
-        );
-        String::from_utf8(out.stdout).expect("hz printed something not UTF-8")
+        expect_success(args, self.hz(args), || format!("herzog's log:\n{}", self.herzog_log()))
     }
 
     /// Runs hz with `--json`, asserts it exits 0 and parses its stdout.
@@ -860,6 +846,20 @@ pub fn executions(markers: &[Marker], project: &str) -> BTreeMap<String, usize> 
         *runs.entry(m.fragment.clone()).or_insert(0) += 1;
     }
     runs
+}
+
+/// Asserts that `hz ARGS` exited 0 and returns its stdout; on failure the message shows its
+/// output and `logs()` (the daemons' logs).
+pub fn expect_success(args: &[&str], out: Output, logs: impl FnOnce() -> String) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "hz {args:?} failed\nstdout:\n{}\nstderr:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+    String::from_utf8(out.stdout).expect("hz printed something not UTF-8")
 }
 
 /// The certificate bundle for `name` from the cluster's CA in `<dir>/pki`, made with the real

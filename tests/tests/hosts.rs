@@ -29,7 +29,9 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tests::by_path::{assert_each_fragment_succeeded_once, clean_command, db_fragments};
-use tests::{Daemon, HZ_LIMIT, STARTUP, bin, bundle, eventually, make_inputs, output_within, write_script};
+use tests::{
+    Daemon, HZ_LIMIT, STARTUP, bin, bundle, eventually, expect_success, make_inputs, output_within, write_script,
+};
 
 /// The bed's script.
 const NETNS_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/netns.sh");
@@ -371,21 +373,17 @@ impl Hosted {
 
     /// Runs hz, asserts it exits 0 and returns its stdout.
     fn hz_ok(&self, args: &[&str]) -> String {
-        let out = self.hz(args);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "hz {args:?} failed\nstdout:\n{}\nstderr:\n{}\nherzog's log:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.herzog.log(),
-            self.workers
+        expect_success(args, self.hz(args), || {
+            let workers = self
+                .workers
                 .iter()
-                .map(|(name, kinski)| format!("{name}'s log:\n{}", kinski.log()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        String::from_utf8(out.stdout).expect("hz printed something not UTF-8")
+                .map(|(name, kinski)| format!("{name}'s log:\n{}", kinski.log()));
+            format!(
+                "herzog's log:\n{}\n{}",
+                self.herzog.log(),
+                workers.collect::<Vec<_>>().join("\n")
+            )
+        })
     }
 
     /// Runs hz with `--json`, asserts it exits 0 and parses its stdout.
