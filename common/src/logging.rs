@@ -35,17 +35,26 @@ pub fn init(state_dir: &Path, prefix: &str, filter: &str, to_stderr: bool) -> st
 }
 
 /// Resolves on SIGINT or SIGTERM: how the daemons learn to shut down.
-pub async fn shutdown_signal() {
+///
+/// The handlers are installed when this is called, not when the future is first polled:
+/// a daemon says it is ready before its accept loop polls the future, and a SIGTERM in
+/// between would otherwise meet the default disposition and kill it without a clean stop.
+/// Must be called inside a tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            // Registration only fails when signals cannot be handled at all; never resolve
+            // rather than shut down at once.
+            _ => std::future::pending::<()>().await,
         }
     }
 }

@@ -181,12 +181,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let shutdown = common::logging::shutdown_signal();
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
             anyhow::anyhow!(
                 "failed to listen on {listen}: {e}; is another herzog running there? choose another with --listen"
             )
         })?;
-        herzog::run(config, listener, common::logging::shutdown_signal())
+        herzog::run(config, listener, shutdown)
             .await
             .map_err(anyhow::Error::from)
     });

@@ -124,7 +124,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(kinski::run(config, common::logging::shutdown_signal())) {
+    match runtime.block_on(async move { kinski::run(config, common::logging::shutdown_signal()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kinski: {e}");

@@ -310,7 +310,8 @@ fn herzog_tells_systemd_when_it_is_ready_and_when_it_stops() {
     assert_eq!(&buf[..n], b"READY=1\n");
     // Ready means listening: the line saying so was logged before.
     herzog.wait_for("herzog listening", LIMIT);
-    herzog.signal_and_wait(nix::sys::signal::Signal::SIGTERM, LIMIT);
+    let status = herzog.signal_and_wait(nix::sys::signal::Signal::SIGTERM, LIMIT);
+    assert!(status.success(), "herzog did not stop cleanly on SIGTERM: {status}");
     let n = socket.recv(&mut buf).expect("STOPPING=1 within the limit");
     assert_eq!(&buf[..n], b"STOPPING=1\n");
 }
