@@ -127,6 +127,7 @@ impl Sim {
                 disk_free_bytes: 1 << 40,
                 slots,
                 queue,
+                scratch_dir: None,
             },
             stats,
             held: Mutex::new(BTreeMap::new()),

@@ -92,6 +92,7 @@ impl Cluster {
             )
             .unwrap(),
             run_as: Some(kinski::user::current_user()),
+            scratch_dir: None,
         };
         let task = tokio::spawn(kinski::run(config, stopped(rx)));
         self.workers.push(Worker {

@@ -14,6 +14,60 @@ pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7373";
 pub struct ClusterConfig {
     pub herzog: HerzogSection,
     pub kinski: KinskiSection,
+    /// `[[hosts]]`: the compute hosts, by worker name. A worker not listed is a host with the
+    /// shared filesystem and the defaults.
+    pub hosts: Vec<HostConfig>,
+}
+
+/// One `[[hosts]]` entry. herzog reads `shared_fs`, `address`, `slots` and `ssh`; the kinski
+/// whose name it is reads `slots` and `scratch_dir` (so one file can serve both).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// The worker's name (its certificate's name, kinski's `--name`).
+    pub name: String,
+    /// Where herzog reaches the host over SSH; default: the name.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// True: the project directories and herzog's results folder are the same paths on the
+    /// host (NFS and the like). False: inputs go over SSH and outputs come back the same way.
+    #[serde(default = "yes")]
+    pub shared_fs: bool,
+    /// How many attempts run there at once; default: what kinski registers.
+    #[serde(default)]
+    pub slots: Option<u32>,
+    /// Where kinski makes each staged attempt's directory; default `<kinski state_dir>/scratch`.
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
+    /// How herzog logs in (hosts without the shared filesystem).
+    #[serde(default)]
+    pub ssh: SshConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[hosts.ssh]`: passed to the system `ssh`, so `~/.ssh/config` (or `config`) still applies
+/// for anything not set here.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshConfig {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    /// A private key file.
+    pub identity: Option<PathBuf>,
+    /// An ssh config file used instead of `~/.ssh/config`.
+    pub config: Option<PathBuf>,
+    /// A known_hosts file used instead of `~/.ssh/known_hosts`. Host keys are always checked.
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl HostConfig {
+    /// The address ssh dials.
+    pub fn ssh_address(&self) -> &str {
+        self.address.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// `[herzog]`
@@ -168,7 +222,41 @@ impl ClusterConfig {
                 "use letters, digits, '.', '_' and '-'",
             ));
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for host in &self.hosts {
+            if crate::name::check_name(&host.name).is_err() {
+                return Err(bad(
+                    "hosts.name",
+                    host.name.clone(),
+                    "use letters, digits, '.', '_' and '-'",
+                ));
+            }
+            if !seen.insert(host.name.as_str()) {
+                return Err(bad("hosts.name", host.name.clone(), "listed twice"));
+            }
+            if host.slots == Some(0) {
+                return Err(bad(
+                    "hosts.slots",
+                    format!("0 (host {})", host.name),
+                    "must be at least 1",
+                ));
+            }
+            if let Some(dir) = &host.scratch_dir
+                && crate::paths::clean_absolute(dir).is_err()
+            {
+                return Err(bad(
+                    "hosts.scratch_dir",
+                    dir.display().to_string(),
+                    "must be an absolute path without '..'",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The `[[hosts]]` entry of worker `name`, if it has one.
+    pub fn host(&self, name: &str) -> Option<&HostConfig> {
+        self.hosts.iter().find(|h| h.name == name)
     }
 }
 

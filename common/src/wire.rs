@@ -145,6 +145,10 @@ pub struct Resources {
     /// slot never waits for a round trip to herzog.
     #[serde(default)]
     pub queue: u32,
+    /// Where the worker makes staged attempts' directories (hosts without the shared
+    /// filesystem); herzog uploads into it over SSH.
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl Resources {
@@ -160,9 +164,16 @@ pub struct WorkerInfo {
     pub name: String,
     pub resources: Resources,
     pub running: u32,
-    /// `connected` or `lost`.
+    /// `connected`, `disconnected` or `lost`.
     pub state: String,
     pub last_seen: Millis,
+    /// How the worker gets its files: `shared` (the shared filesystem), or over SSH:
+    /// `ssh checking`, `ssh ready`, `ssh failed` (then `problem` says why).
+    #[serde(default)]
+    pub staging: String,
+    /// What keeps the worker from getting work, named with its host and the error.
+    #[serde(default)]
+    pub problem: Option<String>,
 }
 
 /// A fragment's state for listings.
@@ -264,6 +275,11 @@ pub struct StartAttempt {
     /// Given to the program as `HERZOG_OUTPUT_DIR`.
     pub output_dir: PathBuf,
     pub grace_ms: u64,
+    /// The attempt's own directory on a host without the shared filesystem
+    /// (`<scratch_dir>/<attempt>`): `fragment_prep` makes it, herzog uploads the input into
+    /// it, and every path above except `cwd` lies inside it.
+    #[serde(default)]
+    pub scratch: Option<PathBuf>,
 }
 
 /// The reply to a worker's registration.

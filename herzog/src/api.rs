@@ -16,6 +16,7 @@ pub(crate) struct Api {
     pub(crate) handle: Handle,
     pub(crate) db: PathBuf,
     pub(crate) heartbeat_ms: u64,
+    pub(crate) stager: std::sync::Arc<crate::staging::Stager>,
 }
 
 /// The Coordinator service (for hz).
@@ -252,12 +253,30 @@ impl Registry for WorkerApi {
                 reason: "a worker needs at least one slot".into(),
             });
         }
+        let mut resources = resources;
+        if let Some(slots) = self.api.stager.slots(&name) {
+            // Fewer slots than kinski offers is herzog's choice; more would only be refused.
+            if slots > resources.slots {
+                tracing::warn!(worker = %name, configured = slots, registered = resources.slots, "cluster.toml gives this host more slots than its kinski runs: using kinski's");
+            }
+            resources.slots = resources.slots.min(slots);
+        }
+        if let Some(dir) = &resources.scratch_dir
+            && common::paths::clean_absolute(dir).is_err()
+        {
+            return Err(ApiError::InvalidValue {
+                what: "scratch_dir".into(),
+                reason: format!("{} is not an absolute path without '..'", dir.display()),
+            });
+        }
+        let staged = self.api.stager.staged(&name);
         self.api
             .handle
             .event(Event::Register {
                 worker: name,
                 resources,
                 running,
+                staged,
             })
             .await?;
         Ok(Registered {
@@ -276,11 +295,30 @@ impl Registry for WorkerApi {
 
     async fn fragment_complete(self, _: Context, name: String, completion: Completion) -> Result<(), ApiError> {
         self.check(&name)?;
+        // On a host without the shared filesystem the attempt's outputs are fetched before
+        // its completion is applied: a fetch that fails fails the attempt, and kinski keeps
+        // its scratch directory (and resends) until this call succeeds.
+        let (worker, attempt) = (name.clone(), completion.attempt);
+        let plan = self.api.handle.query(move |m| m.fetch_plan(&worker, attempt)).await?;
+        let staging_error = match plan {
+            None => None,
+            Some(plan) => match self.api.stager.fetch(&name, &plan).await {
+                Ok(bytes) => {
+                    tracing::debug!(worker = %name, %attempt, bytes, "fetched a staged attempt's files");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %name, %attempt, error = %e, "failed to fetch a staged attempt's files");
+                    Some(e.to_string())
+                }
+            },
+        };
         self.api
             .handle
             .event(Event::Complete {
                 worker: name,
                 completion,
+                staging_error,
             })
             .await
             .map(|_| ())

@@ -54,38 +54,38 @@ impl Connections {
 pub(crate) struct Dispatcher {
     pub(crate) connections: Connections,
     pub(crate) handle: Handle,
+    pub(crate) stager: Arc<crate::staging::Stager>,
 }
 
 impl Dispatcher {
     pub(crate) fn execute(&self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
-                Effect::Start { worker, start } => {
+                Effect::Start { worker, start, upload } => {
                     let attempt = start.attempt;
                     let client = self.connections.get(&worker);
                     let handle = self.handle.clone();
+                    let stager = self.stager.clone();
                     tokio::spawn(async move {
                         let event = match client {
                             None => Some(Event::DispatchFailed {
                                 attempt,
                                 reason: format!("no connection to worker {worker}"),
                             }),
-                            Some(c) => match c.fragment_start(context_with(CALL_TIMEOUT), *start).await {
-                                Ok(Ok(())) => None,
-                                Ok(Err(e)) => Some(Event::StartRefused {
-                                    attempt,
-                                    reason: format!("worker {worker} refused the start: {e}"),
-                                }),
-                                Err(e) => Some(Event::DispatchFailed {
-                                    attempt,
-                                    reason: format!("failed to reach worker {worker}: {e}"),
-                                }),
-                            },
+                            Some(c) => start_on(&c, &stager, &worker, *start, &upload).await,
                         };
                         if let Some(event) = event {
                             tracing::warn!(%attempt, ?event, "dispatch failed");
                             handle.notify(event);
                         }
+                    });
+                }
+                Effect::Probe { worker, scratch } => {
+                    let handle = self.handle.clone();
+                    let stager = self.stager.clone();
+                    tokio::spawn(async move {
+                        let result = stager.probe(&worker, &scratch).await.map_err(|e| e.to_string());
+                        handle.notify(Event::Probed { worker, result });
                     });
                 }
                 Effect::Stop { worker, attempt } => {
@@ -103,5 +103,44 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// Delivers one start: on a staged worker, kinski first makes the attempt's directory and
+/// herzog copies its files there. Returns the event saying why it did not happen, if it did
+/// not.
+async fn start_on(
+    client: &WorkerClient,
+    stager: &crate::staging::Stager,
+    worker: &str,
+    start: common::wire::StartAttempt,
+    upload: &[crate::machine::Upload],
+) -> Option<Event> {
+    let attempt = start.attempt;
+    let refused = |e: common::service::WorkerError| Event::StartRefused {
+        attempt,
+        reason: format!("worker {worker} refused the start: {e}"),
+    };
+    let unreachable = |e: tarpc::client::RpcError| Event::DispatchFailed {
+        attempt,
+        reason: format!("failed to reach worker {worker}: {e}"),
+    };
+    if start.scratch.is_some() {
+        match client.fragment_prep(context_with(CALL_TIMEOUT), start.clone()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Some(refused(e)),
+            Err(e) => return Some(unreachable(e)),
+        }
+        if let Err(e) = stager.upload(worker, upload).await {
+            return Some(Event::StagingFailed {
+                attempt,
+                reason: e.to_string(),
+            });
+        }
+    }
+    match client.fragment_start(context_with(CALL_TIMEOUT), start).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(refused(e)),
+        Err(e) => Some(unreachable(e)),
     }
 }

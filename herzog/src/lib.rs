@@ -7,6 +7,7 @@ mod engine;
 mod machine;
 mod scheduler;
 mod server;
+mod staging;
 mod store;
 
 pub use common::logging;
@@ -25,6 +26,8 @@ pub struct Config {
     pub worker_timeout: Duration,
     /// herzog's certificate bundle (role coordinator); see `herzog certs`.
     pub identity: common::tls::Identity,
+    /// cluster.toml's `[[hosts]]`: which hosts lack the shared filesystem, and how to log in.
+    pub hosts: Vec<common::config::HostConfig>,
 }
 
 impl Config {
@@ -35,6 +38,7 @@ impl Config {
             state_dir: state_dir.into(),
             heartbeat_interval: Duration::from_secs(2),
             worker_timeout: Duration::from_secs(10),
+            hosts: Vec::new(),
         }
     }
 }
@@ -54,6 +58,11 @@ pub enum HerzogError {
     Tls(#[from] common::tls::TlsError),
     #[error("herzog's certificate has the role {role}, not coordinator: make it with `herzog certs init`")]
     NotCoordinator { role: common::tls::Role },
+    #[error("failed to make a directory for SSH control sockets: {source}")]
+    ControlDir {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("herzog's event loop failed: {reason}")]
     Task { reason: String },
 }

@@ -132,6 +132,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let hosts = cluster.hosts;
     let h = cluster.herzog;
     let Some(tls) = args.tls.or(h.tls.clone()) else {
         eprintln!(
@@ -172,6 +173,7 @@ fn main() -> ExitCode {
         heartbeat_interval: h.heartbeat_interval,
         worker_timeout: h.worker_timeout,
         identity,
+        hosts,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -35,6 +35,7 @@ pub async fn run(
     let timing = Timing {
         worker_timeout_ms: config.worker_timeout.as_millis() as i64,
         start_grace_ms: (config.heartbeat_interval.as_millis() as i64 * 2).max(2_000),
+        probe_retry_ms: config.worker_timeout.as_millis() as i64,
     };
     let started = std::time::Instant::now();
     let snapshot = store.load()?;
@@ -49,14 +50,19 @@ pub async fn run(
     let acceptor = TlsAcceptor::from(config.identity.server_config()?);
     let (handle, rx) = Handle::new();
     let connections = Connections::default();
+    let stager = std::sync::Arc::new(
+        crate::staging::Stager::new(&config.hosts).map_err(|source| HerzogError::ControlDir { source })?,
+    );
     let dispatcher = Dispatcher {
         connections: connections.clone(),
         handle: handle.clone(),
+        stager: stager.clone(),
     };
     let api = Api {
         handle: handle.clone(),
         db,
         heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+        stager,
     };
     let tick =
         (config.worker_timeout / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));

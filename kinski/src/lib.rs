@@ -28,6 +28,8 @@ pub struct Config {
     pub identity: common::tls::Identity,
     /// The user programs run as; required when kinski runs as root (see [`user::resolve`]).
     pub run_as: Option<String>,
+    /// Where staged attempts get their directories; default `<state_dir>/scratch`.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// Why kinski stopped.
@@ -35,6 +37,12 @@ pub struct Config {
 pub enum KinskiError {
     #[error("failed to open the state directory {path}: {source}")]
     StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to open the scratch directory {path}: {source}; set kinski.scratch_dir or the host's scratch_dir")]
+    ScratchDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -91,8 +99,22 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     // A queue as deep as the slots keeps every slot busy across herzog's round trip.
     let slots = config.slots.max(1);
-    let supervisor = supervisor::Supervisor::new(slots, slots, run_as, journal, recovered.unacked);
-    let resources = resources::probe(slots, slots, &config.state_dir);
+    let scratch = config
+        .scratch_dir
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("scratch"));
+    std::fs::create_dir_all(&scratch).map_err(|source| KinskiError::ScratchDir {
+        path: scratch.clone(),
+        source,
+    })?;
+    let scratch = scratch.canonicalize().map_err(|source| KinskiError::ScratchDir {
+        path: scratch.clone(),
+        source,
+    })?;
+    let supervisor = supervisor::Supervisor::new(slots, slots, run_as, scratch.clone(), journal, recovered.unacked);
+    supervisor.clean_leftovers();
+    let mut resources = resources::probe(slots, slots, &config.state_dir);
+    resources.scratch_dir = Some(scratch);
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %config.herzog, "kinski starting");
     // Ready once the journal is recovered: herzog may be away, and kinski works without it.
     common::logging::notify_ready();

@@ -35,6 +35,10 @@ struct Args {
     /// `herzog certs issue NAME --role worker`.
     #[arg(long, env = "KINSKI_TLS")]
     tls: Option<PathBuf>,
+    /// Where staged attempts get their directories (overrides the host's scratch_dir in
+    /// cluster.toml; default STATE_DIR/scratch).
+    #[arg(long)]
+    scratch_dir: Option<PathBuf>,
     /// The user programs run as (overrides kinski.run_as). Required when kinski runs as root;
     /// "root" only if you mean it.
     #[arg(long)]
@@ -50,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let k = cluster.kinski;
+    let k = cluster.kinski.clone();
     if args.slots == Some(0) {
         eprintln!("kinski: --slots must be at least 1");
         return ExitCode::from(2);
@@ -103,13 +107,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // This host's [[hosts]] entry, when the file lists it (one file can serve every daemon).
+    let host = cluster.host(&name).cloned();
     let config = kinski::Config {
-        herzog: args.herzog.unwrap_or(cluster.herzog.address),
+        herzog: args.herzog.unwrap_or(cluster.herzog.address.clone()),
+        slots: args
+            .slots
+            .or(host.as_ref().and_then(|h| h.slots))
+            .or(k.slots)
+            .unwrap_or_else(kinski::default_slots),
         name,
-        slots: args.slots.or(k.slots).unwrap_or_else(kinski::default_slots),
         state_dir,
         identity,
         run_as: args.run_as.or(k.run_as),
+        scratch_dir: args.scratch_dir.or(host.and_then(|h| h.scratch_dir)),
     };
     // Refuse before anything starts: root without a user to run programs as, or a user that
     // does not exist.

@@ -557,6 +557,7 @@ mod tests {
             stderr: dir.join("logs/7.err"),
             output_dir: dir.join("out/7"),
             grace_ms: 1000,
+            scratch: None,
         }
     }
 

@@ -31,6 +31,7 @@ pub(crate) fn probe(slots: u32, queue: u32, state_dir: &Path) -> Resources {
         disk_free_bytes,
         slots,
         queue,
+        scratch_dir: None,
     }
 }
 

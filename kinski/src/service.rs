@@ -14,17 +14,7 @@ pub(crate) struct WorkerService {
 
 impl Worker for WorkerService {
     async fn fragment_prep(self, _: Context, start: StartAttempt) -> Result<(), WorkerError> {
-        // On a shared filesystem there is nothing to stage; make sure the output folders exist.
-        for dir in [start.stdout.parent(), Some(start.output_dir.as_path())]
-            .into_iter()
-            .flatten()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| WorkerError::Prepare {
-                path: dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        }
-        Ok(())
+        self.supervisor.prepare(&start)
     }
 
     async fn fragment_start(self, _: Context, start: StartAttempt) -> Result<(), WorkerError> {

@@ -8,6 +8,7 @@ use common::AttemptId;
 use common::service::WorkerError;
 use common::wire::{Completion, StartAttempt};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub(crate) struct Supervisor {
     slots: u32,
     queue: u32,
     run_as: Option<crate::user::RunAs>,
+    /// Where staged attempts get their directories (`<scratch>/<attempt>`).
+    scratch: PathBuf,
     /// Woken when a completion is queued.
     pub(crate) finished: Arc<Notify>,
     shutting_down: Arc<AtomicBool>,
@@ -56,6 +59,7 @@ impl Supervisor {
         slots: u32,
         queue: u32,
         run_as: Option<crate::user::RunAs>,
+        scratch: PathBuf,
         journal: Journal,
         unacked: Vec<Completion>,
     ) -> Self {
@@ -71,6 +75,7 @@ impl Supervisor {
             slots,
             queue,
             run_as,
+            scratch,
             finished: Arc::new(Notify::new()),
             shutting_down: Arc::default(),
         }
@@ -80,12 +85,13 @@ impl Supervisor {
         self.inner.lock().expect("not poisoned")
     }
 
-    /// Starts an attempt, or queues it when every slot is busy; an attempt already held is a
-    /// no-op (herzog may resend).
-    pub(crate) fn start(&self, start: StartAttempt) -> Result<(), WorkerError> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(WorkerError::ShuttingDown);
-        }
+    /// Checks the paths of a start from the wire: all absolute and clean, and for a staged
+    /// attempt, its directory is `<scratch>/<attempt>` and its files lie inside it.
+    fn check_paths(&self, start: &StartAttempt) -> Result<(), WorkerError> {
+        let refuse = |path: &Path, reason: String| WorkerError::Prepare {
+            path: path.display().to_string(),
+            reason,
+        };
         for path in [
             &start.input,
             &start.cwd,
@@ -93,11 +99,95 @@ impl Supervisor {
             &start.stderr,
             &start.output_dir,
         ] {
-            common::paths::clean_absolute(path).map_err(|e| WorkerError::Prepare {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            common::paths::clean_absolute(path).map_err(|e| refuse(path, e.to_string()))?;
         }
+        if let Some(dir) = &start.scratch {
+            let expected = self.scratch.join(start.attempt.0.to_string());
+            if *dir != expected {
+                return Err(refuse(
+                    dir,
+                    format!("a staged attempt's directory must be {}", expected.display()),
+                ));
+            }
+            for path in [&start.input, &start.stdout, &start.stderr, &start.output_dir] {
+                if !path.starts_with(dir) {
+                    return Err(refuse(
+                        path,
+                        format!("outside the attempt's directory {}", dir.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes what an attempt needs before its input arrives: for a staged attempt its own
+    /// directory in the scratch directory (`in/`, `out/`), owned by the user programs run as
+    /// so they can write there; on the shared filesystem the results folders.
+    pub(crate) fn prepare(&self, start: &StartAttempt) -> Result<(), WorkerError> {
+        self.check_paths(start)?;
+        let failed = |dir: &Path, e: std::io::Error| WorkerError::Prepare {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        };
+        let dirs: Vec<&Path> = match &start.scratch {
+            Some(root) => vec![
+                root.as_path(),
+                start.output_dir.as_path(),
+                start.input.parent().unwrap_or(root),
+            ],
+            None => [start.stdout.parent(), Some(start.output_dir.as_path())]
+                .into_iter()
+                .flatten()
+                .collect(),
+        };
+        for dir in dirs {
+            std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+            if start.scratch.is_some()
+                && let Some(user) = &self.run_as
+            {
+                std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(|e| failed(dir, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a staged attempt's directory once herzog has what it needs from it. Only a
+    /// name of digits under the scratch directory is ever removed.
+    fn clean(&self, attempt: AttemptId) {
+        let dir = self.scratch.join(attempt.0.to_string());
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Ok(()) => tracing::debug!(dir = %dir.display(), "removed a staged attempt's directory"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "failed to remove a staged attempt's directory"),
+        });
+    }
+
+    /// Removes the directories of staged attempts this worker no longer holds (left by a
+    /// previous kinski, or prepared for a start that never came).
+    pub(crate) fn clean_leftovers(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.scratch) else {
+            return;
+        };
+        let held = self.held();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(attempt) = name.to_str().and_then(|n| n.parse::<i64>().ok()) else {
+                continue;
+            };
+            if !held.contains(&AttemptId(attempt)) {
+                self.clean(AttemptId(attempt));
+            }
+        }
+    }
+
+    /// Starts an attempt, or queues it when every slot is busy; an attempt already held is a
+    /// no-op (herzog may resend).
+    pub(crate) fn start(&self, start: StartAttempt) -> Result<(), WorkerError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(WorkerError::ShuttingDown);
+        }
+        self.check_paths(&start)?;
         let mut inner = self.lock();
         if inner.holds(start.attempt) {
             return Ok(());
@@ -227,6 +317,8 @@ impl Supervisor {
         if inner.unacked.remove(&attempt).is_some() {
             let result = inner.journal.acked(attempt);
             inner.log_failure("an acknowledgement", result);
+            drop(inner);
+            self.clean(attempt);
         }
     }
 }

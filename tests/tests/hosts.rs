@@ -273,10 +273,22 @@ fn base36(mut n: u32) -> String {
     String::from_utf8(out).expect("ASCII")
 }
 
+/// How a host of the bed sees the files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Files {
+    /// Like every namespace, the whole file system: the shared filesystem.
+    Shared,
+    /// Its kinski runs in a mount namespace of its own with a blank tmpfs over `shared/`
+    /// (projects, herzog's state and results): nothing but staging over SSH gets a project's
+    /// files to it. Its sshd, like a real host's, writes into the scratch directory kinski sees.
+    Staged,
+}
+
 /// herzog on euclid and a kinski on every host of a bed, with their state in a temporary
-/// directory that every namespace sees (they share the file system, not the network).
-/// Dropping it kills the daemons, tears the bed down (and with it every program still
-/// running there), then removes the directory.
+/// directory that every namespace sees (they share the file system, not the network), or
+/// all of it but `shared/` for a [`Files::Staged`] host. Dropping it kills the daemons,
+/// tears the bed down (and with it every program still running there), then removes the
+/// directory.
 struct Hosted {
     // Dropped in this order.
     workers: Vec<(String, Daemon)>,
@@ -292,8 +304,17 @@ impl Hosted {
     /// on every host dialing euclid by name, each registered before this returns. `config`
     /// (TOML) goes to every daemon.
     fn start(bed: Bed, config: Option<&str>, slots: u32) -> Hosted {
+        Hosted::start_with(bed, config, slots, &HOSTS.map(|h| (h, Files::Shared)))
+    }
+
+    /// Starts herzog on euclid and a kinski on each host of `hosts`, seeing the files as
+    /// given. `config` may name `{DIR}`, replaced by the temporary directory.
+    fn start_with(bed: Bed, config: Option<&str>, slots: u32, hosts: &[(&str, Files)]) -> Hosted {
         let dir = tempfile::tempdir().expect("failed to create a temporary directory");
         std::fs::create_dir(dir.path().join("markers")).expect("failed to create markers/");
+        std::fs::create_dir(dir.path().join("shared")).expect("failed to create shared/");
+        let config = config.map(|c| c.replace("{DIR}", dir.path().to_str().expect("UTF-8")));
+        let config = config.as_deref();
         let config = config.map(|text| {
             let path = dir.path().join("cluster.toml");
             std::fs::write(&path, text).expect("failed to write the config");
@@ -302,7 +323,7 @@ impl Hosted {
         let addr = format!("{}:{PORT}", bed.host("euclid").addr);
         let mut cmd = bed.exec("euclid", &bin("herzog"));
         cmd.args(["--listen", &addr, "--log-level", "info", "--state-dir"])
-            .arg(dir.path().join("herzog"))
+            .arg(dir.path().join("shared").join("herzog"))
             .arg("--tls")
             .arg(bundle(dir.path(), "herzog", "coordinator"));
         if let Some(config) = &config {
@@ -313,8 +334,24 @@ impl Hosted {
         assert!(line.contains(&addr), "herzog should listen on {addr}: {line}");
 
         let mut workers = Vec::new();
-        for host in HOSTS {
-            let mut cmd = bed.exec(host, &bin("kinski"));
+        for &(host, files) in hosts {
+            let mut cmd = match files {
+                Files::Shared => bed.exec(host, &bin("kinski")),
+                Files::Staged => {
+                    let mut cmd = bed.exec(host, Path::new("unshare"));
+                    cmd.args([
+                        "--mount",
+                        "--propagation",
+                        "private",
+                        "sh",
+                        "-c",
+                        "mount -t tmpfs hidden \"$0\" && exec \"$@\"",
+                    ])
+                    .arg(dir.path().join("shared"))
+                    .arg(bin("kinski"));
+                    cmd
+                }
+            };
             // By name: each namespace resolves the bed's hosts (/etc/netns/NS/hosts).
             cmd.args([
                 "--herzog",
@@ -351,14 +388,19 @@ impl Hosted {
         self.dir.path()
     }
 
+    /// What a staged host does not see: projects, herzog's state and results.
+    fn shared(&self) -> PathBuf {
+        self.dir().join("shared")
+    }
+
     /// herzog's database.
     fn db(&self) -> PathBuf {
-        self.dir().join("herzog").join("herzog.db")
+        self.shared().join("herzog").join("herzog.db")
     }
 
     /// herzog's results folder of `project`.
     fn results(&self, project: &str) -> PathBuf {
-        self.dir().join("herzog").join("results").join(project)
+        self.shared().join("herzog").join("results").join(project)
     }
 
     /// Runs `hz --herzog EUCLID:PORT ARGS...` on euclid, as the admin, in the directory.
@@ -404,26 +446,62 @@ impl Hosted {
     /// checksum and size, writes `$HERZOG_OUTPUT_DIR/<input>.out` (the input, `x` made `y`,
     /// lines reversed), then sleeps `$SLEEP` if set. Only the marker depends on the host.
     fn program(&self) -> String {
-        let path = self.dir().join("where.sh");
+        self.program_at(&self.dir().join("where.sh"))
+    }
+
+    /// [`Hosted::program`] written at `path`. The marker's second line counts the entries
+    /// the program sees in `shared/` (none on a staged host), and it also writes a checksum
+    /// into a subdirectory of its output directory.
+    fn program_at(&self, path: &Path) -> String {
         let markers = self.dir().join("markers");
         let text = format!(
             r#"#!/bin/sh
 host=$(ip netns identify $$)
-echo "${{host:-none}}" > "{markers}/$HERZOG_PROJECT.$HERZOG_FRAGMENT.$HERZOG_ATTEMPT"
+printf '%s\n%s\n' "${{host:-none}}" "$(ls -A "{shared}" | wc -l)" > "{markers}/$HERZOG_PROJECT.$HERZOG_FRAGMENT.$HERZOG_ATTEMPT"
 sha256sum < "$1"
 wc -c < "$1"
 tr x y < "$1" | tac > "$HERZOG_OUTPUT_DIR/$(basename "$1").out"
+mkdir -p "$HERZOG_OUTPUT_DIR/sums"
+sha256sum < "$1" > "$HERZOG_OUTPUT_DIR/sums/$(basename "$1")"
 if [ -n "$SLEEP" ]; then exec sleep "$SLEEP"; fi
 "#,
-            markers = markers.display()
+            markers = markers.display(),
+            shared = self.shared().display(),
         );
-        write_script(&path, &text);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("failed to create the program's directory");
+        }
+        write_script(path, &text);
         path.to_str().expect("a UTF-8 temporary directory").to_string()
+    }
+
+    /// How many entries of `shared/` each execution of `project` saw, by (fragment, attempt).
+    fn saw_shared(&self, project: &str) -> BTreeMap<(String, i64), usize> {
+        self.markers(project)
+            .into_iter()
+            .map(|(k, text)| {
+                (
+                    k,
+                    text.lines()
+                        .nth(1)
+                        .and_then(|l| l.trim().parse().ok())
+                        .unwrap_or(usize::MAX),
+                )
+            })
+            .collect()
     }
 
     /// Where each execution of `project`'s fragments ran, by (fragment, attempt): the
     /// namespace the program found itself in.
     fn ran_on(&self, project: &str) -> BTreeMap<(String, i64), String> {
+        self.markers(project)
+            .into_iter()
+            .map(|(k, text)| (k, text.lines().next().unwrap_or("").trim().to_string()))
+            .collect()
+    }
+
+    /// The markers of `project`'s executions, by (fragment, attempt).
+    fn markers(&self, project: &str) -> BTreeMap<(String, i64), String> {
         let mut out = BTreeMap::new();
         for entry in std::fs::read_dir(self.dir().join("markers")).expect("failed to list markers") {
             let path = entry.expect("failed to list markers").path();
@@ -436,8 +514,8 @@ if [ -n "$SLEEP" ]; then exec sleep "$SLEEP"; fi
                 continue;
             };
             let (fragment, attempt) = rest.rsplit_once('.').expect("a marker is PROJECT.FRAGMENT.ATTEMPT");
-            let ns = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
-            out.insert((fragment.to_string(), attempt.parse().expect("an attempt id")), ns);
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            out.insert((fragment.to_string(), attempt.parse().expect("an attempt id")), text);
         }
         out
     }
@@ -463,17 +541,27 @@ fn varied_inputs(dir: &Path, n: usize) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// The files of `dir` and their bytes, by name.
+/// The files under `dir` (subdirectories too) and their bytes, by path relative to `dir`.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("failed to list {}: {e}", dir.display()))
-        .map(|entry| {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("failed to list {}: {e}", d.display())) {
             let path = entry.expect("failed to list a directory").path();
-            let name = path.file_name().expect("a file name").to_string_lossy().into_owned();
+            if path.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            let name = path
+                .strip_prefix(dir)
+                .expect("under dir")
+                .to_string_lossy()
+                .into_owned();
             let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("failed to read {}: {e}", path.display()));
-            (name, bytes)
-        })
-        .collect()
+            out.insert(name, bytes);
+        }
+    }
+    out
 }
 
 /// What each fragment's accepted attempt printed, by fragment: (stdout, stderr), read from a
@@ -495,15 +583,56 @@ fn accepted_logs(db: &Path, results: &Path, project: &str) -> BTreeMap<String, (
         .collect()
 }
 
+/// cluster.toml's `[[hosts]]` for a bed: `staged` hosts without the shared filesystem,
+/// reached over SSH by name with the bed's ssh config (root, the test key, host keys
+/// checked), each with its scratch directory in the bed; `identity` overrides the key of
+/// one host (and then names the bed's known_hosts instead of its config).
+fn hosts_toml(bed: &Bed, staged: &[&str], wrong_key_for: Option<&str>) -> String {
+    let mut text = String::new();
+    for host in staged {
+        let h = bed.host(host);
+        text.push_str(&format!(
+            "[[hosts]]\nname = \"{host}\"\nshared_fs = false\nscratch_dir = \"{}\"\n",
+            h.scratch.display()
+        ));
+        if wrong_key_for == Some(host) {
+            text.push_str(&format!(
+                "address = \"{}\"\n[hosts.ssh]\nuser = \"root\"\nidentity = \"{}\"\nknown_hosts = \"{}\"\n\n",
+                h.addr,
+                bed.wrong_key().display(),
+                bed.known_hosts().display()
+            ));
+        } else {
+            text.push_str(&format!("[hosts.ssh]\nconfig = \"{}\"\n\n", bed.ssh_config().display()));
+        }
+    }
+    text
+}
+
 #[test]
 fn a_project_runs_across_four_hosts() {
     const TEST: &str = "a_project_runs_across_four_hosts";
     const N: usize = 40;
+    const STAGED: [&str; 3] = ["pythagoras", "leibniz", "newton"];
     let _serial = serial();
     let Some(bed) = Bed::up(TEST) else { return };
-    let cluster = Hosted::start(bed, None, 2);
-    let inputs = varied_inputs(&cluster.dir().join("spread"), N);
-    let program = cluster.program();
+    // euclid has the shared filesystem; the three others see neither the project nor
+    // herzog's results: their input comes over SSH and their outputs go back the same way.
+    let config = hosts_toml(&bed, &STAGED, None);
+    let hosts = HOSTS.map(|h| {
+        (
+            h,
+            if STAGED.contains(&h) {
+                Files::Staged
+            } else {
+                Files::Shared
+            },
+        )
+    });
+    let cluster = Hosted::start_with(bed, Some(&config), 2, &hosts);
+    let inputs = varied_inputs(&cluster.shared().join("spread"), N);
+    // The program lives in the project directory, so it is staged too.
+    let program = cluster.program_at(&inputs.join("bin").join("where.sh"));
     let started = Instant::now();
     let name = cluster.hz_ok(&[
         "action",
@@ -550,6 +679,36 @@ fn a_project_runs_across_four_hosts() {
         );
         *per_host.entry(host.name.clone()).or_default() += 1;
     }
+    // Proof that the staged hosts worked from their copies: their programs saw nothing in
+    // shared/, where the project and the results are.
+    let saw = cluster.saw_shared("spread");
+    for ((fragment, attempt), seen) in &saw {
+        let host = cluster
+            .bed
+            .host_of_ns(ran_on[&(fragment.clone(), *attempt)].as_str())
+            .map(|h| h.name.as_str())
+            .unwrap_or("?");
+        if STAGED.contains(&host) {
+            assert_eq!(*seen, 0, "{fragment} on {host} saw the shared directory");
+        } else {
+            assert!(*seen > 0, "{fragment} on {host} should see the shared directory");
+        }
+    }
+    // Staged attempts leave nothing behind in the scratch directories.
+    // (kinski removes an attempt's directory once herzog acknowledged its completion.)
+    for host in STAGED {
+        let scratch = cluster.bed.host(host).scratch.clone();
+        eventually(
+            &format!("{host}'s scratch directory to empty"),
+            Duration::from_secs(10),
+            || {
+                let left: Vec<_> = std::fs::read_dir(&scratch)
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                    .unwrap_or_default();
+                left.is_empty().then_some(())
+            },
+        );
+    }
     println!("{TEST}: {N} fragments ran on four hosts in {ran:?}; fragments per host: {per_host:?}");
     let hosts: BTreeSet<&str> = per_host.keys().map(String::as_str).collect();
     assert_eq!(hosts, HOSTS.into_iter().collect(), "every host runs some fragments");
@@ -592,7 +751,7 @@ fn a_project_runs_across_four_hosts() {
 
     let outputs = files(&cluster.results("spread").join("output"));
     let local_outputs = files(&local_results.join("output"));
-    assert_eq!(outputs.len(), N, "outputs: {:?}", outputs.keys());
+    assert_eq!(outputs.len(), 2 * N, "outputs: {:?}", outputs.keys());
     assert!(
         outputs == local_outputs,
         "the outputs differ from a local run: {:?}",

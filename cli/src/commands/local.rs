@@ -87,6 +87,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
             identity: worker_id,
             // hz local runs programs as whoever runs hz.
             run_as: Some(kinski::user::current_user()),
+            scratch_dir: None,
         },
         stopped(stop_rx),
     )));

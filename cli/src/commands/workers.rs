@@ -18,6 +18,12 @@ pub(crate) async fn run(args: JsonArgs, addr: &Endpoint, out: &mut dyn Write) ->
         note!("no worker has registered: start kinski on the compute hosts");
     } else {
         out.write_all(table(&workers, common::now_millis()).render().as_bytes())?;
+        // Problems below the table, whole: an SSH error is too long for a column.
+        for w in &workers {
+            if let Some(problem) = &w.problem {
+                writeln!(out, "{}: {problem}", w.name)?;
+            }
+        }
     }
     Ok(Outcome::Ok)
 }
@@ -26,6 +32,7 @@ fn table(workers: &[WorkerInfo], now: common::Millis) -> Table {
     let mut t = Table::new(&[
         ("NAME", Align::Left),
         ("STATE", Align::Left),
+        ("FILES", Align::Left),
         ("SLOTS", Align::Right),
         ("RUNNING", Align::Right),
         ("CPUS", Align::Right),
@@ -36,6 +43,7 @@ fn table(workers: &[WorkerInfo], now: common::Millis) -> Table {
         t.row(vec![
             w.name.clone(),
             w.state.clone(),
+            w.staging.clone(),
             w.resources.slots.to_string(),
             w.running.to_string(),
             w.resources.cpus.to_string(),
@@ -61,14 +69,20 @@ mod tests {
                 disk_free_bytes: 0,
                 slots: 6,
                 queue: 6,
+                scratch_dir: None,
             },
             running: 2,
             state: "connected".into(),
             last_seen: 9_000,
+            staging: "ssh ready".into(),
+            problem: None,
         };
         let text = table(&[w], 10_000).render();
         assert!(
-            text.contains("16.0 GiB") && text.contains("1.0s ago") && text.contains("euclid"),
+            text.contains("16.0 GiB")
+                && text.contains("1.0s ago")
+                && text.contains("euclid")
+                && text.contains("ssh ready"),
             "{text}"
         );
     }

@@ -24,6 +24,8 @@ pub(crate) struct Timing {
     /// How long a dispatched attempt may be missing from a worker's report before it is lost
     /// (a start may still be on its way).
     pub(crate) start_grace_ms: i64,
+    /// How long a worker whose host herzog cannot log in to waits before the next check.
+    pub(crate) probe_retry_ms: i64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,6 +80,7 @@ pub(crate) struct Worker {
     /// Attempts it last reported that herzog does not expect (being stopped): they hold
     /// slots until they are gone.
     pub(crate) foreign: u32,
+    pub(crate) staging: Staging,
 }
 
 /// Where a live attempt belongs.
@@ -151,6 +154,7 @@ impl Machine {
                     last_seen: now,
                     running: BTreeSet::new(),
                     foreign: 0,
+                    staging: Staging::Shared,
                 },
             );
         }
@@ -176,6 +180,7 @@ impl Machine {
                             last_seen: now,
                             running: BTreeSet::new(),
                             foreign: 0,
+                            staging: Staging::Shared,
                         });
                         w.running.insert(*attempt);
                     }
@@ -204,9 +209,25 @@ impl Machine {
                 worker,
                 resources,
                 running,
-            } => self.register(now, worker, resources, running),
+                staged,
+            } => self.register(now, worker, resources, running, staged),
             Event::Heartbeat { worker, running } => self.heartbeat(now, &worker, running),
-            Event::Complete { worker, completion } => self.complete(now, &worker, completion),
+            Event::Complete {
+                worker,
+                completion,
+                staging_error,
+            } => self.complete(now, &worker, completion, staging_error),
+            Event::Probed { worker, result } => {
+                self.probed(now, &worker, result);
+                Ok(Reply::Done)
+            }
+            Event::StagingFailed { attempt, reason } => {
+                if let Some(worker) = self.end_live(now, attempt, AttemptEnd::StagingFailed, None, Some(reason.clone()))
+                {
+                    self.staging_broke(now, &worker, reason);
+                }
+                Ok(Reply::Done)
+            }
             Event::Disconnected { worker } => {
                 if let Some(w) = self.workers.get_mut(&worker)
                     && w.link == Link::Connected
@@ -234,6 +255,7 @@ impl Machine {
             }
             Event::Tick => {
                 self.watchdog(now);
+                self.recheck_staging(now);
                 Ok(Reply::Done)
             }
         }
@@ -379,6 +401,7 @@ impl Machine {
         name: String,
         resources: Resources,
         running: Vec<AttemptId>,
+        staged: bool,
     ) -> Result<Reply, Rejected> {
         common::name::check_name(&name)?;
         let w = self.workers.entry(name.clone()).or_insert_with(|| Worker {
@@ -388,10 +411,31 @@ impl Machine {
             last_seen: now,
             running: BTreeSet::new(),
             foreign: 0,
+            staging: Staging::Shared,
         });
         w.resources = resources.clone();
         w.link = Link::Connected;
         w.last_seen = now;
+        // A staged host gets no work until herzog has logged in to it; a re-registration
+        // keeps a known-good login (the worker, not its host, came back).
+        w.staging = match (staged, resources.scratch_dir.clone(), &w.staging) {
+            (false, _, _) => Staging::Shared,
+            (true, Some(scratch), Staging::Ready { scratch: known }) if *known == scratch => Staging::Ready { scratch },
+            (true, Some(scratch), _) => {
+                self.effects.push(Effect::Probe {
+                    worker: name.clone(),
+                    scratch: scratch.clone(),
+                });
+                Staging::Checking { scratch }
+            }
+            (true, None, _) => Staging::Broken {
+                scratch: None,
+                reason: format!(
+                    "host {name} has no shared filesystem (cluster.toml) but its kinski reported no scratch directory: upgrade kinski there"
+                ),
+                since: now,
+            },
+        };
         self.writes.push(Write::Worker {
             name: name.clone(),
             resources,
@@ -454,7 +498,13 @@ impl Machine {
         }
     }
 
-    fn complete(&mut self, now: Millis, worker: &str, c: Completion) -> Result<Reply, Rejected> {
+    fn complete(
+        &mut self,
+        now: Millis,
+        worker: &str,
+        c: Completion,
+        staging_error: Option<String>,
+    ) -> Result<Reply, Rejected> {
         let Some(live) = self.live.get(&c.attempt).copied() else {
             if c.attempt.0 >= self.next_attempt || c.attempt.0 <= 0 {
                 return Err(Rejected::UnknownAttempt { attempt: c.attempt });
@@ -487,14 +537,77 @@ impl Machine {
             w.last_seen = now;
         }
         let success = matches!(c.exit, Exit::Code(code) if project.spec.success_codes.contains(&code));
-        let end = if success {
-            AttemptEnd::Succeeded
-        } else {
-            AttemptEnd::Failed
+        let end = match (&staging_error, success) {
+            (Some(_), _) => AttemptEnd::StagingFailed,
+            (None, true) => AttemptEnd::Succeeded,
+            (None, false) => AttemptEnd::Failed,
         };
         tracing::info!(project = %project.name, fragment = %fragment.name, attempt = %c.attempt, %worker, exit = %c.exit, wall_ms = c.wall_ms, "attempt finished");
-        self.end_live(now, c.attempt, end, Some(c), None);
+        self.end_live(now, c.attempt, end, Some(c), staging_error.clone());
+        if let Some(reason) = staging_error {
+            self.staging_broke(now, worker, reason);
+        }
         Ok(Reply::Done)
+    }
+
+    fn probed(&mut self, now: Millis, worker: &str, result: Result<(), String>) {
+        let Some(w) = self.workers.get_mut(worker) else { return };
+        // Only the check that is outstanding counts: a worker that re-registered as shared,
+        // or whose scratch directory changed, ignores an older answer.
+        let Staging::Checking { scratch } = &w.staging else {
+            return;
+        };
+        let scratch = scratch.clone();
+        match result {
+            Ok(()) => {
+                tracing::info!(%worker, scratch = %scratch.display(), "logged in over SSH: staging ready");
+                w.staging = Staging::Ready { scratch };
+            }
+            Err(reason) => {
+                tracing::warn!(%worker, %reason, "cannot stage files to this worker's host: it gets no work until a check succeeds");
+                w.staging = Staging::Broken {
+                    scratch: Some(scratch),
+                    reason,
+                    since: now,
+                };
+            }
+        }
+    }
+
+    /// A transfer failed after its retries: the host gets no more work until a new check
+    /// succeeds.
+    fn staging_broke(&mut self, now: Millis, worker: &str, reason: String) {
+        if let Some(w) = self.workers.get_mut(worker)
+            && let Some(scratch) = w.staging.scratch().cloned()
+        {
+            tracing::warn!(%worker, %reason, "staging failed: this worker gets no work until a check succeeds");
+            w.staging = Staging::Broken {
+                scratch: Some(scratch),
+                reason,
+                since: now,
+            };
+        }
+    }
+
+    /// Checks again, after a pause, the hosts herzog could not log in to.
+    fn recheck_staging(&mut self, now: Millis) {
+        for w in self.workers.values_mut() {
+            if let Staging::Broken {
+                scratch: Some(scratch),
+                since,
+                ..
+            } = &w.staging
+                && w.link == Link::Connected
+                && now - since >= self.timing.probe_retry_ms
+            {
+                let scratch = scratch.clone();
+                self.effects.push(Effect::Probe {
+                    worker: w.name.clone(),
+                    scratch: scratch.clone(),
+                });
+                w.staging = Staging::Checking { scratch };
+            }
+        }
     }
 
     /// Ends a live attempt and moves its fragment on. Returns the worker it ran on.
@@ -545,7 +658,16 @@ impl Machine {
                     note.as_deref().unwrap_or("lost")
                 ),
             },
-            AttemptEnd::Lost | AttemptEnd::Stopped | AttemptEnd::Late => FragmentState::Pending,
+            AttemptEnd::StagingFailed if attempts >= max => FragmentState::Failed {
+                attempt: Some(attempt),
+                reason: format!(
+                    "{attempts} attempts, the last failed to stage its files: {}",
+                    note.as_deref().unwrap_or("unknown")
+                ),
+            },
+            AttemptEnd::Lost | AttemptEnd::Stopped | AttemptEnd::Late | AttemptEnd::StagingFailed => {
+                FragmentState::Pending
+            }
         };
         if end == AttemptEnd::Stopped {
             // The project is going away; its fragments are not requeued.
@@ -622,7 +744,7 @@ impl Machine {
         let capacity: Vec<Capacity<'_>> = self
             .workers
             .values()
-            .filter(|w| w.link == Link::Connected)
+            .filter(|w| w.link == Link::Connected && matches!(w.staging, Staging::Shared | Staging::Ready { .. }))
             .map(|w| Capacity {
                 worker: &w.name,
                 free: w
@@ -651,14 +773,14 @@ impl Machine {
         let index = p.queue.pop_front().expect("scheduled projects have pending fragments");
         let f = &mut p.fragments[index as usize];
         f.attempts += 1;
-        let start = start_for(p, index, attempt);
+        let w = self.workers.get_mut(&worker).expect("scheduled workers exist");
+        w.running.insert(attempt);
+        let (start, upload) = match w.staging.scratch() {
+            None => (start_for(p, index, attempt), Vec::new()),
+            Some(scratch) => staged_start_for(p, index, attempt, scratch),
+        };
         let fragment_id = p.fragments[index as usize].id;
         self.live.insert(attempt, Live { project, index });
-        self.workers
-            .get_mut(&worker)
-            .expect("scheduled workers exist")
-            .running
-            .insert(attempt);
         self.writes.push(Write::AttemptStarted {
             id: attempt,
             fragment: fragment_id,
@@ -677,6 +799,7 @@ impl Machine {
         self.effects.push(Effect::Start {
             worker,
             start: Box::new(start),
+            upload,
         });
     }
 
@@ -748,8 +871,40 @@ impl Machine {
                 }
                 .to_string(),
                 last_seen: w.last_seen,
+                staging: match &w.staging {
+                    Staging::Shared => "shared",
+                    Staging::Checking { .. } => "ssh checking",
+                    Staging::Ready { .. } => "ssh ready",
+                    Staging::Broken { .. } => "ssh failed",
+                }
+                .to_string(),
+                problem: match &w.staging {
+                    Staging::Broken { reason, .. } => Some(reason.clone()),
+                    _ => None,
+                },
             })
             .collect()
+    }
+
+    /// What to copy back when `worker` reports `attempt` complete: nothing unless the worker
+    /// stages and the attempt is still its fragment's current one (a late or repeated
+    /// completion changes no outcome, so its files are not brought back over the accepted
+    /// ones).
+    pub(crate) fn fetch_plan(&self, worker: &str, attempt: AttemptId) -> Option<Fetch> {
+        let scratch = self.workers.get(worker)?.staging.scratch()?;
+        let l = self.live.get(&attempt)?;
+        let p = self.projects.get(&l.project)?;
+        let f = &p.fragments[l.index as usize];
+        match &f.state {
+            FragmentState::Running { worker: on, .. } if on == worker => {}
+            _ => return None,
+        }
+        let (stdout, stderr, output_dir) = attempt_paths(&p.results_dir, &f.name, attempt);
+        let remote = StagedPaths::new(scratch, attempt, &f.name);
+        Some(Fetch {
+            outputs: (remote.output_dir, output_dir),
+            logs: vec![(remote.stdout, stdout), (remote.stderr, stderr)],
+        })
     }
 
     pub(crate) fn policy(&self) -> Policy {
@@ -790,6 +945,83 @@ pub(crate) fn attempt_paths(
     )
 }
 
+/// An attempt's files on a host without the shared filesystem, all inside
+/// `<scratch>/<attempt>/`: the input (and the program, when it lives in the project
+/// directory) under `in/`, what the program writes under `out/`, and its stdout and stderr.
+struct StagedPaths {
+    root: PathBuf,
+    inputs: PathBuf,
+    input: PathBuf,
+    output_dir: PathBuf,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl StagedPaths {
+    fn new(scratch: &std::path::Path, attempt: AttemptId, fragment: &str) -> Self {
+        let root = scratch.join(attempt.0.to_string());
+        let inputs = root.join("in");
+        StagedPaths {
+            input: inputs.join(fragment),
+            output_dir: root.join("out"),
+            stdout: root.join("stdout"),
+            stderr: root.join("stderr"),
+            inputs,
+            root,
+        }
+    }
+}
+
+/// The start of an attempt on a staged worker, and the files to copy there first. The
+/// program is copied too when its executable lies inside the project directory (its path
+/// there is not valid on the host); anywhere else it must be installed on the host.
+fn staged_start_for(
+    p: &Project,
+    index: u32,
+    attempt: AttemptId,
+    scratch: &std::path::Path,
+) -> (StartAttempt, Vec<Upload>) {
+    let f = &p.fragments[index as usize];
+    let paths = StagedPaths::new(scratch, attempt, &f.name);
+    let mut upload = vec![Upload {
+        from: p.dir.join(&f.name),
+        to: paths.input.clone(),
+    }];
+    let mut program = p.spec.program.clone();
+    if let Some(exe) = common::template::executable(&p.spec.program)
+        && let Ok(rel) = std::path::Path::new(exe).strip_prefix(&p.dir)
+        && rel.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        let to = paths.inputs.join(rel);
+        let start = p.spec.program.len() - p.spec.program.trim_start().len();
+        program = format!(
+            "{}{}{}",
+            &p.spec.program[..start],
+            to.display(),
+            &p.spec.program[start + exe.len()..]
+        );
+        upload.push(Upload {
+            from: PathBuf::from(exe),
+            to,
+        });
+    }
+    let start = StartAttempt {
+        attempt,
+        project: p.name.clone(),
+        fragment: f.name.clone(),
+        argv: common::template::expand(&program, &paths.input),
+        input: paths.input,
+        cwd: p.spec.cwd.clone().unwrap_or_else(|| paths.inputs.clone()),
+        env: p.spec.env.clone(),
+        stdout: paths.stdout,
+        stderr: paths.stderr,
+        output_dir: paths.output_dir,
+        grace_ms: p.spec.grace_ms,
+        scratch: Some(paths.root),
+    };
+    (start, upload)
+}
+
 fn start_for(p: &Project, index: u32, attempt: AttemptId) -> StartAttempt {
     let f = &p.fragments[index as usize];
     let input = p.dir.join(&f.name);
@@ -806,5 +1038,6 @@ fn start_for(p: &Project, index: u32, attempt: AttemptId) -> StartAttempt {
         stderr,
         output_dir,
         grace_ms: p.spec.grace_ms,
+        scratch: None,
     }
 }

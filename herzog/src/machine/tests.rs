@@ -16,6 +16,7 @@ const GRACE: i64 = 2_000;
 const TIMING: Timing = Timing {
     worker_timeout_ms: TIMEOUT,
     start_grace_ms: GRACE,
+    probe_retry_ms: TIMEOUT,
 };
 
 fn root() -> PathBuf {
@@ -58,6 +59,7 @@ fn register_event(worker: &str, n: u32, running: &[i64]) -> Event {
         worker: worker.to_string(),
         resources: slots(n),
         running: ids(running),
+        staged: false,
     }
 }
 
@@ -72,6 +74,7 @@ fn complete_event(worker: &str, attempt: i64, exit: Exit, now: Millis) -> Event 
     Event::Complete {
         worker: worker.to_string(),
         completion: completion(attempt, exit, now),
+        staging_error: None,
     }
 }
 
@@ -207,8 +210,8 @@ fn starts(effects: &[Effect]) -> Vec<(String, StartAttempt)> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Start { worker, start } => Some((worker.clone(), (**start).clone())),
-            Effect::Stop { .. } => None,
+            Effect::Start { worker, start, .. } => Some((worker.clone(), (**start).clone())),
+            Effect::Stop { .. } | Effect::Probe { .. } => None,
         })
         .collect()
 }
@@ -311,6 +314,7 @@ fn every_legal_transition_happens_through_events() {
                 stderr: PathBuf::from("/results/p/logs/a.1.stderr"),
                 output_dir: PathBuf::from("/results/p/output"),
                 grace_ms: 10_000,
+                scratch: None,
             }
         )
     );
@@ -1074,7 +1078,7 @@ fn removing_a_project_stops_its_attempts_and_resets_its_priority() {
         .iter()
         .map(|e| match e {
             Effect::Stop { worker, attempt } => (worker.clone(), *attempt),
-            Effect::Start { .. } => panic!("removal starts nothing"),
+            Effect::Start { .. } | Effect::Probe { .. } => panic!("removal starts nothing"),
         })
         .collect();
     stops.sort();
@@ -1515,6 +1519,7 @@ const WORKER_NAMES: [&str; 4] = ["w1", "w2", "w3", "ghost"];
 const PROP_TIMING: Timing = Timing {
     worker_timeout_ms: 5_000,
     start_grace_ms: 1_000,
+    probe_retry_ms: 3_000,
 };
 
 /// An attempt id, chosen when the step runs from what has happened so far.
@@ -1545,7 +1550,16 @@ enum Op {
         worker: usize,
         slots: u32,
         running: Vec<Pick>,
+        /// Its host has no shared filesystem (and a scratch directory unless `slots` is 3).
+        staged: bool,
     },
+    /// The answer of a login check to a host.
+    Probed {
+        worker: usize,
+        ok: bool,
+    },
+    /// An attempt's upload failed.
+    StagingFailed(Pick),
     /// Reports exactly what herzog expects there, as a healthy worker does.
     HeartbeatExact(usize),
     Heartbeat {
@@ -1558,6 +1572,8 @@ enum Op {
         attempt: Pick,
         worker: Option<usize>,
         exit: u8,
+        /// Its outputs could not be fetched.
+        fetch_failed: bool,
     },
     DispatchFailed(Pick),
     Tick(i64),
@@ -1589,12 +1605,15 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize).prop_map(Op::Remove),
         1 => (0..4usize).prop_map(Op::Retry),
         1 => proptest::option::of(0..4usize).prop_map(Op::Policy),
-        2 => (0..3usize, 0..=3u32, picks()).prop_map(|(worker, slots, running)| Op::Register { worker, slots, running }),
+        2 => (0..3usize, 0..=3u32, picks(), proptest::bool::weighted(0.4))
+            .prop_map(|(worker, slots, running, staged)| Op::Register { worker, slots, running, staged }),
+        2 => (0..4usize, proptest::bool::weighted(0.7)).prop_map(|(worker, ok)| Op::Probed { worker, ok }),
+        1 => pick().prop_map(Op::StagingFailed),
         4 => (0..3usize).prop_map(Op::HeartbeatExact),
         2 => (0..4usize, picks()).prop_map(|(worker, running)| Op::Heartbeat { worker, running }),
         1 => (0..4usize).prop_map(Op::Disconnect),
-        6 => (completed_pick(), proptest::option::weighted(0.2, 0..4usize), 0..6u8)
-            .prop_map(|(attempt, worker, exit)| Op::Complete { attempt, worker, exit }),
+        6 => (completed_pick(), proptest::option::weighted(0.2, 0..4usize), 0..6u8, proptest::bool::weighted(0.1))
+            .prop_map(|(attempt, worker, exit, fetch_failed)| Op::Complete { attempt, worker, exit, fetch_failed }),
         1 => pick().prop_map(Op::DispatchFailed),
         2 => (0i64..7_000).prop_map(Op::Tick),
     ]
@@ -1825,14 +1844,32 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
             worker,
             slots: s,
             running,
+            staged,
         } => {
             let name = WORKER_NAMES[*worker];
+            let mut resources = slots(*s);
+            if *s != 3 {
+                resources.scratch_dir = Some(PathBuf::from(format!("/scratch/{name}")));
+            }
             Event::Register {
                 worker: name.into(),
-                resources: slots(*s),
+                resources,
                 running: resolve_all(running, name),
+                staged: *staged,
             }
         }
+        Op::Probed { worker, ok } => Event::Probed {
+            worker: WORKER_NAMES[*worker].into(),
+            result: if *ok {
+                Ok(())
+            } else {
+                Err("Permission denied (publickey)".into())
+            },
+        },
+        Op::StagingFailed(p) => Event::StagingFailed {
+            attempt: model.resolve(m, p, "w1"),
+            reason: "disk full".into(),
+        },
         Op::HeartbeatExact(worker) => {
             let name = WORKER_NAMES[*worker];
             let running = m
@@ -1855,7 +1892,12 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
         Op::Disconnect(worker) => Event::Disconnected {
             worker: WORKER_NAMES[*worker].into(),
         },
-        Op::Complete { attempt, worker, exit } => {
+        Op::Complete {
+            attempt,
+            worker,
+            exit,
+            fetch_failed,
+        } => {
             let attempt = model.resolve(m, attempt, "w1");
             let worker = match worker {
                 Some(w) => WORKER_NAMES[*w].to_string(),
@@ -1877,6 +1919,7 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
             Event::Complete {
                 worker,
                 completion: completion(attempt.0, exit, now),
+                staging_error: fetch_failed.then(|| "connection closed".to_string()),
             }
         }
         Op::DispatchFailed(p) => Event::DispatchFailed {
@@ -1942,6 +1985,12 @@ proptest! {
                     Effect::Stop { worker, .. } => {
                         prop_assert!(m.workers.contains_key(worker), "stop for unknown worker {}", worker);
                     }
+                    Effect::Probe { worker, scratch } => {
+                        // A check only for a host that stages, about its own scratch directory,
+                        // and only while its answer is awaited.
+                        let w = &m.workers[worker];
+                        prop_assert_eq!(&w.staging, &Staging::Checking { scratch: scratch.clone() });
+                    }
                 }
             }
             check_invariants(&m, &mut model);
@@ -1961,10 +2010,24 @@ proptest! {
             model.record(&writes, &live_before);
             let mut per_worker: BTreeMap<String, u32> = BTreeMap::new();
             for e in &effects {
-                let Effect::Start { worker, start } = e else {
+                let Effect::Start { worker, start, upload } = e else {
                     panic!("schedule only starts: {e:?}");
                 };
                 prop_assert_eq!(&m.workers[worker].link, &Link::Connected, "start on {} which is not connected", worker);
+                // Staged hosts get work only once herzog could log in, and every file of the
+                // attempt lies in its own scratch directory.
+                match &m.workers[worker].staging {
+                    Staging::Shared => prop_assert!(start.scratch.is_none() && upload.is_empty()),
+                    Staging::Ready { scratch } => {
+                        let root = scratch.join(start.attempt.0.to_string());
+                        prop_assert_eq!(start.scratch.as_ref(), Some(&root));
+                        for path in [&start.input, &start.stdout, &start.stderr, &start.output_dir] {
+                            prop_assert!(path.starts_with(&root), "{} outside {}", path.display(), root.display());
+                        }
+                        prop_assert!(upload.iter().all(|u| u.to.starts_with(&root)) && !upload.is_empty());
+                    }
+                    other => prop_assert!(false, "start on {} whose staging is {:?}", worker, other),
+                }
                 prop_assert!(starts_seen.insert(start.attempt), "attempt {} started twice", start.attempt);
                 *per_worker.entry(worker.clone()).or_default() += 1;
                 let l = m.live[&start.attempt];
@@ -1980,7 +2043,11 @@ proptest! {
             }
             // Work-conserving: nothing waits while a connected worker has a free slot.
             if m.projects.values().any(|p| !p.queue.is_empty()) {
-                for w in m.workers.values().filter(|w| w.link == Link::Connected) {
+                for w in m
+                    .workers
+                    .values()
+                    .filter(|w| w.link == Link::Connected && matches!(w.staging, Staging::Shared | Staging::Ready { .. }))
+                {
                     let held = w.running.len() as u32 + w.foreign;
                     prop_assert!(held >= w.resources.capacity(), "{} idles while work waits", w.name);
                 }

@@ -50,6 +50,50 @@ pub(crate) enum Link {
     Lost { since: Millis },
 }
 
+/// How a worker gets its files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Staging {
+    /// Its host has the shared filesystem: programs read inputs where they are.
+    Shared,
+    /// Over SSH into its scratch directory; herzog is checking that it can log in.
+    Checking { scratch: PathBuf },
+    /// Over SSH; the last check or transfer worked.
+    Ready { scratch: PathBuf },
+    /// Over SSH, which failed: no work goes there until a new check succeeds.
+    Broken {
+        scratch: Option<PathBuf>,
+        reason: String,
+        since: Millis,
+    },
+}
+
+impl Staging {
+    /// The scratch directory of a worker that stages, whatever its health.
+    pub(crate) fn scratch(&self) -> Option<&PathBuf> {
+        match self {
+            Staging::Shared => None,
+            Staging::Checking { scratch } | Staging::Ready { scratch } => Some(scratch),
+            Staging::Broken { scratch, .. } => scratch.as_ref(),
+        }
+    }
+}
+
+/// A file herzog copies to a worker's host before its attempt starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Upload {
+    pub(crate) from: PathBuf,
+    pub(crate) to: PathBuf,
+}
+
+/// What herzog copies back from a staged attempt's directory when it completes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Fetch {
+    /// The program's `HERZOG_OUTPUT_DIR` on the host, and the project's output folder.
+    pub(crate) outputs: (PathBuf, PathBuf),
+    /// stdout and stderr on the host, and where they go in the results folder.
+    pub(crate) logs: Vec<(PathBuf, PathBuf)>,
+}
+
 /// How an attempt ended, as recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AttemptEnd {
@@ -63,13 +107,16 @@ pub(crate) enum AttemptEnd {
     Stopped,
     /// Its completion arrived after it had been lost or stopped: kept, changes nothing.
     Late,
+    /// Its files could not be copied to or from its host: recorded as failed, and its
+    /// fragment goes back to the queue while it has attempts left.
+    StagingFailed,
 }
 
 impl AttemptEnd {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             AttemptEnd::Succeeded => "succeeded",
-            AttemptEnd::Failed => "failed",
+            AttemptEnd::Failed | AttemptEnd::StagingFailed => "failed",
             AttemptEnd::Lost => "lost",
             AttemptEnd::Stopped => "stopped",
             AttemptEnd::Late => "late",
@@ -98,6 +145,8 @@ pub(crate) enum Event {
         worker: String,
         resources: Resources,
         running: Vec<AttemptId>,
+        /// Its host lacks the shared filesystem: files go over SSH.
+        staged: bool,
     },
     Heartbeat {
         worker: String,
@@ -106,6 +155,18 @@ pub(crate) enum Event {
     Complete {
         worker: String,
         completion: Completion,
+        /// Why its outputs could not be fetched from its host, if they could not.
+        staging_error: Option<String>,
+    },
+    /// The outcome of a login check on a staged worker's host.
+    Probed {
+        worker: String,
+        result: Result<(), String>,
+    },
+    /// An attempt's input could not be copied to its host.
+    StagingFailed {
+        attempt: AttemptId,
+        reason: String,
     },
     /// The worker's connection closed.
     Disconnected {
@@ -138,8 +199,21 @@ pub(crate) enum Reply {
 /// IO to do once the batch is durable.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Effect {
-    Start { worker: String, start: Box<StartAttempt> },
-    Stop { worker: String, attempt: AttemptId },
+    /// Starts an attempt; on a staged worker, `upload` is copied first.
+    Start {
+        worker: String,
+        start: Box<StartAttempt>,
+        upload: Vec<Upload>,
+    },
+    Stop {
+        worker: String,
+        attempt: AttemptId,
+    },
+    /// Checks that herzog can log in to a staged worker's host and reach its scratch directory.
+    Probe {
+        worker: String,
+        scratch: PathBuf,
+    },
 }
 
 /// A change to the database, committed with the rest of its batch.

@@ -1,0 +1,469 @@
+//! Staging over SSH for hosts without the shared filesystem: one multiplexed master
+//! connection per host (the system `ssh`, so `~/.ssh/config` and agents apply), SFTP over it
+//! for files, a bounded number of transfers per host, retries with backoff.
+
+use crate::machine::{Fetch, Upload};
+use backon::{ExponentialBuilder, Retryable};
+use common::config::HostConfig;
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
+use openssh_sftp_client::{Sftp, SftpOptions};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Mutex, Semaphore};
+
+/// Transfers at once per host: sshd's MaxSessions (10) caps the channels of one connection,
+/// and a few parallel files already fill a link.
+const PER_HOST: usize = 8;
+/// Tries of one transfer before its attempt fails.
+const TRIES: usize = 3;
+/// An idle master connection exits after this, so a herzog killed with -9 leaves no ssh
+/// process behind for long.
+const IDLE: usize = 120;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a transfer failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StagingError {
+    #[error("host {host} is not in cluster.toml's [[hosts]]: herzog does not know how to reach it")]
+    UnknownHost { host: String },
+    #[error("failed to log in to host {host} over SSH ({address}): {reason}")]
+    Connect {
+        host: String,
+        address: String,
+        reason: String,
+    },
+    #[error("failed to {action} {path} on host {host}: {reason}")]
+    Remote {
+        host: String,
+        action: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("failed to {action} {path} on herzog's host: {source}")]
+    Local {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} from host {host} is {got} bytes after the transfer, not {expected}")]
+    Size {
+        host: String,
+        path: PathBuf,
+        expected: u64,
+        got: u64,
+    },
+    #[error("host {host} listed {name:?} in {dir}, which is not a plain file name: not fetched")]
+    BadName { host: String, dir: PathBuf, name: String },
+}
+
+impl StagingError {
+    /// Whether the connection itself may be broken (then it is dropped and made again).
+    fn connection(&self) -> bool {
+        matches!(self, StagingError::Connect { .. } | StagingError::Remote { .. })
+    }
+}
+
+/// One host's open connection.
+struct Link {
+    sftp: Sftp,
+}
+
+/// The staging side of herzog: knows the hosts and keeps their connections.
+pub(crate) struct Stager {
+    hosts: HashMap<String, HostConfig>,
+    links: Mutex<HashMap<String, Arc<Link>>>,
+    permits: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// ssh's control sockets: a short path, since a Unix socket path holds ~108 bytes.
+    control_dir: tempfile::TempDir,
+}
+
+impl Stager {
+    pub(crate) fn new(hosts: &[HostConfig]) -> std::io::Result<Stager> {
+        Ok(Stager {
+            hosts: hosts.iter().map(|h| (h.name.clone(), h.clone())).collect(),
+            links: Mutex::new(HashMap::new()),
+            permits: std::sync::Mutex::new(HashMap::new()),
+            control_dir: tempfile::Builder::new().prefix("hz").tempdir_in("/tmp")?,
+        })
+    }
+
+    /// Whether `worker`'s host lacks the shared filesystem, so its files go over SSH.
+    pub(crate) fn staged(&self, worker: &str) -> bool {
+        self.hosts.get(worker).is_some_and(|h| !h.shared_fs)
+    }
+
+    /// The slot count cluster.toml sets for `worker`'s host, if any.
+    pub(crate) fn slots(&self, worker: &str) -> Option<u32> {
+        self.hosts.get(worker).and_then(|h| h.slots)
+    }
+
+    fn permits(&self, host: &str) -> Arc<Semaphore> {
+        self.permits
+            .lock()
+            .expect("not poisoned")
+            .entry(host.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(PER_HOST)))
+            .clone()
+    }
+
+    async fn link(&self, host: &str) -> Result<Arc<Link>, StagingError> {
+        let mut links = self.links.lock().await;
+        if let Some(link) = links.get(host) {
+            return Ok(link.clone());
+        }
+        let config = self
+            .hosts
+            .get(host)
+            .ok_or_else(|| StagingError::UnknownHost { host: host.to_string() })?;
+        let address = config.ssh_address().to_string();
+        let connect_error = |reason: String| StagingError::Connect {
+            host: host.to_string(),
+            address: address.clone(),
+            reason,
+        };
+        let mut builder = SessionBuilder::default();
+        builder
+            .known_hosts_check(KnownHosts::Strict)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .server_alive_interval(Duration::from_secs(15))
+            .control_directory(self.control_dir.path())
+            .control_persist(ControlPersist::IdleFor(IDLE.try_into().expect("not zero")));
+        if let Some(user) = &config.ssh.user {
+            builder.user(user.clone());
+        }
+        if let Some(port) = config.ssh.port {
+            builder.port(port);
+        }
+        if let Some(key) = &config.ssh.identity {
+            builder.keyfile(key);
+        }
+        if let Some(file) = &config.ssh.config {
+            builder.config_file(file);
+        }
+        if let Some(file) = &config.ssh.known_hosts {
+            builder.user_known_hosts_file(file);
+        }
+        let session: Session = builder
+            .connect_mux(&address)
+            .await
+            .map_err(|e| connect_error(describe_ssh(&e)))?;
+        let sftp = Sftp::from_session(session, SftpOptions::default())
+            .await
+            .map_err(|e| connect_error(format!("the SFTP subsystem failed to start: {e}")))?;
+        tracing::info!(%host, %address, "SSH connection to host opened");
+        let link = Arc::new(Link { sftp });
+        links.insert(host.to_string(), link.clone());
+        Ok(link)
+    }
+
+    /// Forgets a connection that failed, so the next try makes a new one.
+    async fn drop_link(&self, host: &str) {
+        if let Some(link) = self.links.lock().await.remove(host)
+            && let Ok(link) = Arc::try_unwrap(link)
+        {
+            let _ = link.sftp.close().await;
+        }
+    }
+
+    /// Runs `op` with a permit for `host`, retrying with backoff; a connection-level failure
+    /// drops the connection before the next try.
+    async fn with_retries<T, F, Fut>(&self, host: &str, op: F) -> Result<T, StagingError>
+    where
+        F: Fn(Arc<Link>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StagingError>>,
+    {
+        let permits = self.permits(host);
+        let _permit = permits.acquire().await.expect("never closed");
+        let once = || async {
+            let link = self.link(host).await?;
+            match op(link).await {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    if e.connection() {
+                        self.drop_link(host).await;
+                    }
+                    Err(e)
+                }
+            }
+        };
+        once.retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(2))
+                .with_max_times(TRIES - 1),
+        )
+        .when(|e: &StagingError| !matches!(e, StagingError::UnknownHost { .. } | StagingError::BadName { .. }))
+        .notify(|e, delay| tracing::warn!(%host, error = %e, retry_in_ms = delay.as_millis() as u64, "staging failed; retrying"))
+        .await
+    }
+
+    /// Logs in to `host` and checks that its scratch directory is there.
+    pub(crate) async fn probe(&self, host: &str, scratch: &Path) -> Result<(), StagingError> {
+        self.with_retries(host, |link| async move {
+            let meta = link
+                .sftp
+                .fs()
+                .metadata(scratch)
+                .await
+                .map_err(|e| remote(host, "look at the scratch directory", scratch, e))?;
+            if meta.file_type().is_some_and(|t| t.is_dir()) {
+                Ok(())
+            } else {
+                Err(StagingError::Remote {
+                    host: host.to_string(),
+                    action: "use the scratch directory",
+                    path: scratch.to_path_buf(),
+                    reason: "it is not a directory".into(),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Copies an attempt's files to its host (kinski made their directory with
+    /// `fragment_prep`), making parent directories inside it as needed, keeping the mode
+    /// bits (a program stays executable) and checking each size afterwards.
+    pub(crate) async fn upload(&self, host: &str, files: &[Upload]) -> Result<(), StagingError> {
+        for file in files {
+            self.with_retries(host, |link| upload_one(link, host, file)).await?;
+        }
+        Ok(())
+    }
+
+    /// Copies back what a staged attempt wrote: every regular file under its output
+    /// directory (subdirectories too) into the project's output folder, and its stdout and
+    /// stderr into the results folder. Each file lands under a temporary name and is renamed
+    /// into place once complete and of the right size, so a reader never sees half a file.
+    pub(crate) async fn fetch(&self, host: &str, plan: &Fetch) -> Result<u64, StagingError> {
+        self.with_retries(host, |link| async move {
+            let mut files = list_files(&link, host, &plan.outputs.0, &plan.outputs.1).await?;
+            for (remote_log, local_log) in &plan.logs {
+                files.push((remote_log.clone(), local_log.clone()));
+            }
+            let mut bytes = 0;
+            for (from, to) in files {
+                bytes += fetch_one(&link, host, &from, &to).await?;
+            }
+            Ok(bytes)
+        })
+        .await
+    }
+}
+
+fn remote(host: &str, action: &'static str, path: &Path, e: openssh_sftp_client::Error) -> StagingError {
+    StagingError::Remote {
+        host: host.to_string(),
+        action,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// ssh's own words, which name the cause (`Permission denied (publickey)`, `Host key
+/// verification failed`, `Connection refused`), rather than the crate's wrapper.
+fn describe_ssh(e: &openssh::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text.trim().to_string()
+}
+
+async fn upload_one(link: Arc<Link>, host: &str, file: &Upload) -> Result<(), StagingError> {
+    let local = |action, source| StagingError::Local {
+        action,
+        path: file.from.clone(),
+        source,
+    };
+    let meta = tokio::fs::metadata(&file.from).await.map_err(|e| local("read", e))?;
+    if let Some(parent) = file.to.parent() {
+        let mut fs = link.sftp.fs();
+        // The attempt's directory exists (fragment_prep); a program in a subdirectory of the
+        // project needs the ones below it.
+        if fs.metadata(parent).await.is_err() {
+            let mut missing = vec![parent.to_path_buf()];
+            let mut up = parent.parent();
+            while let Some(dir) = up {
+                if fs.metadata(dir).await.is_ok() {
+                    break;
+                }
+                missing.push(dir.to_path_buf());
+                up = dir.parent();
+            }
+            for dir in missing.iter().rev() {
+                fs.create_dir(dir)
+                    .await
+                    .map_err(|e| remote(host, "create the directory", dir, e))?;
+            }
+        }
+    }
+    let mut src = tokio::fs::File::open(&file.from).await.map_err(|e| local("open", e))?;
+    let dst = link
+        .sftp
+        .options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&file.to)
+        .await
+        .map_err(|e| remote(host, "create", &file.to, e))?;
+    let write_error = |e: openssh_sftp_client::Error| remote(host, "write", &file.to, e);
+    // Written chunk by chunk and closed before anything else happens: a program still open
+    // for writing on the host cannot be executed there (ETXTBSY).
+    let mut dst = dst;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = src.read(&mut buf).await.map_err(|e| local("read", e))?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n]).await.map_err(write_error)?;
+    }
+    dst.close().await.map_err(write_error)?;
+    let mut fs = link.sftp.fs();
+    fs.set_permissions(&file.to, permissions(meta.permissions()))
+        .await
+        .map_err(|e| remote(host, "set the mode of", &file.to, e))?;
+    let got = fs
+        .metadata(&file.to)
+        .await
+        .map_err(|e| remote(host, "look at", &file.to, e))?
+        .len()
+        .unwrap_or(0);
+    if got != meta.len() {
+        return Err(StagingError::Size {
+            host: host.to_string(),
+            path: file.to.clone(),
+            expected: meta.len(),
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// A local file's mode bits (rwx for owner, group, other), for the copy on the host.
+fn permissions(local: std::fs::Permissions) -> openssh_sftp_client::metadata::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    openssh_sftp_client::metadata::Permissions::from((local.mode() & 0o777) as u16)
+}
+
+/// Every regular file under `dir` on the host, with where it goes under `local`. Names
+/// come from the host, so each must be a plain name: nothing is written outside `local`.
+async fn list_files(
+    link: &Link,
+    host: &str,
+    dir: &Path,
+    local: &Path,
+) -> Result<Vec<(PathBuf, PathBuf)>, StagingError> {
+    let mut out = Vec::new();
+    let mut todo = vec![(dir.to_path_buf(), local.to_path_buf())];
+    while let Some((remote_dir, local_dir)) = todo.pop() {
+        let mut fs = link.sftp.fs();
+        let entries = fs
+            .open_dir(&remote_dir)
+            .await
+            .map_err(|e| remote(host, "list", &remote_dir, e))?;
+        use futures::StreamExt;
+        let mut stream = std::pin::pin!(entries.read_dir());
+        while let Some(entry) = stream.next().await {
+            let entry = entry.map_err(|e| remote(host, "list", &remote_dir, e))?;
+            let name = entry.filename().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let bad = || StagingError::BadName {
+                host: host.to_string(),
+                dir: remote_dir.clone(),
+                name: name.clone(),
+            };
+            let local_path = common::paths::child(&local_dir, &name).map_err(|_| bad())?;
+            let remote_path = remote_dir.join(&name);
+            match entry.file_type() {
+                Some(t) if t.is_dir() => todo.push((remote_path, local_path)),
+                Some(t) if t.is_file() => out.push((remote_path, local_path)),
+                // Symbolic links and the like are not followed: they could point anywhere.
+                _ => tracing::warn!(%host, path = %remote_path.display(), "not a regular file: not fetched"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn fetch_one(link: &Link, host: &str, from: &Path, to: &Path) -> Result<u64, StagingError> {
+    let local = |action, source| StagingError::Local {
+        action,
+        path: to.to_path_buf(),
+        source,
+    };
+    let src = match link.sftp.open(from).await {
+        Ok(f) => f,
+        // kinski leaves no log file for a stream the program never wrote to.
+        Err(openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::NoSuchFile, _)) => {
+            return Ok(0);
+        }
+        Err(e) => return Err(remote(host, "open", from, e)),
+    };
+    let mut src = src;
+    let expected = src
+        .metadata()
+        .await
+        .map_err(|e| remote(host, "look at", from, e))?
+        .len()
+        .unwrap_or(0);
+    let mut src = std::pin::pin!(openssh_sftp_client::file::TokioCompatFile::new(src));
+    if let Some(parent) = to.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| local("create", e))?;
+    }
+    let file_name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let part = to.with_file_name(format!(".{file_name}.{}.part", std::process::id() ^ rand_suffix()));
+    let mut dst = tokio::fs::File::create(&part).await.map_err(|e| local("create", e))?;
+    let copied = tokio::io::copy(&mut src, &mut dst).await;
+    let result = async {
+        let got = copied.map_err(|e| StagingError::Remote {
+            host: host.to_string(),
+            action: "read",
+            path: from.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        dst.sync_all().await.map_err(|e| local("write", e))?;
+        if got != expected {
+            return Err(StagingError::Size {
+                host: host.to_string(),
+                path: from.to_path_buf(),
+                expected,
+                got,
+            });
+        }
+        tokio::fs::rename(&part, to)
+            .await
+            .map_err(|e| local("rename into", e))?;
+        Ok(got)
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&part).await;
+    }
+    result
+}
+
+/// Distinguishes two fetches of the same file at once (a completion resent while the first
+/// fetch still runs).
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(2_654_435_761)
+}
