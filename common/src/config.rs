@@ -284,6 +284,42 @@ mod tests {
     }
 
     #[test]
+    fn the_example_hosts_entry_parses_when_uncommented() {
+        let text = include_str!("../../cluster.example.toml");
+        let hosts = &text[text.find("# [[hosts]]").expect("the example documents [[hosts]]")..];
+        let uncommented: String = hosts
+            .lines()
+            .filter(|l| !l.starts_with("# #") && l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let parsed = ClusterConfig::parse(&uncommented, Path::new("hosts.toml")).unwrap();
+        let host = parsed.host("pythagoras").expect("the example host");
+        assert!(!host.shared_fs);
+        assert_eq!(host.ssh_address(), "pythagoras.example.org");
+        assert_eq!(host.slots, Some(8));
+        assert_eq!(host.ssh.port, Some(22));
+        assert_eq!(host.ssh.user.as_deref(), Some("herzog"));
+    }
+
+    #[test]
+    fn a_host_defaults_to_the_shared_filesystem_and_bad_entries_are_named() {
+        let parsed = ClusterConfig::parse("[[hosts]]\nname = \"a\"\n", Path::new("c.toml")).unwrap();
+        let a = parsed.host("a").unwrap();
+        assert!(a.shared_fs);
+        assert_eq!(a.ssh_address(), "a");
+        for (text, key) in [
+            ("[[hosts]]\nname = \"a b\"\n", "hosts.name"),
+            ("[[hosts]]\nname = \"a\"\n[[hosts]]\nname = \"a\"\n", "hosts.name"),
+            ("[[hosts]]\nname = \"a\"\nslots = 0\n", "hosts.slots"),
+            ("[[hosts]]\nname = \"a\"\nscratch_dir = \"tmp\"\n", "hosts.scratch_dir"),
+            ("[[hosts]]\nname = \"a\"\n[hosts.ssh]\nkey = \"x\"\n", "key"),
+        ] {
+            let err = ClusterConfig::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = ClusterConfig::parse("[herzog]\nlisten_adress = \"x\"\n", Path::new("c.toml")).unwrap_err();
         let msg = err.to_string();

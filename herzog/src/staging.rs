@@ -23,6 +23,8 @@ const TRIES: usize = 3;
 /// process behind for long.
 const IDLE: usize = 120;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes per SFTP read or write request.
+const CHUNK: usize = 256 * 1024;
 
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -320,7 +322,7 @@ async fn upload_one(link: Arc<Link>, host: &str, file: &Upload) -> Result<(), St
     // Written chunk by chunk and closed before anything else happens: a program still open
     // for writing on the host cannot be executed there (ETXTBSY).
     let mut dst = dst;
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; CHUNK];
     loop {
         let n = src.read(&mut buf).await.map_err(|e| local("read", e))?;
         if n == 0 {
@@ -419,7 +421,11 @@ async fn fetch_one(link: &Link, host: &str, from: &Path, to: &Path) -> Result<u6
         .map_err(|e| remote(host, "look at", from, e))?
         .len()
         .unwrap_or(0);
-    let mut src = std::pin::pin!(openssh_sftp_client::file::TokioCompatFile::new(src));
+    // Large reads: each is a round trip over the SSH channel.
+    let mut src = std::pin::pin!(openssh_sftp_client::file::TokioCompatFile::with_capacity(
+        src,
+        CHUNK.try_into().expect("not zero")
+    ));
     if let Some(parent) = to.parent() {
         tokio::fs::create_dir_all(parent)
             .await
@@ -431,7 +437,7 @@ async fn fetch_one(link: &Link, host: &str, from: &Path, to: &Path) -> Result<u6
         .unwrap_or_default();
     let part = to.with_file_name(format!(".{file_name}.{}.part", std::process::id() ^ rand_suffix()));
     let mut dst = tokio::fs::File::create(&part).await.map_err(|e| local("create", e))?;
-    let copied = tokio::io::copy(&mut src, &mut dst).await;
+    let copied = tokio::io::copy_buf(&mut src, &mut dst).await;
     let result = async {
         let got = copied.map_err(|e| StagingError::Remote {
             host: host.to_string(),

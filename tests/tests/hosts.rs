@@ -950,3 +950,131 @@ fn sshd_answers_in_every_namespace() {
     let refusals = std::fs::read_to_string(bed.dir().join("newton").join("sshd.log")).expect("newton's sshd log");
     assert!(refusals.contains("Accepted publickey for root"), "{refusals}");
 }
+
+#[test]
+fn a_host_whose_sshd_refuses_the_key_gets_no_work_and_says_why() {
+    const TEST: &str = "a_host_whose_sshd_refuses_the_key_gets_no_work_and_says_why";
+    const N: usize = 24;
+    let _serial = serial();
+    let Some(bed) = Bed::up(TEST) else { return };
+    // newton's entry names a key its sshd does not accept; leibniz stages normally.
+    let config = hosts_toml(&bed, &["leibniz", "newton"], Some("newton"));
+    let hosts = [
+        ("euclid", Files::Shared),
+        ("leibniz", Files::Staged),
+        ("newton", Files::Staged),
+    ];
+    let cluster = Hosted::start_with(bed, Some(&config), 2, &hosts);
+    let newton_problem = eventually(
+        "hz workers to show newton's SSH failure",
+        Duration::from_secs(60),
+        || {
+            let workers = cluster.workers();
+            let newton = workers.iter().find(|w| w.name == "newton")?;
+            (newton.staging == "ssh failed").then(|| newton.problem.clone())
+        },
+    )
+    .expect("a failed host says why");
+    assert!(
+        newton_problem.contains("newton") && newton_problem.contains("Permission denied"),
+        "the problem should name the host and ssh's error: {newton_problem}"
+    );
+    let table = cluster.hz_ok(&["workers"]);
+    assert!(
+        table.contains("ssh failed") && table.contains("Permission denied"),
+        "hz workers:\n{table}"
+    );
+    println!("{TEST}: hz workers says:\n{table}");
+
+    let inputs = varied_inputs(&cluster.shared().join("refused"), N);
+    let program = cluster.program();
+    cluster.hz_ok(&["action", inputs.to_str().expect("UTF-8"), &program]);
+    cluster.hz_ok(&["progress", "refused", "--watch"]);
+    let fragments = assert_each_fragment_succeeded_once(&cluster.db(), "refused", N);
+    let newton_attempts: Vec<_> = fragments
+        .iter()
+        .flat_map(|f| f.attempts.iter())
+        .filter(|a| a.worker == "newton")
+        .collect();
+    assert!(newton_attempts.is_empty(), "newton got work: {newton_attempts:?}");
+    let leibniz = fragments
+        .iter()
+        .filter(|f| {
+            f.attempts
+                .iter()
+                .any(|a| a.worker == "leibniz" && a.outcome == "succeeded")
+        })
+        .count();
+    assert!(leibniz > 0, "leibniz, which stages, ran nothing");
+    assert_eq!(files(&cluster.results("refused").join("output")).len(), 2 * N);
+    let log = cluster.herzog.log();
+    assert!(
+        log.contains("newton") && log.contains("Permission denied"),
+        "herzog's log should name newton and the SSH error:\n{log}"
+    );
+}
+
+/// Not a timed assertion: measures what staging costs per fragment against the shared
+/// filesystem in the same run, and prints it (the issue's note quotes it). One host of each
+/// kind, one slot each, the same 1 MB inputs; per attempt, herzog's own record from dispatch
+/// to stored completion, less the program's wall time.
+#[test]
+fn staging_overhead_against_the_shared_filesystem() {
+    const TEST: &str = "staging_overhead_against_the_shared_filesystem";
+    const N: usize = 60;
+    let _serial = serial();
+    let Some(bed) = Bed::up(TEST) else { return };
+    let config = hosts_toml(&bed, &["pythagoras"], None);
+    let hosts = [("euclid", Files::Shared), ("pythagoras", Files::Staged)];
+    let cluster = Hosted::start_with(bed, Some(&config), 1, &hosts);
+    let inputs = cluster.shared().join("mb");
+    std::fs::create_dir_all(&inputs).expect("failed to create the inputs");
+    for i in 0..N {
+        // 1 MiB of varied bytes, so nothing along the way can shortcut it.
+        let bytes: Vec<u8> = (0..1usize << 20)
+            .map(|j| (j.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i as u8)
+            .collect();
+        std::fs::write(inputs.join(format!("m{i:03}")), bytes).expect("failed to write an input");
+    }
+    // Reads its input and writes 1 MiB back, as a filter would.
+    let program = cluster.dir().join("copy.sh");
+    write_script(
+        &program,
+        "#!/bin/sh\ncat \"$1\" > \"$HERZOG_OUTPUT_DIR/$(basename \"$1\").copy\"\n",
+    );
+    cluster.hz_ok(&[
+        "action",
+        inputs.to_str().expect("UTF-8"),
+        program.to_str().expect("UTF-8"),
+    ]);
+    cluster.hz_ok(&["progress", "mb", "--watch"]);
+    let fragments = assert_each_fragment_succeeded_once(&cluster.db(), "mb", N);
+    let conn = rusqlite::Connection::open(cluster.db()).expect("the database");
+    let mut per_host: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for f in &fragments {
+        let a = f.attempts.iter().find(|a| a.outcome == "succeeded").expect("checked");
+        let wall: i64 = conn
+            .query_row("SELECT wall_ms FROM attempts WHERE id = ?1", [a.id], |r| r.get(0))
+            .expect("wall time recorded");
+        let total = a.ended_at.expect("ended") - a.started_at;
+        per_host.entry(a.worker.clone()).or_default().push(total - wall);
+    }
+    let mean = |host: &str| {
+        let v = per_host
+            .get(host)
+            .unwrap_or_else(|| panic!("{host} ran nothing: {per_host:?}"));
+        v.iter().sum::<i64>() as f64 / v.len() as f64
+    };
+    let (shared, staged) = (mean("euclid"), mean("pythagoras"));
+    let outputs = files(&cluster.results("mb").join("output"));
+    assert_eq!(outputs.len(), N);
+    assert!(outputs.values().all(|b| b.len() == 1 << 20));
+    println!(
+        "{TEST}: overhead per 1 MiB fragment beyond the program's run, from dispatch to stored completion: \
+         shared filesystem {shared:.1} ms ({} fragments), staged over SSH {staged:.1} ms ({} fragments); \
+         ratio staged/shared {:.2}",
+        per_host["euclid"].len(),
+        per_host["pythagoras"].len(),
+        staged / shared.max(0.1)
+    );
+}
