@@ -126,17 +126,20 @@ async fn start_on(
         reason: format!("failed to reach worker {worker}: {e}"),
     };
     if start.scratch.is_some() {
+        let began = std::time::Instant::now();
         match client.fragment_prep(context_with(CALL_TIMEOUT), start.clone()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Some(refused(e)),
             Err(e) => return Some(unreachable(e)),
         }
+        let prepared = began.elapsed();
         if let Err(e) = stager.upload(worker, upload).await {
             return Some(Event::StagingFailed {
                 attempt,
                 reason: e.to_string(),
             });
         }
+        tracing::debug!(%worker, %attempt, prep_us = prepared.as_micros() as u64, upload_us = (began.elapsed() - prepared).as_micros() as u64, "staged an attempt's files");
     }
     match client.fragment_start(context_with(CALL_TIMEOUT), start).await {
         Ok(Ok(())) => None,

@@ -5,13 +5,14 @@
 use crate::machine::{Fetch, Upload};
 use backon::{ExponentialBuilder, Retryable};
 use common::config::HostConfig;
+use futures::StreamExt;
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use openssh_sftp_client::{Sftp, SftpOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 
 /// Transfers at once per host: sshd's MaxSessions (10) caps the channels of one connection,
@@ -25,6 +26,8 @@ const IDLE: usize = 120;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes per SFTP read or write request.
 const CHUNK: usize = 256 * 1024;
+/// Requests in flight per transfer.
+const IN_FLIGHT: usize = 8;
 
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -287,49 +290,63 @@ async fn upload_one(link: Arc<Link>, host: &str, file: &Upload) -> Result<(), St
         source,
     };
     let meta = tokio::fs::metadata(&file.from).await.map_err(|e| local("read", e))?;
-    if let Some(parent) = file.to.parent() {
-        let mut fs = link.sftp.fs();
+    let mut options = link.sftp.options();
+    options.write(true).create(true).truncate(true);
+    let dst = match options.open(&file.to).await {
+        Ok(f) => f,
         // The attempt's directory exists (fragment_prep); a program in a subdirectory of the
         // project needs the ones below it.
-        if fs.metadata(parent).await.is_err() {
-            let mut missing = vec![parent.to_path_buf()];
-            let mut up = parent.parent();
-            while let Some(dir) = up {
-                if fs.metadata(dir).await.is_ok() {
-                    break;
-                }
-                missing.push(dir.to_path_buf());
-                up = dir.parent();
-            }
-            for dir in missing.iter().rev() {
-                fs.create_dir(dir)
-                    .await
-                    .map_err(|e| remote(host, "create the directory", dir, e))?;
-            }
+        Err(openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::NoSuchFile, _)) => {
+            create_parents(&link, host, &file.to).await?;
+            options
+                .open(&file.to)
+                .await
+                .map_err(|e| remote(host, "create", &file.to, e))?
         }
-    }
-    let mut src = tokio::fs::File::open(&file.from).await.map_err(|e| local("open", e))?;
-    let dst = link
-        .sftp
-        .options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&file.to)
-        .await
-        .map_err(|e| remote(host, "create", &file.to, e))?;
+        Err(e) => return Err(remote(host, "create", &file.to, e)),
+    };
     let write_error = |e: openssh_sftp_client::Error| remote(host, "write", &file.to, e);
-    // Written chunk by chunk and closed before anything else happens: a program still open
-    // for writing on the host cannot be executed there (ETXTBSY).
-    let mut dst = dst;
-    let mut buf = vec![0u8; CHUNK];
+    // Several writes in flight, each at its own offset through its own clone of the handle:
+    // one at a time, every chunk would wait a round trip through ssh.
+    let mut src = tokio::fs::File::open(&file.from).await.map_err(|e| local("open", e))?;
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    let mut offset = 0u64;
     loop {
-        let n = src.read(&mut buf).await.map_err(|e| local("read", e))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut n = 0;
+        while n < CHUNK {
+            let got = src.read(&mut buf[n..]).await.map_err(|e| local("read", e))?;
+            if got == 0 {
+                break;
+            }
+            n += got;
+        }
         if n == 0 {
             break;
         }
-        dst.write_all(&buf[..n]).await.map_err(write_error)?;
+        buf.truncate(n);
+        let mut part = dst.clone();
+        let at = offset;
+        inflight.push(async move {
+            seek(&mut part, at).await?;
+            part.write_all(&buf).await
+        });
+        offset += n as u64;
+        if inflight.len() >= IN_FLIGHT
+            && let Some(result) = inflight.next().await
+        {
+            result.map_err(write_error)?;
+        }
+        if n < CHUNK {
+            break;
+        }
     }
+    while let Some(result) = inflight.next().await {
+        result.map_err(write_error)?;
+    }
+    drop(inflight);
+    // Closed (the last reference sends the close and waits for it) before anything else
+    // happens: a program still open for writing on the host cannot be executed (ETXTBSY).
     dst.close().await.map_err(write_error)?;
     let mut fs = link.sftp.fs();
     fs.set_permissions(&file.to, permissions(meta.permissions()))
@@ -350,6 +367,52 @@ async fn upload_one(link: Arc<Link>, host: &str, file: &Upload) -> Result<(), St
         });
     }
     Ok(())
+}
+
+/// Moves a handle's offset; SFTP sends the offset with each request, so this is local.
+async fn seek(file: &mut openssh_sftp_client::file::File, at: u64) -> Result<(), openssh_sftp_client::Error> {
+    use tokio::io::AsyncSeekExt;
+    file.seek(std::io::SeekFrom::Start(at)).await?;
+    Ok(())
+}
+
+/// Makes the missing directories above `path` on the host.
+async fn create_parents(link: &Link, host: &str, path: &Path) -> Result<(), StagingError> {
+    let mut fs = link.sftp.fs();
+    let mut missing = Vec::new();
+    let mut up = path.parent();
+    while let Some(dir) = up {
+        if fs.metadata(dir).await.is_ok() {
+            break;
+        }
+        missing.push(dir.to_path_buf());
+        up = dir.parent();
+    }
+    for dir in missing.iter().rev() {
+        fs.create_dir(dir)
+            .await
+            .map_err(|e| remote(host, "create the directory", dir, e))?;
+    }
+    Ok(())
+}
+
+/// Reads `len` bytes at `at` (fewer at the end of the file) through a clone of the handle,
+/// asking again after a short read.
+async fn read_at(
+    file: &openssh_sftp_client::file::File,
+    at: u64,
+    len: usize,
+) -> Result<bytes::BytesMut, openssh_sftp_client::Error> {
+    let mut part = file.clone();
+    let mut out = bytes::BytesMut::with_capacity(len);
+    while out.len() < len {
+        seek(&mut part, at + out.len() as u64).await?;
+        match part.read((len - out.len()) as u32, bytes::BytesMut::new()).await? {
+            Some(chunk) if !chunk.is_empty() => out.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    Ok(out)
 }
 
 /// A local file's mode bits (rwx for owner, group, other), for the copy on the host.
@@ -421,11 +484,6 @@ async fn fetch_one(link: &Link, host: &str, from: &Path, to: &Path) -> Result<u6
         .map_err(|e| remote(host, "look at", from, e))?
         .len()
         .unwrap_or(0);
-    // Large reads: each is a round trip over the SSH channel.
-    let mut src = std::pin::pin!(openssh_sftp_client::file::TokioCompatFile::with_capacity(
-        src,
-        CHUNK.try_into().expect("not zero")
-    ));
     if let Some(parent) = to.parent() {
         tokio::fs::create_dir_all(parent)
             .await
@@ -437,14 +495,19 @@ async fn fetch_one(link: &Link, host: &str, from: &Path, to: &Path) -> Result<u6
         .unwrap_or_default();
     let part = to.with_file_name(format!(".{file_name}.{}.part", std::process::id() ^ rand_suffix()));
     let mut dst = tokio::fs::File::create(&part).await.map_err(|e| local("create", e))?;
-    let copied = tokio::io::copy_buf(&mut src, &mut dst).await;
     let result = async {
-        let got = copied.map_err(|e| StagingError::Remote {
-            host: host.to_string(),
-            action: "read",
-            path: from.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        // Several reads in flight at their own offsets, written out in order.
+        let chunks = (0..expected.div_ceil(CHUNK as u64)).map(|i| i * CHUNK as u64);
+        let src = &src;
+        let mut reads = futures::stream::iter(chunks)
+            .map(|at| read_at(src, at, CHUNK.min((expected - at) as usize)))
+            .buffered(IN_FLIGHT);
+        let mut got = 0u64;
+        while let Some(chunk) = reads.next().await {
+            let chunk = chunk.map_err(|e| remote(host, "read", from, e))?;
+            got += chunk.len() as u64;
+            dst.write_all(&chunk).await.map_err(|e| local("write", e))?;
+        }
         dst.sync_all().await.map_err(|e| local("write", e))?;
         if got != expected {
             return Err(StagingError::Size {
@@ -460,6 +523,7 @@ async fn fetch_one(link: &Link, host: &str, from: &Path, to: &Path) -> Result<u6
         Ok(got)
     }
     .await;
+    drop(src);
     if result.is_err() {
         let _ = tokio::fs::remove_file(&part).await;
     }

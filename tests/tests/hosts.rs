@@ -177,6 +177,16 @@ impl Bed {
             .unwrap_or_else(|| panic!("no host {name} in the bed"))
     }
 
+    /// The pid of host `name`'s sshd.
+    pub fn sshd_pid(&self, name: &str) -> u32 {
+        let path = self.dir().join(name).join("sshd.pid");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("failed to read {}: {e}", path.display()))
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{} holds no pid: {e}", path.display()))
+    }
+
     /// The hosts, euclid first.
     pub fn hosts(&self) -> &[Host] {
         &self.hosts
@@ -282,6 +292,9 @@ enum Files {
     /// (projects, herzog's state and results): nothing but staging over SSH gets a project's
     /// files to it. Its sshd, like a real host's, writes into the scratch directory kinski sees.
     Staged,
+    /// In the mount namespace of the host's sshd (`nsenter`), so a mount made there is seen by
+    /// both.
+    WithSshd,
 }
 
 /// herzog on euclid and a kinski on every host of a bed, with their state in a temporary
@@ -349,6 +362,14 @@ impl Hosted {
                     ])
                     .arg(dir.path().join("shared"))
                     .arg(bin("kinski"));
+                    cmd
+                }
+                Files::WithSshd => {
+                    let mut cmd = clean_command(Path::new("nsenter"));
+                    cmd.arg("--target")
+                        .arg(bed.sshd_pid(host).to_string())
+                        .args(["--mount", "--net", "--"])
+                        .arg(bin("kinski"));
                     cmd
                 }
             };
@@ -1076,5 +1097,79 @@ fn staging_overhead_against_the_shared_filesystem() {
         per_host["euclid"].len(),
         per_host["pythagoras"].len(),
         staged / shared.max(0.1)
+    );
+}
+
+#[test]
+fn a_transfer_that_keeps_failing_fails_the_attempt_not_the_fragment() {
+    const TEST: &str = "a_transfer_that_keeps_failing_fails_the_attempt_not_the_fragment";
+    const N: usize = 12;
+    let _serial = serial();
+    let Some(bed) = Bed::up(TEST) else { return };
+    // In pythagoras's sshd's mount namespace (which its kinski joins), its scratch directory
+    // is a 256 KiB filesystem: logging in and preparing work, uploading a 1 MiB input cannot.
+    // The mount goes with the namespace when the bed is torn down.
+    let scratch = bed.host("pythagoras").scratch.clone();
+    let mut mount = clean_command(Path::new("nsenter"));
+    mount
+        .arg("--target")
+        .arg(bed.sshd_pid("pythagoras").to_string())
+        .args(["--mount", "--", "mount", "-t", "tmpfs", "-o", "size=256k", "tiny"])
+        .arg(&scratch);
+    let out = output_within(&mut mount, Duration::from_secs(10));
+    assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
+    let config = hosts_toml(&bed, &["pythagoras"], None);
+    // pythagoras's kinski sees the whole file system; its files still go over SSH, as
+    // cluster.toml says.
+    let hosts = [("euclid", Files::Shared), ("pythagoras", Files::WithSshd)];
+    let cluster = Hosted::start_with(bed, Some(&config), 2, &hosts);
+    eventually("pythagoras ready for staging", Duration::from_secs(60), || {
+        cluster
+            .workers()
+            .iter()
+            .any(|w| w.name == "pythagoras" && w.staging == "ssh ready")
+            .then_some(())
+    });
+    let inputs = cluster.shared().join("big");
+    std::fs::create_dir_all(&inputs).expect("failed to create the inputs");
+    for i in 0..N {
+        std::fs::write(inputs.join(format!("b{i:02}")), vec![b'x' + (i % 3) as u8; 1 << 20]).expect("an input");
+    }
+    let program = cluster.program();
+    cluster.hz_ok(&["action", inputs.to_str().expect("UTF-8"), &program]);
+    cluster.hz_ok(&["progress", "big", "--watch"]);
+    let fragments = assert_each_fragment_succeeded_once(&cluster.db(), "big", N);
+    let failed: Vec<_> = fragments
+        .iter()
+        .flat_map(|f| f.attempts.iter().map(move |a| (f, a)))
+        .filter(|(_, a)| a.worker == "pythagoras")
+        .collect();
+    assert!(
+        !failed.is_empty(),
+        "pythagoras got no work, so nothing was tried: {fragments:?}"
+    );
+    for (f, a) in &failed {
+        assert_eq!(a.outcome, "failed", "{}: {a:?}", f.name);
+        let accepted = f.attempts.iter().find(|a| a.outcome == "succeeded").expect("checked");
+        assert_eq!(accepted.worker, "euclid", "{} went elsewhere", f.name);
+    }
+    let conn = rusqlite::Connection::open(cluster.db()).expect("the database");
+    let note: String = conn
+        .query_row(
+            "SELECT note FROM attempts WHERE worker = 'pythagoras' ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("a failed attempt keeps its reason");
+    assert!(note.contains("pythagoras") && note.contains("write"), "{note}");
+    let problem = cluster
+        .workers()
+        .into_iter()
+        .find(|w| w.name == "pythagoras")
+        .and_then(|w| w.problem)
+        .unwrap_or_default();
+    println!(
+        "{TEST}: {} attempts on pythagoras failed to stage and ran elsewhere; the record says: {note}; hz workers: {problem}",
+        failed.len()
     );
 }
