@@ -46,6 +46,8 @@ pub(crate) enum StagingError {
         action: &'static str,
         path: PathBuf,
         reason: String,
+        /// The host's SFTP server answered (with an error): the connection works.
+        answered: bool,
     },
     #[error("failed to {action} {path} on herzog's host: {source}")]
     Local {
@@ -66,9 +68,13 @@ pub(crate) enum StagingError {
 }
 
 impl StagingError {
-    /// Whether the connection itself may be broken (then it is dropped and made again).
+    /// Whether the connection itself may be broken (then it is dropped and made again): not
+    /// when the host's SFTP server answered with an error of its own (no such file, no space).
     fn connection(&self) -> bool {
-        matches!(self, StagingError::Connect { .. } | StagingError::Remote { .. })
+        matches!(
+            self,
+            StagingError::Connect { .. } | StagingError::Remote { answered: false, .. }
+        )
     }
 }
 
@@ -77,11 +83,17 @@ struct Link {
     sftp: Sftp,
 }
 
+/// One host: how to reach it, its connection once made, and its transfer permits. Each host
+/// has its own lock, so a host that takes its time to answer holds up no other.
+struct Host {
+    config: HostConfig,
+    link: Mutex<Option<Arc<Link>>>,
+    permits: Semaphore,
+}
+
 /// The staging side of herzog: knows the hosts and keeps their connections.
 pub(crate) struct Stager {
-    hosts: HashMap<String, HostConfig>,
-    links: Mutex<HashMap<String, Arc<Link>>>,
-    permits: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    hosts: HashMap<String, Host>,
     /// ssh's control sockets: a short path, since a Unix socket path holds ~108 bytes.
     control_dir: tempfile::TempDir,
 }
@@ -89,41 +101,44 @@ pub(crate) struct Stager {
 impl Stager {
     pub(crate) fn new(hosts: &[HostConfig]) -> std::io::Result<Stager> {
         Ok(Stager {
-            hosts: hosts.iter().map(|h| (h.name.clone(), h.clone())).collect(),
-            links: Mutex::new(HashMap::new()),
-            permits: std::sync::Mutex::new(HashMap::new()),
+            hosts: hosts
+                .iter()
+                .map(|h| {
+                    let host = Host {
+                        config: h.clone(),
+                        link: Mutex::new(None),
+                        permits: Semaphore::new(PER_HOST),
+                    };
+                    (h.name.clone(), host)
+                })
+                .collect(),
             control_dir: tempfile::Builder::new().prefix("hz").tempdir_in("/tmp")?,
         })
     }
 
     /// Whether `worker`'s host lacks the shared filesystem, so its files go over SSH.
     pub(crate) fn staged(&self, worker: &str) -> bool {
-        self.hosts.get(worker).is_some_and(|h| !h.shared_fs)
+        self.hosts.get(worker).is_some_and(|h| !h.config.shared_fs)
     }
 
     /// The slot count cluster.toml sets for `worker`'s host, if any.
     pub(crate) fn slots(&self, worker: &str) -> Option<u32> {
-        self.hosts.get(worker).and_then(|h| h.slots)
+        self.hosts.get(worker).and_then(|h| h.config.slots)
     }
 
-    fn permits(&self, host: &str) -> Arc<Semaphore> {
-        self.permits
-            .lock()
-            .expect("not poisoned")
-            .entry(host.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(PER_HOST)))
-            .clone()
+    fn host(&self, host: &str) -> Result<&Host, StagingError> {
+        self.hosts
+            .get(host)
+            .ok_or_else(|| StagingError::UnknownHost { host: host.to_string() })
     }
 
     async fn link(&self, host: &str) -> Result<Arc<Link>, StagingError> {
-        let mut links = self.links.lock().await;
-        if let Some(link) = links.get(host) {
+        let state = self.host(host)?;
+        let mut slot = state.link.lock().await;
+        if let Some(link) = slot.as_ref() {
             return Ok(link.clone());
         }
-        let config = self
-            .hosts
-            .get(host)
-            .ok_or_else(|| StagingError::UnknownHost { host: host.to_string() })?;
+        let config = &state.config;
         let address = config.ssh_address().to_string();
         let connect_error = |reason: String| StagingError::Connect {
             host: host.to_string(),
@@ -161,13 +176,15 @@ impl Stager {
             .map_err(|e| connect_error(format!("the SFTP subsystem failed to start: {e}")))?;
         tracing::info!(%host, %address, "SSH connection to host opened");
         let link = Arc::new(Link { sftp });
-        links.insert(host.to_string(), link.clone());
+        *slot = Some(link.clone());
         Ok(link)
     }
 
     /// Forgets a connection that failed, so the next try makes a new one.
     async fn drop_link(&self, host: &str) {
-        if let Some(link) = self.links.lock().await.remove(host)
+        let Ok(state) = self.host(host) else { return };
+        let link = state.link.lock().await.take();
+        if let Some(link) = link
             && let Ok(link) = Arc::try_unwrap(link)
         {
             let _ = link.sftp.close().await;
@@ -181,8 +198,7 @@ impl Stager {
         F: Fn(Arc<Link>) -> Fut,
         Fut: std::future::Future<Output = Result<T, StagingError>>,
     {
-        let permits = self.permits(host);
-        let _permit = permits.acquire().await.expect("never closed");
+        let _permit = self.host(host)?.permits.acquire().await.expect("never closed");
         let once = || async {
             let link = self.link(host).await?;
             match op(link).await {
@@ -223,6 +239,7 @@ impl Stager {
                     action: "use the scratch directory",
                     path: scratch.to_path_buf(),
                     reason: "it is not a directory".into(),
+                    answered: true,
                 })
             }
         })
@@ -260,11 +277,26 @@ impl Stager {
 }
 
 fn remote(host: &str, action: &'static str, path: &Path, e: openssh_sftp_client::Error) -> StagingError {
+    use openssh_sftp_client::error::SftpErrorKind;
+    let (reason, answered) = match &e {
+        // The server's own words; "Failure" on a write is how sftp-server says the disk is
+        // full or a quota is reached.
+        openssh_sftp_client::Error::SftpError(kind, msg) => {
+            let hint = match kind {
+                SftpErrorKind::Failure => " (on a write: is the host's disk full?)",
+                _ => "",
+            };
+            let (text, _language) = msg.get();
+            (format!("the SFTP server says {kind:?} ({text}){hint}"), true)
+        }
+        _ => (e.to_string(), false),
+    };
     StagingError::Remote {
         host: host.to_string(),
         action,
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason,
+        answered,
     }
 }
 
