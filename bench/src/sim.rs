@@ -1,12 +1,13 @@
 //! Simulated workers: each dials herzog exactly as kinski does (kinski/src/session.rs) — a
 //! `registry` connection used as a `RegistryClient`, and a `worker {name}` connection on which
 //! it *serves* the Worker service — registers, heartbeats with the attempts it holds, and
-//! completes every start at once: it answers the start, then reports `Exit::Code(0)` from a
-//! spawned task. A completion is held until herzog acknowledges it and resent on the next
-//! session, as kinski does, so a herzog restart loses nothing.
+//! completes every start at once: it answers the start, then its reporter task sends
+//! `Exit::Code(0)` for everything finished since its last call, in one call, as kinski does.
+//! A completion is held until herzog acknowledges it and resent on the next session, as
+//! kinski does, so a herzog restart loses nothing.
 
 use common::AttemptId;
-use common::service::{RegistryClient, Worker, WorkerError};
+use common::service::{MAX_BATCH, RegistryClient, Worker, WorkerError};
 use common::transport::{Connector, Hello, context_with, dial, json_transport, registry_client};
 use common::wire::{Completion, Exit, Resources, StartAttempt};
 use futures::StreamExt;
@@ -99,6 +100,10 @@ pub struct Sim {
     stats: Arc<Stats>,
     /// Started and not yet acknowledged: what heartbeats and registrations report.
     held: Mutex<BTreeMap<AttemptId, Completion>>,
+    /// Finished and not yet sent in the current session.
+    outbox: Mutex<Vec<Completion>>,
+    /// Wakes the reporter.
+    finished: tokio::sync::Notify,
     /// The registry client of the current registered session, with its generation.
     client: watch::Sender<(u64, Option<RegistryClient>)>,
     /// Completions in flight hold it shared; a heartbeat or registration holds it alone. So,
@@ -131,6 +136,8 @@ impl Sim {
             },
             stats,
             held: Mutex::new(BTreeMap::new()),
+            outbox: Mutex::new(Vec::new()),
+            finished: tokio::sync::Notify::new(),
             client: watch::Sender::new((0, None)),
             gate: tokio::sync::RwLock::new(()),
         })
@@ -149,26 +156,32 @@ impl Worker for Service {
         Ok(())
     }
 
-    async fn fragment_start(self, _: Context, start: StartAttempt) -> Result<(), WorkerError> {
+    async fn fragment_start(self, _: Context, starts: Vec<StartAttempt>) -> Vec<Result<(), WorkerError>> {
         let sim = self.0;
-        sim.stats.on_start();
-        let completion = Completion {
-            attempt: start.attempt,
-            exit: Exit::Code(0),
-            wall_ms: 0,
-            cpu_ms: 0,
-            peak_rss_kb: 0,
-            finished_at: common::now_millis(),
-        };
+        let now = common::now_millis();
+        let mut fresh = Vec::with_capacity(starts.len());
         {
             let mut held = sim.held.lock().expect("not poisoned");
-            if held.contains_key(&start.attempt) {
-                return Ok(());
+            for start in &starts {
+                sim.stats.on_start();
+                if held.contains_key(&start.attempt) {
+                    continue;
+                }
+                let completion = Completion {
+                    attempt: start.attempt,
+                    exit: Exit::Code(0),
+                    wall_ms: 0,
+                    cpu_ms: 0,
+                    peak_rss_kb: 0,
+                    finished_at: now,
+                };
+                held.insert(start.attempt, completion.clone());
+                fresh.push(completion);
             }
-            held.insert(start.attempt, completion.clone());
         }
-        tokio::spawn(report(sim, completion));
-        Ok(())
+        sim.outbox.lock().expect("not poisoned").extend(fresh);
+        sim.finished.notify_one();
+        starts.iter().map(|_| Ok(())).collect()
     }
 
     async fn fragment_stop(self, _: Context, attempt: AttemptId) -> Result<(), WorkerError> {
@@ -185,36 +198,55 @@ impl Worker for Service {
     }
 }
 
-/// Reports one completion until herzog acknowledges (or refuses) it, waiting for the next
-/// registered session whenever the current one fails.
-async fn report(sim: Arc<Sim>, completion: Completion) {
+/// Sends what finished, in calls of up to `MAX_BATCH`, whenever something did; what a failed
+/// call carried goes back to the outbox for the next registered session.
+async fn reporter(sim: Arc<Sim>) {
     let mut rx = sim.client.subscribe();
     loop {
-        let (generation, client) = rx.borrow_and_update().clone();
-        if let Some(client) = client {
-            let reply = {
-                let _shared = sim.gate.read().await;
-                client
-                    .fragment_complete(context_with(CALL_TIMEOUT), sim.name.clone(), completion.clone())
-                    .await
+        sim.finished.notified().await;
+        loop {
+            let batch: Vec<Completion> = {
+                let mut outbox = sim.outbox.lock().expect("not poisoned");
+                let n = outbox.len().min(MAX_BATCH);
+                outbox.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let (generation, client) = rx.borrow_and_update().clone();
+            let reply = match client {
+                Some(client) => {
+                    let _shared = sim.gate.read().await;
+                    Some(
+                        client
+                            .fragment_complete(context_with(CALL_TIMEOUT), sim.name.clone(), batch.clone())
+                            .await,
+                    )
+                }
+                None => None,
             };
             match reply {
-                Ok(Ok(())) => {
-                    sim.held.lock().expect("not poisoned").remove(&completion.attempt);
-                    sim.stats.on_ack();
-                    return;
+                Some(Ok(Ok(results))) => {
+                    let mut held = sim.held.lock().expect("not poisoned");
+                    for (completion, result) in batch.iter().zip(results) {
+                        held.remove(&completion.attempt);
+                        match result {
+                            Ok(()) => sim.stats.on_ack(),
+                            // herzog will not take it (requeued elsewhere, ...): resending
+                            // cannot help.
+                            Err(_) => {
+                                sim.stats.refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
                 }
-                Ok(Err(_)) => {
-                    // herzog will not take it (requeued elsewhere, ...): resending cannot help.
-                    sim.held.lock().expect("not poisoned").remove(&completion.attempt);
-                    sim.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    return;
+                _ => {
+                    sim.outbox.lock().expect("not poisoned").splice(0..0, batch);
+                    if rx.wait_for(|(g, c)| *g != generation && c.is_some()).await.is_err() {
+                        return;
+                    }
                 }
-                Err(_) => {}
             }
-        }
-        if rx.wait_for(|(g, c)| *g != generation && c.is_some()).await.is_err() {
-            return;
         }
     }
 }
@@ -272,6 +304,8 @@ async fn session(sim: &Arc<Sim>, generation: u64) -> anyhow::Result<std::convert
 /// Runs a worker until `stop` is set, reconnecting after `retry` (plus up to `retry` of
 /// jitter) whenever a session ends.
 pub async fn run(sim: Arc<Sim>, index: u64, retry: Duration, mut stop: watch::Receiver<bool>) {
+    let reporting = tokio::spawn(reporter(sim.clone()));
+    let _stop_reporting = AbortOnDrop(reporting.abort_handle());
     let mut generation = 0u64;
     loop {
         generation += 1;

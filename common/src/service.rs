@@ -28,6 +28,10 @@ pub trait Coordinator {
     async fn logs(project: String, fragment: String, max_bytes: u64) -> Result<Logs, ApiError>;
 }
 
+/// The most starts or completions one call carries: a batch of herzog's loop is 8,192
+/// commands, and a frame stays far below the transport's limit.
+pub const MAX_BATCH: usize = 1024;
+
 /// herzog's service for workers (kinski).
 #[tarpc::service]
 pub trait Registry {
@@ -39,8 +43,14 @@ pub trait Registry {
     ) -> Result<Registered, ApiError>;
     /// Liveness plus the set of attempts the worker runs.
     async fn heartbeat(name: String, running: Vec<AttemptId>) -> Result<(), ApiError>;
-    /// An attempt ended. `Ok` means herzog has stored it and the worker may forget it.
-    async fn fragment_complete(name: String, completion: Completion) -> Result<(), ApiError>;
+    /// Attempts ended (at most [`MAX_BATCH`]). One result per completion, in order: `Ok` means
+    /// herzog has stored it and the worker may forget it. Outputs of attempts on a host
+    /// without the shared filesystem are fetched before the reply, so the call may take as
+    /// long as that.
+    async fn fragment_complete(
+        name: String,
+        completions: Vec<Completion>,
+    ) -> Result<Vec<Result<(), ApiError>>, ApiError>;
 }
 
 /// kinski's service, called by herzog.
@@ -48,8 +58,9 @@ pub trait Registry {
 pub trait Worker {
     /// Prepares for an attempt (scratch directory, staging). Idempotent.
     async fn fragment_prep(start: StartAttempt) -> Result<(), WorkerError>;
-    /// Starts an attempt. Starting an attempt that already runs is a no-op.
-    async fn fragment_start(start: StartAttempt) -> Result<(), WorkerError>;
+    /// Starts attempts (at most [`MAX_BATCH`]), one result per start, in order. Starting an
+    /// attempt that already runs is a no-op.
+    async fn fragment_start(starts: Vec<StartAttempt>) -> Vec<Result<(), WorkerError>>;
     /// Stops an attempt: the stop signal to its process group, then SIGKILL after the grace.
     async fn fragment_stop(attempt: AttemptId) -> Result<(), WorkerError>;
     /// The attempts running now.

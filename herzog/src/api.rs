@@ -238,6 +238,38 @@ fn read_logs(results_dir: &Path, fragment: &str, attempt: AttemptId, max: u64) -
     }
 }
 
+impl WorkerApi {
+    /// Applies one completion. On a host without the shared filesystem the attempt's outputs
+    /// are fetched first: a fetch that fails fails the attempt, and kinski keeps its scratch
+    /// directory (and resends) until this has succeeded.
+    async fn complete_one(&self, name: &str, completion: Completion) -> Result<(), ApiError> {
+        let (worker, attempt) = (name.to_string(), completion.attempt);
+        let plan = self.api.handle.query(move |m| m.fetch_plan(&worker, attempt)).await?;
+        let staging_error = match plan {
+            None => None,
+            Some(plan) => match self.api.stager.fetch(name, &plan).await {
+                Ok(bytes) => {
+                    tracing::debug!(worker = %name, %attempt, bytes, "fetched a staged attempt's files");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %name, %attempt, error = %e, "failed to fetch a staged attempt's files");
+                    Some(e.to_string())
+                }
+            },
+        };
+        self.api
+            .handle
+            .event(Event::Complete {
+                worker: name.to_string(),
+                completion,
+                staging_error,
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
 impl Registry for WorkerApi {
     async fn resources_register(
         self,
@@ -293,34 +325,22 @@ impl Registry for WorkerApi {
             .map(|_| ())
     }
 
-    async fn fragment_complete(self, _: Context, name: String, completion: Completion) -> Result<(), ApiError> {
+    async fn fragment_complete(
+        self,
+        _: Context,
+        name: String,
+        completions: Vec<Completion>,
+    ) -> Result<Vec<Result<(), ApiError>>, ApiError> {
         self.check(&name)?;
-        // On a host without the shared filesystem the attempt's outputs are fetched before
-        // its completion is applied: a fetch that fails fails the attempt, and kinski keeps
-        // its scratch directory (and resends) until this call succeeds.
-        let (worker, attempt) = (name.clone(), completion.attempt);
-        let plan = self.api.handle.query(move |m| m.fetch_plan(&worker, attempt)).await?;
-        let staging_error = match plan {
-            None => None,
-            Some(plan) => match self.api.stager.fetch(&name, &plan).await {
-                Ok(bytes) => {
-                    tracing::debug!(worker = %name, %attempt, bytes, "fetched a staged attempt's files");
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(worker = %name, %attempt, error = %e, "failed to fetch a staged attempt's files");
-                    Some(e.to_string())
-                }
-            },
-        };
-        self.api
-            .handle
-            .event(Event::Complete {
-                worker: name,
-                completion,
-                staging_error,
-            })
-            .await
-            .map(|_| ())
+        if completions.len() > common::service::MAX_BATCH {
+            return Err(ApiError::InvalidValue {
+                what: "completions".into(),
+                reason: format!("at most {} in one call", common::service::MAX_BATCH),
+            });
+        }
+        // All at once: their events reach the loop together and are committed in one
+        // transaction.
+        let each = completions.into_iter().map(|c| self.complete_one(&name, c));
+        Ok(futures::future::join_all(each).await)
     }
 }

@@ -1,38 +1,79 @@
 //! Runs the loop's effects: starts and stops on workers, over each worker's own connection.
+//! Each connection has one sender task with a queue: the starts that gather while a call is
+//! on its way go together in the next call, so a busy worker gets few large calls rather
+//! than one call (and one task) per attempt.
 
 use crate::engine::Handle;
-use crate::machine::{Effect, Event};
-use common::service::WorkerClient;
+use crate::machine::{Effect, Event, Upload};
+use crate::staging::Stager;
+use common::service::{MAX_BATCH, WorkerClient, WorkerError};
 use common::transport::context_with;
+use common::wire::StartAttempt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A start waiting for its worker's sender task.
+struct Queued {
+    start: StartAttempt,
+    upload: Vec<Upload>,
+}
+
+/// One worker's live connection.
+struct Link {
+    generation: u64,
+    client: WorkerClient,
+    starts: mpsc::UnboundedSender<Queued>,
+}
+
 /// The live connections to workers, by name. A generation tells a replaced connection from
 /// the current one.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Connections {
-    inner: Arc<Mutex<HashMap<String, (u64, WorkerClient)>>>,
+    inner: Arc<Mutex<HashMap<String, Link>>>,
     next: Arc<std::sync::atomic::AtomicU64>,
+    handle: Handle,
+    stager: Arc<Stager>,
 }
 
 impl Connections {
-    /// Records a worker's connection; returns its generation.
+    pub(crate) fn new(handle: Handle, stager: Arc<Stager>) -> Self {
+        Connections {
+            inner: Arc::default(),
+            next: Arc::default(),
+            handle,
+            stager,
+        }
+    }
+
+    /// Records a worker's connection and starts its sender task; returns its generation.
     pub(crate) fn attach(&self, name: &str, client: WorkerClient) -> u64 {
         let generation = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner
-            .lock()
-            .expect("not poisoned")
-            .insert(name.to_string(), (generation, client));
+        let (starts, queue) = mpsc::unbounded_channel();
+        tokio::spawn(send_starts(
+            name.to_string(),
+            client.clone(),
+            queue,
+            self.handle.clone(),
+            self.stager.clone(),
+        ));
+        let link = Link {
+            generation,
+            client,
+            starts,
+        };
+        self.inner.lock().expect("not poisoned").insert(name.to_string(), link);
         generation
     }
 
-    /// Forgets a connection if it is still the current one; true if it was.
+    /// Forgets a connection if it is still the current one; true if it was. Its sender task
+    /// ends once its queue is empty.
     pub(crate) fn detach(&self, name: &str, generation: u64) -> bool {
         let mut map = self.inner.lock().expect("not poisoned");
-        if map.get(name).is_some_and(|(g, _)| *g == generation) {
+        if map.get(name).is_some_and(|l| l.generation == generation) {
             map.remove(name);
             true
         } else {
@@ -40,12 +81,20 @@ impl Connections {
         }
     }
 
-    fn get(&self, name: &str) -> Option<WorkerClient> {
+    fn client(&self, name: &str) -> Option<WorkerClient> {
         self.inner
             .lock()
             .expect("not poisoned")
             .get(name)
-            .map(|(_, c)| c.clone())
+            .map(|l| l.client.clone())
+    }
+
+    /// Queues a start for its worker's sender task; false if the worker has no connection.
+    fn queue(&self, name: &str, queued: Queued) -> bool {
+        match self.inner.lock().expect("not poisoned").get(name) {
+            Some(link) => link.starts.send(queued).is_ok(),
+            None => false,
+        }
     }
 }
 
@@ -54,7 +103,7 @@ impl Connections {
 pub(crate) struct Dispatcher {
     pub(crate) connections: Connections,
     pub(crate) handle: Handle,
-    pub(crate) stager: Arc<crate::staging::Stager>,
+    pub(crate) stager: Arc<Stager>,
 }
 
 impl Dispatcher {
@@ -63,20 +112,24 @@ impl Dispatcher {
             match effect {
                 Effect::Start { worker, start, upload } => {
                     let attempt = start.attempt;
-                    let client = self.connections.get(&worker);
-                    let handle = self.handle.clone();
-                    let stager = self.stager.clone();
+                    if !self.connections.queue(&worker, Queued { start: *start, upload }) {
+                        tracing::warn!(%worker, %attempt, "no connection to the worker for a start");
+                        self.handle.notify(Event::DispatchFailed {
+                            attempt,
+                            reason: format!("no connection to worker {worker}"),
+                        });
+                    }
+                }
+                Effect::Stop { worker, attempt } => {
+                    let Some(client) = self.connections.client(&worker) else {
+                        // Reconciliation stops it when the worker is back.
+                        continue;
+                    };
                     tokio::spawn(async move {
-                        let event = match client {
-                            None => Some(Event::DispatchFailed {
-                                attempt,
-                                reason: format!("no connection to worker {worker}"),
-                            }),
-                            Some(c) => start_on(&c, &stager, &worker, *start, &upload).await,
-                        };
-                        if let Some(event) = event {
-                            tracing::warn!(%attempt, ?event, "dispatch failed");
-                            handle.notify(event);
+                        match client.fragment_stop(context_with(CALL_TIMEOUT), attempt).await {
+                            Ok(Ok(())) => tracing::debug!(%worker, %attempt, "attempt stopped"),
+                            Ok(Err(e)) => tracing::info!(%worker, %attempt, error = %e, "stop refused"),
+                            Err(e) => tracing::warn!(%worker, %attempt, error = %e, "failed to send a stop"),
                         }
                     });
                 }
@@ -88,62 +141,114 @@ impl Dispatcher {
                         handle.notify(Event::Probed { worker, result });
                     });
                 }
-                Effect::Stop { worker, attempt } => {
-                    let Some(client) = self.connections.get(&worker) else {
-                        // Reconciliation stops it when the worker is back.
-                        continue;
-                    };
-                    tokio::spawn(async move {
-                        match client.fragment_stop(context_with(CALL_TIMEOUT), attempt).await {
-                            Ok(Ok(())) => tracing::info!(%worker, %attempt, "attempt stopped"),
-                            Ok(Err(e)) => tracing::info!(%worker, %attempt, error = %e, "stop refused"),
-                            Err(e) => tracing::warn!(%worker, %attempt, error = %e, "failed to send a stop"),
-                        }
-                    });
-                }
             }
         }
     }
 }
 
-/// Delivers one start: on a staged worker, kinski first makes the attempt's directory and
-/// herzog copies its files there. Returns the event saying why it did not happen, if it did
-/// not.
-async fn start_on(
-    client: &WorkerClient,
-    stager: &crate::staging::Stager,
-    worker: &str,
-    start: common::wire::StartAttempt,
-    upload: &[crate::machine::Upload],
-) -> Option<Event> {
-    let attempt = start.attempt;
-    let refused = |e: common::service::WorkerError| Event::StartRefused {
+/// One worker's sender task: takes every start queued so far, hands those of a staged host
+/// to tasks of their own (their files travel first), and sends the rest in one call.
+async fn send_starts(
+    worker: String,
+    client: WorkerClient,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    handle: Handle,
+    stager: Arc<Stager>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let mut direct = Vec::with_capacity(batch.len());
+        for queued in batch {
+            if queued.start.scratch.is_some() {
+                let (client, handle, stager, worker) = (client.clone(), handle.clone(), stager.clone(), worker.clone());
+                tokio::spawn(async move {
+                    if let Some(event) = start_staged(&client, &stager, &worker, queued).await {
+                        tracing::warn!(?event, "dispatch failed");
+                        handle.notify(event);
+                    }
+                });
+            } else {
+                direct.push(queued.start);
+            }
+        }
+        if direct.is_empty() {
+            continue;
+        }
+        let attempts: Vec<_> = direct.iter().map(|s| s.attempt).collect();
+        let events: Vec<Event> = match client.fragment_start(context_with(CALL_TIMEOUT), direct).await {
+            Ok(results) => attempts
+                .into_iter()
+                .zip(results.into_iter().map(Some).chain(std::iter::repeat(None)))
+                .filter_map(|(attempt, result)| match result {
+                    Some(Ok(())) => None,
+                    Some(Err(e)) => Some(refused(&worker, attempt, e)),
+                    None => Some(Event::DispatchFailed {
+                        attempt,
+                        reason: format!("worker {worker} did not answer for this start"),
+                    }),
+                })
+                .collect(),
+            Err(e) => attempts
+                .into_iter()
+                .map(|attempt| Event::DispatchFailed {
+                    attempt,
+                    reason: format!("failed to reach worker {worker}: {e}"),
+                })
+                .collect(),
+        };
+        for event in events {
+            tracing::warn!(?event, "dispatch failed");
+            handle.notify(event);
+        }
+    }
+}
+
+fn refused(worker: &str, attempt: common::AttemptId, e: WorkerError) -> Event {
+    Event::StartRefused {
         attempt,
         reason: format!("worker {worker} refused the start: {e}"),
-    };
+    }
+}
+
+/// Delivers one start on a staged worker: kinski makes the attempt's directory, herzog
+/// copies its files there, then it starts. Returns the event saying why it did not happen,
+/// if it did not.
+async fn start_staged(client: &WorkerClient, stager: &Stager, worker: &str, queued: Queued) -> Option<Event> {
+    let Queued { start, upload } = queued;
+    let attempt = start.attempt;
     let unreachable = |e: tarpc::client::RpcError| Event::DispatchFailed {
         attempt,
         reason: format!("failed to reach worker {worker}: {e}"),
     };
-    if start.scratch.is_some() {
-        let began = std::time::Instant::now();
-        match client.fragment_prep(context_with(CALL_TIMEOUT), start.clone()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Some(refused(e)),
-            Err(e) => return Some(unreachable(e)),
-        }
-        let prepared = began.elapsed();
-        if let Err(e) = stager.upload(worker, upload).await {
-            return Some(Event::StagingFailed {
-                attempt,
-                reason: e.to_string(),
-            });
-        }
-        tracing::debug!(%worker, %attempt, prep_us = prepared.as_micros() as u64, upload_us = (began.elapsed() - prepared).as_micros() as u64, "staged an attempt's files");
+    let began = std::time::Instant::now();
+    match client.fragment_prep(context_with(CALL_TIMEOUT), start.clone()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Some(refused(worker, attempt, e)),
+        Err(e) => return Some(unreachable(e)),
     }
-    match client.fragment_start(context_with(CALL_TIMEOUT), start).await {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(refused(e)),
+    let prepared = began.elapsed();
+    if let Err(e) = stager.upload(worker, &upload).await {
+        return Some(Event::StagingFailed {
+            attempt,
+            reason: e.to_string(),
+        });
+    }
+    tracing::debug!(%worker, %attempt, prep_us = prepared.as_micros() as u64, upload_us = (began.elapsed() - prepared).as_micros() as u64, "staged an attempt's files");
+    match client.fragment_start(context_with(CALL_TIMEOUT), vec![start]).await {
+        Ok(mut results) => match results.pop() {
+            Some(Ok(())) => None,
+            Some(Err(e)) => Some(refused(worker, attempt, e)),
+            None => Some(Event::DispatchFailed {
+                attempt,
+                reason: format!("worker {worker} did not answer for this start"),
+            }),
+        },
         Err(e) => Some(unreachable(e)),
     }
 }

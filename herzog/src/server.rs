@@ -49,10 +49,10 @@ pub async fn run(
     }
     let acceptor = TlsAcceptor::from(config.identity.server_config()?);
     let (handle, rx) = Handle::new();
-    let connections = Connections::default();
     let stager = std::sync::Arc::new(
         crate::staging::Stager::new(&config.hosts).map_err(|source| HerzogError::ControlDir { source })?,
     );
+    let connections = Connections::new(handle.clone(), stager.clone());
     let dispatcher = Dispatcher {
         connections: connections.clone(),
         handle: handle.clone(),

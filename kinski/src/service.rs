@@ -17,8 +17,8 @@ impl Worker for WorkerService {
         self.supervisor.prepare(&start)
     }
 
-    async fn fragment_start(self, _: Context, start: StartAttempt) -> Result<(), WorkerError> {
-        self.supervisor.start(start)
+    async fn fragment_start(self, _: Context, starts: Vec<StartAttempt>) -> Vec<Result<(), WorkerError>> {
+        starts.into_iter().map(|start| self.supervisor.start(start)).collect()
     }
 
     async fn fragment_stop(self, _: Context, attempt: AttemptId) -> Result<(), WorkerError> {

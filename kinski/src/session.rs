@@ -13,6 +13,10 @@ use std::time::Duration;
 use tarpc::server::{BaseChannel, Channel};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A report's deadline: herzog fetches a staged attempt's outputs before it answers, which
+/// takes as long as the outputs are large. A herzog that hangs is noticed by the heartbeats,
+/// which run beside the reports, and the session ends.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -82,38 +86,68 @@ impl Session<'_> {
         let mut beat = tokio::time::interval(Duration::from_millis(registered.heartbeat_ms.max(50)));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await;
-        loop {
-            self.report(&registry).await?;
-            tokio::select! {
-                _ = &mut serving => return Err(SessionError::Closed),
-                _ = beat.tick() => {
-                    registry.heartbeat(context_with(CALL_TIMEOUT), self.name.to_string(), self.supervisor.held()).await??;
-                }
-                _ = self.supervisor.finished.notified() => {}
+        // Heartbeats do not wait for reports: a report may wait for herzog to fetch outputs
+        // for longer than herzog's timeout for a silent worker. They list unacknowledged
+        // completions as held, so an attempt herzog is still storing is never taken for lost.
+        let heartbeats = async {
+            loop {
+                beat.tick().await;
+                registry
+                    .heartbeat(
+                        context_with(CALL_TIMEOUT),
+                        self.name.to_string(),
+                        self.supervisor.held(),
+                    )
+                    .await??;
             }
+        };
+        let reports = async {
+            loop {
+                self.report(&registry).await?;
+                self.supervisor.finished.notified().await;
+            }
+        };
+        tokio::select! {
+            _ = &mut serving => Err(SessionError::Closed),
+            e = heartbeats => e,
+            e = reports => e,
         }
     }
 
-    /// Sends every unacknowledged completion at once; forgets each one herzog stored.
+    /// Sends every unacknowledged completion, in calls of up to `MAX_BATCH` (all at once);
+    /// forgets each one herzog stored.
     async fn report(&self, registry: &RegistryClient) -> Result<(), SessionError> {
-        let sends = self.supervisor.unacked().into_iter().map(|completion| async move {
-            let attempt = completion.attempt;
+        let unacked = self.supervisor.unacked();
+        let sends = unacked.chunks(common::service::MAX_BATCH).map(|batch| async move {
+            let attempts: Vec<_> = batch.iter().map(|c| c.attempt).collect();
             let reply = registry
-                .fragment_complete(context_with(CALL_TIMEOUT), self.name.to_string(), completion)
+                .fragment_complete(context_with(REPORT_TIMEOUT), self.name.to_string(), batch.to_vec())
                 .await;
-            (attempt, reply)
+            (attempts, reply)
         });
         let mut failure = None;
-        for (attempt, reply) in futures::future::join_all(sends).await {
-            match reply {
-                Ok(Ok(())) => self.supervisor.acked(attempt),
-                Ok(Err(ApiError::UnknownAttempt { .. })) => {
-                    // herzog will never accept it (not its attempt): resending cannot help.
-                    tracing::warn!(%attempt, "herzog does not know this attempt; dropping its completion");
-                    self.supervisor.acked(attempt);
+        for (attempts, reply) in futures::future::join_all(sends).await {
+            let results = match reply {
+                Ok(Ok(results)) => results,
+                Ok(Err(e)) => {
+                    failure = Some(SessionError::Refused(e));
+                    continue;
                 }
-                Ok(Err(e)) => failure = Some(SessionError::Refused(e)),
-                Err(e) => failure = Some(SessionError::Rpc(e)),
+                Err(e) => {
+                    failure = Some(SessionError::Rpc(e));
+                    continue;
+                }
+            };
+            for (attempt, result) in attempts.into_iter().zip(results) {
+                match result {
+                    Ok(()) => self.supervisor.acked(attempt),
+                    Err(ApiError::UnknownAttempt { .. }) => {
+                        // herzog will never accept it (not its attempt): resending cannot help.
+                        tracing::warn!(%attempt, "herzog does not know this attempt; dropping its completion");
+                        self.supervisor.acked(attempt);
+                    }
+                    Err(e) => failure = Some(SessionError::Refused(e)),
+                }
             }
         }
         failure.map_or(Ok(()), Err)

@@ -141,7 +141,7 @@ fn workers_are_held_to_their_role_and_their_own_name() {
         };
         let ctx = tarpc::context::current();
         let refused = registry
-            .fragment_complete(ctx, "newton".into(), completion)
+            .fragment_complete(ctx, "newton".into(), vec![completion])
             .await
             .unwrap();
         match refused {
