@@ -283,6 +283,23 @@ fn base36(mut n: u32) -> String {
     String::from_utf8(out).expect("ASCII")
 }
 
+/// Starts herzog in euclid's namespace, listening on `addr`, with its state under
+/// `dir/shared/herzog`, and waits until it listens.
+fn spawn_herzog(bed: &Bed, dir: &Path, addr: &str, config: Option<&Path>) -> Daemon {
+    let mut cmd = bed.exec("euclid", &bin("herzog"));
+    cmd.args(["--listen", addr, "--log-level", "info", "--state-dir"])
+        .arg(dir.join("shared").join("herzog"))
+        .arg("--tls")
+        .arg(bundle(dir, "herzog", "coordinator"));
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let mut herzog = Daemon::spawn("herzog on euclid", cmd);
+    let line = herzog.wait_for("herzog listening", STARTUP);
+    assert!(line.contains(addr), "herzog should listen on {addr}: {line}");
+    herzog
+}
+
 /// How a host of the bed sees the files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Files {
@@ -309,6 +326,8 @@ struct Hosted {
     bed: Bed,
     /// herzog's address, on euclid.
     addr: String,
+    /// The cluster.toml every daemon got, if any.
+    config: Option<PathBuf>,
     dir: tempfile::TempDir,
 }
 
@@ -334,17 +353,7 @@ impl Hosted {
             path
         });
         let addr = format!("{}:{PORT}", bed.host("euclid").addr);
-        let mut cmd = bed.exec("euclid", &bin("herzog"));
-        cmd.args(["--listen", &addr, "--log-level", "info", "--state-dir"])
-            .arg(dir.path().join("shared").join("herzog"))
-            .arg("--tls")
-            .arg(bundle(dir.path(), "herzog", "coordinator"));
-        if let Some(config) = &config {
-            cmd.arg("--config").arg(config);
-        }
-        let mut herzog = Daemon::spawn("herzog on euclid", cmd);
-        let line = herzog.wait_for("herzog listening", STARTUP);
-        assert!(line.contains(&addr), "herzog should listen on {addr}: {line}");
+        let herzog = spawn_herzog(&bed, dir.path(), &addr, config.as_deref());
 
         let mut workers = Vec::new();
         for &(host, files) in hosts {
@@ -401,8 +410,15 @@ impl Hosted {
             herzog,
             bed,
             addr,
+            config,
             dir,
         }
+    }
+
+    /// Kills herzog with SIGKILL and starts it again on the same database.
+    fn restart_herzog(&mut self) {
+        self.herzog.signal_and_wait(nix::sys::signal::Signal::SIGKILL, STARTUP);
+        self.herzog = spawn_herzog(&self.bed, self.dir.path(), &self.addr, self.config.as_deref());
     }
 
     fn dir(&self) -> &Path {
@@ -1171,5 +1187,71 @@ fn a_transfer_that_keeps_failing_fails_the_attempt_not_the_fragment() {
     println!(
         "{TEST}: {} attempts on pythagoras failed to stage and ran elsewhere; the record says: {note}; hz workers: {problem}",
         failed.len()
+    );
+}
+
+#[test]
+fn herzog_killed_mid_staged_project_loses_no_output_and_reruns_nothing_that_succeeded() {
+    const TEST: &str = "herzog_killed_mid_staged_project_loses_no_output_and_reruns_nothing_that_succeeded";
+    const N: usize = 40;
+    const STAGED: [&str; 2] = ["pythagoras", "leibniz"];
+    let _serial = serial();
+    let Some(bed) = Bed::up(TEST) else { return };
+    let config = hosts_toml(&bed, &STAGED, None);
+    let hosts = [("pythagoras", Files::Staged), ("leibniz", Files::Staged)];
+    let mut cluster = Hosted::start_with(bed, Some(&config), 2, &hosts);
+    let inputs = varied_inputs(&cluster.shared().join("crash"), N);
+    let program = cluster.program_at(&inputs.join("bin").join("where.sh"));
+    cluster.hz_ok(&[
+        "action",
+        inputs.to_str().expect("UTF-8"),
+        &program,
+        "--env",
+        "SLEEP=0.2",
+    ]);
+    let done_before = eventually("a quarter of the project done", Duration::from_secs(60), || {
+        let done = db_fragments(&cluster.db(), "crash")
+            .iter()
+            .filter(|f| f.state == "succeeded")
+            .count();
+        (done >= N / 4).then_some(done)
+    });
+    let succeeded_before: BTreeMap<String, i64> = db_fragments(&cluster.db(), "crash")
+        .into_iter()
+        .filter(|f| f.state == "succeeded")
+        .map(|f| (f.name, f.attempt_id.expect("a success names its attempt")))
+        .collect();
+    // Killed while attempts run and completions (with their fetches) are on their way.
+    cluster.restart_herzog();
+    cluster.hz_ok(&["progress", "crash", "--watch"]);
+    let fragments = assert_each_fragment_succeeded_once(&cluster.db(), "crash", N);
+    for f in &fragments {
+        if let Some(attempt) = succeeded_before.get(&f.name) {
+            assert_eq!(
+                f.attempt_id,
+                Some(*attempt),
+                "{} succeeded before the crash and ran again",
+                f.name
+            );
+            assert_eq!(f.attempts.len(), 1, "{} ran again: {:?}", f.name, f.attempts);
+        }
+    }
+    // Every output came back, whole: the same bytes as the program makes from the input.
+    let outputs = files(&cluster.results("crash").join("output"));
+    assert_eq!(outputs.len(), 2 * N, "outputs: {:?}", outputs.keys());
+    for (name, bytes) in &outputs {
+        if let Some(input) = name.strip_suffix(".out") {
+            let text = std::fs::read_to_string(inputs.join(input)).expect("the input");
+            let expected: String = text.replace('x', "y").lines().rev().map(|l| format!("{l}\n")).collect();
+            assert_eq!(String::from_utf8_lossy(bytes), expected, "{name}");
+        }
+    }
+    let logs = accepted_logs(&cluster.db(), &cluster.results("crash"), "crash");
+    assert!(
+        logs.values().all(|(out, _)| !out.is_empty()),
+        "a fragment's stdout did not come back"
+    );
+    println!(
+        "{TEST}: herzog killed with {done_before} of {N} done; the project completed, nothing re-ran, every output came back"
     );
 }
