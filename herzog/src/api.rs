@@ -8,7 +8,13 @@ use common::service::{Coordinator, Registry};
 use common::wire::*;
 use common::{ApiError, AttemptId};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tarpc::context::Context;
+
+/// The longest `project_wait` holds a call.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How long before the caller's deadline `project_wait` answers anyway.
+const WAIT_MARGIN: Duration = Duration::from_millis(500);
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -158,6 +164,22 @@ impl Coordinator for ClientApi {
 
     async fn project_progress(self, _: Context, name: Option<String>) -> Result<Vec<ProjectProgress>, ApiError> {
         self.0.handle.query(move |m| m.progress(name.as_deref())).await?
+    }
+
+    async fn project_wait(
+        self,
+        ctx: Context,
+        name: Option<String>,
+        timeout_ms: u64,
+    ) -> Result<Vec<ProjectProgress>, ApiError> {
+        // Answer before the caller's deadline, or tarpc drops the reply and the caller sees
+        // an error instead of the progress.
+        let left = ctx
+            .deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .saturating_sub(WAIT_MARGIN);
+        let timeout = Duration::from_millis(timeout_ms).min(MAX_WAIT).min(left);
+        self.0.handle.wait_finished(name, timeout).await
     }
 
     async fn project_schedule(self, _: Context, policy: Policy) -> Result<Policy, ApiError> {

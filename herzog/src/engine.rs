@@ -6,6 +6,7 @@ use crate::dispatch::Dispatcher;
 use crate::machine::{Event, Machine, Reply};
 use crate::store::{Store, StoreError};
 use common::ApiError;
+use common::wire::ProjectProgress;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,6 +24,34 @@ pub(crate) enum Command {
     },
     /// A read of the state, answered after the batch it arrived in is committed.
     Query(Query),
+    /// Progress of `name` (or of every project), answered after the first committed batch
+    /// that leaves none of them with a fragment pending or running.
+    Wait { name: Option<String>, reply: WaitReply },
+}
+
+type WaitReply = oneshot::Sender<Result<Vec<ProjectProgress>, ApiError>>;
+
+/// A [`Command::Wait`] not answered yet.
+struct Waiter {
+    name: Option<String>,
+    reply: WaitReply,
+}
+
+impl Waiter {
+    /// Answers when the projects are finished (or unknown); gives itself back otherwise.
+    fn answer_if_finished(self, machine: &Machine) -> Option<Waiter> {
+        // The caller gave up (its timeout): nothing to answer.
+        if self.reply.is_closed() {
+            return None;
+        }
+        match machine.progress(self.name.as_deref()) {
+            Ok(list) if !list.iter().all(ProjectProgress::is_finished) => Some(self),
+            result => {
+                let _ = self.reply.send(result);
+                None
+            }
+        }
+    }
 }
 
 /// A handle for sending commands to the loop.
@@ -66,6 +95,28 @@ impl Handle {
         self.tx.send(Command::Query(q)).map_err(|_| ApiError::ShuttingDown)?;
         rx.await.map_err(|_| ApiError::ShuttingDown)
     }
+
+    /// Progress of `name` (or of every project) once none of them has a fragment pending or
+    /// running, or after `timeout` as it is then. The loop answers from the batch that
+    /// finishes them: no polling.
+    pub(crate) async fn wait_finished(
+        &self,
+        name: Option<String>,
+        timeout: Duration,
+    ) -> Result<Vec<ProjectProgress>, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Wait {
+                name: name.clone(),
+                reply,
+            })
+            .map_err(|_| ApiError::ShuttingDown)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(answer) => answer.map_err(|_| ApiError::ShuttingDown)?,
+            // Dropping the receiver tells the loop to forget the waiter.
+            Err(_) => self.query(move |m| m.progress(name.as_deref())).await?,
+        }
+    }
 }
 
 /// Runs until `shutdown` resolves or every handle is dropped. A failed commit stops herzog:
@@ -78,6 +129,7 @@ pub(crate) async fn run(
     tick_every: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StoreError> {
+    let mut waiters: Vec<Waiter> = Vec::new();
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -113,6 +165,7 @@ pub(crate) async fn run(
                     }
                 }
                 Command::Query(q) => queries.push(q),
+                Command::Wait { name, reply } => waiters.push(Waiter { name, reply }),
             }
         }
         machine.schedule(now);
@@ -138,6 +191,14 @@ pub(crate) async fn run(
         }
         for q in queries {
             q(&machine);
+        }
+        // After the commit, like any reply. A handful of waiters at most (hz sessions), each
+        // a look at per-project counters.
+        if !waiters.is_empty() {
+            waiters = waiters
+                .into_iter()
+                .filter_map(|w| w.answer_if_finished(&machine))
+                .collect();
         }
         dispatcher.execute(effects);
     }
