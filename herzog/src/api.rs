@@ -90,11 +90,20 @@ pub(crate) fn list_inputs(dir: &Path) -> Result<Vec<String>, ApiError> {
         let Ok(path) = common::paths::child(dir, name) else {
             continue;
         };
-        if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        // The type readdir gave costs nothing; only symlinks (and filesystems that do not say)
+        // need a stat. A stat per file was a third of a million-file submit.
+        let regular = match entry.file_type() {
+            Ok(t) if t.is_file() => true,
+            Ok(t) if t.is_dir() => false,
+            _ => std::fs::metadata(path).is_ok_and(|m| m.is_file()),
+        };
+        if regular {
             names.push(name.to_string());
         }
     }
     names.sort_unstable();
+    // It goes on into the state machine: do not carry up to twice its size along.
+    names.shrink_to_fit();
     Ok(names)
 }
 
@@ -306,5 +315,24 @@ impl Registry for WorkerApi {
             })
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_regular_files_and_symlinks_to_them_sorted_without_hidden_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for name in ["b", "a", ".hidden"] {
+            std::fs::write(d.join(name), "").unwrap();
+        }
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::os::unix::fs::symlink(d.join("a"), d.join("to-file")).unwrap();
+        std::os::unix::fs::symlink(d.join("sub"), d.join("to-dir")).unwrap();
+        std::os::unix::fs::symlink(d.join("missing"), d.join("dangling")).unwrap();
+        assert_eq!(list_inputs(d).unwrap(), ["a", "b", "to-file"]);
     }
 }
