@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+/// How long a program runs before its output pipes are watched (see [`Process::wait`]).
+const WATCH_PIPES_AFTER: Duration = Duration::from_millis(10);
+
 /// How often to look at the leader when the pidfd cannot be registered with the runtime.
 const FALLBACK_POLL: Duration = Duration::from_millis(20);
 
@@ -256,14 +259,27 @@ impl Process {
     pub async fn wait(mut self) -> Finished {
         let mut outputs = std::mem::take(&mut self.outputs);
         let reap = {
-            let copy = copy_until_end(&mut outputs);
             let reap = self.reap_when_exited();
-            tokio::pin!(copy, reap);
-            let mut copied = false;
-            loop {
-                tokio::select! {
-                    done = &mut reap => break done,
-                    () = &mut copy, if !copied => copied = true,
+            tokio::pin!(reap);
+            // Most short programs are gone before a pipe fills (64 KiB): watching the pipes
+            // only after a moment spares them four epoll_ctl calls and two wake-ups. A program
+            // that fills a pipe sooner waits at most that moment, once.
+            let early = tokio::select! {
+                done = &mut reap => Some(done),
+                () = tokio::time::sleep(WATCH_PIPES_AFTER) => None,
+            };
+            match early {
+                Some(done) => done,
+                None => {
+                    let copy = copy_until_end(&mut outputs);
+                    tokio::pin!(copy);
+                    let mut copied = false;
+                    loop {
+                        tokio::select! {
+                            done = &mut reap => break done,
+                            () = &mut copy, if !copied => copied = true,
+                        }
+                    }
                 }
             }
         };
