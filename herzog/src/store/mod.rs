@@ -223,6 +223,34 @@ mod tests {
         assert!(again.load().unwrap().projects.is_empty());
     }
 
+    /// The cost of a million-fragment submit's commit; run with
+    /// `cargo test --release -p herzog -- --ignored --nocapture commit_a_million`.
+    #[test]
+    #[ignore]
+    fn commit_a_million_fragments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("h.db")).unwrap();
+        let names: Vec<String> = (0..1_000_000).map(|i| format!("frag-{i:07}.fa")).collect();
+        let spec: common::wire::RunSpec = serde_json::from_str(r#"{"program": "true"}"#).unwrap();
+        let write = Write::AddProject {
+            id: common::ProjectId(1),
+            name: "p".into(),
+            dir: "/in".into(),
+            spec,
+            results_dir: "/out".into(),
+            created_at: 5,
+            first_fragment: common::FragmentId(1),
+            names,
+        };
+        let began = std::time::Instant::now();
+        store.commit(&[write]).unwrap();
+        eprintln!("commit of 1,000,000 fragment rows: {:?}", began.elapsed());
+        let began = std::time::Instant::now();
+        let snap = store.load().unwrap();
+        eprintln!("load of them: {:?}", began.elapsed());
+        assert_eq!(snap.projects[0].fragments.len(), 1_000_000);
+    }
+
     #[test]
     fn a_project_of_several_insert_statements_loads_in_order() {
         let dir = tempfile::tempdir().unwrap();
