@@ -150,6 +150,20 @@ impl Herzog {
         self.call("reading progress", fut).await
     }
 
+    /// Progress once none of the projects has a fragment pending or running, or after `timeout`
+    /// as it is then.
+    pub(crate) async fn project_wait(
+        &self,
+        name: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<ProjectProgress>, CliError> {
+        // The call's own deadline leaves herzog time to answer after the wait.
+        let ctx = context_with(timeout + CALL_TIMEOUT);
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let fut = self.client.project_wait(ctx, name.map(str::to_string), ms);
+        self.call("waiting for the project", fut).await
+    }
+
     pub(crate) async fn project_retry(&self, name: &str) -> Result<u64, CliError> {
         let ctx = context_with(REMOVE_TIMEOUT);
         self.call("retrying the project", self.client.project_retry(ctx, name.to_string()))

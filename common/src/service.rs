@@ -12,6 +12,11 @@ pub trait Coordinator {
     async fn project_remove(name: String) -> Result<(), ApiError>;
     /// Progress of one project, or of every project.
     async fn project_progress(name: Option<String>) -> Result<Vec<ProjectProgress>, ApiError>;
+    /// Progress of one project, or of every project, answered as soon as none of them has a
+    /// fragment pending or running, or after `timeout_ms` (capped at 60 s and below the call's
+    /// deadline) with the progress at that moment. What `hz local` and `hz progress --watch`
+    /// follow a project with, so they see its end when it happens rather than at a poll.
+    async fn project_wait(name: Option<String>, timeout_ms: u64) -> Result<Vec<ProjectProgress>, ApiError>;
     /// Puts a project's failed fragments back in the queue; returns how many.
     async fn project_retry(name: String) -> Result<u64, ApiError>;
     /// Sets the scheduling policy (persisted).

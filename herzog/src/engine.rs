@@ -1,28 +1,63 @@
 //! The event loop: the one owner of the state machine. It takes every command waiting (a
 //! batch), applies each, schedules, commits the batch's writes in one transaction, and only
-//! then replies and runs the effects.
+//! then replies and runs the effects. The next batches are applied while a commit runs, and
+//! committed together after it.
 
 use crate::dispatch::Dispatcher;
-use crate::machine::{Event, Machine, Reply};
+use crate::machine::{Effect, Event, Machine, Reply, Write};
 use crate::store::{Store, StoreError};
 use common::ApiError;
+use common::wire::ProjectProgress;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// The most commands applied in one transaction.
 const MAX_BATCH: usize = 8192;
 
-type Query = Box<dyn FnOnce(&Machine) + Send>;
+/// A read of the state: it runs on the state of its batch and gives back the sending of its
+/// answer, which waits for the batch's commit.
+type Query = Box<dyn FnOnce(&Machine) -> Answer + Send>;
+type Answer = Box<dyn FnOnce() + Send>;
 
 /// What the loop is asked to do.
 pub(crate) enum Command {
     /// An event to apply; its reply is sent once the batch is committed.
-    Event {
-        event: Event,
-        reply: Option<oneshot::Sender<Result<Reply, ApiError>>>,
-    },
+    Event { event: Event, reply: Option<EventReply> },
     /// A read of the state, answered after the batch it arrived in is committed.
     Query(Query),
+    /// Progress of `name` (or of every project), answered after the first committed batch
+    /// that leaves none of them with a fragment pending or running.
+    Wait { name: Option<String>, reply: WaitReply },
+}
+
+type WaitReply = oneshot::Sender<Result<Vec<ProjectProgress>, ApiError>>;
+type EventReply = oneshot::Sender<Result<Reply, ApiError>>;
+
+/// A [`Command::Wait`] not answered yet.
+struct Waiter {
+    name: Option<String>,
+    reply: WaitReply,
+}
+
+impl Waiter {
+    /// Adds its answer to `answers` when the projects are finished (or unknown); gives itself
+    /// back otherwise.
+    fn answer_if_finished(self, machine: &Machine, answers: &mut Vec<Answer>) -> Option<Waiter> {
+        // The caller gave up (its timeout): nothing to answer.
+        if self.reply.is_closed() {
+            return None;
+        }
+        match machine.progress(self.name.as_deref()) {
+            Ok(list) if !list.iter().all(ProjectProgress::is_finished) => Some(self),
+            result => {
+                let reply = self.reply;
+                answers.push(Box::new(move || {
+                    let _ = reply.send(result);
+                }));
+                None
+            }
+        }
+    }
 }
 
 /// A handle for sending commands to the loop.
@@ -61,85 +96,210 @@ impl Handle {
     ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
         let q: Query = Box::new(move |m| {
-            let _ = tx.send(f(m));
+            let value = f(m);
+            Box::new(move || {
+                let _ = tx.send(value);
+            })
         });
         self.tx.send(Command::Query(q)).map_err(|_| ApiError::ShuttingDown)?;
         rx.await.map_err(|_| ApiError::ShuttingDown)
     }
+
+    /// Progress of `name` (or of every project) once none of them has a fragment pending or
+    /// running, or after `timeout` as it is then. The loop answers from the batch that
+    /// finishes them: no polling.
+    pub(crate) async fn wait_finished(
+        &self,
+        name: Option<String>,
+        timeout: Duration,
+    ) -> Result<Vec<ProjectProgress>, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Wait {
+                name: name.clone(),
+                reply,
+            })
+            .map_err(|_| ApiError::ShuttingDown)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(answer) => answer.map_err(|_| ApiError::ShuttingDown)?,
+            // Dropping the receiver tells the loop to forget the waiter.
+            Err(_) => self.query(move |m| m.progress(name.as_deref())).await?,
+        }
+    }
+}
+
+/// What a batch owes its callers once its writes are durable: nothing here may be released
+/// before that (commit, then reply; commit, then act). Batches applied while an earlier commit
+/// runs accumulate here and are committed together.
+#[derive(Default)]
+struct Staged {
+    writes: Vec<Write>,
+    replies: Vec<(EventReply, Result<Reply, ApiError>)>,
+    /// Answers to queries and waits, computed on the state of their batch.
+    answers: Vec<Answer>,
+    effects: Vec<Effect>,
+}
+
+impl Staged {
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.replies.is_empty() && self.answers.is_empty() && self.effects.is_empty()
+    }
+
+    /// Sends the replies and answers and hands the effects to the dispatcher.
+    fn release(self, dispatcher: &Dispatcher) {
+        for (reply, result) in self.replies {
+            let _ = reply.send(result);
+        }
+        for answer in self.answers {
+            answer();
+        }
+        dispatcher.execute(self.effects);
+    }
+
+    /// Tells every caller the commit failed.
+    fn fail(self, reason: &str) {
+        for (reply, _) in self.replies {
+            let _ = reply.send(Err(ApiError::Storage {
+                reason: reason.to_string(),
+            }));
+        }
+    }
+}
+
+type Commit = tokio::task::JoinHandle<(Store, Result<(), StoreError>)>;
+
+/// Commits on a blocking thread; the loop keeps applying batches meanwhile.
+fn start_commit(mut store: Store, writes: Vec<Write>) -> Commit {
+    tokio::task::spawn_blocking(move || {
+        let result = store.commit(&writes);
+        (store, result)
+    })
 }
 
 /// Runs until `shutdown` resolves or every handle is dropped. A failed commit stops herzog:
 /// its memory is then ahead of its record, and a restart from the record is the safe way on.
+///
+/// The commit is pipelined: while one batch's transaction is written and fsynced, the loop
+/// takes and applies the next commands, and commits everything they wrote in the next
+/// transaction. So one fsync covers every completion that arrived during the previous one
+/// (at 2 slots, each batch was one completion and one fsync). Replies, answers and effects
+/// still wait for their own batch's commit.
 pub(crate) async fn run(
     mut machine: Machine,
-    mut store: Store,
+    store: Store,
     mut rx: mpsc::UnboundedReceiver<Command>,
     dispatcher: Dispatcher,
     tick_every: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StoreError> {
+    let mut waiters: Vec<Waiter> = Vec::new();
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    // The store, while no commit holds it.
+    let mut idle_store = Some(store);
+    // The commit running, and what its batches owe.
+    let mut committing: Option<(Commit, Staged)> = None;
+    // Batches applied since that commit started.
+    let mut staged = Staged::default();
+    let mut closing = false;
     loop {
         let first = tokio::select! {
             biased;
-            _ = &mut shutdown => break,
-            cmd = rx.recv() => match cmd {
-                Some(cmd) => cmd,
-                None => break,
+            done = async { (&mut committing.as_mut().expect("guarded").0).await }, if committing.is_some() => {
+                let (store, result) = done.expect("the commit task does not panic");
+                let (_, owed) = committing.take().expect("guarded");
+                if let Err(e) = result {
+                    return Err(fail(e, owed, staged));
+                }
+                owed.release(&dispatcher);
+                idle_store = Some(store);
+                None
+            }
+            _ = &mut shutdown, if !closing => { closing = true; None }
+            cmd = rx.recv(), if !closing => match cmd {
+                Some(cmd) => Some(cmd),
+                None => { closing = true; None }
             },
-            _ = tick.tick() => Command::Event { event: Event::Tick, reply: None },
+            _ = tick.tick(), if !closing => Some(Command::Event { event: Event::Tick, reply: None }),
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(cmd) => batch.push(cmd),
-                Err(_) => break,
+        if let Some(first) = first {
+            apply_batch(&mut machine, &mut rx, first, &mut waiters, &mut staged);
+        }
+        if committing.is_none() && !staged.is_empty() {
+            let batch = std::mem::take(&mut staged);
+            if batch.writes.is_empty() {
+                // Nothing to make durable, and every earlier batch is: release at once.
+                batch.release(&dispatcher);
+            } else {
+                let mut batch = batch;
+                let writes = std::mem::take(&mut batch.writes);
+                let store = idle_store.take().expect("no commit is running");
+                committing = Some((start_commit(store, writes), batch));
             }
         }
-        let now = common::now_millis();
-        let mut replies = Vec::new();
-        let mut queries = Vec::new();
-        for cmd in batch {
-            match cmd {
-                Command::Event { event, reply } => {
-                    let result = machine.handle(now, event);
-                    if let Err(rejected) = &result {
-                        tracing::warn!(%rejected, "event rejected");
-                    }
-                    if let Some(reply) = reply {
-                        replies.push((reply, result.map_err(ApiError::from)));
-                    }
-                }
-                Command::Query(q) => queries.push(q),
-            }
+        if closing && committing.is_none() && staged.is_empty() {
+            break;
         }
-        machine.schedule(now);
-        let (writes, effects) = machine.take();
-        if !writes.is_empty() {
-            let (back, result) = tokio::task::spawn_blocking(move || {
-                let r = store.commit(&writes);
-                (store, r)
-            })
-            .await
-            .expect("the commit task does not panic");
-            store = back;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "commit failed: stopping so that a restart recovers from the record");
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(ApiError::Storage { reason: e.to_string() }));
-                }
-                return Err(e);
-            }
-        }
-        for (reply, result) in replies {
-            let _ = reply.send(result);
-        }
-        for q in queries {
-            q(&machine);
-        }
-        dispatcher.execute(effects);
     }
     Ok(())
+}
+
+/// Takes every command waiting after `first` (up to [`MAX_BATCH`]), applies them, schedules,
+/// and adds what they owe to `staged`.
+fn apply_batch(
+    machine: &mut Machine,
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+    first: Command,
+    waiters: &mut Vec<Waiter>,
+    staged: &mut Staged,
+) {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(cmd) => batch.push(cmd),
+            Err(_) => break,
+        }
+    }
+    let now = common::now_millis();
+    let mut queries = Vec::new();
+    for cmd in batch {
+        match cmd {
+            Command::Event { event, reply } => {
+                let result = machine.handle(now, event);
+                if let Err(rejected) = &result {
+                    tracing::warn!(%rejected, "event rejected");
+                }
+                if let Some(reply) = reply {
+                    staged.replies.push((reply, result.map_err(ApiError::from)));
+                }
+            }
+            Command::Query(q) => queries.push(q),
+            Command::Wait { name, reply } => waiters.push(Waiter { name, reply }),
+        }
+    }
+    machine.schedule(now);
+    let (writes, effects) = machine.take();
+    staged.writes.extend(writes);
+    staged.effects.extend(effects);
+    // Read after the batch is applied, sent once it is committed.
+    for q in queries {
+        staged.answers.push(q(machine));
+    }
+    // A handful of waiters at most (hz sessions), each a look at per-project counters.
+    if !waiters.is_empty() {
+        *waiters = std::mem::take(waiters)
+            .into_iter()
+            .filter_map(|w| w.answer_if_finished(machine, &mut staged.answers))
+            .collect();
+    }
+}
+
+/// Logs a failed commit and fails everyone waiting on it or on later batches.
+fn fail(e: StoreError, owed: Staged, staged: Staged) -> StoreError {
+    tracing::error!(error = %e, "commit failed: stopping so that a restart recovers from the record");
+    let reason = e.to_string();
+    owed.fail(&reason);
+    staged.fail(&reason);
+    e
 }

@@ -11,20 +11,33 @@
 //! every process still in the group is killed. A descendant that leaves the group (`setsid`,
 //! `setpgid`) escapes this; tracking those would need a cgroup or `PR_SET_CHILD_SUBREAPER`.
 //! Children deliberately get no `PR_SET_PDEATHSIG`, so attempts outlive a kinski restart.
+//!
+//! stdout and stderr are pipes that kinski copies into the attempt's log files, and a file is
+//! created only at its stream's first byte: two inode creations per attempt were the largest
+//! cost of running short programs (most write nothing to stderr, many nothing at all). So a
+//! stream that stays empty leaves no file. The copying ends when the leader has exited and the
+//! pipe is drained; output a descendant that escaped the group writes later is dropped. While
+//! kinski is down nothing reads the pipes, so a program that writes then gets SIGPIPE (a
+//! restarted kinski kills what its predecessor left running anyway).
 
 use common::AttemptId;
 use common::wire::{Completion, Exit, StartAttempt};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+
+/// How long a program runs before its output pipes are watched (see [`Process::wait`]).
+const WATCH_PIPES_AFTER: Duration = Duration::from_millis(10);
 
 /// How often to look at the leader when the pidfd cannot be registered with the runtime.
 const FALLBACK_POLL: Duration = Duration::from_millis(20);
@@ -41,9 +54,9 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
-    #[error("failed to open {path} for the program's output: {source}")]
-    OpenOutput {
-        path: PathBuf,
+    #[error("failed to make a pipe for the program's {stream}: {source}")]
+    Pipe {
+        stream: &'static str,
         #[source]
         source: io::Error,
     },
@@ -74,6 +87,20 @@ pub enum SpawnError {
 pub struct Process {
     group: Arc<Group>,
     started: Instant,
+    /// The read ends of stdout and stderr (one when both go to the same file).
+    outputs: Vec<Output>,
+}
+
+/// A pipe's read end and the log file its bytes go to, created at the first byte.
+#[derive(Debug)]
+struct Output {
+    pipe: OwnedFd,
+    path: PathBuf,
+    file: Option<File>,
+    /// Set when the file could not be written: the rest is read and dropped, so the program
+    /// never blocks on a full pipe.
+    broken: bool,
+    finished: bool,
 }
 
 /// How an attempt's program ended.
@@ -114,50 +141,38 @@ struct Reaped {
 }
 
 impl Process {
-    /// Creates the parent directories of stdout and stderr and the output directory, truncates
-    /// the output files, and starts `argv` in a new process group in `cwd`, with kinski's
-    /// environment plus `start.env` plus the `HERZOG_*` variables, and stdin from /dev/null.
+    /// Creates the output directory (once per directory), and starts `argv` in a new process
+    /// group in `cwd`, with kinski's environment plus `start.env` plus the `HERZOG_*` variables,
+    /// stdin from /dev/null, and stdout and stderr into pipes that [`Process::wait`] copies to
+    /// the log files.
     pub fn spawn(start: &StartAttempt) -> Result<Process, SpawnError> {
         Self::spawn_as(start, None)
     }
 
     /// Like [`Process::spawn`], running the program as `run_as` when given (kinski is root).
-    /// The output directory is handed to that user; the output files are opened here and
-    /// inherited, so the user needs no access to the results folder.
+    /// The output directory is handed to that user; the log files are written by kinski, so
+    /// the user needs no access to the results folder.
     pub fn spawn_as(start: &StartAttempt, run_as: Option<&crate::user::RunAs>) -> Result<Process, SpawnError> {
         let (program, args) = start.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
-        for dir in [
-            start.stdout.parent(),
-            start.stderr.parent(),
-            Some(start.output_dir.as_path()),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|source| SpawnError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        if let Some(user) = run_as {
-            std::os::unix::fs::chown(&start.output_dir, Some(user.uid), Some(user.gid)).map_err(|source| {
-                SpawnError::CreateDir {
-                    path: start.output_dir.clone(),
-                    source,
-                }
-            })?;
-        }
-        let stdout = open_output(&start.stdout)?;
-        // Two opens of one path would overwrite each other's output; a shared description
-        // interleaves them instead.
+        ensure_output_dir(&start.output_dir, run_as)?;
+        let (out_read, stdout) = pipe().map_err(|source| SpawnError::Pipe {
+            stream: "stdout",
+            source,
+        })?;
+        let mut outputs = vec![Output::new(out_read, start.stdout.clone())];
+        // One pipe for both when they share a file: the program's own interleaving is kept.
         let stderr = if start.stderr == start.stdout {
-            stdout.try_clone().map_err(|source| SpawnError::OpenOutput {
-                path: start.stderr.clone(),
+            stdout.try_clone().map_err(|source| SpawnError::Pipe {
+                stream: "stderr",
                 source,
             })?
         } else {
-            open_output(&start.stderr)?
+            let (err_read, stderr) = pipe().map_err(|source| SpawnError::Pipe {
+                stream: "stderr",
+                source,
+            })?;
+            outputs.push(Output::new(err_read, start.stderr.clone()));
+            stderr
         };
 
         let mut command = Command::new(program);
@@ -185,6 +200,8 @@ impl Process {
         let child = command
             .spawn()
             .map_err(|source| start_error(program, &start.cwd, source))?;
+        // The child has its copies; ours would keep the pipes from ever reaching end of file.
+        drop(command);
         // A pid always fits in pid_t. Dropping the std Child neither waits nor kills.
         let pgid = child.id() as libc::pid_t;
         drop(child);
@@ -213,6 +230,7 @@ impl Process {
                 term_sent: AtomicBool::new(false),
             }),
             started,
+            outputs,
         })
     }
 
@@ -236,8 +254,40 @@ impl Process {
     /// unreaped zombie, which keeps its pid (and so the pgid) from being reused.
     ///
     /// Dropping a `Process` without calling this leaves the leader a zombie until kinski exits.
-    pub async fn wait(self) -> Finished {
-        let reap = self.reap_when_exited().await;
+    /// The output is copied to the log files meanwhile; the files are complete when this
+    /// returns, except for what a descendant that left the group writes afterwards.
+    pub async fn wait(mut self) -> Finished {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        let reap = {
+            let reap = self.reap_when_exited();
+            tokio::pin!(reap);
+            // Most short programs are gone before a pipe fills (64 KiB): watching the pipes
+            // only after a moment spares them four epoll_ctl calls and two wake-ups. A program
+            // that fills a pipe sooner waits at most that moment, once.
+            let early = tokio::select! {
+                done = &mut reap => Some(done),
+                () = tokio::time::sleep(WATCH_PIPES_AFTER) => None,
+            };
+            match early {
+                Some(done) => done,
+                None => {
+                    let copy = copy_until_end(&mut outputs);
+                    tokio::pin!(copy);
+                    let mut copied = false;
+                    loop {
+                        tokio::select! {
+                            done = &mut reap => break done,
+                            () = &mut copy, if !copied => copied = true,
+                        }
+                    }
+                }
+            }
+        };
+        // The group is gone now (killed at the reap): what is in the pipes is all there is,
+        // short of an escaped descendant, which must not hold the completion back.
+        for output in &mut outputs {
+            output.drain_now();
+        }
         let wall_ms = millis(self.started.elapsed());
         match reap {
             Ok(Reaped { status, rusage }) => Finished {
@@ -462,11 +512,162 @@ impl Group {
     }
 }
 
-fn open_output(path: &Path) -> Result<File, SpawnError> {
-    File::create(path).map_err(|source| SpawnError::OpenOutput {
-        path: path.to_path_buf(),
+impl Output {
+    fn new(pipe: OwnedFd, path: PathBuf) -> Output {
+        Output {
+            pipe,
+            path,
+            file: None,
+            broken: false,
+            finished: false,
+        }
+    }
+
+    /// Reads what the pipe holds: `Ok(true)` at end of file, `Ok(false)` when it would block.
+    fn read_available(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        loop {
+            // SAFETY: buf is valid and writable for its length; the fd is ours.
+            let n = unsafe { libc::read(self.pipe.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                // n is positive and at most buf.len().
+                self.store(&buf[..n as usize]);
+                continue;
+            }
+            if n == 0 {
+                self.finish();
+                return Ok(true);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(false),
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// Reads until the pipe is empty, without waiting.
+    fn drain_now(&mut self) {
+        let mut buf = [0u8; 16 * 1024];
+        if let Err(err) = self.read_available(&mut buf) {
+            tracing::warn!(path = %self.path.display(), "failed to read the program's output: {err}");
+        }
+        self.finish();
+    }
+
+    fn store(&mut self, bytes: &[u8]) {
+        if self.broken {
+            return;
+        }
+        let result = match &mut self.file {
+            Some(file) => file.write_all(bytes),
+            None => create_log(&self.path).and_then(|mut file| {
+                file.write_all(bytes)?;
+                self.file = Some(file);
+                Ok(())
+            }),
+        };
+        if let Err(err) = result {
+            tracing::warn!(path = %self.path.display(), "failed to write the program's output, dropping the rest: {err}");
+            self.broken = true;
+        }
+    }
+
+    /// At the end of a stream that wrote nothing, no file should be there, not even one an
+    /// earlier run left at this path.
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        if self.file.is_none() && !self.broken {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Copies every output to its file until each pipe reaches end of file.
+async fn copy_until_end(outputs: &mut [Output]) {
+    let copies = outputs.iter_mut().map(|output| async move {
+        let raw = output.pipe.as_raw_fd();
+        // SAFETY: `output` owns the fd and outlives this AsyncFd, which is local here.
+        let watch = match unsafe { AsyncFd::register_with_interest(raw, Interest::READABLE) } {
+            Ok(watch) => watch,
+            Err(err) => {
+                tracing::warn!(path = %output.path.display(), "failed to watch the output pipe, reading it at the end: {err}");
+                return std::future::pending().await;
+            }
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let Ok(mut ready) = watch.readable().await else {
+                return std::future::pending().await;
+            };
+            match output.read_available(&mut buf) {
+                Ok(true) => return,
+                Ok(false) => ready.clear_ready(),
+                Err(err) => {
+                    tracing::warn!(path = %output.path.display(), "failed to read the program's output: {err}");
+                    return std::future::pending().await;
+                }
+            }
+        }
+    });
+    futures::future::join_all(copies).await;
+}
+
+/// Creates (or truncates) a log file, and its directory if that is missing.
+fn create_log(path: &Path) -> io::Result<File> {
+    match File::create(path) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            File::create(path)
+        }
+        other => other,
+    }
+}
+
+/// A pipe whose ends are closed on exec (std dups the write end onto the child's stdout or
+/// stderr); the read end does not block, so it can be drained without waiting.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is valid for two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors nothing else owns.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on our own descriptor.
+    if unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((read, write))
+}
+
+/// Makes the output directory once per directory for the life of kinski (a project's attempts
+/// share one): `create_dir_all` on every start was three failing `mkdir`s and five `statx`s.
+/// A directory removed behind kinski's back is made again, at the cost of one `statx`.
+fn ensure_output_dir(dir: &Path, run_as: Option<&crate::user::RunAs>) -> Result<(), SpawnError> {
+    static MADE: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let made = MADE.get_or_init(Default::default);
+    let known = made.lock().unwrap_or_else(|p| p.into_inner()).contains(dir);
+    if known && dir.is_dir() {
+        return Ok(());
+    }
+    let failed = |source| SpawnError::CreateDir {
+        path: dir.to_path_buf(),
         source,
-    })
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    if let Some(user) = run_as {
+        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(failed)?;
+    }
+    made.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.to_path_buf());
+    Ok(())
 }
 
 /// std reports a failed chdir with the same errno as a failed exec, so look at the directory
@@ -640,6 +841,46 @@ mod tests {
         let finished = run(&start).await;
         assert_eq!(finished.exit, Exit::Code(3));
         assert_eq!(std::fs::read_to_string(&start.stdout).expect("stdout"), "new\n");
+    }
+
+    #[tokio::test]
+    async fn an_empty_stream_leaves_no_file_and_no_stale_one() {
+        let dir = tempdir();
+        let start = sh(dir.path(), "echo only-stdout");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
+        std::fs::write(&start.stderr, "left by an earlier run\n").expect("write");
+        assert_eq!(run(&start).await.exit, Exit::Code(0));
+        assert_eq!(std::fs::read_to_string(&start.stdout).expect("stdout"), "only-stdout\n");
+        assert!(!start.stderr.exists(), "an empty stderr must leave no file");
+
+        let quiet = attempt(dir.path(), &["/bin/true"]);
+        std::fs::remove_file(&quiet.stdout).expect("rm");
+        assert_eq!(run(&quiet).await.exit, Exit::Code(0));
+        assert!(!quiet.stdout.exists() && !quiet.stderr.exists());
+    }
+
+    #[tokio::test]
+    async fn output_larger_than_a_pipe_is_copied_whole() {
+        let dir = tempdir();
+        // 4 MiB on stdout and 1 MiB on stderr: the program blocks unless both are read while
+        // it runs.
+        let start = sh(
+            dir.path(),
+            "head -c 4194304 /dev/zero; head -c 1048576 /dev/zero >&2; echo end",
+        );
+        assert_eq!(run(&start).await.exit, Exit::Code(0));
+        assert_eq!(std::fs::metadata(&start.stdout).expect("stdout").len(), 4_194_304 + 4);
+        assert_eq!(std::fs::metadata(&start.stderr).expect("stderr").len(), 1_048_576);
+    }
+
+    #[tokio::test]
+    async fn an_escaped_descendant_does_not_hold_the_completion() {
+        let dir = tempdir();
+        // The descendant leaves the group and keeps the pipes open; the attempt still ends
+        // with its leader (`run` fails the test after LIMIT).
+        let start = sh(dir.path(), "setsid sleep 60 & echo leader-done");
+        assert_eq!(run(&start).await.exit, Exit::Code(0));
+        assert_eq!(std::fs::read_to_string(&start.stdout).expect("stdout"), "leader-done\n");
     }
 
     #[tokio::test]

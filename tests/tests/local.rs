@@ -53,8 +53,9 @@ fn a_local_run_succeeds_and_keeps_each_output() {
 fn a_failing_program_exits_1_and_names_the_failed_fragments() {
     let tmp = tempfile::tempdir().unwrap();
     let input = make_inputs(&tmp.path().join("ten"), 10);
-    // Quotes make it a shell program: /bin/sh -c "sh -c 'exit 3' <path>".
-    let out = hz_local(tmp.path(), &["ten", "sh -c 'exit 3'", "--state-dir", "T2"]);
+    // Quotes make it a shell program: /bin/sh -c "sh -c '...' <path>". It prints a line so
+    // that each attempt leaves a stdout file (an empty stream leaves none), counted below.
+    let out = hz_local(tmp.path(), &["ten", "sh -c 'echo ran; exit 3'", "--state-dir", "T2"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("10 fragments, 0 succeeded, 10 failed"), "{stdout}");

@@ -21,6 +21,12 @@ use tokio::task::JoinError;
 
 /// The most failed fragments listed in the summary.
 const FAILED_SHOWN: usize = 10;
+/// The log file's filter (RUST_LOG overrides it). herzog's state machine and kinski's
+/// supervisor log every attempt at info, which cost 144 µs per fragment here (BENCHMARKS.md);
+/// `hz local` prints its own summary, so it keeps only their warnings. Those lines belong at
+/// debug in `herzog/src/machine` and `kinski/src/supervisor.rs` themselves; until then this
+/// keeps them out of `hz local`.
+const LOG_FILTER: &str = "info,herzog::machine=warn,kinski::supervisor=warn";
 /// How long the daemons get to stop after the shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -53,7 +59,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
     project.name = Some(name.clone());
     let state_dir = make_state_dir(&cwd.join(args.state_dir.clone().unwrap_or_else(|| format!("{name}.hz").into())))?;
     let _log_guard =
-        herzog::logging::init(&state_dir, "hz-local", "info", false).map_err(|source| CliError::StateDir {
+        herzog::logging::init(&state_dir, "hz-local", LOG_FILTER, false).map_err(|source| CliError::StateDir {
             path: state_dir.join("logs"),
             source,
         })?;

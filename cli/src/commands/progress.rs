@@ -12,7 +12,8 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-/// How often `--watch` asks herzog.
+/// How often `--watch` updates its bars. The end of a project is seen when it happens:
+/// herzog answers a `project_wait` then, whatever is left of this.
 pub(crate) const POLL: Duration = Duration::from_millis(500);
 
 const RUNNING_STYLE: &str =
@@ -166,22 +167,19 @@ impl<'a> Watch<'a> {
         }
     }
 
-    /// Looks every `every` (the first time at once) until every watched project is finished;
+    /// Looks at once, then waits for the end at most `every` at a time (herzog answers the
+    /// moment the projects finish), updating the bars, until every watched project is finished;
     /// returns their last progress.
     pub(crate) async fn follow(mut self, herzog: &Herzog, every: Duration) -> Result<Vec<ProjectProgress>, CliError> {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if self.look(herzog).await? {
-                return Ok(self.watched.into_iter().map(|w| w.last).collect());
-            }
+        let mut list = herzog.project_progress(self.project).await?;
+        while !self.look(list) {
+            list = herzog.project_wait(self.project, every).await?;
         }
+        Ok(self.watched.into_iter().map(|w| w.last).collect())
     }
 
-    /// Asks herzog once and updates the bars; true once every watched project is finished.
-    pub(crate) async fn look(&mut self, herzog: &Herzog) -> Result<bool, CliError> {
-        let list = herzog.project_progress(self.project).await?;
+    /// Updates the bars from one answer; true once every watched project is finished.
+    pub(crate) fn look(&mut self, list: Vec<ProjectProgress>) -> bool {
         let skip = self.finished_at_start.get_or_insert_with(|| match self.project {
             Some(_) => HashSet::new(),
             None => list
@@ -220,7 +218,7 @@ impl<'a> Watch<'a> {
                 w.done = true;
             }
         }
-        Ok(self.watched.iter().all(|w| w.done))
+        self.watched.iter().all(|w| w.done)
     }
 }
 
@@ -258,7 +256,7 @@ mod tests {
             .add("will-fail", fails, &format!("{flock} sh -c 'exit 3'"))
             .await;
         let mut watcher = Watch::new(None);
-        assert!(!watcher.look(&cluster.herzog).await.unwrap());
+        assert!(!watcher.look(cluster.herzog.project_progress(None).await.unwrap()));
         drop(held);
 
         let followed = watcher.follow(&cluster.herzog, EVERY);
@@ -285,6 +283,33 @@ mod tests {
         assert_eq!(failed.unwrap(), Outcome::WorkFailed);
         let err = watch(&cluster.herzog, Some("nope"), EVERY).await.unwrap_err();
         assert_eq!(err.exit_code(), 2, "{err}");
+        cluster.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_end_is_seen_when_it_happens_not_at_the_next_look() {
+        let cluster = Cluster::with_worker(1).await;
+        let gate = tempfile::NamedTempFile::new().unwrap();
+        let held = std::fs::File::open(gate.path()).unwrap();
+        held.lock().unwrap();
+        let dir = cluster.inputs([("a", "")]);
+        let flock = format!("flock -s {} true", shell_quote(&gate.path().display().to_string()));
+        cluster.add("gated", dir, &flock).await;
+        // Bars every hour: only herzog's answer at the end can finish this in time (herzog
+        // holds a wait at most a minute, and the guard below is half that).
+        let watching = tokio::spawn({
+            let herzog = cluster.herzog.clone();
+            async move { watch(&herzog, Some("gated"), Duration::from_secs(3600)).await }
+        });
+        let first = cluster.herzog.project_progress(Some("gated")).await.unwrap();
+        assert!(!first[0].is_finished(), "the gate holds the program");
+        drop(held);
+        let last = tokio::time::timeout(Duration::from_secs(30), watching)
+            .await
+            .expect("the end was not answered when it happened")
+            .unwrap()
+            .unwrap();
+        assert_eq!((last[0].succeeded, last[0].failed), (1, 0));
         cluster.stop().await;
     }
 

@@ -222,4 +222,68 @@ mod tests {
         let again = Store::open(&dir.path().join("h.db")).unwrap();
         assert!(again.load().unwrap().projects.is_empty());
     }
+
+    /// The cost of a million-fragment submit's commit; run with
+    /// `cargo test --release -p herzog -- --ignored --nocapture commit_a_million`.
+    #[test]
+    #[ignore]
+    fn commit_a_million_fragments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("h.db")).unwrap();
+        let names: Vec<String> = (0..1_000_000).map(|i| format!("frag-{i:07}.fa")).collect();
+        let spec: common::wire::RunSpec = serde_json::from_str(r#"{"program": "true"}"#).unwrap();
+        let write = Write::AddProject {
+            id: common::ProjectId(1),
+            name: "p".into(),
+            dir: "/in".into(),
+            spec,
+            results_dir: "/out".into(),
+            created_at: 5,
+            first_fragment: common::FragmentId(1),
+            names,
+        };
+        let began = std::time::Instant::now();
+        store.commit(&[write]).unwrap();
+        eprintln!("commit of 1,000,000 fragment rows: {:?}", began.elapsed());
+        let began = std::time::Instant::now();
+        let snap = store.load().unwrap();
+        eprintln!("load of them: {:?}", began.elapsed());
+        assert_eq!(snap.projects[0].fragments.len(), 1_000_000);
+    }
+
+    #[test]
+    fn a_project_of_several_insert_statements_loads_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("h.db")).unwrap();
+        // Two full statements and a partial one.
+        let names: Vec<String> = (0..2 * rows::ROWS_PER_INSERT + 3).map(|i| format!("f{i:05}")).collect();
+        let spec: common::wire::RunSpec = serde_json::from_str(r#"{"program": "true"}"#).unwrap();
+        store
+            .commit(&[Write::AddProject {
+                id: common::ProjectId(1),
+                name: "p".into(),
+                dir: "/in".into(),
+                spec,
+                results_dir: "/out".into(),
+                created_at: 5,
+                first_fragment: common::FragmentId(11),
+                names: names.clone(),
+            }])
+            .unwrap();
+        let snap = store.load().unwrap();
+        assert_eq!(snap.max_fragment, 11 + names.len() as i64 - 1);
+        let fragments = &snap.projects[0].fragments;
+        let loaded: Vec<(i64, &str)> = fragments.iter().map(|f| (f.id.0, f.name.as_str())).collect();
+        let expected: Vec<(i64, &str)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (11 + i as i64, n.as_str()))
+            .collect();
+        assert_eq!(loaded, expected);
+        assert!(
+            fragments
+                .iter()
+                .all(|f| f.state == crate::machine::FragmentState::Pending && f.attempts == 0)
+        );
+    }
 }

@@ -67,6 +67,49 @@ pub(super) fn exit_from_columns(kind: Option<String>, value: Option<i64>, detail
     }
 }
 
+/// Fragment rows per INSERT: one statement per row was most of a million-fragment submit
+/// (10 µs a row). 4 parameters a row stays far below SQLite's 32,766.
+pub(super) const ROWS_PER_INSERT: usize = 256;
+
+/// Inserts a new project's fragments, `ROWS_PER_INSERT` rows per statement.
+fn insert_fragments(c: &Connection, project: i64, first: i64, names: &[String]) -> Result<(), StoreError> {
+    let statement = |rows: usize| {
+        let mut sql = String::from("INSERT INTO fragments (id, project_id, idx, name, state) VALUES ");
+        for row in 0..rows {
+            if row > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?,?,?,?,'pending')");
+        }
+        sql
+    };
+    let mut full = c
+        .prepare_cached(&statement(ROWS_PER_INSERT))
+        .map_err(sql("insert fragments"))?;
+    let mut start = 0;
+    for chunk in names.chunks(ROWS_PER_INSERT) {
+        let mut partial;
+        let stmt = if chunk.len() == ROWS_PER_INSERT {
+            &mut full
+        } else {
+            partial = c.prepare(&statement(chunk.len())).map_err(sql("insert fragments"))?;
+            &mut partial
+        };
+        for (row, name) in chunk.iter().enumerate() {
+            let idx = (start + row) as i64;
+            let at = row * 4;
+            stmt.raw_bind_parameter(at + 1, first + idx)
+                .and_then(|()| stmt.raw_bind_parameter(at + 2, project))
+                .and_then(|()| stmt.raw_bind_parameter(at + 3, idx))
+                .and_then(|()| stmt.raw_bind_parameter(at + 4, name.as_str()))
+                .map_err(sql("insert fragments"))?;
+        }
+        stmt.raw_execute().map_err(sql("insert fragments"))?;
+        start += chunk.len();
+    }
+    Ok(())
+}
+
 pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
     match w {
         Write::AddProject {
@@ -97,15 +140,7 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
                 ])
             })
             .map_err(sql("insert a project"))?;
-            let mut s = c
-                .prepare_cached(
-                    "INSERT INTO fragments (id, project_id, idx, name, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
-                )
-                .map_err(sql("insert fragments"))?;
-            for (i, n) in names.iter().enumerate() {
-                s.execute(params![first_fragment.0 + i as i64, id.0, i as i64, n])
-                    .map_err(sql("insert fragments"))?;
-            }
+            insert_fragments(c, id.0, first_fragment.0, names)?;
         }
         Write::RemoveProject { id, at } => {
             c.prepare_cached("UPDATE projects SET removed_at = ?2 WHERE id = ?1")
