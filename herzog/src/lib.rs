@@ -58,7 +58,9 @@ pub enum HerzogError {
     Tls(#[from] common::tls::TlsError),
     #[error("herzog's certificate has the role {role}, not coordinator: make it with `herzog certs init`")]
     NotCoordinator { role: common::tls::Role },
-    #[error("failed to make a directory for SSH control sockets: {source}")]
+    #[error(
+        "failed to make the staging directories (SSH control sockets in /tmp, fetched files in the state directory): {source}"
+    )]
     ControlDir {
         #[source]
         source: std::io::Error,

@@ -50,7 +50,8 @@ pub async fn run(
     let acceptor = TlsAcceptor::from(config.identity.server_config()?);
     let (handle, rx) = Handle::new();
     let stager = std::sync::Arc::new(
-        crate::staging::Stager::new(&config.hosts).map_err(|source| HerzogError::ControlDir { source })?,
+        crate::staging::Stager::new(&config.hosts, config.state_dir.join("incoming"))
+            .map_err(|source| HerzogError::ControlDir { source })?,
     );
     let connections = Connections::new(handle.clone(), stager.clone());
     let dispatcher = Dispatcher {

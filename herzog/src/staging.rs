@@ -96,10 +96,20 @@ pub(crate) struct Stager {
     hosts: HashMap<String, Host>,
     /// ssh's control sockets: a short path, since a Unix socket path holds ~108 bytes.
     control_dir: tempfile::TempDir,
+    /// Where fetched files are written before they are renamed into the results folder (on
+    /// its filesystem, so the rename is atomic). Emptied at start-up: what a killed herzog
+    /// left there is refetched, since its completion was never acknowledged.
+    incoming: PathBuf,
 }
 
 impl Stager {
-    pub(crate) fn new(hosts: &[HostConfig]) -> std::io::Result<Stager> {
+    pub(crate) fn new(hosts: &[HostConfig], incoming: PathBuf) -> std::io::Result<Stager> {
+        match std::fs::remove_dir_all(&incoming) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(&incoming)?;
         Ok(Stager {
             hosts: hosts
                 .iter()
@@ -113,6 +123,7 @@ impl Stager {
                 })
                 .collect(),
             control_dir: tempfile::Builder::new().prefix("hz").tempdir_in("/tmp")?,
+            incoming,
         })
     }
 
@@ -268,7 +279,7 @@ impl Stager {
             }
             let mut bytes = 0;
             for (from, to) in files {
-                bytes += fetch_one(&link, host, &from, &to).await?;
+                bytes += fetch_one(&link, host, &from, &to, &self.incoming).await?;
             }
             Ok(bytes)
         })
@@ -495,7 +506,7 @@ async fn list_files(
     Ok(out)
 }
 
-async fn fetch_one(link: &Link, host: &str, from: &Path, to: &Path) -> Result<u64, StagingError> {
+async fn fetch_one(link: &Link, host: &str, from: &Path, to: &Path, incoming: &Path) -> Result<u64, StagingError> {
     let local = |action, source| StagingError::Local {
         action,
         path: to.to_path_buf(),
@@ -521,11 +532,7 @@ async fn fetch_one(link: &Link, host: &str, from: &Path, to: &Path) -> Result<u6
             .await
             .map_err(|e| local("create", e))?;
     }
-    let file_name = to
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let part = to.with_file_name(format!(".{file_name}.{}.part", std::process::id() ^ rand_suffix()));
+    let part = incoming.join(format!("{}.part", next_part()));
     let mut dst = tokio::fs::File::create(&part).await.map_err(|e| local("create", e))?;
     let result = async {
         // Several reads in flight at their own offsets, written out in order.
@@ -562,10 +569,10 @@ async fn fetch_one(link: &Link, host: &str, from: &Path, to: &Path) -> Result<u6
     result
 }
 
-/// Distinguishes two fetches of the same file at once (a completion resent while the first
-/// fetch still runs).
-fn rand_suffix() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(2_654_435_761)
+/// A name of its own for every file being fetched (two fetches of one file can run at once
+/// when a completion is resent while the first still runs).
+fn next_part() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -154,7 +154,11 @@ impl Process {
     /// the user needs no access to the results folder.
     pub fn spawn_as(start: &StartAttempt, run_as: Option<&crate::user::RunAs>) -> Result<Process, SpawnError> {
         let (program, args) = start.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
-        ensure_output_dir(&start.output_dir, run_as)?;
+        // A staged attempt's output directory is its own, made by fragment_prep: remembering
+        // it would grow the cache by one path per attempt for the life of kinski.
+        if start.scratch.is_none() {
+            ensure_output_dir(&start.output_dir, run_as)?;
+        }
         let (out_read, stdout) = pipe().map_err(|source| SpawnError::Pipe {
             stream: "stdout",
             source,

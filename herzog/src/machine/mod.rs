@@ -542,7 +542,7 @@ impl Machine {
             (None, true) => AttemptEnd::Succeeded,
             (None, false) => AttemptEnd::Failed,
         };
-        tracing::info!(project = %project.name, fragment = %fragment.name, attempt = %c.attempt, %worker, exit = %c.exit, wall_ms = c.wall_ms, "attempt finished");
+        tracing::debug!(project = %project.name, fragment = %fragment.name, attempt = %c.attempt, %worker, exit = %c.exit, wall_ms = c.wall_ms, "attempt finished");
         self.end_live(now, c.attempt, end, Some(c), staging_error.clone());
         if let Some(reason) = staging_error {
             self.staging_broke(now, worker, reason);
