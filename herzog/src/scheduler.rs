@@ -55,26 +55,10 @@ pub(crate) fn assign<'a>(
         .enumerate()
         .map(|(rank, c)| (c.free, Reverse(rank)))
         .collect();
-    // (running + assigned, id, pending left), older first.
-    let mut wants: Vec<(u64, ProjectId, u64)> = demands
-        .iter()
-        .filter(|d| d.pending > 0)
-        .map(|d| (d.running, d.project, d.pending))
-        .collect();
-    wants.sort_by_key(|w| w.1);
+    let mut wants = wants(demands);
     let mut out = Vec::with_capacity(total_free.min(wants.iter().map(|w| w.2).sum()) as usize);
     for _ in 0..total_free {
-        let pick = priority
-            .and_then(|p| wants.iter().position(|w| w.1 == p && w.2 > 0))
-            .or_else(|| {
-                wants
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| w.2 > 0)
-                    .min_by_key(|(_, w)| (w.0, w.1))
-                    .map(|(i, _)| i)
-            });
-        let Some(i) = pick else { break };
+        let Some(i) = pick_project(&wants, priority) else { break };
         let Some((left, Reverse(rank))) = free.pop() else {
             break;
         };
@@ -89,6 +73,32 @@ pub(crate) fn assign<'a>(
         });
     }
     out
+}
+
+/// The projects that want slots: (running + assigned, id, pending left), older first.
+fn wants(demands: &[Demand]) -> Vec<(u64, ProjectId, u64)> {
+    let mut wants: Vec<(u64, ProjectId, u64)> = demands
+        .iter()
+        .filter(|d| d.pending > 0)
+        .map(|d| (d.running, d.project, d.pending))
+        .collect();
+    wants.sort_by_key(|w| w.1);
+    wants
+}
+
+/// Which project the next slot goes to: the priority project while it has work, else the
+/// one furthest below its share (fewest running), ties to the older.
+fn pick_project(wants: &[(u64, ProjectId, u64)], priority: Option<ProjectId>) -> Option<usize> {
+    priority
+        .and_then(|p| wants.iter().position(|w| w.1 == p && w.2 > 0))
+        .or_else(|| {
+            wants
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.2 > 0)
+                .min_by_key(|(_, w)| (w.0, w.1))
+                .map(|(i, _)| i)
+        })
 }
 
 #[cfg(test)]
@@ -176,25 +186,10 @@ mod tests {
             .map(|c| (c.free, c.worker))
             .collect();
         let total_free: u64 = free.iter().map(|(f, _)| u64::from(*f)).sum();
-        let mut wants: Vec<(u64, ProjectId, u64)> = demands
-            .iter()
-            .filter(|d| d.pending > 0)
-            .map(|d| (d.running, d.project, d.pending))
-            .collect();
-        wants.sort_by_key(|w| w.1);
+        let mut wants = wants(demands);
         let mut out = Vec::new();
         for _ in 0..total_free {
-            let pick = priority
-                .and_then(|p| wants.iter().position(|w| w.1 == p && w.2 > 0))
-                .or_else(|| {
-                    wants
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, w)| w.2 > 0)
-                        .min_by_key(|(_, w)| (w.0, w.1))
-                        .map(|(i, _)| i)
-                });
-            let Some(i) = pick else { break };
+            let Some(i) = pick_project(&wants, priority) else { break };
             let Some(slot) = (0..free.len()).max_by(|&a, &b| free[a].0.cmp(&free[b].0).then(free[b].1.cmp(free[a].1)))
             else {
                 break;
