@@ -113,14 +113,6 @@ impl Herzog {
         Ok(fut.await.map_err(|e| self.rpc_error(what, e))??)
     }
 
-    async fn call_infallible<T>(
-        &self,
-        what: &'static str,
-        fut: impl Future<Output = Result<T, RpcError>>,
-    ) -> Result<T, CliError> {
-        fut.await.map_err(|e| self.rpc_error(what, e))
-    }
-
     /// A protocol error naming this herzog.
     pub(crate) fn protocol_error(&self, what: &'static str, detail: String) -> CliError {
         CliError::Protocol {
@@ -176,18 +168,16 @@ impl Herzog {
     }
 
     pub(crate) async fn policy(&self) -> Result<Policy, CliError> {
-        self.call_infallible("reading the policy", self.client.policy(ctx()))
-            .await
+        self.call("reading the policy", self.client.policy(ctx())).await
     }
 
     pub(crate) async fn project_active(&self) -> Result<Vec<ActiveAttempt>, CliError> {
-        self.call_infallible("listing running attempts", self.client.project_active(ctx()))
+        self.call("listing running attempts", self.client.project_active(ctx()))
             .await
     }
 
     pub(crate) async fn workers(&self) -> Result<Vec<WorkerInfo>, CliError> {
-        self.call_infallible("listing workers", self.client.workers(ctx()))
-            .await
+        self.call("listing workers", self.client.workers(ctx())).await
     }
 
     pub(crate) async fn fragments(

@@ -22,11 +22,11 @@ pub trait Coordinator {
     /// Sets the scheduling policy (persisted).
     async fn project_schedule(policy: Policy) -> Result<Policy, ApiError>;
     /// The current policy.
-    async fn policy() -> Policy;
+    async fn policy() -> Result<Policy, ApiError>;
     /// Every running attempt.
-    async fn project_active() -> Vec<ActiveAttempt>;
+    async fn project_active() -> Result<Vec<ActiveAttempt>, ApiError>;
     /// Every worker herzog knows.
-    async fn workers() -> Vec<WorkerInfo>;
+    async fn workers() -> Result<Vec<WorkerInfo>, ApiError>;
     /// A page of a project's fragments.
     async fn fragments(project: String, offset: u64, limit: u32) -> Result<Page<FragmentInfo>, ApiError>;
     /// The output of a fragment's latest attempt; `fragment` is a file name or an index.

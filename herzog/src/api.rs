@@ -199,16 +199,17 @@ impl Coordinator for ClientApi {
         }
     }
 
-    async fn policy(self, _: Context) -> Policy {
-        self.0.handle.query(|m| m.policy()).await.unwrap_or(Policy::Fair)
+    // A herzog shutting down says so rather than answering "fair" or "nothing".
+    async fn policy(self, _: Context) -> Result<Policy, ApiError> {
+        self.0.handle.query(|m| m.policy()).await
     }
 
-    async fn project_active(self, _: Context) -> Vec<ActiveAttempt> {
-        self.0.handle.query(|m| m.active()).await.unwrap_or_default()
+    async fn project_active(self, _: Context) -> Result<Vec<ActiveAttempt>, ApiError> {
+        self.0.handle.query(|m| m.active()).await
     }
 
-    async fn workers(self, _: Context) -> Vec<WorkerInfo> {
-        self.0.handle.query(|m| m.workers()).await.unwrap_or_default()
+    async fn workers(self, _: Context) -> Result<Vec<WorkerInfo>, ApiError> {
+        self.0.handle.query(|m| m.workers()).await
     }
 
     async fn fragments(

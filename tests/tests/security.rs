@@ -157,7 +157,14 @@ fn workers_are_held_to_their_role_and_their_own_name() {
         }
         // The admin does.
         let client = common::transport::coordinator_client(&addr, &admin).await.unwrap();
-        assert!(client.workers(tarpc::context::current()).await.unwrap().is_empty());
+        assert!(
+            client
+                .workers(tarpc::context::current())
+                .await
+                .unwrap()
+                .unwrap()
+                .is_empty()
+        );
     });
 }
 
