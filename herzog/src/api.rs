@@ -276,7 +276,13 @@ impl WorkerApi {
     /// directory (and resends) until this has succeeded.
     async fn complete_one(&self, name: &str, completion: Completion) -> Result<(), ApiError> {
         let (worker, attempt) = (name.to_string(), completion.attempt);
-        let plan = self.api.handle.query(move |m| m.fetch_plan(&worker, attempt)).await?;
+        // Only a staged host has anything to fetch: a worker on the shared filesystem costs
+        // no extra trip through the loop per completion.
+        let plan = if self.api.stager.staged(name) {
+            self.api.handle.query(move |m| m.fetch_plan(&worker, attempt)).await?
+        } else {
+            None
+        };
         let staging_error = match plan {
             None => None,
             Some(plan) => match self.api.stager.fetch(name, &plan).await {
