@@ -265,6 +265,19 @@ impl Drop for Daemon {
     }
 }
 
+/// A frozen worker; thawed when dropped. See [`Cluster::freeze`].
+pub struct Frozen<'a> {
+    cluster: &'a Cluster,
+    name: String,
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.cluster
+            .signal_worker(&self.name, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
 /// One execution of the marker program, as it recorded itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Marker {
@@ -622,6 +635,16 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("failed to send {signal} to worker {name}: {e}"));
     }
 
+    /// Freezes worker `name`'s kinski (SIGSTOP) until the guard is dropped (SIGCONT), so a
+    /// failed assertion never leaves the cluster's teardown waiting on a frozen process.
+    pub fn freeze(&self, name: &str) -> Frozen<'_> {
+        self.signal_worker(name, nix::sys::signal::Signal::SIGSTOP);
+        Frozen {
+            cluster: self,
+            name: name.to_string(),
+        }
+    }
+
     /// Kills worker `name`'s kinski with SIGKILL and reaps it, leaving the programs it ran
     /// running: a kinski crash, not a host crash (that is [`Cluster::kill_worker`]). Returns
     /// the pid it had. Its state directory stays for [`Cluster::start_worker`].
@@ -791,6 +814,8 @@ pub struct DbAttempt {
     /// The exit of a completion that arrived after the attempt had ended (lost or stopped).
     pub late_exit: Option<String>,
     pub note: Option<String>,
+    /// The program's wall time, when a completion was stored.
+    pub wall_ms: Option<i64>,
 }
 
 impl Drop for Cluster {
@@ -1032,7 +1057,7 @@ pub mod by_path {
         let attempts: Vec<(i64, DbAttempt)> = tx
             .prepare(
                 "SELECT a.id, a.fragment_id, a.worker, a.started_at, a.outcome, a.ended_at, a.exit_kind,
-                        a.exit_value, a.late_exit, a.note
+                        a.exit_value, a.late_exit, a.note, a.wall_ms
                  FROM attempts a JOIN fragments f ON f.id = a.fragment_id JOIN projects p ON p.id = f.project_id
                  WHERE p.name = ?1 AND p.removed_at IS NULL ORDER BY a.id",
             )
@@ -1050,6 +1075,7 @@ pub mod by_path {
                             exit_value: r.get(7)?,
                             late_exit: r.get(8)?,
                             note: r.get(9)?,
+                            wall_ms: r.get(10)?,
                         },
                     ))
                 })?

@@ -19,7 +19,6 @@
 //!
 
 use common::wire::ProjectProgress;
-use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -220,15 +219,7 @@ fn a_frozen_worker_comes_back_and_its_stale_results_change_nothing() {
     let victim = cluster.worker("noether").pid();
     let in_flight = wait_mid_project(&cluster, "frozen", 12, victim);
     let stopped_at = Instant::now();
-    cluster.signal_worker("noether", Signal::SIGSTOP);
-    // Thaw it whatever happens, or the cluster guard would wait on a frozen process.
-    struct Thaw<'a>(&'a Cluster);
-    impl Drop for Thaw<'_> {
-        fn drop(&mut self) {
-            self.0.signal_worker("noether", Signal::SIGCONT);
-        }
-    }
-    let thaw = Thaw(&cluster);
+    let thaw = cluster.freeze("noether");
 
     let lost_after = eventually("the frozen noether to be lost", Duration::from_secs(15), || {
         (cluster.worker_state("noether").as_deref() == Some("lost")).then(|| stopped_at.elapsed())
@@ -497,14 +488,7 @@ fn a_thawed_worker_costs_no_fragment_an_attempt() {
     ]);
     let victim = cluster.worker("noether").pid();
     wait_mid_project(&cluster, "thaw", 6, victim);
-    cluster.signal_worker("noether", Signal::SIGSTOP);
-    struct Thaw<'a>(&'a Cluster);
-    impl Drop for Thaw<'_> {
-        fn drop(&mut self) {
-            self.0.signal_worker("noether", Signal::SIGCONT);
-        }
-    }
-    let thaw = Thaw(&cluster);
+    let thaw = cluster.freeze("noether");
     eventually("the frozen noether to be lost", Duration::from_secs(15), || {
         (cluster.worker_state("noether").as_deref() == Some("lost")).then_some(())
     });

@@ -1091,13 +1091,10 @@ fn staging_overhead_against_the_shared_filesystem() {
     ]);
     cluster.hz_ok(&["progress", "mb", "--watch"]);
     let fragments = assert_each_fragment_succeeded_once(&cluster.db(), "mb", N);
-    let conn = rusqlite::Connection::open(cluster.db()).expect("the database");
     let mut per_host: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for f in &fragments {
         let a = f.attempts.iter().find(|a| a.outcome == "succeeded").expect("checked");
-        let wall: i64 = conn
-            .query_row("SELECT wall_ms FROM attempts WHERE id = ?1", [a.id], |r| r.get(0))
-            .expect("wall time recorded");
+        let wall = a.wall_ms.expect("wall time recorded");
         let total = a.ended_at.expect("ended") - a.started_at;
         per_host.entry(a.worker.clone()).or_default().push(total - wall);
     }
@@ -1174,13 +1171,11 @@ fn a_transfer_that_keeps_failing_fails_the_attempt_not_the_fragment() {
         let accepted = f.attempts.iter().find(|a| a.outcome == "succeeded").expect("checked");
         assert_eq!(accepted.worker, "euclid", "{} went elsewhere", f.name);
     }
-    let conn = rusqlite::Connection::open(cluster.db()).expect("the database");
-    let note: String = conn
-        .query_row(
-            "SELECT note FROM attempts WHERE worker = 'pythagoras' ORDER BY id LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
+    let note = failed
+        .iter()
+        .map(|(_, a)| a)
+        .min_by_key(|a| a.id)
+        .and_then(|a| a.note.clone())
         .expect("a failed attempt keeps its reason");
     assert!(note.contains("pythagoras") && note.contains("write"), "{note}");
     let problem = cluster

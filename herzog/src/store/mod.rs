@@ -223,6 +223,20 @@ mod tests {
         assert!(again.load().unwrap().projects.is_empty());
     }
 
+    /// Project `p` with fragments `names`, the first of them with id `first_fragment`.
+    fn add_project(first_fragment: i64, names: Vec<String>) -> Write {
+        Write::AddProject {
+            id: common::ProjectId(1),
+            name: "p".into(),
+            dir: "/in".into(),
+            spec: common::wire::RunSpec::new("true"),
+            results_dir: "/out".into(),
+            created_at: 5,
+            first_fragment: common::FragmentId(first_fragment),
+            names,
+        }
+    }
+
     /// The cost of a million-fragment submit's commit; run with
     /// `cargo test --release -p herzog -- --ignored --nocapture commit_a_million`.
     #[test]
@@ -231,17 +245,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("h.db")).unwrap();
         let names: Vec<String> = (0..1_000_000).map(|i| format!("frag-{i:07}.fa")).collect();
-        let spec: common::wire::RunSpec = serde_json::from_str(r#"{"program": "true"}"#).unwrap();
-        let write = Write::AddProject {
-            id: common::ProjectId(1),
-            name: "p".into(),
-            dir: "/in".into(),
-            spec,
-            results_dir: "/out".into(),
-            created_at: 5,
-            first_fragment: common::FragmentId(1),
-            names,
-        };
+        let write = add_project(1, names);
         let began = std::time::Instant::now();
         store.commit(&[write]).unwrap();
         eprintln!("commit of 1,000,000 fragment rows: {:?}", began.elapsed());
@@ -257,19 +261,7 @@ mod tests {
         let mut store = Store::open(&dir.path().join("h.db")).unwrap();
         // Two full statements and a partial one.
         let names: Vec<String> = (0..2 * rows::ROWS_PER_INSERT + 3).map(|i| format!("f{i:05}")).collect();
-        let spec: common::wire::RunSpec = serde_json::from_str(r#"{"program": "true"}"#).unwrap();
-        store
-            .commit(&[Write::AddProject {
-                id: common::ProjectId(1),
-                name: "p".into(),
-                dir: "/in".into(),
-                spec,
-                results_dir: "/out".into(),
-                created_at: 5,
-                first_fragment: common::FragmentId(11),
-                names: names.clone(),
-            }])
-            .unwrap();
+        store.commit(&[add_project(11, names.clone())]).unwrap();
         let snap = store.load().unwrap();
         assert_eq!(snap.max_fragment, 11 + names.len() as i64 - 1);
         let fragments = &snap.projects[0].fragments;
