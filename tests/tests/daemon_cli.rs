@@ -40,6 +40,14 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Asserts the daemon exited with `code` and returns its stderr, for the message checks.
+#[track_caller]
+fn exits_with(out: &Output, code: i32) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    err
+}
+
 #[test]
 fn herzog_an_unknown_config_key_is_named_with_the_file_and_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
@@ -53,8 +61,7 @@ fn herzog_an_unknown_config_key_is_named_with_the_file_and_exits_2() {
         &tmp.path().join("state"),
         &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
     );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("listen_adress"), "the key is not named: {err}");
     assert!(err.contains(config.to_str().unwrap()), "the file is not named: {err}");
     assert!(!tmp.path().join("state").join("herzog.db").exists());
@@ -73,8 +80,7 @@ fn an_unknown_config_key_is_reported_on_its_line() {
         &tmp.path().join("state"),
         &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
     );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("(line 3: listen_adress"), "the key is on line 3: {err}");
 }
 
@@ -88,8 +94,7 @@ fn herzog_a_bad_config_value_is_named_and_exits_2() {
         &tmp.path().join("state"),
         &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
     );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("herzog.worker_timeout"), "{err}");
     assert!(err.contains(config.to_str().unwrap()), "{err}");
     assert!(!tmp.path().join("state").join("herzog.db").exists());
@@ -104,8 +109,7 @@ fn an_unparsable_config_value_is_named() {
         &tmp.path().join("state"),
         &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
     );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("heartbeat_interval"), "the key is not named: {err}");
 }
 
@@ -117,8 +121,7 @@ fn a_missing_config_file_is_named_and_exits_2() {
         &tmp.path().join("state"),
         &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
     );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains(config.to_str().unwrap()), "{err}");
 }
 
@@ -134,8 +137,7 @@ fn an_address_in_use_is_named_and_exits_1() {
         &tmp.path().join("state"),
         &["--listen", &addr, "--tls", bundle.to_str().unwrap()],
     );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = exits_with(&out, 1);
     assert!(err.contains(&format!("failed to listen on {addr}")), "{err}");
     drop(taken);
 }
@@ -144,8 +146,7 @@ fn an_address_in_use_is_named_and_exits_1() {
 fn an_unknown_flag_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let out = herzog(&tmp.path().join("state"), &["--listen", "127.0.0.1:0", "--slots", "3"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("--slots"), "{err}");
 }
 
@@ -153,8 +154,7 @@ fn an_unknown_flag_exits_2() {
 fn without_a_certificate_herzog_refuses_to_start() {
     let tmp = tempfile::tempdir().unwrap();
     let out = herzog(&tmp.path().join("state"), &["--listen", "127.0.0.1:0"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("herzog certs init"), "{err}");
     // A worker's bundle is not herzog's.
     let ca = common::tls::Authority::generate(1).unwrap();
@@ -164,8 +164,7 @@ fn without_a_certificate_herzog_refuses_to_start() {
         &tmp.path().join("state"),
         &["--listen", "127.0.0.1:0", "--tls", bundle.to_str().unwrap()],
     );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = exits_with(&out, 1);
     assert!(err.contains("not coordinator"), "{err}");
 }
 
@@ -212,8 +211,7 @@ fn kinski_an_unknown_config_key_is_named_with_the_file_and_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let path = config(tmp.path(), "[kinski]\nslot = 2\n");
     let out = kinski(&tmp.path().join("state"), &["--config", &path, "--name", "w1"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("`slot`"), "the key is not named: {err}");
     assert!(err.contains(&path), "the file is not named: {err}");
     assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
@@ -225,21 +223,18 @@ fn kinski_a_bad_config_value_is_named_and_exits_2() {
     // The default heartbeat_interval is 2s: a 1s timeout is refused by every daemon.
     let path = config(tmp.path(), "[herzog]\nworker_timeout = \"1s\"\n");
     let out = kinski(&tmp.path().join("state"), &["--config", &path, "--name", "w1"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("herzog.worker_timeout"), "{err}");
     assert!(err.contains(&path), "{err}");
 
     let path = config(tmp.path(), "[kinski]\nslots = 0\n");
     let out = kinski(&tmp.path().join("state"), &["--config", &path, "--name", "w1"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("kinski.slots"), "{err}");
 
     let path = config(tmp.path(), "[kinski]\nname = \"a b\"\n");
     let out = kinski(&tmp.path().join("state"), &["--config", &path]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("kinski.name"), "{err}");
     assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
 }
@@ -248,8 +243,7 @@ fn kinski_a_bad_config_value_is_named_and_exits_2() {
 fn a_bad_name_flag_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let out = kinski(&tmp.path().join("state"), &["--name", "a b", "--slots", "1"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("'a b' is not a valid name"), "{err}");
     assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
 }
@@ -258,8 +252,7 @@ fn a_bad_name_flag_exits_2() {
 fn zero_slots_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let out = kinski(&tmp.path().join("state"), &["--name", "w1", "--slots", "0"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("--slots"), "{err}");
     assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
 }
@@ -268,8 +261,7 @@ fn zero_slots_exits_2() {
 fn a_slot_count_that_is_not_a_number_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let out = kinski(&tmp.path().join("state"), &["--name", "w1", "--slots", "many"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("many"), "{err}");
 }
 
@@ -277,8 +269,7 @@ fn a_slot_count_that_is_not_a_number_exits_2() {
 fn a_missing_or_wrong_certificate_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let out = kinski(&tmp.path().join("state"), &["--name", "w1"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("herzog certs issue"), "{err}");
 
     let ca = common::tls::Authority::generate(1).unwrap();
@@ -288,8 +279,7 @@ fn a_missing_or_wrong_certificate_exits_2() {
         &tmp.path().join("state"),
         &["--name", "w1", "--tls", bundle.to_str().unwrap()],
     );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits_with(&out, 2);
     assert!(err.contains("'w2'") && err.contains("'w1'"), "{err}");
     assert!(!tmp.path().join("state").exists(), "kinski went on to set up its state");
 }
