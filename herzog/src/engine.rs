@@ -132,7 +132,7 @@ impl Handle {
 /// before that (commit, then reply; commit, then act). Batches applied while an earlier commit
 /// runs accumulate here and are committed together.
 #[derive(Default)]
-struct Staged {
+struct Uncommitted {
     writes: Vec<Write>,
     replies: Vec<(EventReply, Result<Reply, ApiError>)>,
     /// Answers to queries and waits, computed on the state of their batch.
@@ -140,7 +140,7 @@ struct Staged {
     effects: Vec<Effect>,
 }
 
-impl Staged {
+impl Uncommitted {
     fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.replies.is_empty() && self.answers.is_empty() && self.effects.is_empty()
     }
@@ -199,9 +199,9 @@ pub(crate) async fn run(
     // The store, while no commit holds it.
     let mut idle_store = Some(store);
     // The commit running, and what its batches owe.
-    let mut committing: Option<(Commit, Staged)> = None;
+    let mut committing: Option<(Commit, Uncommitted)> = None;
     // Batches applied since that commit started.
-    let mut staged = Staged::default();
+    let mut uncommitted = Uncommitted::default();
     let mut closing = false;
     loop {
         let first = tokio::select! {
@@ -210,7 +210,7 @@ pub(crate) async fn run(
                 let (store, result) = done.expect("the commit task does not panic");
                 let (_, owed) = committing.take().expect("guarded");
                 if let Err(e) = result {
-                    return Err(fail(e, owed, staged));
+                    return Err(fail(e, owed, uncommitted));
                 }
                 owed.release(&dispatcher);
                 idle_store = Some(store);
@@ -224,10 +224,10 @@ pub(crate) async fn run(
             _ = tick.tick(), if !closing => Some(Command::Event { event: Event::Tick, reply: None }),
         };
         if let Some(first) = first {
-            apply_batch(&mut machine, &mut rx, first, &mut waiters, &mut staged);
+            apply_batch(&mut machine, &mut rx, first, &mut waiters, &mut uncommitted);
         }
-        if committing.is_none() && !staged.is_empty() {
-            let batch = std::mem::take(&mut staged);
+        if committing.is_none() && !uncommitted.is_empty() {
+            let batch = std::mem::take(&mut uncommitted);
             if batch.writes.is_empty() {
                 // Nothing to make durable, and every earlier batch is: release at once.
                 batch.release(&dispatcher);
@@ -238,7 +238,7 @@ pub(crate) async fn run(
                 committing = Some((start_commit(store, writes), batch));
             }
         }
-        if closing && committing.is_none() && staged.is_empty() {
+        if closing && committing.is_none() && uncommitted.is_empty() {
             break;
         }
     }
@@ -246,13 +246,13 @@ pub(crate) async fn run(
 }
 
 /// Takes every command waiting after `first` (up to [`MAX_BATCH`]), applies them, schedules,
-/// and adds what they owe to `staged`.
+/// and adds what they owe to `uncommitted`.
 fn apply_batch(
     machine: &mut Machine,
     rx: &mut mpsc::UnboundedReceiver<Command>,
     first: Command,
     waiters: &mut Vec<Waiter>,
-    staged: &mut Staged,
+    uncommitted: &mut Uncommitted,
 ) {
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
@@ -271,7 +271,7 @@ fn apply_batch(
                     tracing::warn!(%rejected, "event rejected");
                 }
                 if let Some(reply) = reply {
-                    staged.replies.push((reply, result.map_err(ApiError::from)));
+                    uncommitted.replies.push((reply, result.map_err(ApiError::from)));
                 }
             }
             Command::Query(q) => queries.push(q),
@@ -280,26 +280,26 @@ fn apply_batch(
     }
     machine.schedule(now);
     let (writes, effects) = machine.take();
-    staged.writes.extend(writes);
-    staged.effects.extend(effects);
+    uncommitted.writes.extend(writes);
+    uncommitted.effects.extend(effects);
     // Read after the batch is applied, sent once it is committed.
     for q in queries {
-        staged.answers.push(q(machine));
+        uncommitted.answers.push(q(machine));
     }
     // A handful of waiters at most (hz sessions), each a look at per-project counters.
     if !waiters.is_empty() {
         *waiters = std::mem::take(waiters)
             .into_iter()
-            .filter_map(|w| w.answer_if_finished(machine, &mut staged.answers))
+            .filter_map(|w| w.answer_if_finished(machine, &mut uncommitted.answers))
             .collect();
     }
 }
 
 /// Logs a failed commit and fails everyone waiting on it or on later batches.
-fn fail(e: StoreError, owed: Staged, staged: Staged) -> StoreError {
+fn fail(e: StoreError, owed: Uncommitted, uncommitted: Uncommitted) -> StoreError {
     tracing::error!(error = %e, "commit failed: stopping so that a restart recovers from the record");
     let reason = e.to_string();
     owed.fail(&reason);
-    staged.fail(&reason);
+    uncommitted.fail(&reason);
     e
 }
