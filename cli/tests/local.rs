@@ -8,27 +8,9 @@ use std::time::{Duration, Instant};
 
 /// Runs `hz local` in `cwd`, killing it if it takes longer than a minute.
 fn hz_local(cwd: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hz"))
-        .arg("local")
-        .args(args)
-        .current_dir(cwd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("failed to start hz");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "hz local did not finish in 60 s: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().unwrap()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hz"));
+    cmd.arg("local").args(args).current_dir(cwd);
+    tests::output_within(&mut cmd, Duration::from_secs(60))
 }
 
 fn inputs(dir: &Path) {
