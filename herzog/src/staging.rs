@@ -32,7 +32,9 @@ const IN_FLIGHT: usize = 8;
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StagingError {
-    #[error("host {host} is not in cluster.toml's [[hosts]]: herzog does not know how to reach it")]
+    #[error(
+        "host {host} is not in cluster.toml's [[hosts]], so herzog does not know how to reach it: add an entry for it and restart herzog"
+    )]
     UnknownHost { host: String },
     #[error("failed to log in to host {host} over SSH ({address}): {reason}")]
     Connect {
@@ -63,7 +65,9 @@ pub(crate) enum StagingError {
         expected: u64,
         got: u64,
     },
-    #[error("host {host} listed {name:?} in {dir}, which is not a plain file name: not fetched")]
+    #[error(
+        "host {host} listed {name:?} in {dir}, which is not a plain file name: not fetched; have the program name its outputs with plain names"
+    )]
     BadName { host: String, dir: PathBuf, name: String },
 }
 
