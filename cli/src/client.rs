@@ -39,18 +39,30 @@ pub(crate) struct Endpoint {
 
 #[derive(Clone)]
 enum Identity {
+    #[cfg(test)]
     Ready(common::transport::Connector),
     /// `--tls`, if given.
     Flag(Option<std::path::PathBuf>),
+    /// herzog runs in this process (`hz local`): no certificate is involved.
+    InProcess(common::link::Dialer),
 }
 
 impl Endpoint {
-    /// An endpoint with an identity in hand (`hz local`, tests).
+    /// An endpoint with an identity in hand (tests).
+    #[cfg(test)]
     pub(crate) fn new(addr: String, identity: &common::tls::Identity) -> Result<Endpoint, CliError> {
         Ok(Endpoint {
             addr,
             identity: Identity::Ready(common::transport::Connector::new(identity)?),
         })
+    }
+
+    /// herzog in this process.
+    pub(crate) fn new_in_process(dialer: common::link::Dialer) -> Endpoint {
+        Endpoint {
+            addr: common::link::IN_PROCESS.to_string(),
+            identity: Identity::InProcess(dialer),
+        }
     }
 
     /// An endpoint whose identity comes from `--tls` or the default path, read when dialing.
@@ -61,10 +73,18 @@ impl Endpoint {
         }
     }
 
-    fn connector(&self) -> Result<common::transport::Connector, CliError> {
+    fn link(&self) -> Result<common::link::Link, CliError> {
+        let tls = |connector| common::link::Link::Tls {
+            addr: self.addr.clone(),
+            connector,
+        };
         match &self.identity {
-            Identity::Ready(c) => Ok(c.clone()),
-            Identity::Flag(flag) => Ok(common::transport::Connector::new(&resolve_identity(flag.as_deref())?)?),
+            #[cfg(test)]
+            Identity::Ready(c) => Ok(tls(c.clone())),
+            Identity::Flag(flag) => Ok(tls(common::transport::Connector::new(&resolve_identity(
+                flag.as_deref(),
+            )?)?)),
+            Identity::InProcess(dialer) => Ok(common::link::Link::InProcess(dialer.clone())),
         }
     }
 }
@@ -90,7 +110,7 @@ pub(crate) struct Herzog {
 impl Herzog {
     /// Dials herzog.
     pub(crate) async fn connect(to: &Endpoint) -> Result<Self, CliError> {
-        let client = common::transport::coordinator_client(&to.addr, &to.connector()?).await?;
+        let client = to.link()?.coordinator_client().await?;
         Ok(Herzog {
             client,
             addr: to.addr.clone(),

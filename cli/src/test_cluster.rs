@@ -53,10 +53,11 @@ impl Cluster {
         let identity = |name: &str, role| {
             common::tls::Identity::from_pem(ca.issue(name, role, 1).unwrap().as_bytes(), Path::new("test")).unwrap()
         };
-        let config = herzog::Config::new(
-            dir.path().join("herzog"),
-            identity("herzog", common::tls::Role::Coordinator),
-        );
+        let config = herzog::Config::new(dir.path().join("herzog"));
+        let listener = herzog::Listener::Tls {
+            tcp: listener,
+            identity: identity("herzog", common::tls::Role::Coordinator),
+        };
         let task = tokio::spawn(herzog::run(config, listener, stopped(rx)));
         let endpoint = Endpoint::new(addr, &identity("tester", common::tls::Role::Admin)).unwrap();
         let herzog = Herzog::connect(&endpoint).await.unwrap();
@@ -82,15 +83,17 @@ impl Cluster {
     pub(crate) fn start_worker(&mut self, name: &str, slots: u32) {
         let (stop, rx) = watch::channel(false);
         let config = kinski::Config {
-            herzog: self.endpoint.addr.clone(),
+            herzog: kinski::Herzog::Tls {
+                addr: self.endpoint.addr.clone(),
+                identity: common::tls::Identity::from_pem(
+                    self.ca.issue(name, common::tls::Role::Worker, 1).unwrap().as_bytes(),
+                    Path::new("test"),
+                )
+                .unwrap(),
+            },
             name: name.to_string(),
             slots,
             state_dir: self.dir.path().join("kinski").join(name),
-            identity: common::tls::Identity::from_pem(
-                self.ca.issue(name, common::tls::Role::Worker, 1).unwrap().as_bytes(),
-                Path::new("test"),
-            )
-            .unwrap(),
             run_as: Some(kinski::user::current_user()),
             scratch_dir: None,
         };

@@ -1,9 +1,10 @@
-//! herzog's shared vocabulary: ids, wire types, the tarpc services, the transport, config and
+//! herzog's shared vocabulary: ids, wire types, the tarpc services, the transports, config and
 //! the program template. Everything here is used by more than one daemon.
 
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod link;
 pub mod logging;
 pub mod name;
 pub mod paths;

@@ -66,6 +66,8 @@ pub enum ConnectError {
     Tls { addr: String, reason: String },
     #[error("herzog at {addr} refused this connection: {reason}")]
     Refused { addr: String, reason: String },
+    #[error("herzog in this process has stopped")]
+    Stopped,
 }
 
 /// Says in words why a TLS handshake or the first read after it failed.

@@ -13,6 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The most commands applied in one transaction.
 const MAX_BATCH: usize = 8192;
+/// The least time from one commit's start to the next's. Commits further apart than this
+/// start at once; closer ones wait for the rest of it, and everything that arrives meanwhile
+/// shares one transaction and one fsync. At millisecond attempts that is several completions
+/// per commit instead of one, and the per-batch work (scheduling, replies, start and report
+/// calls) shrinks with it; workers' queues cover the wait.
+const COMMIT_SPACING: Duration = Duration::from_millis(2);
 
 /// A read of the state: it runs on the state of its batch and gives back the sending of its
 /// answer, which waits for the batch's commit.
@@ -181,9 +187,10 @@ fn start_commit(mut store: Store, writes: Vec<Write>) -> Commit {
 ///
 /// The commit is pipelined: while one batch's transaction is written and fsynced, the loop
 /// takes and applies the next commands, and commits everything they wrote in the next
-/// transaction. So one fsync covers every completion that arrived during the previous one
-/// (at 2 slots, each batch was one completion and one fsync). Replies, answers and effects
-/// still wait for their own batch's commit.
+/// transaction. So one fsync covers every completion that arrived during the previous one,
+/// and commits start at least [`COMMIT_SPACING`] apart (at 2 slots of millisecond attempts,
+/// each commit was one completion and one fsync). Replies, answers and effects still wait
+/// for their own batch's commit.
 pub(crate) async fn run(
     mut machine: Machine,
     store: Store,
@@ -203,7 +210,10 @@ pub(crate) async fn run(
     // Batches applied since that commit started.
     let mut uncommitted = Uncommitted::default();
     let mut closing = false;
+    // When the last commit started, and when the next may.
+    let mut next_commit = tokio::time::Instant::now();
     loop {
+        let waiting = committing.is_none() && !uncommitted.writes.is_empty();
         let first = tokio::select! {
             biased;
             done = async { (&mut committing.as_mut().expect("guarded").0).await }, if committing.is_some() => {
@@ -222,20 +232,22 @@ pub(crate) async fn run(
                 None => { closing = true; None }
             },
             _ = tick.tick(), if !closing => Some(Command::Event { event: Event::Tick, reply: None }),
+            () = tokio::time::sleep_until(next_commit), if waiting => None,
         };
         if let Some(first) = first {
             apply_batch(&mut machine, &mut rx, first, &mut waiters, &mut uncommitted);
         }
         if committing.is_none() && !uncommitted.is_empty() {
-            let batch = std::mem::take(&mut uncommitted);
-            if batch.writes.is_empty() {
+            let now = tokio::time::Instant::now();
+            if uncommitted.writes.is_empty() {
                 // Nothing to make durable, and every earlier batch is: release at once.
-                batch.release(&dispatcher);
-            } else {
-                let mut batch = batch;
+                std::mem::take(&mut uncommitted).release(&dispatcher);
+            } else if now >= next_commit || closing {
+                let mut batch = std::mem::take(&mut uncommitted);
                 let writes = std::mem::take(&mut batch.writes);
                 let store = idle_store.take().expect("no commit is running");
                 committing = Some((start_commit(store, writes), batch));
+                next_commit = now + COMMIT_SPACING;
             }
         }
         if closing && committing.is_none() && uncommitted.is_empty() {

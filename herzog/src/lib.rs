@@ -11,7 +11,7 @@ mod staging;
 mod store;
 
 pub use common::logging;
-pub use server::run;
+pub use server::{Listener, run};
 pub use store::StoreError;
 
 use std::path::PathBuf;
@@ -24,17 +24,14 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub heartbeat_interval: Duration,
     pub worker_timeout: Duration,
-    /// herzog's certificate bundle (role coordinator); see `herzog certs`.
-    pub identity: common::tls::Identity,
     /// cluster.toml's `[[hosts]]`: which hosts lack the shared filesystem, and how to log in.
     pub hosts: Vec<common::config::HostConfig>,
 }
 
 impl Config {
     /// The config for a state directory with the default timings.
-    pub fn new(state_dir: impl Into<PathBuf>, identity: common::tls::Identity) -> Self {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Config {
-            identity,
             state_dir: state_dir.into(),
             heartbeat_interval: Duration::from_secs(2),
             worker_timeout: Duration::from_secs(10),

@@ -172,7 +172,6 @@ fn main() -> ExitCode {
         state_dir,
         heartbeat_interval: h.heartbeat_interval,
         worker_timeout: h.worker_timeout,
-        identity,
         hosts,
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -189,9 +188,16 @@ fn main() -> ExitCode {
                 "failed to listen on {listen}: {e}; is another herzog running there? choose another with --listen"
             )
         })?;
-        herzog::run(config, listener, shutdown)
-            .await
-            .map_err(anyhow::Error::from)
+        herzog::run(
+            config,
+            herzog::Listener::Tls {
+                tcp: listener,
+                identity,
+            },
+            shutdown,
+        )
+        .await
+        .map_err(anyhow::Error::from)
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

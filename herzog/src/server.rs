@@ -1,6 +1,8 @@
 //! herzog's server: opens the store, restores the machine, runs the loop and accepts
-//! connections. Each is mutual TLS with the cluster's CA; its hello says what it is for, and
-//! the peer certificate's role decides whether that is allowed.
+//! connections. Over TCP each is mutual TLS with the cluster's CA; its hello says what it is
+//! for, and the peer certificate's role decides whether that is allowed. In-process
+//! connections (`hz local`) come with what they are for and skip TLS and JSON; past that,
+//! both are served by the same functions.
 
 use crate::api::{Api, ClientApi, WorkerApi};
 use crate::dispatch::{Connections, Dispatcher};
@@ -8,11 +10,16 @@ use crate::engine::{self, Handle};
 use crate::machine::{Event, Machine, Timing};
 use crate::store::Store;
 use crate::{Config, HerzogError};
-use common::service::{Coordinator, Registry, WorkerClient};
+use common::link::Accepted;
+use common::service::{
+    Coordinator, CoordinatorRequest, CoordinatorResponse, Registry, RegistryRequest, RegistryResponse, WorkerClient,
+    WorkerRequest, WorkerResponse,
+};
 use common::tls::Role;
 use common::transport::{HELLO_TIMEOUT, Hello, HelloReply, describe_tls, json_transport, read_frame, write_frame};
 use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
+use tarpc::{ClientMessage, Response, Transport};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -20,10 +27,58 @@ async fn spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) {
     tokio::spawn(fut);
 }
 
+/// Where herzog takes its connections from.
+pub enum Listener {
+    /// A TCP port; every connection is mutual TLS with herzog's certificate bundle (role
+    /// coordinator, see `herzog certs`).
+    Tls {
+        tcp: TcpListener,
+        identity: common::tls::Identity,
+    },
+    /// Only the hz and kinski of this process (`hz local`): no port at all.
+    InProcess(common::link::Listener),
+}
+
+/// A listener ready to accept.
+enum Incoming {
+    Tls { tcp: TcpListener, acceptor: TlsAcceptor },
+    InProcess(common::link::Listener),
+}
+
+/// What one accept gave.
+enum Next {
+    Tcp(TcpStream, std::net::SocketAddr),
+    InProcess(Accepted),
+    Failed(std::io::Error),
+}
+
+impl Incoming {
+    async fn next(&mut self) -> Next {
+        match self {
+            Incoming::Tls { tcp, .. } => match tcp.accept().await {
+                Ok((stream, peer)) => Next::Tcp(stream, peer),
+                Err(e) => Next::Failed(e),
+            },
+            Incoming::InProcess(listener) => match listener.accept().await {
+                Some(connection) => Next::InProcess(connection),
+                // Nobody can connect any more: wait for the shutdown.
+                None => std::future::pending().await,
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Incoming::Tls { tcp, .. } => tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Incoming::InProcess(_) => "this process only".to_string(),
+        }
+    }
+}
+
 /// Serves on `listener` until `shutdown` resolves.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listener: Listener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), HerzogError> {
     std::fs::create_dir_all(&config.state_dir).map_err(|source| HerzogError::StateDir {
@@ -42,12 +97,16 @@ pub async fn run(
     let machine = Machine::restore(timing, config.state_dir.join("results"), snapshot, common::now_millis());
     tracing::info!(db = %store.path().display(), elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
 
-    if config.identity.role != Role::Coordinator {
-        return Err(HerzogError::NotCoordinator {
-            role: config.identity.role,
-        });
-    }
-    let acceptor = TlsAcceptor::from(config.identity.server_config()?);
+    let mut incoming = match listener {
+        Listener::Tls { tcp, identity } => {
+            if identity.role != Role::Coordinator {
+                return Err(HerzogError::NotCoordinator { role: identity.role });
+            }
+            let acceptor = TlsAcceptor::from(identity.server_config()?);
+            Incoming::Tls { tcp, acceptor }
+        }
+        Listener::InProcess(listener) => Incoming::InProcess(listener),
+    };
     let (handle, rx) = Handle::new();
     let stager = std::sync::Arc::new(
         crate::staging::Stager::new(&config.hosts, config.state_dir.join("incoming"))
@@ -72,18 +131,22 @@ pub async fn run(
     let engine = tokio::spawn(engine::run(machine, store, rx, dispatcher, tick, async move {
         let _ = stop_rx.await;
     }));
-    tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "herzog listening");
+    tracing::info!(address = %incoming.describe(), "herzog listening");
     common::logging::notify_ready();
 
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+            next = incoming.next() => match next {
+                Next::Tcp(stream, peer) => {
+                    let Incoming::Tls { acceptor, .. } = &incoming else { unreachable!("TCP comes from a TCP listener") };
                     tokio::spawn(serve_connection(stream, peer, acceptor.clone(), api.clone(), connections.clone()));
                 }
-                Err(e) => {
+                Next::InProcess(connection) => {
+                    tokio::spawn(serve_in_process(connection, api.clone(), connections.clone()));
+                }
+                Next::Failed(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -170,33 +233,62 @@ async fn serve_connection(
         return;
     }
     match hello {
-        Hello::Client => {
-            BaseChannel::with_defaults(json_transport(stream))
-                .execute(ClientApi(api).serve())
-                .for_each(spawn)
-                .await;
-        }
-        Hello::Registry => {
-            let service = WorkerApi { api, worker: name };
-            BaseChannel::with_defaults(json_transport(stream))
-                .execute(service.serve())
-                .for_each(spawn)
-                .await;
-        }
+        Hello::Client => serve_client(api, json_transport(stream)).await,
+        Hello::Registry => serve_registry(api, name, json_transport(stream)).await,
         Hello::Worker { name } => {
             if let Err(e) = common::name::check_name(&name) {
                 return tracing::warn!(%peer, error = %e, "worker connection with a bad name; closing");
             }
-            let tarpc::client::NewClient { client, dispatch } =
-                WorkerClient::new(tarpc::client::Config::default(), json_transport(stream));
-            let generation = connections.attach(&name, client);
-            tracing::info!(worker = %name, %peer, "worker connected");
-            let _ = dispatch.await;
-            if connections.detach(&name, generation) {
-                tracing::info!(worker = %name, "worker connection closed");
-                api.handle.notify(Event::Disconnected { worker: name });
-            }
+            call_worker(api, connections, name, &peer.to_string(), json_transport(stream)).await
         }
+    }
+}
+
+/// Serves a connection from this process: its roles are given, not read from a certificate.
+async fn serve_in_process(connection: Accepted, api: Api, connections: Connections) {
+    match connection {
+        Accepted::Client(transport) => serve_client(api, transport).await,
+        Accepted::Registry { worker, transport } => serve_registry(api, worker, transport).await,
+        Accepted::Worker { worker, transport } => {
+            call_worker(api, connections, worker, "this process", transport).await
+        }
+    }
+}
+
+/// Serves hz's Coordinator service until the connection closes.
+async fn serve_client<T>(api: Api, transport: T)
+where
+    T: Transport<Response<CoordinatorResponse>, ClientMessage<CoordinatorRequest>> + Send + 'static,
+{
+    BaseChannel::with_defaults(transport)
+        .execute(ClientApi(api).serve())
+        .for_each(spawn)
+        .await;
+}
+
+/// Serves the Registry service to `worker` until the connection closes.
+async fn serve_registry<T>(api: Api, worker: String, transport: T)
+where
+    T: Transport<Response<RegistryResponse>, ClientMessage<RegistryRequest>> + Send + 'static,
+{
+    BaseChannel::with_defaults(transport)
+        .execute(WorkerApi { api, worker }.serve())
+        .for_each(spawn)
+        .await;
+}
+
+/// Makes `worker`'s Worker service callable by the dispatcher until the connection closes.
+async fn call_worker<T>(api: Api, connections: Connections, name: String, peer: &str, transport: T)
+where
+    T: Transport<ClientMessage<WorkerRequest>, Response<WorkerResponse>> + Send + 'static,
+{
+    let tarpc::client::NewClient { client, dispatch } = WorkerClient::new(tarpc::client::Config::default(), transport);
+    let generation = connections.attach(&name, client);
+    tracing::info!(worker = %name, %peer, "worker connected");
+    let _ = dispatch.await;
+    if connections.detach(&name, generation) {
+        tracing::info!(worker = %name, "worker connection closed");
+        api.handle.notify(Event::Disconnected { worker: name });
     }
 }
 

@@ -13,19 +13,32 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How kinski reaches herzog.
+#[derive(Clone, Debug)]
+pub enum Herzog {
+    /// herzog's address (host:port) and this worker's certificate bundle (role worker, named
+    /// as the worker).
+    Tls {
+        addr: String,
+        identity: common::tls::Identity,
+    },
+    /// herzog in this process (`hz local`).
+    InProcess(common::link::Dialer),
+}
+
+/// Starts accepted per slot beyond the slots, started in order as slots free up.
+const QUEUE_PER_SLOT: u32 = 16;
+
 /// What kinski needs to run.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// herzog's address, host:port.
-    pub herzog: String,
+    pub herzog: Herzog,
     /// This worker's name.
     pub name: String,
     /// How many attempts run at once.
     pub slots: u32,
     /// Holds logs/ and the journal.
     pub state_dir: PathBuf,
-    /// This worker's certificate bundle (role worker, named `name`).
-    pub identity: common::tls::Identity,
     /// The user programs run as; required when kinski runs as root (see [`user::resolve`]).
     pub run_as: Option<String>,
     /// Where staged attempts get their directories; default `<state_dir>/scratch`.
@@ -71,14 +84,20 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     if common::name::check_name(&config.name).is_err() {
         return Err(KinskiError::BadName { name: config.name });
     }
-    if config.identity.role != common::tls::Role::Worker || config.identity.name != config.name {
-        return Err(KinskiError::WrongCertificate {
-            certificate: config.identity.name.clone(),
-            role: config.identity.role,
-            name: config.name,
-        });
-    }
-    let connector = common::transport::Connector::new(&config.identity)?;
+    let link = match &config.herzog {
+        Herzog::Tls { identity, .. } if identity.role != common::tls::Role::Worker || identity.name != config.name => {
+            return Err(KinskiError::WrongCertificate {
+                certificate: identity.name.clone(),
+                role: identity.role,
+                name: config.name,
+            });
+        }
+        Herzog::Tls { addr, identity } => common::link::Link::Tls {
+            addr: addr.clone(),
+            connector: common::transport::Connector::new(identity)?,
+        },
+        Herzog::InProcess(dialer) => common::link::Link::InProcess(dialer.clone()),
+    };
     let run_as = user::resolve(config.run_as.as_deref())?;
     if run_as.is_none() && nix::unistd::geteuid().is_root() {
         tracing::warn!("programs run as root, as configured (kinski.run_as = \"root\")");
@@ -97,8 +116,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             "recovered the journal of a previous kinski: killed its leftover attempts (herzog requeues them), reporting its finished ones"
         );
     }
-    // A queue as deep as the slots keeps every slot busy across herzog's round trip.
     let slots = config.slots.max(1);
+    // How many starts wait here for a free slot: herzog fills as much of it as covers its
+    // round trip for the attempts this worker runs (a queue as deep as the slots for long
+    // attempts, all of it for millisecond ones).
+    let queue = slots.saturating_mul(QUEUE_PER_SLOT);
     let scratch = config
         .scratch_dir
         .clone()
@@ -111,11 +133,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         path: scratch.clone(),
         source,
     })?;
-    let supervisor = supervisor::Supervisor::new(slots, slots, run_as, scratch.clone(), journal, recovered.unacked);
+    let supervisor = supervisor::Supervisor::new(slots, queue, run_as, scratch.clone(), journal, recovered.unacked);
     supervisor.clean_leftovers();
-    let mut resources = resources::probe(slots, slots, &config.state_dir);
+    let mut resources = resources::probe(slots, queue, &config.state_dir);
     resources.scratch_dir = Some(scratch);
-    tracing::info!(name = %config.name, slots = resources.slots, herzog = %config.herzog, "kinski starting");
+    tracing::info!(name = %config.name, slots = resources.slots, herzog = %link.describe(), "kinski starting");
     // Ready once the journal is recovered: herzog may be away, and kinski works without it.
     common::logging::notify_ready();
     tokio::pin!(shutdown);
@@ -134,8 +156,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let mut delays = backoff(longest);
     loop {
         let session = session::Session {
-            addr: &config.herzog,
-            connector: &connector,
+            link: &link,
             name: &config.name,
             supervisor: &supervisor,
             resources: &resources,

@@ -110,7 +110,10 @@ fn main() -> ExitCode {
     // This host's [[hosts]] entry, when the file lists it (one file can serve every daemon).
     let host = cluster.host(&name).cloned();
     let config = kinski::Config {
-        herzog: args.herzog.unwrap_or(cluster.herzog.address.clone()),
+        herzog: kinski::Herzog::Tls {
+            addr: args.herzog.unwrap_or(cluster.herzog.address.clone()),
+            identity,
+        },
         slots: args
             .slots
             .or(host.as_ref().and_then(|h| h.slots))
@@ -118,7 +121,6 @@ fn main() -> ExitCode {
             .unwrap_or_else(kinski::default_slots),
         name,
         state_dir,
-        identity,
         run_as: args.run_as.or(k.run_as),
         scratch_dir: args.scratch_dir.or(host.and_then(|h| h.scratch_dir)),
     };

@@ -5,12 +5,14 @@
 use crate::service::WorkerService;
 use crate::supervisor::Supervisor;
 use common::ApiError;
-use common::service::{RegistryClient, Worker};
-use common::transport::{ConnectError, Hello, context_with, dial, json_transport, registry_client};
+use common::link::Link;
+use common::service::{RegistryClient, Worker, WorkerRequest, WorkerResponse};
+use common::transport::{ConnectError, Hello, context_with, dial, json_transport};
 use common::wire::Resources;
 use futures::StreamExt;
 use std::time::Duration;
 use tarpc::server::{BaseChannel, Channel};
+use tarpc::{ClientMessage, Response, Transport};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A report's deadline: herzog fetches a staged attempt's outputs before it answers, which
@@ -32,8 +34,7 @@ pub(crate) enum SessionError {
 }
 
 pub(crate) struct Session<'a> {
-    pub(crate) addr: &'a str,
-    pub(crate) connector: &'a common::transport::Connector,
+    pub(crate) link: &'a Link,
     pub(crate) name: &'a str,
     pub(crate) supervisor: &'a Supervisor,
     pub(crate) resources: &'a Resources,
@@ -41,6 +42,18 @@ pub(crate) struct Session<'a> {
 
 async fn spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) {
     tokio::spawn(fut);
+}
+
+/// Serves the Worker service on `transport` until herzog closes it.
+fn serve<T>(transport: T, service: WorkerService) -> tokio::task::JoinHandle<()>
+where
+    T: Transport<Response<WorkerResponse>, ClientMessage<WorkerRequest>> + Send + 'static,
+{
+    tokio::spawn(
+        BaseChannel::with_defaults(transport)
+            .execute(service.serve())
+            .for_each(spawn),
+    )
 }
 
 impl Session<'_> {
@@ -53,24 +66,20 @@ impl Session<'_> {
     }
 
     async fn run_inner(&self, on_registered: impl FnOnce(Duration)) -> Result<std::convert::Infallible, SessionError> {
-        let registry = registry_client(self.addr, self.connector).await?;
-        let stream = dial(
-            self.addr,
-            &Hello::Worker {
-                name: self.name.to_string(),
-            },
-            self.connector,
-        )
-        .await?;
+        let registry = self.link.registry_client(self.name).await?;
         let service = WorkerService {
             supervisor: self.supervisor.clone(),
             resources: self.resources.clone(),
         };
-        let mut serving = tokio::spawn(
-            BaseChannel::with_defaults(json_transport(stream))
-                .execute(service.serve())
-                .for_each(spawn),
-        );
+        let mut serving = match self.link {
+            Link::Tls { addr, connector } => {
+                let hello = Hello::Worker {
+                    name: self.name.to_string(),
+                };
+                serve(json_transport(dial(addr, &hello, connector).await?), service)
+            }
+            Link::InProcess(dialer) => serve(dialer.worker_connection(self.name)?, service),
+        };
         let _abort_serving = AbortOnDrop(serving.abort_handle());
 
         let registered = registry
@@ -81,7 +90,7 @@ impl Session<'_> {
                 self.supervisor.held(),
             )
             .await??;
-        tracing::info!(herzog = %self.addr, heartbeat_ms = registered.heartbeat_ms, "registered with herzog");
+        tracing::info!(herzog = %self.link.describe(), heartbeat_ms = registered.heartbeat_ms, "registered with herzog");
         on_registered(Duration::from_millis(registered.heartbeat_ms));
         let mut beat = tokio::time::interval(Duration::from_millis(registered.heartbeat_ms.max(50)));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

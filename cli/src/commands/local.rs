@@ -1,6 +1,11 @@
 //! `hz local DIR PROGRAM`: runs a project on this machine with no set-up, through the real
-//! code: herzog and one kinski start as tasks on a loopback port, then hz adds the project
-//! over RPC (as `hz action` does), follows it (as `hz progress --watch` does) and sums it up.
+//! code: herzog and one kinski start as tasks of this process, then hz adds the project over
+//! RPC (as `hz action` does), follows it (as `hz progress --watch` does) and sums it up.
+//!
+//! The three talk over in-process connections (`common::link`): the same services and
+//! handlers as on a cluster, without a port, TLS or JSON. Nothing listens, so nothing outside
+//! this process can reach this herzog; on loopback TCP with TLS the transport cost more than
+//! running `/bin/true` (BENCHMARKS.md).
 
 use super::{action, fragments, progress};
 use crate::Outcome;
@@ -13,7 +18,6 @@ use common::wire::{FragmentInfo, FragmentStateKind, NewProject, ProjectProgress}
 use futures::FutureExt;
 use futures::future::Shared;
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -64,33 +68,21 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
             source,
         })?;
 
-    // Loopback only, and mutual TLS with a CA made for this run.
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .and_then(|l| Ok((l.local_addr()?, l)))
-        .map_err(|e| CliError::Daemon {
-            which: "herzog",
-            message: format!("failed to listen on a loopback port: {e}"),
-        });
-    let (addr, listener) = listener?;
-    let addr = addr.to_string();
-    // An ephemeral CA for this run: even on loopback no port is unauthenticated.
-    let (herzog_id, worker_id, admin_id) = common::tls::ephemeral("local")?;
-    let endpoint = Endpoint::new(addr.clone(), &admin_id)?;
+    let (dialer, listener) = common::link::in_process();
+    let endpoint = Endpoint::new_in_process(dialer.clone());
     let slots = args.slots.unwrap_or_else(kinski::default_slots);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let herzog_task = daemon(tokio::spawn(herzog::run(
-        herzog::Config::new(state_dir.join("herzog"), herzog_id),
-        listener,
+        herzog::Config::new(state_dir.join("herzog")),
+        herzog::Listener::InProcess(listener),
         stopped(stop_rx.clone()),
     )));
     let kinski_task = daemon(tokio::spawn(kinski::run(
         kinski::Config {
-            herzog: addr.clone(),
+            herzog: kinski::Herzog::InProcess(dialer),
             name: "local".into(),
             slots,
             state_dir: state_dir.join("kinski"),
-            identity: worker_id,
             // hz local runs programs as whoever runs hz.
             run_as: Some(kinski::user::current_user()),
             scratch_dir: None,
@@ -98,7 +90,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
         stopped(stop_rx),
     )));
     note!(
-        "started herzog on {addr} and worker 'local' with {slots} slots; state in {}",
+        "started herzog and worker 'local' with {slots} slots in this process; state in {}",
         state_dir.display()
     );
 

@@ -67,7 +67,15 @@ pub(crate) struct Project {
     /// Indexes of pending fragments, in dispatch order.
     pub(crate) queue: VecDeque<u32>,
     pub(crate) counts: Counts,
+    /// How long its attempts ran lately (a moving average of their wall time), once one has
+    /// ended; not kept across restarts. Decides how deep workers' queues are filled.
+    pub(crate) recent_wall_ms: Option<u64>,
 }
+
+/// How long the starts queued on a worker should keep its slots busy: longer than herzog's
+/// round trip (completion, commit, start) takes even on a loaded host, so no slot waits for
+/// herzog between two short attempts.
+const QUEUE_COVERS_MS: u64 = 20;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Worker {
@@ -81,6 +89,40 @@ pub(crate) struct Worker {
     /// slots until they are gone.
     pub(crate) foreign: u32,
     pub(crate) staging: Staging,
+}
+
+impl Worker {
+    fn new(name: String, resources: Resources, link: Link, now: Millis) -> Worker {
+        Worker {
+            name,
+            resources,
+            link,
+            last_seen: now,
+            running: BTreeSet::new(),
+            foreign: 0,
+            staging: Staging::Shared,
+        }
+    }
+
+    /// How many attempts herzog keeps dispatched to this worker when the pending attempts
+    /// last `attempt_ms` (`None`: not known yet): its slots, plus as many queued starts as
+    /// keep them busy for [`QUEUE_COVERS_MS`]. That is as many as the slots for attempts of
+    /// 10 ms or more on 2 slots (a project given priority waits at most one attempt per slot),
+    /// and up to the whole queue the worker accepts for attempts of a millisecond.
+    pub(crate) fn capacity(&self, attempt_ms: Option<u64>) -> u32 {
+        let Resources { slots, queue, .. } = self.resources;
+        let least = slots.min(queue);
+        let queued = match attempt_ms {
+            None => least,
+            Some(ms) => {
+                let covering = u64::from(slots) * QUEUE_COVERS_MS / ms.max(1);
+                u32::try_from(covering.min(u64::from(queue)))
+                    .unwrap_or(queue)
+                    .max(least)
+            }
+        };
+        slots.saturating_add(queued)
+    }
 }
 
 /// Where a live attempt belongs.
@@ -145,18 +187,8 @@ impl Machine {
         m.next_attempt = snap.max_attempt + 1;
         m.policy = snap.policy.unwrap_or(Policy::Fair);
         for (name, resources, _) in snap.workers {
-            m.workers.insert(
-                name.clone(),
-                Worker {
-                    name,
-                    resources,
-                    link: Link::Disconnected { since: now },
-                    last_seen: now,
-                    running: BTreeSet::new(),
-                    foreign: 0,
-                    staging: Staging::Shared,
-                },
-            );
+            let worker = Worker::new(name.clone(), resources, Link::Disconnected { since: now }, now);
+            m.workers.insert(name, worker);
         }
         for mut p in snap.projects {
             p.counts = Counts::default();
@@ -173,14 +205,13 @@ impl Machine {
                                 index: i as u32,
                             },
                         );
-                        let w = m.workers.entry(worker.clone()).or_insert_with(|| Worker {
-                            name: worker.clone(),
-                            resources: Resources::default(),
-                            link: Link::Disconnected { since: now },
-                            last_seen: now,
-                            running: BTreeSet::new(),
-                            foreign: 0,
-                            staging: Staging::Shared,
+                        let w = m.workers.entry(worker.clone()).or_insert_with(|| {
+                            Worker::new(
+                                worker.clone(),
+                                Resources::default(),
+                                Link::Disconnected { since: now },
+                                now,
+                            )
                         });
                         w.running.insert(*attempt);
                     }
@@ -325,6 +356,7 @@ impl Machine {
                 ..Counts::default()
             },
             fragments,
+            recent_wall_ms: None,
         };
         self.by_name.insert(name.clone(), id);
         self.projects.insert(id, project);
@@ -404,15 +436,10 @@ impl Machine {
         staged: bool,
     ) -> Result<Reply, Rejected> {
         common::name::check_name(&name)?;
-        let w = self.workers.entry(name.clone()).or_insert_with(|| Worker {
-            name: name.clone(),
-            resources: resources.clone(),
-            link: Link::Connected,
-            last_seen: now,
-            running: BTreeSet::new(),
-            foreign: 0,
-            staging: Staging::Shared,
-        });
+        let w = self
+            .workers
+            .entry(name.clone())
+            .or_insert_with(|| Worker::new(name.clone(), resources.clone(), Link::Connected, now));
         w.resources = resources.clone();
         w.link = Link::Connected;
         w.last_seen = now;
@@ -536,6 +563,17 @@ impl Machine {
         if let Some(w) = self.workers.get_mut(worker) {
             w.last_seen = now;
         }
+        if !matches!(c.exit, Exit::StartFailed(_)) {
+            let p = self
+                .projects
+                .get_mut(&live.project)
+                .expect("live attempts' projects exist");
+            // An average over about the last eight attempts: one slow start does not undo
+            // the depth, a change of program shows within a few.
+            p.recent_wall_ms = Some(p.recent_wall_ms.map_or(c.wall_ms, |avg| (avg * 7 + c.wall_ms) / 8));
+        }
+        let project = &self.projects[&live.project];
+        let fragment = &project.fragments[live.index as usize];
         let success = matches!(c.exit, Exit::Code(code) if project.spec.success_codes.contains(&code));
         let end = match (&staging_error, success) {
             (Some(_), _) => AttemptEnd::StagingFailed,
@@ -728,6 +766,19 @@ impl Machine {
 
     /// Gives every free slot of a connected worker to a pending fragment.
     pub(crate) fn schedule(&mut self, now: Millis) {
+        // Queues may deepen as projects run out of pending fragments (see `pending_attempt_ms`),
+        // at most once per project: schedule until that settles.
+        loop {
+            let attempt_ms = self.pending_attempt_ms();
+            if !self.schedule_once(now, attempt_ms) || self.pending_attempt_ms() == attempt_ms {
+                return;
+            }
+        }
+    }
+
+    /// One round of [`Machine::schedule`] with queues as deep as `attempt_ms` allows; whether
+    /// it started anything.
+    fn schedule_once(&mut self, now: Millis, attempt_ms: Option<u64>) -> bool {
         let demands: Vec<Demand> = self
             .projects
             .values()
@@ -739,7 +790,7 @@ impl Machine {
             })
             .collect();
         if demands.is_empty() {
-            return;
+            return false;
         }
         let capacity: Vec<Capacity<'_>> = self
             .workers
@@ -748,8 +799,7 @@ impl Machine {
             .map(|w| Capacity {
                 worker: &w.name,
                 free: w
-                    .resources
-                    .capacity()
+                    .capacity(attempt_ms)
                     .saturating_sub(w.running.len() as u32 + w.foreign),
             })
             .collect();
@@ -761,9 +811,22 @@ impl Machine {
             .into_iter()
             .map(|a| (a.worker.to_string(), a.project))
             .collect();
+        let started = !assignments.is_empty();
         for (worker, project) in assignments {
             self.dispatch(now, worker, project);
         }
+        started
+    }
+
+    /// How long the pending attempts can be expected to run: the longest recent wall time
+    /// among the projects with pending fragments, `None` while one of them has had none end.
+    /// Queues are filled deep only when every attempt that may go into them is short.
+    pub(crate) fn pending_attempt_ms(&self) -> Option<u64> {
+        self.projects
+            .values()
+            .filter(|p| !p.queue.is_empty())
+            .map(|p| p.recent_wall_ms)
+            .try_fold(0, |longest, ms| Some(longest.max(ms?)))
     }
 
     fn dispatch(&mut self, now: Millis, worker: String, project: ProjectId) {

@@ -1186,6 +1186,67 @@ fn fair_shares_a_worker_between_projects() {
 }
 
 #[test]
+fn queues_fill_deep_only_while_every_pending_attempt_is_short() {
+    let mut m = machine();
+    let files: Vec<String> = (0..200).map(|i| format!("f{i:03}")).collect();
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    ok(&mut m, 0, add_event("short", &files));
+    // Two slots and up to 32 queued starts, as kinski offers.
+    let register = Event::Register {
+        worker: "w1".into(),
+        resources: Resources { queue: 32, ..slots(2) },
+        running: Vec::new(),
+        staged: false,
+    };
+    ok(&mut m, 0, register);
+    // Nothing has ended yet: as many queued as slots.
+    let (_, e) = sched(&mut m, 1);
+    let first = starts(&e);
+    assert_eq!(first.len(), 4);
+    // Attempts of 2 ms: enough queued for 20 ms on two slots, 20, within the 32 offered.
+    let done = |m: &mut Machine, attempt: AttemptId, wall_ms, now| {
+        let completion = Completion {
+            wall_ms,
+            ..completion(attempt.0, Exit::Code(0), now)
+        };
+        let event = Event::Complete {
+            worker: "w1".into(),
+            completion,
+            staging_error: None,
+        };
+        ok(m, now, event);
+    };
+    done(&mut m, first[0].1.attempt, 2, 2);
+    let (_, e) = sched(&mut m, 3);
+    assert_eq!(starts(&e).len(), 20 + 2 - 3);
+    assert_eq!(m.workers["w1"].running.len(), 22);
+    // Attempts of a millisecond would take all 32; never more.
+    for (i, attempt) in m.workers["w1"].running.clone().into_iter().take(8).enumerate() {
+        done(&mut m, attempt, 0, 4 + i as i64);
+    }
+    sched(&mut m, 20);
+    assert_eq!(m.workers["w1"].running.len(), 34);
+
+    // A project whose attempts are not known to be short keeps queues as deep as the slots:
+    // with it pending, nothing more is sent until the worker is below 2 + 2.
+    ok(&mut m, 21, add_event("long", &["x", "y", "z", "w"]));
+    let running = m.workers["w1"].running.clone();
+    for (i, attempt) in running.iter().take(31).enumerate() {
+        done(&mut m, *attempt, 0, 22 + i as i64);
+    }
+    let (_, e) = sched(&mut m, 60);
+    assert_eq!(m.workers["w1"].running.len(), 4, "{:?}", starts_per_project(&e));
+    // Once its attempts are known to take 10 s, it stays that way even as it shares the worker.
+    let long = starts(&e)
+        .into_iter()
+        .find(|(_, s)| s.project == "long")
+        .expect("long got a slot");
+    done(&mut m, long.1.attempt, 10_000, 61);
+    sched(&mut m, 62);
+    assert_eq!(m.workers["w1"].running.len(), 4);
+}
+
+#[test]
 fn priority_takes_every_slot_and_is_written() {
     let mut m = machine();
     three_projects(&mut m);
@@ -1360,6 +1421,7 @@ fn snapshot(policy: Option<Policy>) -> Snapshot {
             pending: 9,
             ..Counts::default()
         },
+        recent_wall_ms: Some(123),
     };
     Snapshot {
         projects: vec![project],
@@ -1774,6 +1836,8 @@ enum Op {
     Register {
         worker: usize,
         slots: u32,
+        /// Starts it accepts beyond its slots.
+        queue: u32,
         running: Vec<Pick>,
         /// Its host has no shared filesystem (and a scratch directory unless `slots` is 3).
         staged: bool,
@@ -1797,6 +1861,8 @@ enum Op {
         attempt: Pick,
         worker: Option<usize>,
         exit: u8,
+        /// How long it ran: short ones deepen the workers' queues.
+        wall_ms: u64,
         /// Its outputs could not be fetched.
         fetch_failed: bool,
     },
@@ -1830,15 +1896,15 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize).prop_map(Op::Remove),
         1 => (0..4usize).prop_map(Op::Retry),
         1 => proptest::option::of(0..4usize).prop_map(Op::Policy),
-        2 => (0..3usize, 0..=3u32, picks(), proptest::bool::weighted(0.4))
-            .prop_map(|(worker, slots, running, staged)| Op::Register { worker, slots, running, staged }),
+        2 => (0..3usize, 0..=3u32, 0..=8u32, picks(), proptest::bool::weighted(0.4))
+            .prop_map(|(worker, slots, queue, running, staged)| Op::Register { worker, slots, queue, running, staged }),
         2 => (0..4usize, proptest::bool::weighted(0.7)).prop_map(|(worker, ok)| Op::Probed { worker, ok }),
         1 => pick().prop_map(Op::StagingFailed),
         4 => (0..3usize).prop_map(Op::HeartbeatExact),
         2 => (0..4usize, picks()).prop_map(|(worker, running)| Op::Heartbeat { worker, running }),
         1 => (0..4usize).prop_map(Op::Disconnect),
-        6 => (completed_pick(), proptest::option::weighted(0.2, 0..4usize), 0..6u8, proptest::bool::weighted(0.1))
-            .prop_map(|(attempt, worker, exit, fetch_failed)| Op::Complete { attempt, worker, exit, fetch_failed }),
+        6 => (completed_pick(), proptest::option::weighted(0.2, 0..4usize), 0..6u8, 0..40u64, proptest::bool::weighted(0.1))
+            .prop_map(|(attempt, worker, exit, wall_ms, fetch_failed)| Op::Complete { attempt, worker, exit, wall_ms, fetch_failed }),
         1 => pick().prop_map(Op::DispatchFailed),
         2 => (0i64..7_000).prop_map(Op::Tick),
     ]
@@ -2068,11 +2134,13 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
         Op::Register {
             worker,
             slots: s,
+            queue,
             running,
             staged,
         } => {
             let name = WORKER_NAMES[*worker];
             let mut resources = slots(*s);
+            resources.queue = *queue;
             if *s != 3 {
                 resources.scratch_dir = Some(PathBuf::from(format!("/scratch/{name}")));
             }
@@ -2121,6 +2189,7 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
             attempt,
             worker,
             exit,
+            wall_ms,
             fetch_failed,
         } => {
             let attempt = model.resolve(m, attempt, "w1");
@@ -2143,7 +2212,10 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
             };
             Event::Complete {
                 worker,
-                completion: completion(attempt.0, exit, now),
+                completion: Completion {
+                    wall_ms: *wall_ms,
+                    ..completion(attempt.0, exit, now)
+                },
                 staging_error: fetch_failed.then(|| "connection closed".to_string()),
             }
         }
@@ -2221,14 +2293,11 @@ proptest! {
             check_invariants(&m, &mut model);
 
             // Schedule: only connected workers, only free slots, each attempt id once.
-            let free_before: BTreeMap<String, u32> = m
+            let held_before: BTreeMap<String, u32> = m
                 .workers
                 .values()
                 .filter(|w| w.link == Link::Connected)
-                .map(|w| {
-                    let held = w.running.len() as u32 + w.foreign;
-                    (w.name.clone(), w.resources.capacity().saturating_sub(held))
-                })
+                .map(|w| (w.name.clone(), w.running.len() as u32 + w.foreign))
                 .collect();
             let live_before = live_set(&m);
             let (writes, effects) = sched(&mut m, now);
@@ -2264,7 +2333,10 @@ proptest! {
                 );
             }
             for (w, n) in &per_worker {
-                prop_assert!(*n <= free_before[w], "{} starts on {} with {} free", n, w, free_before[w]);
+                // What is left pending decides how deep queues may be (deeper as projects whose
+                // attempts are not known to be short run out of pending fragments).
+                let free = m.workers[w].capacity(m.pending_attempt_ms()).saturating_sub(held_before[w]);
+                prop_assert!(*n <= free, "{} starts on {} with {} free", n, w, free);
             }
             // Work-conserving: nothing waits while a connected worker has a free slot.
             if m.projects.values().any(|p| !p.queue.is_empty()) {
@@ -2274,7 +2346,7 @@ proptest! {
                     .filter(|w| w.link == Link::Connected && matches!(w.staging, Staging::Shared | Staging::Ready { .. }))
                 {
                     let held = w.running.len() as u32 + w.foreign;
-                    prop_assert!(held >= w.resources.capacity(), "{} idles while work waits", w.name);
+                    prop_assert!(held >= w.capacity(m.pending_attempt_ms()), "{} idles while work waits", w.name);
                 }
             }
             check_invariants(&m, &mut model);

@@ -168,6 +168,7 @@ impl Store {
                 fragments,
                 queue: Default::default(),
                 counts: Default::default(),
+                recent_wall_ms: None,
             });
         }
         Ok(snap)
