@@ -361,6 +361,12 @@ impl Finished {
 }
 
 impl Stopper {
+    /// The group's id (the leader's pid).
+    #[cfg(test)]
+    pub(crate) fn pgid(&self) -> libc::pid_t {
+        self.group.pgid
+    }
+
     /// Sends SIGTERM to the group, gives the leader up to `grace` to exit, then SIGKILLs
     /// whatever is left of the group. Does nothing once the leader has been reaped; calling it
     /// again sends no second SIGTERM but still escalates.

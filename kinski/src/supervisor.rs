@@ -1,6 +1,11 @@
 //! The attempts this worker holds: running, queued for the next free slot, and finished but
 //! not yet acknowledged by herzog. Each attempt's task spawns the process, waits for it and queues its completion.
 //! Every change is journaled before it is visible to herzog.
+//!
+//! Programs are spawned outside the lock: a spawn returns only once the child has reached
+//! `exec` (posix_spawn's vfork), half a millisecond on a busy host, and while one slot's next
+//! program started under the lock, the other slot's completion, the heartbeat and herzog's
+//! start calls all waited for it.
 
 use crate::journal::{Journal, Started, process_starttime};
 use crate::process::{Process, Stopper, start_failed};
@@ -16,6 +21,8 @@ use tokio::sync::Notify;
 
 struct Inner {
     running: HashMap<AttemptId, (Stopper, Duration)>,
+    /// Given a slot and being spawned outside the lock; true once a stop was asked for.
+    starting: HashMap<AttemptId, bool>,
     /// Accepted beyond the slots: started, in order, the moment a slot frees.
     queued: VecDeque<StartAttempt>,
     /// Completions herzog has not acknowledged yet, oldest first.
@@ -34,8 +41,14 @@ impl Inner {
 
     fn holds(&self, attempt: AttemptId) -> bool {
         self.running.contains_key(&attempt)
+            || self.starting.contains_key(&attempt)
             || self.unacked.contains_key(&attempt)
             || self.queued.iter().any(|s| s.attempt == attempt)
+    }
+
+    /// Slots taken: running, or being spawned.
+    fn busy(&self) -> usize {
+        self.running.len() + self.starting.len()
     }
 }
 
@@ -50,6 +63,8 @@ pub(crate) struct Supervisor {
     scratch: PathBuf,
     /// Woken when a completion is queued.
     pub(crate) finished: Arc<Notify>,
+    /// Woken whenever an attempt stops being `starting`.
+    started: Arc<Notify>,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -66,6 +81,7 @@ impl Supervisor {
         let unacked = unacked.into_iter().map(|c| (c.attempt, c)).collect();
         let inner = Inner {
             running: HashMap::new(),
+            starting: HashMap::new(),
             queued: VecDeque::new(),
             unacked,
             journal,
@@ -77,6 +93,7 @@ impl Supervisor {
             run_as,
             scratch,
             finished: Arc::new(Notify::new()),
+            started: Arc::new(Notify::new()),
             shutting_down: Arc::default(),
         }
     }
@@ -192,8 +209,10 @@ impl Supervisor {
         if inner.holds(start.attempt) {
             return Ok(());
         }
-        if inner.running.len() < self.slots as usize {
-            self.launch(&mut inner, start);
+        if inner.busy() < self.slots as usize {
+            inner.starting.insert(start.attempt, false);
+            drop(inner);
+            self.launch(vec![start]);
         } else if inner.queued.len() < self.queue as usize {
             inner.queued.push_back(start);
         } else {
@@ -202,36 +221,68 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Spawns an attempt's process and a task that waits for it.
-    fn launch(&self, inner: &mut Inner, start: StartAttempt) {
-        let attempt = start.attempt;
-        let grace = Duration::from_millis(start.grace_ms);
-        match Process::spawn_as(&start, self.run_as.as_ref()) {
-            Ok(process) => {
-                let pid = process.pid();
-                tracing::info!(%attempt, project = %start.project, fragment = %start.fragment, pid, "attempt started");
-                let record = Started {
-                    attempt,
-                    pgid: pid,
-                    starttime: process_starttime(pid).unwrap_or(0),
-                };
-                let result = inner.journal.started(record);
-                inner.log_failure("a start", result);
-                inner.running.insert(attempt, (process.stopper(), grace));
-                let me = self.clone();
-                tokio::spawn(async move {
-                    let completion = process.wait().await.into_completion(attempt);
-                    me.finish(completion);
-                });
+    /// Gives the free slots to the first queued starts, marking them `starting`.
+    fn take_queued(&self, inner: &mut Inner) -> Vec<StartAttempt> {
+        let mut next = Vec::new();
+        while inner.busy() < self.slots as usize {
+            let Some(start) = inner.queued.pop_front() else { break };
+            inner.starting.insert(start.attempt, false);
+            next.push(start);
+        }
+        next
+    }
+
+    /// Spawns `starting` attempts' processes, each with a task that waits for it. Called
+    /// without the lock; each start is recorded under it once its process exists.
+    fn launch(&self, starts: Vec<StartAttempt>) {
+        let mut todo = VecDeque::from(starts);
+        while let Some(start) = todo.pop_front() {
+            let attempt = start.attempt;
+            let grace = Duration::from_millis(start.grace_ms);
+            let spawned = Process::spawn_as(&start, self.run_as.as_ref()).map(|process| {
+                let starttime = process_starttime(process.pid()).unwrap_or(0);
+                (process, starttime)
+            });
+            let mut inner = self.lock();
+            let stop_asked = inner.starting.remove(&attempt).unwrap_or(false);
+            match spawned {
+                Ok((process, starttime)) => {
+                    let pid = process.pid();
+                    tracing::info!(%attempt, project = %start.project, fragment = %start.fragment, pid, "attempt started");
+                    let record = Started {
+                        attempt,
+                        pgid: pid,
+                        starttime,
+                    };
+                    let result = inner.journal.started(record);
+                    inner.log_failure("a start", result);
+                    let stopper = process.stopper();
+                    inner.running.insert(attempt, (stopper.clone(), grace));
+                    drop(inner);
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let completion = process.wait().await.into_completion(attempt);
+                        me.finish(completion);
+                    });
+                    // Asked to stop while it was being spawned, or kinski is going away.
+                    if stop_asked || self.shutting_down.load(Ordering::SeqCst) {
+                        tracing::info!(%attempt, "stopping attempt");
+                        tokio::spawn(async move { stopper.stop(grace).await });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%attempt, error = %e, "attempt could not start");
+                    let completion = start_failed(&start, e.to_string());
+                    let result = inner.journal.done(&completion);
+                    inner.log_failure("a completion", result);
+                    inner.unacked.insert(attempt, completion);
+                    // Its slot is free again.
+                    todo.extend(self.take_queued(&mut inner));
+                    drop(inner);
+                    self.finished.notify_one();
+                }
             }
-            Err(e) => {
-                tracing::warn!(%attempt, error = %e, "attempt could not start");
-                let completion = start_failed(&start, e.to_string());
-                let result = inner.journal.done(&completion);
-                inner.log_failure("a completion", result);
-                inner.unacked.insert(attempt, completion);
-                self.finished.notify_one();
-            }
+            self.started.notify_waiters();
         }
     }
 
@@ -248,12 +299,10 @@ impl Supervisor {
         let result = inner.journal.done(&completion);
         inner.log_failure("a completion", result);
         inner.unacked.insert(completion.attempt, completion);
-        while inner.running.len() < self.slots as usize {
-            let Some(next) = inner.queued.pop_front() else { break };
-            self.launch(&mut inner, next);
-        }
+        let next = self.take_queued(&mut inner);
         drop(inner);
         self.finished.notify_one();
+        self.launch(next);
     }
 
     /// Stops an attempt: a queued one is dropped, a running one is signalled in the
@@ -263,6 +312,11 @@ impl Supervisor {
         if let Some(i) = inner.queued.iter().position(|s| s.attempt == attempt) {
             inner.queued.remove(i);
             tracing::info!(%attempt, "dropped a queued attempt");
+            return Ok(());
+        }
+        if let Some(stop_asked) = inner.starting.get_mut(&attempt) {
+            // Stopped the moment its process exists.
+            *stop_asked = true;
             return Ok(());
         }
         let Some((stopper, grace)) = inner.running.get(&attempt).cloned() else {
@@ -278,6 +332,16 @@ impl Supervisor {
     pub(crate) async fn stop_all(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.lock().queued.clear();
+        // Spawns under way end in `running` (and are stopped there): wait for them.
+        loop {
+            let started = self.started.notified();
+            tokio::pin!(started);
+            started.as_mut().enable();
+            if self.lock().starting.is_empty() {
+                break;
+            }
+            started.await;
+        }
         let all: Vec<(Stopper, Duration)> = self.lock().running.values().cloned().collect();
         futures::future::join_all(all.iter().map(|(s, g)| s.stop(*g))).await;
     }
@@ -302,6 +366,7 @@ impl Supervisor {
         inner
             .running
             .keys()
+            .chain(inner.starting.keys())
             .copied()
             .chain(inner.queued.iter().map(|s| s.attempt))
     }
@@ -320,5 +385,125 @@ impl Supervisor {
             drop(inner);
             self.clean(attempt);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    fn supervisor(dir: &Path, slots: u32, queue: u32) -> Supervisor {
+        let (journal, _) = Journal::open(dir).expect("journal");
+        Supervisor::new(slots, queue, None, dir.join("scratch"), journal, Vec::new())
+    }
+
+    fn start(dir: &Path, attempt: i64, script: &str) -> StartAttempt {
+        StartAttempt {
+            attempt: AttemptId(attempt),
+            project: "p".into(),
+            fragment: format!("f{attempt}"),
+            input: dir.join(format!("f{attempt}")),
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            cwd: dir.to_path_buf(),
+            env: BTreeMap::new(),
+            stdout: dir.join(format!("logs/{attempt}.out")),
+            stderr: dir.join(format!("logs/{attempt}.err")),
+            output_dir: dir.join("out"),
+            grace_ms: 100,
+            scratch: None,
+        }
+    }
+
+    /// Waits until `n` completions are unacknowledged.
+    async fn completions(s: &Supervisor, n: usize) -> Vec<Completion> {
+        tokio::time::timeout(LIMIT, async {
+            loop {
+                let finished = s.finished.notified();
+                let done = s.unacked();
+                if done.len() >= n {
+                    return done;
+                }
+                finished.await;
+            }
+        })
+        .await
+        .expect("the attempts finished in time")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn starts_beyond_the_slots_wait_in_order_and_every_one_runs_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = supervisor(dir.path(), 2, 4);
+        let log = dir.path().join("ran");
+        // Each program waits for a line on a FIFO, so none ends before the test says so.
+        let gate = dir.path().join("gate");
+        let path = std::ffi::CString::new(gate.to_str().expect("utf-8")).expect("no NUL");
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let mut go = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&gate)
+            .expect("fifo");
+        for i in 1..=6 {
+            let script = format!("read line < {}; echo {i} >> {}", gate.display(), log.display());
+            s.start(start(dir.path(), i, &script)).expect("accepted");
+        }
+        // Two run, four wait; a seventh finds every place taken.
+        let full = s.start(start(dir.path(), 7, "true"));
+        assert_eq!(full, Err(WorkerError::NoFreeSlot { slots: 2 }));
+        std::io::Write::write_all(&mut go, b"go\ngo\ngo\ngo\ngo\ngo\n").expect("write the gate");
+        let done = completions(&s, 6).await;
+        assert!(done.iter().all(|c| c.exit == common::wire::Exit::Code(0)), "{done:?}");
+        let mut ran: Vec<i64> = std::fs::read_to_string(&log)
+            .expect("log")
+            .lines()
+            .map(|l| l.parse().expect("a number"))
+            .collect();
+        ran.sort();
+        assert_eq!(ran, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(s.running(), []);
+        assert_eq!(s.held(), (1..=6).map(AttemptId).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_asked_for_while_the_process_is_spawned_stops_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = supervisor(dir.path(), 1, 1);
+        // As `start` leaves it just before spawning: the slot is taken, the lock released.
+        s.lock().starting.insert(AttemptId(1), false);
+        assert_eq!(s.running(), [AttemptId(1)]);
+        s.stop(AttemptId(1)).expect("a starting attempt can be stopped");
+        s.launch(vec![start(dir.path(), 1, "sleep 30")]);
+        let done = completions(&s, 1).await;
+        assert_eq!(done[0].exit, common::wire::Exit::Signal(libc::SIGTERM));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_waits_for_spawns_under_way_and_stops_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = supervisor(dir.path(), 1, 1);
+        s.lock().starting.insert(AttemptId(1), false);
+        let stopping = tokio::spawn({
+            let s = s.clone();
+            async move { s.stop_all().await }
+        });
+        // stop_all is waiting for the spawn; the spawn then sees kinski going away.
+        tokio::task::yield_now().await;
+        s.launch(vec![start(dir.path(), 1, "sleep 30")]);
+        let pid = s.lock().running.get(&AttemptId(1)).map(|(stopper, _)| stopper.pgid());
+        let pid = pid.expect("spawned");
+        tokio::time::timeout(LIMIT, stopping)
+            .await
+            .expect("stop_all returned")
+            .expect("no panic");
+        assert!(s.lock().starting.is_empty());
+        // The program is gone (a zombie at most, until its task reaps it).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|rest| rest.chars().next());
+        assert!(matches!(state, None | Some('Z')), "the program still runs: {stat}");
     }
 }
