@@ -152,7 +152,7 @@ impl Sim {
 struct Service(Arc<Sim>);
 
 impl Worker for Service {
-    async fn fragment_prep(self, _: Context, _: StartAttempt) -> Result<(), WorkerError> {
+    async fn fragment_prep(self, _: Context, _: Box<StartAttempt>) -> Result<(), WorkerError> {
         Ok(())
     }
 

@@ -61,8 +61,10 @@ pub trait Registry {
 /// kinski's service, called by herzog.
 #[tarpc::service]
 pub trait Worker {
-    /// Prepares for an attempt (scratch directory, staging). Idempotent.
-    async fn fragment_prep(start: StartAttempt) -> Result<(), WorkerError>;
+    /// Prepares for an attempt (scratch directory, staging). Idempotent. Boxed (the same on
+    /// the wire): requests wait in per-connection channels whose blocks hold 32 of them
+    /// inline, and a start is the largest by far.
+    async fn fragment_prep(start: Box<StartAttempt>) -> Result<(), WorkerError>;
     /// Starts attempts (at most [`MAX_BATCH`]), one result per start, in order. Starting an
     /// attempt that already runs is a no-op.
     async fn fragment_start(starts: Vec<StartAttempt>) -> Vec<Result<(), WorkerError>>;

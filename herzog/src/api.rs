@@ -274,15 +274,10 @@ impl WorkerApi {
     /// Applies one completion. On a host without the shared filesystem the attempt's outputs
     /// are fetched first: a fetch that fails fails the attempt, and kinski keeps its scratch
     /// directory (and resends) until this has succeeded.
+    /// One completion from a staged host: its files are fetched before it is applied.
     async fn complete_one(&self, name: &str, completion: Completion) -> Result<(), ApiError> {
         let (worker, attempt) = (name.to_string(), completion.attempt);
-        // Only a staged host has anything to fetch: a worker on the shared filesystem costs
-        // no extra trip through the loop per completion.
-        let plan = if self.api.stager.staged(name) {
-            self.api.handle.query(move |m| m.fetch_plan(&worker, attempt)).await?
-        } else {
-            None
-        };
+        let plan = self.api.handle.query(move |m| m.fetch_plan(&worker, attempt)).await?;
         let staging_error = match plan {
             None => None,
             Some(plan) => match self.api.stager.fetch(name, &plan).await {
@@ -377,7 +372,20 @@ impl Registry for WorkerApi {
             });
         }
         // All at once: their events reach the loop together and are committed in one
-        // transaction.
+        // transaction. Without files to fetch, as one command: a thousand workers' calls in
+        // flight held a future and a reply channel per completion (20 MB, BENCHMARKS.md).
+        if !self.api.stager.staged(&name) {
+            let events = completions
+                .into_iter()
+                .map(|completion| Event::Complete {
+                    worker: name.clone(),
+                    completion,
+                    staging_error: None,
+                })
+                .collect();
+            let results = self.api.handle.events(events).await?;
+            return Ok(results.into_iter().map(|r| r.map(|_| ())).collect());
+        }
         let each = completions.into_iter().map(|c| self.complete_one(&name, c));
         Ok(futures::future::join_all(each).await)
     }

@@ -16,9 +16,10 @@ use tokio::sync::mpsc;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A start waiting for its worker's sender task.
+/// A start waiting for its worker's sender task. Boxed: a channel's blocks hold 32 of these
+/// inline, one channel per worker.
 struct Queued {
-    start: StartAttempt,
+    start: Box<StartAttempt>,
     upload: Vec<Upload>,
 }
 
@@ -112,7 +113,7 @@ impl Dispatcher {
             match effect {
                 Effect::Start { worker, start, upload } => {
                     let attempt = start.attempt;
-                    if !self.connections.queue(&worker, Queued { start: *start, upload }) {
+                    if !self.connections.queue(&worker, Queued { start, upload }) {
                         tracing::warn!(%worker, %attempt, "no connection to the worker for a start");
                         self.handle.notify(Event::DispatchFailed {
                             attempt,
@@ -174,7 +175,7 @@ async fn send_starts(
                     }
                 });
             } else {
-                direct.push(queued.start);
+                direct.push(*queued.start);
             }
         }
         if direct.is_empty() {
@@ -240,7 +241,7 @@ async fn start_staged(client: &WorkerClient, stager: &Stager, worker: &str, queu
         });
     }
     tracing::debug!(%worker, %attempt, prep_us = prepared.as_micros() as u64, upload_us = (began.elapsed() - prepared).as_micros() as u64, "staged an attempt's files");
-    match client.fragment_start(context_with(CALL_TIMEOUT), vec![start]).await {
+    match client.fragment_start(context_with(CALL_TIMEOUT), vec![*start]).await {
         Ok(mut results) => match results.pop() {
             Some(Ok(())) => None,
             Some(Err(e)) => Some(refused(worker, attempt, e)),

@@ -29,6 +29,9 @@ type Answer = Box<dyn FnOnce() + Send>;
 pub(crate) enum Command {
     /// An event to apply; its reply is sent once the batch is committed.
     Event { event: Event, reply: Option<EventReply> },
+    /// Events to apply in order, with one reply for them all (a worker's completions): one
+    /// message and one waiting caller instead of one each.
+    Events { events: Vec<Event>, reply: EventsReply },
     /// A read of the state, answered after the batch it arrived in is committed.
     Query(Query),
     /// Progress of `name` (or of every project), answered after the first committed batch
@@ -38,6 +41,7 @@ pub(crate) enum Command {
 
 type WaitReply = oneshot::Sender<Result<Vec<ProjectProgress>, ApiError>>;
 type EventReply = oneshot::Sender<Result<Reply, ApiError>>;
+type EventsReply = oneshot::Sender<Vec<Result<Reply, ApiError>>>;
 
 /// A [`Command::Wait`] not answered yet.
 struct Waiter {
@@ -88,6 +92,15 @@ impl Handle {
             })
             .map_err(|_| ApiError::ShuttingDown)?;
         rx.await.map_err(|_| ApiError::ShuttingDown)?
+    }
+
+    /// Applies events in order and waits until they are durable; one result each.
+    pub(crate) async fn events(&self, events: Vec<Event>) -> Result<Vec<Result<Reply, ApiError>>, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Events { events, reply })
+            .map_err(|_| ApiError::ShuttingDown)?;
+        rx.await.map_err(|_| ApiError::ShuttingDown)
     }
 
     /// Sends an event nobody waits for (connection closed, dispatch failed).
@@ -141,6 +154,7 @@ impl Handle {
 struct Uncommitted {
     writes: Vec<Write>,
     replies: Vec<(EventReply, Result<Reply, ApiError>)>,
+    batch_replies: Vec<(EventsReply, Vec<Result<Reply, ApiError>>)>,
     /// Answers to queries and waits, computed on the state of their batch.
     answers: Vec<Answer>,
     effects: Vec<Effect>,
@@ -148,13 +162,20 @@ struct Uncommitted {
 
 impl Uncommitted {
     fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.replies.is_empty() && self.answers.is_empty() && self.effects.is_empty()
+        self.writes.is_empty()
+            && self.replies.is_empty()
+            && self.batch_replies.is_empty()
+            && self.answers.is_empty()
+            && self.effects.is_empty()
     }
 
     /// Sends the replies and answers and hands the effects to the dispatcher.
     fn release(self, dispatcher: &Dispatcher) {
         for (reply, result) in self.replies {
             let _ = reply.send(result);
+        }
+        for (reply, results) in self.batch_replies {
+            let _ = reply.send(results);
         }
         for answer in self.answers {
             answer();
@@ -164,10 +185,16 @@ impl Uncommitted {
 
     /// Tells every caller the commit failed.
     fn fail(self, reason: &str) {
-        for (reply, _) in self.replies {
-            let _ = reply.send(Err(ApiError::Storage {
+        let failed = || {
+            Err(ApiError::Storage {
                 reason: reason.to_string(),
-            }));
+            })
+        };
+        for (reply, _) in self.replies {
+            let _ = reply.send(failed());
+        }
+        for (reply, results) in self.batch_replies {
+            let _ = reply.send(results.iter().map(|_| failed()).collect());
         }
     }
 }
@@ -266,10 +293,19 @@ fn apply_batch(
     waiters: &mut Vec<Waiter>,
     uncommitted: &mut Uncommitted,
 ) {
+    // Counted in events: a command of many events weighs as many.
+    let weight = |cmd: &Command| match cmd {
+        Command::Events { events, .. } => events.len().max(1),
+        _ => 1,
+    };
+    let mut weighed = weight(&first);
     let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
+    while weighed < MAX_BATCH {
         match rx.try_recv() {
-            Ok(cmd) => batch.push(cmd),
+            Ok(cmd) => {
+                weighed += weight(&cmd);
+                batch.push(cmd);
+            }
             Err(_) => break,
         }
     }
@@ -285,6 +321,18 @@ fn apply_batch(
                 if let Some(reply) = reply {
                     uncommitted.replies.push((reply, result.map_err(ApiError::from)));
                 }
+            }
+            Command::Events { events, reply } => {
+                let results = events
+                    .into_iter()
+                    .map(|event| {
+                        machine.handle(now, event).map_err(|rejected| {
+                            tracing::warn!(%rejected, "event rejected");
+                            ApiError::from(rejected)
+                        })
+                    })
+                    .collect();
+                uncommitted.batch_replies.push((reply, results));
             }
             Command::Query(q) => queries.push(q),
             Command::Wait { name, reply } => waiters.push(Waiter { name, reply }),

@@ -7,6 +7,9 @@ use common::tls::{Authority, Identity, Role, write_file};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// herzog, the coordinator of a herzog cluster.
 #[derive(Parser, Debug)]
 #[command(

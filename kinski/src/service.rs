@@ -13,7 +13,7 @@ pub(crate) struct WorkerService {
 }
 
 impl Worker for WorkerService {
-    async fn fragment_prep(self, _: Context, start: StartAttempt) -> Result<(), WorkerError> {
+    async fn fragment_prep(self, _: Context, start: Box<StartAttempt>) -> Result<(), WorkerError> {
         self.supervisor.prepare(&start)
     }
 

@@ -4,10 +4,12 @@
 //! effects it implies; `schedule` hands free slots to pending fragments; `take` drains both
 //! queues for the event loop, which commits the writes and only then runs the effects.
 
+mod names;
 #[cfg(test)]
 mod tests;
 mod types;
 
+pub(crate) use names::Names;
 pub(crate) use types::*;
 
 use crate::scheduler::{self, Capacity, Demand};
@@ -50,7 +52,6 @@ impl Counts {
 #[derive(Clone, Debug)]
 pub(crate) struct Fragment {
     pub(crate) id: FragmentId,
-    pub(crate) name: String,
     pub(crate) attempts: u32,
     pub(crate) state: FragmentState,
 }
@@ -63,6 +64,8 @@ pub(crate) struct Project {
     pub(crate) spec: RunSpec,
     pub(crate) results_dir: PathBuf,
     pub(crate) created_at: Millis,
+    /// Its fragments' names, in the order of `fragments`.
+    pub(crate) names: std::sync::Arc<Names>,
     pub(crate) fragments: Vec<Fragment>,
     /// Indexes of pending fragments, in dispatch order.
     pub(crate) queue: VecDeque<u32>,
@@ -322,12 +325,10 @@ impl Machine {
         let first = self.next_fragment;
         self.next_fragment += files.len() as i64;
         let results_dir = self.results_root.join(&name);
-        let fragments: Vec<Fragment> = files
-            .iter()
-            .enumerate()
-            .map(|(i, n)| Fragment {
+        let names = std::sync::Arc::new(files.into_iter().collect::<Names>());
+        let fragments: Vec<Fragment> = (0..names.len())
+            .map(|i| Fragment {
                 id: FragmentId(first + i as i64),
-                name: n.clone(),
                 attempts: 0,
                 state: FragmentState::Pending,
             })
@@ -341,7 +342,7 @@ impl Machine {
             results_dir: results_dir.clone(),
             created_at: now,
             first_fragment: FragmentId(first),
-            names: files,
+            names: names.clone(),
         });
         let project = Project {
             id,
@@ -350,6 +351,7 @@ impl Machine {
             spec,
             results_dir: results_dir.clone(),
             created_at: now,
+            names,
             queue: (0..total as u32).collect(),
             counts: Counts {
                 pending: total,
@@ -573,14 +575,14 @@ impl Machine {
             p.recent_wall_ms = Some(p.recent_wall_ms.map_or(c.wall_ms, |avg| (avg * 7 + c.wall_ms) / 8));
         }
         let project = &self.projects[&live.project];
-        let fragment = &project.fragments[live.index as usize];
+        let fragment = project.names.get(live.index as usize);
         let success = matches!(c.exit, Exit::Code(code) if project.spec.success_codes.contains(&code));
         let end = match (&staging_error, success) {
             (Some(_), _) => AttemptEnd::StagingFailed,
             (None, true) => AttemptEnd::Succeeded,
             (None, false) => AttemptEnd::Failed,
         };
-        tracing::debug!(project = %project.name, fragment = %fragment.name, attempt = %c.attempt, %worker, exit = %c.exit, wall_ms = c.wall_ms, "attempt finished");
+        tracing::debug!(project = %project.name, %fragment, attempt = %c.attempt, %worker, exit = %c.exit, wall_ms = c.wall_ms, "attempt finished");
         self.end_live(now, c.attempt, end, Some(c), staging_error.clone());
         if let Some(reason) = staging_error {
             self.staging_broke(now, worker, reason);
@@ -910,7 +912,7 @@ impl Machine {
                 Some(ActiveAttempt {
                     worker: worker.clone(),
                     project: p.name.clone(),
-                    fragment: f.name.clone(),
+                    fragment: p.names.get(l.index as usize).to_string(),
                     attempt: *attempt,
                     since: *since,
                 })
@@ -962,8 +964,9 @@ impl Machine {
             FragmentState::Running { worker: on, .. } if on == worker => {}
             _ => return None,
         }
-        let (stdout, stderr, output_dir) = attempt_paths(&p.results_dir, &f.name, attempt);
-        let remote = StagedPaths::new(scratch, attempt, &f.name);
+        let name = p.names.get(l.index as usize);
+        let (stdout, stderr, output_dir) = attempt_paths(&p.results_dir, name, attempt);
+        let remote = StagedPaths::new(scratch, attempt, name);
         Some(Fetch {
             outputs: (remote.output_dir, output_dir),
             logs: vec![(remote.stdout, stdout), (remote.stderr, stderr)],
@@ -1044,10 +1047,10 @@ fn staged_start_for(
     attempt: AttemptId,
     scratch: &std::path::Path,
 ) -> (StartAttempt, Vec<Upload>) {
-    let f = &p.fragments[index as usize];
-    let paths = StagedPaths::new(scratch, attempt, &f.name);
+    let name = p.names.get(index as usize);
+    let paths = StagedPaths::new(scratch, attempt, name);
     let mut upload = vec![Upload {
-        from: p.dir.join(&f.name),
+        from: p.dir.join(name),
         to: paths.input.clone(),
     }];
     let mut program = p.spec.program.clone();
@@ -1071,7 +1074,7 @@ fn staged_start_for(
     let start = StartAttempt {
         attempt,
         project: p.name.clone(),
-        fragment: f.name.clone(),
+        fragment: name.to_string(),
         argv: common::template::expand(&program, &paths.input),
         input: paths.input,
         cwd: p.spec.cwd.clone().unwrap_or_else(|| paths.inputs.clone()),
@@ -1086,13 +1089,13 @@ fn staged_start_for(
 }
 
 fn start_for(p: &Project, index: u32, attempt: AttemptId) -> StartAttempt {
-    let f = &p.fragments[index as usize];
-    let input = p.dir.join(&f.name);
-    let (stdout, stderr, output_dir) = attempt_paths(&p.results_dir, &f.name, attempt);
+    let name = p.names.get(index as usize);
+    let input = p.dir.join(name);
+    let (stdout, stderr, output_dir) = attempt_paths(&p.results_dir, name, attempt);
     StartAttempt {
         attempt,
         project: p.name.clone(),
-        fragment: f.name.clone(),
+        fragment: name.to_string(),
         argv: common::template::expand(&p.spec.program, &input),
         input,
         cwd: p.spec.cwd.clone().unwrap_or_else(|| p.dir.clone()),

@@ -10,6 +10,7 @@ use common::{ApiError, AttemptId, FragmentId, Millis, ProjectId};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 const TIMEOUT: i64 = 10_000;
 const GRACE: i64 = 2_000;
@@ -222,10 +223,11 @@ fn state(m: &Machine, project: &str, fragment: &str) -> FragmentState {
 
 fn fragment_of<'m>(m: &'m Machine, project: &str, fragment: &str) -> &'m Fragment {
     let p = m.project(project).unwrap_or_else(|| panic!("no project {project}"));
-    p.fragments
-        .iter()
-        .find(|f| f.name == fragment)
-        .unwrap_or_else(|| panic!("no fragment {fragment}"))
+    let i = p
+        .names
+        .position(fragment)
+        .unwrap_or_else(|| panic!("no fragment {fragment}"));
+    &p.fragments[i]
 }
 
 fn counts(m: &Machine, project: &str) -> (u64, u64, u64, u64) {
@@ -985,18 +987,12 @@ fn heartbeats_reconcile_what_runs_with_what_should() {
         [(w1b, AttemptEnd::Lost, Some("w1 no longer runs it".into()))]
     );
     assert!(out.effects.is_empty());
-    let lost_fragment = m
-        .projects
-        .values()
-        .next()
-        .expect("p")
-        .fragments
-        .iter()
-        .find(|f| f.state == FragmentState::Pending);
-    let lost_fragment = lost_fragment
-        .expect("the lost attempt's fragment is pending")
-        .name
-        .clone();
+    let p = m.projects.values().next().expect("p");
+    let lost_fragment = p.fragments.iter().position(|f| f.state == FragmentState::Pending);
+    let lost_fragment = p
+        .names
+        .get(lost_fragment.expect("the lost attempt's fragment is pending"))
+        .to_string();
     assert_eq!(fragment_of(&m, "p", &lost_fragment).attempts, 1);
     assert_eq!(m.workers["w1"].running, BTreeSet::from([w1a]));
     assert_eq!(counts(&m, "p"), (1, 2, 0, 0));
@@ -1293,7 +1289,7 @@ fn adding_a_project_writes_it_with_every_name() {
             results_dir: PathBuf::from("/results/p"),
             created_at: 7,
             first_fragment: FragmentId(1),
-            names: vec!["a.txt".into(), "b.txt".into(), "c.txt".into()],
+            names: Arc::new(["a.txt", "b.txt", "c.txt"].into_iter().collect()),
         }]
     );
     assert!(out.effects.is_empty());
@@ -1309,7 +1305,7 @@ fn adding_a_project_writes_it_with_every_name() {
             },
         ] => {
             assert_eq!((*id, *first_fragment), (ProjectId(2), FragmentId(4)));
-            assert_eq!(names, &["x", "y"]);
+            assert_eq!(names.iter().collect::<Vec<_>>(), ["x", "y"]);
         }
         w => panic!("{w:?}"),
     }
@@ -1382,10 +1378,9 @@ fn every_fragment_change_is_written_once() {
 
 // ----- 9. restore -----
 
-fn fragment(id: i64, name: &str, attempts: u32, state: FragmentState) -> Fragment {
+fn fragment(id: i64, attempts: u32, state: FragmentState) -> Fragment {
     Fragment {
         id: FragmentId(id),
-        name: name.into(),
         attempts,
         state,
     }
@@ -1402,11 +1397,11 @@ fn snapshot(policy: Option<Policy>) -> Snapshot {
         spec: spec("wc -l", 2),
         results_dir: PathBuf::from("/results/p"),
         created_at: 0,
+        names: Arc::new(["a", "b", "c"].into_iter().collect()),
         fragments: vec![
-            fragment(10, "a", 1, FragmentState::Succeeded { attempt: AttemptId(1) }),
+            fragment(10, 1, FragmentState::Succeeded { attempt: AttemptId(1) }),
             fragment(
                 11,
-                "b",
                 1,
                 FragmentState::Running {
                     attempt: AttemptId(2),
@@ -1414,7 +1409,7 @@ fn snapshot(policy: Option<Policy>) -> Snapshot {
                     since: 1_000,
                 },
             ),
-            fragment(12, "c", 0, FragmentState::Pending),
+            fragment(12, 0, FragmentState::Pending),
         ],
         queue: VecDeque::from([0, 1, 2, 2]),
         counts: Counts {
@@ -2325,8 +2320,9 @@ proptest! {
                 prop_assert!(starts_seen.insert(start.attempt), "attempt {} started twice", start.attempt);
                 *per_worker.entry(worker.clone()).or_default() += 1;
                 let l = m.live[&start.attempt];
-                let f = &m.projects[&l.project].fragments[l.index as usize];
-                prop_assert_eq!(&f.name, &start.fragment);
+                let p = &m.projects[&l.project];
+                let f = &p.fragments[l.index as usize];
+                prop_assert_eq!(p.names.get(l.index as usize), start.fragment.as_str());
                 prop_assert_eq!(
                     &f.state,
                     &FragmentState::Running { attempt: start.attempt, worker: worker.clone(), since: now }

@@ -227,7 +227,8 @@ pub(crate) enum Write {
         results_dir: PathBuf,
         created_at: Millis,
         first_fragment: FragmentId,
-        names: Vec<String>,
+        /// Shared with the machine's project: not a copy of a million names.
+        names: std::sync::Arc<super::Names>,
     },
     RemoveProject {
         id: ProjectId,

@@ -11,7 +11,7 @@ mod rows;
 
 pub(crate) use read::Reader;
 
-use crate::machine::{Project, Snapshot, Write};
+use crate::machine::{Names, Project, Snapshot, Write};
 use common::wire::Policy;
 use include_dir::{Dir, include_dir};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -153,11 +153,17 @@ impl Store {
                 what: "project's run spec",
                 detail: e.to_string(),
             })?;
-            let fragments = frag_stmt
+            let mut fragments = Vec::new();
+            let mut names = Names::default();
+            for row in frag_stmt
                 .query_map([id], rows::fragment_from_row)
                 .map_err(sql("read fragments"))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(sql("read fragments"))?;
+            {
+                let (fragment, name) = row.map_err(sql("read fragments"))?;
+                fragments.push(fragment);
+                names.push(&name);
+            }
+            let names = std::sync::Arc::new(names);
             snap.projects.push(Project {
                 id: common::ProjectId(id),
                 name,
@@ -165,6 +171,7 @@ impl Store {
                 spec,
                 results_dir: PathBuf::from(results_dir),
                 created_at,
+                names,
                 fragments,
                 queue: Default::default(),
                 counts: Default::default(),
@@ -234,7 +241,7 @@ mod tests {
             results_dir: "/out".into(),
             created_at: 5,
             first_fragment: common::FragmentId(first_fragment),
-            names,
+            names: std::sync::Arc::new(names.into_iter().collect()),
         }
     }
 
@@ -266,7 +273,12 @@ mod tests {
         let snap = store.load().unwrap();
         assert_eq!(snap.max_fragment, 11 + names.len() as i64 - 1);
         let fragments = &snap.projects[0].fragments;
-        let loaded: Vec<(i64, &str)> = fragments.iter().map(|f| (f.id.0, f.name.as_str())).collect();
+        let names_loaded = &snap.projects[0].names;
+        let loaded: Vec<(i64, &str)> = fragments
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.id.0, names_loaded.get(i)))
+            .collect();
         let expected: Vec<(i64, &str)> = names
             .iter()
             .enumerate()

@@ -1,12 +1,13 @@
 //! The one place where machine states become rows and rows become states.
 
 use super::{StoreError, put_setting, sql};
-use crate::machine::{AttemptEnd, Fragment, FragmentState, Write};
+use crate::machine::{AttemptEnd, Fragment, FragmentState, Names, Write};
 use common::wire::Exit;
 use common::{AttemptId, FragmentId};
 use rusqlite::{Connection, Row, params};
 
-pub(super) fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<Fragment> {
+/// A fragment and its name.
+pub(super) fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<(Fragment, String)> {
     let state: String = r.get(2)?;
     let attempt: Option<i64> = r.get(4)?;
     let bad = |what: &str| {
@@ -30,12 +31,12 @@ pub(super) fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<Fragment> {
         },
         other => return Err(bad(&format!("in unknown state {other}"))),
     };
-    Ok(Fragment {
+    let fragment = Fragment {
         id: FragmentId(r.get(0)?),
-        name: r.get(1)?,
         attempts: r.get(3)?,
         state,
-    })
+    };
+    Ok((fragment, r.get(1)?))
 }
 
 /// `(state, attempt, worker, since, reason)` columns of a fragment state.
@@ -72,7 +73,7 @@ pub(super) fn exit_from_columns(kind: Option<String>, value: Option<i64>, detail
 pub(super) const ROWS_PER_INSERT: usize = 256;
 
 /// Inserts a new project's fragments, `ROWS_PER_INSERT` rows per statement.
-fn insert_fragments(c: &Connection, project: i64, first: i64, names: &[String]) -> Result<(), StoreError> {
+fn insert_fragments(c: &Connection, project: i64, first: i64, names: &Names) -> Result<(), StoreError> {
     let statement = |rows: usize| {
         let mut sql = String::from("INSERT INTO fragments (id, project_id, idx, name, state) VALUES ");
         for row in 0..rows {
@@ -86,26 +87,26 @@ fn insert_fragments(c: &Connection, project: i64, first: i64, names: &[String]) 
     let mut full = c
         .prepare_cached(&statement(ROWS_PER_INSERT))
         .map_err(sql("insert fragments"))?;
-    let mut start = 0;
-    for chunk in names.chunks(ROWS_PER_INSERT) {
+    for start in (0..names.len()).step_by(ROWS_PER_INSERT) {
+        let rows = ROWS_PER_INSERT.min(names.len() - start);
         let mut partial;
-        let stmt = if chunk.len() == ROWS_PER_INSERT {
+        let stmt = if rows == ROWS_PER_INSERT {
             &mut full
         } else {
-            partial = c.prepare(&statement(chunk.len())).map_err(sql("insert fragments"))?;
+            partial = c.prepare(&statement(rows)).map_err(sql("insert fragments"))?;
             &mut partial
         };
-        for (row, name) in chunk.iter().enumerate() {
+        for row in 0..rows {
             let idx = (start + row) as i64;
+            let name = names.get(start + row);
             let at = row * 4;
             stmt.raw_bind_parameter(at + 1, first + idx)
                 .and_then(|()| stmt.raw_bind_parameter(at + 2, project))
                 .and_then(|()| stmt.raw_bind_parameter(at + 3, idx))
-                .and_then(|()| stmt.raw_bind_parameter(at + 4, name.as_str()))
+                .and_then(|()| stmt.raw_bind_parameter(at + 4, name))
                 .map_err(sql("insert fragments"))?;
         }
         stmt.raw_execute().map_err(sql("insert fragments"))?;
-        start += chunk.len();
     }
     Ok(())
 }
