@@ -311,18 +311,6 @@ pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
     f.write_all(text.as_bytes()).map_err(write)
 }
 
-/// A fresh CA and the bundles one machine needs to run herzog, a worker and a client, kept
-/// in memory (what `hz local` uses: no unauthenticated port, no set-up).
-pub fn ephemeral(worker: &str) -> Result<(Identity, Identity, Identity), TlsError> {
-    let ca = Authority::generate(2)?;
-    let load = |pem: String| Identity::from_pem(pem.as_bytes(), Path::new("(in memory)"));
-    Ok((
-        load(ca.issue("herzog", Role::Coordinator, 2)?)?,
-        load(ca.issue(worker, Role::Worker, 2)?)?,
-        load(ca.issue("local-admin", Role::Admin, 2)?)?,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
