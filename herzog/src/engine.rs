@@ -15,10 +15,12 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 8192;
 /// The least time from one commit's start to the next's. Commits further apart than this
 /// start at once; closer ones wait for the rest of it, and everything that arrives meanwhile
-/// shares one transaction and one fsync. At millisecond attempts that is several completions
-/// per commit instead of one, and the per-batch work (scheduling, replies, start and report
-/// calls) shrinks with it; workers' queues cover the wait.
-const COMMIT_SPACING: Duration = Duration::from_millis(2);
+/// shares one transaction and one fsync. At millisecond attempts that is a dozen completions
+/// per commit instead of one or two, and the per-batch work (scheduling, replies, start and
+/// report calls, wake-ups) shrinks with it; workers' queues cover the wait. 2 ms left `hz
+/// local` at 1.23x xargs on `/bin/true`, 10 ms at 1.13x (BENCHMARKS.md); a caller waits at
+/// most that much longer, and only while herzog is committing back to back.
+pub(crate) const COMMIT_SPACING: Duration = Duration::from_millis(10);
 
 /// A read of the state: it runs on the state of its batch and gives back the sending of its
 /// answer, which waits for the batch's commit.

@@ -27,7 +27,7 @@ pub enum Herzog {
 }
 
 /// Starts accepted per slot beyond the slots, started in order as slots free up.
-const QUEUE_PER_SLOT: u32 = 16;
+const QUEUE_PER_SLOT: u32 = 32;
 
 /// What kinski needs to run.
 #[derive(Clone, Debug)]

@@ -76,9 +76,10 @@ pub(crate) struct Project {
 }
 
 /// How long the starts queued on a worker should keep its slots busy: longer than herzog's
-/// round trip (completion, commit, start) takes even on a loaded host, so no slot waits for
-/// herzog between two short attempts.
-const QUEUE_COVERS_MS: u64 = 20;
+/// round trip (completion, up to `engine::COMMIT_SPACING` waiting for a commit, the commit,
+/// the start) takes even on a loaded host, so no slot waits for herzog between two short
+/// attempts.
+const QUEUE_COVERS_MS: u64 = 50;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Worker {
@@ -110,8 +111,8 @@ impl Worker {
     /// How many attempts herzog keeps dispatched to this worker when the pending attempts
     /// last `attempt_ms` (`None`: not known yet): its slots, plus as many queued starts as
     /// keep them busy for [`QUEUE_COVERS_MS`]. That is as many as the slots for attempts of
-    /// 10 ms or more on 2 slots (a project given priority waits at most one attempt per slot),
-    /// and up to the whole queue the worker accepts for attempts of a millisecond.
+    /// 50 ms or more (a project given priority waits at most one attempt per slot), and up to
+    /// the whole queue the worker accepts for attempts of a few milliseconds.
     pub(crate) fn capacity(&self, attempt_ms: Option<u64>) -> u32 {
         let Resources { slots, queue, .. } = self.resources;
         let least = slots.min(queue);

@@ -1199,7 +1199,7 @@ fn queues_fill_deep_only_while_every_pending_attempt_is_short() {
     let (_, e) = sched(&mut m, 1);
     let first = starts(&e);
     assert_eq!(first.len(), 4);
-    // Attempts of 2 ms: enough queued for 20 ms on two slots, 20, within the 32 offered.
+    // Attempts of 5 ms: enough queued for 50 ms on two slots, 20, within the 32 offered.
     let done = |m: &mut Machine, attempt: AttemptId, wall_ms, now| {
         let completion = Completion {
             wall_ms,
@@ -1212,7 +1212,7 @@ fn queues_fill_deep_only_while_every_pending_attempt_is_short() {
         };
         ok(m, now, event);
     };
-    done(&mut m, first[0].1.attempt, 2, 2);
+    done(&mut m, first[0].1.attempt, 5, 2);
     let (_, e) = sched(&mut m, 3);
     assert_eq!(starts(&e).len(), 20 + 2 - 3);
     assert_eq!(m.workers["w1"].running.len(), 22);
