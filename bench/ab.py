@@ -37,6 +37,11 @@ n = 0
 for rep in range(reps + 1):
     for k in ["xargs", "old", "new"]:
         if k == "xargs":
+            # The bench's scripts write to $HERZOG_OUTPUT_DIR under hz and to $BENCH_OUT
+            # under xargs (bench/src/workloads.rs): give the baseline a directory of its own.
+            out = f"{scratch}/xargs-out-{rep}"
+            os.makedirs(out)
+            os.environ["BENCH_OUT"] = out
             r = run(f"find '{inputs}' -type f | sort | xargs -P2 -n1 '{prog}'", shell=True)
         else:
             n += 1
