@@ -142,20 +142,14 @@ pub struct Resources {
     /// Attempts run at once.
     pub slots: u32,
     /// Attempts the worker accepts beyond its slots and starts the moment a slot frees, so a
-    /// slot never waits for a round trip to herzog.
+    /// slot never waits for a round trip to herzog. herzog fills as much of it as the pending
+    /// attempts' length calls for (herzog's `Worker::capacity`).
     #[serde(default)]
     pub queue: u32,
     /// Where the worker makes staged attempts' directories (hosts without the shared
     /// filesystem); herzog uploads into it over SSH.
     #[serde(default)]
     pub scratch_dir: Option<PathBuf>,
-}
-
-impl Resources {
-    /// How many attempts herzog may hand this worker at once.
-    pub fn capacity(&self) -> u32 {
-        self.slots.saturating_add(self.queue)
-    }
 }
 
 /// One worker as herzog sees it (`hz workers`).

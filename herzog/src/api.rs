@@ -271,10 +271,9 @@ fn read_logs(results_dir: &Path, fragment: &str, attempt: AttemptId, max: u64) -
 }
 
 impl WorkerApi {
-    /// Applies one completion. On a host without the shared filesystem the attempt's outputs
-    /// are fetched first: a fetch that fails fails the attempt, and kinski keeps its scratch
-    /// directory (and resends) until this has succeeded.
-    /// One completion from a staged host: its files are fetched before it is applied.
+    /// Applies one completion from a host without the shared filesystem: the attempt's
+    /// outputs are fetched first; a fetch that fails fails the attempt, and kinski keeps its
+    /// scratch directory (and resends) until this has succeeded.
     async fn complete_one(&self, name: &str, completion: Completion) -> Result<(), ApiError> {
         let (worker, attempt) = (name.to_string(), completion.attempt);
         let plan = self.api.handle.query(move |m| m.fetch_plan(&worker, attempt)).await?;

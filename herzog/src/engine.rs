@@ -316,24 +316,13 @@ fn apply_batch(
     for cmd in batch {
         match cmd {
             Command::Event { event, reply } => {
-                let result = machine.handle(now, event);
-                if let Err(rejected) = &result {
-                    tracing::warn!(%rejected, "event rejected");
-                }
+                let result = apply(machine, now, event);
                 if let Some(reply) = reply {
-                    uncommitted.replies.push((reply, result.map_err(ApiError::from)));
+                    uncommitted.replies.push((reply, result));
                 }
             }
             Command::Events { events, reply } => {
-                let results = events
-                    .into_iter()
-                    .map(|event| {
-                        machine.handle(now, event).map_err(|rejected| {
-                            tracing::warn!(%rejected, "event rejected");
-                            ApiError::from(rejected)
-                        })
-                    })
-                    .collect();
+                let results = events.into_iter().map(|event| apply(machine, now, event)).collect();
                 uncommitted.batch_replies.push((reply, results));
             }
             Command::Query(q) => queries.push(q),
@@ -355,6 +344,14 @@ fn apply_batch(
             .filter_map(|w| w.answer_if_finished(machine, &mut uncommitted.answers))
             .collect();
     }
+}
+
+/// Applies one event; a rejection is logged and becomes the caller's error.
+fn apply(machine: &mut Machine, now: common::Millis, event: Event) -> Result<Reply, ApiError> {
+    machine.handle(now, event).map_err(|rejected| {
+        tracing::warn!(%rejected, "event rejected");
+        ApiError::from(rejected)
+    })
 }
 
 /// Logs a failed commit and fails everyone waiting on it or on later batches.

@@ -47,7 +47,7 @@ enum Incoming {
 
 /// What one accept gave.
 enum Next {
-    Tcp(TcpStream, std::net::SocketAddr),
+    Tcp(TcpStream, std::net::SocketAddr, TlsAcceptor),
     InProcess(Accepted),
     Failed(std::io::Error),
 }
@@ -55,8 +55,8 @@ enum Next {
 impl Incoming {
     async fn next(&mut self) -> Next {
         match self {
-            Incoming::Tls { tcp, .. } => match tcp.accept().await {
-                Ok((stream, peer)) => Next::Tcp(stream, peer),
+            Incoming::Tls { tcp, acceptor } => match tcp.accept().await {
+                Ok((stream, peer)) => Next::Tcp(stream, peer, acceptor.clone()),
                 Err(e) => Next::Failed(e),
             },
             Incoming::InProcess(listener) => match listener.accept().await {
@@ -139,9 +139,8 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             next = incoming.next() => match next {
-                Next::Tcp(stream, peer) => {
-                    let Incoming::Tls { acceptor, .. } = &incoming else { unreachable!("TCP comes from a TCP listener") };
-                    tokio::spawn(serve_connection(stream, peer, acceptor.clone(), api.clone(), connections.clone()));
+                Next::Tcp(stream, peer, acceptor) => {
+                    tokio::spawn(serve_connection(stream, peer, acceptor, api.clone(), connections.clone()));
                 }
                 Next::InProcess(connection) => {
                     tokio::spawn(serve_in_process(connection, api.clone(), connections.clone()));

@@ -266,8 +266,7 @@ impl Supervisor {
                     });
                     // Asked to stop while it was being spawned, or kinski is going away.
                     if stop_asked || self.shutting_down.load(Ordering::SeqCst) {
-                        tracing::info!(%attempt, "stopping attempt");
-                        tokio::spawn(async move { stopper.stop(grace).await });
+                        stop_in_background(attempt, stopper, grace);
                     }
                 }
                 Err(e) => {
@@ -323,8 +322,7 @@ impl Supervisor {
             return Err(WorkerError::UnknownAttempt { attempt });
         };
         drop(inner);
-        tracing::info!(%attempt, "stopping attempt");
-        tokio::spawn(async move { stopper.stop(grace).await });
+        stop_in_background(attempt, stopper, grace);
         Ok(())
     }
 
@@ -386,6 +384,12 @@ impl Supervisor {
             self.clean(attempt);
         }
     }
+}
+
+/// Stop signal, grace, SIGKILL, on a task of its own.
+fn stop_in_background(attempt: AttemptId, stopper: Stopper, grace: Duration) {
+    tracing::info!(%attempt, "stopping attempt");
+    tokio::spawn(async move { stopper.stop(grace).await });
 }
 
 #[cfg(test)]
@@ -487,19 +491,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = supervisor(dir.path(), 1, 1);
         s.lock().starting.insert(AttemptId(1), false);
-        let stopping = tokio::spawn({
-            let s = s.clone();
-            async move { s.stop_all().await }
-        });
-        // stop_all is waiting for the spawn; the spawn then sees kinski going away.
-        tokio::task::yield_now().await;
+        // Polled once, stop_all has said kinski is going away and waits for the spawn.
+        let mut stopping = Box::pin(s.stop_all());
+        assert!(futures::poll!(stopping.as_mut()).is_pending());
         s.launch(vec![start(dir.path(), 1, "sleep 30")]);
         let pid = s.lock().running.get(&AttemptId(1)).map(|(stopper, _)| stopper.pgid());
         let pid = pid.expect("spawned");
-        tokio::time::timeout(LIMIT, stopping)
-            .await
-            .expect("stop_all returned")
-            .expect("no panic");
+        tokio::time::timeout(LIMIT, stopping).await.expect("stop_all returned");
         assert!(s.lock().starting.is_empty());
         // The program is gone (a zombie at most, until its task reaps it).
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -120,9 +120,8 @@ impl Worker {
             None => least,
             Some(ms) => {
                 let covering = u64::from(slots) * QUEUE_COVERS_MS / ms.max(1);
-                u32::try_from(covering.min(u64::from(queue)))
-                    .unwrap_or(queue)
-                    .max(least)
+                // At most `queue`, so it fits.
+                (covering.min(u64::from(queue)) as u32).max(least)
             }
         };
         slots.saturating_add(queued)

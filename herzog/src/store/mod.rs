@@ -155,13 +155,11 @@ impl Store {
             })?;
             let mut fragments = Vec::new();
             let mut names = Names::default();
-            for row in frag_stmt
-                .query_map([id], rows::fragment_from_row)
-                .map_err(sql("read fragments"))?
-            {
-                let (fragment, name) = row.map_err(sql("read fragments"))?;
-                fragments.push(fragment);
-                names.push(&name);
+            let mut rows = frag_stmt.query([id]).map_err(sql("read fragments"))?;
+            // The name is copied from SQLite's row into the arena: no `String` per fragment.
+            while let Some(row) = rows.next().map_err(sql("read fragments"))? {
+                fragments.push(rows::fragment_from_row(row).map_err(sql("read fragments"))?);
+                names.push(rows::fragment_name(row).map_err(sql("read fragments"))?);
             }
             let names = std::sync::Arc::new(names);
             snap.projects.push(Project {

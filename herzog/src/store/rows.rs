@@ -6,8 +6,9 @@ use common::wire::Exit;
 use common::{AttemptId, FragmentId};
 use rusqlite::{Connection, Row, params};
 
-/// A fragment and its name.
-pub(super) fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<(Fragment, String)> {
+/// A fragment from a row of `SELECT id, name, state, attempts, attempt_id, worker, since,
+/// reason FROM fragments`; its name is [`fragment_name`].
+pub(super) fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<Fragment> {
     let state: String = r.get(2)?;
     let attempt: Option<i64> = r.get(4)?;
     let bad = |what: &str| {
@@ -31,12 +32,16 @@ pub(super) fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<(Fragment, Stri
         },
         other => return Err(bad(&format!("in unknown state {other}"))),
     };
-    let fragment = Fragment {
+    Ok(Fragment {
         id: FragmentId(r.get(0)?),
         attempts: r.get(3)?,
         state,
-    };
-    Ok((fragment, r.get(1)?))
+    })
+}
+
+/// The name of the fragment in the same row, borrowed from SQLite.
+pub(super) fn fragment_name<'r>(r: &'r Row<'_>) -> rusqlite::Result<&'r str> {
+    Ok(r.get_ref(1)?.as_str()?)
 }
 
 /// `(state, attempt, worker, since, reason)` columns of a fragment state.
