@@ -224,3 +224,59 @@ fn a_root_kinski_runs_programs_as_the_configured_user() {
     }
     drop(worker);
 }
+
+/// A completion for an attempt that already ended is kept as the attempt's late result, but
+/// only from the worker the attempt ran on: another worker's certificate cannot write it.
+#[test]
+fn only_the_attempts_own_worker_can_record_its_late_result() {
+    let mut cluster = Cluster::start(&[("euclid", 1)]);
+    let dir = cluster.dir().to_path_buf();
+    let addr = cluster.addr().to_string();
+    cluster.inputs("slow", 1);
+    cluster.hz_ok(&["action", "slow", "sh -c 'exec sleep 1000' {}"]);
+    let attempt: i64 = tests::eventually("the attempt runs", std::time::Duration::from_secs(20), || {
+        cluster
+            .db()
+            .query_row("SELECT id FROM attempts WHERE outcome = 'running'", [], |r| r.get(0))
+            .ok()
+    });
+    // euclid's kinski dies with the program running; removing the project then stops the
+    // attempt in the record, so any completion for it is late.
+    cluster.kill_kinski("euclid");
+    cluster.hz_ok(&["remove", "slow"]);
+    let late_exit = || -> Option<String> {
+        cluster
+            .db()
+            .query_row("SELECT late_exit FROM attempts WHERE id = ?1", [attempt], |r| r.get(0))
+            .expect("the attempt's row")
+    };
+    assert_eq!(late_exit(), None);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = |worker: &'static str, code: i32| {
+        let identity = Identity::load(&bundle(&dir, worker, "worker")).unwrap();
+        let connector = Connector::new(&identity).unwrap();
+        runtime.block_on(async {
+            let registry = registry_client(&addr, &connector).await.unwrap();
+            let completion = Completion {
+                attempt: common::AttemptId(attempt),
+                exit: Exit::Code(code),
+                wall_ms: 1,
+                cpu_ms: 1,
+                peak_rss_kb: 1,
+                finished_at: 0,
+            };
+            registry
+                .fragment_complete(tarpc::context::current(), worker.into(), vec![completion])
+                .await
+                .unwrap()
+        })
+    };
+    // newton never ran it: its report changes nothing in the record.
+    let _ = report("newton", 42);
+    assert_eq!(late_exit(), None, "another worker wrote the attempt's late result");
+    // euclid did: its late result is kept.
+    let accepted = report("euclid", 7);
+    assert!(matches!(accepted.as_deref(), Ok([Ok(())])), "{accepted:?}");
+    assert_eq!(late_exit().as_deref(), Some(Exit::Code(7).to_string().as_str()));
+}

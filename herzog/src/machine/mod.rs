@@ -541,12 +541,11 @@ impl Machine {
             // Already ended (lost, stopped, or this completion arrived twice): keep the late
             // result where the record allows it, change no fragment.
             tracing::info!(%worker, attempt = %c.attempt, exit = %c.exit, "late or repeated completion recorded; no fragment changes");
-            self.writes.push(Write::AttemptEnded {
+            // The machine no longer knows which worker ran it; the store checks the record.
+            self.writes.push(Write::Late {
                 id: c.attempt,
-                end: AttemptEnd::Late,
-                at: now,
-                completion: Some(c),
-                note: None,
+                worker: worker.to_string(),
+                completion: c,
             });
             return Ok(Reply::Done);
         };
@@ -705,9 +704,7 @@ impl Machine {
                     note.as_deref().unwrap_or("unknown")
                 ),
             },
-            AttemptEnd::Lost | AttemptEnd::Stopped | AttemptEnd::Late | AttemptEnd::StagingFailed => {
-                FragmentState::Pending
-            }
+            AttemptEnd::Lost | AttemptEnd::Stopped | AttemptEnd::StagingFailed => FragmentState::Pending,
         };
         if end == AttemptEnd::Stopped {
             // The project is going away; its fragments are not requeued.

@@ -245,6 +245,19 @@ fn ended(writes: &[Write]) -> Vec<(AttemptId, AttemptEnd, Option<String>)> {
         .collect()
 }
 
+/// The batch only recorded a late completion for `attempt`, from the worker that reported it.
+fn assert_only_late(writes: &[Write], attempt: AttemptId) {
+    assert_eq!(ended(writes), []);
+    let late: Vec<AttemptId> = writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::Late { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(late, [attempt]);
+}
+
 fn kind(s: &FragmentState) -> &'static str {
     match s {
         FragmentState::Pending => "pending",
@@ -519,7 +532,7 @@ fn failed_exits_are_retried_up_to_max_attempts_when_asked() {
     assert_eq!(counts(&m, "p"), (0, 0, 1, 1));
     // The first failure's report again: late, nothing changes.
     let out = ok(&mut m, 6, complete_event("w1", 1, Exit::Code(1), 6));
-    assert_eq!(ended(&out.writes), [(AttemptId(1), AttemptEnd::Late, None)]);
+    assert_only_late(&out.writes, AttemptId(1));
     assert_eq!(counts(&m, "p"), (0, 0, 1, 1));
 }
 
@@ -881,12 +894,10 @@ fn a_completion_for_a_lost_attempt_is_late_and_changes_nothing() {
     let out = ok(&mut m, t, complete_event("w1", 1, Exit::Code(0), t));
     assert_eq!(
         out.writes,
-        [Write::AttemptEnded {
+        [Write::Late {
             id: AttemptId(1),
-            end: AttemptEnd::Late,
-            at: t,
-            completion: Some(completion(1, Exit::Code(0), t)),
-            note: None,
+            worker: "w1".into(),
+            completion: completion(1, Exit::Code(0), t),
         }]
     );
     assert!(out.effects.is_empty());
@@ -905,7 +916,7 @@ fn a_completion_for_a_lost_attempt_is_late_and_changes_nothing() {
         ("w2", 2, Exit::Code(1)),
     ] {
         let out = ok(&mut m, t + 2, complete_event(worker, attempt, exit, t + 2));
-        assert_eq!(ended(&out.writes), [(AttemptId(attempt), AttemptEnd::Late, None)]);
+        assert_only_late(&out.writes, AttemptId(attempt));
         assert!(out.effects.is_empty());
         assert_eq!(state(&m, "p", "a"), FragmentState::Succeeded { attempt: AttemptId(2) });
     }
@@ -931,12 +942,12 @@ fn the_same_completion_twice_first_success_wins() {
     assert_eq!(state(&m, "p", "a"), FragmentState::Succeeded { attempt: AttemptId(1) });
     // A failure reported for the same attempt afterwards does not undo the success.
     let out = ok(&mut m, 6, complete_event("w1", 1, Exit::Code(1), 6));
-    assert_eq!(ended(&out.writes), [(AttemptId(1), AttemptEnd::Late, None)]);
+    assert_only_late(&out.writes, AttemptId(1));
     assert_eq!(state(&m, "p", "a"), FragmentState::Succeeded { attempt: AttemptId(1) });
     // A failure delivered twice: the second is late.
     ok(&mut m, 7, complete_event("w1", 2, Exit::Code(1), 7));
     let out = ok(&mut m, 8, complete_event("w1", 2, Exit::Code(1), 8));
-    assert_eq!(ended(&out.writes), [(AttemptId(2), AttemptEnd::Late, None)]);
+    assert_only_late(&out.writes, AttemptId(2));
     assert_eq!(counts(&m, "p"), (0, 0, 1, 1));
 }
 
@@ -1123,7 +1134,7 @@ fn removing_a_project_stops_its_attempts_and_resets_its_priority() {
     assert_eq!(stops, p_w2);
     // A late completion of a removed project's attempt is recorded, nothing else.
     let out = ok(&mut m, 21, complete_event("w1", p_w1[0].0, Exit::Code(0), 21));
-    assert_eq!(ended(&out.writes), [(p_w1[0], AttemptEnd::Late, None)]);
+    assert_only_late(&out.writes, p_w1[0]);
     // The name is free again.
     let out = ok(&mut m, 22, add_event("p", &["a"]));
     assert!(matches!(
@@ -1467,7 +1478,7 @@ fn restore_rebuilds_a_machine_mid_run() {
     let out = step(&mut m, RESTART, complete_event("w1", 3, Exit::Code(0), RESTART));
     assert_eq!(out.reply, Err(Rejected::UnknownAttempt { attempt: AttemptId(3) }));
     let out = ok(&mut m, RESTART, complete_event("w1", 1, Exit::Code(0), RESTART));
-    assert_eq!(ended(&out.writes), [(AttemptId(1), AttemptEnd::Late, None)]);
+    assert_only_late(&out.writes, AttemptId(1));
 }
 
 #[test]
@@ -1535,7 +1546,7 @@ fn after_restore_a_worker_without_its_attempt_gets_it_requeued() {
         RESTART + 200,
         complete_event("w1", 2, Exit::Code(0), RESTART + 200),
     );
-    assert_eq!(ended(&out.writes), [(AttemptId(2), AttemptEnd::Late, None)]);
+    assert_only_late(&out.writes, AttemptId(2));
 }
 
 #[test]
@@ -1952,18 +1963,14 @@ impl Model {
                         "attempt {id} issued twice"
                     );
                 }
-                Write::AttemptEnded {
-                    id, end, completion, ..
-                } => {
+                Write::Late { id, .. } => {
+                    assert!(self.ended.contains(id), "attempt {id} is late but had not ended");
+                }
+                Write::AttemptEnded { id, end, .. } => {
                     assert!(
                         self.started.contains_key(id),
                         "attempt {id} ended but was never started"
                     );
-                    if *end == AttemptEnd::Late {
-                        assert!(self.ended.contains(id), "attempt {id} is late but had not ended");
-                        assert!(completion.is_some(), "a late attempt is recorded with its completion");
-                        continue;
-                    }
                     assert!(
                         live_before.contains(id),
                         "attempt {id} ended ({end:?}) but was not live"

@@ -105,8 +105,6 @@ pub(crate) enum AttemptEnd {
     Lost,
     /// herzog stopped it (project removed, or a worker ran it unexpectedly).
     Stopped,
-    /// Its completion arrived after it had been lost or stopped: kept, changes nothing.
-    Late,
     /// Its files could not be copied to or from its host: recorded as failed, and its
     /// fragment goes back to the queue while it has attempts left.
     StagingFailed,
@@ -119,7 +117,6 @@ impl AttemptEnd {
             AttemptEnd::Failed | AttemptEnd::StagingFailed => "failed",
             AttemptEnd::Lost => "lost",
             AttemptEnd::Stopped => "stopped",
-            AttemptEnd::Late => "late",
         }
     }
 }
@@ -252,6 +249,13 @@ pub(crate) enum Write {
         at: Millis,
         completion: Option<Completion>,
         note: Option<String>,
+    },
+    /// A completion for an attempt that had already ended (lost, stopped, or reported
+    /// before): kept on the attempt's record if `worker` is the one it ran on, changes nothing.
+    Late {
+        id: AttemptId,
+        worker: String,
+        completion: Completion,
     },
     Worker {
         name: String,

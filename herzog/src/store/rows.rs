@@ -1,7 +1,7 @@
 //! The one place where machine states become rows and rows become states.
 
 use super::{StoreError, put_setting, sql};
-use crate::machine::{AttemptEnd, Fragment, FragmentState, Names, Write};
+use crate::machine::{Fragment, FragmentState, Names, Write};
 use common::wire::Exit;
 use common::{AttemptId, FragmentId};
 use rusqlite::{Connection, Row, params};
@@ -174,29 +174,29 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
             .and_then(|mut s| s.execute(params![id.0, fragment.0, worker, at]))
             .map_err(sql("insert an attempt"))?;
         }
-        Write::AttemptEnded {
-            id,
-            end: AttemptEnd::Late,
-            completion,
-            ..
-        } => {
-            // Keep what the late run did without touching an outcome that was already decided.
-            let late = completion.as_ref().map(|c| c.exit.to_string());
-            c.prepare_cached(
-                "UPDATE attempts SET late_exit = COALESCE(late_exit, ?2),
-                 wall_ms = COALESCE(wall_ms, ?3), cpu_ms = COALESCE(cpu_ms, ?4), peak_rss_kb = COALESCE(peak_rss_kb, ?5)
-                 WHERE id = ?1 AND outcome IN ('lost', 'stopped')",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    id.0,
-                    late,
-                    completion.as_ref().map(|c| c.wall_ms as i64),
-                    completion.as_ref().map(|c| c.cpu_ms as i64),
-                    completion.as_ref().map(|c| c.peak_rss_kb as i64)
-                ])
-            })
-            .map_err(sql("record a late completion"))?;
+        Write::Late { id, worker, completion } => {
+            // Keep what the late run did without touching an outcome that was already decided,
+            // and only from the worker the attempt ran on: another cannot write its record.
+            let changed = c
+                .prepare_cached(
+                    "UPDATE attempts SET late_exit = COALESCE(late_exit, ?2),
+                     wall_ms = COALESCE(wall_ms, ?3), cpu_ms = COALESCE(cpu_ms, ?4), peak_rss_kb = COALESCE(peak_rss_kb, ?5)
+                     WHERE id = ?1 AND worker = ?6 AND outcome IN ('lost', 'stopped')",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        id.0,
+                        completion.exit.to_string(),
+                        completion.wall_ms as i64,
+                        completion.cpu_ms as i64,
+                        completion.peak_rss_kb as i64,
+                        worker
+                    ])
+                })
+                .map_err(sql("record a late completion"))?;
+            if changed == 0 {
+                tracing::debug!(attempt = %id, %worker, "late completion not recorded: the attempt did not run there, or its outcome already stands");
+            }
         }
         Write::AttemptEnded {
             id,
