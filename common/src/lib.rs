@@ -20,7 +20,8 @@ pub use ids::{AttemptId, FragmentId, ProjectId};
 /// Milliseconds since the Unix epoch: the one clock every record and message uses.
 pub type Millis = i64;
 
-/// The current wall-clock time in [`Millis`].
+/// The current wall-clock time in [`Millis`]: for what is recorded and shown, never to decide
+/// a timeout (an NTP step moves it either way; timeouts use a monotonic clock).
 pub fn now_millis() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -4,7 +4,7 @@
 //! committed together after it.
 
 use crate::dispatch::Dispatcher;
-use crate::machine::{Effect, Event, Machine, Reply, Write};
+use crate::machine::{Effect, Event, Machine, Mono, Now, Reply, Write};
 use crate::store::{Store, StoreError};
 use common::ApiError;
 use common::wire::ProjectProgress;
@@ -21,6 +21,28 @@ const MAX_BATCH: usize = 8192;
 /// local` at 1.23x xargs on `/bin/true`, 10 ms at 1.13x (BENCHMARKS.md); a caller waits at
 /// most that much longer, and only while herzog is committing back to back.
 pub(crate) const COMMIT_SPACING: Duration = Duration::from_millis(10);
+
+/// Reads both clocks for the machine: the wall clock for records, a monotonic one (from the
+/// clock's creation) for every timeout.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    origin: std::time::Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Clock {
+        Clock {
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Now {
+        Now {
+            wall: common::now_millis(),
+            mono: Mono(i64::try_from(self.origin.elapsed().as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+}
 
 /// A read of the state: it runs on the state of its batch and gives back the sending of its
 /// answer, which waits for the batch's commit.
@@ -221,6 +243,7 @@ fn start_commit(mut store: Store, writes: Vec<Write>) -> Commit {
 /// each commit was one completion and one fsync). Replies, answers and effects still wait
 /// for their own batch's commit.
 pub(crate) async fn run(
+    clock: Clock,
     mut machine: Machine,
     store: Store,
     mut rx: mpsc::UnboundedReceiver<Command>,
@@ -264,7 +287,14 @@ pub(crate) async fn run(
             () = tokio::time::sleep_until(next_commit), if waiting => None,
         };
         if let Some(first) = first {
-            apply_batch(&mut machine, &mut rx, first, &mut waiters, &mut uncommitted);
+            apply_batch(
+                &mut machine,
+                clock.now(),
+                &mut rx,
+                first,
+                &mut waiters,
+                &mut uncommitted,
+            );
         }
         if committing.is_none() && !uncommitted.is_empty() {
             let now = tokio::time::Instant::now();
@@ -290,6 +320,7 @@ pub(crate) async fn run(
 /// and adds what they owe to `uncommitted`.
 fn apply_batch(
     machine: &mut Machine,
+    now: Now,
     rx: &mut mpsc::UnboundedReceiver<Command>,
     first: Command,
     waiters: &mut Vec<Waiter>,
@@ -311,7 +342,6 @@ fn apply_batch(
             Err(_) => break,
         }
     }
-    let now = common::now_millis();
     let mut queries = Vec::new();
     for cmd in batch {
         match cmd {
@@ -347,7 +377,7 @@ fn apply_batch(
 }
 
 /// Applies one event; a rejection is logged and becomes the caller's error.
-fn apply(machine: &mut Machine, now: common::Millis, event: Event) -> Result<Reply, ApiError> {
+fn apply(machine: &mut Machine, now: Now, event: Event) -> Result<Reply, ApiError> {
     machine.handle(now, event).map_err(|rejected| {
         tracing::warn!(%rejected, "event rejected");
         ApiError::from(rejected)

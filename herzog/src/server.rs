@@ -94,7 +94,8 @@ pub async fn run(
     };
     let started = std::time::Instant::now();
     let snapshot = store.load()?;
-    let machine = Machine::restore(timing, config.state_dir.join("results"), snapshot, common::now_millis());
+    let clock = engine::Clock::new();
+    let machine = Machine::restore(timing, config.state_dir.join("results"), snapshot, clock.now());
     tracing::info!(db = %store.path().display(), elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
 
     let mut incoming = match listener {
@@ -128,7 +129,7 @@ pub async fn run(
         (config.worker_timeout / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let engine = tokio::spawn(engine::run(machine, store, rx, dispatcher, tick, async move {
+    let engine = tokio::spawn(engine::run(clock, machine, store, rx, dispatcher, tick, async move {
         let _ = stop_rx.await;
     }));
     tracing::info!(address = %incoming.describe(), "herzog listening");

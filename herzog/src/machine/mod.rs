@@ -86,7 +86,10 @@ pub(crate) struct Worker {
     pub(crate) name: String,
     pub(crate) resources: Resources,
     pub(crate) link: Link,
+    /// When it was last heard from, as shown (wall time)...
     pub(crate) last_seen: Millis,
+    /// ...and as the watchdog measures it.
+    pub(crate) heard: Mono,
     /// Attempts herzog believes run there.
     pub(crate) running: BTreeSet<AttemptId>,
     /// Attempts it last reported that herzog does not expect (being stopped): they hold
@@ -96,12 +99,13 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    fn new(name: String, resources: Resources, link: Link, now: Millis) -> Worker {
+    fn new(name: String, resources: Resources, link: Link, now: Now) -> Worker {
         Worker {
             name,
             resources,
             link,
-            last_seen: now,
+            last_seen: now.wall,
+            heard: now.mono,
             running: BTreeSet::new(),
             foreign: 0,
             staging: Staging::Shared,
@@ -133,6 +137,8 @@ impl Worker {
 pub(crate) struct Live {
     pub(crate) project: ProjectId,
     pub(crate) index: u32,
+    /// When it was dispatched, for the start grace.
+    pub(crate) since: Mono,
 }
 
 /// herzog's state. One owner: the event loop.
@@ -183,14 +189,14 @@ impl Machine {
 
     /// Rebuilds the state after a restart. Workers come back disconnected with a fresh
     /// timeout, so their attempts are kept until they re-register or the watchdog fires.
-    pub(crate) fn restore(timing: Timing, results_root: PathBuf, snap: Snapshot, now: Millis) -> Self {
+    pub(crate) fn restore(timing: Timing, results_root: PathBuf, snap: Snapshot, now: Now) -> Self {
         let mut m = Machine::new(timing, results_root);
         m.next_project = snap.max_project + 1;
         m.next_fragment = snap.max_fragment + 1;
         m.next_attempt = snap.max_attempt + 1;
         m.policy = snap.policy.unwrap_or(Policy::Fair);
         for (name, resources, _) in snap.workers {
-            let worker = Worker::new(name.clone(), resources, Link::Disconnected { since: now }, now);
+            let worker = Worker::new(name.clone(), resources, Link::Disconnected { since: now.wall }, now);
             m.workers.insert(name, worker);
         }
         for mut p in snap.projects {
@@ -200,19 +206,23 @@ impl Machine {
                 *p.counts.slot(&f.state) += 1;
                 match &f.state {
                     FragmentState::Pending => p.queue.push_back(i as u32),
-                    FragmentState::Running { attempt, worker, .. } => {
+                    FragmentState::Running { attempt, worker, since } => {
+                        // Dispatched as long ago as the record says (the one place the wall
+                        // clock reaches a timeout: a restored attempt's start grace).
+                        let ago = (now.wall - since).max(0);
                         m.live.insert(
                             *attempt,
                             Live {
                                 project: p.id,
                                 index: i as u32,
+                                since: Mono(now.mono.0 - ago),
                             },
                         );
                         let w = m.workers.entry(worker.clone()).or_insert_with(|| {
                             Worker::new(
                                 worker.clone(),
                                 Resources::default(),
-                                Link::Disconnected { since: now },
+                                Link::Disconnected { since: now.wall },
                                 now,
                             )
                         });
@@ -233,7 +243,7 @@ impl Machine {
     }
 
     /// Applies one event. A rejected event changes nothing.
-    pub(crate) fn handle(&mut self, now: Millis, event: Event) -> Result<Reply, Rejected> {
+    pub(crate) fn handle(&mut self, now: Now, event: Event) -> Result<Reply, Rejected> {
         match event {
             Event::AddProject { name, dir, spec, files } => self.add_project(now, name, dir, spec, files),
             Event::RemoveProject { name } => self.remove_project(now, &name),
@@ -266,7 +276,7 @@ impl Machine {
                 if let Some(w) = self.workers.get_mut(&worker)
                     && w.link == Link::Connected
                 {
-                    w.link = Link::Disconnected { since: now };
+                    w.link = Link::Disconnected { since: now.wall };
                 }
                 Ok(Reply::Done)
             }
@@ -304,7 +314,7 @@ impl Machine {
 
     fn add_project(
         &mut self,
-        now: Millis,
+        now: Now,
         name: String,
         dir: PathBuf,
         spec: RunSpec,
@@ -340,7 +350,7 @@ impl Machine {
             dir: dir.clone(),
             spec: spec.clone(),
             results_dir: results_dir.clone(),
-            created_at: now,
+            created_at: now.wall,
             first_fragment: FragmentId(first),
             names: names.clone(),
         });
@@ -350,7 +360,7 @@ impl Machine {
             dir,
             spec,
             results_dir: results_dir.clone(),
-            created_at: now,
+            created_at: now.wall,
             names,
             queue: (0..total as u32).collect(),
             counts: Counts {
@@ -371,7 +381,7 @@ impl Machine {
         }))
     }
 
-    fn remove_project(&mut self, now: Millis, name: &str) -> Result<Reply, Rejected> {
+    fn remove_project(&mut self, now: Now, name: &str) -> Result<Reply, Rejected> {
         let id = self.project_id(name)?;
         let running: Vec<AttemptId> = self
             .live
@@ -397,7 +407,7 @@ impl Machine {
             self.policy = Policy::Fair;
             self.writes.push(Write::Policy(Policy::Fair));
         }
-        self.writes.push(Write::RemoveProject { id, at: now });
+        self.writes.push(Write::RemoveProject { id, at: now.wall });
         tracing::info!(project = %name, "project removed");
         Ok(Reply::Done)
     }
@@ -431,7 +441,7 @@ impl Machine {
 
     fn register(
         &mut self,
-        now: Millis,
+        now: Now,
         name: String,
         resources: Resources,
         running: Vec<AttemptId>,
@@ -444,7 +454,8 @@ impl Machine {
             .or_insert_with(|| Worker::new(name.clone(), resources.clone(), Link::Connected, now));
         w.resources = resources.clone();
         w.link = Link::Connected;
-        w.last_seen = now;
+        w.last_seen = now.wall;
+        w.heard = now.mono;
         // A staged host gets no work until herzog has logged in to it; a re-registration
         // keeps a known-good login (the worker, not its host, came back).
         w.staging = match (staged, resources.scratch_dir.clone(), &w.staging) {
@@ -462,26 +473,27 @@ impl Machine {
                 reason: format!(
                     "host {name} has no shared filesystem (cluster.toml) but its kinski reported no scratch directory: upgrade kinski there"
                 ),
-                since: now,
+                since: now.mono,
             },
         };
         self.writes.push(Write::Worker {
             name: name.clone(),
             resources,
-            seen: now,
+            seen: now.wall,
         });
         tracing::info!(worker = %name, running = running.len(), "worker registered");
         self.reconcile(now, &name, &running);
         Ok(Reply::Registered)
     }
 
-    fn heartbeat(&mut self, now: Millis, name: &str, running: Vec<AttemptId>) -> Result<Reply, Rejected> {
+    fn heartbeat(&mut self, now: Now, name: &str, running: Vec<AttemptId>) -> Result<Reply, Rejected> {
         let w = match self.workers.get_mut(name) {
             Some(w) if !matches!(w.link, Link::Lost { .. }) => w,
             // A lost or unknown worker must register again, which reconciles it.
             _ => return Err(ApiError::UnknownWorker { name: name.to_string() }.into()),
         };
-        w.last_seen = now;
+        w.last_seen = now.wall;
+        w.heard = now.mono;
         if w.link == Link::Connected {
             self.reconcile(now, name, &running);
         }
@@ -490,7 +502,7 @@ impl Machine {
 
     /// Compares what the worker runs with what herzog expects there: the unexpected are
     /// stopped, the missing (past the start grace) are lost and requeued.
-    fn reconcile(&mut self, now: Millis, worker: &str, reported: &[AttemptId]) {
+    fn reconcile(&mut self, now: Now, worker: &str, reported: &[AttemptId]) {
         let reported_set: BTreeSet<AttemptId> = reported.iter().copied().collect();
         let expected = self.workers.get(worker).map(|w| w.running.clone()).unwrap_or_default();
         if let Some(w) = self.workers.get_mut(worker) {
@@ -505,8 +517,8 @@ impl Machine {
             });
         }
         for &attempt in expected.difference(&reported_set) {
-            let since = self.live_since(attempt).unwrap_or(now);
-            if now - since >= self.timing.start_grace_ms {
+            let since = self.live.get(&attempt).map_or(now.mono, |l| l.since);
+            if now.mono.since(since) >= self.timing.start_grace_ms {
                 tracing::warn!(%worker, %attempt, "worker does not run an attempt herzog expects: requeueing");
                 self.end_live(
                     now,
@@ -519,17 +531,9 @@ impl Machine {
         }
     }
 
-    fn live_since(&self, attempt: AttemptId) -> Option<Millis> {
-        let l = self.live.get(&attempt)?;
-        match &self.projects.get(&l.project)?.fragments[l.index as usize].state {
-            FragmentState::Running { since, .. } => Some(*since),
-            _ => None,
-        }
-    }
-
     fn complete(
         &mut self,
-        now: Millis,
+        now: Now,
         worker: &str,
         c: Completion,
         staging_error: Option<String>,
@@ -562,7 +566,8 @@ impl Machine {
             });
         }
         if let Some(w) = self.workers.get_mut(worker) {
-            w.last_seen = now;
+            w.last_seen = now.wall;
+            w.heard = now.mono;
         }
         if !matches!(c.exit, Exit::StartFailed(_)) {
             let p = self
@@ -589,7 +594,7 @@ impl Machine {
         Ok(Reply::Done)
     }
 
-    fn probed(&mut self, now: Millis, worker: &str, result: Result<(), String>) {
+    fn probed(&mut self, now: Now, worker: &str, result: Result<(), String>) {
         let Some(w) = self.workers.get_mut(worker) else { return };
         // Only the check that is outstanding counts: a worker that re-registered as shared,
         // or whose scratch directory changed, ignores an older answer.
@@ -607,7 +612,7 @@ impl Machine {
                 w.staging = Staging::Broken {
                     scratch: Some(scratch),
                     reason,
-                    since: now,
+                    since: now.mono,
                 };
             }
         }
@@ -615,7 +620,7 @@ impl Machine {
 
     /// A transfer failed after its retries: the host gets no more work until a new check
     /// succeeds.
-    fn staging_broke(&mut self, now: Millis, worker: &str, reason: String) {
+    fn staging_broke(&mut self, now: Now, worker: &str, reason: String) {
         if let Some(w) = self.workers.get_mut(worker)
             && let Some(scratch) = w.staging.scratch().cloned()
         {
@@ -623,13 +628,13 @@ impl Machine {
             w.staging = Staging::Broken {
                 scratch: Some(scratch),
                 reason,
-                since: now,
+                since: now.mono,
             };
         }
     }
 
     /// Checks again, after a pause, the hosts herzog could not log in to.
-    fn recheck_staging(&mut self, now: Millis) {
+    fn recheck_staging(&mut self, now: Now) {
         for w in self.workers.values_mut() {
             if let Staging::Broken {
                 scratch: Some(scratch),
@@ -637,7 +642,7 @@ impl Machine {
                 ..
             } = &w.staging
                 && w.link == Link::Connected
-                && now - since >= self.timing.probe_retry_ms
+                && now.mono.since(*since) >= self.timing.probe_retry_ms
             {
                 let scratch = scratch.clone();
                 self.effects.push(Effect::Probe {
@@ -652,7 +657,7 @@ impl Machine {
     /// Ends a live attempt and moves its fragment on. Returns the worker it ran on.
     fn end_live(
         &mut self,
-        now: Millis,
+        now: Now,
         attempt: AttemptId,
         end: AttemptEnd,
         completion: Option<Completion>,
@@ -674,7 +679,7 @@ impl Machine {
         self.writes.push(Write::AttemptEnded {
             id: attempt,
             end,
-            at: now,
+            at: now.wall,
             completion,
             note: note.clone(),
         });
@@ -739,16 +744,18 @@ impl Machine {
     }
 
     /// Declares silent workers lost; their attempts go back to the queue.
-    fn watchdog(&mut self, now: Millis) {
+    fn watchdog(&mut self, now: Now) {
         let silent: Vec<String> = self
             .workers
             .values()
-            .filter(|w| !matches!(w.link, Link::Lost { .. }) && now - w.last_seen >= self.timing.worker_timeout_ms)
+            .filter(|w| {
+                !matches!(w.link, Link::Lost { .. }) && now.mono.since(w.heard) >= self.timing.worker_timeout_ms
+            })
             .map(|w| w.name.clone())
             .collect();
         for name in silent {
             let w = self.workers.get_mut(&name).expect("listed above");
-            w.link = Link::Lost { since: now };
+            w.link = Link::Lost { since: now.wall };
             let attempts: Vec<AttemptId> = w.running.iter().copied().collect();
             tracing::warn!(worker = %name, attempts = attempts.len(), "worker lost: requeueing its fragments");
             for attempt in attempts {
@@ -764,7 +771,7 @@ impl Machine {
     }
 
     /// Gives every free slot of a connected worker to a pending fragment.
-    pub(crate) fn schedule(&mut self, now: Millis) {
+    pub(crate) fn schedule(&mut self, now: Now) {
         // Queues may deepen as projects run out of pending fragments (see `pending_attempt_ms`),
         // at most once per project: schedule until that settles.
         loop {
@@ -777,7 +784,7 @@ impl Machine {
 
     /// One round of [`Machine::schedule`] with queues as deep as `attempt_ms` allows; whether
     /// it started anything.
-    fn schedule_once(&mut self, now: Millis, attempt_ms: Option<u64>) -> bool {
+    fn schedule_once(&mut self, now: Now, attempt_ms: Option<u64>) -> bool {
         let demands: Vec<Demand> = self
             .projects
             .values()
@@ -828,7 +835,7 @@ impl Machine {
             .try_fold(0, |longest, ms| Some(longest.max(ms?)))
     }
 
-    fn dispatch(&mut self, now: Millis, worker: String, project: ProjectId) {
+    fn dispatch(&mut self, now: Now, worker: String, project: ProjectId) {
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
         let p = self.projects.get_mut(&project).expect("scheduled projects exist");
@@ -842,12 +849,19 @@ impl Machine {
             Some(scratch) => staged_start_for(p, index, attempt, scratch),
         };
         let fragment_id = p.fragments[index as usize].id;
-        self.live.insert(attempt, Live { project, index });
+        self.live.insert(
+            attempt,
+            Live {
+                project,
+                index,
+                since: now.mono,
+            },
+        );
         self.writes.push(Write::AttemptStarted {
             id: attempt,
             fragment: fragment_id,
             worker: worker.clone(),
-            at: now,
+            at: now.wall,
         });
         self.set_state(
             project,
@@ -855,7 +869,7 @@ impl Machine {
             FragmentState::Running {
                 attempt,
                 worker: worker.clone(),
-                since: now,
+                since: now.wall,
             },
         );
         self.effects.push(Effect::Start {

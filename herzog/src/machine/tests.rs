@@ -163,6 +163,11 @@ fn assert_fragment_writes(
     }
 }
 
+/// A moment when neither clock has jumped: wall and monotonic readings agree.
+fn at(t: Millis) -> Now {
+    Now { wall: t, mono: Mono(t) }
+}
+
 struct Out {
     reply: Result<Reply, Rejected>,
     writes: Vec<Write>,
@@ -171,6 +176,11 @@ struct Out {
 
 /// Applies one event and drains what it queued, checking the universal rules.
 fn step(m: &mut Machine, now: Millis, event: Event) -> Out {
+    step_at(m, at(now), event)
+}
+
+/// [`step`] at a moment when the clocks may disagree.
+fn step_at(m: &mut Machine, now: Now, event: Event) -> Out {
     let (w, e) = m.take();
     assert!(w.is_empty() && e.is_empty(), "a test left writes or effects behind");
     let before_digest = digest(m);
@@ -201,7 +211,7 @@ fn sched(m: &mut Machine, now: Millis) -> (Vec<Write>, Vec<Effect>) {
     let (w, e) = m.take();
     assert!(w.is_empty() && e.is_empty(), "a test left writes or effects behind");
     let before = fragment_states(m);
-    m.schedule(now);
+    m.schedule(at(now));
     let (writes, effects) = m.take();
     assert_fragment_writes(&before, &fragment_states(m), &writes);
     (writes, effects)
@@ -846,6 +856,64 @@ fn a_lost_worker_must_register_again() {
     assert_eq!(m.workers["w1"].link, Link::Connected);
 }
 
+/// An NTP step of the wall clock, forward or back, decides no timeout: a step forward past the
+/// worker timeout loses no healthy worker, a step back does not keep a silent one alive.
+#[test]
+fn timeouts_run_on_the_monotonic_clock_whatever_the_wall_clock_does() {
+    let mut m = machine();
+    for w in ["w1", "w2", "w3"] {
+        ok(&mut m, 0, register_event(w, 1, &[]));
+    }
+    ok(&mut m, 0, add_event("p", &["a", "b", "c"]));
+    let (_, effects) = sched(&mut m, 0);
+    let running: BTreeMap<String, i64> = starts(&effects).into_iter().map(|(w, s)| (w, s.attempt.0)).collect();
+    assert_eq!(running.len(), 3);
+    let beat = |m: &mut Machine, now: Now, worker: &str| {
+        let out = step_at(m, now, heartbeat_event(worker, &[running[worker]]));
+        assert!(out.reply.is_ok(), "{:?}", out.reply);
+        assert_eq!(ended(&out.writes), [], "a heartbeat ended an attempt");
+    };
+
+    // One second passes, and the wall clock jumps a minute ahead: the watchdog's tick comes
+    // before the workers' next beats.
+    let ahead = Now {
+        wall: 61_000,
+        mono: Mono(1_000),
+    };
+    let out = step_at(&mut m, ahead, Event::Tick);
+    assert_eq!(ended(&out.writes), [], "healthy workers were declared lost");
+    assert!(m.workers.values().all(|w| w.link == Link::Connected));
+    for w in ["w1", "w2", "w3"] {
+        beat(&mut m, ahead, w);
+    }
+
+    // The wall clock jumps two minutes back; w3 falls silent and is lost once the timeout has
+    // passed on the monotonic clock, while w1 and w2 keep beating.
+    let back = |mono: i64| Now {
+        wall: mono - 120_000,
+        mono: Mono(mono),
+    };
+    for t in (2_000..=1_000 + TIMEOUT).step_by(1_000) {
+        beat(&mut m, back(t), "w1");
+        beat(&mut m, back(t), "w2");
+        let out = step_at(&mut m, back(t), Event::Tick);
+        if t < 1_000 + TIMEOUT {
+            assert_eq!(ended(&out.writes), [], "at {t}");
+        } else {
+            assert_eq!(
+                ended(&out.writes),
+                [(
+                    AttemptId(running["w3"]),
+                    AttemptEnd::Lost,
+                    Some("worker w3 lost".into())
+                )]
+            );
+        }
+    }
+    assert!(matches!(m.workers["w3"].link, Link::Lost { .. }));
+    assert_eq!(m.workers["w1"].link, Link::Connected);
+}
+
 #[test]
 fn harmless_events_for_unknown_things_change_nothing() {
     let mut m = machine();
@@ -1443,13 +1511,15 @@ const RESTART: Millis = 5_000;
 
 #[test]
 fn restore_rebuilds_a_machine_mid_run() {
-    let mut m = Machine::restore(TIMING, root(), snapshot(None), RESTART);
+    let mut m = Machine::restore(TIMING, root(), snapshot(None), at(RESTART));
     assert_eq!(m.live_count(), 1);
     assert_eq!(
         m.live.get(&AttemptId(2)),
         Some(&Live {
             project: ProjectId(4),
-            index: 1
+            index: 1,
+            // Dispatched at 1000 by the record: that long before the restart.
+            since: Mono(1_000),
         })
     );
     assert_eq!(counts(&m, "p"), (1, 1, 1, 0));
@@ -1487,14 +1557,14 @@ fn restore_keeps_the_policy() {
         TIMING,
         root(),
         snapshot(Some(Policy::Priority { project: "p".into() })),
-        RESTART,
+        at(RESTART),
     );
     assert_eq!(m.policy(), Policy::Priority { project: "p".into() });
 }
 
 #[test]
 fn after_restore_a_worker_that_still_runs_its_attempt_keeps_it() {
-    let mut m = Machine::restore(TIMING, root(), snapshot(None), RESTART);
+    let mut m = Machine::restore(TIMING, root(), snapshot(None), at(RESTART));
     let out = ok(&mut m, RESTART + 100, register_event("w1", 2, &[2]));
     assert!(ended(&out.writes).is_empty());
     assert!(out.effects.is_empty());
@@ -1526,7 +1596,7 @@ fn after_restore_a_worker_that_still_runs_its_attempt_keeps_it() {
 
 #[test]
 fn after_restore_a_worker_without_its_attempt_gets_it_requeued() {
-    let mut m = Machine::restore(TIMING, root(), snapshot(None), RESTART);
+    let mut m = Machine::restore(TIMING, root(), snapshot(None), at(RESTART));
     // Started at 1000, well past the start grace by now.
     let out = ok(&mut m, RESTART + 100, register_event("w1", 2, &[]));
     assert_eq!(
@@ -1551,7 +1621,7 @@ fn after_restore_a_worker_without_its_attempt_gets_it_requeued() {
 
 #[test]
 fn after_restore_a_worker_that_never_returns_is_lost() {
-    let mut m = Machine::restore(TIMING, root(), snapshot(None), RESTART);
+    let mut m = Machine::restore(TIMING, root(), snapshot(None), at(RESTART));
     let out = ok(&mut m, RESTART + TIMEOUT - 1, Event::Tick);
     assert!(out.writes.is_empty());
     let out = ok(&mut m, RESTART + TIMEOUT, Event::Tick);
@@ -1572,7 +1642,7 @@ fn after_restore_a_worker_that_never_returns_is_lost() {
 fn restore_creates_a_worker_only_a_running_fragment_names() {
     let mut snap = snapshot(None);
     snap.workers.clear();
-    let mut m = Machine::restore(TIMING, root(), snap, RESTART);
+    let mut m = Machine::restore(TIMING, root(), snap, at(RESTART));
     let w = &m.workers["w1"];
     assert_eq!(w.link, Link::Disconnected { since: RESTART });
     assert_eq!(w.running, BTreeSet::from([AttemptId(2)]));
@@ -2070,11 +2140,8 @@ fn check_invariants(m: &Machine, model: &mut Model) {
     assert_eq!(m.live.len(), running_fragments.len());
     for (attempt, (project, index, _)) in &running_fragments {
         assert_eq!(
-            m.live.get(attempt),
-            Some(&Live {
-                project: *project,
-                index: *index
-            }),
+            m.live.get(attempt).map(|l| (l.project, l.index)),
+            Some((*project, *index)),
             "attempt {attempt}"
         );
     }
@@ -2356,7 +2423,7 @@ proptest! {
         }
 
         // A restart from what the store holds gives back the same picture.
-        let restored = Machine::restore(PROP_TIMING, root(), snapshot_of(&m), now);
+        let restored = Machine::restore(PROP_TIMING, root(), snapshot_of(&m), at(now));
         prop_assert_eq!(restored.progress(None), m.progress(None));
         prop_assert_eq!(restored.active(), m.active());
         prop_assert_eq!(restored.policy(), m.policy());

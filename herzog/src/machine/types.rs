@@ -5,6 +5,27 @@ use common::wire::{Completion, Policy, Resources, RunSpec, StartAttempt};
 use common::{ApiError, AttemptId, FragmentId, Millis, ProjectId};
 use std::path::PathBuf;
 
+/// A reading of the monotonic clock, in milliseconds from an origin of the reader's choosing
+/// (herzog's start). It never jumps, so every timeout is measured on it; wall time, which an
+/// NTP step can move either way, is only recorded and shown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Mono(pub(crate) i64);
+
+impl Mono {
+    /// Milliseconds from `earlier` to this reading.
+    pub(crate) fn since(self, earlier: Mono) -> i64 {
+        self.0 - earlier.0
+    }
+}
+
+/// The moment an event is applied, on both clocks: `wall` for what is recorded and shown,
+/// `mono` for deciding timeouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Now {
+    pub(crate) wall: Millis,
+    pub(crate) mono: Mono,
+}
+
 /// Where one fragment is. Only the transitions in [`FragmentState::may_become`] happen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum FragmentState {
@@ -63,7 +84,7 @@ pub(crate) enum Staging {
     Broken {
         scratch: Option<PathBuf>,
         reason: String,
-        since: Millis,
+        since: Mono,
     },
 }
 
