@@ -1,4 +1,5 @@
-//! Unit tests of the state machine: no runtime, no IO, time as plain numbers.
+//! Unit tests of the state machine: no runtime, no IO but the property test's in-memory store,
+//! time as plain numbers (both clocks agree unless a test makes them differ).
 //!
 //! Every step goes through [`step`] or [`sched`], which also check the bookkeeping that must
 //! hold after any call: a rejected event changes nothing and queues nothing, and every fragment
@@ -208,10 +209,15 @@ fn ok(m: &mut Machine, now: Millis, event: Event) -> Out {
 }
 
 fn sched(m: &mut Machine, now: Millis) -> (Vec<Write>, Vec<Effect>) {
+    sched_at(m, at(now))
+}
+
+/// [`sched`] at a moment when the clocks may disagree.
+fn sched_at(m: &mut Machine, now: Now) -> (Vec<Write>, Vec<Effect>) {
     let (w, e) = m.take();
     assert!(w.is_empty() && e.is_empty(), "a test left writes or effects behind");
     let before = fragment_states(m);
-    m.schedule(at(now));
+    m.schedule(now);
     let (writes, effects) = m.take();
     assert_fragment_writes(&before, &fragment_states(m), &writes);
     (writes, effects)
@@ -1944,6 +1950,10 @@ enum Op {
     },
     DispatchFailed(Pick),
     Tick(i64),
+    /// The wall clock steps by this much (NTP); the monotonic one does not.
+    WallStep(i64),
+    /// herzog restarts from what the store holds.
+    Restart,
 }
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -1983,6 +1993,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(attempt, worker, exit, wall_ms, fetch_failed)| Op::Complete { attempt, worker, exit, wall_ms, fetch_failed }),
         1 => pick().prop_map(Op::DispatchFailed),
         2 => (0i64..7_000).prop_map(Op::Tick),
+        1 => (-120_000i64..120_000).prop_map(Op::WallStep),
+        1 => Just(Op::Restart),
     ]
 }
 
@@ -2292,7 +2304,7 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
             attempt: model.resolve(m, p, "w1"),
             reason: "refused".into(),
         },
-        Op::Tick(_) => Event::Tick,
+        Op::Tick(_) | Op::WallStep(_) | Op::Restart => Event::Tick,
     }
 }
 
@@ -2300,29 +2312,38 @@ fn live_set(m: &Machine) -> BTreeSet<AttemptId> {
     m.live.keys().copied().collect()
 }
 
-/// A snapshot of the machine as the store would hold it.
-fn snapshot_of(m: &Machine) -> Snapshot {
-    Snapshot {
-        projects: m
-            .projects
-            .values()
-            .cloned()
-            .map(|mut p| {
-                p.queue.clear();
-                p.counts = Counts::default();
-                p
-            })
-            .collect(),
-        workers: m
-            .workers
-            .values()
-            .map(|w| (w.name.clone(), w.resources.clone(), w.last_seen))
-            .collect(),
-        policy: Some(m.policy.clone()),
-        max_project: m.next_project - 1,
-        max_fragment: m.next_fragment - 1,
-        max_attempt: m.next_attempt - 1,
+/// A restart from what `store` holds, which must give back the machine's picture: a wrong
+/// write or row mapping shows here.
+fn restart(m: &Machine, store: &crate::store::Store, now: Now) -> Result<Machine, TestCaseError> {
+    let snapshot = store.load().map_err(|e| TestCaseError::fail(format!("load: {e}")))?;
+    let restored = Machine::restore(PROP_TIMING, root(), snapshot, now);
+    prop_assert_eq!(restored.progress(None), m.progress(None));
+    prop_assert_eq!(restored.active(), m.active());
+    prop_assert_eq!(restored.policy(), m.policy());
+    prop_assert_eq!(restored.next_attempt, m.next_attempt);
+    for (id, p) in &m.projects {
+        let r = &restored.projects[id];
+        prop_assert_eq!(
+            (&r.name, &r.dir, &r.spec, &r.results_dir),
+            (&p.name, &p.dir, &p.spec, &p.results_dir)
+        );
+        prop_assert_eq!(&r.names, &p.names);
+        for (a, b) in r.fragments.iter().zip(&p.fragments) {
+            prop_assert_eq!((a.id, a.attempts, &a.state), (b.id, b.attempts, &b.state));
+        }
     }
+    for w in restored.workers.values() {
+        prop_assert_eq!(&w.link, &Link::Disconnected { since: now.wall });
+        prop_assert_eq!(&w.running, &m.workers[&w.name].running);
+    }
+    Ok(restored)
+}
+
+/// Commits what a step wrote, as the engine does: a write the schema refuses fails the test.
+fn commit(store: &mut crate::store::Store, writes: &[Write]) -> Result<(), TestCaseError> {
+    store
+        .commit(writes)
+        .map_err(|e| TestCaseError::fail(format!("commit of {writes:?}: {e}")))
 }
 
 proptest! {
@@ -2333,18 +2354,30 @@ proptest! {
         steps in proptest::collection::vec((0i64..600, op()), 1..200)
     ) {
         let mut m = Machine::new(PROP_TIMING, root());
+        let mut store = crate::store::Store::open(std::path::Path::new(":memory:")).expect("an in-memory store");
         let mut model = Model::default();
         let mut starts_seen: BTreeSet<AttemptId> = BTreeSet::new();
-        let mut now: Millis = 0;
+        // The monotonic clock, and how far the wall clock has stepped away from it.
+        let mut mono: Millis = 0;
+        let mut wall_offset: Millis = 0;
         for (dt, op) in &steps {
-            now += dt;
-            if let Op::Tick(advance) = op {
-                now += advance;
+            mono += dt;
+            match op {
+                Op::Tick(advance) => mono += advance,
+                Op::WallStep(step) => wall_offset += step,
+                _ => {}
             }
-            let event = run_op(&m, &model, now, op);
+            let now = Now { wall: mono + wall_offset, mono: Mono(mono) };
+            if let Op::Restart = op {
+                m = restart(&m, &store, now)?;
+                let mut fresh = Model { started: model.started.clone(), ended: model.ended.clone(), ..Model::default() };
+                check_invariants(&m, &mut fresh);
+            }
+            let event = run_op(&m, &model, now.wall, op);
             let live_before = live_set(&m);
-            let out = step(&mut m, now, event);
+            let out = step_at(&mut m, now, event);
             model.record(&out.writes, &live_before);
+            commit(&mut store, &out.writes)?;
             for e in &out.effects {
                 match e {
                     Effect::Start { .. } => panic!("only schedule starts attempts: {e:?}"),
@@ -2369,8 +2402,9 @@ proptest! {
                 .map(|w| (w.name.clone(), w.running.len() as u32 + w.foreign))
                 .collect();
             let live_before = live_set(&m);
-            let (writes, effects) = sched(&mut m, now);
+            let (writes, effects) = sched_at(&mut m, now);
             model.record(&writes, &live_before);
+            commit(&mut store, &writes)?;
             let mut per_worker: BTreeMap<String, u32> = BTreeMap::new();
             for e in &effects {
                 let Effect::Start { worker, start, upload } = e else {
@@ -2399,7 +2433,7 @@ proptest! {
                 prop_assert_eq!(p.names.get(l.index as usize), start.fragment.as_str());
                 prop_assert_eq!(
                     &f.state,
-                    &FragmentState::Running { attempt: start.attempt, worker: worker.clone(), since: now }
+                    &FragmentState::Running { attempt: start.attempt, worker: worker.clone(), since: now.wall }
                 );
             }
             for (w, n) in &per_worker {
@@ -2423,14 +2457,8 @@ proptest! {
         }
 
         // A restart from what the store holds gives back the same picture.
-        let restored = Machine::restore(PROP_TIMING, root(), snapshot_of(&m), at(now));
-        prop_assert_eq!(restored.progress(None), m.progress(None));
-        prop_assert_eq!(restored.active(), m.active());
-        prop_assert_eq!(restored.policy(), m.policy());
-        for w in restored.workers.values() {
-            prop_assert_eq!(&w.link, &Link::Disconnected { since: now });
-            prop_assert_eq!(&w.running, &m.workers[&w.name].running);
-        }
+        let now = Now { wall: mono + wall_offset, mono: Mono(mono) };
+        let restored = restart(&m, &store, now)?;
         let mut fresh = Model { started: model.started.clone(), ended: model.ended.clone(), ..Model::default() };
         check_invariants(&restored, &mut fresh);
     }
