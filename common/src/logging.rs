@@ -68,3 +68,24 @@ pub fn notify_ready() {
 pub fn notify_stopping() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }
+
+/// systemd's watchdog interval (`WatchdogSec=` in the unit), when it watches this process.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    sd_notify::watchdog_enabled()
+}
+
+/// Tells systemd's watchdog the daemon is alive; a no-op outside systemd.
+pub fn notify_watchdog() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+}
+
+/// Makes a panic on any thread end the process, after the usual message: a tokio task that
+/// panics would otherwise die alone and leave a daemon up that can no longer do its job.
+/// The daemon exits (SIGABRT) and systemd restarts it. For the daemons' `main` only.
+pub fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
+}

@@ -264,6 +264,12 @@ pub(crate) async fn run(
     let mut closing = false;
     // When the last commit started, and when the next may.
     let mut next_commit = tokio::time::Instant::now();
+    // systemd's watchdog gets a ping every quarter of its interval while the loop turns and no
+    // commit has hung for half of it: a hung herzog is restarted like a failed one.
+    let watchdog = common::logging::watchdog_interval();
+    let mut ping = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 4));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut commit_started: Option<tokio::time::Instant> = None;
     loop {
         let waiting = committing.is_none() && !uncommitted.writes.is_empty();
         let first = tokio::select! {
@@ -271,6 +277,7 @@ pub(crate) async fn run(
             done = async { (&mut committing.as_mut().expect("guarded").0).await }, if committing.is_some() => {
                 let (store, result) = done.expect("the commit task does not panic");
                 let (_, owed) = committing.take().expect("guarded");
+                commit_started = None;
                 if let Err(e) = result {
                     return Err(fail(e, owed, uncommitted));
                 }
@@ -285,6 +292,15 @@ pub(crate) async fn run(
             },
             _ = tick.tick(), if !closing => Some(Command::Event { event: Event::Tick, reply: None }),
             () = tokio::time::sleep_until(next_commit), if waiting => None,
+            _ = ping.tick(), if watchdog.is_some() => {
+                let limit = watchdog.unwrap_or_default();
+                if commit_started.is_none_or(|at| at.elapsed() < limit / 2) {
+                    common::logging::notify_watchdog();
+                } else {
+                    tracing::error!(waited_ms = commit_started.map_or(0, |at| at.elapsed().as_millis() as u64), "a commit hangs: no longer telling systemd's watchdog that herzog is alive");
+                }
+                None
+            }
         };
         if let Some(first) = first {
             apply_batch(
@@ -306,6 +322,7 @@ pub(crate) async fn run(
                 let writes = std::mem::take(&mut batch.writes);
                 let store = idle_store.take().expect("no commit is running");
                 committing = Some((start_commit(store, writes), batch));
+                commit_started = Some(now);
                 next_commit = now + COMMIT_SPACING;
             }
         }

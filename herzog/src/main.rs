@@ -119,6 +119,7 @@ fn certs(command: Certs) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    common::logging::abort_on_panic();
     let args = Args::parse();
     if let Some(Command::Certs(command)) = args.command {
         return match certs(command) {

@@ -129,7 +129,7 @@ pub async fn run(
         (config.worker_timeout / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let engine = tokio::spawn(engine::run(clock, machine, store, rx, dispatcher, tick, async move {
+    let mut engine = tokio::spawn(engine::run(clock, machine, store, rx, dispatcher, tick, async move {
         let _ = stop_rx.await;
     }));
     tracing::info!(address = %incoming.describe(), "herzog listening");
@@ -139,6 +139,9 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            // The loop stopped on its own (a failed commit, a panic): herzog can no longer do
+            // its job, so it exits non-zero with the reason and systemd restarts it.
+            ended = &mut engine => return Err(engine_stopped(ended)),
             next = incoming.next() => match next {
                 Next::Tcp(stream, peer, acceptor) => {
                     tokio::spawn(serve_connection(stream, peer, acceptor, api.clone(), connections.clone()));
@@ -157,10 +160,21 @@ pub async fn run(
     tracing::info!("herzog shutting down");
     common::logging::notify_stopping();
     let _ = stop_tx.send(());
-    engine
-        .await
-        .map_err(|e| HerzogError::Task { reason: e.to_string() })??;
-    Ok(())
+    match engine.await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(engine_stopped(Err(e))),
+    }
+}
+
+/// What herzog says when its event loop stopped without being asked to.
+fn engine_stopped(ended: Result<Result<(), crate::StoreError>, tokio::task::JoinError>) -> HerzogError {
+    match ended {
+        Ok(Err(e)) => HerzogError::Store(e),
+        Ok(Ok(())) => HerzogError::Task {
+            reason: "it stopped without being asked to".to_string(),
+        },
+        Err(e) => HerzogError::Task { reason: e.to_string() },
+    }
 }
 
 /// Closes a refused connection gently: the alert saying why was sent, and a client that

@@ -46,6 +46,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    common::logging::abort_on_panic();
     let args = Args::parse();
     let cluster = match ClusterConfig::load_or_default(args.config.as_deref()) {
         Ok(c) => c,

@@ -239,6 +239,12 @@ impl Daemon {
     pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal, limit: Duration) -> ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
         nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("failed to signal {}: {e}", self.name));
+        self.wait_exit(limit, &format!("of {signal}"))
+    }
+
+    /// Waits (for end of file on its stderr, at most `limit`) until it exits by itself;
+    /// returns how it ended. `what` says what it should have exited after, for the failure.
+    pub fn wait_exit(&mut self, limit: Duration, what: &str) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             match self
@@ -248,7 +254,7 @@ impl Daemon {
                 Ok(_) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => panic!(
-                    "{} did not exit within {limit:?} of {signal}; its log:\n{}",
+                    "{} did not exit within {limit:?} {what}; its log:\n{}",
                     self.name,
                     self.log()
                 ),
@@ -613,6 +619,14 @@ impl Cluster {
         let (herzog, addr) = spawn_herzog(self.dir.path(), self.config.as_deref(), &self.addr);
         assert_eq!(addr, self.addr);
         self.herzog = Some(herzog);
+    }
+
+    /// Waits until herzog exits by itself (at most `limit`), and returns how it ended and
+    /// everything it logged; herzog is then gone, as after [`Cluster::kill_herzog`].
+    pub fn herzog_exit(&mut self, limit: Duration, what: &str) -> (ExitStatus, String) {
+        let mut herzog = self.herzog.take().expect("herzog runs");
+        let status = herzog.wait_exit(limit, what);
+        (status, herzog.log())
     }
 
     /// Waits until herzog logs a line containing `needle` (see [`Daemon::wait_for`]).

@@ -305,3 +305,81 @@ fn herzog_tells_systemd_when_it_is_ready_and_when_it_stops() {
     let n = socket.recv(&mut buf).expect("STOPPING=1 within the limit");
     assert_eq!(&buf[..n], b"STOPPING=1\n");
 }
+
+/// With `WatchdogSec=` in its unit, herzog pings systemd's watchdog while its loop turns, and
+/// stops pinging while a commit hangs (here: another connection holds the database's write
+/// lock), so systemd restarts a hung herzog; pings resume once the commit goes through.
+#[test]
+fn herzog_pings_systemds_watchdog_only_while_its_commits_go_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    let state = tmp.path().join("state");
+    let mut cmd = daemon("herzog", &state);
+    cmd.args(["--listen", "127.0.0.1:0", "--tls"])
+        .arg(tests::bundle(tmp.path(), "herzog", "coordinator"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        // Two seconds: a ping every half second; a commit waiting a second counts as hung.
+        .env("WATCHDOG_USEC", "2000000");
+    let mut herzog = tests::Daemon::spawn("herzog", cmd);
+    let line = herzog.wait_for("herzog listening", LIMIT);
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("address="))
+        .expect("an address")
+        .to_string();
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification within the limit");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1\n");
+    for _ in 0..3 {
+        assert_eq!(next(), "WATCHDOG=1\n");
+    }
+
+    // Hold the write lock, then ask for something that must be committed.
+    let db = rusqlite::Connection::open(state.join("herzog.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let inputs = tests::make_inputs(&tmp.path().join("p"), 2);
+    let hz = Command::new(bin("hz"))
+        .args(["--herzog", &addr, "--tls"])
+        .arg(tests::bundle(tmp.path(), "admin", "admin"))
+        .arg("action")
+        .arg(&inputs)
+        .arg("true")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    herzog.wait_for("a commit hangs", LIMIT);
+    // What was sent before the loop saw the hang; after it, nothing until the lock goes.
+    socket.set_nonblocking(true).unwrap();
+    while socket.recv(&mut buf).is_ok() {}
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = socket
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    assert!(
+        during.is_err(),
+        "herzog pinged the watchdog while its commit hung: {during:?}"
+    );
+    socket.set_nonblocking(false).unwrap();
+
+    db.execute_batch("ROLLBACK").unwrap();
+    let out = hz.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "hz action: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification within the limit");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "WATCHDOG=1\n", "the pings did not resume");
+    let status = herzog.signal_and_wait(nix::sys::signal::Signal::SIGTERM, LIMIT);
+    assert!(status.success(), "herzog did not stop cleanly on SIGTERM: {status}");
+}
