@@ -191,9 +191,12 @@ impl Herzog {
         self.call("reading the policy", self.client.policy(ctx())).await
     }
 
-    pub(crate) async fn project_active(&self) -> Result<Vec<ActiveAttempt>, CliError> {
-        self.call("listing running attempts", self.client.project_active(ctx()))
-            .await
+    pub(crate) async fn project_active(&self, offset: u64, limit: u32) -> Result<Page<ActiveAttempt>, CliError> {
+        self.call(
+            "listing running attempts",
+            self.client.project_active(ctx(), offset, limit),
+        )
+        .await
     }
 
     pub(crate) async fn workers(&self) -> Result<Vec<WorkerInfo>, CliError> {

@@ -23,8 +23,9 @@ pub trait Coordinator {
     async fn project_schedule(policy: Policy) -> Result<Policy, ApiError>;
     /// The current policy.
     async fn policy() -> Result<Policy, ApiError>;
-    /// Every running attempt.
-    async fn project_active() -> Result<Vec<ActiveAttempt>, ApiError>;
+    /// A page of the attempts dispatched (running, or queued on their worker), in attempt
+    /// order: at most `limit` (capped at 10,000) from `offset`.
+    async fn project_active(offset: u64, limit: u32) -> Result<Page<ActiveAttempt>, ApiError>;
     /// Every worker herzog knows.
     async fn workers() -> Result<Vec<WorkerInfo>, ApiError>;
     /// A page of a project's fragments.

@@ -12,6 +12,8 @@ use std::time::Duration;
 use tarpc::context::Context;
 
 /// The longest `project_wait` holds a call.
+/// The most items one page of a listing carries (fragments, active attempts).
+const MAX_PAGE: u32 = 10_000;
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How long before the caller's deadline `project_wait` answers anyway.
 const WAIT_MARGIN: Duration = Duration::from_millis(500);
@@ -204,8 +206,9 @@ impl Coordinator for ClientApi {
         self.0.handle.query(|m| m.policy()).await
     }
 
-    async fn project_active(self, _: Context) -> Result<Vec<ActiveAttempt>, ApiError> {
-        self.0.handle.query(|m| m.active()).await
+    async fn project_active(self, _: Context, offset: u64, limit: u32) -> Result<Page<ActiveAttempt>, ApiError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        self.0.handle.query(move |m| m.active(offset, limit)).await
     }
 
     async fn workers(self, _: Context) -> Result<Vec<WorkerInfo>, ApiError> {
@@ -221,7 +224,7 @@ impl Coordinator for ClientApi {
     ) -> Result<Page<FragmentInfo>, ApiError> {
         let (id, _) = self.0.handle.query(move |m| m.project_ref(&project)).await??;
         let db = self.0.db.clone();
-        let limit = limit.clamp(1, 10_000);
+        let limit = limit.clamp(1, MAX_PAGE);
         blocking(move || {
             Reader::open(&db)
                 .and_then(|r| r.fragments(id, offset, limit))

@@ -15,6 +15,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Starts waiting for one worker's sender task. The machine never dispatches more to a worker
+/// than its slots and queue (32 per slot), so this is only ever reached by a bug; then the
+/// start fails rather than memory growing.
+const QUEUED_STARTS: usize = 16_384;
 
 /// A start waiting for its worker's sender task. Boxed: a channel's blocks hold 32 of these
 /// inline, one channel per worker.
@@ -27,7 +31,7 @@ struct Queued {
 struct Link {
     generation: u64,
     client: WorkerClient,
-    starts: mpsc::UnboundedSender<Queued>,
+    starts: mpsc::Sender<Queued>,
 }
 
 /// The live connections to workers, by name. A generation tells a replaced connection from
@@ -53,7 +57,7 @@ impl Connections {
     /// Records a worker's connection and starts its sender task; returns its generation.
     pub(crate) fn attach(&self, name: &str, client: WorkerClient) -> u64 {
         let generation = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (starts, queue) = mpsc::unbounded_channel();
+        let (starts, queue) = mpsc::channel(QUEUED_STARTS);
         tokio::spawn(send_starts(
             name.to_string(),
             client.clone(),
@@ -90,10 +94,11 @@ impl Connections {
             .map(|l| l.client.clone())
     }
 
-    /// Queues a start for its worker's sender task; false if the worker has no connection.
+    /// Queues a start for its worker's sender task; false if the worker has no connection (or
+    /// its queue is full).
     fn queue(&self, name: &str, queued: Queued) -> bool {
         match self.inner.lock().expect("not poisoned").get(name) {
-            Some(link) => link.starts.send(queued).is_ok(),
+            Some(link) => link.starts.try_send(queued).is_ok(),
             None => false,
         }
     }
@@ -114,10 +119,10 @@ impl Dispatcher {
                 Effect::Start { worker, start, upload } => {
                     let attempt = start.attempt;
                     if !self.connections.queue(&worker, Queued { start, upload }) {
-                        tracing::warn!(%worker, %attempt, "no connection to the worker for a start");
+                        tracing::warn!(%worker, %attempt, "no connection to the worker for a start, or its queue is full");
                         self.handle.notify(Event::DispatchFailed {
                             attempt,
-                            reason: format!("no connection to worker {worker}"),
+                            reason: format!("no connection to worker {worker}, or its start queue is full"),
                         });
                     }
                 }
@@ -152,7 +157,7 @@ impl Dispatcher {
 async fn send_starts(
     worker: String,
     client: WorkerClient,
-    mut queue: mpsc::UnboundedReceiver<Queued>,
+    mut queue: mpsc::Receiver<Queued>,
     handle: Handle,
     stager: Arc<Stager>,
 ) {

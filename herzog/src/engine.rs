@@ -13,6 +13,13 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The most commands applied in one transaction.
 const MAX_BATCH: usize = 8192;
+/// Commands waiting for the loop. Past this, senders wait: an RPC handler waits to be taken,
+/// and tarpc's per-connection limit then stops taking requests.
+const WAITING: usize = 4096;
+/// The most events applied and not yet committed. While a commit hangs (a stalled disk) the
+/// loop stops taking commands here, so memory stops growing and the pressure goes back to
+/// the senders instead.
+const MAX_UNCOMMITTED: usize = 4 * MAX_BATCH;
 /// The least time from one commit's start to the next's. Commits further apart than this
 /// start at once; closer ones wait for the rest of it, and everything that arrives meanwhile
 /// shares one transaction and one fsync. At millisecond attempts that is a dozen completions
@@ -97,39 +104,50 @@ impl Waiter {
 /// A handle for sending commands to the loop.
 #[derive(Clone)]
 pub(crate) struct Handle {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
 }
 
 impl Handle {
-    pub(crate) fn new() -> (Handle, mpsc::UnboundedReceiver<Command>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub(crate) fn new() -> (Handle, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(WAITING);
         (Handle { tx }, rx)
+    }
+
+    async fn send(&self, command: Command) -> Result<(), ApiError> {
+        self.tx.send(command).await.map_err(|_| ApiError::ShuttingDown)
     }
 
     /// Applies an event and waits until it is durable.
     pub(crate) async fn event(&self, event: Event) -> Result<Reply, ApiError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Event {
-                event,
-                reply: Some(reply),
-            })
-            .map_err(|_| ApiError::ShuttingDown)?;
+        self.send(Command::Event {
+            event,
+            reply: Some(reply),
+        })
+        .await?;
         rx.await.map_err(|_| ApiError::ShuttingDown)?
     }
 
     /// Applies events in order and waits until they are durable; one result each.
     pub(crate) async fn events(&self, events: Vec<Event>) -> Result<Vec<Result<Reply, ApiError>>, ApiError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Events { events, reply })
-            .map_err(|_| ApiError::ShuttingDown)?;
+        self.send(Command::Events { events, reply }).await?;
         rx.await.map_err(|_| ApiError::ShuttingDown)
     }
 
-    /// Sends an event nobody waits for (connection closed, dispatch failed).
+    /// Sends an event nobody waits for (connection closed, dispatch failed). Never waits, as
+    /// the loop itself calls it (through the dispatcher); when the channel is full the event
+    /// goes on a task of its own rather than being dropped.
     pub(crate) fn notify(&self, event: Event) {
-        let _ = self.tx.send(Command::Event { event, reply: None });
+        match self.tx.try_send(Command::Event { event, reply: None }) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(command).await;
+                });
+            }
+        }
     }
 
     /// Reads the state.
@@ -144,7 +162,7 @@ impl Handle {
                 let _ = tx.send(value);
             })
         });
-        self.tx.send(Command::Query(q)).map_err(|_| ApiError::ShuttingDown)?;
+        self.send(Command::Query(q)).await?;
         rx.await.map_err(|_| ApiError::ShuttingDown)
     }
 
@@ -157,12 +175,11 @@ impl Handle {
         timeout: Duration,
     ) -> Result<Vec<ProjectProgress>, ApiError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Wait {
-                name: name.clone(),
-                reply,
-            })
-            .map_err(|_| ApiError::ShuttingDown)?;
+        self.send(Command::Wait {
+            name: name.clone(),
+            reply,
+        })
+        .await?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(answer) => answer.map_err(|_| ApiError::ShuttingDown)?,
             // Dropping the receiver tells the loop to forget the waiter.
@@ -176,6 +193,8 @@ impl Handle {
 /// runs accumulate here and are committed together.
 #[derive(Default)]
 struct Uncommitted {
+    /// Events applied.
+    events: usize,
     writes: Vec<Write>,
     replies: Vec<(EventReply, Result<Reply, ApiError>)>,
     batch_replies: Vec<(EventsReply, Vec<Result<Reply, ApiError>>)>,
@@ -246,7 +265,7 @@ pub(crate) async fn run(
     clock: Clock,
     mut machine: Machine,
     store: Store,
-    mut rx: mpsc::UnboundedReceiver<Command>,
+    mut rx: mpsc::Receiver<Command>,
     dispatcher: Dispatcher,
     tick_every: Duration,
     shutdown: impl std::future::Future<Output = ()>,
@@ -272,6 +291,8 @@ pub(crate) async fn run(
     let mut commit_started: Option<tokio::time::Instant> = None;
     loop {
         let waiting = committing.is_none() && !uncommitted.writes.is_empty();
+        // Ticks wait too: a heartbeat left in the channel must not make its worker look silent.
+        let taking = uncommitted.events + committing.as_ref().map_or(0, |(_, owed)| owed.events) < MAX_UNCOMMITTED;
         let first = tokio::select! {
             biased;
             done = async { (&mut committing.as_mut().expect("guarded").0).await }, if committing.is_some() => {
@@ -286,11 +307,11 @@ pub(crate) async fn run(
                 None
             }
             _ = &mut shutdown, if !closing => { closing = true; None }
-            cmd = rx.recv(), if !closing => match cmd {
+            cmd = rx.recv(), if !closing && taking => match cmd {
                 Some(cmd) => Some(cmd),
                 None => { closing = true; None }
             },
-            _ = tick.tick(), if !closing => Some(Command::Event { event: Event::Tick, reply: None }),
+            _ = tick.tick(), if !closing && taking => Some(Command::Event { event: Event::Tick, reply: None }),
             () = tokio::time::sleep_until(next_commit), if waiting => None,
             _ = ping.tick(), if watchdog.is_some() => {
                 let limit = watchdog.unwrap_or_default();
@@ -338,7 +359,7 @@ pub(crate) async fn run(
 fn apply_batch(
     machine: &mut Machine,
     now: Now,
-    rx: &mut mpsc::UnboundedReceiver<Command>,
+    rx: &mut mpsc::Receiver<Command>,
     first: Command,
     waiters: &mut Vec<Waiter>,
     uncommitted: &mut Uncommitted,
@@ -350,7 +371,7 @@ fn apply_batch(
     };
     let mut weighed = weight(&first);
     let mut batch = vec![first];
-    while weighed < MAX_BATCH {
+    while weighed < MAX_BATCH.min(MAX_UNCOMMITTED.saturating_sub(uncommitted.events)) {
         match rx.try_recv() {
             Ok(cmd) => {
                 weighed += weight(&cmd);
@@ -361,6 +382,7 @@ fn apply_batch(
     }
     let mut queries = Vec::new();
     for cmd in batch {
+        uncommitted.events += weight(&cmd);
         match cmd {
             Command::Event { event, reply } => {
                 let result = apply(machine, now, event);
@@ -408,4 +430,77 @@ fn fail(e: StoreError, owed: Uncommitted, uncommitted: Uncommitted) -> StoreErro
     owed.fail(&reason);
     uncommitted.fail(&reason);
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::Connections;
+    use crate::machine::Timing;
+    use crate::staging::Stager;
+    use std::sync::Arc;
+
+    /// A commit that hangs (another connection holds the database's write lock) must not let
+    /// the loop take commands without end: it stops at what it may hold uncommitted, the
+    /// channel fills, and senders wait; released, every one gets its answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_commit_pushes_back_on_senders() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("herzog.db");
+        let store = Store::open(&db).unwrap();
+        let blocker = rusqlite::Connection::open(&db).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (handle, rx) = Handle::new();
+        let stager = Arc::new(Stager::new(&[], dir.path().join("incoming")).unwrap());
+        let dispatcher = Dispatcher {
+            connections: Connections::new(handle.clone(), stager.clone()),
+            handle: handle.clone(),
+            stager,
+        };
+        let timing = Timing {
+            worker_timeout_ms: 60_000,
+            start_grace_ms: 2_000,
+            probe_retry_ms: 60_000,
+        };
+        let machine = Machine::new(timing, dir.path().join("results"));
+        let tick = Duration::from_secs(1);
+        let engine = tokio::spawn(run(
+            Clock::new(),
+            machine,
+            store,
+            rx,
+            dispatcher,
+            tick,
+            std::future::pending(),
+        ));
+        // Each registration writes; far more of them than the loop may hold plus the channel.
+        let senders: Vec<_> = (0..MAX_UNCOMMITTED + WAITING + 1_000)
+            .map(|i| {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let event = Event::Register {
+                        worker: format!("w{i}"),
+                        resources: Default::default(),
+                        running: Vec::new(),
+                        staged: false,
+                    };
+                    handle.event(event).await
+                })
+            })
+            .collect();
+        // Half a second is ages for the loop to drain the channel if it still took commands:
+        // it must stay full (what cannot be awaited: the absence of progress).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            handle.tx.capacity(),
+            0,
+            "the loop went on taking commands while its commit hung"
+        );
+        blocker.execute_batch("ROLLBACK").unwrap();
+        for sender in senders {
+            let reply = sender.await.unwrap();
+            assert!(matches!(reply, Ok(Reply::Registered)), "{reply:?}");
+        }
+        assert!(!engine.is_finished());
+    }
 }

@@ -23,6 +23,13 @@ use tarpc::{ClientMessage, Response, Transport};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+/// Requests one hz connection may have in flight: hz makes one call at a time; the rest are
+/// refused rather than each holding a task and memory while herzog is slow.
+const CLIENT_REQUESTS: usize = 64;
+/// Requests one worker's registry connection may have in flight: kinski sends a heartbeat
+/// beside one report at a time.
+const REGISTRY_REQUESTS: usize = 16;
+
 async fn spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) {
     tokio::spawn(fut);
 }
@@ -275,6 +282,7 @@ where
     T: Transport<Response<CoordinatorResponse>, ClientMessage<CoordinatorRequest>> + Send + 'static,
 {
     BaseChannel::with_defaults(transport)
+        .max_concurrent_requests(CLIENT_REQUESTS)
         .execute(ClientApi(api).serve())
         .for_each(spawn)
         .await;
@@ -286,6 +294,7 @@ where
     T: Transport<Response<RegistryResponse>, ClientMessage<RegistryRequest>> + Send + 'static,
 {
     BaseChannel::with_defaults(transport)
+        .max_concurrent_requests(REGISTRY_REQUESTS)
         .execute(WorkerApi { api, worker }.serve())
         .for_each(spawn)
         .await;

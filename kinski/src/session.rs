@@ -40,6 +40,11 @@ pub(crate) struct Session<'a> {
     pub(crate) resources: &'a Resources,
 }
 
+/// herzog's calls in flight at once on this worker: one start call, a prep and a start per
+/// staged attempt, a stop per attempt (a removed project stops them all at once). Far more
+/// than a worker's queue needs; a bound on what a connection can make kinski hold.
+const HERZOG_REQUESTS: usize = 4096;
+
 async fn spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) {
     tokio::spawn(fut);
 }
@@ -51,6 +56,7 @@ where
 {
     tokio::spawn(
         BaseChannel::with_defaults(transport)
+            .max_concurrent_requests(HERZOG_REQUESTS)
             .execute(service.serve())
             .for_each(spawn),
     )

@@ -149,7 +149,9 @@ pub(crate) struct Machine {
     projects: BTreeMap<ProjectId, Project>,
     by_name: HashMap<String, ProjectId>,
     workers: BTreeMap<String, Worker>,
-    live: HashMap<AttemptId, Live>,
+    /// Ordered, so what is done for each (stops when a project goes) does not depend on hash
+    /// order, and `hz active` pages through it in attempt order.
+    live: BTreeMap<AttemptId, Live>,
     policy: Policy,
     next_project: i64,
     next_fragment: i64,
@@ -177,7 +179,7 @@ impl Machine {
             projects: BTreeMap::new(),
             by_name: HashMap::new(),
             workers: BTreeMap::new(),
-            live: HashMap::new(),
+            live: BTreeMap::new(),
             policy: Policy::Fair,
             next_project: 1,
             next_fragment: 1,
@@ -910,10 +912,14 @@ impl Machine {
         }
     }
 
-    pub(crate) fn active(&self) -> Vec<ActiveAttempt> {
-        let mut out: Vec<ActiveAttempt> = self
+    /// A page of the dispatched attempts, in attempt order.
+    pub(crate) fn active(&self, offset: u64, limit: u32) -> Page<ActiveAttempt> {
+        let total = self.live.len() as u64;
+        let items: Vec<ActiveAttempt> = self
             .live
             .iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(limit as usize)
             .filter_map(|(attempt, l)| {
                 let p = self.projects.get(&l.project)?;
                 let f = &p.fragments[l.index as usize];
@@ -929,8 +935,12 @@ impl Machine {
                 })
             })
             .collect();
-        out.sort_by_key(|a| a.attempt);
-        out
+        let end = offset.saturating_add(u64::from(limit));
+        Page {
+            items,
+            next: (end < total).then_some(end),
+            total,
+        }
     }
 
     pub(crate) fn workers(&self) -> Vec<WorkerInfo> {

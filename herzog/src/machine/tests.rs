@@ -921,6 +921,30 @@ fn timeouts_run_on_the_monotonic_clock_whatever_the_wall_clock_does() {
 }
 
 #[test]
+fn active_attempts_come_in_pages_in_attempt_order() {
+    let mut m = machine();
+    ok(&mut m, 0, register_event("w1", 3, &[]));
+    ok(&mut m, 0, register_event("w2", 4, &[]));
+    ok(&mut m, 0, add_event("p", &["a", "b", "c", "d", "e", "f", "g", "h"]));
+    sched(&mut m, 0);
+    let all = m.active(0, u32::MAX);
+    assert_eq!((all.items.len(), all.total, all.next), (7, 7, None));
+    let mut seen = Vec::new();
+    let mut offset = Some(0);
+    while let Some(at) = offset {
+        let page = m.active(at, 3);
+        assert_eq!(page.total, 7);
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items);
+        offset = page.next;
+    }
+    assert_eq!(seen, all.items);
+    let attempts: Vec<i64> = seen.iter().map(|a| a.attempt.0).collect();
+    assert_eq!(attempts, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(m.active(7, 3).items, []);
+}
+
+#[test]
 fn harmless_events_for_unknown_things_change_nothing() {
     let mut m = machine();
     ok(&mut m, 0, add_event("p", &["a"]));
@@ -1187,7 +1211,7 @@ fn removing_a_project_stops_its_attempts_and_resets_its_priority() {
     assert_eq!(names, ["q"]);
     assert_eq!(m.live_count(), 1);
     assert!(m.live.contains_key(&q_attempt));
-    assert!(m.active().iter().all(|a| a.project == "q"));
+    assert!(m.active(0, u32::MAX).items.iter().all(|a| a.project == "q"));
     let running_anywhere: BTreeSet<AttemptId> = m.workers.values().flat_map(|w| w.running.iter().copied()).collect();
     assert_eq!(running_anywhere, BTreeSet::from([q_attempt]));
 
@@ -1537,7 +1561,7 @@ fn restore_rebuilds_a_machine_mid_run() {
     assert_eq!(w.running, BTreeSet::from([AttemptId(2)]));
     assert_eq!(w.resources, slots(2));
     assert_eq!(m.workers()[0].state, "disconnected");
-    assert_eq!(m.active().len(), 1);
+    assert_eq!(m.active(0, u32::MAX).items.len(), 1);
     // Disconnected: nothing goes to it, though it has a free slot.
     let (w, e) = sched(&mut m, RESTART);
     assert!(w.is_empty() && e.is_empty());
@@ -2157,7 +2181,7 @@ fn check_invariants(m: &Machine, model: &mut Model) {
             "attempt {attempt}"
         );
     }
-    assert_eq!(m.active().len(), m.live.len());
+    assert_eq!(m.active(0, u32::MAX).items.len(), m.live.len());
 
     // Each worker's set is exactly the live attempts that name it.
     for w in m.workers.values() {
@@ -2318,7 +2342,7 @@ fn restart(m: &Machine, store: &crate::store::Store, now: Now) -> Result<Machine
     let snapshot = store.load().map_err(|e| TestCaseError::fail(format!("load: {e}")))?;
     let restored = Machine::restore(PROP_TIMING, root(), snapshot, now);
     prop_assert_eq!(restored.progress(None), m.progress(None));
-    prop_assert_eq!(restored.active(), m.active());
+    prop_assert_eq!(restored.active(0, u32::MAX).items, m.active(0, u32::MAX).items);
     prop_assert_eq!(restored.policy(), m.policy());
     prop_assert_eq!(restored.next_attempt, m.next_attempt);
     for (id, p) in &m.projects {
