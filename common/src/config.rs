@@ -90,6 +90,9 @@ pub struct HerzogSection {
     pub log_level: String,
     /// herzog's certificate bundle (from `herzog certs init`).
     pub tls: Option<PathBuf>,
+    /// The free space herzog keeps on its state filesystem: below it, no attempt starts
+    /// (each writes its logs there) until there is room again. Bytes, or "1 GiB", "500 MB".
+    pub min_free_space: bytesize::ByteSize,
 }
 
 impl Default for HerzogSection {
@@ -102,6 +105,7 @@ impl Default for HerzogSection {
             heartbeat_interval: Duration::from_secs(2),
             worker_timeout: Duration::from_secs(10),
             log_level: "info".to_string(),
+            min_free_space: bytesize::ByteSize::gib(1),
         }
     }
 }

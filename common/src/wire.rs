@@ -114,6 +114,10 @@ pub struct ProjectProgress {
     pub percent: f64,
     pub created_at: Millis,
     pub results_dir: PathBuf,
+    /// Why its pending fragments do not start, when herzog holds them (its state filesystem
+    /// is nearly full).
+    #[serde(default)]
+    pub held: Option<String>,
 }
 
 impl ProjectProgress {

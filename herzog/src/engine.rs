@@ -135,6 +135,12 @@ impl Handle {
         rx.await.map_err(|_| ApiError::ShuttingDown)
     }
 
+    /// Sends an event nobody waits for, waiting for room in the channel; false once the loop
+    /// is gone.
+    pub(crate) async fn offer(&self, event: Event) -> bool {
+        self.tx.send(Command::Event { event, reply: None }).await.is_ok()
+    }
+
     /// Sends an event nobody waits for (connection closed, dispatch failed). Never waits, as
     /// the loop itself calls it (through the dispatcher); when the channel is full the event
     /// goes on a task of its own rather than being dropped.

@@ -7,6 +7,7 @@ mod engine;
 mod machine;
 mod scheduler;
 mod server;
+mod space;
 mod staging;
 mod store;
 
@@ -26,6 +27,8 @@ pub struct Config {
     pub worker_timeout: Duration,
     /// cluster.toml's `[[hosts]]`: which hosts lack the shared filesystem, and how to log in.
     pub hosts: Vec<common::config::HostConfig>,
+    /// Below this much free space on the state filesystem, no attempt starts.
+    pub min_free_space: u64,
 }
 
 impl Config {
@@ -36,6 +39,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(2),
             worker_timeout: Duration::from_secs(10),
             hosts: Vec::new(),
+            min_free_space: common::config::HerzogSection::default().min_free_space.as_u64(),
         }
     }
 }

@@ -181,6 +181,7 @@ fn main() -> ExitCode {
         heartbeat_interval: h.heartbeat_interval,
         worker_timeout: h.worker_timeout,
         hosts,
+        min_free_space: h.min_free_space.as_u64(),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

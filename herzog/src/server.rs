@@ -139,6 +139,11 @@ pub async fn run(
     let mut engine = tokio::spawn(engine::run(clock, machine, store, rx, dispatcher, tick, async move {
         let _ = stop_rx.await;
     }));
+    tokio::spawn(crate::space::watch(
+        config.state_dir.clone(),
+        config.min_free_space,
+        handle.clone(),
+    ));
     tracing::info!(address = %incoming.describe(), "herzog listening");
     common::logging::notify_ready();
 

@@ -75,7 +75,8 @@ fn succeeded(cluster: &Cluster, project: &str) -> usize {
 
 #[test]
 fn a_full_state_filesystem_stops_herzog_loudly_and_a_restart_finishes_the_project() {
-    let mut cluster = Cluster::start(&[]);
+    // No free space kept (the other test keeps some): the disk really fills.
+    let mut cluster = Cluster::start_with_config(Some("[herzog]\nmin_free_space = 0\n"), &[]);
     // herzog's state goes on a small filesystem of its own: a fresh database there.
     cluster.stop_herzog();
     let state = cluster.herzog_state();
@@ -110,4 +111,60 @@ fn a_full_state_filesystem_stops_herzog_loudly_and_a_restart_finishes_the_projec
     cluster.wait_workers_connected(STARTUP);
     cluster.hz_ok(&["progress", "full", "--watch"]);
     cluster.assert_each_fragment_succeeded_once("full", 60);
+}
+
+fn attempts(cluster: &Cluster) -> i64 {
+    cluster
+        .db()
+        .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))
+        .expect("count attempts")
+}
+
+#[test]
+fn no_attempt_starts_while_the_state_filesystem_is_nearly_full() {
+    let mut cluster = Cluster::start_with_config(Some("[herzog]\nmin_free_space = \"6 MiB\"\n"), &[]);
+    cluster.stop_herzog();
+    let state = cluster.herzog_state();
+    let _tmpfs = Tmpfs::mount(&state, "16m");
+    cluster.start_herzog();
+    cluster.add_worker("euclid", 2);
+    cluster.inputs("room", 30);
+    let program = cluster.marker_program();
+    cluster.hz_ok(&["action", "room", &program, "--env", "SLEEP=0.2"]);
+    eventually("a few fragments to succeed", Duration::from_secs(30), || {
+        (succeeded(&cluster, "room") >= 2).then_some(())
+    });
+
+    // Leave 3 MiB free: less than the 6 herzog keeps.
+    let filler = state.join("filler");
+    let written = fill(&filler);
+    let file = std::fs::OpenOptions::new().write(true).open(&filler).unwrap();
+    file.set_len(written - 3 * 1024 * 1024).unwrap();
+    drop(file);
+    let held: String = eventually("herzog to hold the starts", Duration::from_secs(20), || {
+        let progress: Vec<tests::wire::ProjectProgress> = cluster.hz_json(&["progress", "room"]);
+        progress[0].held.clone()
+    });
+    assert!(held.contains("min_free_space") && held.contains("6.0 MiB"), "{held}");
+    let text = cluster.hz_ok(&["progress", "room"]);
+    assert!(text.contains("herzog starts no attempt"), "{text}");
+    let text = cluster.hz_ok(&["workers"]);
+    assert!(text.contains("euclid: herzog starts no attempt"), "{text}");
+    // What was dispatched runs out; nothing new starts (a quiet second: what cannot be awaited).
+    eventually("the dispatched attempts to end", Duration::from_secs(30), || {
+        let progress: Vec<tests::wire::ProjectProgress> = cluster.hz_json(&["progress", "room"]);
+        (progress[0].running == 0).then_some(())
+    });
+    let before = attempts(&cluster);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(attempts(&cluster), before, "an attempt started while the space was low");
+    let progress: Vec<tests::wire::ProjectProgress> = cluster.hz_json(&["progress", "room"]);
+    assert!(progress[0].pending > 0, "{progress:?}");
+
+    // Room again: the starts resume and the project finishes, each fragment once.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    cluster.hz_ok(&["progress", "room", "--watch"]);
+    cluster.assert_each_fragment_succeeded_once("room", 30);
+    let progress: Vec<tests::wire::ProjectProgress> = cluster.hz_json(&["progress", "room"]);
+    assert_eq!(progress[0].held, None);
 }

@@ -38,6 +38,12 @@ pub(crate) async fn run(args: &ProgressArgs, addr: &Endpoint, out: &mut dyn Writ
         note!("no projects yet: `hz action DIR PROGRAM` adds one");
     } else {
         out.write_all(table(&projects).render().as_bytes())?;
+        // Below the table, whole: a reason is too long for a column.
+        for p in &projects {
+            if let Some(held) = &p.held {
+                writeln!(out, "{}: {held}", p.name)?;
+            }
+        }
     }
     Ok(Outcome::Ok)
 }
@@ -100,8 +106,9 @@ impl Watched {
                 .finish_with_message(format!("{} succeeded, {} failed", p.succeeded, p.failed));
             self.done = true;
         } else {
+            let held = p.held.as_deref().map(|h| format!("; {h}")).unwrap_or_default();
             self.bar
-                .set_message(format!("{} running, {} failed", p.running, p.failed));
+                .set_message(format!("{} running, {} failed{held}", p.running, p.failed));
         }
         self.last = p;
     }
@@ -112,11 +119,15 @@ impl Watched {
         let finished = p.succeeded + p.failed;
         let due = match self.printed {
             None => true,
-            Some((n, at)) => n != finished && (p.is_finished() || at.elapsed() >= PLAIN_EVERY),
+            // A hold is said when it begins and ends, not ten seconds later.
+            Some((n, at)) => {
+                (n != finished && (p.is_finished() || at.elapsed() >= PLAIN_EVERY)) || p.held != self.last.held
+            }
         };
         if due {
+            let held = p.held.as_deref().map(|h| format!("; {h}")).unwrap_or_default();
             note!(
-                "{}: {finished}/{} finished, {} running, {} failed",
+                "{}: {finished}/{} finished, {} running, {} failed{held}",
                 p.name,
                 p.total,
                 p.running,

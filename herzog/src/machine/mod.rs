@@ -153,6 +153,7 @@ pub(crate) struct Machine {
     /// order, and `hz active` pages through it in attempt order.
     live: BTreeMap<AttemptId, Live>,
     policy: Policy,
+    space: Space,
     next_project: i64,
     next_fragment: i64,
     next_attempt: i64,
@@ -181,6 +182,7 @@ impl Machine {
             workers: BTreeMap::new(),
             live: BTreeMap::new(),
             policy: Policy::Fair,
+            space: Space::Enough,
             next_project: 1,
             next_fragment: 1,
             next_attempt: 1,
@@ -263,6 +265,32 @@ impl Machine {
                 completion,
                 staging_error,
             } => self.complete(now, &worker, completion, staging_error),
+            Event::StateSpace { free_bytes, min_bytes } => {
+                let space = if free_bytes < min_bytes {
+                    Space::Low { free_bytes, min_bytes }
+                } else {
+                    Space::Enough
+                };
+                match (&self.space, &space) {
+                    (Space::Enough, Space::Low { .. }) => {
+                        tracing::warn!(
+                            free_bytes,
+                            min_bytes,
+                            "herzog's state filesystem is nearly full: no attempt starts until there is room"
+                        );
+                    }
+                    (Space::Low { .. }, Space::Enough) => {
+                        tracing::info!(
+                            free_bytes,
+                            min_bytes,
+                            "herzog's state filesystem has room again: attempts start again"
+                        );
+                    }
+                    _ => {}
+                }
+                self.space = space;
+                Ok(Reply::Done)
+            }
             Event::Probed { worker, result } => {
                 self.probed(now, &worker, result);
                 Ok(Reply::Done)
@@ -787,6 +815,9 @@ impl Machine {
     /// One round of [`Machine::schedule`] with queues as deep as `attempt_ms` allows; whether
     /// it started anything.
     fn schedule_once(&mut self, now: Now, attempt_ms: Option<u64>) -> bool {
+        if self.space != Space::Enough {
+            return false;
+        }
         let demands: Vec<Demand> = self
             .projects
             .values()
@@ -904,6 +935,7 @@ impl Machine {
                 },
                 created_at: p.created_at,
                 results_dir: p.results_dir.clone(),
+                held: if p.counts.pending > 0 { self.space.held() } else { None },
             }
         };
         match name {
@@ -966,7 +998,7 @@ impl Machine {
                 .to_string(),
                 problem: match &w.staging {
                     Staging::Broken { reason, .. } => Some(reason.clone()),
-                    _ => None,
+                    _ => self.space.held(),
                 },
             })
             .collect()

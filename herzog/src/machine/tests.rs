@@ -945,6 +945,37 @@ fn active_attempts_come_in_pages_in_attempt_order() {
 }
 
 #[test]
+fn nothing_starts_while_the_state_filesystem_is_low() {
+    let mut m = machine();
+    ok(&mut m, 0, register_event("w1", 2, &[]));
+    ok(&mut m, 0, add_event("p", &["a", "b", "c", "d"]));
+    let low = Event::StateSpace {
+        free_bytes: 10,
+        min_bytes: 100,
+    };
+    let out = ok(&mut m, 1, low);
+    assert!(out.writes.is_empty() && out.effects.is_empty());
+    let (writes, effects) = sched(&mut m, 1);
+    assert!(writes.is_empty() && effects.is_empty(), "{effects:?}");
+    let held = m.progress(Some("p")).unwrap()[0].held.clone().expect("held");
+    assert!(held.contains("min_free_space"), "{held}");
+    assert_eq!(m.workers()[0].problem.as_deref(), Some(held.as_str()));
+
+    ok(
+        &mut m,
+        2,
+        Event::StateSpace {
+            free_bytes: 100,
+            min_bytes: 100,
+        },
+    );
+    let (_, effects) = sched(&mut m, 2);
+    assert_eq!(starts(&effects).len(), 2, "one start per slot");
+    assert_eq!(m.progress(Some("p")).unwrap()[0].held, None);
+    assert_eq!(m.workers()[0].problem, None);
+}
+
+#[test]
 fn harmless_events_for_unknown_things_change_nothing() {
     let mut m = machine();
     ok(&mut m, 0, add_event("p", &["a"]));

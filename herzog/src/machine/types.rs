@@ -26,6 +26,32 @@ pub(crate) struct Now {
     pub(crate) mono: Mono,
 }
 
+/// Room on herzog's state filesystem, as last measured: while it is low, no attempt starts
+/// (each writes logs there), and running ones go on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Space {
+    #[default]
+    Enough,
+    Low {
+        free_bytes: u64,
+        min_bytes: u64,
+    },
+}
+
+impl Space {
+    /// Why nothing starts, when nothing does.
+    pub(crate) fn held(&self) -> Option<String> {
+        match self {
+            Space::Enough => None,
+            Space::Low { free_bytes, min_bytes } => Some(format!(
+                "herzog starts no attempt: its state filesystem has {} free, less than herzog.min_free_space ({}); free some space there (old projects' results: `hz remove`) and starts resume",
+                bytesize::ByteSize(*free_bytes),
+                bytesize::ByteSize(*min_bytes)
+            )),
+        }
+    }
+}
+
 /// Where one fragment is. Only the transitions in [`FragmentState::may_become`] happen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum FragmentState {
@@ -175,6 +201,11 @@ pub(crate) enum Event {
         completion: Completion,
         /// Why its outputs could not be fetched from its host, if they could not.
         staging_error: Option<String>,
+    },
+    /// The free space on herzog's state filesystem, measured now, and the least it must keep.
+    StateSpace {
+        free_bytes: u64,
+        min_bytes: u64,
     },
     /// The outcome of a login check on a staged worker's host.
     Probed {
