@@ -266,7 +266,7 @@ impl ClusterConfig {
 
 /// " (line N: <that line>)" for an error's span, so the message names the key even when the
 /// parser only says what was wrong with its value.
-fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+pub(crate) fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     let Some(span) = span else { return String::new() };
     let start = span.start.min(text.len());
     let number = text[..start].matches('\n').count() + 1;

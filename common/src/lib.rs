@@ -9,6 +9,7 @@ pub mod logging;
 pub mod name;
 pub mod paths;
 pub mod service;
+pub mod services;
 pub mod template;
 pub mod tls;
 pub mod transport;
