@@ -7,6 +7,7 @@ mod engine;
 mod machine;
 mod scheduler;
 mod server;
+mod services;
 mod space;
 mod staging;
 mod store;
