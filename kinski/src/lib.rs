@@ -5,6 +5,7 @@ mod journal;
 pub mod process;
 mod resources;
 mod service;
+mod services;
 mod session;
 mod supervisor;
 pub mod user;

@@ -1,0 +1,307 @@
+//! The restart policy, driven by hand and by random inputs against a model of the process.
+
+use super::*;
+use proptest::prelude::*;
+
+const S: Duration = Duration::from_secs(1);
+
+fn watch(autorestart: AutoRestart, startretries: Retries) -> Watch {
+    Watch {
+        autorestart,
+        exitcodes: vec![0],
+        startsecs: S,
+        startretries,
+        stopsignal: libc::SIGTERM,
+        stopwait: 10 * S,
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Started, spawned as `pid` at `at`, and up for startsecs.
+fn running(i: &mut Instance, at: Duration, pid: i32) {
+    assert_eq!(i.handle(at, Input::Start), [Action::Spawn]);
+    i.handle(at, Input::Spawned { pid });
+    i.handle(at + S, Input::Tick);
+    assert_eq!(i.state, State::Running { pid, since: at });
+}
+
+#[test]
+fn a_crash_after_startsecs_restarts_at_once() {
+    let mut i = Instance::new(watch(AutoRestart::Unexpected, Retries::Count(3)));
+    running(&mut i, ms(0), 10);
+    let out = i.handle(ms(5_000), Input::Exited { exit: Exit::Code(3) });
+    assert_eq!(
+        out,
+        [
+            Action::Note(Note::Exited {
+                exit: Exit::Code(3),
+                expected: false
+            }),
+            Action::Spawn
+        ]
+    );
+    assert_eq!(i.restarts, 1);
+    assert!(matches!(i.state, State::Starting { retries: 0, .. }));
+}
+
+#[test]
+fn failed_starts_back_off_1_2_4_seconds_then_fatal() {
+    let mut i = Instance::new(watch(AutoRestart::Unexpected, Retries::Count(3)));
+    let mut now = ms(0);
+    assert_eq!(i.handle(now, Input::Start), [Action::Spawn]);
+    let mut spawns = 1;
+    let mut delays = Vec::new();
+    loop {
+        i.handle(now, Input::Spawned { pid: spawns });
+        now += ms(100);
+        let out = i.handle(now, Input::Exited { exit: Exit::Code(1) });
+        match &i.state {
+            State::Backoff { until, .. } => {
+                delays.push(*until - now);
+                assert_eq!(out.last(), Some(&Action::WakeAt(*until)));
+                now = *until;
+                assert_eq!(i.handle(now, Input::Tick), [Action::Spawn]);
+                spawns += 1;
+            }
+            State::Fatal { retries, .. } => {
+                assert_eq!(*retries, 4);
+                assert_eq!(out, [Action::Note(Note::Fatal { retries: 4 })]);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(delays, [S, 2 * S, 4 * S]);
+    assert_eq!(spawns, 4, "the first start and three retries");
+    // Fatal stays down until started by hand, which starts afresh.
+    assert!(i.handle(now + 100 * S, Input::Tick).is_empty());
+    assert_eq!(i.handle(now, Input::Start), [Action::Spawn]);
+    assert!(matches!(i.state, State::Starting { retries: 0, .. }));
+}
+
+#[test]
+fn the_backoff_doubles_up_to_a_minute_and_forever_never_gives_up() {
+    assert_eq!(
+        (1..=9).map(backoff).collect::<Vec<_>>(),
+        [1, 2, 4, 8, 16, 32, 60, 60, 60].map(|s| s * S)
+    );
+    let mut i = Instance::new(watch(AutoRestart::Always, Retries::Forever));
+    let mut now = ms(0);
+    i.handle(now, Input::Start);
+    for n in 0..50 {
+        i.handle(now, Input::Spawned { pid: n });
+        i.handle(now, Input::Exited { exit: Exit::Signal(9) });
+        let State::Backoff { until, .. } = i.state else {
+            panic!("{:?}", i.state)
+        };
+        now = until;
+        assert_eq!(i.handle(now, Input::Tick), [Action::Spawn]);
+    }
+}
+
+#[test]
+fn autorestart_against_exit_0_exit_3_and_sigkill() {
+    for (policy, exit, restarts) in [
+        (AutoRestart::Never, Exit::Code(0), false),
+        (AutoRestart::Never, Exit::Code(3), false),
+        (AutoRestart::Never, Exit::Signal(9), false),
+        (AutoRestart::Unexpected, Exit::Code(0), false),
+        (AutoRestart::Unexpected, Exit::Code(3), true),
+        (AutoRestart::Unexpected, Exit::Signal(9), true),
+        (AutoRestart::Always, Exit::Code(0), true),
+        (AutoRestart::Always, Exit::Code(3), true),
+        (AutoRestart::Always, Exit::Signal(9), true),
+    ] {
+        let mut i = Instance::new(watch(policy, Retries::Count(3)));
+        running(&mut i, ms(0), 7);
+        let out = i.handle(10 * S, Input::Exited { exit: exit.clone() });
+        assert_eq!(out.contains(&Action::Spawn), restarts, "{policy:?} {exit:?}: {out:?}");
+        if !restarts {
+            assert_eq!(
+                i.state,
+                State::Exited {
+                    expected: exit == Exit::Code(0),
+                    exit
+                }
+            );
+        }
+    }
+}
+
+#[test]
+fn a_stop_signals_waits_the_grace_then_kills() {
+    let mut i = Instance::new(watch(AutoRestart::Always, Retries::Count(3)));
+    running(&mut i, ms(0), 42);
+    let out = i.handle(5 * S, Input::Stop);
+    assert_eq!(
+        out,
+        [
+            Action::Signal {
+                pid: 42,
+                signal: libc::SIGTERM
+            },
+            Action::WakeAt(15 * S)
+        ]
+    );
+    assert_eq!(i.handle(9 * S, Input::Tick), [Action::WakeAt(15 * S)]);
+    assert_eq!(
+        i.handle(15 * S, Input::Tick),
+        [Action::Signal {
+            pid: 42,
+            signal: libc::SIGKILL
+        }]
+    );
+    // Exited after SIGKILL: stopped, and autorestart = always does not bring it back.
+    assert_eq!(
+        i.handle(15 * S, Input::Exited { exit: Exit::Signal(9) }),
+        [Action::Note(Note::Stopped)]
+    );
+    assert_eq!(i.state, State::Stopped);
+}
+
+#[test]
+fn a_restart_stops_then_starts_and_a_stop_during_the_spawn_waits_for_the_pid() {
+    let mut i = Instance::new(watch(AutoRestart::Never, Retries::Count(3)));
+    running(&mut i, ms(0), 5);
+    i.handle(2 * S, Input::Restart);
+    let out = i.handle(3 * S, Input::Exited { exit: Exit::Signal(15) });
+    assert_eq!(out, [Action::Note(Note::Stopped), Action::Spawn]);
+    // Stopped before its pid is known: signalled the moment it is.
+    assert_eq!(i.handle(3 * S, Input::Stop), []);
+    let out = i.handle(3 * S, Input::Spawned { pid: 6 });
+    assert_eq!(
+        out,
+        [
+            Action::Signal {
+                pid: 6,
+                signal: libc::SIGTERM
+            },
+            Action::WakeAt(13 * S)
+        ]
+    );
+}
+
+#[test]
+fn startsecs_zero_is_running_at_once() {
+    let mut w = watch(AutoRestart::Unexpected, Retries::Count(3));
+    w.startsecs = Duration::ZERO;
+    let mut i = Instance::new(w);
+    i.handle(ms(0), Input::Start);
+    let out = i.handle(ms(0), Input::Spawned { pid: 3 });
+    assert_eq!(
+        out,
+        [
+            Action::Note(Note::Started { pid: 3 }),
+            Action::Note(Note::Running { pid: 3 })
+        ]
+    );
+    assert_eq!(i.state, State::Running { pid: 3, since: ms(0) });
+}
+
+/// What the test does next; the harness turns it into an input the process could give.
+#[derive(Clone, Debug)]
+enum Step {
+    Start,
+    Stop,
+    Restart,
+    /// The live process exits with this code (or this signal, when negative).
+    Exit(i32),
+    /// Time passes.
+    Wait(u64),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        2 => Just(Step::Start),
+        1 => Just(Step::Stop),
+        1 => Just(Step::Restart),
+        3 => (-15i32..4).prop_map(Step::Exit),
+        3 => (0u64..20_000).prop_map(Step::Wait),
+    ]
+}
+
+proptest! {
+    /// At most one process at a time, signals only to it, SIGKILL only a grace after the stop
+    /// signal, `Fatal` only after more failed starts in a row than allowed, and every timed
+    /// state has its wake-up.
+    #[test]
+    fn random_inputs_keep_the_rules(
+        retries in 0u32..4,
+        autorestart in prop_oneof![Just(AutoRestart::Always), Just(AutoRestart::Never), Just(AutoRestart::Unexpected)],
+        steps in proptest::collection::vec(step(), 1..120),
+    ) {
+        let mut i = Instance::new(watch(autorestart, Retries::Count(retries)));
+        let mut now = Duration::ZERO;
+        // The model of the process: the live pid, a spawn owed, when the stop signal went.
+        let mut live: Option<i32> = None;
+        let mut next_pid = 1;
+        let mut term_at: Option<Duration> = None;
+        let mut wake: Option<Duration> = None;
+        for s in steps {
+            let input = match s {
+                Step::Start => Input::Start,
+                Step::Stop => Input::Stop,
+                Step::Restart => Input::Restart,
+                Step::Exit(code) => match live {
+                    Some(_) => Input::Exited { exit: if code < 0 { Exit::Signal(-code) } else { Exit::Code(code) } },
+                    None => Input::Tick,
+                },
+                Step::Wait(ms) => {
+                    // Never past the wake-up asked for: the caller keeps its promise.
+                    let to = now + Duration::from_millis(ms);
+                    now = wake.map_or(to, |w| to.min(w.max(now)));
+                    Input::Tick
+                }
+            };
+            let exited = matches!(input, Input::Exited { .. });
+            let before = i.state.clone();
+            if exited {
+                live = None;
+                term_at = None;
+            }
+            let mut queue = vec![input];
+            while let Some(input) = queue.pop() {
+                for action in i.handle(now, input) {
+                    match action {
+                        Action::Spawn => {
+                            prop_assert!(live.is_none(), "a second process while {live:?} lives");
+                            live = Some(next_pid);
+                            queue.push(Input::Spawned { pid: next_pid });
+                            next_pid += 1;
+                        }
+                        Action::Signal { pid, signal } => {
+                            prop_assert_eq!(Some(pid), live, "a signal to a process that is not the live one");
+                            if signal == libc::SIGKILL {
+                                let at = term_at.expect("SIGKILL only after the stop signal");
+                                prop_assert!(now >= at + 10 * S, "SIGKILL before the grace");
+                            } else {
+                                term_at = Some(now);
+                            }
+                        }
+                        Action::WakeAt(at) => wake = Some(at),
+                        Action::Note(Note::Fatal { retries: r }) => {
+                            // One failed start more than allowed, the ones before in a row.
+                            prop_assert_eq!(r, retries + 1);
+                            prop_assert!(
+                                matches!(before, State::Starting { retries: b, .. } if b == retries),
+                                "Fatal from {:?}", before
+                            );
+                        }
+                        Action::Note(_) => {}
+                    }
+                }
+            }
+            match &i.state {
+                State::Starting { pid: Some(_), since, .. } => prop_assert!(wake >= Some(*since + S)),
+                State::Backoff { until, .. } => prop_assert_eq!(wake, Some(*until)),
+                State::Stopping { pid: Some(_), killed: false, since, .. } => prop_assert_eq!(wake, Some(*since + 10 * S)),
+                State::Running { pid, .. } | State::Starting { pid: Some(pid), .. } => prop_assert_eq!(Some(*pid), live),
+                State::Stopped | State::Exited { .. } | State::Fatal { .. } => prop_assert!(live.is_none(), "{:?} with a live process", i.state),
+                _ => {}
+            }
+        }
+    }
+}
