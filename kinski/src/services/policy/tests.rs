@@ -295,10 +295,13 @@ proptest! {
                 }
             }
             match &i.state {
-                State::Starting { pid: Some(_), since, .. } => prop_assert!(wake >= Some(*since + S)),
+                State::Starting { pid: Some(pid), since, .. } => {
+                    prop_assert!(wake >= Some(*since + S));
+                    prop_assert_eq!(Some(*pid), live);
+                }
                 State::Backoff { until, .. } => prop_assert_eq!(wake, Some(*until)),
                 State::Stopping { pid: Some(_), killed: false, since, .. } => prop_assert_eq!(wake, Some(*since + 10 * S)),
-                State::Running { pid, .. } | State::Starting { pid: Some(pid), .. } => prop_assert_eq!(Some(*pid), live),
+                State::Running { pid, .. } => prop_assert_eq!(Some(*pid), live),
                 State::Stopped | State::Exited { .. } | State::Fatal { .. } => prop_assert!(live.is_none(), "{:?} with a live process", i.state),
                 _ => {}
             }
