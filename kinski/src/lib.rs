@@ -2,6 +2,7 @@
 //! heartbeats, and reports each completion until herzog acknowledges it.
 
 mod journal;
+mod leftovers;
 pub mod process;
 mod resources;
 mod service;
@@ -106,8 +107,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         path: config.state_dir.clone(),
         source,
     })?;
-    let (journal, recovered) = journal::Journal::open(&config.state_dir)?;
-    let killed = journal::kill_leftovers(&recovered.running);
+    // Reading and rewriting the journal, and a look through /proc, off the runtime.
+    let dir = config.state_dir.clone();
+    let (journal, recovered, killed) = tokio::task::spawn_blocking(move || {
+        let (journal, recovered) = journal::Journal::open(&dir)?;
+        let killed = leftovers::kill_leftovers(&recovered.running);
+        Ok::<_, KinskiError>((journal, recovered, killed))
+    })
+    .await
+    .expect("the journal's recovery does not panic")?;
     if !recovered.running.is_empty() || !recovered.unacked.is_empty() {
         tracing::warn!(
             left_running = recovered.running.len(),

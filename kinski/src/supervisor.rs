@@ -7,7 +7,8 @@
 //! program started under the lock, the other slot's completion, the heartbeat and herzog's
 //! start calls all waited for it.
 
-use crate::journal::{Journal, Started, process_starttime};
+use crate::journal::{Journal, Started};
+use crate::leftovers::process_starttime;
 use crate::process::{Process, Stopper, start_failed};
 use common::AttemptId;
 use common::service::WorkerError;

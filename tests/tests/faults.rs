@@ -544,14 +544,21 @@ fn a_restarted_herzog_waits_for_redialling_workers() {
     assert_eq!(duplicates, 0, "fragments ran again");
 }
 
-/// True if the journal in `dir` holds a completion for `attempt`.
+/// True if a journal file in `dir` (`journal.<generation>.jsonl`) holds a completion for
+/// `attempt`.
 fn journaled_done(dir: &std::path::Path, attempt: i64) -> bool {
-    let Ok(text) = std::fs::read_to_string(dir.join("journal.jsonl")) else {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .any(|v| v["done"]["attempt"].as_i64() == Some(attempt))
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("journal."))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .any(|text| {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|v| v["done"]["attempt"].as_i64() == Some(attempt))
+        })
 }
 
 /// Measurement: how long herzog takes from its start to the first dispatch with 100,000
