@@ -142,7 +142,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         source,
     })?;
     let supervisor = supervisor::Supervisor::new(slots, queue, run_as, scratch.clone(), journal, recovered.unacked);
-    supervisor.clean_leftovers();
+    supervisor.clean_leftovers().await;
     let mut resources = resources::probe(slots, queue, &config.state_dir);
     resources.scratch_dir = Some(scratch);
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %link.describe(), "kinski starting");
