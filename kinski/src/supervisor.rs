@@ -356,8 +356,8 @@ impl Supervisor {
         if !prepared_only {
             return Err(WorkerError::UnknownAttempt { attempt });
         }
-        tracing::info!(%attempt, "herzog no longer expects a prepared attempt: removing its directory");
         let _ = self.clean(attempt).await;
+        tracing::info!(%attempt, "removed the directory of a prepared attempt herzog no longer expects");
         Ok(())
     }
 
