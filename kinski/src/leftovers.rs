@@ -92,12 +92,13 @@ mod tests {
 
     /// A process group like an attempt's: a leader (`sh`) with `HERZOG_ATTEMPT=attempt` that
     /// starts a member in its group and waits for its stdin to close, so the test decides
-    /// when the leader exits. Returns the leader and its member's pid.
+    /// when the leader exits. Returns the leader and its member's pid. The member is a
+    /// subshell that never calls exec: while a process execs, its environment reads empty.
     fn group_with_member(attempt: i64) -> (std::process::Child, i32) {
         use std::os::unix::process::CommandExt;
         use std::process::{Command, Stdio};
         let mut leader = Command::new("sh")
-            .args(["-c", "sleep 300 >/dev/null 2>&1 & echo $!; read _"])
+            .args(["-c", "while :; do sleep 1; done >/dev/null 2>&1 & echo $!; read _"])
             .env("HERZOG_ATTEMPT", attempt.to_string())
             .process_group(0)
             .stdin(Stdio::piped())
