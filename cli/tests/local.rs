@@ -1,5 +1,5 @@
-//! `hz local` end to end: the real binary starts herzog and kinski in-process on a loopback
-//! port, runs a tiny project and sums it up.
+//! `hz local` end to end: the real binary starts herzog and kinski in-process (talking over
+//! in-memory channels, on no port), runs a tiny project and sums it up.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

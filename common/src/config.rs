@@ -5,7 +5,9 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The default address herzog listens on: loopback until mTLS lands.
+/// herzog's default address, where clients dial it and (without `listen`) where it listens:
+/// loopback, so a herzog is reachable from the network only when its config or `--listen`
+/// says so.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7373";
 
 /// The whole file.

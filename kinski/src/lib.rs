@@ -2,6 +2,7 @@
 //! heartbeats, and reports each completion until herzog acknowledges it.
 
 mod journal;
+mod leftovers;
 pub mod process;
 mod resources;
 mod service;
@@ -107,8 +108,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         path: config.state_dir.clone(),
         source,
     })?;
-    let (journal, recovered) = journal::Journal::open(&config.state_dir)?;
-    let killed = journal::kill_leftovers(&recovered.running);
+    // Reading and rewriting the journal, and a look through /proc, off the runtime.
+    let dir = config.state_dir.clone();
+    let (journal, recovered, killed) = tokio::task::spawn_blocking(move || {
+        let (journal, recovered) = journal::Journal::open(&dir)?;
+        let killed = leftovers::kill_leftovers(&recovered.running);
+        Ok::<_, KinskiError>((journal, recovered, killed))
+    })
+    .await
+    .expect("the journal's recovery does not panic")?;
     if !recovered.running.is_empty() || !recovered.unacked.is_empty() {
         tracing::warn!(
             left_running = recovered.running.len(),
@@ -135,7 +143,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         source,
     })?;
     let supervisor = supervisor::Supervisor::new(slots, queue, run_as, scratch.clone(), journal, recovered.unacked);
-    supervisor.clean_leftovers();
+    supervisor.clean_leftovers().await;
     let mut resources = resources::probe(slots, queue, &config.state_dir);
     resources.scratch_dir = Some(scratch);
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %link.describe(), "kinski starting");

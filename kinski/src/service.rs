@@ -22,7 +22,7 @@ impl Worker for WorkerService {
     }
 
     async fn fragment_stop(self, _: Context, attempt: AttemptId) -> Result<(), WorkerError> {
-        self.supervisor.stop(attempt)
+        self.supervisor.stop(attempt).await
     }
 
     async fn fragment_list(self, _: Context) -> Vec<AttemptId> {

@@ -155,11 +155,11 @@ impl Session<'_> {
             };
             for (attempt, result) in attempts.into_iter().zip(results) {
                 match result {
-                    Ok(()) => self.supervisor.acked(attempt),
+                    Ok(()) => drop(self.supervisor.acked(attempt)),
                     Err(ApiError::UnknownAttempt { .. }) => {
                         // herzog will never accept it (not its attempt): resending cannot help.
                         tracing::warn!(%attempt, "herzog does not know this attempt; dropping its completion");
-                        self.supervisor.acked(attempt);
+                        drop(self.supervisor.acked(attempt));
                     }
                     Err(e) => failure = Some(SessionError::Refused(e)),
                 }

@@ -7,12 +7,13 @@
 //! program started under the lock, the other slot's completion, the heartbeat and herzog's
 //! start calls all waited for it.
 
-use crate::journal::{Journal, Started, process_starttime};
+use crate::journal::{Journal, Started};
+use crate::leftovers::process_starttime;
 use crate::process::{Process, Stopper, start_failed};
 use common::AttemptId;
 use common::service::WorkerError;
 use common::wire::{Completion, StartAttempt};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,10 @@ struct Inner {
     queued: VecDeque<StartAttempt>,
     /// Completions herzog has not acknowledged yet, oldest first.
     unacked: BTreeMap<AttemptId, Completion>,
+    /// Attempts with a directory in the scratch directory (prepared for staging), removed
+    /// when herzog has what it needs from it or no longer expects the attempt. On the
+    /// shared filesystem there is none to remove.
+    staged: HashSet<AttemptId>,
     journal: Journal,
 }
 
@@ -84,6 +89,7 @@ impl Supervisor {
             starting: HashMap::new(),
             queued: VecDeque::new(),
             unacked,
+            staged: HashSet::new(),
             journal,
         };
         Supervisor {
@@ -143,6 +149,10 @@ impl Supervisor {
     /// so they can write there; on the shared filesystem the results folders.
     pub(crate) fn prepare(&self, start: &StartAttempt) -> Result<(), WorkerError> {
         self.check_paths(start)?;
+        if start.scratch.is_some() {
+            // Before anything is made, so a half-made directory is removed too.
+            self.lock().staged.insert(start.attempt);
+        }
         let failed = |dir: &Path, e: std::io::Error| WorkerError::Prepare {
             path: dir.display().to_string(),
             reason: e.to_string(),
@@ -169,31 +179,40 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Removes a staged attempt's directory once herzog has what it needs from it. Only a
-    /// name of digits under the scratch directory is ever removed.
-    fn clean(&self, attempt: AttemptId) {
+    /// Removes a staged attempt's directory, `<scratch>/<attempt>`, on a blocking thread.
+    /// The scratch directory is kinski's own; what the program could change lies below, and
+    /// std's `remove_dir_all` works there through descriptors without following links.
+    fn clean(&self, attempt: AttemptId) -> tokio::task::JoinHandle<()> {
         let dir = self.scratch.join(attempt.0.to_string());
         tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
             Ok(()) => tracing::debug!(dir = %dir.display(), "removed a staged attempt's directory"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "failed to remove a staged attempt's directory"),
-        });
+        })
     }
 
     /// Removes the directories of staged attempts this worker no longer holds (left by a
-    /// previous kinski, or prepared for a start that never came).
-    pub(crate) fn clean_leftovers(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.scratch) else {
-            return;
-        };
-        let held = self.held();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(attempt) = name.to_str().and_then(|n| n.parse::<i64>().ok()) else {
-                continue;
+    /// previous kinski, or prepared for a start that never came), and remembers those of the
+    /// completions it still holds, to remove them on their acknowledgement.
+    pub(crate) async fn clean_leftovers(&self) {
+        let scratch = self.scratch.clone();
+        let listed = tokio::task::spawn_blocking(move || -> Vec<AttemptId> {
+            let Ok(entries) = std::fs::read_dir(&scratch) else {
+                return Vec::new();
             };
-            if !held.contains(&AttemptId(attempt)) {
-                self.clean(AttemptId(attempt));
+            entries
+                .flatten()
+                .filter_map(|e| attempt_of(e.file_name().to_str()?))
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        let held = self.held();
+        for attempt in listed {
+            if held.contains(&attempt) {
+                self.lock().staged.insert(attempt);
+            } else {
+                drop(self.clean(attempt));
             }
         }
     }
@@ -305,24 +324,40 @@ impl Supervisor {
     }
 
     /// Stops an attempt: a queued one is dropped, a running one is signalled in the
-    /// background (stop signal, grace, SIGKILL).
-    pub(crate) fn stop(&self, attempt: AttemptId) -> Result<(), WorkerError> {
-        let mut inner = self.lock();
-        if let Some(i) = inner.queued.iter().position(|s| s.attempt == attempt) {
-            inner.queued.remove(i);
-            tracing::info!(%attempt, "dropped a queued attempt");
-            return Ok(());
-        }
-        if let Some(stop_asked) = inner.starting.get_mut(&attempt) {
-            // Stopped the moment its process exists.
-            *stop_asked = true;
-            return Ok(());
-        }
-        let Some((stopper, grace)) = inner.running.get(&attempt).cloned() else {
-            return Err(WorkerError::UnknownAttempt { attempt });
+    /// background (stop signal, grace, SIGKILL). One that was only prepared (herzog gave up
+    /// on it before its start arrived) has its directory removed before this returns.
+    pub(crate) async fn stop(&self, attempt: AttemptId) -> Result<(), WorkerError> {
+        // Decided under the lock, done after it (the guard must not live across an await).
+        let prepared_only = {
+            let mut inner = self.lock();
+            if let Some(i) = inner.queued.iter().position(|s| s.attempt == attempt) {
+                inner.queued.remove(i);
+                let staged = inner.staged.remove(&attempt);
+                drop(inner);
+                tracing::info!(%attempt, "dropped a queued attempt");
+                if staged {
+                    drop(self.clean(attempt));
+                }
+                return Ok(());
+            }
+            if let Some(stop_asked) = inner.starting.get_mut(&attempt) {
+                // Stopped the moment its process exists.
+                *stop_asked = true;
+                return Ok(());
+            }
+            if let Some((stopper, grace)) = inner.running.get(&attempt).cloned() {
+                drop(inner);
+                stop_in_background(attempt, stopper, grace);
+                return Ok(());
+            }
+            // Finished and not acknowledged: herzog may still fetch its outputs.
+            !inner.unacked.contains_key(&attempt) && inner.staged.remove(&attempt)
         };
-        drop(inner);
-        stop_in_background(attempt, stopper, grace);
+        if !prepared_only {
+            return Err(WorkerError::UnknownAttempt { attempt });
+        }
+        let _ = self.clean(attempt).await;
+        tracing::info!(%attempt, "removed the directory of a prepared attempt herzog no longer expects");
         Ok(())
     }
 
@@ -374,16 +409,25 @@ impl Supervisor {
         self.lock().unacked.values().cloned().collect()
     }
 
-    /// herzog has stored this completion: forget it.
-    pub(crate) fn acked(&self, attempt: AttemptId) {
+    /// herzog has stored this completion: forget it. Returns the removal of its staged
+    /// directory, if it has one.
+    pub(crate) fn acked(&self, attempt: AttemptId) -> Option<tokio::task::JoinHandle<()>> {
         let mut inner = self.lock();
-        if inner.unacked.remove(&attempt).is_some() {
-            let result = inner.journal.acked(attempt);
-            inner.log_failure("an acknowledgement", result);
-            drop(inner);
-            self.clean(attempt);
-        }
+        inner.unacked.remove(&attempt)?;
+        let result = inner.journal.acked(attempt);
+        inner.log_failure("an acknowledgement", result);
+        let staged = inner.staged.remove(&attempt);
+        drop(inner);
+        staged.then(|| self.clean(attempt))
     }
+}
+
+/// The attempt a directory in the scratch directory belongs to: a name of digits only.
+fn attempt_of(name: &str) -> Option<AttemptId> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok().map(AttemptId)
 }
 
 /// Stop signal, grace, SIGKILL, on a task of its own.
@@ -473,6 +517,57 @@ mod tests {
         assert_eq!(s.held(), (1..=6).map(AttemptId).collect::<Vec<_>>());
     }
 
+    /// `start`, for a staged attempt: its files in `<scratch>/<attempt>`, as herzog sends.
+    fn staged(dir: &Path, attempt: i64, script: &str) -> StartAttempt {
+        let root = dir.join("scratch").join(attempt.to_string());
+        StartAttempt {
+            input: root.join("in").join(format!("f{attempt}")),
+            cwd: root.join("in"),
+            stdout: root.join("stdout"),
+            stderr: root.join("stderr"),
+            output_dir: root.join("out"),
+            scratch: Some(root),
+            ..start(dir, attempt, script)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_acknowledgement_removes_a_staged_directory_and_touches_nothing_otherwise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = supervisor(dir.path(), 2, 0);
+        let staged = staged(dir.path(), 1, "echo out > \"$HERZOG_OUTPUT_DIR/x\"");
+        s.prepare(&staged).expect("prepared");
+        s.start(staged).expect("started");
+        s.start(start(dir.path(), 2, "true")).expect("started");
+        completions(&s, 2).await;
+        let removal = s.acked(AttemptId(1)).expect("a staged attempt's directory is removed");
+        removal.await.expect("the removal ran");
+        assert!(!dir.path().join("scratch/1").exists());
+        // On the shared filesystem there is no directory to remove: nothing is tried.
+        assert!(
+            s.acked(AttemptId(2)).is_none(),
+            "a removal for an attempt that has no directory"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prepared_attempt_herzog_gave_up_on_leaves_no_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = supervisor(dir.path(), 1, 1);
+        // Prepared, its input uploaded, and then herzog restarted and requeued it elsewhere:
+        // no start comes, a stop does.
+        let prepared = staged(dir.path(), 3, "true");
+        s.prepare(&prepared).expect("prepared");
+        std::fs::write(&prepared.input, b"uploaded").expect("the upload");
+        assert_eq!(s.stop(AttemptId(3)).await, Ok(()));
+        assert!(!dir.path().join("scratch/3").exists(), "the prepared directory stayed");
+        // An attempt neither held nor prepared here is unknown, as before.
+        assert_eq!(
+            s.stop(AttemptId(4)).await,
+            Err(WorkerError::UnknownAttempt { attempt: AttemptId(4) })
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stop_asked_for_while_the_process_is_spawned_stops_it() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -480,7 +575,7 @@ mod tests {
         // As `start` leaves it just before spawning: the slot is taken, the lock released.
         s.lock().starting.insert(AttemptId(1), false);
         assert_eq!(s.running(), [AttemptId(1)]);
-        s.stop(AttemptId(1)).expect("a starting attempt can be stopped");
+        s.stop(AttemptId(1)).await.expect("a starting attempt can be stopped");
         s.launch(vec![start(dir.path(), 1, "sleep 30")]);
         let done = completions(&s, 1).await;
         assert_eq!(done[0].exit, common::wire::Exit::Signal(libc::SIGTERM));

@@ -262,6 +262,21 @@ impl Daemon {
         }
         self.child.wait().expect("failed to reap a daemon")
     }
+
+    /// Kills it with SIGKILL, as a crash would, and reaps it; fails the test if it had ended
+    /// on its own before (a crash the caller would otherwise count as its own doing).
+    pub fn kill(&mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("failed to reap a daemon");
+        assert_eq!(
+            status.signal(),
+            Some(nix::sys::signal::Signal::SIGKILL as i32),
+            "{} had already ended ({status}) when it was to be killed; its log:\n{}",
+            self.name,
+            self.log()
+        );
+    }
 }
 
 impl Drop for Daemon {
@@ -456,8 +471,8 @@ impl Cluster {
             .position(|(n, _)| n == name)
             .unwrap_or_else(|| panic!("no worker named {name}"));
         let groups = self.attempts_of(&[self.workers[i].1.pid()]);
-        let (_, daemon) = self.workers.remove(i);
-        drop(daemon);
+        let (_, mut daemon) = self.workers.remove(i);
+        daemon.kill();
         for pid in groups {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
@@ -596,8 +611,7 @@ impl Cluster {
     /// Kills herzog with SIGKILL, as a crash would, and reaps it. The workers notice their
     /// connections drop and keep their programs running.
     pub fn kill_herzog(&mut self) {
-        let herzog = self.herzog.take().expect("herzog runs");
-        drop(herzog);
+        self.herzog.take().expect("herzog runs").kill();
     }
 
     /// Stops herzog (SIGTERM, asserting a clean exit), without starting it again.
@@ -668,9 +682,9 @@ impl Cluster {
             .iter()
             .position(|(n, _)| n == name)
             .unwrap_or_else(|| panic!("no worker named {name}"));
-        let (_, daemon) = self.workers.remove(i);
+        let (_, mut daemon) = self.workers.remove(i);
         let pid = daemon.pid();
-        drop(daemon);
+        daemon.kill();
         pid
     }
 

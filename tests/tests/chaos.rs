@@ -1,25 +1,29 @@
 //! Seeded chaos: three workers run a project of short programs while herzog and the workers are
 //! killed with SIGKILL and started again on their state directories, at random moments (every
-//! 0.5–2 s) chosen by a seeded generator. Then everything settles, and herzog's database must
-//! show each fragment succeeded by exactly one attempt, none missing; the marker files show
-//! every fragment ran, and how many ran more than once (duplicates are allowed, double
-//! counting is not).
+//! 0.5–2 s) chosen by a seeded generator. Each kind of kill (herzog, a kinski alone, a whole
+//! host) happens at least a set number of times while the project still has work: the first
+//! kills are those, in a seeded order, and the chaos goes on past its time until they are
+//! done; a project that ends before them fails the test, which then proved too little. Then
+//! everything settles, and herzog's database must show each fragment succeeded by exactly one
+//! attempt, none missing; the marker files show every fragment ran, and how many ran more
+//! than once (duplicates are allowed, double counting is not).
 //!
 //! The seed is printed first; a failure replays with the same seed (the timing of real
 //! processes still varies, so a replay makes the same choices, not the same interleaving):
 //!
 //! ```text
 //! cargo build --workspace
-//! cargo test -p tests --test chaos -- --nocapture                        # CI: 300 fragments, ~15 s
+//! cargo test -p tests --test chaos -- --nocapture                        # CI: 300 fragments, ~20 s
 //! CHAOS_SEED=12345 cargo test -p tests --test chaos -- --nocapture chaos_ci
 //! cargo test -p tests --test chaos -- --ignored --nocapture chaos_long   # 2,000 fragments, 60 s
 //! ```
 //!
 //! Environment: `CHAOS_SEED` (default: from the clock), `CHAOS_FRAGMENTS` (default 300; 2,000
 //! for `chaos_long`), `CHAOS_SECS` (seconds of chaos, default 15; 60 for `chaos_long`),
-//! `CHAOS_SLEEP` (seconds each program sleeps; by default the project lasts about as long as the
-//! chaos: 0.18 s for CI, 0.108 s for the long run; `CHAOS_SLEEP=0.005` gives programs of a few
-//! milliseconds, and the chaos then ends when the project does).
+//! `CHAOS_SLEEP` (seconds each program sleeps; by default the project outlasts the chaos: 0.3 s
+//! for CI, 0.18 s for the long run; `CHAOS_SLEEP=0.005` gives programs of a few
+//! milliseconds, and the chaos then ends when the project does, which may be too soon for the
+//! kills it owes).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -73,7 +77,8 @@ fn finished(cluster: &Cluster) -> usize {
         .unwrap_or(0) as usize
 }
 
-#[derive(Debug, Default)]
+/// Kills by kind: herzog, a kinski alone (its programs run on), a host (kinski and programs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Kills {
     herzog: usize,
     kinski: usize,
@@ -84,9 +89,33 @@ impl Kills {
     fn total(&self) -> usize {
         self.herzog + self.kinski + self.host
     }
+
+    /// At least as many of each kind as `least`.
+    fn cover(&self, least: &Kills) -> bool {
+        self.herzog >= least.herzog && self.kinski >= least.kinski && self.host >= least.host
+    }
 }
 
-fn chaos(default_fragments: usize, default_secs: u64) {
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Herzog,
+    Kinski,
+    Host,
+}
+
+/// The kinds of the first kills: `least` of each, shuffled.
+fn deck(least: &Kills, rng: &mut Rng) -> Vec<Kind> {
+    let mut deck: Vec<Kind> = std::iter::repeat_n(Kind::Herzog, least.herzog)
+        .chain(std::iter::repeat_n(Kind::Kinski, least.kinski))
+        .chain(std::iter::repeat_n(Kind::Host, least.host))
+        .collect();
+    for i in (1..deck.len()).rev() {
+        deck.swap(i, rng.range(0, i as u64 + 1) as usize);
+    }
+    deck
+}
+
+fn chaos(default_fragments: usize, default_secs: u64, least: Kills) {
     let seed: u64 = env_or(
         "CHAOS_SEED",
         std::time::SystemTime::now()
@@ -97,12 +126,13 @@ fn chaos(default_fragments: usize, default_secs: u64) {
     let n: usize = env_or("CHAOS_FRAGMENTS", default_fragments);
     let secs: u64 = env_or("CHAOS_SECS", default_secs);
     // Programs of a few milliseconds would finish 300 fragments in about 5 s, before the
-    // chaos has had its say; by default each sleeps so that the project lasts about as long as
-    // the chaos: secs × slots / fragments × 0.6 (0.18 s for CI, 0.11 s for the long run).
+    // chaos has had its say; by default each sleeps so that the programs alone take as long as
+    // the chaos, secs × slots / fragments (0.3 s for CI, 0.18 s for the long run): with what
+    // the kills cost, the project outlasts the chaos and every kill it owes.
     let slots: u32 = WORKERS.iter().map(|(_, s)| s).sum();
     let sleep: String = env_or(
         "CHAOS_SLEEP",
-        format!("{:.3}", (secs as f64 * f64::from(slots) / n as f64 * 0.6).max(0.005)),
+        format!("{:.3}", (secs as f64 * f64::from(slots) / n as f64).max(0.005)),
     );
     println!("chaos seed={seed} (replay with CHAOS_SEED={seed}) fragments={n} secs={secs} sleep={sleep}");
     let mut rng = Rng::new(seed);
@@ -123,25 +153,33 @@ fn chaos(default_fragments: usize, default_secs: u64) {
     let began = Instant::now();
     let deadline = began + Duration::from_secs(secs);
     let mut kills = Kills::default();
+    let mut first = deck(&least, &mut rng);
     let mut log = Vec::new();
-    while Instant::now() < deadline {
+    // Every kill is made while the project has work (checked just before it), and the kill
+    // itself checks that its victim was running until then.
+    while Instant::now() < deadline || !kills.cover(&least) {
         std::thread::sleep(Duration::from_millis(rng.range(500, 2000)));
         if finished(&cluster) == n {
             break;
         }
         let pause = Duration::from_millis(rng.range(0, 1000));
         let at = began.elapsed().as_millis();
-        match rng.range(0, 10) {
-            0..=2 => {
+        let kind = first.pop().unwrap_or_else(|| match rng.range(0, 10) {
+            0..=2 => Kind::Herzog,
+            9 => Kind::Host,
+            _ => Kind::Kinski,
+        });
+        match kind {
+            Kind::Herzog => {
                 cluster.kill_herzog();
                 std::thread::sleep(pause);
                 cluster.start_herzog();
                 kills.herzog += 1;
                 log.push(format!("{at} ms: herzog killed, back after {} ms", pause.as_millis()));
             }
-            pick => {
+            Kind::Kinski | Kind::Host => {
                 let (name, _) = WORKERS[rng.range(0, WORKERS.len() as u64) as usize];
-                if pick == 9 {
+                if let Kind::Host = kind {
                     // The host crashes: kinski and its programs.
                     cluster.kill_worker(name);
                     kills.host += 1;
@@ -154,12 +192,17 @@ fn chaos(default_fragments: usize, default_secs: u64) {
                 cluster.start_worker(name);
                 log.push(format!(
                     "{at} ms: {} {name} killed, back after {} ms",
-                    if pick == 9 { "host of" } else { "kinski" },
+                    if let Kind::Host = kind { "host of" } else { "kinski" },
                     pause.as_millis()
                 ));
             }
         }
     }
+    assert!(
+        kills.cover(&least),
+        "the project ended after only {kills:?}, short of {least:?} (seed {seed}): the chaos proved too \
+         little; give it more work (CHAOS_FRAGMENTS, CHAOS_SLEEP)"
+    );
     let chaos_for = began.elapsed();
     let done_in_chaos = finished(&cluster);
 
@@ -215,15 +258,33 @@ fn chaos(default_fragments: usize, default_secs: u64) {
     );
 }
 
-/// The CI version: 300 fragments, about 15 s of chaos.
+/// The CI version: 300 fragments, about 15 s of chaos (some 10 kills), at least 2 of herzog,
+/// 3 of a kinski and 1 of a host.
 #[test]
 fn chaos_ci() {
-    chaos(300, 15);
+    chaos(
+        300,
+        15,
+        Kills {
+            herzog: 2,
+            kinski: 3,
+            host: 1,
+        },
+    );
 }
 
-/// The long version: 2,000 fragments, 60 s of chaos (see the command at the top).
+/// The long version: 2,000 fragments, 60 s of chaos (some 40 kills), at least 8 of herzog, 16
+/// of a kinski and 3 of a host (see the command at the top).
 #[test]
 #[ignore = "long: 2,000 fragments and 60 s of chaos; see the command at the top of this file"]
 fn chaos_long() {
-    chaos(2000, 60);
+    chaos(
+        2000,
+        60,
+        Kills {
+            herzog: 8,
+            kinski: 16,
+            host: 3,
+        },
+    );
 }

@@ -546,6 +546,7 @@ impl Machine {
                 attempt,
             });
         }
+        let staged = self.workers.get(worker).is_some_and(|w| w.staging != Staging::Shared);
         for &attempt in expected.difference(&reported_set) {
             let since = self.live.get(&attempt).map_or(now.mono, |l| l.since);
             if now.mono.since(since) >= self.timing.start_grace_ms {
@@ -557,6 +558,14 @@ impl Machine {
                     None,
                     Some(format!("{worker} no longer runs it")),
                 );
+                // Its directory may have been prepared there (a start lost with a killed
+                // herzog): the stop has kinski remove it.
+                if staged {
+                    self.effects.push(Effect::Stop {
+                        worker: worker.to_string(),
+                        attempt,
+                    });
+                }
             }
         }
     }
