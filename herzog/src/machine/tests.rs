@@ -2524,7 +2524,7 @@ fn an_attempt_requeued_from_a_staged_host_is_stopped_there_so_its_directory_goes
     // herzog was killed after preparing attempt 2 on w1, a host that stages; restarted, it
     // finds w1 without it and requeues it. kinski has its directory (and the uploaded input)
     // but no start: the stop tells it to remove them.
-    let mut m = Machine::restore(TIMING, root(), snapshot(None), RESTART);
+    let mut m = Machine::restore(TIMING, root(), snapshot(None), at(RESTART));
     let out = ok(&mut m, RESTART + 100, staged_register("w1", 2));
     assert_eq!(
         ended(&out.writes),
@@ -2539,7 +2539,7 @@ fn an_attempt_requeued_from_a_staged_host_is_stopped_there_so_its_directory_goes
         out.effects
     );
     // On the shared filesystem there is nothing to remove, and nothing is sent.
-    let mut m = Machine::restore(TIMING, root(), snapshot(None), RESTART);
+    let mut m = Machine::restore(TIMING, root(), snapshot(None), at(RESTART));
     let out = ok(&mut m, RESTART + 100, register_event("w1", 2, &[]));
     assert_eq!(ended(&out.writes).len(), 1);
     assert!(out.effects.is_empty(), "{:?}", out.effects);
