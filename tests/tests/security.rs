@@ -318,6 +318,27 @@ fn a_placeholder_the_shell_cannot_pass_safely_is_refused_with_how_to_write_it() 
         assert!(err.contains(says), "{program}: {err}");
         assert!(err.contains(r#"sh -c '... "$1" ...' sh {}"#), "{program}: {err}");
     }
+    // herzog refuses it too, whoever asks (hz checks first, so this goes around hz).
+    let admin = Identity::load(&bundle(cluster.dir(), "admin", "admin")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let refused = runtime.block_on(async {
+        let client = common::transport::coordinator_client(cluster.addr(), &Connector::new(&admin).unwrap())
+            .await
+            .unwrap();
+        let project = common::wire::NewProject {
+            name: None,
+            dir: cluster.dir().join("in"),
+            spec: common::wire::RunSpec::new("/bin/echo '{}'"),
+        };
+        client.project_add(tarpc::context::current(), project).await.unwrap()
+    });
+    match refused {
+        Err(common::ApiError::InvalidValue { what, reason }) => {
+            assert_eq!(what, "program");
+            assert!(reason.contains("single quotes"), "{reason}");
+        }
+        other => panic!("herzog added a program with {{}} in single quotes: {other:?}"),
+    }
     let list: Vec<ProjectProgress> = cluster.hz_json(&["list"]);
     assert!(list.is_empty(), "a refused program was added: {list:?}");
 }

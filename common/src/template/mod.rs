@@ -48,33 +48,38 @@ fn placeholder_at(text: &str) -> Option<&'static str> {
     PLACEHOLDERS.iter().copied().find(|p| text.starts_with(p))
 }
 
-/// The values of `{}`, `{/}`, `{.}`, `{/.}` and `{//}` for `input`, in parameter order.
-fn values(input: &Path) -> [String; 5] {
-    let path = input.to_string_lossy().into_owned();
-    let base = input
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+/// The value of parameter `n` (1 `{}`, 2 `{/}`, 3 `{.}`, 4 `{/.}`, 5 `{//}`) for `input`.
+fn value(input: &Path, n: usize) -> String {
     let strip_ext = |s: &str| match s.rfind('.') {
         Some(i) if i > 0 && !s[i..].contains('/') && !s[..i].ends_with('/') => s[..i].to_string(),
         _ => s.to_string(),
     };
-    let dir = input
-        .parent()
-        .map(|p| p.to_string_lossy().into_owned())
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| ".".to_string());
-    let (no_ext, base_no_ext) = (strip_ext(&path), strip_ext(&base));
-    [path, base, no_ext, base_no_ext, dir]
+    let base = || {
+        input
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    match n {
+        1 => input.to_string_lossy().into_owned(),
+        2 => base(),
+        3 => strip_ext(&input.to_string_lossy()),
+        4 => strip_ext(&base()),
+        _ => input
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| ".".to_string()),
+    }
 }
 
 /// One word of a program without a shell, its placeholders replaced by their values.
-fn substitute(word: &str, values: &[String; 5]) -> String {
-    let mut out = String::with_capacity(word.len() + values[0].len());
+fn substitute(word: &str, input: &Path) -> String {
+    let mut out = String::with_capacity(word.len() + input.as_os_str().len());
     let mut rest = word;
     while let Some(ch) = rest.chars().next() {
         if let Some(p) = placeholder_at(rest) {
-            out.push_str(&values[parameter(p) - 1]);
+            out.push_str(&value(input, parameter(p)));
             rest = &rest[p.len()..];
         } else {
             out.push(ch);
@@ -99,14 +104,19 @@ pub fn shell_quote(s: &str) -> String {
 /// the check existed) still gets one: its unsafe placeholders stay as written, so the
 /// program sees the text `{}`, never a path as code.
 pub fn expand(program: &str, input: &Path) -> Vec<String> {
-    let values = values(input);
     if needs_shell(program) {
-        let mut script = Script::read(program);
-        if !script.found {
-            script = Script::read(&format!("{} {{}}", program.trim_end()));
-        }
-        let mut argv = vec!["/bin/sh".to_string(), "-c".to_string(), script.text, "sh".to_string()];
-        argv.extend(values.into_iter().take(script.used));
+        let script = Script::read(program);
+        let count = u8::BITS - script.uses.leading_zeros();
+        let mut argv = Vec::with_capacity(4 + count as usize);
+        argv.extend(["/bin/sh".to_string(), "-c".to_string(), script.text, "sh".to_string()]);
+        // A parameter the script does not use is passed empty: only its position matters.
+        argv.extend((1..=count as usize).map(|n| {
+            if script.uses & (1 << (n - 1)) != 0 {
+                value(input, n)
+            } else {
+                String::new()
+            }
+        }));
         argv
     } else {
         let template = if has_placeholder(program) {
@@ -125,7 +135,7 @@ pub fn expand(program: &str, input: &Path) -> Vec<String> {
                 if refused {
                     word.to_string()
                 } else {
-                    substitute(word, &values)
+                    substitute(word, input)
                 }
             })
             .collect()
@@ -190,11 +200,7 @@ pub fn check_program(program: &str, path_var: Option<&str>) -> Result<Option<Pat
 
 /// Refuses a program with a placeholder that no quoting can pass safely where it stands.
 fn check_placeholders(program: &str) -> Result<(), ApiError> {
-    let mut script = Script::read(program);
-    if !script.found {
-        script = Script::read(&format!("{} {{}}", program.trim_end()));
-    }
-    match script.problems.into_iter().next() {
+    match Script::read(program).problems.into_iter().next() {
         Some(problem) => Err(ApiError::InvalidValue {
             what: "program".into(),
             reason: problem.to_string(),

@@ -50,51 +50,64 @@ struct Words {
     sub: bool,
     /// Parentheses opened at this level (subshells), so `$(`'s own `)` is found.
     depth: u32,
-    /// The words of the simple command being read, as written.
-    words: Vec<String>,
-    /// The word being read, as written, if one has started.
-    word: Option<String>,
+    /// The word being read, as written (a buffer kept from word to word).
+    word: String,
+    /// Whether a word is being read.
+    in_word: bool,
+    /// What the simple command being read says so far: whether its command (the first word
+    /// that is not an assignment) was read and is `eval`, the shell among its words, and
+    /// whether the last word was an option with `c` (`-c`, `-ec`).
+    command: Option<bool>,
+    shell: Option<&'static str>,
+    after_c: bool,
 }
 
 impl Words {
     fn end_word(&mut self) {
-        if let Some(word) = self.word.take() {
-            self.words.push(word);
+        if !self.in_word {
+            return;
         }
+        let word = self.word.as_str();
+        if self.command.is_none() && !is_assignment(word) {
+            self.command = Some(word == "eval");
+        }
+        let name = word.rsplit('/').next().unwrap_or(word);
+        if let Some(shell) = SHELLS.iter().find(|s| **s == name) {
+            self.shell = Some(shell);
+        }
+        self.after_c = word.len() > 1
+            && word.starts_with('-')
+            && word[1..].chars().all(|c| c.is_ascii_alphabetic())
+            && word.contains('c');
+        self.word.clear();
+        self.in_word = false;
     }
 
     fn end_command(&mut self) {
-        self.word = None;
-        self.words.clear();
+        self.word.clear();
+        self.in_word = false;
+        self.command = None;
+        self.shell = None;
+        self.after_c = false;
     }
 
     fn push(&mut self, text: &str) {
-        self.word.get_or_insert_with(String::new).push_str(text);
+        self.word.push_str(text);
+        self.in_word = true;
     }
 
     /// Why a placeholder in the word being read would be code again, if it would.
     fn danger(&self, p: &'static str) -> Option<Unsafe> {
-        let command = self.words.iter().find(|w| !is_assignment(w)).map(String::as_str);
-        if command == Some("eval") {
+        if self.command == Some(true) {
             return Some(Unsafe::Eval { p });
         }
-        let last = self.words.last()?;
-        let is_c = last.len() > 1
-            && last.starts_with('-')
-            && !last.starts_with("--")
-            && last[1..].chars().all(|c| c.is_ascii_alphabetic())
-            && last.contains('c');
-        if !is_c {
-            return None;
+        match self.shell {
+            Some(shell) if self.after_c => Some(Unsafe::ShellScript {
+                p,
+                shell: shell.to_string(),
+            }),
+            _ => None,
         }
-        let shell = self.words[..self.words.len() - 1]
-            .iter()
-            .map(|w| w.rsplit('/').next().unwrap_or(w))
-            .find(|w| SHELLS.contains(w))?;
-        Some(Unsafe::ShellScript {
-            p,
-            shell: shell.to_string(),
-        })
     }
 }
 
@@ -108,29 +121,56 @@ fn is_assignment(word: &str) -> bool {
 /// A program's shell text with its placeholders turned into positional parameters.
 pub(super) struct Script {
     pub(super) text: String,
-    /// The highest parameter referenced: how many values follow the script.
-    pub(super) used: usize,
-    /// Whether any placeholder was found (else the path is appended).
-    pub(super) found: bool,
+    /// The parameters referenced (bit `n - 1` for `$n`): the values that must follow the
+    /// script; the highest one says how many.
+    pub(super) uses: u8,
     /// The placeholders that cannot be passed safely where they stand, and other mistakes.
     pub(super) problems: Vec<Unsafe>,
+    /// Whether any placeholder was found (else the path is appended).
+    found: bool,
 }
 
+/// A positional parameter as written bare, and inside double quotes.
+const BARE: [&str; 5] = ["\"${1}\"", "\"${2}\"", "\"${3}\"", "\"${4}\"", "\"${5}\""];
+const QUOTED: [&str; 5] = ["${1}", "${2}", "${3}", "${4}", "${5}"];
+
 impl Script {
-    /// Reads `program` as `/bin/sh` would, far enough to know how each placeholder is quoted.
-    /// Never pastes a value: a mistake here can cost the program its argument, never run it.
+    /// Reads `program` as `/bin/sh` would, far enough to know how each placeholder is quoted,
+    /// with ` {}` appended when it has no placeholder. Never pastes a value: a mistake here
+    /// can cost the program its argument, never run it.
     pub(super) fn read(program: &str) -> Script {
         let mut script = Script {
             text: String::with_capacity(program.len() + 16),
-            used: 0,
-            found: false,
+            uses: 0,
             problems: Vec::new(),
+            found: false,
         };
         let mut stack = vec![Frame::Words(Words::default())];
-        let mut rest = program;
+        let trimmed = program.trim_end();
+        script.feed(&mut stack, trimmed);
+        if script.found {
+            script.feed(&mut stack, &program[trimmed.len()..]);
+        } else {
+            script.feed(&mut stack, " {}");
+        }
+        let open = stack.iter().rev().find_map(|f| match f {
+            Frame::Double => Some("double quote"),
+            Frame::Arithmetic { .. } => Some("$(("),
+            Frame::Words(w) if w.sub => Some("$("),
+            Frame::Words(_) => None,
+        });
+        if let Some(what) = open {
+            script.problems.push(Unsafe::Unterminated { what });
+        }
+        script
+    }
+
+    /// Reads `text`, going on from where `stack` says the shell text so far left off.
+    fn feed(&mut self, stack: &mut Vec<Frame>, text: &str) {
+        let mut rest = text;
         while let Some(c) = rest.chars().next() {
             if let Some(p) = placeholder_at(rest) {
-                script.placeholder(p, &stack);
+                self.placeholder(p, stack);
                 if let Some(Frame::Words(words)) = stack.last_mut() {
                     words.push(p);
                 }
@@ -146,11 +186,11 @@ impl Script {
                         words.push(&rest[..take]);
                     }
                     '\'' => {
-                        take = script.quoted(rest, '\'', |p| Unsafe::SingleQuotes { p }, "single quote");
+                        take = self.quoted(rest, '\'', |p| Unsafe::SingleQuotes { p }, "single quote");
                         words.push(&rest[..take]);
                     }
                     '`' => {
-                        take = script.quoted(rest, '`', |p| Unsafe::Backquotes { p }, "backquote");
+                        take = self.quoted(rest, '`', |p| Unsafe::Backquotes { p }, "backquote");
                         words.push(&rest[..take]);
                     }
                     '"' => {
@@ -170,7 +210,7 @@ impl Script {
                             ..Words::default()
                         }));
                     }
-                    '#' if words.word.is_none() => {
+                    '#' if !words.in_word => {
                         take = rest.find('\n').unwrap_or(rest.len());
                     }
                     ')' if words.sub && words.depth == 0 => {
@@ -194,13 +234,13 @@ impl Script {
                         // A backslash before anything else is itself; written doubled, it
                         // cannot escape the `$` of a parameter that follows it.
                         _ => {
-                            script.text.push('\\');
+                            self.text.push('\\');
                         }
                     },
                     '"' => {
                         stack.pop();
                     }
-                    '`' => take = script.quoted(rest, '`', |p| Unsafe::Backquotes { p }, "backquote"),
+                    '`' => take = self.quoted(rest, '`', |p| Unsafe::Backquotes { p }, "backquote"),
                     '$' if rest.starts_with("$((") => {
                         take = 3;
                         stack.push(Frame::Arithmetic { depth: 0 });
@@ -224,19 +264,9 @@ impl Script {
                     _ => {}
                 },
             }
-            script.text.push_str(&rest[..take]);
+            self.text.push_str(&rest[..take]);
             rest = &rest[take..];
         }
-        let open = stack.iter().rev().find_map(|f| match f {
-            Frame::Double => Some("double quote"),
-            Frame::Arithmetic { .. } => Some("$(("),
-            Frame::Words(w) if w.sub => Some("$("),
-            Frame::Words(_) => None,
-        });
-        if let Some(what) = open {
-            script.problems.push(Unsafe::Unterminated { what });
-        }
-        script
     }
 
     /// Writes placeholder `p` where `stack` says it stands: a parameter quoted for its place,
@@ -254,10 +284,10 @@ impl Script {
             return;
         }
         let n = parameter(p);
-        self.used = self.used.max(n);
+        self.uses |= 1 << (n - 1);
         match stack.last() {
-            Some(Frame::Double) => self.text.push_str(&format!("${{{n}}}")),
-            _ => self.text.push_str(&format!("\"${{{n}}}\"")),
+            Some(Frame::Double) => self.text.push_str(QUOTED[n - 1]),
+            _ => self.text.push_str(BARE[n - 1]),
         }
     }
 
@@ -306,7 +336,8 @@ mod tests {
                 r#"gzip -c "${1}" > "${3}".gz"#,
                 "sh",
                 "/d/it's a file.txt",
-                "it's a file.txt",
+                // $2 is not used: passed empty, to keep $3 in its place.
+                "",
                 "/d/it's a file",
             ]
         );
@@ -314,7 +345,7 @@ mod tests {
         // the quoting starts afresh.
         let argv = expand(r#"echo "{/}: $(wc -c < {})" | tee "{//}/x""#, &p("/d/a"));
         assert_eq!(argv[2], r#"echo "${2}: $(wc -c < "${1}")" | tee "${5}/x""#);
-        assert_eq!(argv[3..], ["sh", "/d/a", "a", "/d/a", "a", "/d"]);
+        assert_eq!(argv[3..], ["sh", "/d/a", "a", "", "", "/d"]);
         // No placeholder: the path is appended, as a parameter too.
         assert_eq!(
             expand("sort | uniq <", &p("/d/a")),
