@@ -81,7 +81,8 @@ impl ControlDir {
     }
 
     /// What a previous herzog left: each entry of the directory, and the control socket in it
-    /// if there is one. Nothing when the directory is missing, or (in /tmp) not this user's.
+    /// if there is one. Nothing when the directory is missing, not this user's, or writable by
+    /// others.
     pub(super) fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
         use std::os::unix::fs::MetadataExt;
         let meta = match std::fs::symlink_metadata(&self.path) {
@@ -89,8 +90,9 @@ impl ControlDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
+        // Only a directory no one else could have written to: what is in it is a herzog's.
         // SAFETY: geteuid has no preconditions and cannot fail.
-        if !meta.is_dir() || meta.uid() != unsafe { libc::geteuid() } {
+        if !meta.is_dir() || meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o022 != 0 {
             return Ok(Vec::new());
         }
         let mut found = Vec::new();
