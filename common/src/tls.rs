@@ -252,12 +252,6 @@ impl Authority {
         Ok(Authority { cert_pem, issuer })
     }
 
-    /// Writes `ca.pem` and `ca.key` (mode 0600) into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
-        write_file(&dir.join("ca.pem"), &self.cert_pem, 0o644)?;
-        write_file(&dir.join("ca.key"), &self.issuer.key().serialize_pem(), 0o600)
-    }
-
     /// Issues a certificate for `name` with `role`, valid for `days` (a negative number makes
     /// an already expired one, for tests), and returns its bundle.
     pub fn issue(&self, name: &str, role: Role, days: i64) -> Result<String, TlsError> {
@@ -290,25 +284,204 @@ impl Authority {
     }
 }
 
-/// Writes a file with the given mode, creating its directory.
-pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
+/// The files `herzog certs init` writes: the CA's certificate and key, herzog's bundle and the
+/// first admin's. None of them is ever written again.
+pub const INIT_FILES: [&str; 4] = ["ca.pem", "ca.key", "herzog.pem", "admin.pem"];
+/// Private keys and bundles: the owner alone reads them.
+const PRIVATE: u32 = 0o600;
+/// The CA's certificate is public: every party holds a copy in its bundle.
+const PUBLIC: u32 = 0o644;
+
+/// The directory `herzog certs` keeps the cluster's CA and bundles in. Files are made with
+/// exactly their mode (whatever the umask), never over an existing file unless asked, never
+/// through a symbolic link, and the directory itself must be writable by its owner alone, or
+/// another user could swap a file in it between two calls.
+#[derive(Debug)]
+pub struct Pki {
+    dir: PathBuf,
+}
+
+/// Why `herzog certs` refused to write.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("failed to create the PKI directory {dir}: {source}")]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to open the PKI directory {dir}: {source}; make one with `herzog certs init --dir DIR`")]
+    OpenDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{dir} is not a directory: give the PKI directory `herzog certs init` made")]
+    NotADirectory { dir: PathBuf },
+    #[error(
+        "the PKI directory {dir} is writable by other users (mode {mode:o}), who could swap its files: `chmod 700 {dir}` first"
+    )]
+    Shared { dir: PathBuf, mode: u32 },
+    #[error(
+        "{dir} already holds a CA (or part of one: {file}): issue certificates from it with `herzog certs issue`, or choose another --dir"
+    )]
+    AlreadyInitialised { dir: PathBuf, file: &'static str },
+    #[error(
+        "'{name}' is reserved: {file} is written by `herzog certs init` (the CA and herzog's own and the first admin's bundles) and never replaced; choose another name"
+    )]
+    Reserved { name: String, file: &'static str },
+    #[error(
+        "{path} already exists: give --force to replace that bundle (its holder's old one stops being yours to hand out)"
+    )]
+    Exists { path: PathBuf },
+    #[error("{path} is a symbolic link: herzog certs never writes through one; remove it and try again")]
+    Symlink { path: PathBuf },
+    #[error("{path} exists and is not a regular file: remove it or choose another name")]
+    NotAFile { path: PathBuf },
+}
+
+impl Pki {
+    /// Makes the directory for a new CA (mode 0700, its parents as the umask says), or takes
+    /// an existing private one that holds none of [`INIT_FILES`].
+    pub fn create(dir: &Path) -> Result<Pki, PkiError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let create = |source| PkiError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(create)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            // The umask may have taken bits from 0700 (never added any): set it exactly.
+            Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(create)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(create(e)),
+        }
+        let pki = Pki::open(dir)?;
+        for file in INIT_FILES {
+            if std::fs::symlink_metadata(dir.join(file)).is_ok() {
+                return Err(PkiError::AlreadyInitialised {
+                    dir: dir.to_path_buf(),
+                    file,
+                });
+            }
+        }
+        Ok(pki)
+    }
+
+    /// An existing PKI directory, checked to be writable by its owner alone.
+    pub fn open(dir: &Path) -> Result<Pki, PkiError> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir).map_err(|source| PkiError::OpenDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(PkiError::NotADirectory { dir: dir.to_path_buf() });
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(PkiError::Shared {
+                dir: dir.to_path_buf(),
+                mode,
+            });
+        }
+        Ok(Pki { dir: dir.to_path_buf() })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a new CA's `ca.pem` (0644) and `ca.key` (0600); neither may exist.
+    pub fn save_authority(&self, ca: &Authority) -> Result<(), PkiError> {
+        self.write("ca.pem", &ca.cert_pem, PUBLIC, false)?;
+        self.write("ca.key", &ca.issuer.key().serialize_pem(), PRIVATE, false)?;
+        Ok(())
+    }
+
+    /// The CA kept here.
+    pub fn authority(&self) -> Result<Authority, PkiError> {
+        Ok(Authority::load(&self.dir.join("ca.pem"), &self.dir.join("ca.key"))?)
+    }
+
+    /// Writes `FILE` (one of [`INIT_FILES`]'s bundles) for `certs init`: it may not exist.
+    pub fn save_init_bundle(&self, file: &'static str, bundle: &str) -> Result<PathBuf, PkiError> {
+        self.write(file, bundle, PRIVATE, false)
+    }
+
+    /// Writes `NAME.pem` (0600) for `certs issue`; a name whose file `init` wrote is refused,
+    /// and an existing bundle is replaced only when `replace` says so.
+    pub fn save_bundle(&self, name: &str, bundle: &str, replace: bool) -> Result<PathBuf, PkiError> {
+        let file = format!("{name}.pem");
+        // Case too: on a case-insensitive filesystem `CA.pem` is `ca.pem`.
+        if let Some(reserved) = INIT_FILES.iter().find(|f| f.eq_ignore_ascii_case(&file)) {
+            return Err(PkiError::Reserved {
+                name: name.to_string(),
+                file: reserved,
+            });
+        }
+        self.write(&file, bundle, PRIVATE, replace)
+    }
+
+    /// Writes `dir/file` with exactly `mode`. A new file is created with `O_EXCL`, which never
+    /// follows a link (not even a dangling one); a replacement is a new file renamed over the
+    /// old one, which replaces a link rather than following it, and cannot keep the old mode.
+    fn write(&self, file: &str, text: &str, mode: u32, replace: bool) -> Result<PathBuf, PkiError> {
+        let path = self.dir.join(file);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => return Err(PkiError::Symlink { path }),
+            Ok(meta) if !meta.is_file() => return Err(PkiError::NotAFile { path }),
+            Ok(_) if !replace => return Err(PkiError::Exists { path }),
+            Ok(_) => {
+                let temp = self.dir.join(format!(".{file}.{}.new", std::process::id()));
+                let written = write_new(&temp, text, mode).and_then(|()| {
+                    std::fs::rename(&temp, &path).map_err(|source| TlsError::Write {
+                        path: path.clone(),
+                        source,
+                    })
+                });
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&temp);
+                }
+                written?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_new(&path, text, mode)?,
+            Err(source) => return Err(TlsError::Read { path, source }.into()),
+        }
+        Ok(path)
+    }
+}
+
+/// Creates `path`, which must not exist (nor be a link), with exactly `mode`, and writes
+/// `text` to disk; a failed write removes the file again.
+fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let write = |source| TlsError::Write {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(write)?;
-    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(path)
         .map_err(write)?;
-    f.write_all(text.as_bytes()).map_err(write)
+    let written = f
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(text.as_bytes()))
+        .and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        drop(f);
+        let _ = std::fs::remove_file(path);
+        return Err(write(e));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -333,16 +506,29 @@ mod tests {
     #[test]
     fn a_saved_authority_loads_and_issues() {
         let dir = tempfile::tempdir().unwrap();
-        Authority::generate(1).unwrap().save(dir.path()).unwrap();
-        let ca = Authority::load(&dir.path().join("ca.pem"), &dir.path().join("ca.key")).unwrap();
+        let pki = Pki::create(&dir.path().join("pki")).unwrap();
+        pki.save_authority(&Authority::generate(1).unwrap()).unwrap();
+        let ca = pki.authority().unwrap();
         let id = Identity::from_pem(ca.issue("w", Role::Worker, 1).unwrap().as_bytes(), Path::new("x")).unwrap();
         assert_eq!(id.role, Role::Worker);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("ca.key"))
+        let mode = std::fs::metadata(pki.dir().join("ca.key"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_pki_directory_holding_any_file_of_init_is_not_initialised_again() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in INIT_FILES {
+            let pki = dir.path().join(file.replace('.', "-"));
+            std::fs::create_dir(&pki).unwrap();
+            std::fs::write(pki.join(file), "left from before").unwrap();
+            let err = Pki::create(&pki).unwrap_err();
+            assert!(matches!(err, PkiError::AlreadyInitialised { .. }), "{file}: {err}");
+        }
     }
 
     #[test]

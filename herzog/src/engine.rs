@@ -457,7 +457,7 @@ mod tests {
         let blocker = rusqlite::Connection::open(&db).unwrap();
         blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
         let (handle, rx) = Handle::new();
-        let stager = Arc::new(Stager::new(&[], dir.path().join("incoming")).unwrap());
+        let stager = Arc::new(Stager::new(&[], dir.path()).await.unwrap());
         let dispatcher = Dispatcher {
             connections: Connections::new(handle.clone(), stager.clone()),
             handle: handle.clone(),

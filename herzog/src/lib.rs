@@ -61,7 +61,7 @@ pub enum HerzogError {
     #[error("herzog's certificate has the role {role}, not coordinator: make it with `herzog certs init`")]
     NotCoordinator { role: common::tls::Role },
     #[error(
-        "failed to make the staging directories (SSH control sockets in /tmp, fetched files in the state directory): {source}"
+        "failed to make the staging directories in the state directory (ssh/ for SSH control sockets, incoming/ for fetched files): {source}"
     )]
     ControlDir {
         #[source]

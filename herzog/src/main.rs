@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use common::config::ClusterConfig;
-use common::tls::{Authority, Identity, Role, write_file};
+use common::tls::{Authority, Identity, Pki, Role};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,7 +51,8 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum Certs {
     /// Create the cluster's CA (DIR/ca.pem, DIR/ca.key), herzog's bundle (DIR/herzog.pem) and a
-    /// first admin bundle (DIR/admin.pem).
+    /// first admin bundle (DIR/admin.pem). DIR is made with mode 0700; ca.pem is 0644, the
+    /// others 0600. None of these files is ever written again.
     Init {
         /// Where the files go; keep ca.key there and nowhere else.
         #[arg(long)]
@@ -60,7 +61,8 @@ enum Certs {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
-    /// Issue a bundle for a worker host or a user: DIR/NAME.pem, the one file to copy to it.
+    /// Issue a bundle for a worker host or a user: DIR/NAME.pem (mode 0600), the one file to
+    /// copy to it. The names of init's files (ca, herzog, admin) are refused.
     Issue {
         /// The worker's name (as kinski --name) or the user's.
         name: String,
@@ -73,26 +75,24 @@ enum Certs {
         /// Days the certificate is valid.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Replace DIR/NAME.pem if it exists (to renew a bundle); never the CA's files.
+        #[arg(long)]
+        force: bool,
     },
 }
 
 fn certs(command: Certs) -> Result<String, String> {
     match command {
         Certs::Init { dir, days } => {
-            if dir.join("ca.key").exists() {
-                return Err(format!(
-                    "{} already holds a CA: issue certificates from it with `herzog certs issue`, or choose another --dir",
-                    dir.display()
-                ));
-            }
+            let pki = Pki::create(&dir).map_err(|e| e.to_string())?;
             let ca = Authority::generate(days).map_err(|e| e.to_string())?;
-            ca.save(&dir).map_err(|e| e.to_string())?;
+            pki.save_authority(&ca).map_err(|e| e.to_string())?;
             for (name, role, file) in [
                 ("herzog", Role::Coordinator, "herzog.pem"),
                 ("admin", Role::Admin, "admin.pem"),
             ] {
                 let bundle = ca.issue(name, role, i64::from(days)).map_err(|e| e.to_string())?;
-                write_file(&dir.join(file), &bundle, 0o600).map_err(|e| e.to_string())?;
+                pki.save_init_bundle(file, &bundle).map_err(|e| e.to_string())?;
             }
             Ok(format!(
                 "created the cluster CA in {d}: run herzog with --tls {d}/herzog.pem, hz with --tls {d}/admin.pem; \
@@ -100,16 +100,22 @@ fn certs(command: Certs) -> Result<String, String> {
                 d = dir.display()
             ))
         }
-        Certs::Issue { name, role, dir, days } => {
+        Certs::Issue {
+            name,
+            role,
+            dir,
+            days,
+            force,
+        } => {
             let role: Role = role.parse().map_err(|e: common::tls::TlsError| e.to_string())?;
             if role == Role::Coordinator {
                 return Err("herzog's own bundle comes from `herzog certs init`; issue admin or worker".into());
             }
             common::name::check_name(&name).map_err(|e| e.to_string())?;
-            let ca = Authority::load(&dir.join("ca.pem"), &dir.join("ca.key")).map_err(|e| e.to_string())?;
+            let pki = Pki::open(&dir).map_err(|e| e.to_string())?;
+            let ca = pki.authority().map_err(|e| e.to_string())?;
             let bundle = ca.issue(&name, role, i64::from(days)).map_err(|e| e.to_string())?;
-            let path = dir.join(format!("{name}.pem"));
-            write_file(&path, &bundle, 0o600).map_err(|e| e.to_string())?;
+            let path = pki.save_bundle(&name, &bundle, force).map_err(|e| e.to_string())?;
             Ok(format!(
                 "issued {path} for {role} '{name}', valid {days} days",
                 path = path.display()

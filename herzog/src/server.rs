@@ -117,7 +117,8 @@ pub async fn run(
     };
     let (handle, rx) = Handle::new();
     let stager = std::sync::Arc::new(
-        crate::staging::Stager::new(&config.hosts, config.state_dir.join("incoming"))
+        crate::staging::Stager::new(&config.hosts, &config.state_dir)
+            .await
             .map_err(|source| HerzogError::ControlDir { source })?,
     );
     let connections = Connections::new(handle.clone(), stager.clone());

@@ -2,6 +2,8 @@
 //! connection per host (the system `ssh`, so `~/.ssh/config` and agents apply), SFTP over it
 //! for files, a bounded number of transfers per host, retries with backoff.
 
+mod control;
+
 use crate::machine::{Fetch, Upload};
 use backon::{ExponentialBuilder, Retryable};
 use common::config::HostConfig;
@@ -20,8 +22,8 @@ use tokio::sync::{Mutex, Semaphore};
 const PER_HOST: usize = 8;
 /// Tries of one transfer before its attempt fails.
 const TRIES: usize = 3;
-/// An idle master connection exits after this, so a herzog killed with -9 leaves no ssh
-/// process behind for long.
+/// An idle master connection exits after this (and a herzog killed with -9 has its masters
+/// stopped by the next one at start-up, `control`).
 const IDLE: usize = 120;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes per SFTP read or write request.
@@ -98,8 +100,8 @@ struct Host {
 /// The staging side of herzog: knows the hosts and keeps their connections.
 pub(crate) struct Stager {
     hosts: HashMap<String, Host>,
-    /// ssh's control sockets: a short path, since a Unix socket path holds ~108 bytes.
-    control_dir: tempfile::TempDir,
+    /// ssh's control sockets: `<state_dir>/ssh`, or a short path when that one is too long.
+    control_dir: control::ControlDir,
     /// Where fetched files are written before they are renamed into the results folder (on
     /// its filesystem, so the rename is atomic). Emptied at start-up: what a killed herzog
     /// left there is refetched, since its completion was never acknowledged.
@@ -107,13 +109,29 @@ pub(crate) struct Stager {
 }
 
 impl Stager {
-    pub(crate) fn new(hosts: &[HostConfig], incoming: PathBuf) -> std::io::Result<Stager> {
-        match std::fs::remove_dir_all(&incoming) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        std::fs::create_dir_all(&incoming)?;
+    /// The stager of a herzog whose state is in `state_dir`: empties `incoming/`, stops the
+    /// ssh masters a killed predecessor left and removes their control directories, and makes
+    /// the control directory when a host needs staging.
+    pub(crate) async fn new(hosts: &[HostConfig], state_dir: &Path) -> std::io::Result<Stager> {
+        let incoming = state_dir.join("incoming");
+        let control_dir = control::ControlDir::of(state_dir);
+        let staged = hosts.iter().any(|h| !h.shared_fs);
+        let (incoming, control_dir, leftovers) = tokio::task::spawn_blocking(move || {
+            match std::fs::remove_dir_all(&incoming) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            std::fs::create_dir_all(&incoming)?;
+            let leftovers = control_dir.leftovers()?;
+            if staged {
+                control_dir.create()?;
+            }
+            Ok((incoming, control_dir, leftovers))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        control::clear(leftovers).await;
         Ok(Stager {
             hosts: hosts
                 .iter()
@@ -126,7 +144,7 @@ impl Stager {
                     (h.name.clone(), host)
                 })
                 .collect(),
-            control_dir: tempfile::Builder::new().prefix("hz").tempdir_in("/tmp")?,
+            control_dir,
             incoming,
         })
     }

@@ -200,6 +200,185 @@ fn certs_init_and_issue_make_bundles_with_names_and_roles() {
     assert!(stderr(&out).contains("unknown role 'root'"), "{}", stderr(&out));
 }
 
+/// The mode bits (permissions only) of `path`, not following a link.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("failed to look at {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Every file of a PKI directory with its bytes and mode.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, (Vec<u8>, u32)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, (std::fs::read(&path).unwrap(), mode(&path)))
+        })
+        .collect()
+}
+
+/// `herzog certs init --dir DIR` run under `umask`, as a shell would start it.
+fn certs_init_under_umask(state: &Path, dir: &Path, umask: &str) -> Output {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(bin("herzog"))
+        .args(["--state-dir"])
+        .arg(state)
+        .args(["certs", "init", "--dir"])
+        .arg(dir)
+        .env_remove("HERZOG_CONFIG");
+    output_within(&mut cmd, LIMIT)
+}
+
+#[test]
+fn certs_issue_refuses_the_names_init_wrote_and_never_touches_the_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let d = dir.to_str().unwrap();
+    let state = tmp.path().join("state");
+    let out = herzog(&state, &["certs", "init", "--dir", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = snapshot(&dir);
+    assert_eq!(
+        before.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["admin.pem", "ca.key", "ca.pem", "herzog.pem"]
+    );
+    // `issue ca` wrote a private key over the CA's certificate; `issue herzog` and `issue
+    // admin` replaced herzog's and the first admin's bundles. --force changes none of that.
+    for name in ["ca", "herzog", "admin", "CA", "Herzog"] {
+        for role in ["admin", "worker"] {
+            for force in [false, true] {
+                let mut args = vec!["certs", "issue", name, "--role", role, "--dir", d];
+                if force {
+                    args.push("--force");
+                }
+                let out = herzog(&state, &args);
+                let err = exits_with(&out, 2);
+                assert!(err.contains("reserved"), "{args:?}: {err}");
+                assert_eq!(snapshot(&dir), before, "{args:?} changed the PKI directory");
+            }
+        }
+    }
+}
+
+#[test]
+fn certs_issue_refuses_an_existing_bundle_unless_forced_and_a_forced_one_is_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let d = dir.to_str().unwrap();
+    let state = tmp.path().join("state");
+    let out = herzog(&state, &["certs", "init", "--dir", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let issue = ["certs", "issue", "euclid", "--role", "worker", "--dir", d];
+    let out = herzog(&state, &issue);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bundle = dir.join("euclid.pem");
+    assert_eq!(mode(&bundle), 0o600);
+    // Made readable by someone, say by a careless copy.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let first = std::fs::read(&bundle).unwrap();
+
+    let out = herzog(&state, &issue);
+    let err = exits_with(&out, 2);
+    assert!(
+        err.contains("euclid.pem") && err.contains("exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&bundle).unwrap(),
+        first,
+        "the bundle was replaced without --force"
+    );
+
+    let mut forced = issue.to_vec();
+    forced.push("--force");
+    let out = herzog(&state, &forced);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_ne!(std::fs::read(&bundle).unwrap(), first, "--force kept the old bundle");
+    assert_eq!(mode(&bundle), 0o600, "a replaced bundle keeps the old file's mode");
+    let id = common::tls::Identity::load(&bundle).unwrap();
+    assert_eq!((id.name.as_str(), id.role), ("euclid", common::tls::Role::Worker));
+    // Nothing else is left behind (no temporary file).
+    assert_eq!(snapshot(&dir).len(), 5, "{:?}", snapshot(&dir).keys());
+}
+
+#[test]
+fn certs_issue_never_writes_through_a_symbolic_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let d = dir.to_str().unwrap();
+    let state = tmp.path().join("state");
+    let out = herzog(&state, &["certs", "init", "--dir", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("euclid.pem")).unwrap();
+    // A dangling link: following it would create the file it names.
+    let nowhere = tmp.path().join("created-through-a-link");
+    std::os::unix::fs::symlink(&nowhere, dir.join("newton.pem")).unwrap();
+    for name in ["euclid", "newton"] {
+        for force in [false, true] {
+            let mut args = vec!["certs", "issue", name, "--role", "worker", "--dir", d];
+            if force {
+                args.push("--force");
+            }
+            let out = herzog(&state, &args);
+            let err = exits_with(&out, 2);
+            assert!(err.contains("symbolic link"), "{args:?}: {err}");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!nowhere.exists(), "a bundle was written through a dangling link");
+}
+
+#[test]
+fn certs_init_makes_a_private_directory_and_exact_modes_whatever_the_umask() {
+    for umask in ["000", "077"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("etc").join("pki");
+        let out = certs_init_under_umask(&tmp.path().join("state"), &dir, umask);
+        assert_eq!(out.status.code(), Some(0), "umask {umask}: {}", stderr(&out));
+        assert_eq!(mode(&dir), 0o700, "umask {umask}: the PKI directory");
+        for (file, expected) in [
+            ("ca.key", 0o600),
+            ("herzog.pem", 0o600),
+            ("admin.pem", 0o600),
+            ("ca.pem", 0o644),
+        ] {
+            assert_eq!(mode(&dir.join(file)), expected, "umask {umask}: {file}");
+        }
+    }
+    // A PKI directory others can write to is refused: they could swap the files in it.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let out = certs_init_under_umask(&tmp.path().join("state"), &dir, "022");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = herzog(
+        &tmp.path().join("state"),
+        &[
+            "certs",
+            "issue",
+            "euclid",
+            "--role",
+            "worker",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let err = exits_with(&out, 2);
+    assert!(err.contains("writable by other users"), "{err}");
+    assert!(!dir.join("euclid.pem").exists());
+}
+
 fn config(dir: &Path, text: &str) -> String {
     let path = dir.join("cluster.toml");
     std::fs::write(&path, text).unwrap();

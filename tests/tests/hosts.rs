@@ -1370,3 +1370,81 @@ fn a_directory_prepared_for_an_attempt_herzog_requeued_after_its_crash_is_remove
         "{TEST}: attempts {left:?} were prepared on pythagoras when herzog was killed; their directories were removed, and the project finished elsewhere"
     );
 }
+
+/// The ssh masters (`ssh ... -M ...`, still running) in the network namespace of process
+/// `pid`, each with its control socket (its `-S`).
+fn ssh_masters_beside(pid: u32) -> Vec<(i32, PathBuf)> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("the process's network namespace");
+    let mut masters = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{p}/cmdline")) else {
+            continue;
+        };
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_ssh = argv.first().is_some_and(|a| a == "ssh" || a.ends_with("/ssh"));
+        if !is_ssh || !argv.iter().any(|a| a == "-M") || !tests::running(p) {
+            continue;
+        }
+        if std::fs::read_link(format!("/proc/{p}/ns/net")).ok().as_ref() != Some(&ns) {
+            continue;
+        }
+        if let Some(i) = argv.iter().position(|a| a == "-S") {
+            masters.push((p, PathBuf::from(&argv[i + 1])));
+        }
+    }
+    masters
+}
+
+#[test]
+#[ignore = "needs root and the network-namespace test bed: cargo test -p tests --test hosts -- --ignored"]
+fn a_killed_herzogs_ssh_masters_and_control_sockets_are_gone_once_it_restarts() {
+    const TEST: &str = "a_killed_herzogs_ssh_masters_and_control_sockets_are_gone_once_it_restarts";
+    let _serial = serial();
+    let bed = Bed::up(TEST);
+    let config = hosts_toml(&bed, &["pythagoras"], None);
+    let mut cluster = Hosted::start_with(bed, Some(&config), 1, &[("pythagoras", Files::Staged)]);
+    // herzog logs in to check the scratch directory before it gives the host work: from
+    // then on a master connection serves every transfer to it.
+    eventually("pythagoras ready for staging", Duration::from_secs(60), || {
+        cluster
+            .workers()
+            .iter()
+            .any(|w| w.name == "pythagoras" && w.staging == "ssh ready")
+            .then_some(())
+    });
+    let masters = ssh_masters_beside(cluster.herzog.pid());
+    assert_eq!(masters.len(), 1, "one master for the one staged host: {masters:?}");
+    let (master, socket) = masters[0].clone();
+    // The control socket lives under herzog's state directory (its own, not a shared /tmp).
+    let state = cluster.shared().join("herzog");
+    assert!(
+        socket.starts_with(&state),
+        "the control socket {} is not under herzog's state directory {}",
+        socket.display(),
+        state.display()
+    );
+    let connection_dir = socket.parent().expect("the socket's directory").to_path_buf();
+
+    cluster.restart_herzog();
+    // The new herzog stopped the old master and removed its directory at start-up; its own
+    // master (once it probes the host again) is another process in another directory.
+    let started = Instant::now();
+    eventually(
+        "the killed herzog's ssh master to exit and its control directory to go",
+        Duration::from_secs(10),
+        || (!tests::running(master) && !connection_dir.exists()).then_some(()),
+    );
+    let log = cluster.herzog.log();
+    assert!(log.contains("stopped 1 of the SSH masters"), "herzog's log:\n{log}");
+    println!(
+        "{TEST}: the old master {master} and {} were gone {:?} after the restart",
+        connection_dir.display(),
+        started.elapsed()
+    );
+}

@@ -284,3 +284,121 @@ fn only_the_attempts_own_worker_can_record_its_late_result() {
     assert!(matches!(accepted.as_deref(), Ok([Ok(())])), "{accepted:?}");
     assert_eq!(late_exit().as_deref(), Some(Exit::Code(7).to_string().as_str()));
 }
+
+/// File names that are shell code, each trying to create a file next to it (a program runs
+/// in its project's directory).
+const HOSTILE_NAMES: [&str; 12] = [
+    "$(touch pwned-dollar)",
+    "`touch pwned-backtick`",
+    ";touch pwned-semicolon;",
+    "|touch pwned-pipe",
+    "&touch pwned-ampersand",
+    "a\ntouch pwned-newline\n",
+    "'$(touch pwned-quoted)'",
+    "\"$(touch pwned-dquoted)\"",
+    "x'\"\\$HOME *",
+    "-n",
+    "{}",
+    "plain.tar.gz",
+];
+
+#[test]
+fn file_names_reach_the_program_as_data_never_as_shell_code() {
+    let cluster = Cluster::start(&[("euclid", 2)]);
+    let dir = cluster.dir().join("hostile");
+    std::fs::create_dir(&dir).unwrap();
+    for name in HOSTILE_NAMES {
+        std::fs::write(dir.join(name), "x").unwrap();
+    }
+    // The same file names, quoted the ways a user writes them: in double quotes (the form the
+    // issue reproduced), bare among quoted words, mixed with other text, in a command
+    // substitution, and without any shell syntax at all (executed directly).
+    let base_no_ext = |name: &str| match name.rfind('.') {
+        Some(i) if i > 0 => name[..i].to_string(),
+        _ => name.to_string(),
+    };
+    let d = dir.to_str().unwrap().to_string();
+    type Expected<'a> = Box<dyn Fn(&str) -> String + 'a>;
+    let cases: Vec<(&str, &str, Expected)> = vec![
+        ("dq", r#"printf '[%s]\n' "{}""#, Box::new(|n| format!("[{d}/{n}]\n"))),
+        ("bare", r#"printf '[%s]\n' {/}"#, Box::new(|n| format!("[{n}]\n"))),
+        (
+            "mixed",
+            r#"printf '[%s|%s]\n' "in {//}:"{/} x{/.}"y""#,
+            Box::new(|n| format!("[in {d}:{n}|x{}y]\n", base_no_ext(n))),
+        ),
+        (
+            "subst",
+            r#"printf '[%s]\n' "$(printf '%s.' "{/}")""#,
+            Box::new(|n| format!("[{n}.]\n")),
+        ),
+        ("direct", "/usr/bin/basename -- {}", Box::new(|n| format!("{n}\n"))),
+    ];
+    for (project, program, _) in &cases {
+        let d = dir.to_str().unwrap();
+        cluster.hz_ok(&["action", d, program, "--name", project]);
+    }
+    for (project, _, _) in &cases {
+        // Exits 1 when a fragment failed: the outputs below say which and why.
+        let _ = cluster.hz(&["progress", project, "--watch"]);
+    }
+    let pwned: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pwned"))
+        .collect();
+    assert!(pwned.is_empty(), "file names ran as shell code: {pwned:?}");
+    for (project, program, expected) in &cases {
+        for name in HOSTILE_NAMES {
+            // After `--`: a name like `-n` is not an option of hz.
+            let json = cluster.hz_ok(&["logs", "--json", "--", project, name]);
+            let logs: common::wire::Logs = serde_json::from_str(&json).unwrap();
+            assert_eq!(
+                logs.stdout,
+                expected(name),
+                "{project} ({program}) on the file {name:?}; stderr: {}",
+                logs.stderr
+            );
+        }
+    }
+}
+
+#[test]
+fn a_placeholder_the_shell_cannot_pass_safely_is_refused_with_how_to_write_it() {
+    let cluster = Cluster::start(&[]);
+    cluster.inputs("in", 2);
+    for (program, says) in [
+        ("/bin/echo '{}'", "single quotes"),
+        ("sh -c 'wc -c {}'", "single quotes"),
+        ("sh -c \"wc -c {}\"", "sh -c"),
+        ("bash -c 'cat \"{}\"'", "single quotes"),
+        ("echo `basename {}`", "$(...)"),
+    ] {
+        let err = cluster.hz_fails(&["action", "in", program], 2);
+        assert!(err.contains(says), "{program}: {err}");
+        assert!(err.contains(r#"sh -c '... "$1" ...' sh {}"#), "{program}: {err}");
+    }
+    // herzog refuses it too, whoever asks (hz checks first, so this goes around hz).
+    let admin = Identity::load(&bundle(cluster.dir(), "admin", "admin")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let refused = runtime.block_on(async {
+        let client = common::transport::coordinator_client(cluster.addr(), &Connector::new(&admin).unwrap())
+            .await
+            .unwrap();
+        let project = common::wire::NewProject {
+            name: None,
+            dir: cluster.dir().join("in"),
+            spec: common::wire::RunSpec::new("/bin/echo '{}'"),
+        };
+        client.project_add(tarpc::context::current(), project).await.unwrap()
+    });
+    match refused {
+        Err(common::ApiError::InvalidValue { what, reason }) => {
+            assert_eq!(what, "program");
+            assert!(reason.contains("single quotes"), "{reason}");
+        }
+        other => panic!("herzog added a program with {{}} in single quotes: {other:?}"),
+    }
+    let list: Vec<ProjectProgress> = cluster.hz_json(&["list"]);
+    assert!(list.is_empty(), "a refused program was added: {list:?}");
+}
