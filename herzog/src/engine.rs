@@ -292,7 +292,8 @@ pub(crate) async fn run(
     // systemd's watchdog gets a ping every quarter of its interval while the loop turns and no
     // commit has hung for half of it: a hung herzog is restarted like a failed one.
     let watchdog = common::logging::watchdog_interval();
-    let mut ping = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 4));
+    let every = watchdog.map_or(Duration::from_secs(3600), |w| w / 4);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut commit_started: Option<tokio::time::Instant> = None;
     loop {
