@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod instances;
 pub mod link;
 pub mod logging;
 pub mod name;

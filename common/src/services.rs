@@ -102,8 +102,9 @@ pub enum AutoRestart {
     Unexpected,
 }
 
-/// How many failed starts in a row an instance gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// How many failed starts in a row an instance gets. Written as in the file: a number, or
+/// `"forever"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retries {
     Count(u32),
     /// Never `Fatal`: keeps trying, backing off.
@@ -113,6 +114,15 @@ pub enum Retries {
 impl Default for Retries {
     fn default() -> Self {
         Retries::Count(3)
+    }
+}
+
+impl serde::Serialize for Retries {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Retries::Count(n) => s.serialize_u32(*n),
+            Retries::Forever => s.serialize_str("forever"),
+        }
     }
 }
 
@@ -200,8 +210,9 @@ impl std::fmt::Display for StopSignal {
     }
 }
 
-/// Where a stream of an instance goes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// Where a stream of an instance goes. Written as in the file: `"discard"`, a path, or
+/// `"kept"`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Output {
     /// Under kinski's state directory, readable with `hz tail`.
     #[default]
@@ -210,6 +221,16 @@ pub enum Output {
     Discard,
     /// Appended to this file on the host, rotated at its `*_maxbytes`.
     File(PathBuf),
+}
+
+impl serde::Serialize for Output {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Output::Kept => s.serialize_str("kept"),
+            Output::Discard => s.serialize_str("discard"),
+            Output::File(path) => path.serialize(s),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Output {

@@ -161,3 +161,19 @@ fn an_empty_file_has_no_services() {
     assert_eq!(toml("").unwrap(), ServicesFile::default());
     assert!(yaml("services: {}\n").unwrap().services.is_empty());
 }
+
+#[test]
+fn what_travels_comes_back_the_same() {
+    for retries in [Retries::Count(0), Retries::Count(7), Retries::Forever] {
+        let json = serde_json::to_string(&retries).unwrap();
+        assert_eq!(serde_json::from_str::<Retries>(&json).unwrap(), retries, "{json}");
+    }
+    for output in [Output::Kept, Output::Discard, Output::File(PathBuf::from("/var/log/x"))] {
+        let json = serde_json::to_string(&output).unwrap();
+        assert_eq!(serde_json::from_str::<Output>(&json).unwrap(), output, "{json}");
+    }
+    for signal in [StopSignal::Term, StopSignal::Usr2] {
+        let json = serde_json::to_string(&signal).unwrap();
+        assert_eq!(serde_json::from_str::<StopSignal>(&json).unwrap(), signal, "{json}");
+    }
+}

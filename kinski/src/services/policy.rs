@@ -8,7 +8,8 @@
 //! `Fatal` until it is started again by hand; an exit after `startsecs` is a crash, restarted
 //! at once when `autorestart` says so (no tick to wait for: supervisord takes a second).
 
-use common::services::{AutoRestart, Retries, ServiceSpec};
+use common::instances::WatchSpec;
+use common::services::{AutoRestart, Retries};
 use common::wire::Exit;
 use std::time::Duration;
 
@@ -27,15 +28,15 @@ pub(crate) struct Watch {
     pub(crate) stopwait: Duration,
 }
 
-impl From<&ServiceSpec> for Watch {
-    fn from(s: &ServiceSpec) -> Watch {
+impl From<&WatchSpec> for Watch {
+    fn from(s: &WatchSpec) -> Watch {
         Watch {
             autorestart: s.autorestart,
             exitcodes: s.exitcodes.clone(),
-            startsecs: s.startsecs,
+            startsecs: Duration::from_millis(s.startsecs_ms),
             startretries: s.startretries,
-            stopsignal: s.stopsignal.number(),
-            stopwait: s.stopwaitsecs,
+            stopsignal: s.stopsignal,
+            stopwait: Duration::from_millis(s.stopwait_ms),
         }
     }
 }

@@ -1,0 +1,178 @@
+//! Service instances on the wire: which instance, which placement of it, where it is, and
+//! what herzog asks a worker to run. States are enums carrying their data, as for fragments.
+
+use crate::Millis;
+use crate::services::{AutoRestart, Output, Retries};
+use crate::wire::Exit;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One instance of a service: `web:0`, or for a service on every host `web@euclid:0`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct InstanceId {
+    pub service: String,
+    /// The worker of a service on every host; `None` for one placed anywhere or pinned.
+    #[serde(default)]
+    pub host: Option<String>,
+    pub index: u32,
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            Some(host) => write!(f, "{}@{host}:{}", self.service, self.index),
+            None => write!(f, "{}:{}", self.service, self.index),
+        }
+    }
+}
+
+/// One placement of an instance on a worker: a new id each time herzog places it (or
+/// restarts it to take a new spec), never reused, so a report about an earlier placement is
+/// told apart from the current one, as attempts are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RunId(pub i64);
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where an instance is, as supervisord names it. Times are wall times, for showing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Not running, on purpose.
+    Stopped,
+    /// Spawned (`pid` once known), not yet up for `startsecs`; `retries` failed starts before.
+    Starting {
+        pid: Option<i32>,
+        since: Millis,
+        retries: u32,
+    },
+    /// Up for `startsecs` or longer.
+    Running { pid: i32, since: Millis },
+    /// Waiting to start again after `retries` failed starts in a row; the last ended so.
+    Backoff { retries: u32, exit: Exit },
+    /// Stop signal sent; SIGKILL after the grace.
+    Stopping { pid: Option<i32> },
+    /// Ended and not restarted (autorestart said no).
+    Exited { exit: Exit, expected: bool },
+    /// Too many failed starts in a row: down until started by hand.
+    Fatal { exit: Exit, retries: u32 },
+    /// Its host cannot be reached (herzog's view only).
+    Unknown { since: Millis },
+}
+
+impl InstanceState {
+    /// The state's name for tables: `RUNNING`, `BACKOFF`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            InstanceState::Stopped => "STOPPED",
+            InstanceState::Starting { .. } => "STARTING",
+            InstanceState::Running { .. } => "RUNNING",
+            InstanceState::Backoff { .. } => "BACKOFF",
+            InstanceState::Stopping { .. } => "STOPPING",
+            InstanceState::Exited { .. } => "EXITED",
+            InstanceState::Fatal { .. } => "FATAL",
+            InstanceState::Unknown { .. } => "UNKNOWN",
+        }
+    }
+
+    /// Its process, while it has one.
+    pub fn pid(&self) -> Option<i32> {
+        match self {
+            InstanceState::Starting { pid, .. } | InstanceState::Stopping { pid } => *pid,
+            InstanceState::Running { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+}
+
+/// How kinski runs an instance: what the services file says, resolved for one host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub umask: Option<u32>,
+    /// Whom it runs as; `None`: kinski's `run_as`.
+    pub user: Option<String>,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub stdout_maxbytes: u64,
+    pub stdout_backups: u32,
+    pub stderr_maxbytes: u64,
+    pub stderr_backups: u32,
+    pub watch: WatchSpec,
+}
+
+/// How an instance is watched: what decides restarts and stops, changeable while it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchSpec {
+    pub autorestart: AutoRestart,
+    pub exitcodes: Vec<i32>,
+    pub startsecs_ms: u64,
+    pub startretries: Retries,
+    /// The stop signal's number.
+    pub stopsignal: i32,
+    pub stopwait_ms: u64,
+}
+
+/// A placement herzog asks a worker to keep up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRun {
+    pub run: RunId,
+    pub instance: InstanceId,
+    pub spec: InstanceSpec,
+}
+
+/// What a worker tells herzog of one placement it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub run: RunId,
+    pub instance: InstanceId,
+    pub state: InstanceState,
+    /// Restarts after a crash since it was placed.
+    pub restarts: u32,
+}
+
+impl From<&crate::services::ServiceSpec> for WatchSpec {
+    fn from(s: &crate::services::ServiceSpec) -> WatchSpec {
+        WatchSpec {
+            autorestart: s.autorestart,
+            exitcodes: s.exitcodes.clone(),
+            startsecs_ms: u64::try_from(s.startsecs.as_millis()).unwrap_or(u64::MAX),
+            startretries: s.startretries,
+            stopsignal: s.stopsignal.number(),
+            stopwait_ms: u64::try_from(s.stopwaitsecs.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl From<&crate::services::ServiceSpec> for InstanceSpec {
+    /// A command with shell syntax runs under `/bin/sh -c`; anything else is split on
+    /// whitespace and executed directly, as for projects (without placeholders).
+    fn from(s: &crate::services::ServiceSpec) -> InstanceSpec {
+        let argv = if crate::template::needs_shell(&s.command) {
+            vec!["/bin/sh".into(), "-c".into(), s.command.clone()]
+        } else {
+            s.command.split_whitespace().map(str::to_string).collect()
+        };
+        InstanceSpec {
+            argv,
+            env: s.env.clone(),
+            cwd: s.cwd.clone(),
+            umask: s.umask,
+            user: s.user.clone(),
+            stdout: s.stdout.clone(),
+            stderr: s.stderr.clone(),
+            stdout_maxbytes: s.stdout_maxbytes.as_u64(),
+            stdout_backups: s.stdout_backups,
+            stderr_maxbytes: s.stderr_maxbytes.as_u64(),
+            stderr_backups: s.stderr_backups,
+            watch: WatchSpec::from(s),
+        }
+    }
+}
