@@ -1,0 +1,347 @@
+//! herzog's side of services, pure: which instances should run, where each is placed, what
+//! the workers say of them, and what to ask the workers to do. The machine owns one
+//! [`Services`] and calls it with the events that concern services; it returns [`Order`]s
+//! (the effects) and never does IO.
+//!
+//! Placement: an instance of a service pinned to `hosts` goes to the listed worker with the
+//! fewest instances of it (then the fewest instances at all, then by name); one that may run
+//! anywhere likewise among every connected worker; a service on every host has its own
+//! instances per worker. A placement is a [`RunId`], new each time, so a report about an
+//! earlier placement is told apart (as attempts are fenced).
+
+use super::diff::{Diff, diff};
+use crate::machine::Mono;
+use common::Millis;
+use common::instances::{InstanceId, InstanceReport, InstanceRun, InstanceSpec, InstanceState, RunId, WatchSpec};
+use common::services::{ServiceSpec, ServicesFile};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Whether an instance should run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wanted {
+    Up,
+    /// Stopped by hand (`hz stop`), or a service with `autostart = false` not started yet.
+    Down,
+}
+
+/// An instance herzog keeps: what is wanted of it and where it is placed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Kept {
+    pub(crate) wanted: Wanted,
+    pub(crate) placed: Option<Placed>,
+}
+
+/// One placement of an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Placed {
+    pub(crate) run: RunId,
+    pub(crate) worker: String,
+    /// When it was placed, for the grace before a worker that does not report it has lost it.
+    pub(crate) since: Mono,
+    /// What its worker last said of it; `None` until it does.
+    pub(crate) state: Option<InstanceState>,
+    pub(crate) restarts: u32,
+}
+
+/// What herzog asks of a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// Keep this placement up.
+    Run { worker: String, run: Box<InstanceRun> },
+    /// Stop this placement and forget it.
+    Stop { worker: String, run: RunId },
+    /// Watch this placement so from now on (restart policy, stop signal and grace).
+    Retune {
+        worker: String,
+        run: RunId,
+        watch: WatchSpec,
+    },
+}
+
+/// Every service and instance herzog keeps.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Services {
+    file: ServicesFile,
+    instances: BTreeMap<InstanceId, Kept>,
+    next_run: i64,
+}
+
+impl Services {
+    /// The services of `file`, none placed yet; `max_run` is the highest run id ever issued.
+    pub(crate) fn new(file: ServicesFile, max_run: i64) -> Services {
+        let mut s = Services {
+            file: ServicesFile::default(),
+            instances: BTreeMap::new(),
+            next_run: max_run + 1,
+        };
+        s.reload(file, &[]);
+        s
+    }
+
+    pub(crate) fn instances(&self) -> &BTreeMap<InstanceId, Kept> {
+        &self.instances
+    }
+
+    /// Applies a new services file: what its diff says, instance by instance. `workers` are the
+    /// connected workers, for services on every host.
+    pub(crate) fn reload(&mut self, file: ServicesFile, workers: &[String]) -> (Diff, Vec<Order>) {
+        let d = diff(&self.file, &file);
+        self.file = file;
+        let mut orders = Vec::new();
+        for name in &d.removed {
+            let gone: Vec<InstanceId> = self.instances.keys().filter(|i| &i.service == name).cloned().collect();
+            for id in gone {
+                if let Some(Kept { placed: Some(p), .. }) = self.instances.remove(&id) {
+                    orders.push(Order::Stop {
+                        worker: p.worker,
+                        run: p.run,
+                    });
+                }
+            }
+        }
+        for name in &d.restarted {
+            // Placed again (with a new run id) by the next `place`.
+            let ids: Vec<InstanceId> = self.instances.keys().filter(|i| &i.service == name).cloned().collect();
+            for id in ids {
+                if let Some(p) = self.instances.get_mut(&id).and_then(|k| k.placed.take()) {
+                    orders.push(Order::Stop {
+                        worker: p.worker,
+                        run: p.run,
+                    });
+                }
+            }
+        }
+        for name in &d.retuned {
+            let watch = WatchSpec::from(&self.file.services[name]);
+            for (_, kept) in self.instances.iter().filter(|(i, _)| &i.service == name) {
+                if let Some(p) = &kept.placed {
+                    orders.push(Order::Retune {
+                        worker: p.worker.clone(),
+                        run: p.run,
+                        watch: watch.clone(),
+                    });
+                }
+            }
+        }
+        // The instances each service should have now: added and scaled ones appear, the
+        // extra ones of a scaled-down service go.
+        let names: Vec<String> = self.file.services.keys().cloned().collect();
+        for name in names {
+            let spec = self.file.services[&name].clone();
+            let should: BTreeSet<InstanceId> = instance_ids(&name, &spec, workers);
+            // On every host, an instance of a worker not connected now stays (its worker may
+            // come back); only those beyond `numprocs`, or from before the service went on
+            // every host, go.
+            let extra: Vec<InstanceId> = self
+                .instances
+                .keys()
+                .filter(|i| i.service == name)
+                .filter(|i| match spec.every_host {
+                    true => i.host.is_none() || i.index >= spec.numprocs,
+                    false => !should.contains(i),
+                })
+                .cloned()
+                .collect();
+            for id in &extra {
+                if let Some(Kept { placed: Some(p), .. }) = self.instances.remove(id) {
+                    orders.push(Order::Stop {
+                        worker: p.worker,
+                        run: p.run,
+                    });
+                }
+            }
+            for id in should {
+                self.instances.entry(id).or_insert(Kept {
+                    wanted: if spec.autostart { Wanted::Up } else { Wanted::Down },
+                    placed: None,
+                });
+            }
+        }
+        (d, orders)
+    }
+
+    /// Places every instance that should run and is not placed, on the connected `workers`
+    /// (sorted by name), at `now`.
+    pub(crate) fn place(&mut self, now: Mono, workers: &[String]) -> Vec<Order> {
+        let mut orders = Vec::new();
+        // Instances of services on every host for workers that came since the last reload.
+        for (name, spec) in &self.file.services {
+            if spec.every_host {
+                for id in instance_ids(name, spec, workers) {
+                    self.instances.entry(id).or_insert(Kept {
+                        wanted: if spec.autostart { Wanted::Up } else { Wanted::Down },
+                        placed: None,
+                    });
+                }
+            }
+        }
+        let waiting: Vec<InstanceId> = self
+            .instances
+            .iter()
+            .filter(|(_, k)| k.wanted == Wanted::Up && k.placed.is_none())
+            .map(|(i, _)| i.clone())
+            .collect();
+        for id in waiting {
+            let Some(spec) = self.file.services.get(&id.service) else {
+                continue;
+            };
+            let Some(worker) = self.choose(&id, spec, workers) else {
+                continue;
+            };
+            let run = RunId(self.next_run);
+            self.next_run += 1;
+            orders.push(Order::Run {
+                worker: worker.clone(),
+                run: Box::new(InstanceRun {
+                    run,
+                    instance: id.clone(),
+                    spec: InstanceSpec::from(spec),
+                }),
+            });
+            if let Some(kept) = self.instances.get_mut(&id) {
+                kept.placed = Some(Placed {
+                    run,
+                    worker,
+                    since: now,
+                    state: None,
+                    restarts: 0,
+                });
+            }
+        }
+        orders
+    }
+
+    /// The worker for an instance: its own host, one of its service's hosts, or any, with the
+    /// fewest instances of the service, then the fewest at all, then by name.
+    fn choose(&self, id: &InstanceId, spec: &ServiceSpec, workers: &[String]) -> Option<String> {
+        if let Some(host) = &id.host {
+            return workers.iter().find(|w| *w == host).cloned();
+        }
+        let load = |w: &str, service: Option<&str>| {
+            self.instances
+                .iter()
+                .filter(|(i, k)| {
+                    service.is_none_or(|s| i.service == s) && k.placed.as_ref().is_some_and(|p| p.worker == w)
+                })
+                .count()
+        };
+        workers
+            .iter()
+            .filter(|w| spec.hosts.as_ref().is_none_or(|hosts| hosts.contains(w)))
+            .min_by_key(|w| (load(w, Some(&id.service)), load(w, None), (*w).clone()))
+            .cloned()
+    }
+
+    /// What `worker` says it holds. Its reports update the placements they name; a placement
+    /// it holds that herzog no longer wants is stopped; one herzog placed there more than
+    /// `grace_ms` ago that it does not hold is placed again.
+    pub(crate) fn report(
+        &mut self,
+        now: Mono,
+        grace_ms: i64,
+        worker: &str,
+        reports: Vec<InstanceReport>,
+    ) -> Vec<Order> {
+        let mut orders = Vec::new();
+        let mut held = BTreeSet::new();
+        for r in reports {
+            held.insert(r.run);
+            let current = self
+                .instances
+                .get_mut(&r.instance)
+                .and_then(|k| k.placed.as_mut())
+                .filter(|p| p.run == r.run && p.worker == worker);
+            match current {
+                Some(p) => {
+                    p.state = Some(r.state);
+                    p.restarts = r.restarts;
+                }
+                None => orders.push(Order::Stop {
+                    worker: worker.to_string(),
+                    run: r.run,
+                }),
+            }
+        }
+        for kept in self.instances.values_mut() {
+            if let Some(p) = &kept.placed
+                && p.worker == worker
+                && !held.contains(&p.run)
+                && now.since(p.since) >= grace_ms
+            {
+                kept.placed = None;
+            }
+        }
+        orders
+    }
+
+    /// `worker` is lost: its instances show `Unknown`; those that may run elsewhere are
+    /// unplaced, to be placed again by the next `place`. (A kinski cut off that long stops
+    /// its movable instances itself, so they never run twice.)
+    pub(crate) fn lost(&mut self, worker: &str, at: Millis) {
+        for (id, kept) in self.instances.iter_mut() {
+            let Some(p) = kept.placed.as_mut().filter(|p| p.worker == worker) else {
+                continue;
+            };
+            let pinned = id.host.is_some() || self.file.services.get(&id.service).is_some_and(|s| s.hosts.is_some());
+            if pinned {
+                p.state = Some(InstanceState::Unknown { since: at });
+            } else {
+                kept.placed = None;
+            }
+        }
+    }
+
+    /// Asks for `ids` to be up (`hz start`); those placed and up are left alone.
+    pub(crate) fn want(&mut self, ids: &[InstanceId], wanted: Wanted) -> Vec<Order> {
+        let mut orders = Vec::new();
+        for id in ids {
+            let Some(kept) = self.instances.get_mut(id) else {
+                continue;
+            };
+            kept.wanted = wanted;
+            if wanted == Wanted::Down
+                && let Some(p) = kept.placed.take()
+            {
+                orders.push(Order::Stop {
+                    worker: p.worker,
+                    run: p.run,
+                });
+            }
+        }
+        orders
+    }
+
+    /// The instances of `name` (every instance when `None`, `name:N` for one).
+    pub(crate) fn select(&self, name: Option<&str>) -> Vec<InstanceId> {
+        self.instances
+            .keys()
+            .filter(|i| match name {
+                None | Some("all") => true,
+                Some(n) => i.service == n || i.to_string() == n,
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// The instances a service should have: `numprocs` of them, per worker for one on every host.
+fn instance_ids(name: &str, spec: &ServiceSpec, workers: &[String]) -> BTreeSet<InstanceId> {
+    let hosts: Vec<Option<String>> = if spec.every_host {
+        workers.iter().cloned().map(Some).collect()
+    } else {
+        vec![None]
+    };
+    hosts
+        .into_iter()
+        .flat_map(|host| {
+            (0..spec.numprocs).map(move |index| InstanceId {
+                service: name.to_string(),
+                host: host.clone(),
+                index,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! Placement, reload, reports and lost workers, without a runtime.
+
+use super::*;
+use std::path::Path;
+
+fn file(text: &str) -> ServicesFile {
+    ServicesFile::parse(text, Path::new("services.toml")).unwrap()
+}
+
+fn workers(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+fn runs(orders: &[Order]) -> Vec<(String, String)> {
+    orders
+        .iter()
+        .filter_map(|o| match o {
+            Order::Run { worker, run } => Some((run.instance.to_string(), worker.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stops(orders: &[Order]) -> Vec<(String, RunId)> {
+    orders
+        .iter()
+        .filter_map(|o| match o {
+            Order::Stop { worker, run } => Some((worker.clone(), *run)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn report(s: &Services, worker: &str) -> Vec<InstanceReport> {
+    s.instances()
+        .iter()
+        .filter_map(|(id, k)| {
+            let p = k.placed.as_ref()?;
+            (p.worker == worker).then(|| InstanceReport {
+                run: p.run,
+                instance: id.clone(),
+                state: InstanceState::Running { pid: 100, since: 0 },
+                restarts: 0,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn instances_spread_pinned_ones_stay_on_their_hosts_and_every_host_covers_each() {
+    let mut s = Services::new(
+        file(
+            r#"
+[services.web]
+command = "web"
+numprocs = 3
+[services.db]
+command = "db"
+hosts = ["newton"]
+[services.agent]
+command = "agent"
+every_host = true
+[services.manual]
+command = "manual"
+autostart = false
+"#,
+        ),
+        0,
+    );
+    let w = workers(&["euclid", "newton"]);
+    let orders = s.place(Mono(0), &w);
+    let mut placed = runs(&orders);
+    placed.sort();
+    assert_eq!(
+        placed,
+        [
+            ("agent@euclid:0", "euclid"),
+            ("agent@newton:0", "newton"),
+            ("db:0", "newton"),
+            ("web:0", "euclid"),
+            ("web:1", "newton"),
+            ("web:2", "euclid"),
+        ]
+        .map(|(i, w)| (i.to_string(), w.to_string()))
+    );
+    // Run ids are new for every placement.
+    let ids: BTreeSet<RunId> = orders
+        .iter()
+        .filter_map(|o| match o {
+            Order::Run { run, .. } => Some(run.run),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 6);
+    // Nothing more to place; the manual service waits for `hz start`.
+    assert!(s.place(Mono(1), &w).is_empty());
+    let manual = s.select(Some("manual"));
+    s.want(&manual, Wanted::Up);
+    assert_eq!(runs(&s.place(Mono(2), &w)).len(), 1);
+}
+
+#[test]
+fn a_worker_that_does_not_hold_a_placement_after_the_grace_gets_it_again_and_strangers_are_stopped() {
+    let mut s = Services::new(file("[services.web]\ncommand = \"web\"\n"), 0);
+    let w = workers(&["euclid"]);
+    s.place(Mono(0), &w);
+    // Within the grace, an empty report is a start still on its way.
+    assert!(s.report(Mono(500), 2_000, "euclid", Vec::new()).is_empty());
+    assert!(s.place(Mono(500), &w).is_empty());
+    // Past it, the placement is gone and made anew, with a new run id.
+    let stranger = InstanceReport {
+        run: RunId(99),
+        instance: InstanceId {
+            service: "web".into(),
+            host: None,
+            index: 0,
+        },
+        state: InstanceState::Running { pid: 7, since: 0 },
+        restarts: 0,
+    };
+    let orders = s.report(Mono(3_000), 2_000, "euclid", vec![stranger]);
+    assert_eq!(stops(&orders), [("euclid".to_string(), RunId(99))]);
+    let orders = s.place(Mono(3_000), &w);
+    let Some(Order::Run { run, .. }) = orders.first() else {
+        panic!("{orders:?}")
+    };
+    assert_eq!(run.run, RunId(2));
+    // The worker's report of the current placement is kept.
+    let held = report(&s, "euclid");
+    assert!(s.report(Mono(3_100), 2_000, "euclid", held).is_empty());
+    let kept = &s.instances().values().next().unwrap();
+    assert_eq!(
+        kept.placed.as_ref().and_then(|p| p.state.clone()),
+        Some(InstanceState::Running { pid: 100, since: 0 })
+    );
+}
+
+#[test]
+fn a_lost_worker_moves_what_may_move_and_shows_the_pinned_as_unknown() {
+    let mut s = Services::new(
+        file(
+            "[services.web]\ncommand = \"web\"\nnumprocs = 2\n[services.db]\ncommand = \"db\"\nhosts = [\"newton\"]\n",
+        ),
+        0,
+    );
+    s.place(Mono(0), &workers(&["euclid", "newton"]));
+    s.lost("newton", 1_234);
+    let on_newton: Vec<(String, Option<InstanceState>)> = s
+        .instances()
+        .iter()
+        .filter_map(|(i, k)| {
+            let p = k.placed.as_ref()?;
+            (p.worker == "newton").then(|| (i.to_string(), p.state.clone()))
+        })
+        .collect();
+    assert_eq!(
+        on_newton,
+        [("db:0".to_string(), Some(InstanceState::Unknown { since: 1_234 }))]
+    );
+    let moved = runs(&s.place(Mono(10), &workers(&["euclid"])));
+    assert_eq!(moved, [("web:1".to_string(), "euclid".to_string())]);
+}
+
+#[test]
+fn a_reload_restarts_the_changed_retunes_the_watched_scales_and_leaves_the_rest() {
+    let mut s = Services::new(
+        file(
+            r#"
+[services.web]
+command = "web"
+[services.worker]
+command = "worker"
+numprocs = 3
+[services.metrics]
+command = "metrics"
+[services.old]
+command = "old"
+"#,
+        ),
+        0,
+    );
+    let w = workers(&["euclid"]);
+    s.place(Mono(0), &w);
+    let before: BTreeMap<String, RunId> = s
+        .instances()
+        .iter()
+        .map(|(i, k)| (i.to_string(), k.placed.as_ref().unwrap().run))
+        .collect();
+    let (d, orders) = s.reload(
+        file(
+            r#"
+[services.web]
+command = "web --new"
+[services.worker]
+command = "worker"
+numprocs = 2
+[services.metrics]
+command = "metrics"
+stopwaitsecs = 3
+[services.fresh]
+command = "fresh"
+"#,
+        ),
+        &w,
+    );
+    assert_eq!(
+        (d.added, d.removed, d.restarted),
+        (
+            vec!["fresh".to_string()],
+            vec!["old".to_string()],
+            vec!["web".to_string()]
+        )
+    );
+    let stopped: BTreeSet<RunId> = stops(&orders).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(
+        stopped,
+        BTreeSet::from([before["old:0"], before["web:0"], before["worker:2"]])
+    );
+    assert!(orders.iter().any(
+        |o| matches!(o, Order::Retune { run, watch, .. } if *run == before["metrics:0"] && watch.stopwait_ms == 3_000)
+    ));
+    let placed = runs(&s.place(Mono(1), &w));
+    assert_eq!(
+        placed,
+        [("fresh:0", "euclid"), ("web:0", "euclid")].map(|(i, w)| (i.to_string(), w.to_string()))
+    );
+    // The untouched keep their placements (the same pids on the worker).
+    for name in ["worker:0", "worker:1", "metrics:0"] {
+        let id = s.select(Some(name));
+        assert_eq!(
+            s.instances()[&id[0]].placed.as_ref().unwrap().run,
+            before[name],
+            "{name}"
+        );
+    }
+}
