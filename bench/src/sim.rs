@@ -7,6 +7,7 @@
 //! kinski does, so a herzog restart loses nothing.
 
 use common::AttemptId;
+use common::instances::{InstanceRun, RunId, WatchSpec};
 use common::service::{MAX_BATCH, RegistryClient, Worker, WorkerError};
 use common::transport::{Connector, Hello, context_with, dial, json_transport, registry_client};
 use common::wire::{Completion, Exit, Resources, StartAttempt};
@@ -195,6 +196,20 @@ impl Worker for Service {
 
     async fn resources_list(self, _: Context) -> Resources {
         self.0.resources.clone()
+    }
+
+    // The simulated workers run batch attempts only; herzog places no services on them
+    // (the benchmark's cluster has no services file).
+    async fn instance_run(self, _: Context, run: Box<InstanceRun>) -> Result<(), WorkerError> {
+        Err(WorkerError::UnknownRun { run: run.run })
+    }
+
+    async fn instance_stop(self, _: Context, run: RunId) -> Result<(), WorkerError> {
+        Err(WorkerError::UnknownRun { run })
+    }
+
+    async fn instance_retune(self, _: Context, run: RunId, _: WatchSpec) -> Result<(), WorkerError> {
+        Err(WorkerError::UnknownRun { run })
     }
 }
 

@@ -95,6 +95,10 @@ pub struct HerzogSection {
     /// The free space herzog keeps on its state filesystem: below it, no attempt starts
     /// (each writes its logs there) until there is room again. Bytes, or "1 GiB", "500 MB".
     pub min_free_space: bytesize::ByteSize,
+    /// The services file (long-running programs herzog keeps up; services.example.toml):
+    /// TOML, or YAML when it ends in .yaml or .yml. Default: services.toml beside the config
+    /// file; without a config file, none.
+    pub services: Option<PathBuf>,
 }
 
 impl Default for HerzogSection {
@@ -108,11 +112,24 @@ impl Default for HerzogSection {
             worker_timeout: Duration::from_secs(10),
             log_level: "info".to_string(),
             min_free_space: bytesize::ByteSize::gib(1),
+            services: None,
         }
     }
 }
 
 impl HerzogSection {
+    /// The services file: `services`, relative to the config file's directory when relative;
+    /// else `services.toml` beside the config file (`config`); else none.
+    pub fn services_file(&self, config: Option<&Path>) -> Option<PathBuf> {
+        let dir = config.and_then(Path::parent);
+        match (&self.services, dir) {
+            (Some(path), Some(dir)) => Some(dir.join(path)),
+            (Some(path), None) => Some(path.clone()),
+            (None, Some(dir)) => Some(dir.join("services.toml")),
+            (None, None) => None,
+        }
+    }
+
     /// The address to bind.
     pub fn listen_address(&self) -> &str {
         self.listen.as_deref().unwrap_or(&self.address)

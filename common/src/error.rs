@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 pub enum ApiError {
     #[error("no project named '{name}': `hz list` shows the projects")]
     UnknownProject { name: String },
+    #[error("no service or instance named '{name}': `hz status` shows them")]
+    UnknownService { name: String },
+    #[error("{reason}; nothing was changed")]
+    BadServicesFile { reason: String },
     #[error("a project named '{name}' already exists: choose another with --name, or `hz remove {name}` first")]
     DuplicateProject { name: String },
     #[error("'{name}' is not a valid name: {reason}")]

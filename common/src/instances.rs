@@ -176,3 +176,41 @@ impl From<&crate::services::ServiceSpec> for InstanceSpec {
         }
     }
 }
+
+/// One instance as `hz status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub service: String,
+    /// `web:0`, or `web@euclid:0` for a service on every host.
+    pub instance: String,
+    /// The worker it is placed on.
+    pub host: Option<String>,
+    pub state: InstanceState,
+    /// Restarts after a crash since it was placed.
+    pub restarts: u32,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// What `hz reload` changed, service by service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// How they run changed: restarted.
+    pub restarted: Vec<String>,
+    /// Only how they are watched changed: applied without a restart.
+    pub retuned: Vec<String>,
+    /// (service, from, to) instances.
+    pub scaled: Vec<(String, u32, u32)>,
+    pub unchanged: Vec<String>,
+}
+
+/// What `hz start`, `hz stop` and `hz restart` ask of instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceAction {
+    Start,
+    Stop,
+    Restart,
+}

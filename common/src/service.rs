@@ -1,5 +1,6 @@
 //! The tarpc services: what hz asks herzog, what kinski tells herzog, what herzog asks kinski.
 
+use crate::instances::{InstanceReport, InstanceRun, InstanceStatus, ReloadSummary, RunId, ServiceAction, WatchSpec};
 use crate::wire::*;
 use crate::{ApiError, AttemptId};
 
@@ -32,6 +33,15 @@ pub trait Coordinator {
     async fn fragments(project: String, offset: u64, limit: u32) -> Result<Page<FragmentInfo>, ApiError>;
     /// The output of a fragment's latest attempt; `fragment` is a file name or an index.
     async fn logs(project: String, fragment: String, max_bytes: u64) -> Result<Logs, ApiError>;
+    /// Every service instance (those of `name`, a service or `name:N`, when given) and where
+    /// each is.
+    async fn services_status(name: Option<String>) -> Result<Vec<InstanceStatus>, ApiError>;
+    /// Starts, stops or restarts the instances `names` select (services, `name:N`, or `all`);
+    /// answers every instance as it is then.
+    async fn services_control(action: ServiceAction, names: Vec<String>) -> Result<Vec<InstanceStatus>, ApiError>;
+    /// Reads the services file again and applies what changed; a file with an error changes
+    /// nothing and the error says what is wrong.
+    async fn services_reload() -> Result<ReloadSummary, ApiError>;
 }
 
 /// The most starts or completions one call carries: a batch of herzog's loop is 8,192
@@ -57,6 +67,9 @@ pub trait Registry {
         name: String,
         completions: Vec<Completion>,
     ) -> Result<Vec<Result<(), ApiError>>, ApiError>;
+    /// Every service instance the worker holds and where each is; sent beside each heartbeat
+    /// and whenever one changes state.
+    async fn instances_report(name: String, reports: Vec<InstanceReport>) -> Result<(), ApiError>;
 }
 
 /// kinski's service, called by herzog.
@@ -75,6 +88,13 @@ pub trait Worker {
     async fn fragment_list() -> Vec<AttemptId>;
     /// What this host offers.
     async fn resources_list() -> Resources;
+    /// Keeps a service instance's placement up (restarting it by its policy) until it is
+    /// stopped. Idempotent: a placement already held is left as it is.
+    async fn instance_run(run: Box<InstanceRun>) -> Result<(), WorkerError>;
+    /// Stops a placement (stop signal, SIGKILL after its grace) and forgets it.
+    async fn instance_stop(run: RunId) -> Result<(), WorkerError>;
+    /// Watches a placement so from now on, without restarting it.
+    async fn instance_retune(run: RunId, watch: WatchSpec) -> Result<(), WorkerError>;
 }
 
 /// Why kinski refused a call.
@@ -88,4 +108,6 @@ pub enum WorkerError {
     ShuttingDown,
     #[error("attempt {attempt} is not running here")]
     UnknownAttempt { attempt: AttemptId },
+    #[error("service instance placement {run} is not held here")]
+    UnknownRun { run: RunId },
 }

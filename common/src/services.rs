@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The whole file: `[services.NAME]` tables (`services: NAME:` in YAML).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServicesFile {
     pub services: BTreeMap<String, ServiceSpec>,
 }
 
 /// One service: how to run it, where, and how to keep it up.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     /// The program and its arguments; shell syntax runs under `/bin/sh -c`, as for projects.
@@ -42,7 +42,11 @@ pub struct ServiceSpec {
     #[serde(default = "zero")]
     pub exitcodes: Vec<i32>,
     /// How long an instance must stay up to count as started.
-    #[serde(default = "one_second", deserialize_with = "duration")]
+    #[serde(
+        default = "one_second",
+        deserialize_with = "duration",
+        serialize_with = "write_duration"
+    )]
     pub startsecs: Duration,
     /// Failed starts in a row before the instance is `Fatal`.
     #[serde(default)]
@@ -50,19 +54,23 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub stopsignal: StopSignal,
     /// Grace between the stop signal and SIGKILL.
-    #[serde(default = "ten_seconds", deserialize_with = "duration")]
+    #[serde(
+        default = "ten_seconds",
+        deserialize_with = "duration",
+        serialize_with = "write_duration"
+    )]
     pub stopwaitsecs: Duration,
     #[serde(default)]
     pub stdout: Output,
     #[serde(default)]
     pub stderr: Output,
     /// A file given as `stdout` is rotated at this size...
-    #[serde(default = "fifty_megabytes")]
+    #[serde(default = "fifty_megabytes", serialize_with = "write_bytes")]
     pub stdout_maxbytes: bytesize::ByteSize,
     /// ...keeping this many old ones.
     #[serde(default = "ten")]
     pub stdout_backups: u32,
-    #[serde(default = "fifty_megabytes")]
+    #[serde(default = "fifty_megabytes", serialize_with = "write_bytes")]
     pub stderr_maxbytes: bytesize::ByteSize,
     #[serde(default = "ten")]
     pub stderr_backups: u32,
@@ -73,7 +81,7 @@ pub struct ServiceSpec {
     #[serde(default = "root_dir")]
     pub cwd: PathBuf,
     /// The file mode creation mask, octal ("022"); `None`: kinski's.
-    #[serde(default, deserialize_with = "umask")]
+    #[serde(default, deserialize_with = "umask", serialize_with = "write_umask")]
     pub umask: Option<u32>,
     /// Whom it runs as (only a root kinski can switch); `None`: kinski's `run_as`.
     #[serde(default)]
@@ -281,6 +289,22 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Raw::Seconds(s) => Ok(Duration::from_secs(s)),
         Raw::Text(t) => humantime::parse_duration(&t)
             .map_err(|e| serde::de::Error::custom(format!("{t:?} is not a duration ({e}): write e.g. \"1s\" or 10"))),
+    }
+}
+
+fn write_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// Exactly, in bytes: bytesize writes "1.2 MiB", which reads back as another number.
+fn write_bytes<S: serde::Serializer>(b: &bytesize::ByteSize, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(b.as_u64())
+}
+
+fn write_umask<S: serde::Serializer>(mask: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    match mask {
+        Some(m) => s.serialize_str(&format!("{m:03o}")),
+        None => s.serialize_none(),
     }
 }
 

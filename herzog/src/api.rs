@@ -4,6 +4,7 @@
 use crate::engine::Handle;
 use crate::machine::{Event, Reply, attempt_paths};
 use crate::store::Reader;
+use common::instances::{InstanceReport, InstanceStatus, ReloadSummary, ServiceAction};
 use common::service::{Coordinator, Registry};
 use common::wire::*;
 use common::{ApiError, AttemptId};
@@ -25,6 +26,8 @@ pub(crate) struct Api {
     pub(crate) db: PathBuf,
     pub(crate) heartbeat_ms: u64,
     pub(crate) stager: std::sync::Arc<crate::staging::Stager>,
+    /// The services file `hz reload` reads.
+    pub(crate) services: Option<PathBuf>,
 }
 
 /// The Coordinator service (for hz).
@@ -52,7 +55,7 @@ impl WorkerApi {
     }
 }
 
-fn unexpected(reply: Reply) -> ApiError {
+pub(crate) fn unexpected(reply: Reply) -> ApiError {
     ApiError::Storage {
         reason: format!("the loop answered {reply:?} unexpectedly"),
     }
@@ -233,6 +236,23 @@ impl Coordinator for ClientApi {
         .await
     }
 
+    async fn services_status(self, _: Context, name: Option<String>) -> Result<Vec<InstanceStatus>, ApiError> {
+        crate::services::rpc::status(&self.0, name).await
+    }
+
+    async fn services_control(
+        self,
+        _: Context,
+        action: ServiceAction,
+        names: Vec<String>,
+    ) -> Result<Vec<InstanceStatus>, ApiError> {
+        crate::services::rpc::control(&self.0, action, names).await
+    }
+
+    async fn services_reload(self, _: Context) -> Result<ReloadSummary, ApiError> {
+        crate::services::rpc::reload(&self.0).await
+    }
+
     async fn logs(self, _: Context, project: String, fragment: String, max_bytes: u64) -> Result<Logs, ApiError> {
         let p = project.clone();
         let (id, results_dir) = self.0.handle.query(move |m| m.project_ref(&p)).await??;
@@ -349,6 +369,11 @@ impl Registry for WorkerApi {
         Ok(Registered {
             heartbeat_ms: self.api.heartbeat_ms,
         })
+    }
+
+    async fn instances_report(self, _: Context, name: String, reports: Vec<InstanceReport>) -> Result<(), ApiError> {
+        self.check(&name)?;
+        crate::services::rpc::report(&self.api, name, reports).await
     }
 
     async fn heartbeat(self, _: Context, name: String, running: Vec<AttemptId>) -> Result<(), ApiError> {

@@ -5,6 +5,7 @@
 
 use crate::engine::Handle;
 use crate::machine::{Effect, Event, Upload};
+use crate::services::Order;
 use crate::staging::Stager;
 use common::service::{MAX_BATCH, WorkerClient, WorkerError};
 use common::transport::context_with;
@@ -139,6 +140,7 @@ impl Dispatcher {
                         }
                     });
                 }
+                Effect::Instance(order) => self.instance(order),
                 Effect::Probe { worker, scratch } => {
                     let handle = self.handle.clone();
                     let stager = self.stager.clone();
@@ -149,6 +151,33 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+impl Dispatcher {
+    /// Sends a service order to its worker. One that does not arrive is made good by
+    /// reconciliation: a placement the worker does not report is placed again, one it holds
+    /// that herzog does not want is stopped at its next report.
+    fn instance(&self, order: Order) {
+        let worker = match &order {
+            Order::Run { worker, .. } | Order::Stop { worker, .. } | Order::Retune { worker, .. } => worker.clone(),
+        };
+        let Some(client) = self.connections.client(&worker) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let ctx = context_with(CALL_TIMEOUT);
+            let (what, result) = match order {
+                Order::Run { run, .. } => ("run", client.instance_run(ctx, run).await),
+                Order::Stop { run, .. } => ("stop", client.instance_stop(ctx, run).await),
+                Order::Retune { run, watch, .. } => ("retune", client.instance_retune(ctx, run, watch).await),
+            };
+            match result {
+                Ok(Ok(())) => tracing::debug!(%worker, what, "service order delivered"),
+                Ok(Err(e)) => tracing::info!(%worker, what, error = %e, "service order refused"),
+                Err(e) => tracing::warn!(%worker, what, error = %e, "failed to send a service order"),
+            }
+        });
     }
 }
 

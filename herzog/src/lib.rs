@@ -30,6 +30,8 @@ pub struct Config {
     pub hosts: Vec<common::config::HostConfig>,
     /// Below this much free space on the state filesystem, no attempt starts.
     pub min_free_space: u64,
+    /// The services file: read at start-up and by `hz reload`; `None`: no services.
+    pub services: Option<PathBuf>,
 }
 
 impl Config {
@@ -41,6 +43,7 @@ impl Config {
             worker_timeout: Duration::from_secs(10),
             hosts: Vec::new(),
             min_free_space: common::config::HerzogSection::default().min_free_space.as_u64(),
+            services: None,
         }
     }
 }

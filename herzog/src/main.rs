@@ -148,6 +148,7 @@ fn main() -> ExitCode {
     };
     let hosts = cluster.hosts;
     let h = cluster.herzog;
+    let services = h.services_file(args.config.as_deref());
     let Some(tls) = args.tls.or(h.tls.clone()) else {
         eprintln!(
             "herzog: no certificate: every connection is mutual TLS. Run `herzog certs init --dir DIR` once, then \
@@ -188,6 +189,7 @@ fn main() -> ExitCode {
         worker_timeout: h.worker_timeout,
         hosts,
         min_free_space: h.min_free_space.as_u64(),
+        services,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -132,6 +132,7 @@ pub async fn run(
         db,
         heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
         stager,
+        services: config.services.clone(),
     };
     let tick =
         (config.worker_timeout / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));
@@ -145,6 +146,9 @@ pub async fn run(
         config.min_free_space,
         handle.clone(),
     ));
+    if let Some(path) = config.services.clone() {
+        apply_services_file(&handle, path).await;
+    }
     tracing::info!(address = %incoming.describe(), "herzog listening");
     common::logging::notify_ready();
 
@@ -176,6 +180,21 @@ pub async fn run(
     match engine.await {
         Ok(result) => Ok(result?),
         Err(e) => Err(engine_stopped(Err(e))),
+    }
+}
+
+/// Applies the services file at start-up; one with an error changes nothing (the services in
+/// force, as recorded, keep running) and says why.
+async fn apply_services_file(handle: &Handle, path: std::path::PathBuf) {
+    let shown = path.display().to_string();
+    let read = tokio::task::spawn_blocking(move || crate::services::rpc::read(&path)).await;
+    let applied = match read {
+        Ok(Ok(file)) => handle.event(Event::ServicesReload { file }).await.map(|_| ()),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(common::ApiError::Storage { reason: e.to_string() }),
+    };
+    if let Err(e) = applied {
+        tracing::error!(file = %shown, error = %e, "the services file was not applied: the services in force keep running");
     }
 }
 

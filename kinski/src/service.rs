@@ -2,6 +2,7 @@
 
 use crate::supervisor::Supervisor;
 use common::AttemptId;
+use common::instances::{InstanceRun, RunId, WatchSpec};
 use common::service::{Worker, WorkerError};
 use common::wire::{Resources, StartAttempt};
 use tarpc::context::Context;
@@ -31,5 +32,18 @@ impl Worker for WorkerService {
 
     async fn resources_list(self, _: Context) -> Resources {
         self.resources
+    }
+
+    // Services are placed by herzog but not yet run by kinski: the runner comes next (issue 11).
+    async fn instance_run(self, _: Context, run: Box<InstanceRun>) -> Result<(), WorkerError> {
+        Err(WorkerError::UnknownRun { run: run.run })
+    }
+
+    async fn instance_stop(self, _: Context, run: RunId) -> Result<(), WorkerError> {
+        Err(WorkerError::UnknownRun { run })
+    }
+
+    async fn instance_retune(self, _: Context, run: RunId, _: WatchSpec) -> Result<(), WorkerError> {
+        Err(WorkerError::UnknownRun { run })
     }
 }

@@ -172,6 +172,12 @@ fn what_travels_comes_back_the_same() {
         let json = serde_json::to_string(&output).unwrap();
         assert_eq!(serde_json::from_str::<Output>(&json).unwrap(), output, "{json}");
     }
+    let file = toml(
+        "[services.s]\ncommand = \"s\"\nstartsecs = \"1500ms\"\numask = \"027\"\nstartretries = \"forever\"\nstdout = \"discard\"\nstderr_maxbytes = 1234567\n",
+    )
+    .unwrap();
+    let json = serde_json::to_string(&file).unwrap();
+    assert_eq!(serde_json::from_str::<ServicesFile>(&json).unwrap(), file, "{json}");
     for signal in [StopSignal::Term, StopSignal::Usr2] {
         let json = serde_json::to_string(&signal).unwrap();
         assert_eq!(serde_json::from_str::<StopSignal>(&json).unwrap(), signal, "{json}");

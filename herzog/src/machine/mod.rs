@@ -5,6 +5,7 @@
 //! queues for the event loop, which commits the writes and only then runs the effects.
 
 mod names;
+mod services;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -154,6 +155,7 @@ pub(crate) struct Machine {
     live: BTreeMap<AttemptId, Live>,
     policy: Policy,
     space: Space,
+    services: crate::services::Services,
     next_project: i64,
     next_fragment: i64,
     next_attempt: i64,
@@ -170,6 +172,10 @@ pub(crate) struct Snapshot {
     pub(crate) max_project: i64,
     pub(crate) max_fragment: i64,
     pub(crate) max_attempt: i64,
+    /// The services file in force, and its instances as recorded.
+    pub(crate) services: common::services::ServicesFile,
+    pub(crate) instances: Vec<crate::services::Recorded>,
+    pub(crate) max_run: i64,
 }
 
 impl Machine {
@@ -183,6 +189,7 @@ impl Machine {
             live: BTreeMap::new(),
             policy: Policy::Fair,
             space: Space::Enough,
+            services: crate::services::Services::default(),
             next_project: 1,
             next_fragment: 1,
             next_attempt: 1,
@@ -199,6 +206,7 @@ impl Machine {
         m.next_fragment = snap.max_fragment + 1;
         m.next_attempt = snap.max_attempt + 1;
         m.policy = snap.policy.unwrap_or(Policy::Fair);
+        m.services = crate::services::Services::restore(snap.services, snap.instances, snap.max_run, now.mono);
         for (name, resources, _) in snap.workers {
             let worker = Worker::new(name.clone(), resources, Link::Disconnected { since: now.wall }, now);
             m.workers.insert(name, worker);
@@ -243,6 +251,7 @@ impl Machine {
 
     /// Drains the writes and effects queued since the last call.
     pub(crate) fn take(&mut self) -> (Vec<Write>, Vec<Effect>) {
+        self.services_writes();
         (std::mem::take(&mut self.writes), std::mem::take(&mut self.effects))
     }
 
@@ -291,6 +300,9 @@ impl Machine {
                 self.space = space;
                 Ok(Reply::Done)
             }
+            Event::InstancesReport { worker, reports } => self.instances_report(now, &worker, reports),
+            Event::ServicesReload { file } => self.services_reload(file),
+            Event::ServicesControl { action, names } => self.services_control(action, &names),
             Event::Probed { worker, result } => {
                 self.probed(now, &worker, result);
                 Ok(Reply::Done)
@@ -797,6 +809,7 @@ impl Machine {
             w.link = Link::Lost { since: now.wall };
             let attempts: Vec<AttemptId> = w.running.iter().copied().collect();
             tracing::warn!(worker = %name, attempts = attempts.len(), "worker lost: requeueing its fragments");
+            self.services.lost(&name, now.wall);
             for attempt in attempts {
                 self.end_live(
                     now,
@@ -811,6 +824,7 @@ impl Machine {
 
     /// Gives every free slot of a connected worker to a pending fragment.
     pub(crate) fn schedule(&mut self, now: Now) {
+        self.place_instances(now);
         // Queues may deepen as projects run out of pending fragments (see `pending_attempt_ms`),
         // at most once per project: schedule until that settles.
         loop {

@@ -228,7 +228,7 @@ fn starts(effects: &[Effect]) -> Vec<(String, StartAttempt)> {
         .iter()
         .filter_map(|e| match e {
             Effect::Start { worker, start, .. } => Some((worker.clone(), (**start).clone())),
-            Effect::Stop { .. } | Effect::Probe { .. } => None,
+            Effect::Stop { .. } | Effect::Probe { .. } | Effect::Instance(_) => None,
         })
         .collect()
 }
@@ -1214,7 +1214,7 @@ fn removing_a_project_stops_its_attempts_and_resets_its_priority() {
         .iter()
         .map(|e| match e {
             Effect::Stop { worker, attempt } => (worker.clone(), *attempt),
-            Effect::Start { .. } | Effect::Probe { .. } => panic!("removal starts nothing"),
+            Effect::Start { .. } | Effect::Probe { .. } | Effect::Instance(_) => panic!("removal starts nothing"),
         })
         .collect();
     stops.sort();
@@ -1565,6 +1565,7 @@ fn snapshot(policy: Option<Policy>) -> Snapshot {
         max_project: 4,
         max_fragment: 12,
         max_attempt: 2,
+        ..Snapshot::default()
     }
 }
 
@@ -2445,6 +2446,7 @@ proptest! {
                         let w = &m.workers[worker];
                         prop_assert_eq!(&w.staging, &Staging::Checking { scratch: scratch.clone() });
                     }
+                    Effect::Instance(_) => panic!("no services in this test: {e:?}"),
                 }
             }
             check_invariants(&m, &mut model);

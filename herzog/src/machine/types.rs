@@ -207,6 +207,20 @@ pub(crate) enum Event {
         free_bytes: u64,
         min_bytes: u64,
     },
+    /// What a worker says of the service instances it holds.
+    InstancesReport {
+        worker: String,
+        reports: Vec<common::instances::InstanceReport>,
+    },
+    /// A services file to apply (read at start-up, or by `hz reload`).
+    ServicesReload {
+        file: common::services::ServicesFile,
+    },
+    /// `hz start`, `hz stop` or `hz restart` of the instances `names` select.
+    ServicesControl {
+        action: common::instances::ServiceAction,
+        names: Vec<String>,
+    },
     /// The outcome of a login check on a staged worker's host.
     Probed {
         worker: String,
@@ -243,6 +257,8 @@ pub(crate) enum Reply {
     Retried(u64),
     Policy(Policy),
     Registered,
+    Reloaded(common::instances::ReloadSummary),
+    Instances(Vec<common::instances::InstanceStatus>),
 }
 
 /// IO to do once the batch is durable.
@@ -263,6 +279,8 @@ pub(crate) enum Effect {
         worker: String,
         scratch: PathBuf,
     },
+    /// Asks a worker to run, stop or retune a service instance's placement.
+    Instance(crate::services::Order),
 }
 
 /// A change to the database, committed with the rest of its batch.
@@ -315,6 +333,15 @@ pub(crate) enum Write {
         seen: Millis,
     },
     Policy(Policy),
+    /// The services file in force.
+    ServicesFile(common::services::ServicesFile),
+    /// An instance as it is now, or gone.
+    Instance {
+        id: common::instances::InstanceId,
+        recorded: Option<crate::services::Recorded>,
+    },
+    /// The highest run id issued.
+    MaxRun(i64),
 }
 
 /// An event that does not fit the state: rejected, logged, and nothing changes.

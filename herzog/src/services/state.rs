@@ -64,18 +64,90 @@ pub(crate) struct Services {
     file: ServicesFile,
     instances: BTreeMap<InstanceId, Kept>,
     next_run: i64,
+    /// Instances whose wanted state or placement changed since [`Services::take_changed`]:
+    /// what the record must learn (a reported state it need not: workers report it again).
+    changed: BTreeSet<InstanceId>,
+}
+
+/// An instance as the record keeps it: enough to take its running placement back after a
+/// restart of herzog without restarting it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    pub(crate) id: InstanceId,
+    pub(crate) wanted: Wanted,
+    /// Its placement: run id and worker.
+    pub(crate) placed: Option<(RunId, String)>,
 }
 
 impl Services {
     /// The services of `file`, none placed yet; `max_run` is the highest run id ever issued.
+    #[cfg(test)]
     pub(crate) fn new(file: ServicesFile, max_run: i64) -> Services {
         let mut s = Services {
             file: ServicesFile::default(),
             instances: BTreeMap::new(),
             next_run: max_run + 1,
+            changed: BTreeSet::new(),
         };
         s.reload(file, &[]);
         s
+    }
+
+    /// The services after a restart: the file in force and the instances as recorded. Their
+    /// placements are kept, so the workers' reports of them take them back as they run.
+    pub(crate) fn restore(file: ServicesFile, recorded: Vec<Recorded>, max_run: i64, now: Mono) -> Services {
+        let instances = recorded
+            .into_iter()
+            .filter(|r| file.services.contains_key(&r.id.service))
+            .map(|r| {
+                let placed = r.placed.map(|(run, worker)| Placed {
+                    run,
+                    worker,
+                    since: now,
+                    state: None,
+                    restarts: 0,
+                });
+                (
+                    r.id,
+                    Kept {
+                        wanted: r.wanted,
+                        placed,
+                    },
+                )
+            })
+            .collect();
+        Services {
+            file,
+            instances,
+            next_run: max_run + 1,
+            changed: BTreeSet::new(),
+        }
+    }
+
+    /// The file in force.
+    pub(crate) fn file(&self) -> &ServicesFile {
+        &self.file
+    }
+
+    /// The highest run id issued.
+    pub(crate) fn max_run(&self) -> i64 {
+        self.next_run - 1
+    }
+
+    /// What changed for the record since the last call: each instance as it is now, or
+    /// `None` for one that is gone.
+    pub(crate) fn take_changed(&mut self) -> Vec<(InstanceId, Option<Recorded>)> {
+        std::mem::take(&mut self.changed)
+            .into_iter()
+            .map(|id| {
+                let now = self.instances.get(&id).map(|k| Recorded {
+                    id: id.clone(),
+                    wanted: k.wanted,
+                    placed: k.placed.as_ref().map(|p| (p.run, p.worker.clone())),
+                });
+                (id, now)
+            })
+            .collect()
     }
 
     pub(crate) fn instances(&self) -> &BTreeMap<InstanceId, Kept> {
@@ -91,6 +163,7 @@ impl Services {
         for name in &d.removed {
             let gone: Vec<InstanceId> = self.instances.keys().filter(|i| &i.service == name).cloned().collect();
             for id in gone {
+                self.changed.insert(id.clone());
                 if let Some(Kept { placed: Some(p), .. }) = self.instances.remove(&id) {
                     orders.push(Order::Stop {
                         worker: p.worker,
@@ -103,6 +176,7 @@ impl Services {
             // Placed again (with a new run id) by the next `place`.
             let ids: Vec<InstanceId> = self.instances.keys().filter(|i| &i.service == name).cloned().collect();
             for id in ids {
+                self.changed.insert(id.clone());
                 if let Some(p) = self.instances.get_mut(&id).and_then(|k| k.placed.take()) {
                     orders.push(Order::Stop {
                         worker: p.worker,
@@ -143,6 +217,7 @@ impl Services {
                 .cloned()
                 .collect();
             for id in &extra {
+                self.changed.insert(id.clone());
                 if let Some(Kept { placed: Some(p), .. }) = self.instances.remove(id) {
                     orders.push(Order::Stop {
                         worker: p.worker,
@@ -151,10 +226,16 @@ impl Services {
                 }
             }
             for id in should {
-                self.instances.entry(id).or_insert(Kept {
-                    wanted: if spec.autostart { Wanted::Up } else { Wanted::Down },
-                    placed: None,
-                });
+                if !self.instances.contains_key(&id) {
+                    self.changed.insert(id.clone());
+                    self.instances.insert(
+                        id,
+                        Kept {
+                            wanted: if spec.autostart { Wanted::Up } else { Wanted::Down },
+                            placed: None,
+                        },
+                    );
+                }
             }
         }
         (d, orders)
@@ -168,10 +249,16 @@ impl Services {
         for (name, spec) in &self.file.services {
             if spec.every_host {
                 for id in instance_ids(name, spec, workers) {
-                    self.instances.entry(id).or_insert(Kept {
-                        wanted: if spec.autostart { Wanted::Up } else { Wanted::Down },
-                        placed: None,
-                    });
+                    if !self.instances.contains_key(&id) {
+                        self.changed.insert(id.clone());
+                        self.instances.insert(
+                            id,
+                            Kept {
+                                wanted: if spec.autostart { Wanted::Up } else { Wanted::Down },
+                                placed: None,
+                            },
+                        );
+                    }
                 }
             }
         }
@@ -198,6 +285,7 @@ impl Services {
                     spec: InstanceSpec::from(spec),
                 }),
             });
+            self.changed.insert(id.clone());
             if let Some(kept) = self.instances.get_mut(&id) {
                 kept.placed = Some(Placed {
                     run,
@@ -262,13 +350,14 @@ impl Services {
                 }),
             }
         }
-        for kept in self.instances.values_mut() {
+        for (id, kept) in self.instances.iter_mut() {
             if let Some(p) = &kept.placed
                 && p.worker == worker
                 && !held.contains(&p.run)
                 && now.since(p.since) >= grace_ms
             {
                 kept.placed = None;
+                self.changed.insert(id.clone());
             }
         }
         orders
@@ -287,6 +376,7 @@ impl Services {
                 p.state = Some(InstanceState::Unknown { since: at });
             } else {
                 kept.placed = None;
+                self.changed.insert(id.clone());
             }
         }
     }
@@ -299,9 +389,35 @@ impl Services {
                 continue;
             };
             kept.wanted = wanted;
+            self.changed.insert(id.clone());
             if wanted == Wanted::Down
                 && let Some(p) = kept.placed.take()
             {
+                orders.push(Order::Stop {
+                    worker: p.worker,
+                    run: p.run,
+                });
+            }
+        }
+        orders
+    }
+
+    /// Instances among `ids` that ended for good (`Fatal`, or exited and not restarted) are
+    /// unplaced, to be placed afresh: `hz start` after a crash loop.
+    pub(crate) fn restart_ended(&mut self, ids: &[InstanceId]) -> Vec<Order> {
+        let mut orders = Vec::new();
+        for id in ids {
+            let Some(kept) = self.instances.get_mut(id) else {
+                continue;
+            };
+            let ended = kept.placed.as_ref().is_some_and(|p| {
+                matches!(
+                    p.state,
+                    Some(InstanceState::Fatal { .. } | InstanceState::Exited { .. })
+                )
+            });
+            if ended && let Some(p) = kept.placed.take() {
+                self.changed.insert(id.clone());
                 orders.push(Order::Stop {
                     worker: p.worker,
                     run: p.run,

@@ -103,6 +103,29 @@ impl Store {
             max_attempt: max("attempts")?,
             ..Snapshot::default()
         };
+        let setting = |key: &str| -> Result<Option<String>, StoreError> {
+            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+            .map_err(sql("read a setting"))
+        };
+        if let Some(v) = setting("services")? {
+            snap.services = serde_json::from_str(&v).map_err(|e| StoreError::Corrupt {
+                what: "services file",
+                detail: e.to_string(),
+            })?;
+        }
+        snap.max_run = setting("max_run")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut stmt = c
+            .prepare("SELECT service, host, idx, wanted, run, worker FROM instances ORDER BY service, host, idx")
+            .map_err(sql("read instances"))?;
+        snap.instances = stmt
+            .query_map([], rows::instance_from_row)
+            .map_err(sql("read instances"))?
+            .collect::<Result<_, _>>()
+            .map_err(sql("read instances"))?;
+        drop(stmt);
         snap.policy = c
             .query_row("SELECT value FROM settings WHERE key = 'policy'", [], |r| {
                 r.get::<_, String>(0)

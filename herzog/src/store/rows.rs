@@ -2,6 +2,8 @@
 
 use super::{StoreError, put_setting, sql};
 use crate::machine::{Fragment, FragmentState, Names, Write};
+use crate::services::{Recorded, Wanted};
+use common::instances::{InstanceId, RunId};
 use common::wire::Exit;
 use common::{AttemptId, FragmentId};
 use rusqlite::{Connection, Row, params};
@@ -245,6 +247,62 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
             })?;
             put_setting(c, "policy", &v)?;
         }
+        Write::ServicesFile(file) => {
+            let v = serde_json::to_string(file).map_err(|e| StoreError::Corrupt {
+                what: "services file",
+                detail: e.to_string(),
+            })?;
+            put_setting(c, "services", &v)?;
+        }
+        Write::MaxRun(max) => put_setting(c, "max_run", &max.to_string())?,
+        Write::Instance { id, recorded: None } => {
+            c.prepare_cached("DELETE FROM instances WHERE service = ?1 AND host = ?2 AND idx = ?3")
+                .and_then(|mut s| s.execute(params![id.service, id.host.as_deref().unwrap_or(""), id.index]))
+                .map_err(sql("forget an instance"))?;
+        }
+        Write::Instance { id, recorded: Some(r) } => {
+            let (run, worker) = r
+                .placed
+                .clone()
+                .map_or((None, None), |(run, worker)| (Some(run.0), Some(worker)));
+            let wanted = match r.wanted {
+                Wanted::Up => "up",
+                Wanted::Down => "down",
+            };
+            c.prepare_cached(
+                "INSERT INTO instances (service, host, idx, wanted, run, worker) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (service, host, idx) DO UPDATE SET wanted = excluded.wanted, run = excluded.run, worker = excluded.worker",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id.service,
+                    id.host.as_deref().unwrap_or(""),
+                    id.index,
+                    wanted,
+                    run,
+                    worker
+                ])
+            })
+            .map_err(sql("store an instance"))?;
+        }
     }
     Ok(())
+}
+
+/// The instances as recorded, from `SELECT service, host, idx, wanted, run, worker FROM
+/// instances`.
+pub(super) fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<Recorded> {
+    let host: String = r.get(1)?;
+    let wanted: String = r.get(3)?;
+    let run: Option<i64> = r.get(4)?;
+    let worker: Option<String> = r.get(5)?;
+    Ok(Recorded {
+        id: InstanceId {
+            service: r.get(0)?,
+            host: (!host.is_empty()).then_some(host),
+            index: r.get(2)?,
+        },
+        wanted: if wanted == "up" { Wanted::Up } else { Wanted::Down },
+        placed: run.zip(worker).map(|(run, worker)| (RunId(run), worker)),
+    })
 }

@@ -234,3 +234,37 @@ command = "fresh"
         );
     }
 }
+
+#[test]
+fn a_restart_from_the_record_takes_the_placements_back() {
+    let text =
+        "[services.web]\ncommand = \"web\"\nnumprocs = 2\n[services.manual]\ncommand = \"m\"\nautostart = false\n";
+    let mut s = Services::new(file(text), 0);
+    s.place(Mono(0), &workers(&["euclid"]));
+    let mut record: BTreeMap<InstanceId, Recorded> = BTreeMap::new();
+    for (id, now) in s.take_changed() {
+        match now {
+            Some(r) => record.insert(id, r),
+            None => record.remove(&id),
+        };
+    }
+    assert_eq!(record.len(), 3);
+    assert!(s.take_changed().is_empty(), "taken once");
+    let mut back = Services::restore(file(text), record.into_values().collect(), s.max_run(), Mono(50));
+    // Nothing to place: the record had it all; the worker's report takes them back.
+    assert!(back.place(Mono(60), &workers(&["euclid"])).is_empty());
+    let held = report(&s, "euclid");
+    assert!(back.report(Mono(70), 2_000, "euclid", held).is_empty());
+    let placed: Vec<(InstanceId, RunId)> = back
+        .instances()
+        .iter()
+        .filter_map(|(i, k)| Some((i.clone(), k.placed.as_ref()?.run)))
+        .collect();
+    let before: Vec<(InstanceId, RunId)> = s
+        .instances()
+        .iter()
+        .filter_map(|(i, k)| Some((i.clone(), k.placed.as_ref()?.run)))
+        .collect();
+    assert_eq!(placed, before);
+    assert_eq!(back.max_run(), 2);
+}

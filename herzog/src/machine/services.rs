@@ -1,0 +1,140 @@
+//! The machine's services: the events that concern them, handed to the pure
+//! [`Services`](crate::services::Services), whose orders become effects and whose changes
+//! become writes.
+
+use super::*;
+use crate::services::{Order, Wanted};
+use common::instances::{InstanceReport, InstanceState, InstanceStatus, ReloadSummary, ServiceAction};
+use common::services::ServicesFile;
+
+impl Machine {
+    /// The connected workers, by name: where instances may be placed.
+    fn connected(&self) -> Vec<String> {
+        self.workers
+            .values()
+            .filter(|w| w.link == Link::Connected)
+            .map(|w| w.name.clone())
+            .collect()
+    }
+
+    fn order(&mut self, orders: Vec<Order>) {
+        self.effects.extend(orders.into_iter().map(Effect::Instance));
+    }
+
+    pub(super) fn instances_report(
+        &mut self,
+        now: Now,
+        worker: &str,
+        reports: Vec<InstanceReport>,
+    ) -> Result<Reply, Rejected> {
+        match self.workers.get(worker) {
+            Some(w) if w.link == Link::Connected => {}
+            // A worker must register first: that is when herzog reconciles it.
+            _ => {
+                return Err(ApiError::UnknownWorker {
+                    name: worker.to_string(),
+                }
+                .into());
+            }
+        }
+        let orders = self
+            .services
+            .report(now.mono, self.timing.start_grace_ms, worker, reports);
+        self.order(orders);
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn services_reload(&mut self, file: ServicesFile) -> Result<Reply, Rejected> {
+        let connected = self.connected();
+        let (d, orders) = self.services.reload(file.clone(), &connected);
+        self.writes.push(Write::ServicesFile(file));
+        self.order(orders);
+        if !d.is_empty() {
+            tracing::info!(added = ?d.added, removed = ?d.removed, restarted = ?d.restarted, retuned = ?d.retuned, scaled = ?d.scaled, "services reloaded");
+        }
+        Ok(Reply::Reloaded(ReloadSummary {
+            added: d.added,
+            removed: d.removed,
+            restarted: d.restarted,
+            retuned: d.retuned,
+            scaled: d.scaled,
+            unchanged: d.unchanged,
+        }))
+    }
+
+    pub(super) fn services_control(&mut self, action: ServiceAction, names: &[String]) -> Result<Reply, Rejected> {
+        let mut ids = Vec::new();
+        for name in names {
+            let selected = self.services.select(Some(name));
+            if selected.is_empty() {
+                return Err(ApiError::UnknownService { name: name.clone() }.into());
+            }
+            ids.extend(selected);
+        }
+        let orders = match action {
+            ServiceAction::Start => {
+                // A Fatal or exited instance starts afresh: placed anew.
+                let mut orders = self.services.restart_ended(&ids);
+                orders.extend(self.services.want(&ids, Wanted::Up));
+                orders
+            }
+            ServiceAction::Stop => self.services.want(&ids, Wanted::Down),
+            ServiceAction::Restart => {
+                let mut orders = self.services.want(&ids, Wanted::Down);
+                orders.extend(self.services.want(&ids, Wanted::Up));
+                orders
+            }
+        };
+        self.order(orders);
+        Ok(Reply::Instances(self.services_status(None)))
+    }
+
+    /// Places what waits for a worker; after every batch, with the scheduling.
+    pub(super) fn place_instances(&mut self, now: Now) {
+        let connected = self.connected();
+        let orders = self.services.place(now.mono, &connected);
+        self.order(orders);
+    }
+
+    /// What the record must learn of services since the last call.
+    pub(super) fn services_writes(&mut self) {
+        let changed = self.services.take_changed();
+        if changed.is_empty() {
+            return;
+        }
+        for (id, recorded) in changed {
+            self.writes.push(Write::Instance { id, recorded });
+        }
+        self.writes.push(Write::MaxRun(self.services.max_run()));
+    }
+
+    /// Every instance of `name` (of every service when `None`), as `hz status` shows it.
+    pub(crate) fn services_status(&self, name: Option<&str>) -> Vec<InstanceStatus> {
+        let file = self.services.file();
+        self.services
+            .instances()
+            .iter()
+            .filter(|(id, _)| name.is_none_or(|n| id.service == n || id.to_string() == n))
+            .map(|(id, kept)| {
+                let placed = kept.placed.as_ref();
+                let state = match placed.and_then(|p| p.state.clone()) {
+                    Some(state) => state,
+                    None if placed.is_some() => InstanceState::Starting {
+                        pid: None,
+                        since: 0,
+                        retries: 0,
+                    },
+                    None => InstanceState::Stopped,
+                };
+                InstanceStatus {
+                    service: id.service.clone(),
+                    instance: id.to_string(),
+                    host: placed.map(|p| p.worker.clone()),
+                    state,
+                    restarts: placed.map_or(0, |p| p.restarts),
+                    description: file.services.get(&id.service).and_then(|s| s.description.clone()),
+                }
+            })
+            .collect()
+    }
+}
