@@ -90,6 +90,9 @@ pub struct HerzogSection {
     pub log_level: String,
     /// herzog's certificate bundle (from `herzog certs init`).
     pub tls: Option<PathBuf>,
+    /// The most bytes kept of each attempt's stdout and of its stderr: the first and the
+    /// last half, with a line between them saying what was cut.
+    pub max_log_bytes: u64,
 }
 
 impl Default for HerzogSection {
@@ -102,9 +105,13 @@ impl Default for HerzogSection {
             heartbeat_interval: Duration::from_secs(2),
             worker_timeout: Duration::from_secs(10),
             log_level: "info".to_string(),
+            max_log_bytes: crate::wire::DEFAULT_MAX_LOG_BYTES,
         }
     }
 }
+
+/// The smallest `herzog.max_log_bytes`: room for a head, a tail and the line between them.
+const MIN_MAX_LOG_BYTES: u64 = 4096;
 
 impl HerzogSection {
     /// The address to bind.
@@ -208,6 +215,13 @@ impl ClusterConfig {
                 "herzog.worker_timeout",
                 humantime_serde::re::humantime::format_duration(h.worker_timeout).to_string(),
                 "must be longer than herzog.heartbeat_interval",
+            ));
+        }
+        if h.max_log_bytes < MIN_MAX_LOG_BYTES {
+            return Err(bad(
+                "herzog.max_log_bytes",
+                h.max_log_bytes.to_string(),
+                "must be at least 4096 (bytes)",
             ));
         }
         if self.kinski.slots == Some(0) {
@@ -347,5 +361,9 @@ mod tests {
         assert!(err.to_string().contains("kinski.slots"), "{err}");
         let err = ClusterConfig::parse("[herzog]\nheartbeat_interval = \"soon\"\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("heartbeat_interval"), "{err}");
+        let err = ClusterConfig::parse("[herzog]\nmax_log_bytes = 100\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("herzog.max_log_bytes"), "{err}");
+        let ok = ClusterConfig::parse("[herzog]\nmax_log_bytes = 65536\n", Path::new("c.toml")).unwrap();
+        assert_eq!(ok.herzog.max_log_bytes, 65536);
     }
 }

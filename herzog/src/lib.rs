@@ -26,6 +26,8 @@ pub struct Config {
     pub worker_timeout: Duration,
     /// cluster.toml's `[[hosts]]`: which hosts lack the shared filesystem, and how to log in.
     pub hosts: Vec<common::config::HostConfig>,
+    /// `herzog.max_log_bytes`: the most kept of each attempt's stdout and stderr.
+    pub max_log_bytes: u64,
 }
 
 impl Config {
@@ -36,6 +38,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(2),
             worker_timeout: Duration::from_secs(10),
             hosts: Vec::new(),
+            max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
         }
     }
 }

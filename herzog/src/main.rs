@@ -180,6 +180,7 @@ fn main() -> ExitCode {
         heartbeat_interval: h.heartbeat_interval,
         worker_timeout: h.worker_timeout,
         hosts,
+        max_log_bytes: h.max_log_bytes,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
