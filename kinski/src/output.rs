@@ -117,6 +117,9 @@ impl Output {
     /// Writes `buf` on a blocking thread and waits for it; the pipe is not read meanwhile.
     async fn write(&mut self, buf: Vec<u8>) -> Vec<u8> {
         let Some(mut log) = self.log.take() else {
+            // The log is gone (its thread died): the bytes are dropped, the pipe kept flowing.
+            let mut buf = buf;
+            buf.clear();
             return buf;
         };
         let done = tokio::task::spawn_blocking(move || {
@@ -299,6 +302,10 @@ impl Log {
     }
 
     fn cut(&self, file: &File) -> io::Result<()> {
+        if self.tail == 0 {
+            // A cap of under two bytes keeps no tail: the head alone is the log.
+            return Ok(());
+        }
         let start = (self.written - self.head) % self.tail;
         let cut = self.written - self.head - self.tail;
         let cap = self.head + self.tail;
@@ -358,6 +365,12 @@ mod tests {
         }
         log.finish();
         std::fs::read(dir.path().join("out")).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_tiny_or_zero_cap_cuts_without_panicking() {
+        assert_eq!(written(&[b"abcdef"], 0), b"");
+        assert_eq!(written(&[b"abcdef", b"gh"], 3), b"a\n[herzog: 5 bytes of stdout cut here: the program wrote 8 bytes, more than herzog.max_log_bytes (3); the first 1 and the last 2 are kept]\ngh");
     }
 
     #[test]
