@@ -99,6 +99,9 @@ pub struct HerzogSection {
     /// TOML, or YAML when it ends in .yaml or .yml. Default: services.toml beside the config
     /// file; without a config file, none.
     pub services: Option<PathBuf>,
+    /// The most bytes kept of each attempt's stdout and of its stderr: the first and the
+    /// last half, with a line between them saying what was cut.
+    pub max_log_bytes: bytesize::ByteSize,
 }
 
 impl Default for HerzogSection {
@@ -113,9 +116,13 @@ impl Default for HerzogSection {
             log_level: "info".to_string(),
             min_free_space: bytesize::ByteSize::gib(1),
             services: None,
+            max_log_bytes: bytesize::ByteSize(crate::wire::DEFAULT_MAX_LOG_BYTES),
         }
     }
 }
+
+/// The smallest `herzog.max_log_bytes`: room for a head, a tail and the line between them.
+const MIN_MAX_LOG_BYTES: u64 = 4096;
 
 impl HerzogSection {
     /// The services file: `services`, relative to the config file's directory when relative;
@@ -231,6 +238,13 @@ impl ClusterConfig {
                 "herzog.worker_timeout",
                 humantime_serde::re::humantime::format_duration(h.worker_timeout).to_string(),
                 "must be longer than herzog.heartbeat_interval",
+            ));
+        }
+        if h.max_log_bytes.as_u64() < MIN_MAX_LOG_BYTES {
+            return Err(bad(
+                "herzog.max_log_bytes",
+                h.max_log_bytes.as_u64().to_string(),
+                "must be at least 4096 (bytes)",
             ));
         }
         if self.kinski.slots == Some(0) {
@@ -370,5 +384,11 @@ mod tests {
         assert!(err.to_string().contains("kinski.slots"), "{err}");
         let err = ClusterConfig::parse("[herzog]\nheartbeat_interval = \"soon\"\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("heartbeat_interval"), "{err}");
+        let err = ClusterConfig::parse("[herzog]\nmax_log_bytes = 100\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("herzog.max_log_bytes"), "{err}");
+        let ok = ClusterConfig::parse("[herzog]\nmax_log_bytes = 65536\n", Path::new("c.toml")).unwrap();
+        assert_eq!(ok.herzog.max_log_bytes.as_u64(), 65536);
+        let ok = ClusterConfig::parse("[herzog]\nmax_log_bytes = \"1 MiB\"\n", Path::new("c.toml")).unwrap();
+        assert_eq!(ok.herzog.max_log_bytes.as_u64(), 1 << 20);
     }
 }

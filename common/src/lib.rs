@@ -2,6 +2,7 @@
 //! the program template. Everything here is used by more than one daemon.
 
 pub mod config;
+pub mod dirfd;
 pub mod error;
 pub mod ids;
 pub mod instances;

@@ -278,6 +278,24 @@ pub struct StartAttempt {
     /// it, and every path above except `cwd` lies inside it.
     #[serde(default)]
     pub scratch: Option<PathBuf>,
+    /// The most bytes kept of each of stdout and stderr (`herzog.max_log_bytes`): the first
+    /// half and the last half, with a line between them that says how much was cut.
+    #[serde(default = "default_max_log_bytes")]
+    pub max_log_bytes: u64,
+    /// On a host without the shared filesystem, the uid herzog's SSH login has there. The
+    /// attempt's `in/` belongs to it while herzog uploads (so no program can plant anything
+    /// there meanwhile) and to the user programs run as once the attempt starts. Unknown: `in/`
+    /// stays kinski's until the start.
+    #[serde(default)]
+    pub uploader_uid: Option<u32>,
+}
+
+/// `herzog.max_log_bytes` when cluster.toml does not set it (and what kinski applies to a start
+/// from a herzog that does not send it): 64 MiB per stream.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
+
+fn default_max_log_bytes() -> u64 {
+    DEFAULT_MAX_LOG_BYTES
 }
 
 /// The reply to a worker's registration.

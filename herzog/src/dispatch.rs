@@ -255,8 +255,18 @@ fn refused(worker: &str, attempt: common::AttemptId, e: WorkerError) -> Event {
 /// copies its files there, then it starts. Returns the event saying why it did not happen,
 /// if it did not.
 async fn start_staged(client: &WorkerClient, stager: &Stager, worker: &str, queued: Queued) -> Option<Event> {
-    let Queued { start, upload } = queued;
+    let Queued { mut start, upload } = queued;
     let attempt = start.attempt;
+    // kinski gives the attempt's in/ to herzog's login there until the start.
+    match stager.login_uid(worker).await {
+        Ok(uid) => start.uploader_uid = Some(uid),
+        Err(e) => {
+            return Some(Event::StagingFailed {
+                attempt,
+                reason: e.to_string(),
+            });
+        }
+    }
     let unreachable = |e: tarpc::client::RpcError| Event::DispatchFailed {
         attempt,
         reason: format!("failed to reach worker {worker}: {e}"),

@@ -32,6 +32,8 @@ pub struct Config {
     pub min_free_space: u64,
     /// The services file: read at start-up and by `hz reload`; `None`: no services.
     pub services: Option<PathBuf>,
+    /// `herzog.max_log_bytes`: the most kept of each attempt's stdout and stderr.
+    pub max_log_bytes: u64,
 }
 
 impl Config {
@@ -44,6 +46,7 @@ impl Config {
             hosts: Vec::new(),
             min_free_space: common::config::HerzogSection::default().min_free_space.as_u64(),
             services: None,
+            max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
         }
     }
 }

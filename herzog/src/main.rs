@@ -190,6 +190,7 @@ fn main() -> ExitCode {
         hosts,
         min_free_space: h.min_free_space.as_u64(),
         services,
+        max_log_bytes: h.max_log_bytes.as_u64(),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -102,7 +102,8 @@ pub async fn run(
     let started = std::time::Instant::now();
     let snapshot = store.load()?;
     let clock = engine::Clock::new();
-    let machine = Machine::restore(timing, config.state_dir.join("results"), snapshot, clock.now());
+    let machine = Machine::restore(timing, config.state_dir.join("results"), snapshot, clock.now())
+        .with_max_log_bytes(config.max_log_bytes);
     tracing::info!(db = %store.path().display(), elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
 
     let mut incoming = match listener {

@@ -1,10 +1,20 @@
 //! Staging over SSH for hosts without the shared filesystem: one multiplexed master
 //! connection per host (the system `ssh`, so `~/.ssh/config` and agents apply), SFTP over it
 //! for files, a bounded number of transfers per host, retries with backoff.
+//!
+//! herzog's login may be root, and the program it fetches from is not to be trusted, so:
+//! uploads go into the attempt's `in/`, which kinski gives to the login (its uid is learnt once
+//! per connection) until the start, and are created new (`O_EXCL`: nothing planted is followed);
+//! a fetched file must be, by the handle herzog opened (not by the listing, which a program can
+//! race), a regular file of the user the program ran as (outputs) or of kinski (logs), else it
+//! is dropped with a line in the attempt's stderr log saying why; and the results folder, which
+//! the program's user may own on the shared filesystem, is written only through directory
+//! descriptors ([`common::dirfd`]).
 
 mod control;
+mod fetch;
 
-use crate::machine::{Fetch, Upload};
+use crate::machine::Upload;
 use backon::{ExponentialBuilder, Retryable};
 use common::config::HostConfig;
 use futures::StreamExt;
@@ -14,7 +24,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{Mutex, Semaphore};
 
 /// Transfers at once per host: sshd's MaxSessions (10) caps the channels of one connection,
@@ -71,6 +81,12 @@ pub(crate) enum StagingError {
         "host {host} listed {name:?} in {dir}, which is not a plain file name: not fetched; have the program name its outputs with plain names"
     )]
     BadName { host: String, dir: PathBuf, name: String },
+    #[error("{path} on host {host} was not fetched: {reason}")]
+    Refused {
+        host: String,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl StagingError {
@@ -87,6 +103,8 @@ impl StagingError {
 /// One host's open connection.
 struct Link {
     sftp: Sftp,
+    /// The uid herzog's login has on the host.
+    uid: u32,
 }
 
 /// One host: how to reach it, its connection once made, and its transfer permits. Each host
@@ -204,11 +222,12 @@ impl Stager {
             .connect_mux(&address)
             .await
             .map_err(|e| connect_error(describe_ssh(&e)))?;
+        let uid = login_uid(&session).await.map_err(connect_error)?;
         let sftp = Sftp::from_session(session, SftpOptions::default())
             .await
             .map_err(|e| connect_error(format!("the SFTP subsystem failed to start: {e}")))?;
-        tracing::info!(%host, %address, "SSH connection to host opened");
-        let link = Arc::new(Link { sftp });
+        tracing::info!(%host, %address, uid, "SSH connection to host opened");
+        let link = Arc::new(Link { sftp, uid });
         *slot = Some(link.clone());
         Ok(link)
     }
@@ -250,7 +269,12 @@ impl Stager {
                 .with_max_delay(Duration::from_secs(2))
                 .with_max_times(TRIES - 1),
         )
-        .when(|e: &StagingError| !matches!(e, StagingError::UnknownHost { .. } | StagingError::BadName { .. }))
+        .when(|e: &StagingError| {
+            !matches!(
+                e,
+                StagingError::UnknownHost { .. } | StagingError::BadName { .. } | StagingError::Refused { .. }
+            )
+        })
         .notify(|e, delay| tracing::warn!(%host, error = %e, retry_in_ms = delay.as_millis() as u64, "staging failed; retrying"))
         .await
     }
@@ -279,6 +303,12 @@ impl Stager {
         .await
     }
 
+    /// The uid herzog's login has on `host` (learnt when the connection was made): kinski
+    /// gives an attempt's `in/` to it for the uploads.
+    pub(crate) async fn login_uid(&self, host: &str) -> Result<u32, StagingError> {
+        self.with_retries(host, |link| async move { Ok(link.uid) }).await
+    }
+
     /// Copies an attempt's files to its host (kinski made their directory with
     /// `fragment_prep`), making parent directories inside it as needed, keeping the mode
     /// bits (a program stays executable) and checking each size afterwards.
@@ -287,25 +317,6 @@ impl Stager {
             self.with_retries(host, |link| upload_one(link, host, file)).await?;
         }
         Ok(())
-    }
-
-    /// Copies back what a staged attempt wrote: every regular file under its output
-    /// directory (subdirectories too) into the project's output folder, and its stdout and
-    /// stderr into the results folder. Each file lands under a temporary name and is renamed
-    /// into place once complete and of the right size, so a reader never sees half a file.
-    pub(crate) async fn fetch(&self, host: &str, plan: &Fetch) -> Result<u64, StagingError> {
-        self.with_retries(host, |link| async move {
-            let mut files = list_files(&link, host, &plan.outputs.0, &plan.outputs.1).await?;
-            for (remote_log, local_log) in &plan.logs {
-                files.push((remote_log.clone(), local_log.clone()));
-            }
-            let mut bytes = 0;
-            for (from, to) in files {
-                bytes += fetch_one(&link, host, &from, &to, &self.incoming).await?;
-            }
-            Ok(bytes)
-        })
-        .await
     }
 }
 
@@ -348,7 +359,28 @@ fn describe_ssh(e: &openssh::Error) -> String {
     text.trim().to_string()
 }
 
+/// `id -u` on the host: herzog's login's uid there.
+async fn login_uid(session: &Session) -> Result<u32, String> {
+    let out = session
+        .command("id")
+        .arg("-u")
+        .output()
+        .await
+        .map_err(|e| format!("failed to run `id -u` to learn the login's uid: {}", describe_ssh(&e)))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.trim().parse() {
+        Ok(uid) if out.status.success() => Ok(uid),
+        _ => Err(format!(
+            "`id -u` ({}) printed {:?} ({}), not the login's uid, which herzog needs to let kinski give it the attempts' in/ directories: let the login run commands",
+            out.status,
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
 async fn upload_one(link: Arc<Link>, host: &str, file: &Upload) -> Result<(), StagingError> {
+    use openssh_sftp_client::error::SftpErrorKind;
     let local = |action, source| StagingError::Local {
         action,
         path: file.from.clone(),
@@ -356,13 +388,22 @@ async fn upload_one(link: Arc<Link>, host: &str, file: &Upload) -> Result<(), St
     };
     let meta = tokio::fs::metadata(&file.from).await.map_err(|e| local("read", e))?;
     let mut options = link.sftp.options();
-    options.write(true).create(true).truncate(true);
+    // Always a new file: nothing at the name is followed or truncated.
+    options.read(true).write(true).create_new(true);
     let dst = match options.open(&file.to).await {
         Ok(f) => f,
         // The attempt's directory exists (fragment_prep); a program in a subdirectory of the
         // project needs the ones below it.
-        Err(openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::NoSuchFile, _)) => {
+        Err(openssh_sftp_client::Error::SftpError(SftpErrorKind::NoSuchFile, _)) => {
             create_parents(&link, host, &file.to).await?;
+            options
+                .open(&file.to)
+                .await
+                .map_err(|e| remote(host, "create", &file.to, e))?
+        }
+        // A part left by an earlier try: the name goes (never what it points to), then anew.
+        Err(openssh_sftp_client::Error::SftpError(..)) => {
+            let _ = link.sftp.fs().remove_file(&file.to).await;
             options
                 .open(&file.to)
                 .await
@@ -410,19 +451,20 @@ async fn upload_one(link: Arc<Link>, host: &str, file: &Upload) -> Result<(), St
         result.map_err(write_error)?;
     }
     drop(inflight);
-    // Closed (the last reference sends the close and waits for it) before anything else
-    // happens: a program still open for writing on the host cannot be executed (ETXTBSY).
-    dst.close().await.map_err(write_error)?;
-    let mut fs = link.sftp.fs();
-    fs.set_permissions(&file.to, permissions(meta.permissions()))
+    // Through the handle, not the name: what the name points to is not ours to change.
+    let mut dst = dst;
+    dst.set_permissions(permissions(meta.permissions()))
         .await
         .map_err(|e| remote(host, "set the mode of", &file.to, e))?;
-    let got = fs
-        .metadata(&file.to)
+    let got = dst
+        .metadata()
         .await
         .map_err(|e| remote(host, "look at", &file.to, e))?
         .len()
         .unwrap_or(0);
+    // Closed (the last reference sends the close and waits for it) before anything else
+    // happens: a program still open for writing on the host cannot be executed (ETXTBSY).
+    dst.close().await.map_err(write_error)?;
     if got != meta.len() {
         return Err(StagingError::Size {
             host: host.to_string(),
@@ -461,140 +503,8 @@ async fn create_parents(link: &Link, host: &str, path: &Path) -> Result<(), Stag
     Ok(())
 }
 
-/// Reads `len` bytes at `at` (fewer at the end of the file) through a clone of the handle,
-/// asking again after a short read.
-async fn read_at(
-    file: &openssh_sftp_client::file::File,
-    at: u64,
-    len: usize,
-) -> Result<bytes::BytesMut, openssh_sftp_client::Error> {
-    let mut part = file.clone();
-    let mut out = bytes::BytesMut::with_capacity(len);
-    while out.len() < len {
-        seek(&mut part, at + out.len() as u64).await?;
-        match part.read((len - out.len()) as u32, bytes::BytesMut::new()).await? {
-            Some(chunk) if !chunk.is_empty() => out.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    Ok(out)
-}
-
 /// A local file's mode bits (rwx for owner, group, other), for the copy on the host.
 fn permissions(local: std::fs::Permissions) -> openssh_sftp_client::metadata::Permissions {
     use std::os::unix::fs::PermissionsExt;
     openssh_sftp_client::metadata::Permissions::from((local.mode() & 0o777) as u16)
-}
-
-/// Every regular file under `dir` on the host, with where it goes under `local`. Names
-/// come from the host, so each must be a plain name: nothing is written outside `local`.
-async fn list_files(
-    link: &Link,
-    host: &str,
-    dir: &Path,
-    local: &Path,
-) -> Result<Vec<(PathBuf, PathBuf)>, StagingError> {
-    let mut out = Vec::new();
-    let mut todo = vec![(dir.to_path_buf(), local.to_path_buf())];
-    while let Some((remote_dir, local_dir)) = todo.pop() {
-        let mut fs = link.sftp.fs();
-        let entries = fs
-            .open_dir(&remote_dir)
-            .await
-            .map_err(|e| remote(host, "list", &remote_dir, e))?;
-        use futures::StreamExt;
-        let mut stream = std::pin::pin!(entries.read_dir());
-        while let Some(entry) = stream.next().await {
-            let entry = entry.map_err(|e| remote(host, "list", &remote_dir, e))?;
-            let name = entry.filename().to_string_lossy().into_owned();
-            if name == "." || name == ".." {
-                continue;
-            }
-            let bad = || StagingError::BadName {
-                host: host.to_string(),
-                dir: remote_dir.clone(),
-                name: name.clone(),
-            };
-            let local_path = common::paths::child(&local_dir, &name).map_err(|_| bad())?;
-            let remote_path = remote_dir.join(&name);
-            match entry.file_type() {
-                Some(t) if t.is_dir() => todo.push((remote_path, local_path)),
-                Some(t) if t.is_file() => out.push((remote_path, local_path)),
-                // Symbolic links and the like are not followed: they could point anywhere.
-                _ => tracing::warn!(%host, path = %remote_path.display(), "not a regular file: not fetched"),
-            }
-        }
-    }
-    Ok(out)
-}
-
-async fn fetch_one(link: &Link, host: &str, from: &Path, to: &Path, incoming: &Path) -> Result<u64, StagingError> {
-    let local = |action, source| StagingError::Local {
-        action,
-        path: to.to_path_buf(),
-        source,
-    };
-    let src = match link.sftp.open(from).await {
-        Ok(f) => f,
-        // kinski leaves no log file for a stream the program never wrote to.
-        Err(openssh_sftp_client::Error::SftpError(openssh_sftp_client::error::SftpErrorKind::NoSuchFile, _)) => {
-            return Ok(0);
-        }
-        Err(e) => return Err(remote(host, "open", from, e)),
-    };
-    let mut src = src;
-    let expected = src
-        .metadata()
-        .await
-        .map_err(|e| remote(host, "look at", from, e))?
-        .len()
-        .unwrap_or(0);
-    if let Some(parent) = to.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| local("create", e))?;
-    }
-    let part = incoming.join(format!("{}.part", next_part()));
-    let mut dst = tokio::fs::File::create(&part).await.map_err(|e| local("create", e))?;
-    let result = async {
-        // Several reads in flight at their own offsets, written out in order.
-        let chunks = (0..expected.div_ceil(CHUNK as u64)).map(|i| i * CHUNK as u64);
-        let src = &src;
-        let mut reads = futures::stream::iter(chunks)
-            .map(|at| read_at(src, at, CHUNK.min((expected - at) as usize)))
-            .buffered(IN_FLIGHT);
-        let mut got = 0u64;
-        while let Some(chunk) = reads.next().await {
-            let chunk = chunk.map_err(|e| remote(host, "read", from, e))?;
-            got += chunk.len() as u64;
-            dst.write_all(&chunk).await.map_err(|e| local("write", e))?;
-        }
-        dst.sync_all().await.map_err(|e| local("write", e))?;
-        if got != expected {
-            return Err(StagingError::Size {
-                host: host.to_string(),
-                path: from.to_path_buf(),
-                expected,
-                got,
-            });
-        }
-        tokio::fs::rename(&part, to)
-            .await
-            .map_err(|e| local("rename into", e))?;
-        Ok(got)
-    }
-    .await;
-    drop(src);
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&part).await;
-    }
-    result
-}
-
-/// A name of its own for every file being fetched (two fetches of one file can run at once
-/// when a completion is resent while the first still runs).
-fn next_part() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }

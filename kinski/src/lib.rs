@@ -3,6 +3,7 @@
 
 mod journal;
 mod leftovers;
+mod output;
 pub mod process;
 mod resources;
 mod service;
@@ -62,6 +63,10 @@ pub enum KinskiError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the scratch directory {path} is {problem}, so others could plant files where kinski writes: make it kinski's and not writable by others (chown, chmod go-w), or set the host's scratch_dir"
+    )]
+    ScratchNotOwn { path: PathBuf, problem: String },
     #[error(transparent)]
     Journal(#[from] journal::JournalError),
     #[error(transparent)]
@@ -100,6 +105,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         },
         Herzog::InProcess(dialer) => common::link::Link::InProcess(dialer.clone()),
     };
+    // Every directory kinski makes is given mode 0755 explicitly; this covers the rest (the
+    // journal, and the programs, which inherit it), whatever mask kinski was started with.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let run_as = user::resolve(config.run_as.as_deref())?;
     if run_as.is_none() && nix::unistd::geteuid().is_root() {
         tracing::warn!("programs run as root, as configured (kinski.run_as = \"root\")");
@@ -134,14 +142,21 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         .scratch_dir
         .clone()
         .unwrap_or_else(|| config.state_dir.join("scratch"));
-    std::fs::create_dir_all(&scratch).map_err(|source| KinskiError::ScratchDir {
+    let scratch_error = |source| KinskiError::ScratchDir {
         path: scratch.clone(),
         source,
-    })?;
-    let scratch = scratch.canonicalize().map_err(|source| KinskiError::ScratchDir {
-        path: scratch.clone(),
-        source,
-    })?;
+    };
+    let owner = common::dirfd::DirFd::open_or_create(&scratch, common::dirfd::DIR_MODE)
+        .and_then(|dir| dir.owner())
+        .map_err(scratch_error)?;
+    let me = rustix::process::geteuid().as_raw();
+    if owner.uid != me || owner.mode & 0o022 != 0 {
+        return Err(KinskiError::ScratchNotOwn {
+            path: scratch,
+            problem: format!("owned by uid {} with mode {:o}", owner.uid, owner.mode),
+        });
+    }
+    let scratch = scratch.canonicalize().map_err(scratch_error)?;
     let supervisor = supervisor::Supervisor::new(slots, queue, run_as, scratch.clone(), journal, recovered.unacked);
     supervisor.clean_leftovers().await;
     let mut resources = resources::probe(slots, queue, &config.state_dir);

@@ -12,20 +12,22 @@
 //! `setpgid`) escapes this; tracking those would need a cgroup or `PR_SET_CHILD_SUBREAPER`.
 //! Children deliberately get no `PR_SET_PDEATHSIG`, so attempts outlive a kinski restart.
 //!
-//! stdout and stderr are pipes that kinski copies into the attempt's log files, and a file is
-//! created only at its stream's first byte: two inode creations per attempt were the largest
-//! cost of running short programs (most write nothing to stderr, many nothing at all). So a
-//! stream that stays empty leaves no file. The copying ends when the leader has exited and the
-//! pipe is drained; output a descendant that escaped the group writes later is dropped. While
-//! kinski is down nothing reads the pipes, so a program that writes then gets SIGPIPE (a
-//! restarted kinski kills what its predecessor left running anyway).
+//! stdout and stderr are pipes that kinski copies into the attempt's log files ([`crate::output`]:
+//! created at the first byte through a directory descriptor, written on blocking threads,
+//! capped). A stream that stays empty leaves no file. The copying ends when the leader has
+//! exited and the pipe is drained; output a descendant that escaped the group writes later is
+//! dropped. While kinski is down nothing reads the pipes, so a program that writes then gets
+//! SIGPIPE (a restarted kinski kills what its predecessor left running anyway).
+//!
+//! Spawning does blocking work (the directories, the fork): [`Process::spawn_as`] is called on
+//! a blocking thread, never on the runtime.
 
+use crate::output::{Log, Output};
 use common::AttemptId;
+use common::dirfd::{DIR_MODE, DirFd};
 use common::wire::{Completion, Exit, StartAttempt};
 use std::collections::HashSet;
-use std::fs::File;
 use std::io;
-use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -50,6 +52,12 @@ pub enum SpawnError {
     EmptyArgv,
     #[error("failed to create the directory {path}: {source}")]
     CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to give {path} to the user programs run as: {source}")]
+    Handover {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -89,18 +97,6 @@ pub struct Process {
     started: Instant,
     /// The read ends of stdout and stderr (one when both go to the same file).
     outputs: Vec<Output>,
-}
-
-/// A pipe's read end and the log file its bytes go to, created at the first byte.
-#[derive(Debug)]
-struct Output {
-    pipe: OwnedFd,
-    path: PathBuf,
-    file: Option<File>,
-    /// Set when the file could not be written: the rest is read and dropped, so the program
-    /// never blocks on a full pipe.
-    broken: bool,
-    finished: bool,
 }
 
 /// How an attempt's program ended.
@@ -144,7 +140,7 @@ impl Process {
     /// Creates the output directory (once per directory), and starts `argv` in a new process
     /// group in `cwd`, with kinski's environment plus `start.env` plus the `HERZOG_*` variables,
     /// stdin from /dev/null, and stdout and stderr into pipes that [`Process::wait`] copies to
-    /// the log files.
+    /// the log files. Blocking: call it on a blocking thread.
     pub fn spawn(start: &StartAttempt) -> Result<Process, SpawnError> {
         Self::spawn_as(start, None)
     }
@@ -159,23 +155,37 @@ impl Process {
         if start.scratch.is_none() {
             ensure_output_dir(&start.output_dir, run_as)?;
         }
+        let logs = LogDir::open(&start.stdout)?;
         let (out_read, stdout) = pipe().map_err(|source| SpawnError::Pipe {
             stream: "stdout",
             source,
         })?;
-        let mut outputs = vec![Output::new(out_read, start.stdout.clone())];
+        let shared = start.stderr == start.stdout;
+        let label = if shared { "stdout and stderr" } else { "stdout" };
+        let mut outputs = vec![Output::new(
+            out_read,
+            logs.log(&start.stdout, label, start.max_log_bytes)?,
+        )];
         // One pipe for both when they share a file: the program's own interleaving is kept.
-        let stderr = if start.stderr == start.stdout {
+        let stderr = if shared {
             stdout.try_clone().map_err(|source| SpawnError::Pipe {
                 stream: "stderr",
                 source,
             })?
         } else {
+            let logs = if start.stderr.parent() == start.stdout.parent() {
+                logs
+            } else {
+                LogDir::open(&start.stderr)?
+            };
             let (err_read, stderr) = pipe().map_err(|source| SpawnError::Pipe {
                 stream: "stderr",
                 source,
             })?;
-            outputs.push(Output::new(err_read, start.stderr.clone()));
+            outputs.push(Output::new(
+                err_read,
+                logs.log(&start.stderr, "stderr", start.max_log_bytes)?,
+            ));
             stderr
         };
 
@@ -275,23 +285,22 @@ impl Process {
             match early {
                 Some(done) => done,
                 None => {
-                    let copy = copy_until_end(&mut outputs);
-                    tokio::pin!(copy);
-                    let mut copied = false;
-                    loop {
-                        tokio::select! {
-                            done = &mut reap => break done,
-                            () = &mut copy, if !copied => copied = true,
-                        }
-                    }
+                    // The copies stop when the group is gone (not at end of file: an escaped
+                    // descendant may hold the pipes open), between two writes.
+                    let (gone, watch) = tokio::sync::watch::channel(false);
+                    let reaping = async {
+                        let done = reap.await;
+                        gone.send_replace(true);
+                        done
+                    };
+                    let (done, ()) = tokio::join!(reaping, crate::output::copy_while_running(&mut outputs, watch));
+                    done
                 }
             }
         };
         // The group is gone now (killed at the reap): what is in the pipes is all there is,
         // short of an escaped descendant, which must not hold the completion back.
-        for output in &mut outputs {
-            output.drain_now();
-        }
+        crate::output::finish(outputs).await;
         let wall_ms = millis(self.started.elapsed());
         match reap {
             Ok(Reaped { status, rusage }) => Finished {
@@ -522,122 +531,6 @@ impl Group {
     }
 }
 
-impl Output {
-    fn new(pipe: OwnedFd, path: PathBuf) -> Output {
-        Output {
-            pipe,
-            path,
-            file: None,
-            broken: false,
-            finished: false,
-        }
-    }
-
-    /// Reads what the pipe holds: `Ok(true)` at end of file, `Ok(false)` when it would block.
-    fn read_available(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        loop {
-            // SAFETY: buf is valid and writable for its length; the fd is ours.
-            let n = unsafe { libc::read(self.pipe.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n > 0 {
-                // n is positive and at most buf.len().
-                self.store(&buf[..n as usize]);
-                continue;
-            }
-            if n == 0 {
-                self.finish();
-                return Ok(true);
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(false),
-                _ => return Err(err),
-            }
-        }
-    }
-
-    /// Reads until the pipe is empty, without waiting.
-    fn drain_now(&mut self) {
-        let mut buf = [0u8; 16 * 1024];
-        if let Err(err) = self.read_available(&mut buf) {
-            tracing::warn!(path = %self.path.display(), "failed to read the program's output: {err}");
-        }
-        self.finish();
-    }
-
-    fn store(&mut self, bytes: &[u8]) {
-        if self.broken {
-            return;
-        }
-        let result = match &mut self.file {
-            Some(file) => file.write_all(bytes),
-            None => create_log(&self.path).and_then(|mut file| {
-                file.write_all(bytes)?;
-                self.file = Some(file);
-                Ok(())
-            }),
-        };
-        if let Err(err) = result {
-            tracing::warn!(path = %self.path.display(), "failed to write the program's output, dropping the rest: {err}");
-            self.broken = true;
-        }
-    }
-
-    /// At the end of a stream that wrote nothing, no file should be there, not even one an
-    /// earlier run left at this path.
-    fn finish(&mut self) {
-        if std::mem::replace(&mut self.finished, true) {
-            return;
-        }
-        if self.file.is_none() && !self.broken {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Copies every output to its file until each pipe reaches end of file.
-async fn copy_until_end(outputs: &mut [Output]) {
-    let copies = outputs.iter_mut().map(|output| async move {
-        let raw = output.pipe.as_raw_fd();
-        // SAFETY: `output` owns the fd and outlives this AsyncFd, which is local here.
-        let watch = match unsafe { AsyncFd::register_with_interest(raw, Interest::READABLE) } {
-            Ok(watch) => watch,
-            Err(err) => {
-                tracing::warn!(path = %output.path.display(), "failed to watch the output pipe, reading it at the end: {err}");
-                return std::future::pending().await;
-            }
-        };
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let Ok(mut ready) = watch.readable().await else {
-                return std::future::pending().await;
-            };
-            match output.read_available(&mut buf) {
-                Ok(true) => return,
-                Ok(false) => ready.clear_ready(),
-                Err(err) => {
-                    tracing::warn!(path = %output.path.display(), "failed to read the program's output: {err}");
-                    return std::future::pending().await;
-                }
-            }
-        }
-    });
-    futures::future::join_all(copies).await;
-}
-
-/// Creates (or truncates) a log file, and its directory if that is missing.
-fn create_log(path: &Path) -> io::Result<File> {
-    match File::create(path) {
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            File::create(path)
-        }
-        other => other,
-    }
-}
-
 /// A pipe whose ends are closed on exec (std dups the write end onto the child's stdout or
 /// stderr); the read end does not block, so it can be drained without waiting.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -655,10 +548,59 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
+/// The directory of an attempt's log files, opened once for both streams.
+struct LogDir {
+    path: PathBuf,
+    dir: Arc<DirFd>,
+}
+
+impl LogDir {
+    /// Opens (making it if missing, with mode 0755) the directory `log` lies in.
+    fn open(log: &Path) -> Result<LogDir, SpawnError> {
+        let path = log.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let dir = DirFd::open_or_create(&path, DIR_MODE).map_err(|source| SpawnError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(LogDir {
+            path,
+            dir: Arc::new(dir),
+        })
+    }
+
+    /// The log at `path`, made at its first byte. Whatever an earlier run left at that name
+    /// goes now: a stream that stays empty leaves no file.
+    fn log(&self, path: &Path, stream: &'static str, cap: u64) -> Result<Log, SpawnError> {
+        let refused = |source| SpawnError::CreateDir {
+            path: path.to_path_buf(),
+            source,
+        };
+        let name = path.file_name().ok_or_else(|| {
+            refused(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a log path must end in a file name",
+            ))
+        })?;
+        match self.dir.remove_file(name) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(refused(e)),
+            _ => {}
+        }
+        Ok(Log::new(
+            Arc::clone(&self.dir),
+            name.to_os_string(),
+            self.path.join(name),
+            stream,
+            cap,
+        ))
+    }
+}
+
 /// Makes the output directory once per directory for the life of kinski (a project's attempts
-/// share one): `create_dir_all` on every start was three failing `mkdir`s and five `statx`s.
-/// A directory removed behind kinski's back is made again, at the cost of one `statx`.
-fn ensure_output_dir(dir: &Path, run_as: Option<&crate::user::RunAs>) -> Result<(), SpawnError> {
+/// share one): making it on every start was three failing `mkdir`s and five `statx`s. A
+/// directory removed behind kinski's back is made again, at the cost of one `statx`. Made with
+/// mode 0755 through descriptors, and handed to `run_as` through its own descriptor, so a link
+/// planted at its name is never followed.
+pub(crate) fn ensure_output_dir(dir: &Path, run_as: Option<&crate::user::RunAs>) -> Result<(), SpawnError> {
     static MADE: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
     if dir.as_os_str().is_empty() {
         return Ok(());
@@ -672,9 +614,11 @@ fn ensure_output_dir(dir: &Path, run_as: Option<&crate::user::RunAs>) -> Result<
         path: dir.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(failed)?;
-    if let Some(user) = run_as {
-        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(failed)?;
+    let opened = DirFd::open_or_create(dir, DIR_MODE).map_err(failed)?;
+    if let Some(user) = run_as
+        && opened.owner().map_err(failed)?.uid != user.uid
+    {
+        opened.chown(user.uid, Some(user.gid)).map_err(failed)?;
     }
     made.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.to_path_buf());
     Ok(())
@@ -769,6 +713,8 @@ mod tests {
             output_dir: dir.join("out/7"),
             grace_ms: 1000,
             scratch: None,
+            max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
+            uploader_uid: None,
         }
     }
 
@@ -867,6 +813,40 @@ mod tests {
         std::fs::remove_file(&quiet.stdout).expect("rm");
         assert_eq!(run(&quiet).await.exit, Exit::Code(0));
         assert!(!quiet.stdout.exists() && !quiet.stderr.exists());
+    }
+
+    #[tokio::test]
+    async fn whatever_is_planted_at_a_log_path_is_replaced_never_written_through() {
+        let dir = tempdir();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "secret\n").expect("write the victim");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
+        let start = sh(dir.path(), "echo PWNED; echo PWNED >&2");
+        type Plant<'a> = &'a dyn Fn(&Path);
+        let plants: [(&str, Plant); 3] = [
+            ("a symbolic link", &|at| {
+                std::os::unix::fs::symlink(&victim, at).expect("symlink")
+            }),
+            ("a hard link", &|at| std::fs::hard_link(&victim, at).expect("hard link")),
+            ("a FIFO", &|at| {
+                let path = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).expect("no NUL");
+                // SAFETY: a valid C string.
+                assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+            }),
+        ];
+        for (what, plant) in plants {
+            for log in [&start.stdout, &start.stderr] {
+                let _ = std::fs::remove_file(log);
+                plant(log);
+            }
+            assert_eq!(run(&start).await.exit, Exit::Code(0), "{what}");
+            assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "secret\n", "{what}");
+            for log in [&start.stdout, &start.stderr] {
+                let meta = std::fs::symlink_metadata(log).expect("the log");
+                assert!(meta.is_file(), "{what}: {} is a file of kinski's now", log.display());
+                assert_eq!(std::fs::read_to_string(log).expect("log"), "PWNED\n", "{what}");
+            }
+        }
     }
 
     #[tokio::test]

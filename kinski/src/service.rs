@@ -15,7 +15,7 @@ pub(crate) struct WorkerService {
 
 impl Worker for WorkerService {
     async fn fragment_prep(self, _: Context, start: Box<StartAttempt>) -> Result<(), WorkerError> {
-        self.supervisor.prepare(&start)
+        self.supervisor.prepare(&start).await
     }
 
     async fn fragment_start(self, _: Context, starts: Vec<StartAttempt>) -> Vec<Result<(), WorkerError>> {

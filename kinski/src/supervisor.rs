@@ -2,15 +2,24 @@
 //! not yet acknowledged by herzog. Each attempt's task spawns the process, waits for it and queues its completion.
 //! Every change is journaled before it is visible to herzog.
 //!
-//! Programs are spawned outside the lock: a spawn returns only once the child has reached
-//! `exec` (posix_spawn's vfork), half a millisecond on a busy host, and while one slot's next
-//! program started under the lock, the other slot's completion, the heartbeat and herzog's
-//! start calls all waited for it.
+//! Programs are spawned outside the lock and off the runtime: a spawn returns only once the
+//! child has reached `exec` (posix_spawn's vfork), half a millisecond on a busy host, and it
+//! comes with directory work that a slow filesystem can stall for seconds. Under the lock, the
+//! other slot's completion, the heartbeat and herzog's start calls all waited for it; on a
+//! runtime thread, so did every other task. So `prepare` and the spawns run on blocking threads.
+//!
+//! A staged attempt's directory `<scratch>/<attempt>/` stays kinski's (mode 0755): its log files
+//! are written there by kinski, so nothing the program plants can redirect them. `out/` is the
+//! program's (owned by `run_as`); `in/` belongs to herzog's SSH login while herzog uploads into
+//! it, and is handed to `run_as` when the attempt starts, since it is the program's working
+//! directory. Every one of these is made and handed over through descriptors
+//! ([`common::dirfd`]), so no link is ever followed.
 
 use crate::journal::{Journal, Started};
 use crate::leftovers::process_starttime;
-use crate::process::{Process, Stopper, start_failed};
+use crate::process::{Process, SpawnError, Stopper, start_failed};
 use common::AttemptId;
+use common::dirfd::{DIR_MODE, DirFd};
 use common::service::WorkerError;
 use common::wire::{Completion, StartAttempt};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -132,11 +141,23 @@ impl Supervisor {
                     format!("a staged attempt's directory must be {}", expected.display()),
                 ));
             }
-            for path in [&start.input, &start.stdout, &start.stderr, &start.output_dir] {
-                if !path.starts_with(dir) {
+            // The layout kinski's ownership rules rely on: logs directly in the attempt's
+            // directory (kinski's), the output directory `out/`, the input under `in/`.
+            let inputs = dir.join("in");
+            let laid_out = [
+                (&start.stdout, start.stdout.parent() == Some(dir.as_path())),
+                (&start.stderr, start.stderr.parent() == Some(dir.as_path())),
+                (&start.output_dir, start.output_dir == dir.join("out")),
+                (&start.input, start.input.starts_with(&inputs) && start.input != inputs),
+            ];
+            for (path, ok) in laid_out {
+                if !ok {
                     return Err(refuse(
                         path,
-                        format!("outside the attempt's directory {}", dir.display()),
+                        format!(
+                            "not where a staged attempt's file belongs in {} (stdout and stderr in it, out/, in/<input>)",
+                            dir.display()
+                        ),
                     ));
                 }
             }
@@ -145,36 +166,94 @@ impl Supervisor {
     }
 
     /// Makes what an attempt needs before its input arrives: for a staged attempt its own
-    /// directory in the scratch directory (`in/`, `out/`), owned by the user programs run as
-    /// so they can write there; on the shared filesystem the results folders.
-    pub(crate) fn prepare(&self, start: &StartAttempt) -> Result<(), WorkerError> {
+    /// directory in the scratch directory, with `out/` for the program and `in/` for herzog's
+    /// uploads; on the shared filesystem the results folders. On a blocking thread.
+    pub(crate) async fn prepare(&self, start: &StartAttempt) -> Result<(), WorkerError> {
         self.check_paths(start)?;
+        if self.lock().holds(start.attempt) {
+            // Already accepted: its `in/` may be the program's by now, leave it be.
+            return Ok(());
+        }
         if start.scratch.is_some() {
             // Before anything is made, so a half-made directory is removed too.
             self.lock().staged.insert(start.attempt);
         }
+        let (me, start) = (self.clone(), start.clone());
+        tokio::task::spawn_blocking(move || me.prepare_now(&start))
+            .await
+            .unwrap_or_else(|e| {
+                Err(WorkerError::Prepare {
+                    path: String::new(),
+                    reason: format!("the preparing thread failed: {e}"),
+                })
+            })
+    }
+
+    fn prepare_now(&self, start: &StartAttempt) -> Result<(), WorkerError> {
         let failed = |dir: &Path, e: std::io::Error| WorkerError::Prepare {
             path: dir.display().to_string(),
             reason: e.to_string(),
         };
-        let dirs: Vec<&Path> = match &start.scratch {
-            Some(root) => vec![
-                root.as_path(),
-                start.output_dir.as_path(),
-                start.input.parent().unwrap_or(root),
-            ],
-            None => [start.stdout.parent(), Some(start.output_dir.as_path())]
-                .into_iter()
-                .flatten()
-                .collect(),
-        };
-        for dir in dirs {
-            std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
-            if start.scratch.is_some()
-                && let Some(user) = &self.run_as
-            {
-                std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(|e| failed(dir, e))?;
+        let Some(root) = &start.scratch else {
+            if let Some(logs) = start.stdout.parent() {
+                DirFd::open_or_create(logs, DIR_MODE).map_err(|e| failed(logs, e))?;
             }
+            return crate::process::ensure_output_dir(&start.output_dir, self.run_as.as_ref()).map_err(|e| {
+                WorkerError::Prepare {
+                    path: start.output_dir.display().to_string(),
+                    reason: e.to_string(),
+                }
+            });
+        };
+        let scratch = DirFd::open(&self.scratch).map_err(|e| failed(&self.scratch, e))?;
+        let attempt = scratch
+            .create_dir(start.attempt.0.to_string(), DIR_MODE)
+            .map_err(|e| failed(root, e))?;
+        // Made now or by an earlier prep: kinski's either way, or someone planted it.
+        let owner = attempt.owner().map_err(|e| failed(root, e))?;
+        if owner.uid != rustix::process::geteuid().as_raw() || owner.mode & 0o022 != 0 {
+            return Err(WorkerError::Prepare {
+                path: root.display().to_string(),
+                reason: format!(
+                    "it is owned by uid {} with mode {:o}, not made by kinski: the scratch directory is not kinski's alone",
+                    owner.uid, owner.mode
+                ),
+            });
+        }
+        let out = root.join("out");
+        let made = attempt.create_dir("out", DIR_MODE).map_err(|e| failed(&out, e))?;
+        if let Some(user) = &self.run_as {
+            made.chown(user.uid, Some(user.gid)).map_err(|e| failed(&out, e))?;
+        }
+        let inputs = root.join("in");
+        let made = attempt.create_dir("in", DIR_MODE).map_err(|e| failed(&inputs, e))?;
+        // herzog's login writes here before the program exists; no one else may meanwhile.
+        if let Some(uploader) = start.uploader_uid
+            && made.owner().map_err(|e| failed(&inputs, e))?.uid != uploader
+        {
+            made.chown(uploader, None).map_err(|e| failed(&inputs, e))?;
+        }
+        Ok(())
+    }
+
+    /// Gives a staged attempt's `in/` (its working directory) to the user programs run as,
+    /// now that herzog's uploads are done.
+    fn hand_over_inputs(&self, start: &StartAttempt) -> Result<(), SpawnError> {
+        let (Some(root), Some(user)) = (&start.scratch, &self.run_as) else {
+            return Ok(());
+        };
+        let inputs = root.join("in");
+        let failed = |source| SpawnError::Handover {
+            path: inputs.clone(),
+            source,
+        };
+        let dir = DirFd::open(&self.scratch)
+            .and_then(|scratch| scratch.open_dir(start.attempt.0.to_string()))
+            .and_then(|attempt| attempt.open_dir("in"))
+            .map_err(failed)?;
+        let owner = dir.owner().map_err(failed)?;
+        if (owner.uid, owner.gid) != (user.uid, user.gid) {
+            dir.chown(user.uid, Some(user.gid)).map_err(failed)?;
         }
         Ok(())
     }
@@ -251,17 +330,29 @@ impl Supervisor {
         next
     }
 
-    /// Spawns `starting` attempts' processes, each with a task that waits for it. Called
-    /// without the lock; each start is recorded under it once its process exists.
+    /// Spawns `starting` attempts' processes on a blocking thread (see [`Self::launch_now`]).
     fn launch(&self, starts: Vec<StartAttempt>) {
+        if starts.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.launch_now(starts));
+    }
+
+    /// Spawns `starting` attempts' processes, each with a task that waits for it. Blocking,
+    /// and called without the lock; each start is recorded under it once its process exists.
+    fn launch_now(&self, starts: Vec<StartAttempt>) {
         let mut todo = VecDeque::from(starts);
         while let Some(start) = todo.pop_front() {
             let attempt = start.attempt;
             let grace = Duration::from_millis(start.grace_ms);
-            let spawned = Process::spawn_as(&start, self.run_as.as_ref()).map(|process| {
-                let starttime = process_starttime(process.pid()).unwrap_or(0);
-                (process, starttime)
-            });
+            let spawned = self
+                .hand_over_inputs(&start)
+                .and_then(|()| Process::spawn_as(&start, self.run_as.as_ref()))
+                .map(|process| {
+                    let starttime = process_starttime(process.pid()).unwrap_or(0);
+                    (process, starttime)
+                });
             let mut inner = self.lock();
             let stop_asked = inner.starting.remove(&attempt).unwrap_or(false);
             match spawned {
@@ -462,6 +553,22 @@ mod tests {
             output_dir: dir.join("out"),
             grace_ms: 100,
             scratch: None,
+            max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
+            uploader_uid: None,
+        }
+    }
+
+    /// A staged attempt `attempt` in `dir/scratch`, laid out as herzog lays it out.
+    fn staged(dir: &Path, attempt: i64, script: &str) -> StartAttempt {
+        let root = dir.join("scratch").join(attempt.to_string());
+        StartAttempt {
+            input: root.join("in/f"),
+            cwd: root.join("in"),
+            stdout: root.join("stdout"),
+            stderr: root.join("stderr"),
+            output_dir: root.join("out"),
+            scratch: Some(root),
+            ..start(dir, attempt, script)
         }
     }
 
@@ -517,26 +624,12 @@ mod tests {
         assert_eq!(s.held(), (1..=6).map(AttemptId).collect::<Vec<_>>());
     }
 
-    /// `start`, for a staged attempt: its files in `<scratch>/<attempt>`, as herzog sends.
-    fn staged(dir: &Path, attempt: i64, script: &str) -> StartAttempt {
-        let root = dir.join("scratch").join(attempt.to_string());
-        StartAttempt {
-            input: root.join("in").join(format!("f{attempt}")),
-            cwd: root.join("in"),
-            stdout: root.join("stdout"),
-            stderr: root.join("stderr"),
-            output_dir: root.join("out"),
-            scratch: Some(root),
-            ..start(dir, attempt, script)
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_acknowledgement_removes_a_staged_directory_and_touches_nothing_otherwise() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = supervisor(dir.path(), 2, 0);
         let staged = staged(dir.path(), 1, "echo out > \"$HERZOG_OUTPUT_DIR/x\"");
-        s.prepare(&staged).expect("prepared");
+        s.prepare(&staged).await.expect("prepared");
         s.start(staged).expect("started");
         s.start(start(dir.path(), 2, "true")).expect("started");
         completions(&s, 2).await;
@@ -557,7 +650,7 @@ mod tests {
         // Prepared, its input uploaded, and then herzog restarted and requeued it elsewhere:
         // no start comes, a stop does.
         let prepared = staged(dir.path(), 3, "true");
-        s.prepare(&prepared).expect("prepared");
+        s.prepare(&prepared).await.expect("prepared");
         std::fs::write(&prepared.input, b"uploaded").expect("the upload");
         assert_eq!(s.stop(AttemptId(3)).await, Ok(()));
         assert!(!dir.path().join("scratch/3").exists(), "the prepared directory stayed");
@@ -566,6 +659,89 @@ mod tests {
             s.stop(AttemptId(4)).await,
             Err(WorkerError::UnknownAttempt { attempt: AttemptId(4) })
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_link_planted_at_a_staged_log_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("scratch")).expect("mkdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "secret\n").expect("write the victim");
+        let s = supervisor(dir.path(), 1, 1);
+        let first = staged(dir.path(), 1, "echo PWNED; echo PWNED >&2");
+        s.prepare(&first).await.expect("prepared");
+        // What a program of the same user could plant before the start (it cannot any more:
+        // the directory is kinski's; here the test plants them itself).
+        std::os::unix::fs::symlink(&victim, &first.stdout).expect("symlink");
+        std::fs::hard_link(&victim, &first.stderr).expect("hard link");
+        s.start(first.clone()).expect("accepted");
+        let done = completions(&s, 1).await;
+        assert_eq!(done[0].exit, common::wire::Exit::Code(0), "{done:?}");
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "secret\n");
+        for log in [&first.stdout, &first.stderr] {
+            assert!(std::fs::symlink_metadata(log).expect("log").is_file());
+            assert_eq!(std::fs::read_to_string(log).expect("log"), "PWNED\n");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs root to run programs as another user: cargo test -p kinski -- --ignored as_root"]
+    async fn a_program_cannot_plant_anything_kinski_or_herzog_later_uses_as_root() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test runs programs as nobody and needs root (CI runs it as root)"
+        );
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // nobody must reach the attempt's directory: the temporary directory is 0700.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        std::fs::create_dir(dir.path().join("scratch")).expect("mkdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "secret\n").expect("write the victim");
+        let nobody = crate::user::resolve(Some("nobody")).expect("nobody").expect("not root");
+        let (journal, _) = Journal::open(dir.path()).expect("journal");
+        let s = Supervisor::new(
+            1,
+            1,
+            Some(nobody.clone()),
+            dir.path().join("scratch"),
+            journal,
+            Vec::new(),
+        );
+        // Every path kinski or herzog uses later, planted by the program running as nobody.
+        let script = format!(
+            r#"a=$(dirname "$HERZOG_OUTPUT_DIR")
+            for f in "$a/stdout" "$a/stderr" "$a/out2"; do ln -s {v} "$f" 2>/dev/null && echo "planted $f"; done
+            mv "$HERZOG_OUTPUT_DIR" "$a/moved" 2>/dev/null && echo "moved the output directory"
+            touch "$HERZOG_OUTPUT_DIR/mine" && echo "wrote an output"
+            touch ./cwd-is-mine && echo "wrote in the working directory"
+            echo PWNED >&2"#,
+            v = victim.display()
+        );
+        let mut first = staged(dir.path(), 1, &script);
+        first.uploader_uid = Some(0);
+        s.prepare(&first).await.expect("prepared");
+        let root = first.scratch.clone().expect("staged");
+        let owner = |path: &Path| {
+            let meta = std::fs::symlink_metadata(path).expect("stat");
+            (meta.is_dir(), meta.uid(), meta.mode() & 0o777)
+        };
+        // Before the start: the attempt's directory is kinski's, out/ nobody's, in/ the
+        // uploader's (root), so nothing can be planted while herzog uploads.
+        assert_eq!(owner(&root), (true, 0, 0o755));
+        assert_eq!(owner(&root.join("out")), (true, nobody.uid, 0o755));
+        assert_eq!(owner(&root.join("in")), (true, 0, 0o755));
+        s.start(first.clone()).expect("accepted");
+        let done = completions(&s, 1).await;
+        assert_eq!(done[0].exit, common::wire::Exit::Code(0), "{done:?}");
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "secret\n");
+        // Only what is the program's was writable: its outputs and its working directory.
+        assert_eq!(
+            std::fs::read_to_string(&first.stdout).expect("stdout"),
+            "wrote an output\nwrote in the working directory\n"
+        );
+        assert_eq!(std::fs::read_to_string(&first.stderr).expect("stderr"), "PWNED\n");
+        assert_eq!(owner(&root.join("in")), (true, nobody.uid, 0o755));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,7 +765,11 @@ mod tests {
         // Polled once, stop_all has said kinski is going away and waits for the spawn.
         let mut stopping = Box::pin(s.stop_all());
         assert!(futures::poll!(stopping.as_mut()).is_pending());
-        s.launch(vec![start(dir.path(), 1, "sleep 30")]);
+        let spawning = s.clone();
+        let first = start(dir.path(), 1, "sleep 30");
+        tokio::task::spawn_blocking(move || spawning.launch_now(vec![first]))
+            .await
+            .expect("spawned");
         let pid = s.lock().running.get(&AttemptId(1)).map(|(stopper, _)| stopper.pgid());
         let pid = pid.expect("spawned");
         tokio::time::timeout(LIMIT, stopping).await.expect("stop_all returned");

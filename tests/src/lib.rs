@@ -22,6 +22,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod bed;
+
 pub use common::wire;
 
 /// How long a daemon gets to say it is ready (or to stop when asked).

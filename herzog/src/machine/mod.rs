@@ -161,6 +161,8 @@ pub(crate) struct Machine {
     next_attempt: i64,
     writes: Vec<Write>,
     effects: Vec<Effect>,
+    /// Sent with every start: the most kept of each stream of an attempt's output.
+    max_log_bytes: u64,
 }
 
 /// What the store hands back at start-up.
@@ -195,7 +197,14 @@ impl Machine {
             next_attempt: 1,
             writes: Vec::new(),
             effects: Vec::new(),
+            max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
         }
+    }
+
+    /// Sets `herzog.max_log_bytes` for the starts this machine builds.
+    pub(crate) fn with_max_log_bytes(mut self, max_log_bytes: u64) -> Self {
+        self.max_log_bytes = max_log_bytes;
+        self
     }
 
     /// Rebuilds the state after a restart. Workers come back disconnected with a fresh
@@ -901,8 +910,8 @@ impl Machine {
         let w = self.workers.get_mut(&worker).expect("scheduled workers exist");
         w.running.insert(attempt);
         let (start, upload) = match w.staging.scratch() {
-            None => (start_for(p, index, attempt), Vec::new()),
-            Some(scratch) => staged_start_for(p, index, attempt, scratch),
+            None => (start_for(p, index, attempt, self.max_log_bytes), Vec::new()),
+            Some(scratch) => staged_start_for(p, index, attempt, scratch, self.max_log_bytes),
         };
         let fragment_id = p.fragments[index as usize].id;
         self.live.insert(
@@ -1122,6 +1131,7 @@ fn staged_start_for(
     index: u32,
     attempt: AttemptId,
     scratch: &std::path::Path,
+    max_log_bytes: u64,
 ) -> (StartAttempt, Vec<Upload>) {
     let name = p.names.get(index as usize);
     let paths = StagedPaths::new(scratch, attempt, name);
@@ -1160,11 +1170,13 @@ fn staged_start_for(
         output_dir: paths.output_dir,
         grace_ms: p.spec.grace_ms,
         scratch: Some(paths.root),
+        max_log_bytes,
+        uploader_uid: None,
     };
     (start, upload)
 }
 
-fn start_for(p: &Project, index: u32, attempt: AttemptId) -> StartAttempt {
+fn start_for(p: &Project, index: u32, attempt: AttemptId, max_log_bytes: u64) -> StartAttempt {
     let name = p.names.get(index as usize);
     let input = p.dir.join(name);
     let (stdout, stderr, output_dir) = attempt_paths(&p.results_dir, name, attempt);
@@ -1181,5 +1193,7 @@ fn start_for(p: &Project, index: u32, attempt: AttemptId) -> StartAttempt {
         output_dir,
         grace_ms: p.spec.grace_ms,
         scratch: None,
+        max_log_bytes,
+        uploader_uid: None,
     }
 }

@@ -346,6 +346,8 @@ fn every_legal_transition_happens_through_events() {
                 output_dir: PathBuf::from("/results/p/output"),
                 grace_ms: 10_000,
                 scratch: None,
+                max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
+                uploader_uid: None,
             }
         )
     );

@@ -1,0 +1,341 @@
+//! Directories held by descriptor, and the only way a privileged herzog or kinski touches a
+//! directory someone else may write: every name is opened, made, replaced or renamed relative
+//! to a descriptor this process opened itself, without following a symbolic link.
+//!
+//! A path is resolved anew at every use, so between two uses a user who can write one of its
+//! directories can swap a component for a link to anywhere (`/etc/shadow`). A descriptor stays
+//! on the directory it was opened on, `O_NOFOLLOW` refuses a link as the last component, and a
+//! file *we* create is always new (`O_CREAT | O_EXCL`): whatever was at the name before (a
+//! link, a hard link to someone's file, a FIFO) is unlinked, never opened or truncated.
+//!
+//! The components above the first directory opened by path ([`DirFd::open_or_create`]) are
+//! the administrator's (herzog's state directory, kinski's scratch directory) and may be links;
+//! everything below it is walked one name at a time.
+
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path};
+
+/// The mode of every directory herzog and kinski make: nobody else may write into it, whatever
+/// the process's umask.
+pub const DIR_MODE: u32 = 0o755;
+/// The mode of the files herzog and kinski write (logs, fetched outputs).
+pub const FILE_MODE: u32 = 0o644;
+
+/// An open directory.
+#[derive(Debug)]
+pub struct DirFd {
+    fd: OwnedFd,
+}
+
+/// Who owns a file or directory, and what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    /// The permission bits (`0o7777`).
+    pub mode: u32,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Refuses anything but one plain name: `a/b` would be resolved through `a`, following it if
+/// it is a link, and `..` would leave the directory.
+fn plain(name: &OsStr) -> io::Result<&OsStr> {
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(part)), None) if part == name => Ok(name),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a plain file name"),
+        )),
+    }
+}
+
+impl DirFd {
+    /// Opens the directory at `path`; its last component must not be a link (the ones above
+    /// it are followed: they are the administrator's).
+    pub fn open(path: &Path) -> io::Result<DirFd> {
+        let fd = rustix::fs::openat(rustix::fs::CWD, path, DIR_FLAGS, Mode::empty())?;
+        Ok(DirFd { fd })
+    }
+
+    /// Opens the directory at `path`, making it and any missing parent with `mode` first. Its
+    /// last component is never followed, nor is any directory made here (each is made relative
+    /// to its parent's descriptor and opened with `O_NOFOLLOW`); parents that exist already are
+    /// the administrator's and may be links.
+    pub fn open_or_create(path: &Path, mode: u32) -> io::Result<DirFd> {
+        match DirFd::open(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => return other,
+        }
+        let (parent, name) = split(path)?;
+        DirFd::open_parent(parent, mode)?.create_dir(name, mode)
+    }
+
+    /// Opens an existing parent directory (links followed), or makes it as above.
+    fn open_parent(path: &Path, mode: u32) -> io::Result<DirFd> {
+        let follow = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+        match rustix::fs::openat(rustix::fs::CWD, path, follow, Mode::empty()) {
+            Ok(fd) => Ok(DirFd { fd }),
+            Err(rustix::io::Errno::NOENT) => {
+                let (parent, name) = split(path)?;
+                DirFd::open_parent(parent, mode)?.create_dir(name, mode)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens the directory `name` in this one, refusing a link.
+    pub fn open_dir(&self, name: impl AsRef<OsStr>) -> io::Result<DirFd> {
+        let fd = rustix::fs::openat(&self.fd, plain(name.as_ref())?, DIR_FLAGS, Mode::empty())?;
+        Ok(DirFd { fd })
+    }
+
+    /// Makes the directory `name` here with `mode` (an existing one is kept) and opens it,
+    /// refusing a link.
+    pub fn create_dir(&self, name: impl AsRef<OsStr>, mode: u32) -> io::Result<DirFd> {
+        let name = plain(name.as_ref())?;
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.open_dir(name)
+    }
+
+    /// Walks `relative` (plain names only) down from here, making each missing directory with
+    /// `mode`, and opens the last one. A link anywhere on the way is refused.
+    pub fn create_dirs(&self, relative: &Path, mode: u32) -> io::Result<DirFd> {
+        let mut dir = DirFd {
+            fd: self.fd.try_clone()?,
+        };
+        for component in relative.components() {
+            let Component::Normal(name) = component else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a relative path of plain names", relative.display()),
+                ));
+            };
+            dir = dir.create_dir(name, mode)?;
+        }
+        Ok(dir)
+    }
+
+    /// Creates the file `name` here, new, for reading and writing, with `mode`. Whatever had
+    /// that name is unlinked first (the name, never what a link points to): the file written
+    /// is always one this process made.
+    pub fn create_file(&self, name: impl AsRef<OsStr>, mode: u32) -> io::Result<File> {
+        let name = plain(name.as_ref())?;
+        let flags = OFlags::RDWR
+            .union(OFlags::CREATE)
+            .union(OFlags::EXCL)
+            .union(OFlags::NOFOLLOW)
+            .union(OFlags::CLOEXEC);
+        let create = || rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode));
+        let fd = match create() {
+            Err(rustix::io::Errno::EXIST) => {
+                self.remove_file(name)?;
+                create()?
+            }
+            other => other?,
+        };
+        Ok(File::from(fd))
+    }
+
+    /// Opens the file `name` here for appending, refusing a link.
+    pub fn append_file(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
+        let flags = OFlags::WRONLY
+            .union(OFlags::APPEND)
+            .union(OFlags::NOFOLLOW)
+            .union(OFlags::CLOEXEC);
+        let fd = rustix::fs::openat(&self.fd, plain(name.as_ref())?, flags, Mode::empty())?;
+        Ok(File::from(fd))
+    }
+
+    /// Opens the file `name` here for reading, refusing a link.
+    pub fn open_file(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
+        let flags = OFlags::RDONLY.union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+        let fd = rustix::fs::openat(&self.fd, plain(name.as_ref())?, flags, Mode::empty())?;
+        Ok(File::from(fd))
+    }
+
+    /// Removes the name `name` here (a file or a link; a link's target is untouched).
+    pub fn remove_file(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        rustix::fs::unlinkat(&self.fd, plain(name.as_ref())?, AtFlags::empty())?;
+        Ok(())
+    }
+
+    /// Renames `from` here to `to` in `target`, replacing what `to` named (a file or a link,
+    /// never followed).
+    pub fn rename(&self, from: impl AsRef<OsStr>, target: &DirFd, to: impl AsRef<OsStr>) -> io::Result<()> {
+        rustix::fs::renameat(&self.fd, plain(from.as_ref())?, &target.fd, plain(to.as_ref())?)?;
+        Ok(())
+    }
+
+    /// Gives this directory to `uid` (and `gid` when given), through the descriptor: no name
+    /// is looked up, so nothing planted can be chowned in its place.
+    pub fn chown(&self, uid: u32, gid: Option<u32>) -> io::Result<()> {
+        rustix::fs::fchown(&self.fd, Some(Uid::from_raw(uid)), gid.map(Gid::from_raw))?;
+        Ok(())
+    }
+
+    /// Who owns this directory, and its mode.
+    pub fn owner(&self) -> io::Result<Owner> {
+        let stat = rustix::fs::fstat(&self.fd)?;
+        Ok(Owner {
+            uid: stat.st_uid,
+            gid: stat.st_gid,
+            mode: stat.st_mode & 0o7777,
+        })
+    }
+}
+
+/// Whether `error` says a link or a directory was in the way of a name walked or replaced
+/// here (`ELOOP` from `O_NOFOLLOW`, `ENOTDIR`, `EISDIR`): what someone planted, not a fault.
+pub fn in_the_way(error: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::LOOP, Errno::NOTDIR, Errno::ISDIR]
+        .iter()
+        .any(|e| error.raw_os_error() == Some(e.raw_os_error()))
+}
+
+/// A path's parent (`.` for a bare name) and last component.
+fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) if parent.as_os_str().is_empty() => Ok((Path::new("."), name)),
+        (Some(parent), Some(name)) => Ok((parent, name)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} names no directory to create", path.display()),
+        )),
+    }
+}
+
+impl AsFd for DirFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("tempdir")
+    }
+
+    #[test]
+    fn a_planted_link_or_hard_link_is_replaced_not_written_through() {
+        let tmp = tempdir();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "secret\n").expect("write victim");
+        let logs = tmp.path().join("logs");
+        std::fs::create_dir(&logs).expect("mkdir");
+        std::os::unix::fs::symlink(&victim, logs.join("soft")).expect("symlink");
+        std::fs::hard_link(&victim, logs.join("hard")).expect("hard link");
+        let dir = DirFd::open(&logs).expect("open");
+        for name in ["soft", "hard", "new"] {
+            let mut file = dir.create_file(name, FILE_MODE).expect("create");
+            file.write_all(b"PWNED\n").expect("write");
+            let meta = std::fs::symlink_metadata(logs.join(name)).expect("stat");
+            assert!(meta.is_file(), "{name} is a regular file now");
+            assert_eq!(meta.nlink(), 1, "{name} is a file of its own");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+        }
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "secret\n");
+        // Reading refuses a link too.
+        std::os::unix::fs::symlink(&victim, logs.join("soft2")).expect("symlink");
+        assert!(dir.open_file("soft2").is_err());
+        let mut text = String::new();
+        dir.open_file("new")
+            .expect("open")
+            .read_to_string(&mut text)
+            .expect("read");
+        assert_eq!(text, "PWNED\n");
+    }
+
+    #[test]
+    fn a_link_is_never_walked_through_and_names_must_be_plain() {
+        let tmp = tempdir();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("mkdir");
+        let out = tmp.path().join("out");
+        std::fs::create_dir(&out).expect("mkdir");
+        std::os::unix::fs::symlink(&elsewhere, out.join("sub")).expect("symlink");
+        let dir = DirFd::open(&out).expect("open");
+        assert!(dir.create_dirs(Path::new("sub/deeper"), DIR_MODE).is_err());
+        assert!(dir.open_dir("sub").is_err());
+        assert!(
+            DirFd::open(&out.join("sub")).is_err(),
+            "the last component is not followed"
+        );
+        assert!(DirFd::open_or_create(&out.join("sub"), DIR_MODE).is_err());
+        assert_eq!(std::fs::read_dir(&elsewhere).expect("list").count(), 0);
+        for bad in ["", ".", "..", "a/b", "/etc"] {
+            assert!(dir.create_file(bad, FILE_MODE).is_err(), "{bad:?}");
+            assert!(dir.create_dir(bad, DIR_MODE).is_err(), "{bad:?}");
+        }
+        assert!(dir.create_dirs(Path::new("../x"), DIR_MODE).is_err());
+        // A link above what is made is the administrator's (a state directory moved elsewhere).
+        let moved = DirFd::open_or_create(&out.join("sub/new/deeper"), DIR_MODE).expect("made");
+        assert_eq!(moved.owner().expect("owner").mode, 0o755);
+        assert!(elsewhere.join("new/deeper").is_dir());
+    }
+
+    #[test]
+    fn directories_get_their_mode_whatever_the_umask() {
+        let tmp = tempdir();
+        // Restored below; tests creating files meanwhile get looser modes at worst.
+        let old = rustix::process::umask(Mode::empty());
+        let made = DirFd::open_or_create(&tmp.path().join("a/b/c"), DIR_MODE).and_then(|c| {
+            c.create_dirs(Path::new("d/e"), DIR_MODE)?;
+            c.create_file("f", FILE_MODE)
+        });
+        rustix::process::umask(old);
+        made.expect("made");
+        for dir in ["a", "a/b", "a/b/c", "a/b/c/d", "a/b/c/d/e"] {
+            let mode = std::fs::metadata(tmp.path().join(dir))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o755, "{dir}");
+        }
+        let mode = std::fs::metadata(tmp.path().join("a/b/c/f"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn rename_replaces_a_link_and_owner_reads_the_descriptor() {
+        let tmp = tempdir();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "secret\n").expect("write");
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir(&a).expect("mkdir");
+        std::fs::create_dir(&b).expect("mkdir");
+        std::os::unix::fs::symlink(&victim, b.join("x")).expect("symlink");
+        let (da, db) = (DirFd::open(&a).expect("open"), DirFd::open(&b).expect("open"));
+        da.create_file("part", FILE_MODE)
+            .expect("create")
+            .write_all(b"new\n")
+            .expect("write");
+        da.rename("part", &db, "x").expect("rename");
+        assert_eq!(std::fs::read_to_string(b.join("x")).expect("read"), "new\n");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "secret\n");
+        let meta = std::fs::metadata(&b).expect("stat");
+        let owner = db.owner().expect("owner");
+        assert_eq!((owner.uid, owner.gid), (meta.uid(), meta.gid()));
+        db.chown(meta.uid(), None).expect("chown to oneself");
+    }
+}
