@@ -16,6 +16,7 @@
 //! checkpoint is written, the new one from then on). The thread then removes the old file.
 
 use common::AttemptId;
+use common::instances::RunId;
 use common::wire::Completion;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -45,8 +46,20 @@ enum Record {
     Start(Started),
     Done(Completion),
     Ack(AttemptId),
+    /// A service instance's process started (its group to kill after a crash of kinski)...
+    Instance(InstanceStarted),
+    /// ...and is gone.
+    InstanceEnded(RunId),
     /// The records above it are a complete journal: this file is the one in use.
     Checkpoint,
+}
+
+/// A service instance's process group, as [`Started`] is an attempt's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InstanceStarted {
+    pub(crate) run: RunId,
+    pub(crate) pgid: i32,
+    pub(crate) starttime: u64,
 }
 
 /// What a previous kinski left behind.
@@ -56,6 +69,8 @@ pub(crate) struct Recovered {
     pub(crate) running: Vec<Started>,
     /// Finished, not acknowledged: to report.
     pub(crate) unacked: Vec<Completion>,
+    /// Service instances whose processes may still run.
+    pub(crate) instances: Vec<InstanceStarted>,
 }
 
 /// Why the journal cannot be used.
@@ -116,6 +131,7 @@ pub(crate) struct Journal {
     retry_at: usize,
     started: BTreeMap<AttemptId, Started>,
     done: BTreeMap<AttemptId, Completion>,
+    instances: BTreeMap<RunId, InstanceStarted>,
     compaction: Option<Compaction>,
     pause: Pause,
 }
@@ -165,6 +181,7 @@ impl Journal {
         }
         let mut started = BTreeMap::new();
         let mut done = BTreeMap::new();
+        let mut instances = BTreeMap::new();
         for record in records {
             match record {
                 Record::Start(s) => {
@@ -178,12 +195,19 @@ impl Journal {
                     started.remove(&a);
                     done.remove(&a);
                 }
+                Record::Instance(i) => {
+                    instances.insert(i.run, i);
+                }
+                Record::InstanceEnded(run) => {
+                    instances.remove(&run);
+                }
                 Record::Checkpoint => {}
             }
         }
         let recovered = Recovered {
             running: started.into_values().collect(),
             unacked: done.values().cloned().collect(),
+            instances: instances.into_values().collect(),
         };
         // Attempts found running are dealt with by the caller; they are not kept.
         let generation = files.first().map_or(0, |(g, _)| *g) + 1;
@@ -202,6 +226,7 @@ impl Journal {
             retry_at: 0,
             started: BTreeMap::new(),
             done,
+            instances: BTreeMap::new(),
             compaction: None,
             pause: NO_PAUSE,
         };
@@ -223,7 +248,7 @@ impl Journal {
             c.tail_records += 1;
         }
         self.advance_compaction(false);
-        let live = self.started.len() + self.done.len();
+        let live = self.started.len() + self.done.len() + self.instances.len();
         if self.compaction.is_none() && self.records >= self.retry_at && self.records > self.compact_after.max(4 * live)
         {
             self.start_compaction();
@@ -240,6 +265,7 @@ impl Journal {
             .cloned()
             .map(Record::Start)
             .chain(self.done.values().cloned().map(Record::Done))
+            .chain(self.instances.values().cloned().map(Record::Instance))
             .collect();
         let (written_tx, written) = mpsc::channel();
         let (switched, switched_rx) = mpsc::channel();
@@ -345,6 +371,18 @@ impl Journal {
         self.started.remove(&c.attempt);
         self.done.insert(c.attempt, c.clone());
         self.append(&Record::Done(c.clone()))
+    }
+
+    pub(crate) fn instance_started(&mut self, i: InstanceStarted) -> Result<(), JournalError> {
+        self.instances.insert(i.run, i.clone());
+        self.append(&Record::Instance(i))
+    }
+
+    pub(crate) fn instance_ended(&mut self, run: RunId) -> Result<(), JournalError> {
+        if self.instances.remove(&run).is_some() {
+            self.append(&Record::InstanceEnded(run))?;
+        }
+        Ok(())
     }
 
     pub(crate) fn acked(&mut self, attempt: AttemptId) -> Result<(), JournalError> {

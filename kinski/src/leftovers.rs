@@ -1,8 +1,7 @@
 //! What a previous kinski left running: finding its attempts' process groups again, and
 //! killing only those that are provably its own.
 
-use crate::journal::Started;
-use common::AttemptId;
+use crate::journal::{InstanceStarted, Started};
 
 /// What kill_leftovers needs of /proc/<pid>/stat.
 struct Stat {
@@ -28,9 +27,8 @@ pub(crate) fn process_starttime(pid: i32) -> Option<u64> {
     stat(pid).map(|s| s.starttime)
 }
 
-/// True if the environment `pid` started with names `attempt` as kinski set it.
-fn carries_attempt(pid: i32, attempt: AttemptId) -> bool {
-    let wanted = format!("HERZOG_ATTEMPT={attempt}");
+/// True if the environment `pid` started with holds `wanted` (`NAME=value`) as kinski set it.
+fn carries(pid: i32, wanted: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/environ"))
         .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes()))
 }
@@ -55,18 +53,37 @@ fn carries_attempt(pid: i32, attempt: AttemptId) -> bool {
 /// read) is left running. Between the check and the kill the last member could exit and the
 /// number be taken again: that needs the whole pid space to cycle in microseconds.
 pub(crate) fn kill_leftovers(running: &[Started]) -> usize {
+    kill_groups(
+        running
+            .iter()
+            .map(|s| (s.pgid, s.starttime, format!("HERZOG_ATTEMPT={}", s.attempt))),
+    )
+}
+
+/// [`kill_leftovers`] for service instances: the same rule, their marker `HERZOG_RUN`.
+pub(crate) fn kill_instance_leftovers(instances: &[InstanceStarted]) -> usize {
+    kill_groups(
+        instances
+            .iter()
+            .map(|i| (i.pgid, i.starttime, format!("HERZOG_RUN={}", i.run))),
+    )
+}
+
+/// Kills each group `(pgid, leader's start time, NAME=value its programs carry)` that is
+/// provably the one recorded (see [`kill_leftovers`]).
+fn kill_groups(groups: impl Iterator<Item = (i32, u64, String)>) -> usize {
     // Read once, and only if some leader is gone.
     let mut processes: Option<Vec<(i32, Stat)>> = None;
     let mut killed = 0;
-    for s in running {
-        let ours = match stat(s.pgid) {
-            Some(leader) => leader.starttime == s.starttime,
+    for (pgid, starttime, marker) in groups {
+        let ours = match stat(pgid) {
+            Some(leader) => leader.starttime == starttime,
             None => processes.get_or_insert_with(all_processes).iter().any(|(pid, p)| {
-                p.pgid == s.pgid && p.state != 'Z' && p.starttime >= s.starttime && carries_attempt(*pid, s.attempt)
+                p.pgid == pgid && p.state != 'Z' && p.starttime >= starttime && carries(*pid, &marker)
             }),
         };
-        // SAFETY: plain syscall, on a group checked above to be the attempt's.
-        if ours && unsafe { libc::killpg(s.pgid, libc::SIGKILL) } == 0 {
+        // SAFETY: plain syscall, on a group checked above to be the recorded one.
+        if ours && unsafe { libc::killpg(pgid, libc::SIGKILL) } == 0 {
             killed += 1;
         }
     }
@@ -116,7 +133,7 @@ mod tests {
     fn started_record(attempt: i64, leader: &std::process::Child) -> Started {
         let pgid = leader.id() as i32;
         Started {
-            attempt: AttemptId(attempt),
+            attempt: common::AttemptId(attempt),
             pgid,
             starttime: process_starttime(pgid).expect("the leader runs"),
         }

@@ -120,7 +120,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let dir = config.state_dir.clone();
     let (journal, recovered, killed) = tokio::task::spawn_blocking(move || {
         let (journal, recovered) = journal::Journal::open(&dir)?;
-        let killed = leftovers::kill_leftovers(&recovered.running);
+        let killed = leftovers::kill_leftovers(&recovered.running) + leftovers::kill_instance_leftovers(&recovered.instances);
         Ok::<_, KinskiError>((journal, recovered, killed))
     })
     .await
@@ -157,8 +157,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         });
     }
     let scratch = scratch.canonicalize().map_err(scratch_error)?;
-    let supervisor = supervisor::Supervisor::new(slots, queue, run_as, scratch.clone(), journal, recovered.unacked);
+    let supervisor = supervisor::Supervisor::new(slots, queue, run_as.clone(), scratch.clone(), journal, recovered.unacked);
     supervisor.clean_leftovers().await;
+    let instances = services::Instances::new(config.state_dir.join("services"), run_as.clone(), supervisor.clone());
     let mut resources = resources::probe(slots, queue, &config.state_dir);
     resources.scratch_dir = Some(scratch);
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %link.describe(), "kinski starting");
@@ -183,6 +184,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             link: &link,
             name: &config.name,
             supervisor: &supervisor,
+            instances: &instances,
             resources: &resources,
         };
         let mut registered = None;
@@ -203,7 +205,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     tracing::info!("kinski shutting down: stopping running attempts");
     common::logging::notify_stopping();
-    supervisor.stop_all().await;
+    tokio::join!(supervisor.stop_all(), instances.stop_all());
     Ok(())
 }
 

@@ -209,11 +209,22 @@ impl Process {
         if let Some(user) = run_as {
             user.apply(&mut command);
         }
+        Self::launch(command, program, &start.cwd, outputs)
+    }
 
+    /// Spawns `command` (set up to run `program` in `cwd`, in a new process group, its
+    /// stdout and stderr going into the pipes of `outputs` or elsewhere) and takes charge of
+    /// it: a pidfd to wait on, the group to signal. Blocking: call it on a blocking thread.
+    pub(crate) fn launch(
+        mut command: Command,
+        program: &str,
+        cwd: &Path,
+        outputs: Vec<Output>,
+    ) -> Result<Process, SpawnError> {
         let started = Instant::now();
         let child = command
             .spawn()
-            .map_err(|source| start_error(program, &start.cwd, source))?;
+            .map_err(|source| start_error(program, cwd, source))?;
         // The child has its copies; ours would keep the pipes from ever reaching end of file.
         drop(command);
         // A pid always fits in pid_t. Dropping the std Child neither waits nor kills.
@@ -229,7 +240,7 @@ impl Process {
                 // rather than leave an unsupervised group behind.
                 kill_and_reap(pgid);
                 return Err(SpawnError::Pidfd {
-                    program: program.clone(),
+                    program: program.to_string(),
                     pid: pgid,
                     source,
                 });
@@ -371,9 +382,13 @@ impl Finished {
 
 impl Stopper {
     /// The group's id (the leader's pid).
-    #[cfg(test)]
     pub(crate) fn pgid(&self) -> libc::pid_t {
         self.group.pgid
+    }
+
+    /// Sends `signal` to the group, unless its leader is already reaped.
+    pub(crate) fn signal(&self, signal: libc::c_int) {
+        self.group.signal(signal);
     }
 
     /// Sends SIGTERM to the group, gives the leader up to `grace` to exit, then SIGKILLs
@@ -533,7 +548,7 @@ impl Group {
 
 /// A pipe whose ends are closed on exec (std dups the write end onto the child's stdout or
 /// stderr); the read end does not block, so it can be drained without waiting.
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: fds is valid for two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -549,14 +564,14 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// The directory of an attempt's log files, opened once for both streams.
-struct LogDir {
+pub(crate) struct LogDir {
     path: PathBuf,
     dir: Arc<DirFd>,
 }
 
 impl LogDir {
     /// Opens (making it if missing, with mode 0755) the directory `log` lies in.
-    fn open(log: &Path) -> Result<LogDir, SpawnError> {
+    pub(crate) fn open(log: &Path) -> Result<LogDir, SpawnError> {
         let path = log.parent().unwrap_or(Path::new("/")).to_path_buf();
         let dir = DirFd::open_or_create(&path, DIR_MODE).map_err(|source| SpawnError::CreateDir {
             path: path.clone(),
@@ -570,7 +585,7 @@ impl LogDir {
 
     /// The log at `path`, made at its first byte. Whatever an earlier run left at that name
     /// goes now: a stream that stays empty leaves no file.
-    fn log(&self, path: &Path, stream: &'static str, cap: u64) -> Result<Log, SpawnError> {
+    pub(crate) fn log(&self, path: &Path, stream: &'static str, cap: u64) -> Result<Log, SpawnError> {
         let refused = |source| SpawnError::CreateDir {
             path: path.to_path_buf(),
             source,

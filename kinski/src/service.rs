@@ -10,6 +10,7 @@ use tarpc::context::Context;
 #[derive(Clone)]
 pub(crate) struct WorkerService {
     pub(crate) supervisor: Supervisor,
+    pub(crate) instances: crate::services::Instances,
     pub(crate) resources: Resources,
 }
 
@@ -34,16 +35,15 @@ impl Worker for WorkerService {
         self.resources
     }
 
-    // Services are placed by herzog but not yet run by kinski: the runner comes next (issue 11).
     async fn instance_run(self, _: Context, run: Box<InstanceRun>) -> Result<(), WorkerError> {
-        Err(WorkerError::UnknownRun { run: run.run })
+        self.instances.run(*run)
     }
 
     async fn instance_stop(self, _: Context, run: RunId) -> Result<(), WorkerError> {
-        Err(WorkerError::UnknownRun { run })
+        self.instances.stop(run)
     }
 
-    async fn instance_retune(self, _: Context, run: RunId, _: WatchSpec) -> Result<(), WorkerError> {
-        Err(WorkerError::UnknownRun { run })
+    async fn instance_retune(self, _: Context, run: RunId, watch: WatchSpec) -> Result<(), WorkerError> {
+        self.instances.retune(run, watch)
     }
 }

@@ -37,6 +37,7 @@ pub(crate) struct Session<'a> {
     pub(crate) link: &'a Link,
     pub(crate) name: &'a str,
     pub(crate) supervisor: &'a Supervisor,
+    pub(crate) instances: &'a crate::services::Instances,
     pub(crate) resources: &'a Resources,
 }
 
@@ -75,6 +76,7 @@ impl Session<'_> {
         let registry = self.link.registry_client(self.name).await?;
         let service = WorkerService {
             supervisor: self.supervisor.clone(),
+            instances: self.instances.clone(),
             resources: self.resources.clone(),
         };
         let mut serving = match self.link {
@@ -122,10 +124,25 @@ impl Session<'_> {
                 self.supervisor.finished.notified().await;
             }
         };
+        // What the service instances do: on every change, and beside each heartbeat.
+        let mut every = tokio::time::interval(Duration::from_millis(registered.heartbeat_ms.max(50)));
+        let instances = async {
+            loop {
+                let changed = self.instances.changed.notified();
+                registry
+                    .instances_report(context_with(CALL_TIMEOUT), self.name.to_string(), self.instances.reports())
+                    .await??;
+                tokio::select! {
+                    () = changed => {}
+                    _ = every.tick() => {}
+                }
+            }
+        };
         tokio::select! {
             _ = &mut serving => Err(SessionError::Closed),
             e = heartbeats => e,
             e = reports => e,
+            e = instances => e,
         }
     }
 

@@ -452,6 +452,21 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Journals a service instance's process group, so a restarted kinski kills it.
+    pub(crate) fn instance_started(&self, run: common::instances::RunId, pgid: i32, starttime: u64) {
+        let mut inner = self.lock();
+        let record = crate::journal::InstanceStarted { run, pgid, starttime };
+        let result = inner.journal.instance_started(record);
+        inner.log_failure("an instance's start", result);
+    }
+
+    /// Journals that a service instance's process is gone.
+    pub(crate) fn instance_ended(&self, run: common::instances::RunId) {
+        let mut inner = self.lock();
+        let result = inner.journal.instance_ended(run);
+        inner.log_failure("an instance's end", result);
+    }
+
     /// Stops everything and waits for the processes to be gone (kinski shutting down).
     pub(crate) async fn stop_all(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
@@ -628,6 +643,7 @@ mod tests {
     async fn an_acknowledgement_removes_a_staged_directory_and_touches_nothing_otherwise() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = supervisor(dir.path(), 2, 0);
+        std::fs::create_dir(dir.path().join("scratch")).expect("the scratch directory");
         let staged = staged(dir.path(), 1, "echo out > \"$HERZOG_OUTPUT_DIR/x\"");
         s.prepare(&staged).await.expect("prepared");
         s.start(staged).expect("started");
@@ -647,6 +663,7 @@ mod tests {
     async fn a_prepared_attempt_herzog_gave_up_on_leaves_no_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = supervisor(dir.path(), 1, 1);
+        std::fs::create_dir(dir.path().join("scratch")).expect("the scratch directory");
         // Prepared, its input uploaded, and then herzog restarted and requeued it elsewhere:
         // no start comes, a stop does.
         let prepared = staged(dir.path(), 3, "true");

@@ -56,12 +56,11 @@ pub(crate) enum State {
     Running { pid: i32, since: Duration },
     /// Waiting to start again after `retries` failed starts in a row.
     Backoff { retries: u32, until: Duration, exit: Exit },
-    /// Sent its stop signal at `since`; SIGKILL at `since + stopwait`. `then`: what follows.
+    /// Sent its stop signal at `since`; SIGKILL at `since + stopwait`.
     Stopping {
         pid: Option<i32>,
         since: Duration,
         killed: bool,
-        then: Then,
     },
     /// Ended and not restarted (autorestart said no).
     Exited { exit: Exit, expected: bool },
@@ -69,22 +68,13 @@ pub(crate) enum State {
     Fatal { exit: Exit, retries: u32 },
 }
 
-/// What follows a stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Then {
-    Stay,
-    Start,
-}
-
 /// What happened to the instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Input {
     /// Be up.
     Start,
-    /// Be down.
+    /// Be down. (herzog restarts an instance by placing it anew.)
     Stop,
-    /// Stop if up, then start.
-    Restart,
     /// The spawn asked for gave this pid.
     Spawned { pid: i32 },
     /// Its process ended (or could not be spawned: `Exit::StartFailed`).
@@ -154,36 +144,20 @@ impl Instance {
         let mut out = Vec::new();
         match (self.state.clone(), input) {
             // Be up.
-            (State::Stopped | State::Exited { .. } | State::Fatal { .. }, Input::Start | Input::Restart) => {
+            (State::Stopped | State::Exited { .. } | State::Fatal { .. }, Input::Start) => {
                 self.spawn(now, 0, &mut out);
             }
-            (State::Backoff { retries, .. }, Input::Start | Input::Restart) => self.spawn(now, retries, &mut out),
-            (State::Stopping { pid, since, killed, .. }, Input::Start | Input::Restart) => {
-                self.state = State::Stopping {
-                    pid,
-                    since,
-                    killed,
-                    then: Then::Start,
-                };
-            }
-            (State::Starting { .. } | State::Running { .. }, Input::Start) => {}
-            (State::Starting { pid, .. }, Input::Restart) => self.stop(now, pid, Then::Start, &mut out),
-            (State::Running { pid, .. }, Input::Restart) => self.stop(now, Some(pid), Then::Start, &mut out),
+            (State::Backoff { retries, .. }, Input::Start) => self.spawn(now, retries, &mut out),
+            // Up, or on its way up or down: as it is.
+            (State::Starting { .. } | State::Running { .. } | State::Stopping { .. }, Input::Start) => {}
             // Be down.
-            (State::Starting { pid, .. }, Input::Stop) => self.stop(now, pid, Then::Stay, &mut out),
-            (State::Running { pid, .. }, Input::Stop) => self.stop(now, Some(pid), Then::Stay, &mut out),
+            (State::Starting { pid, .. }, Input::Stop) => self.stop(now, pid, &mut out),
+            (State::Running { pid, .. }, Input::Stop) => self.stop(now, Some(pid), &mut out),
             (State::Backoff { .. }, Input::Stop) => {
                 self.state = State::Stopped;
                 out.push(Action::Note(Note::Stopped));
             }
-            (State::Stopping { pid, since, killed, .. }, Input::Stop) => {
-                self.state = State::Stopping {
-                    pid,
-                    since,
-                    killed,
-                    then: Then::Stay,
-                };
-            }
+            (State::Stopping { .. }, Input::Stop) => {}
             (State::Stopped | State::Exited { .. } | State::Fatal { .. }, Input::Stop) => {
                 self.state = State::Stopped;
             }
@@ -210,9 +184,7 @@ impl Instance {
                 }
             }
             (
-                State::Stopping {
-                    pid: None, since, then, ..
-                },
+                State::Stopping { pid: None, since, .. },
                 Input::Spawned { pid },
             ) => {
                 // Asked to stop while it was being spawned: stop it now that it exists.
@@ -224,7 +196,6 @@ impl Instance {
                     pid: Some(pid),
                     since,
                     killed: false,
-                    then,
                 };
                 out.push(Action::WakeAt(since + self.watch.stopwait));
             }
@@ -251,12 +222,9 @@ impl Instance {
                     self.state = State::Exited { exit, expected };
                 }
             }
-            (State::Stopping { then, .. }, Input::Exited { .. }) => {
+            (State::Stopping { .. }, Input::Exited { .. }) => {
                 self.state = State::Stopped;
                 out.push(Action::Note(Note::Stopped));
-                if then == Then::Start {
-                    self.spawn(now, 0, &mut out);
-                }
             }
             (_, Input::Exited { .. }) => {}
             // Deadlines.
@@ -285,7 +253,6 @@ impl Instance {
                     pid: Some(pid),
                     since,
                     killed: false,
-                    then,
                 },
                 Input::Tick,
             ) => {
@@ -298,7 +265,6 @@ impl Instance {
                         pid: Some(pid),
                         since,
                         killed: true,
-                        then,
                     };
                 } else {
                     out.push(Action::WakeAt(since + self.watch.stopwait));
@@ -319,7 +285,7 @@ impl Instance {
         out.push(Action::Spawn);
     }
 
-    fn stop(&mut self, now: Duration, pid: Option<i32>, then: Then, out: &mut Vec<Action>) {
+    fn stop(&mut self, now: Duration, pid: Option<i32>, out: &mut Vec<Action>) {
         if let Some(pid) = pid {
             out.push(Action::Signal {
                 pid,
@@ -331,7 +297,6 @@ impl Instance {
             pid,
             since: now,
             killed: false,
-            then,
         };
     }
 

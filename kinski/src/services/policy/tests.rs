@@ -163,12 +163,9 @@ fn a_stop_signals_waits_the_grace_then_kills() {
 }
 
 #[test]
-fn a_restart_stops_then_starts_and_a_stop_during_the_spawn_waits_for_the_pid() {
+fn a_stop_during_the_spawn_waits_for_the_pid() {
     let mut i = Instance::new(watch(AutoRestart::Never, Retries::Count(3)));
-    running(&mut i, ms(0), 5);
-    i.handle(2 * S, Input::Restart);
-    let out = i.handle(3 * S, Input::Exited { exit: Exit::Signal(15) });
-    assert_eq!(out, [Action::Note(Note::Stopped), Action::Spawn]);
+    assert_eq!(i.handle(3 * S, Input::Start), [Action::Spawn]);
     // Stopped before its pid is known: signalled the moment it is.
     assert_eq!(i.handle(3 * S, Input::Stop), []);
     let out = i.handle(3 * S, Input::Spawned { pid: 6 });
@@ -206,7 +203,6 @@ fn startsecs_zero_is_running_at_once() {
 enum Step {
     Start,
     Stop,
-    Restart,
     /// The live process exits with this code (or this signal, when negative).
     Exit(i32),
     /// Time passes.
@@ -217,7 +213,6 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         2 => Just(Step::Start),
         1 => Just(Step::Stop),
-        1 => Just(Step::Restart),
         3 => (-15i32..4).prop_map(Step::Exit),
         3 => (0u64..20_000).prop_map(Step::Wait),
     ]
@@ -244,7 +239,6 @@ proptest! {
             let input = match s {
                 Step::Start => Input::Start,
                 Step::Stop => Input::Stop,
-                Step::Restart => Input::Restart,
                 Step::Exit(code) => match live {
                     Some(_) => Input::Exited { exit: if code < 0 { Exit::Signal(-code) } else { Exit::Code(code) } },
                     None => Input::Tick,

@@ -1,0 +1,280 @@
+//! The service instances herzog placed on this worker, each driven by a task of its own that
+//! feeds the pure [`policy`](super::policy) what happens (its process exits, a deadline
+//! passes, herzog asks for a stop) and does what it says: spawn, signal, wait. A crash is
+//! restarted here, at once, without a round trip to herzog; what each instance is doing is
+//! reported to herzog on every change and beside every heartbeat.
+
+use super::policy::{Action, Input, Instance, Note, State, Watch};
+use crate::process::Stopper;
+use crate::user::RunAs;
+use common::instances::{InstanceReport, InstanceRun, InstanceState, RunId, WatchSpec};
+use common::service::WorkerError;
+use common::wire::Exit;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+
+/// What herzog asks of a running placement.
+enum Command {
+    Stop,
+    Retune(WatchSpec),
+}
+
+/// One placement held here.
+struct Held {
+    commands: mpsc::UnboundedSender<Command>,
+    report: InstanceReport,
+}
+
+/// Every placement held, shared by the Worker service, the session's reports and the tasks.
+#[derive(Clone)]
+pub(crate) struct Instances {
+    held: Arc<Mutex<BTreeMap<RunId, Held>>>,
+    /// Where kept output goes: `<state_dir>/services`.
+    dir: PathBuf,
+    run_as: Option<RunAs>,
+    /// Holds the journal, where each instance's process group is recorded.
+    supervisor: crate::supervisor::Supervisor,
+    /// The monotonic origin the policy's times count from.
+    origin: Instant,
+    /// Woken whenever a placement changes state, so the session reports it.
+    pub(crate) changed: Arc<Notify>,
+}
+
+impl Instances {
+    pub(crate) fn new(dir: PathBuf, run_as: Option<RunAs>, supervisor: crate::supervisor::Supervisor) -> Instances {
+        Instances {
+            held: Arc::default(),
+            dir,
+            run_as,
+            supervisor,
+            origin: Instant::now(),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RunId, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `run` up from now on; a placement already held is left as it is.
+    pub(crate) fn run(&self, run: InstanceRun) -> Result<(), WorkerError> {
+        // `None` from `resolve`: the user kinski runs as (only root can switch).
+        let user = match &run.spec.user {
+            None => self.run_as.clone(),
+            Some(name) => crate::user::resolve(Some(name)).map_err(|e| WorkerError::Prepare {
+                path: run.instance.to_string(),
+                reason: e.to_string(),
+            })?,
+        };
+        let mut held = self.lock();
+        if held.contains_key(&run.run) {
+            return Ok(());
+        }
+        let (commands, rx) = mpsc::unbounded_channel();
+        held.insert(
+            run.run,
+            Held {
+                commands,
+                report: InstanceReport {
+                    run: run.run,
+                    instance: run.instance.clone(),
+                    state: InstanceState::Starting {
+                        pid: None,
+                        since: common::now_millis(),
+                        retries: 0,
+                    },
+                    restarts: 0,
+                },
+            },
+        );
+        drop(held);
+        tracing::info!(instance = %run.instance, run = %run.run, "service instance placed here");
+        tokio::spawn(drive(self.clone(), run, user, rx));
+        Ok(())
+    }
+
+    /// Stops a placement (its stop signal, SIGKILL after its grace) and forgets it.
+    pub(crate) fn stop(&self, run: RunId) -> Result<(), WorkerError> {
+        self.command(run, Command::Stop)
+    }
+
+    /// Watches a placement so from now on, without restarting it.
+    pub(crate) fn retune(&self, run: RunId, watch: WatchSpec) -> Result<(), WorkerError> {
+        self.command(run, Command::Retune(watch))
+    }
+
+    fn command(&self, run: RunId, command: Command) -> Result<(), WorkerError> {
+        let held = self.lock();
+        let h = held.get(&run).ok_or(WorkerError::UnknownRun { run })?;
+        h.commands.send(command).map_err(|_| WorkerError::UnknownRun { run })
+    }
+
+    /// What every placement held is doing, for herzog.
+    pub(crate) fn reports(&self) -> Vec<InstanceReport> {
+        self.lock().values().map(|h| h.report.clone()).collect()
+    }
+
+    /// Stops every instance and waits until all are gone (kinski shutting down).
+    pub(crate) async fn stop_all(&self) {
+        loop {
+            let gone = self.changed.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            let runs: Vec<RunId> = self.lock().keys().copied().collect();
+            if runs.is_empty() {
+                return;
+            }
+            for run in runs {
+                let _ = self.stop(run);
+            }
+            gone.await;
+        }
+    }
+
+    /// Records what `run` is doing now and says so.
+    fn publish(&self, run: RunId, state: InstanceState, restarts: u32) {
+        if let Some(h) = self.lock().get_mut(&run) {
+            h.report.state = state;
+            h.report.restarts = restarts;
+        }
+        self.changed.notify_waiters();
+        self.changed.notify_one();
+    }
+
+    fn forget(&self, run: RunId) {
+        self.lock().remove(&run);
+        self.changed.notify_waiters();
+        self.changed.notify_one();
+    }
+
+    /// A monotonic time of the policy as a wall time, for showing.
+    fn wall(&self, at: Duration) -> common::Millis {
+        let ago = self.origin.elapsed().saturating_sub(at);
+        common::now_millis() - i64::try_from(ago.as_millis()).unwrap_or(0)
+    }
+
+    fn state(&self, state: &State) -> InstanceState {
+        match state.clone() {
+            State::Stopped => InstanceState::Stopped,
+            State::Starting { pid, since, retries } => InstanceState::Starting {
+                pid,
+                since: self.wall(since),
+                retries,
+            },
+            State::Running { pid, since } => InstanceState::Running {
+                pid,
+                since: self.wall(since),
+            },
+            State::Backoff { retries, exit, .. } => InstanceState::Backoff { retries, exit },
+            State::Stopping { pid, .. } => InstanceState::Stopping { pid },
+            State::Exited { exit, expected } => InstanceState::Exited { exit, expected },
+            State::Fatal { exit, retries } => InstanceState::Fatal { exit, retries },
+        }
+    }
+}
+
+/// The process of a placement, while it has one: a handle to signal it, and its end.
+struct Running {
+    stopper: Stopper,
+    end: tokio::task::JoinHandle<Exit>,
+}
+
+/// Drives one placement until it has been stopped and its process is gone.
+async fn drive(me: Instances, run: InstanceRun, user: Option<RunAs>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut instance = Instance::new(Watch::from(&run.spec.watch));
+    let mut process: Option<Running> = None;
+    let mut wake: Option<tokio::time::Instant> = None;
+    let mut leaving = false;
+    let origin = tokio::time::Instant::from_std(me.origin);
+    let mut inputs = VecDeque::from([Input::Start]);
+    loop {
+        while let Some(input) = inputs.pop_front() {
+            for action in instance.handle(me.origin.elapsed(), input) {
+                match action {
+                    Action::Spawn => {
+                        let (dir, id, spec, user) = (me.dir.clone(), run.instance.clone(), run.spec.clone(), user.clone());
+                        let number = run.run;
+                        let spawned = tokio::task::spawn_blocking(move || {
+                            let p = super::spawn::spawn(&dir, number, &id, &spec, user.as_ref())?;
+                            let starttime = crate::leftovers::process_starttime(p.pid()).unwrap_or(0);
+                            Ok::<_, crate::process::SpawnError>((p, starttime))
+                        })
+                        .await;
+                        match spawned {
+                            Ok(Ok((p, starttime))) => {
+                                let pid = p.pid();
+                                me.supervisor.instance_started(run.run, pid, starttime);
+                                let stopper = p.stopper();
+                                let end = tokio::spawn(async move { p.wait().await.exit });
+                                process = Some(Running { stopper, end });
+                                inputs.push_back(Input::Spawned { pid });
+                            }
+                            Ok(Err(e)) => inputs.push_back(Input::Exited {
+                                exit: Exit::StartFailed(e.to_string()),
+                            }),
+                            Err(e) => inputs.push_back(Input::Exited {
+                                exit: Exit::StartFailed(format!("the spawning thread failed: {e}")),
+                            }),
+                        }
+                    }
+                    Action::Signal { pid, signal } => {
+                        if let Some(p) = process.as_ref().filter(|p| p.stopper.pgid() == pid) {
+                            p.stopper.signal(signal);
+                        }
+                    }
+                    Action::WakeAt(at) => wake = Some(origin + at),
+                    Action::Note(note) => log(&run, &note),
+                }
+            }
+        }
+        me.publish(run.run, me.state(&instance.state), instance.restarts);
+        let settled = !matches!(instance.state, State::Starting { .. } | State::Stopping { .. });
+        if leaving && process.is_none() && settled {
+            me.forget(run.run);
+            tracing::info!(instance = %run.instance, run = %run.run, "service instance stopped and forgotten");
+            return;
+        }
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(Command::Retune(watch)) => instance.watch = Watch::from(&watch),
+                Some(Command::Stop) | None => {
+                    leaving = true;
+                    inputs.push_back(Input::Stop);
+                }
+            },
+            end = async { (&mut process.as_mut().expect("guarded").end).await }, if process.is_some() => {
+                process = None;
+                me.supervisor.instance_ended(run.run);
+                let exit = end.unwrap_or_else(|e| Exit::StartFailed(format!("its waiting task failed: {e}")));
+                inputs.push_back(Input::Exited { exit });
+            }
+            () = async { tokio::time::sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {
+                wake = None;
+                inputs.push_back(Input::Tick);
+            }
+        }
+    }
+}
+
+/// What kinski's log says of an instance; a crash is a warning, the rest is routine.
+fn log(run: &InstanceRun, note: &Note) {
+    let instance = &run.instance;
+    match note {
+        Note::Started { pid } => tracing::info!(%instance, pid, "service instance started"),
+        Note::Running { pid } => tracing::info!(%instance, pid, "service instance running"),
+        Note::Exited { exit, expected: true } => tracing::info!(%instance, %exit, "service instance exited as expected"),
+        Note::Exited { exit, expected: false } => {
+            tracing::warn!(%instance, %exit, "service instance exited unexpectedly")
+        }
+        Note::Backoff { retries, delay } => {
+            tracing::warn!(%instance, retries, delay_ms = delay.as_millis() as u64, "service instance failed to start; trying again")
+        }
+        Note::Fatal { retries } => {
+            tracing::error!(%instance, retries, "service instance failed to start too many times: FATAL until `hz start`")
+        }
+        Note::Stopped => tracing::info!(%instance, "service instance stopped"),
+    }
+}
