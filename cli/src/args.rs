@@ -49,6 +49,33 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run a project on this machine alone: starts herzog and one worker, then waits for it
     Local(LocalArgs),
+    /// Show the services' instances: where each runs, its state, pid, uptime or reason
+    Status(StatusArgs),
+    /// Start services (NAME, NAME:N for one instance, or all); a FATAL one starts afresh
+    Start(ServicesArgs),
+    /// Stop services (NAME, NAME:N, or all): they stay down until started
+    Stop(ServicesArgs),
+    /// Restart services (NAME, NAME:N, or all)
+    Restart(ServicesArgs),
+    /// Read the services file again and apply what changed
+    Reload,
+}
+
+/// `hz status`.
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// One service, or one instance (NAME:N) [default: every service]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub output: JsonArgs,
+}
+
+/// `hz start`, `hz stop`, `hz restart`.
+#[derive(Debug, Args, Clone)]
+pub struct ServicesArgs {
+    /// Services (NAME), instances (NAME:N), or `all`
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 /// `--json` for the commands that read.

@@ -4,6 +4,7 @@
 use crate::error::CliError;
 use common::ApiError;
 use common::config::{ClusterConfig, DEFAULT_ADDRESS};
+use common::instances::{InstanceStatus, ReloadSummary, ServiceAction};
 use common::service::CoordinatorClient;
 use common::transport::context_with;
 use common::wire::*;
@@ -197,6 +198,25 @@ impl Herzog {
             self.client.project_active(ctx(), offset, limit),
         )
         .await
+    }
+
+    pub(crate) async fn services_status(&self, name: Option<&str>) -> Result<Vec<InstanceStatus>, CliError> {
+        let fut = self.client.services_status(ctx(), name.map(str::to_string));
+        self.call("listing the services", fut).await
+    }
+
+    pub(crate) async fn services_control(
+        &self,
+        action: ServiceAction,
+        names: Vec<String>,
+    ) -> Result<Vec<InstanceStatus>, CliError> {
+        let fut = self.client.services_control(ctx(), action, names);
+        self.call("controlling services", fut).await
+    }
+
+    pub(crate) async fn services_reload(&self) -> Result<ReloadSummary, CliError> {
+        self.call("reloading the services", self.client.services_reload(ctx()))
+            .await
     }
 
     pub(crate) async fn workers(&self) -> Result<Vec<WorkerInfo>, CliError> {

@@ -20,6 +20,7 @@ mod test_cluster;
 use args::{Cli, Command};
 use clap::Parser;
 use common::config::ClusterConfig;
+use common::instances::ServiceAction;
 use error::{CliError, code};
 use std::io::Write;
 use std::process::ExitCode;
@@ -64,6 +65,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Workers(a) => commands::workers::run(a, &addr, out).await,
         Command::Fragments(a) => commands::fragments::run(&a, &addr, out).await,
         Command::Logs(a) => commands::logs::run(&a, &addr, out).await,
+        Command::Status(a) => commands::status::run(&a, &addr, out).await,
+        Command::Start(a) => commands::control::run(ServiceAction::Start, &a, &addr, out).await,
+        Command::Stop(a) => commands::control::run(ServiceAction::Stop, &a, &addr, out).await,
+        Command::Restart(a) => commands::control::run(ServiceAction::Restart, &a, &addr, out).await,
+        Command::Reload => commands::reload::run(&addr, out).await,
         Command::Local(_) => unreachable!("handled above"),
     }
 }

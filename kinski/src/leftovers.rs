@@ -78,9 +78,10 @@ fn kill_groups(groups: impl Iterator<Item = (i32, u64, String)>) -> usize {
     for (pgid, starttime, marker) in groups {
         let ours = match stat(pgid) {
             Some(leader) => leader.starttime == starttime,
-            None => processes.get_or_insert_with(all_processes).iter().any(|(pid, p)| {
-                p.pgid == pgid && p.state != 'Z' && p.starttime >= starttime && carries(*pid, &marker)
-            }),
+            None => processes
+                .get_or_insert_with(all_processes)
+                .iter()
+                .any(|(pid, p)| p.pgid == pgid && p.state != 'Z' && p.starttime >= starttime && carries(*pid, &marker)),
         };
         // SAFETY: plain syscall, on a group checked above to be the recorded one.
         if ours && unsafe { libc::killpg(pgid, libc::SIGKILL) } == 0 {

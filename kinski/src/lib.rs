@@ -120,7 +120,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let dir = config.state_dir.clone();
     let (journal, recovered, killed) = tokio::task::spawn_blocking(move || {
         let (journal, recovered) = journal::Journal::open(&dir)?;
-        let killed = leftovers::kill_leftovers(&recovered.running) + leftovers::kill_instance_leftovers(&recovered.instances);
+        let killed =
+            leftovers::kill_leftovers(&recovered.running) + leftovers::kill_instance_leftovers(&recovered.instances);
         Ok::<_, KinskiError>((journal, recovered, killed))
     })
     .await
@@ -157,7 +158,14 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         });
     }
     let scratch = scratch.canonicalize().map_err(scratch_error)?;
-    let supervisor = supervisor::Supervisor::new(slots, queue, run_as.clone(), scratch.clone(), journal, recovered.unacked);
+    let supervisor = supervisor::Supervisor::new(
+        slots,
+        queue,
+        run_as.clone(),
+        scratch.clone(),
+        journal,
+        recovered.unacked,
+    );
     supervisor.clean_leftovers().await;
     let instances = services::Instances::new(config.state_dir.join("services"), run_as.clone(), supervisor.clone());
     let mut resources = resources::probe(slots, queue, &config.state_dir);

@@ -222,9 +222,7 @@ impl Process {
         outputs: Vec<Output>,
     ) -> Result<Process, SpawnError> {
         let started = Instant::now();
-        let child = command
-            .spawn()
-            .map_err(|source| start_error(program, cwd, source))?;
+        let child = command.spawn().map_err(|source| start_error(program, cwd, source))?;
         // The child has its copies; ours would keep the pipes from ever reaching end of file.
         drop(command);
         // A pid always fits in pid_t. Dropping the std Child neither waits nor kills.

@@ -130,7 +130,11 @@ impl Session<'_> {
             loop {
                 let changed = self.instances.changed.notified();
                 registry
-                    .instances_report(context_with(CALL_TIMEOUT), self.name.to_string(), self.instances.reports())
+                    .instances_report(
+                        context_with(CALL_TIMEOUT),
+                        self.name.to_string(),
+                        self.instances.reports(),
+                    )
                     .await??;
                 tokio::select! {
                     () = changed => {}

@@ -2,14 +2,17 @@
 
 pub(crate) mod action;
 pub(crate) mod active;
+pub(crate) mod control;
 pub(crate) mod fragments;
 pub(crate) mod list;
 pub(crate) mod local;
 pub(crate) mod logs;
 pub(crate) mod progress;
+pub(crate) mod reload;
 pub(crate) mod remove;
 pub(crate) mod retry;
 pub(crate) mod schedule;
+pub(crate) mod status;
 pub(crate) mod workers;
 
 use crate::error::CliError;

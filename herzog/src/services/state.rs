@@ -351,13 +351,19 @@ impl Services {
             }
         }
         for (id, kept) in self.instances.iter_mut() {
-            if let Some(p) = &kept.placed
-                && p.worker == worker
-                && !held.contains(&p.run)
-                && now.since(p.since) >= grace_ms
-            {
+            let Some(p) = kept
+                .placed
+                .as_mut()
+                .filter(|p| p.worker == worker && !held.contains(&p.run))
+            else {
+                continue;
+            };
+            if now.since(p.since) >= grace_ms {
                 kept.placed = None;
                 self.changed.insert(id.clone());
+            } else {
+                // Not what it was: the worker does not hold it (yet, or any more).
+                p.state = None;
             }
         }
         orders

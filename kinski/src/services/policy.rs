@@ -183,10 +183,7 @@ impl Instance {
                     out.push(Action::WakeAt(since + self.watch.startsecs));
                 }
             }
-            (
-                State::Stopping { pid: None, since, .. },
-                Input::Spawned { pid },
-            ) => {
+            (State::Stopping { pid: None, since, .. }, Input::Spawned { pid }) => {
                 // Asked to stop while it was being spawned: stop it now that it exists.
                 out.push(Action::Signal {
                     pid,

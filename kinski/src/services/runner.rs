@@ -195,7 +195,8 @@ async fn drive(me: Instances, run: InstanceRun, user: Option<RunAs>, mut command
             for action in instance.handle(me.origin.elapsed(), input) {
                 match action {
                     Action::Spawn => {
-                        let (dir, id, spec, user) = (me.dir.clone(), run.instance.clone(), run.spec.clone(), user.clone());
+                        let (dir, id, spec, user) =
+                            (me.dir.clone(), run.instance.clone(), run.spec.clone(), user.clone());
                         let number = run.run;
                         let spawned = tokio::task::spawn_blocking(move || {
                             let p = super::spawn::spawn(&dir, number, &id, &spec, user.as_ref())?;
@@ -265,7 +266,9 @@ fn log(run: &InstanceRun, note: &Note) {
     match note {
         Note::Started { pid } => tracing::info!(%instance, pid, "service instance started"),
         Note::Running { pid } => tracing::info!(%instance, pid, "service instance running"),
-        Note::Exited { exit, expected: true } => tracing::info!(%instance, %exit, "service instance exited as expected"),
+        Note::Exited { exit, expected: true } => {
+            tracing::info!(%instance, %exit, "service instance exited as expected")
+        }
         Note::Exited { exit, expected: false } => {
             tracing::warn!(%instance, %exit, "service instance exited unexpectedly")
         }

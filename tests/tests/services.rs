@@ -1,0 +1,240 @@
+//! Services on real daemons: herzog places the instances of a services file on its workers,
+//! kinski keeps them up by their restart policy, and `hz status`, `hz start`, `hz stop`,
+//! `hz restart` and `hz reload` do what supervisorctl users expect; herzog and kinski can be
+//! killed without an instance running twice or an untouched one being restarted.
+//!
+//! ```text
+//! cargo build --workspace && cargo test -p tests --test services -- --nocapture
+//! ```
+
+use common::instances::{InstanceState, InstanceStatus};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tests::{Cluster, STARTUP, alive, eventually, write_script};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A services file beside the cluster's config, read by `hz reload`.
+fn services(cluster: &Cluster, text: &str) {
+    std::fs::write(cluster.dir().join("services.toml"), text).expect("write services.toml");
+}
+
+fn status(cluster: &Cluster) -> BTreeMap<String, InstanceStatus> {
+    let all: Vec<InstanceStatus> = cluster.hz_json(&["status"]);
+    all.into_iter().map(|i| (i.instance.clone(), i)).collect()
+}
+
+/// Waits until every instance named is RUNNING with a pid; returns their pids.
+fn running(cluster: &Cluster, names: &[&str]) -> BTreeMap<String, i32> {
+    eventually(&format!("{names:?} to run"), LIMIT, || {
+        let now = status(cluster);
+        names
+            .iter()
+            .map(|n| match now.get(*n).map(|i| &i.state) {
+                Some(InstanceState::Running { pid, .. }) => Some((n.to_string(), *pid)),
+                _ => None,
+            })
+            .collect::<Option<BTreeMap<_, _>>>()
+    })
+}
+
+/// A cluster of two workers, a short heartbeat, and a program for services.
+fn cluster() -> Cluster {
+    let cluster = Cluster::start_with_config(
+        Some("[herzog]\nheartbeat_interval = \"200ms\"\nworker_timeout = \"2s\"\n"),
+        &[("euclid", 1), ("newton", 1)],
+    );
+    write_script(
+        &cluster.dir().join("serve.sh"),
+        "#!/bin/sh\necho \"up $HERZOG_INSTANCE\"\nexec sleep 1000\n",
+    );
+    write_script(
+        &cluster.dir().join("fail.sh"),
+        "#!/bin/sh\necho 'no config' >&2\nexit 1\n",
+    );
+    cluster
+}
+
+#[test]
+fn instances_are_placed_kept_up_fatal_after_their_retries_and_stopped_and_started_by_hand() {
+    let cluster = cluster();
+    let dir = cluster.dir().display().to_string();
+    services(
+        &cluster,
+        &format!(
+            r#"
+[services.web]
+command = "{dir}/serve.sh"
+numprocs = 2
+startsecs = "300ms"
+[services.broken]
+command = "{dir}/fail.sh"
+startsecs = "300ms"
+startretries = 2
+"#
+        ),
+    );
+    let said = cluster.hz_ok(&["reload"]);
+    assert!(said.contains("added: broken, web"), "{said}");
+    let pids = running(&cluster, &["web:0", "web:1"]);
+    let now = status(&cluster);
+    let hosts: Vec<_> = ["web:0", "web:1"].iter().map(|n| now[*n].host.clone()).collect();
+    assert_ne!(
+        hosts[0], hosts[1],
+        "the two instances are spread over the two workers: {hosts:?}"
+    );
+
+    // A crash after startsecs is restarted at once, on its host, by kinski.
+    let crashed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids["web:0"]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let again = eventually("web:0 restarted", LIMIT, || {
+        let i = &status(&cluster)["web:0"];
+        match i.state {
+            InstanceState::Running { pid, .. } | InstanceState::Starting { pid: Some(pid), .. }
+                if pid != pids["web:0"] =>
+            {
+                Some((pid, i.restarts))
+            }
+            _ => None,
+        }
+    });
+    println!("web:0 crashed and was seen running again in {:?}", crashed.elapsed());
+    assert_eq!(again.1, 1, "one restart counted");
+    assert_eq!(status(&cluster)["web:0"].host, hosts[0], "restarted on its own host");
+
+    // A program that cannot start is FATAL after its retries, and says why.
+    eventually("broken to be FATAL", LIMIT, || {
+        match &status(&cluster)["broken:0"].state {
+            InstanceState::Fatal { retries, .. } => Some(*retries),
+            _ => None,
+        }
+    });
+    let text = cluster.hz_ok(&["status", "broken"]);
+    assert!(text.contains("FATAL") && text.contains("hz start"), "{text}");
+
+    // Stopped by hand: down, its process gone, until started again.
+    cluster.hz_ok(&["stop", "web"]);
+    eventually("web to stop", LIMIT, || {
+        let now = status(&cluster);
+        ["web:0", "web:1"]
+            .iter()
+            .all(|n| now[*n].state == InstanceState::Stopped)
+            .then_some(())
+    });
+    assert!(!alive(again.0), "web:0's process outlived its stop");
+    cluster.hz_ok(&["start", "web:1"]);
+    running(&cluster, &["web:1"]);
+    assert_eq!(
+        status(&cluster)["web:0"].state,
+        InstanceState::Stopped,
+        "only web:1 was started"
+    );
+    let err = cluster.hz_fails(&["start", "nope"], 2);
+    assert!(err.contains("no service or instance named 'nope'"), "{err}");
+}
+
+#[test]
+fn a_reload_restarts_the_changed_leaves_the_untouched_and_a_bad_file_changes_nothing() {
+    let cluster = cluster();
+    let dir = cluster.dir().display().to_string();
+    let file = |web_env: &str, extra: &str| {
+        format!(
+            r#"
+[services.web]
+command = "{dir}/serve.sh"
+startsecs = 0
+env = {{ MODE = "{web_env}" }}
+[services.steady]
+command = "{dir}/serve.sh"
+startsecs = 0
+{extra}
+"#
+        )
+    };
+    services(
+        &cluster,
+        &file("a", "[services.old]\ncommand = \"sleep 1000\"\nstartsecs = 0\n"),
+    );
+    cluster.hz_ok(&["reload"]);
+    let before = running(&cluster, &["web:0", "steady:0", "old:0"]);
+
+    services(
+        &cluster,
+        &file("b", "[services.fresh]\ncommand = \"sleep 1000\"\nstartsecs = 0\n"),
+    );
+    let said = cluster.hz_ok(&["reload"]);
+    assert!(
+        said.contains("added: fresh") && said.contains("removed: old") && said.contains("restarted: web"),
+        "{said}"
+    );
+    let after = running(&cluster, &["web:0", "steady:0", "fresh:0"]);
+    assert_ne!(after["web:0"], before["web:0"], "web changed: restarted");
+    assert_eq!(after["steady:0"], before["steady:0"], "steady is untouched: same pid");
+    eventually("old's process to be gone", LIMIT, || {
+        (!alive(before["old:0"])).then_some(())
+    });
+    assert!(!status(&cluster).contains_key("old:0"));
+
+    // A file with an error is refused whole; everything keeps running as it was.
+    services(&cluster, "[services.web]\ncommand = \"x\"\nnumproc = 2\n");
+    let err = cluster.hz_fails(&["reload"], 2);
+    assert!(err.contains("numproc") && err.contains("nothing was changed"), "{err}");
+    assert_eq!(running(&cluster, &["web:0", "steady:0", "fresh:0"]), after);
+}
+
+#[test]
+fn services_outlive_a_killed_herzog_and_a_killed_kinski_leaves_no_instance_twice() {
+    let mut cluster = cluster();
+    let dir = cluster.dir().display().to_string();
+    services(
+        &cluster,
+        &format!(
+            "[services.web]\ncommand = \"{dir}/serve.sh\"\nnumprocs = 2\nstartsecs = 0\nenv = {{ CLUSTER = \"{dir}\" }}\n"
+        ),
+    );
+    cluster.hz_ok(&["reload"]);
+    let before = running(&cluster, &["web:0", "web:1"]);
+
+    // herzog dies and comes back: it takes the running instances back, restarting none.
+    cluster.kill_herzog();
+    cluster.start_herzog();
+    cluster.wait_workers_connected(STARTUP);
+    assert_eq!(running(&cluster, &["web:0", "web:1"]), before);
+
+    // A kinski dies with its instance running, and comes back: its predecessor's instance is
+    // killed (it is no longer anyone's child) and the instance runs once, supervised.
+    let host = status(&cluster)["web:0"].host.clone().expect("placed");
+    cluster.kill_kinski(&host);
+    assert!(
+        alive(before["web:0"]),
+        "a killed kinski leaves its instances running meanwhile"
+    );
+    cluster.restart_worker(&host);
+    eventually("the orphaned instance to be killed", LIMIT, || {
+        (!alive(before["web:0"])).then_some(())
+    });
+    let after = running(&cluster, &["web:0", "web:1"]);
+    assert_ne!(after["web:0"], before["web:0"]);
+    assert_eq!(
+        after["web:1"], before["web:1"],
+        "the other worker's instance is untouched"
+    );
+    // Other tests run their own web:0 meanwhile: count this cluster's.
+    let ours = format!("CLUSTER={dir}");
+    let serving = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("environ")).is_ok_and(|env| {
+                let mut vars = env.split(|b| *b == 0);
+                let vars: Vec<&[u8]> = vars.by_ref().collect();
+                vars.contains(&b"HERZOG_INSTANCE=web:0".as_slice()) && vars.contains(&ours.as_bytes())
+            })
+        })
+        .count();
+    assert_eq!(serving, 1, "web:0 runs exactly once");
+}
