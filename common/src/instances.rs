@@ -126,6 +126,10 @@ pub struct InstanceRun {
     pub run: RunId,
     pub instance: InstanceId,
     pub spec: InstanceSpec,
+    /// It may run on another worker: one cut off from herzog for its timeout stops it, so it
+    /// never runs twice. A pinned one (`hosts`, `every_host`) keeps running.
+    #[serde(default)]
+    pub movable: bool,
 }
 
 /// What a worker tells herzog of one placement it holds.

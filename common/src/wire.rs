@@ -303,6 +303,11 @@ fn default_max_log_bytes() -> u64 {
 pub struct Registered {
     /// How often herzog expects a heartbeat.
     pub heartbeat_ms: u64,
+    /// Silence after which herzog counts the worker lost: a worker cut off from herzog that
+    /// long stops its movable service instances, which herzog then places elsewhere. 0: an
+    /// older herzog that does not say.
+    #[serde(default)]
+    pub worker_timeout_ms: u64,
 }
 
 /// The tail of an attempt's output (`hz logs`).

@@ -25,6 +25,7 @@ pub(crate) struct Api {
     pub(crate) handle: Handle,
     pub(crate) db: PathBuf,
     pub(crate) heartbeat_ms: u64,
+    pub(crate) worker_timeout_ms: u64,
     pub(crate) stager: std::sync::Arc<crate::staging::Stager>,
     /// The services file `hz reload` reads.
     pub(crate) services: Option<PathBuf>,
@@ -368,6 +369,7 @@ impl Registry for WorkerApi {
             .await?;
         Ok(Registered {
             heartbeat_ms: self.api.heartbeat_ms,
+            worker_timeout_ms: self.api.worker_timeout_ms,
         })
     }
 

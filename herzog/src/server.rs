@@ -132,6 +132,7 @@ pub async fn run(
         handle: handle.clone(),
         db,
         heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+        worker_timeout_ms: config.worker_timeout.as_millis() as u64,
         stager,
         services: config.services.clone(),
     };

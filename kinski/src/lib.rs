@@ -168,6 +168,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     );
     supervisor.clean_leftovers().await;
     let instances = services::Instances::new(config.state_dir.join("services"), run_as.clone(), supervisor.clone());
+    let cut_off = {
+        let instances = instances.clone();
+        tokio::spawn(async move { instances.stop_movable_when_cut_off().await })
+    };
     let mut resources = resources::probe(slots, queue, &config.state_dir);
     resources.scratch_dir = Some(scratch);
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %link.describe(), "kinski starting");
@@ -213,6 +217,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     tracing::info!("kinski shutting down: stopping running attempts");
     common::logging::notify_stopping();
+    cut_off.abort();
     tokio::join!(supervisor.stop_all(), instances.stop_all());
     Ok(())
 }

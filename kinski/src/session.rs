@@ -100,6 +100,8 @@ impl Session<'_> {
             .await??;
         tracing::info!(herzog = %self.link.describe(), heartbeat_ms = registered.heartbeat_ms, "registered with herzog");
         on_registered(Duration::from_millis(registered.heartbeat_ms));
+        let timeout = Duration::from_millis(registered.worker_timeout_ms);
+        self.instances.heard_from_herzog(timeout);
         let mut beat = tokio::time::interval(Duration::from_millis(registered.heartbeat_ms.max(50)));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await;
@@ -116,6 +118,7 @@ impl Session<'_> {
                         self.supervisor.held(),
                     )
                     .await??;
+                self.instances.heard_from_herzog(timeout);
             }
         };
         let reports = async {

@@ -238,3 +238,71 @@ fn services_outlive_a_killed_herzog_and_a_killed_kinski_leaves_no_instance_twice
         .count();
     assert_eq!(serving, 1, "web:0 runs exactly once");
 }
+
+/// The processes of this cluster's `instance` (each test's services carry `CLUSTER=<dir>`).
+fn processes_of(dir: &str, instance: &str) -> Vec<i32> {
+    let ours = format!("CLUSTER={dir}");
+    let named = format!("HERZOG_INSTANCE={instance}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+            (vars.contains(&named.as_bytes()) && vars.contains(&ours.as_bytes()) && alive(pid)).then_some(pid)
+        })
+        .collect()
+}
+
+/// herzog stopped (SIGSTOP) until dropped: the workers are cut off from it.
+struct FrozenHerzog<'a>(&'a Cluster);
+
+impl Drop for FrozenHerzog<'_> {
+    fn drop(&mut self) {
+        self.0.signal_herzog(nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+#[test]
+fn a_worker_cut_off_from_herzog_stops_its_movable_instances_so_none_runs_twice() {
+    let cluster = cluster();
+    let dir = cluster.dir().display().to_string();
+    services(
+        &cluster,
+        &format!(
+            r#"
+[services.web]
+command = "{dir}/serve.sh"
+startsecs = 0
+stopwaitsecs = 1
+env = {{ CLUSTER = "{dir}" }}
+[services.pinned]
+command = "{dir}/serve.sh"
+startsecs = 0
+hosts = ["euclid"]
+env = {{ CLUSTER = "{dir}" }}
+"#
+        ),
+    );
+    cluster.hz_ok(&["reload"]);
+    let before = running(&cluster, &["web:0", "pinned:0"]);
+
+    // herzog stops answering: after the worker timeout (2 s) without an answer, the worker
+    // stops the movable instance itself; the pinned one keeps running.
+    {
+        cluster.signal_herzog(nix::sys::signal::Signal::SIGSTOP);
+        let _frozen = FrozenHerzog(&cluster);
+        let cut = Instant::now();
+        eventually("the cut-off worker to stop web:0", LIMIT, || {
+            processes_of(&dir, "web:0").is_empty().then_some(())
+        });
+        println!("web:0 stopped {:?} after herzog stopped answering", cut.elapsed());
+        assert!(alive(before["pinned:0"]), "the pinned instance was stopped");
+    }
+    // herzog back: web:0 runs again, once; the pinned instance was never restarted.
+    let after = running(&cluster, &["web:0", "pinned:0"]);
+    assert_ne!(after["web:0"], before["web:0"]);
+    assert_eq!(after["pinned:0"], before["pinned:0"]);
+    assert_eq!(processes_of(&dir, "web:0"), [after["web:0"]], "web:0 runs exactly once");
+}

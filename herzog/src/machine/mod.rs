@@ -818,7 +818,7 @@ impl Machine {
             w.link = Link::Lost { since: now.wall };
             let attempts: Vec<AttemptId> = w.running.iter().copied().collect();
             tracing::warn!(worker = %name, attempts = attempts.len(), "worker lost: requeueing its fragments");
-            self.services.lost(&name, now.wall);
+            self.services.lost(&name, now.wall, now.mono);
             for attempt in attempts {
                 self.end_live(
                     now,

@@ -41,6 +41,9 @@ pub(crate) struct Placed {
     /// What its worker last said of it; `None` until it does.
     pub(crate) state: Option<InstanceState>,
     pub(crate) restarts: u32,
+    /// Its worker was lost: it is placed elsewhere from this time on, once the worker, cut
+    /// off as long, has stopped it (its stop grace later).
+    pub(crate) released: Option<Mono>,
 }
 
 /// What herzog asks of a worker.
@@ -106,6 +109,7 @@ impl Services {
                     since: now,
                     state: None,
                     restarts: 0,
+                    released: None,
                 });
                 (
                     r.id,
@@ -245,6 +249,18 @@ impl Services {
     /// (sorted by name), at `now`.
     pub(crate) fn place(&mut self, now: Mono, workers: &[String]) -> Vec<Order> {
         let mut orders = Vec::new();
+        // A lost worker's movable instances whose lease has run out.
+        for (id, kept) in self.instances.iter_mut() {
+            if kept
+                .placed
+                .as_ref()
+                .and_then(|p| p.released)
+                .is_some_and(|at| now >= at)
+            {
+                kept.placed = None;
+                self.changed.insert(id.clone());
+            }
+        }
         // Instances of services on every host for workers that came since the last reload.
         for (name, spec) in &self.file.services {
             if spec.every_host {
@@ -283,6 +299,7 @@ impl Services {
                     run,
                     instance: id.clone(),
                     spec: InstanceSpec::from(spec),
+                    movable: !pinned(&id, spec),
                 }),
             });
             self.changed.insert(id.clone());
@@ -293,6 +310,7 @@ impl Services {
                     since: now,
                     state: None,
                     restarts: 0,
+                    released: None,
                 });
             }
         }
@@ -343,6 +361,8 @@ impl Services {
                 Some(p) => {
                     p.state = Some(r.state);
                     p.restarts = r.restarts;
+                    // Back before its lease ran out: it stays.
+                    p.released = None;
                 }
                 None => orders.push(Order::Stop {
                     worker: worker.to_string(),
@@ -369,20 +389,21 @@ impl Services {
         orders
     }
 
-    /// `worker` is lost: its instances show `Unknown`; those that may run elsewhere are
-    /// unplaced, to be placed again by the next `place`. (A kinski cut off that long stops
-    /// its movable instances itself, so they never run twice.)
-    pub(crate) fn lost(&mut self, worker: &str, at: Millis) {
+    /// `worker` is lost (silent for the worker timeout, at `now`): its instances show
+    /// `Unknown`. Those that may run elsewhere are placed elsewhere once their stop grace has
+    /// passed too: a kinski cut off from herzog for the worker timeout stops its movable
+    /// instances itself, so one never runs on two hosts at once (a lease, not a race).
+    pub(crate) fn lost(&mut self, worker: &str, at: Millis, now: Mono) {
         for (id, kept) in self.instances.iter_mut() {
             let Some(p) = kept.placed.as_mut().filter(|p| p.worker == worker) else {
                 continue;
             };
-            let pinned = id.host.is_some() || self.file.services.get(&id.service).is_some_and(|s| s.hosts.is_some());
-            if pinned {
-                p.state = Some(InstanceState::Unknown { since: at });
-            } else {
-                kept.placed = None;
-                self.changed.insert(id.clone());
+            p.state = Some(InstanceState::Unknown { since: at });
+            if let Some(spec) = self.file.services.get(&id.service)
+                && !pinned(id, spec)
+            {
+                let grace = i64::try_from(spec.stopwaitsecs.as_millis()).unwrap_or(i64::MAX);
+                p.released = Some(Mono(now.0.saturating_add(grace)));
             }
         }
     }
@@ -444,6 +465,12 @@ impl Services {
             .cloned()
             .collect()
     }
+}
+
+/// Whether an instance must stay on its worker: its service is pinned to hosts or runs on
+/// every host.
+fn pinned(id: &InstanceId, spec: &ServiceSpec) -> bool {
+    id.host.is_some() || spec.hosts.is_some()
 }
 
 /// The instances a service should have: `numprocs` of them, per worker for one on every host.

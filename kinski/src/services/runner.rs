@@ -26,6 +26,7 @@ enum Command {
 struct Held {
     commands: mpsc::UnboundedSender<Command>,
     report: InstanceReport,
+    movable: bool,
 }
 
 /// Every placement held, shared by the Worker service, the session's reports and the tasks.
@@ -41,6 +42,10 @@ pub(crate) struct Instances {
     origin: Instant,
     /// Woken whenever a placement changes state, so the session reports it.
     pub(crate) changed: Arc<Notify>,
+    /// The last time herzog answered, and after how long without an answer herzog counts
+    /// this worker lost; `None` once the movable instances were stopped for it.
+    contact: Arc<Mutex<Option<(Instant, Duration)>>>,
+    heard: Arc<Notify>,
 }
 
 impl Instances {
@@ -52,6 +57,51 @@ impl Instances {
             supervisor,
             origin: Instant::now(),
             changed: Arc::new(Notify::new()),
+            contact: Arc::default(),
+            heard: Arc::new(Notify::new()),
+        }
+    }
+
+    /// herzog answered now; it counts this worker lost after `timeout` without an answer
+    /// (zero: an older herzog that does not say).
+    pub(crate) fn heard_from_herzog(&self, timeout: Duration) {
+        if timeout.is_zero() {
+            return;
+        }
+        *self.contact.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), timeout));
+        self.heard.notify_one();
+    }
+
+    /// Stops the movable instances once herzog has not answered for as long as it takes to
+    /// count this worker lost: herzog then places them elsewhere (after their stop grace), so
+    /// a worker cut off from herzog never runs one twice. Pinned ones keep running.
+    pub(crate) async fn stop_movable_when_cut_off(&self) {
+        loop {
+            let contact = *self.contact.lock().unwrap_or_else(|p| p.into_inner());
+            let Some((last, timeout)) = contact else {
+                self.heard.notified().await;
+                continue;
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(last + timeout)) => {}
+                () = self.heard.notified() => continue,
+            }
+            let mut contact = self.contact.lock().unwrap_or_else(|p| p.into_inner());
+            if contact.is_some_and(|(l, _)| l == last) {
+                *contact = None;
+                drop(contact);
+                let movable: Vec<RunId> = self.lock().iter().filter(|(_, h)| h.movable).map(|(r, _)| *r).collect();
+                if !movable.is_empty() {
+                    tracing::warn!(
+                        instances = movable.len(),
+                        timeout_ms = timeout.as_millis() as u64,
+                        "no answer from herzog for its worker timeout: stopping the movable service instances, which herzog places elsewhere"
+                    );
+                }
+                for run in movable {
+                    let _ = self.stop(run);
+                }
+            }
         }
     }
 
@@ -77,6 +127,7 @@ impl Instances {
         held.insert(
             run.run,
             Held {
+                movable: run.movable,
                 commands,
                 report: InstanceReport {
                     run: run.run,

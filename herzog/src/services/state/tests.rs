@@ -136,15 +136,24 @@ fn a_worker_that_does_not_hold_a_placement_after_the_grace_gets_it_again_and_str
 }
 
 #[test]
-fn a_lost_worker_moves_what_may_move_and_shows_the_pinned_as_unknown() {
+fn a_lost_worker_moves_what_may_move_after_its_lease_and_shows_the_rest_as_unknown() {
     let mut s = Services::new(
         file(
-            "[services.web]\ncommand = \"web\"\nnumprocs = 2\n[services.db]\ncommand = \"db\"\nhosts = [\"newton\"]\n",
+            "[services.web]\ncommand = \"web\"\nnumprocs = 2\nstopwaitsecs = 3\n[services.db]\ncommand = \"db\"\nhosts = [\"newton\"]\n",
         ),
         0,
     );
-    s.place(Mono(0), &workers(&["euclid", "newton"]));
-    s.lost("newton", 1_234);
+    let orders = s.place(Mono(0), &workers(&["euclid", "newton"]));
+    let movable: BTreeMap<String, bool> = orders
+        .iter()
+        .filter_map(|o| match o {
+            Order::Run { run, .. } => Some((run.instance.to_string(), run.movable)),
+            _ => None,
+        })
+        .collect();
+    assert!(movable["web:1"]);
+    assert!(!movable["db:0"], "pinned: its worker keeps it running when cut off");
+    s.lost("newton", 1_234, Mono(100));
     let on_newton: Vec<(String, Option<InstanceState>)> = s
         .instances()
         .iter()
@@ -153,11 +162,14 @@ fn a_lost_worker_moves_what_may_move_and_shows_the_pinned_as_unknown() {
             (p.worker == "newton").then(|| (i.to_string(), p.state.clone()))
         })
         .collect();
+    let unknown = Some(InstanceState::Unknown { since: 1_234 });
     assert_eq!(
         on_newton,
-        [("db:0".to_string(), Some(InstanceState::Unknown { since: 1_234 }))]
+        [("db:0".to_string(), unknown.clone()), ("web:1".to_string(), unknown)]
     );
-    let moved = runs(&s.place(Mono(10), &workers(&["euclid"])));
+    // Not before the cut-off worker has stopped it: its stop grace after the loss.
+    assert!(s.place(Mono(3_099), &workers(&["euclid"])).is_empty());
+    let moved = runs(&s.place(Mono(3_100), &workers(&["euclid"])));
     assert_eq!(moved, [("web:1".to_string(), "euclid".to_string())]);
 }
 
