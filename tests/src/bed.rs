@@ -167,6 +167,17 @@ impl Bed {
         cmd
     }
 
+    /// Runs `hz --herzog ADDR ARGS...` on euclid (where the bed's herzog runs), as the admin of
+    /// the cluster whose certificates are in `dir`, with `dir` as its working directory.
+    pub fn hz(&self, addr: &str, dir: &Path, args: &[&str]) -> std::process::Output {
+        let mut cmd = self.exec("euclid", &crate::bin("hz"));
+        cmd.args(["--herzog", addr])
+            .env("HERZOG_TLS", crate::bundle(dir, "admin", "admin"))
+            .args(args)
+            .current_dir(dir);
+        output_within(&mut cmd, crate::HZ_LIMIT)
+    }
+
     /// Sets host `name`'s link down (its port on the bridge), as if its cable were pulled: its
     /// packets go nowhere, and no one is told.
     pub fn cut(&self, name: &str) {

@@ -200,12 +200,7 @@ impl Hosted {
 
     /// Runs `hz --herzog EUCLID:PORT ARGS...` on euclid, as the admin, in the directory.
     fn hz(&self, args: &[&str]) -> Output {
-        let mut cmd = self.bed.exec("euclid", &bin("hz"));
-        cmd.args(["--herzog", &self.addr])
-            .env("HERZOG_TLS", bundle(self.dir(), "admin", "admin"))
-            .args(args)
-            .current_dir(self.dir());
-        output_within(&mut cmd, HZ_LIMIT)
+        self.bed.hz(&self.addr, self.dir(), args)
     }
 
     /// Runs hz, asserts it exits 0 and returns its stdout.

@@ -223,20 +223,7 @@ fn services_outlive_a_killed_herzog_and_a_killed_kinski_leaves_no_instance_twice
         after["web:1"], before["web:1"],
         "the other worker's instance is untouched"
     );
-    // Other tests run their own web:0 meanwhile: count this cluster's.
-    let ours = format!("CLUSTER={dir}");
-    let serving = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("environ")).is_ok_and(|env| {
-                let mut vars = env.split(|b| *b == 0);
-                let vars: Vec<&[u8]> = vars.by_ref().collect();
-                vars.contains(&b"HERZOG_INSTANCE=web:0".as_slice()) && vars.contains(&ours.as_bytes())
-            })
-        })
-        .count();
-    assert_eq!(serving, 1, "web:0 runs exactly once");
+    assert_eq!(processes_of(&dir, "web:0"), [after["web:0"]], "web:0 runs exactly once");
 }
 
 /// The processes of this cluster's `instance` (each test's services carry `CLUSTER=<dir>`).

@@ -17,7 +17,7 @@ use std::process::Output;
 use std::sync::Mutex;
 use tests::bed::Bed;
 use tests::by_path::db_fragments;
-use tests::{Daemon, HZ_LIMIT, STARTUP, bin, bundle, expect_success, make_inputs, output_within, write_script};
+use tests::{Daemon, STARTUP, bin, bundle, expect_success, make_inputs, write_script};
 
 /// herzog's port on euclid.
 const PORT: u16 = 7373;
@@ -114,12 +114,7 @@ impl Setup {
 
     /// Runs `hz ARGS...` on euclid, as the admin.
     fn hz(&self, args: &[&str]) -> Output {
-        let mut cmd = self.bed.exec("euclid", &bin("hz"));
-        cmd.args(["--herzog", &self.addr])
-            .env("HERZOG_TLS", bundle(self.dir(), "admin", "admin"))
-            .args(args)
-            .current_dir(self.dir());
-        output_within(&mut cmd, HZ_LIMIT)
+        self.bed.hz(&self.addr, self.dir(), args)
     }
 
     fn hz_ok(&self, args: &[&str]) -> String {

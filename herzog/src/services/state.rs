@@ -230,19 +230,21 @@ impl Services {
                 }
             }
             for id in should {
-                if !self.instances.contains_key(&id) {
-                    self.changed.insert(id.clone());
-                    self.instances.insert(
-                        id,
-                        Kept {
-                            wanted: if spec.autostart { Wanted::Up } else { Wanted::Down },
-                            placed: None,
-                        },
-                    );
-                }
+                self.keep(id, spec.autostart);
             }
         }
         (d, orders)
+    }
+
+    /// Keeps track of instance `id` from now on, if it is new: up when its service starts
+    /// by itself.
+    fn keep(&mut self, id: InstanceId, autostart: bool) {
+        if self.instances.contains_key(&id) {
+            return;
+        }
+        self.changed.insert(id.clone());
+        let wanted = if autostart { Wanted::Up } else { Wanted::Down };
+        self.instances.insert(id, Kept { wanted, placed: None });
     }
 
     /// Places every instance that should run and is not placed, on the connected `workers`
@@ -262,21 +264,19 @@ impl Services {
             }
         }
         // Instances of services on every host for workers that came since the last reload.
-        for (name, spec) in &self.file.services {
-            if spec.every_host {
-                for id in instance_ids(name, spec, workers) {
-                    if !self.instances.contains_key(&id) {
-                        self.changed.insert(id.clone());
-                        self.instances.insert(
-                            id,
-                            Kept {
-                                wanted: if spec.autostart { Wanted::Up } else { Wanted::Down },
-                                placed: None,
-                            },
-                        );
-                    }
-                }
-            }
+        let everywhere: Vec<(InstanceId, bool)> = self
+            .file
+            .services
+            .iter()
+            .filter(|(_, spec)| spec.every_host)
+            .flat_map(|(name, spec)| {
+                instance_ids(name, spec, workers)
+                    .into_iter()
+                    .map(|id| (id, spec.autostart))
+            })
+            .collect();
+        for (id, autostart) in everywhere {
+            self.keep(id, autostart);
         }
         let waiting: Vec<InstanceId> = self
             .instances
