@@ -320,4 +320,8 @@ pub struct Logs {
     pub stderr: String,
     /// True when only the tail of a longer file is shown.
     pub truncated: bool,
+    /// The lines kinski wrote where it cut a stream longer than `herzog.max_log_bytes`
+    /// (`[herzog: N bytes of stdout cut here: ...]`), when they are not in what is shown.
+    #[serde(default)]
+    pub cut: Vec<String>,
 }

@@ -26,6 +26,8 @@ pub(crate) struct Api {
     pub(crate) db: PathBuf,
     pub(crate) heartbeat_ms: u64,
     pub(crate) worker_timeout_ms: u64,
+    /// `herzog.max_log_bytes`: where kinski's cut of a long log lies.
+    pub(crate) max_log_bytes: u64,
     pub(crate) stager: std::sync::Arc<crate::staging::Stager>,
     /// The services file `hz reload` reads.
     pub(crate) services: Option<PathBuf>,
@@ -127,6 +129,20 @@ fn storage(e: crate::store::StoreError) -> ApiError {
 }
 
 /// The last `max` bytes of a file, and whether it was cut.
+/// The line kinski wrote where it cut the log at `path`, if it did: right after the head,
+/// which is half of `max_log_bytes` (as configured now: a log cut under another cap is not
+/// found).
+fn cut_marker(path: &Path, max_log_bytes: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(max_log_bytes / 2)).ok()?;
+    let mut buf = vec![0u8; 512];
+    let n = f.read(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let line = text.strip_prefix("\n[herzog: ")?.split('\n').next()?;
+    line.contains(" cut here: ").then(|| format!("[herzog: {line}"))
+}
+
 fn tail(path: &Path, max: u64) -> (String, bool) {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = std::fs::File::open(path) else {
@@ -259,6 +275,7 @@ impl Coordinator for ClientApi {
         let (id, results_dir) = self.0.handle.query(move |m| m.project_ref(&p)).await??;
         let db = self.0.db.clone();
         let max = max_bytes.clamp(1, 4 * 1024 * 1024);
+        let max_log_bytes = self.0.max_log_bytes;
         blocking(move || {
             let found = Reader::open(&db)
                 .and_then(|r| r.find_fragment(id, &fragment))
@@ -272,18 +289,25 @@ impl Coordinator for ClientApi {
                     stdout: String::new(),
                     stderr: String::new(),
                     truncated: false,
+                    cut: Vec::new(),
                 });
             };
-            Ok(read_logs(&results_dir, &found.name, attempt, max))
+            Ok(read_logs(&results_dir, &found.name, attempt, max, max_log_bytes))
         })
         .await
     }
 }
 
-fn read_logs(results_dir: &Path, fragment: &str, attempt: AttemptId, max: u64) -> Logs {
+fn read_logs(results_dir: &Path, fragment: &str, attempt: AttemptId, max: u64, max_log_bytes: u64) -> Logs {
     let (out, err, _) = attempt_paths(results_dir, fragment, attempt);
     let (stdout, cut_out) = tail(&out, max);
     let (stderr, cut_err) = tail(&err, max);
+    // Where only a tail is shown, the line saying what kinski cut lies before it.
+    let cut = [(&out, cut_out), (&err, cut_err)]
+        .into_iter()
+        .filter(|(_, shown_from_the_middle)| *shown_from_the_middle)
+        .filter_map(|(path, _)| cut_marker(path, max_log_bytes))
+        .collect();
     Logs {
         attempt: Some(attempt),
         stdout_path: Some(out),
@@ -291,6 +315,7 @@ fn read_logs(results_dir: &Path, fragment: &str, attempt: AttemptId, max: u64) -
         stdout,
         stderr,
         truncated: cut_out || cut_err,
+        cut,
     }
 }
 

@@ -133,6 +133,7 @@ pub async fn run(
         db,
         heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
         worker_timeout_ms: config.worker_timeout.as_millis() as u64,
+        max_log_bytes: config.max_log_bytes,
         stager,
         services: config.services.clone(),
     };

@@ -44,6 +44,15 @@ fn a_program_writing_more_than_the_default_cap_keeps_64_mib_of_it() {
         "{} is {size} bytes, not 64 MiB and a line",
         log.display()
     );
+    // `hz logs` shows the last MiB; the line saying what was cut lies 32 MiB before it, and
+    // hz says it anyway.
+    let out = cluster.hz(&["logs", "big", "f0000"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("[herzog: 16777216 bytes of stdout cut here"),
+        "hz logs does not say what was cut: {said}"
+    );
 }
 
 #[test]

@@ -31,6 +31,9 @@ pub(crate) async fn run(args: &LogsArgs, addr: &Endpoint, out: &mut dyn Write) -
     if logs.truncated {
         note!("(only the last {} of each stream)", crate::table::bytes(MAX_BYTES));
     }
+    for line in &logs.cut {
+        note!("{line}");
+    }
     if args.stderr {
         out.write_all(logs.stderr.as_bytes())?;
     } else {
@@ -117,6 +120,7 @@ mod tests {
             stdout: String::new(),
             stderr: "oops".into(),
             truncated: false,
+            cut: Vec::new(),
         };
         let mut w = Vec::new();
         write_stderr_section(&mut w, &logs).unwrap();

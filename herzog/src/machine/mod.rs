@@ -319,6 +319,7 @@ impl Machine {
             Event::StagingFailed { attempt, reason } => {
                 if let Some(worker) = self.end_live(now, attempt, AttemptEnd::StagingFailed, None, Some(reason.clone()))
                 {
+                    self.drop_prepared(&worker, attempt);
                     self.staging_broke(now, &worker, reason);
                 }
                 Ok(Reply::Done)
@@ -338,7 +339,9 @@ impl Machine {
                 {
                     let f = &mut p.fragments[l.index as usize];
                     f.attempts = f.attempts.saturating_sub(1);
-                    self.end_live(now, attempt, AttemptEnd::Lost, None, Some(reason));
+                    if let Some(worker) = self.end_live(now, attempt, AttemptEnd::Lost, None, Some(reason)) {
+                        self.drop_prepared(&worker, attempt);
+                    }
                 }
                 Ok(Reply::Done)
             }
@@ -567,7 +570,6 @@ impl Machine {
                 attempt,
             });
         }
-        let staged = self.workers.get(worker).is_some_and(|w| w.staging != Staging::Shared);
         for &attempt in expected.difference(&reported_set) {
             let since = self.live.get(&attempt).map_or(now.mono, |l| l.since);
             if now.mono.since(since) >= self.timing.start_grace_ms {
@@ -580,14 +582,20 @@ impl Machine {
                     Some(format!("{worker} no longer runs it")),
                 );
                 // Its directory may have been prepared there (a start lost with a killed
-                // herzog): the stop has kinski remove it.
-                if staged {
-                    self.effects.push(Effect::Stop {
-                        worker: worker.to_string(),
-                        attempt,
-                    });
-                }
+                // herzog).
+                self.drop_prepared(worker, attempt);
             }
+        }
+    }
+
+    /// An attempt that never started on a staged worker may have had its directory prepared
+    /// there (its files uploaded): a stop has kinski remove it.
+    fn drop_prepared(&mut self, worker: &str, attempt: AttemptId) {
+        if self.workers.get(worker).is_some_and(|w| w.staging != Staging::Shared) {
+            self.effects.push(Effect::Stop {
+                worker: worker.to_string(),
+                attempt,
+            });
         }
     }
 

@@ -1730,6 +1730,35 @@ fn staged_register(worker: &str, n: u32) -> Event {
 }
 
 #[test]
+fn a_start_that_never_ran_on_a_staged_host_has_its_prepared_directory_dropped() {
+    let mut m = machine();
+    ok(&mut m, 0, add_event("p", &["a", "b"]));
+    ok(&mut m, 0, staged_register("w1", 2));
+    let probed = Event::Probed {
+        worker: "w1".into(),
+        result: Ok(()),
+    };
+    ok(&mut m, 1, probed);
+    let (_, effects) = sched(&mut m, 2);
+    let attempts: Vec<AttemptId> = starts(&effects).iter().map(|(_, s)| s.attempt).collect();
+    assert_eq!(attempts.len(), 2);
+    let stop = |attempt| Effect::Stop {
+        worker: "w1".into(),
+        attempt,
+    };
+    let refused = Event::StartRefused {
+        attempt: attempts[0],
+        reason: "refused".into(),
+    };
+    assert_eq!(ok(&mut m, 3, refused).effects, [stop(attempts[0])]);
+    let failed = Event::StagingFailed {
+        attempt: attempts[1],
+        reason: "no space left".into(),
+    };
+    assert_eq!(ok(&mut m, 4, failed).effects, [stop(attempts[1])]);
+}
+
+#[test]
 fn a_staged_host_gets_work_only_after_a_login_check_and_its_files_live_in_scratch() {
     let mut m = machine();
     // The program lives inside the project directory: it travels with the input.
