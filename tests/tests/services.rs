@@ -293,3 +293,49 @@ env = {{ CLUSTER = "{dir}" }}
     assert_eq!(after["pinned:0"], before["pinned:0"]);
     assert_eq!(processes_of(&dir, "web:0"), [after["web:0"]], "web:0 runs exactly once");
 }
+
+/// How long from a crash to the program running again, over 50 crashes: kinski restarts it
+/// itself, with no tick to wait for (supervisord's is a second). A measurement, not a check:
+/// `cargo test -p tests --test services -- --ignored --nocapture crash_to_restart`.
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn crash_to_restart_median_over_50_crashes() {
+    let cluster = cluster();
+    let dir = cluster.dir().display().to_string();
+    write_script(
+        &cluster.dir().join("stamp.sh"),
+        &format!("#!/bin/sh\ndate +%s%N >> {dir}/starts\nexec sleep 1000\n"),
+    );
+    services(
+        &cluster,
+        &format!("[services.web]\ncommand = \"{dir}/stamp.sh\"\nstartsecs = 0\nenv = {{ CLUSTER = \"{dir}\" }}\n"),
+    );
+    cluster.hz_ok(&["reload"]);
+    let starts = cluster.dir().join("starts");
+    let count = || std::fs::read_to_string(&starts).map_or(0, |t| t.lines().count());
+    eventually("web:0 to start", LIMIT, || (count() == 1).then_some(()));
+    let mut took = Vec::new();
+    for n in 1..=50 {
+        let pid = eventually("web:0's process", LIMIT, || {
+            processes_of(&dir, "web:0").first().copied()
+        });
+        let killed = tests::now_ns();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let started: u128 = eventually("web:0 to start again", LIMIT, || {
+            let text = std::fs::read_to_string(&starts).ok()?;
+            let lines: Vec<&str> = text.lines().collect();
+            (lines.len() == n + 1).then(|| lines[n].parse().expect("a time"))
+        });
+        took.push(Duration::from_nanos(
+            u64::try_from(started.saturating_sub(killed)).unwrap_or(0),
+        ));
+    }
+    took.sort();
+    println!(
+        "crash to restart over {} crashes: median {:?}, fastest {:?}, slowest {:?}",
+        took.len(),
+        took[took.len() / 2],
+        took[0],
+        took[took.len() - 1]
+    );
+}
