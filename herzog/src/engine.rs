@@ -340,10 +340,11 @@ pub(crate) async fn run(
                 &mut uncommitted,
             );
         }
-        if committing.is_none() && !uncommitted.is_empty() {
+        if committing.is_none() && (!uncommitted.is_empty() || uncommitted.events > 0) {
             let now = tokio::time::Instant::now();
             if uncommitted.writes.is_empty() {
-                // Nothing to make durable, and every earlier batch is: release at once.
+                // Nothing to make durable, and every earlier batch is: release at once (also
+                // what owes nothing, which would otherwise count against MAX_UNCOMMITTED).
                 std::mem::take(&mut uncommitted).release(&dispatcher);
             } else if now >= next_commit || closing {
                 let mut batch = std::mem::take(&mut uncommitted);
@@ -447,18 +448,10 @@ mod tests {
     use crate::staging::Stager;
     use std::sync::Arc;
 
-    /// A commit that hangs (another connection holds the database's write lock) must not let
-    /// the loop take commands without end: it stops at what it may hold uncommitted, the
-    /// channel fills, and senders wait; released, every one gets its answer.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_hung_commit_pushes_back_on_senders() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("herzog.db");
-        let store = Store::open(&db).unwrap();
-        let blocker = rusqlite::Connection::open(&db).unwrap();
-        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    async fn engine(dir: &std::path::Path) -> (Handle, tokio::task::JoinHandle<Result<(), StoreError>>) {
+        let store = Store::open(&dir.join("herzog.db")).unwrap();
         let (handle, rx) = Handle::new();
-        let stager = Arc::new(Stager::new(&[], dir.path()).await.unwrap());
+        let stager = Arc::new(Stager::new(&[], dir).await.unwrap());
         let dispatcher = Dispatcher {
             connections: Connections::new(handle.clone(), stager.clone()),
             handle: handle.clone(),
@@ -469,7 +462,7 @@ mod tests {
             start_grace_ms: 2_000,
             probe_retry_ms: 60_000,
         };
-        let machine = Machine::new(timing, dir.path().join("results"));
+        let machine = Machine::new(timing, dir.join("results"));
         let tick = Duration::from_secs(1);
         let engine = tokio::spawn(run(
             Clock::new(),
@@ -480,6 +473,39 @@ mod tests {
             tick,
             std::future::pending(),
         ));
+        (handle, engine)
+    }
+
+    /// Events that write nothing and owe nothing (ticks, free-space readings: an idle herzog)
+    /// must not add up to the bound on what waits uncommitted: the loop would stop taking
+    /// commands for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_loop_never_stops_taking_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, _engine) = engine(dir.path()).await;
+        for _ in 0..MAX_UNCOMMITTED + 10 {
+            let reading = Event::StateSpace {
+                free_bytes: 1 << 40,
+                min_bytes: 1,
+            };
+            assert!(handle.offer(reading).await);
+        }
+        let answered = tokio::time::timeout(Duration::from_secs(10), handle.query(|m| m.policy())).await;
+        assert!(
+            matches!(answered, Ok(Ok(_))),
+            "the loop stopped taking commands: {answered:?}"
+        );
+    }
+
+    /// A commit that hangs (another connection holds the database's write lock) must not let
+    /// the loop take commands without end: it stops at what it may hold uncommitted, the
+    /// channel fills, and senders wait; released, every one gets its answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_commit_pushes_back_on_senders() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, engine) = engine(dir.path()).await;
+        let blocker = rusqlite::Connection::open(dir.path().join("herzog.db")).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
         // Each registration writes; far more of them than the loop may hold plus the channel.
         let senders: Vec<_> = (0..MAX_UNCOMMITTED + WAITING + 1_000)
             .map(|i| {
