@@ -95,6 +95,7 @@ impl Cluster {
             slots,
             state_dir: self.dir.path().join("kinski").join(name),
             run_as: Some(kinski::user::current_user()),
+            service_users: Vec::new(),
             scratch_dir: None,
         };
         let task = tokio::spawn(kinski::run(config, stopped(rx)));

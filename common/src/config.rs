@@ -159,12 +159,16 @@ pub struct KinskiSection {
     pub tls: Option<PathBuf>,
     /// The user programs run as; required when kinski runs as root.
     pub run_as: Option<String>,
+    /// Users a service may name with `user =` besides `run_as` (a root kinski only): what
+    /// herzog asks cannot go beyond what this host's admin allows.
+    pub service_users: Vec<String>,
 }
 
 impl Default for KinskiSection {
     fn default() -> Self {
         KinskiSection {
             run_as: None,
+            service_users: Vec::new(),
             tls: None,
             name: None,
             slots: None,

@@ -322,6 +322,11 @@ fn umask<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     }
 }
 
+/// The most instances of one service, and per host of one on every host: a typo of a few
+/// zeros must not make herzog build millions of them.
+pub const MAX_NUMPROCS: u32 = 1024;
+pub const MAX_NUMPROCS_EVERY_HOST: u32 = 64;
+
 /// Why a services file cannot be used. Nothing of a file with an error is applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ServicesError {
@@ -388,6 +393,17 @@ impl ServicesFile {
                 return Err(bad(
                     "numprocs",
                     "is 0: at least 1 (to keep a service down, set autostart = false)".into(),
+                ));
+            }
+            let most = if s.every_host {
+                MAX_NUMPROCS_EVERY_HOST
+            } else {
+                MAX_NUMPROCS
+            };
+            if s.numprocs > most {
+                return Err(bad(
+                    "numprocs",
+                    format!("is {}: at most {most} (per host with every_host)", s.numprocs),
                 ));
             }
             match &s.hosts {

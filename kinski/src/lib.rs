@@ -44,6 +44,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The user programs run as; required when kinski runs as root (see [`user::resolve`]).
     pub run_as: Option<String>,
+    /// Users a service may run as besides `run_as` (`kinski.service_users`).
+    pub service_users: Vec<String>,
     /// Where staged attempts get their directories; default `<state_dir>/scratch`.
     pub scratch_dir: Option<PathBuf>,
 }
@@ -167,7 +169,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         recovered.unacked,
     );
     supervisor.clean_leftovers().await;
-    let instances = services::Instances::new(config.state_dir.join("services"), run_as.clone(), supervisor.clone());
+    let instances = services::Instances::new(
+        config.state_dir.join("services"),
+        run_as.clone(),
+        config.service_users.clone(),
+        supervisor.clone(),
+    );
     let cut_off = {
         let instances = instances.clone();
         tokio::spawn(async move { instances.stop_movable_when_cut_off().await })

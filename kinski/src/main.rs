@@ -123,6 +123,7 @@ fn main() -> ExitCode {
         name,
         state_dir,
         run_as: args.run_as.or(k.run_as),
+        service_users: k.service_users,
         scratch_dir: args.scratch_dir.or(host.and_then(|h| h.scratch_dir)),
     };
     // Refuse before anything starts: root without a user to run programs as, or a user that

@@ -74,6 +74,7 @@ impl Session<'_> {
 
     async fn run_inner(&self, on_registered: impl FnOnce(Duration)) -> Result<std::convert::Infallible, SessionError> {
         let registry = self.link.registry_client(self.name).await?;
+        let asked = std::time::Instant::now();
         let service = WorkerService {
             supervisor: self.supervisor.clone(),
             instances: self.instances.clone(),
@@ -101,7 +102,7 @@ impl Session<'_> {
         tracing::info!(herzog = %self.link.describe(), heartbeat_ms = registered.heartbeat_ms, "registered with herzog");
         on_registered(Duration::from_millis(registered.heartbeat_ms));
         let timeout = Duration::from_millis(registered.worker_timeout_ms);
-        self.instances.heard_from_herzog(timeout);
+        self.instances.heard_from_herzog(asked, timeout);
         let mut beat = tokio::time::interval(Duration::from_millis(registered.heartbeat_ms.max(50)));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await;
@@ -111,6 +112,7 @@ impl Session<'_> {
         let heartbeats = async {
             loop {
                 beat.tick().await;
+                let asked = std::time::Instant::now();
                 registry
                     .heartbeat(
                         context_with(CALL_TIMEOUT),
@@ -118,7 +120,7 @@ impl Session<'_> {
                         self.supervisor.held(),
                     )
                     .await??;
-                self.instances.heard_from_herzog(timeout);
+                self.instances.heard_from_herzog(asked, timeout);
             }
         };
         let reports = async {

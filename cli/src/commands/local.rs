@@ -85,6 +85,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
             state_dir: state_dir.join("kinski"),
             // hz local runs programs as whoever runs hz.
             run_as: Some(kinski::user::current_user()),
+            service_users: Vec::new(),
             scratch_dir: None,
         },
         stopped(stop_rx),

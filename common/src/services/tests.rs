@@ -114,6 +114,12 @@ fn bad_values_name_the_service_and_the_key() {
     for (text, key, says) in [
         ("command = \"\"", "command", "empty"),
         ("command = \"x\"\nnumprocs = 0", "numprocs", "autostart"),
+        ("command = \"x\"\nnumprocs = 100000000", "numprocs", "at most 1024"),
+        (
+            "command = \"x\"\nnumprocs = 65\nevery_host = true",
+            "numprocs",
+            "at most 64",
+        ),
         ("command = \"x\"\nhosts = []", "hosts", "empty"),
         ("command = \"x\"\nhosts = [\"a b\"]", "hosts", "allowed"),
         (

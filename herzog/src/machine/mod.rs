@@ -311,7 +311,7 @@ impl Machine {
             }
             Event::InstancesReport { worker, reports } => self.instances_report(now, &worker, reports),
             Event::ServicesReload { file } => self.services_reload(file),
-            Event::ServicesControl { action, names } => self.services_control(action, &names),
+            Event::ServicesControl { action, names } => self.services_control(now, action, &names),
             Event::Probed { worker, result } => {
                 self.probed(now, &worker, result);
                 Ok(Reply::Done)

@@ -8,11 +8,12 @@ use common::instances::{InstanceReport, InstanceState, InstanceStatus, ReloadSum
 use common::services::ServicesFile;
 
 impl Machine {
-    /// The connected workers, by name: where instances may be placed.
+    /// The connected workers on the shared filesystem, by name: where instances may be
+    /// placed (services are not staged to other hosts yet).
     fn connected(&self) -> Vec<String> {
         self.workers
             .values()
-            .filter(|w| w.link == Link::Connected)
+            .filter(|w| w.link == Link::Connected && w.staging == Staging::Shared)
             .map(|w| w.name.clone())
             .collect()
     }
@@ -62,7 +63,12 @@ impl Machine {
         }))
     }
 
-    pub(super) fn services_control(&mut self, action: ServiceAction, names: &[String]) -> Result<Reply, Rejected> {
+    pub(super) fn services_control(
+        &mut self,
+        now: Now,
+        action: ServiceAction,
+        names: &[String],
+    ) -> Result<Reply, Rejected> {
         let mut ids = Vec::new();
         for name in names {
             let selected = self.services.select(Some(name));
@@ -86,6 +92,8 @@ impl Machine {
             }
         };
         self.order(orders);
+        // What the reply shows includes what starts now.
+        self.place_instances(now);
         Ok(Reply::Instances(self.services_status(None)))
     }
 
@@ -116,8 +124,13 @@ impl Machine {
             .iter()
             .filter(|(id, _)| name.is_none_or(|n| id.service == n || id.to_string() == n))
             .map(|(id, kept)| {
-                let placed = kept.placed.as_ref();
+                // Being replaced or stopped: its old placement, stopping, until it is gone.
+                let draining = kept.draining.as_ref().filter(|_| kept.placed.is_none());
+                let placed = kept.placed.as_ref().or(draining);
                 let state = match placed.and_then(|p| p.state.clone()) {
+                    _ if draining.is_some() => InstanceState::Stopping {
+                        pid: draining.and_then(|d| d.state.as_ref()?.pid()),
+                    },
                     Some(state) => state,
                     None if placed.is_some() => InstanceState::Starting {
                         pid: None,

@@ -29,6 +29,9 @@ pub(crate) enum Wanted {
 pub(crate) struct Kept {
     pub(crate) wanted: Wanted,
     pub(crate) placed: Option<Placed>,
+    /// The placement it had, being stopped: a new one waits until its worker no longer
+    /// holds it (a restart, a reload), so the two never run at once.
+    pub(crate) draining: Option<Placed>,
 }
 
 /// One placement of an instance.
@@ -116,6 +119,7 @@ impl Services {
                     Kept {
                         wanted: r.wanted,
                         placed,
+                        draining: None,
                     },
                 )
             })
@@ -180,13 +184,7 @@ impl Services {
             // Placed again (with a new run id) by the next `place`.
             let ids: Vec<InstanceId> = self.instances.keys().filter(|i| &i.service == name).cloned().collect();
             for id in ids {
-                self.changed.insert(id.clone());
-                if let Some(p) = self.instances.get_mut(&id).and_then(|k| k.placed.take()) {
-                    orders.push(Order::Stop {
-                        worker: p.worker,
-                        run: p.run,
-                    });
-                }
+                orders.extend(self.drain(&id));
             }
         }
         for name in &d.retuned {
@@ -244,7 +242,14 @@ impl Services {
         }
         self.changed.insert(id.clone());
         let wanted = if autostart { Wanted::Up } else { Wanted::Down };
-        self.instances.insert(id, Kept { wanted, placed: None });
+        self.instances.insert(
+            id,
+            Kept {
+                wanted,
+                placed: None,
+                draining: None,
+            },
+        );
     }
 
     /// Places every instance that should run and is not placed, on the connected `workers`
@@ -253,14 +258,13 @@ impl Services {
         let mut orders = Vec::new();
         // A lost worker's movable instances whose lease has run out.
         for (id, kept) in self.instances.iter_mut() {
-            if kept
-                .placed
-                .as_ref()
-                .and_then(|p| p.released)
-                .is_some_and(|at| now >= at)
-            {
+            let expired = |p: &Option<Placed>| p.as_ref().and_then(|p| p.released).is_some_and(|at| now >= at);
+            if expired(&kept.placed) {
                 kept.placed = None;
                 self.changed.insert(id.clone());
+            }
+            if expired(&kept.draining) {
+                kept.draining = None;
             }
         }
         // Instances of services on every host for workers that came since the last reload.
@@ -281,7 +285,7 @@ impl Services {
         let waiting: Vec<InstanceId> = self
             .instances
             .iter()
-            .filter(|(_, k)| k.wanted == Wanted::Up && k.placed.is_none())
+            .filter(|(_, k)| k.wanted == Wanted::Up && k.placed.is_none() && k.draining.is_none())
             .map(|(i, _)| i.clone())
             .collect();
         for id in waiting {
@@ -350,8 +354,18 @@ impl Services {
     ) -> Vec<Order> {
         let mut orders = Vec::new();
         let mut held = BTreeSet::new();
+        let reported: BTreeMap<RunId, InstanceState> = reports.iter().map(|r| (r.run, r.state.clone())).collect();
+        let draining: BTreeSet<RunId> = self
+            .instances
+            .values()
+            .filter_map(|k| k.draining.as_ref().map(|d| d.run))
+            .collect();
         for r in reports {
             held.insert(r.run);
+            if draining.contains(&r.run) {
+                // Stopped already; its state is kept below.
+                continue;
+            }
             let current = self
                 .instances
                 .get_mut(&r.instance)
@@ -364,10 +378,21 @@ impl Services {
                     // Back before its lease ran out: it stays.
                     p.released = None;
                 }
+                // Already on its way down: asked once is enough.
+                None if matches!(r.state, InstanceState::Stopping { .. }) => {}
                 None => orders.push(Order::Stop {
                     worker: worker.to_string(),
                     run: r.run,
                 }),
+            }
+        }
+        for kept in self.instances.values_mut() {
+            if let Some(d) = kept.draining.as_mut().filter(|d| d.worker == worker) {
+                match reported.get(&d.run) {
+                    Some(state) => d.state = Some(state.clone()),
+                    // Gone from its worker: the new placement may start.
+                    None => kept.draining = None,
+                }
             }
         }
         for (id, kept) in self.instances.iter_mut() {
@@ -395,6 +420,15 @@ impl Services {
     /// instances itself, so one never runs on two hosts at once (a lease, not a race).
     pub(crate) fn lost(&mut self, worker: &str, at: Millis, now: Mono) {
         for (id, kept) in self.instances.iter_mut() {
+            let grace = self
+                .file
+                .services
+                .get(&id.service)
+                .map_or(0, |s| i64::try_from(s.stopwaitsecs.as_millis()).unwrap_or(i64::MAX));
+            if let Some(d) = kept.draining.as_mut().filter(|d| d.worker == worker) {
+                // Stopped by the worker itself once cut off, or by the stop sent: gone by then.
+                d.released = Some(Mono(now.0.saturating_add(grace)));
+            }
             let Some(p) = kept.placed.as_mut().filter(|p| p.worker == worker) else {
                 continue;
             };
@@ -417,16 +451,25 @@ impl Services {
             };
             kept.wanted = wanted;
             self.changed.insert(id.clone());
-            if wanted == Wanted::Down
-                && let Some(p) = kept.placed.take()
-            {
-                orders.push(Order::Stop {
-                    worker: p.worker,
-                    run: p.run,
-                });
+            if wanted == Wanted::Down {
+                orders.extend(self.drain(id));
             }
         }
         orders
+    }
+
+    /// Stops an instance's placement, keeping it as draining until its worker no longer
+    /// holds it: what a replacement waits for.
+    fn drain(&mut self, id: &InstanceId) -> Option<Order> {
+        let kept = self.instances.get_mut(id)?;
+        let p = kept.placed.take()?;
+        self.changed.insert(id.clone());
+        let order = Order::Stop {
+            worker: p.worker.clone(),
+            run: p.run,
+        };
+        kept.draining = Some(p);
+        Some(order)
     }
 
     /// Instances among `ids` that ended for good (`Fatal`, or exited and not restarted) are
@@ -443,12 +486,8 @@ impl Services {
                     Some(InstanceState::Fatal { .. } | InstanceState::Exited { .. })
                 )
             });
-            if ended && let Some(p) = kept.placed.take() {
-                self.changed.insert(id.clone());
-                orders.push(Order::Stop {
-                    worker: p.worker,
-                    run: p.run,
-                });
+            if ended {
+                orders.extend(self.drain(id));
             }
         }
         orders

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 /// The longest wait between two failed starts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A crash this soon after the start counts as a failed start, whatever `startsecs` says: with
+/// `startsecs = 0` a program that exits at once would otherwise be restarted at once, forever.
+const MIN_UP: Duration = Duration::from_secs(1);
 
 /// How an instance is watched: the part of its service that decides restarts and stops.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +131,9 @@ pub(crate) struct Instance {
     pub(crate) state: State,
     /// Restarts after a crash over its life, for `hz status`.
     pub(crate) restarts: u32,
+    /// Crashes in a row within [`MIN_UP`] of their start, for an instance that counts as up at
+    /// once (`startsecs` below it).
+    quick: u32,
 }
 
 impl Instance {
@@ -136,6 +142,7 @@ impl Instance {
             watch,
             state: State::Stopped,
             restarts: 0,
+            quick: 0,
         }
     }
 
@@ -145,6 +152,7 @@ impl Instance {
         match (self.state.clone(), input) {
             // Be up.
             (State::Stopped | State::Exited { .. } | State::Fatal { .. }, Input::Start) => {
+                self.quick = 0;
                 self.spawn(now, 0, &mut out);
             }
             (State::Backoff { retries, .. }, Input::Start) => self.spawn(now, retries, &mut out),
@@ -201,7 +209,7 @@ impl Instance {
             (State::Starting { retries, .. }, Input::Exited { exit }) => {
                 self.failed_start(now, retries + 1, exit, &mut out)
             }
-            (State::Running { .. }, Input::Exited { exit }) => {
+            (State::Running { since, .. }, Input::Exited { exit }) => {
                 let expected = matches!(exit, Exit::Code(c) if self.watch.exitcodes.contains(&c));
                 out.push(Action::Note(Note::Exited {
                     exit: exit.clone(),
@@ -212,7 +220,11 @@ impl Instance {
                     AutoRestart::Unexpected => !expected,
                     AutoRestart::Never => false,
                 };
-                if again {
+                if again && now.saturating_sub(since) < MIN_UP {
+                    self.quick += 1;
+                    self.failed_start(now, self.quick, exit, &mut out);
+                } else if again {
+                    self.quick = 0;
                     self.restarts += 1;
                     self.spawn(now, 0, &mut out);
                 } else {

@@ -36,6 +36,8 @@ pub(crate) struct Instances {
     /// Where kept output goes: `<state_dir>/services`.
     dir: PathBuf,
     run_as: Option<RunAs>,
+    /// Users a service may name besides `run_as` (`kinski.service_users`).
+    service_users: Vec<String>,
     /// Holds the journal, where each instance's process group is recorded.
     supervisor: crate::supervisor::Supervisor,
     /// The monotonic origin the policy's times count from.
@@ -49,11 +51,17 @@ pub(crate) struct Instances {
 }
 
 impl Instances {
-    pub(crate) fn new(dir: PathBuf, run_as: Option<RunAs>, supervisor: crate::supervisor::Supervisor) -> Instances {
+    pub(crate) fn new(
+        dir: PathBuf,
+        run_as: Option<RunAs>,
+        service_users: Vec<String>,
+        supervisor: crate::supervisor::Supervisor,
+    ) -> Instances {
         Instances {
             held: Arc::default(),
             dir,
             run_as,
+            service_users,
             supervisor,
             origin: Instant::now(),
             changed: Arc::new(Notify::new()),
@@ -62,13 +70,15 @@ impl Instances {
         }
     }
 
-    /// herzog answered now; it counts this worker lost after `timeout` without an answer
-    /// (zero: an older herzog that does not say).
-    pub(crate) fn heard_from_herzog(&self, timeout: Duration) {
+    /// herzog answered a call sent at `asked`; it counts this worker lost after `timeout`
+    /// without hearing from it (zero: an older herzog that does not say). Counted from when
+    /// the call was sent, not answered: herzog heard it then, and answers only after its
+    /// commit, so a later stamp would let this worker keep an instance past herzog's count.
+    pub(crate) fn heard_from_herzog(&self, asked: Instant, timeout: Duration) {
         if timeout.is_zero() {
             return;
         }
-        *self.contact.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), timeout));
+        *self.contact.lock().unwrap_or_else(|p| p.into_inner()) = Some((asked, timeout));
         self.heard.notify_one();
     }
 
@@ -111,13 +121,21 @@ impl Instances {
 
     /// Keeps `run` up from now on; a placement already held is left as it is.
     pub(crate) fn run(&self, run: InstanceRun) -> Result<(), WorkerError> {
-        // `None` from `resolve`: the user kinski runs as (only root can switch).
+        // What herzog asks cannot go beyond what this host's admin allows: run_as, or a user
+        // listed in kinski.service_users. The account is looked up when the instance starts,
+        // off the runtime (NSS may ask a directory server).
         let user = match &run.spec.user {
-            None => self.run_as.clone(),
-            Some(name) => crate::user::resolve(Some(name)).map_err(|e| WorkerError::Prepare {
-                path: run.instance.to_string(),
-                reason: e.to_string(),
-            })?,
+            None => User::Resolved(self.run_as.clone()),
+            Some(name) if self.run_as.as_ref().is_some_and(|r| &r.name == name) => User::Resolved(self.run_as.clone()),
+            Some(name) if self.service_users.contains(name) => User::Named(name.clone()),
+            Some(name) => {
+                return Err(WorkerError::Prepare {
+                    path: run.instance.to_string(),
+                    reason: format!(
+                        "this worker runs services only as its run_as user or one in kinski.service_users, not '{name}': add it there on this host"
+                    ),
+                });
+            }
         };
         let mut held = self.lock();
         if held.contains_key(&run.run) {
@@ -185,9 +203,15 @@ impl Instances {
         }
     }
 
-    /// Records what `run` is doing now and says so.
+    /// Records what `run` is doing now and, if that changed, says so: a report that repeats
+    /// itself would have herzog answer again, and the two would talk in a loop.
     fn publish(&self, run: RunId, state: InstanceState, restarts: u32) {
-        if let Some(h) = self.lock().get_mut(&run) {
+        {
+            let mut held = self.lock();
+            let Some(h) = held.get_mut(&run) else { return };
+            if h.report.state == state && h.report.restarts == restarts {
+                return;
+            }
             h.report.state = state;
             h.report.restarts = restarts;
         }
@@ -227,6 +251,14 @@ impl Instances {
     }
 }
 
+/// Whom an instance runs as: kinski's own choice, or a user the services file names, looked
+/// up at its first start.
+#[derive(Clone)]
+enum User {
+    Resolved(Option<RunAs>),
+    Named(String),
+}
+
 /// The process of a placement, while it has one: a handle to signal it, and its end.
 struct Running {
     stopper: Stopper,
@@ -234,11 +266,12 @@ struct Running {
 }
 
 /// Drives one placement until it has been stopped and its process is gone.
-async fn drive(me: Instances, run: InstanceRun, user: Option<RunAs>, mut commands: mpsc::UnboundedReceiver<Command>) {
+async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mpsc::UnboundedReceiver<Command>) {
     let mut instance = Instance::new(Watch::from(&run.spec.watch));
     let mut process: Option<Running> = None;
     let mut wake: Option<tokio::time::Instant> = None;
     let mut leaving = false;
+    let mut closed = false;
     let origin = tokio::time::Instant::from_std(me.origin);
     let mut inputs = VecDeque::from([Input::Start]);
     loop {
@@ -246,17 +279,23 @@ async fn drive(me: Instances, run: InstanceRun, user: Option<RunAs>, mut command
             for action in instance.handle(me.origin.elapsed(), input) {
                 match action {
                     Action::Spawn => {
-                        let (dir, id, spec, user) =
+                        let (dir, id, spec, who) =
                             (me.dir.clone(), run.instance.clone(), run.spec.clone(), user.clone());
                         let number = run.run;
                         let spawned = tokio::task::spawn_blocking(move || {
-                            let p = super::spawn::spawn(&dir, number, &id, &spec, user.as_ref())?;
+                            let account = match who {
+                                User::Resolved(account) => account,
+                                User::Named(name) => crate::user::resolve(Some(&name)).map_err(|e| e.to_string())?,
+                            };
+                            let p = super::spawn::spawn(&dir, number, &id, &spec, account.as_ref())
+                                .map_err(|e| e.to_string())?;
                             let starttime = crate::leftovers::process_starttime(p.pid()).unwrap_or(0);
-                            Ok::<_, crate::process::SpawnError>((p, starttime))
+                            Ok::<_, String>((p, starttime, account))
                         })
                         .await;
                         match spawned {
-                            Ok(Ok((p, starttime))) => {
+                            Ok(Ok((p, starttime, account))) => {
+                                user = User::Resolved(account);
                                 let pid = p.pid();
                                 me.supervisor.instance_started(run.run, pid, starttime);
                                 let stopper = p.stopper();
@@ -264,8 +303,8 @@ async fn drive(me: Instances, run: InstanceRun, user: Option<RunAs>, mut command
                                 process = Some(Running { stopper, end });
                                 inputs.push_back(Input::Spawned { pid });
                             }
-                            Ok(Err(e)) => inputs.push_back(Input::Exited {
-                                exit: Exit::StartFailed(e.to_string()),
+                            Ok(Err(why)) => inputs.push_back(Input::Exited {
+                                exit: Exit::StartFailed(why),
                             }),
                             Err(e) => inputs.push_back(Input::Exited {
                                 exit: Exit::StartFailed(format!("the spawning thread failed: {e}")),
@@ -290,11 +329,20 @@ async fn drive(me: Instances, run: InstanceRun, user: Option<RunAs>, mut command
             return;
         }
         tokio::select! {
-            command = commands.recv() => match command {
+            command = commands.recv(), if !closed => match command {
                 Some(Command::Retune(watch)) => instance.watch = Watch::from(&watch),
-                Some(Command::Stop) | None => {
+                // Asked again while it stops: nothing new to do.
+                Some(Command::Stop) if leaving => {}
+                Some(Command::Stop) => {
                     leaving = true;
                     inputs.push_back(Input::Stop);
+                }
+                // Nobody can ask anything any more: stop, once.
+                None => {
+                    closed = true;
+                    if !std::mem::replace(&mut leaving, true) {
+                        inputs.push_back(Input::Stop);
+                    }
                 }
             },
             end = async { (&mut process.as_mut().expect("guarded").end).await }, if process.is_some() => {

@@ -231,11 +231,24 @@ command = "fresh"
     assert!(orders.iter().any(
         |o| matches!(o, Order::Retune { run, watch, .. } if *run == before["metrics:0"] && watch.stopwait_ms == 3_000)
     ));
+    // The restarted one waits for its old placement to be gone from its worker: the two
+    // never run at once.
     let placed = runs(&s.place(Mono(1), &w));
-    assert_eq!(
-        placed,
-        [("fresh:0", "euclid"), ("web:0", "euclid")].map(|(i, w)| (i.to_string(), w.to_string()))
-    );
+    assert_eq!(placed, [("fresh:0".to_string(), "euclid".to_string())]);
+    let web = s.select(Some("web:0"));
+    let mut held: Vec<InstanceReport> = report(&s, "euclid");
+    held.push(InstanceReport {
+        run: before["web:0"],
+        instance: web[0].clone(),
+        state: InstanceState::Stopping { pid: Some(100) },
+        restarts: 0,
+    });
+    assert!(s.report(Mono(2), 2_000, "euclid", held.clone()).is_empty());
+    assert!(s.place(Mono(2), &w).is_empty(), "placed while the old one still stops");
+    held.pop();
+    s.report(Mono(3), 2_000, "euclid", held);
+    let placed = runs(&s.place(Mono(3), &w));
+    assert_eq!(placed, [("web:0".to_string(), "euclid".to_string())]);
     // The untouched keep their placements (the same pids on the worker).
     for name in ["worker:0", "worker:1", "metrics:0"] {
         let id = s.select(Some(name));
@@ -279,4 +292,29 @@ fn a_restart_from_the_record_takes_the_placements_back() {
         .collect();
     assert_eq!(placed, before);
     assert_eq!(back.max_run(), 2);
+}
+
+#[test]
+fn a_stranger_on_its_way_down_is_not_asked_again() {
+    let mut s = Services::new(file("[services.web]\ncommand = \"web\"\n"), 0);
+    s.place(Mono(0), &workers(&["euclid"]));
+    let stranger = |state| InstanceReport {
+        run: RunId(99),
+        instance: InstanceId {
+            service: "web".into(),
+            host: None,
+            index: 0,
+        },
+        state,
+        restarts: 0,
+    };
+    let mut held = report(&s, "euclid");
+    held.push(stranger(InstanceState::Running { pid: 7, since: 0 }));
+    assert_eq!(
+        stops(&s.report(Mono(10), 2_000, "euclid", held.clone())),
+        [("euclid".to_string(), RunId(99))]
+    );
+    held.pop();
+    held.push(stranger(InstanceState::Stopping { pid: Some(7) }));
+    assert_eq!(stops(&s.report(Mono(20), 2_000, "euclid", held)), []);
 }

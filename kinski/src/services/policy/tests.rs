@@ -182,6 +182,39 @@ fn a_stop_during_the_spawn_waits_for_the_pid() {
 }
 
 #[test]
+fn a_program_that_exits_at_once_backs_off_even_with_startsecs_zero() {
+    let mut w = watch(AutoRestart::Always, Retries::Count(2));
+    w.startsecs = Duration::ZERO;
+    let mut i = Instance::new(w);
+    let mut now = ms(0);
+    i.handle(now, Input::Start);
+    let mut delays = Vec::new();
+    for pid in 1.. {
+        i.handle(now, Input::Spawned { pid });
+        now += ms(5);
+        i.handle(now, Input::Exited { exit: Exit::Code(0) });
+        match i.state {
+            State::Backoff { until, .. } => {
+                delays.push(until - now);
+                now = until;
+                assert_eq!(i.handle(now, Input::Tick), [Action::Spawn]);
+            }
+            State::Fatal { retries, .. } => {
+                assert_eq!(retries, 3);
+                break;
+            }
+            ref other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(delays, [S, 2 * S], "no restart without a pause");
+    // Up for longer than a second, then a crash: restarted at once, as any crash.
+    i.handle(now, Input::Start);
+    i.handle(now, Input::Spawned { pid: 99 });
+    let out = i.handle(now + 2 * S, Input::Exited { exit: Exit::Code(0) });
+    assert!(out.contains(&Action::Spawn), "{out:?}");
+}
+
+#[test]
 fn startsecs_zero_is_running_at_once() {
     let mut w = watch(AutoRestart::Unexpected, Retries::Count(3));
     w.startsecs = Duration::ZERO;
