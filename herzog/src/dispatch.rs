@@ -165,10 +165,22 @@ impl Dispatcher {
         let Some(client) = self.connections.client(&worker) else {
             return;
         };
+        let handle = self.handle.clone();
         tokio::spawn(async move {
             let ctx = context_with(CALL_TIMEOUT);
             let (what, result) = match order {
-                Order::Run { run, .. } => ("run", client.instance_run(ctx, run).await),
+                Order::Run { run, .. } => {
+                    let number = run.run;
+                    let result = client.instance_run(ctx, run).await;
+                    if let Ok(Err(e)) = &result {
+                        handle.notify(Event::InstanceRefused {
+                            worker: worker.clone(),
+                            run: number,
+                            reason: e.to_string(),
+                        });
+                    }
+                    ("run", result)
+                }
                 Order::Stop { run, .. } => ("stop", client.instance_stop(ctx, run).await),
                 Order::Retune { run, watch, .. } => ("retune", client.instance_retune(ctx, run, watch).await),
             };

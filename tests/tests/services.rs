@@ -343,3 +343,23 @@ fn crash_to_restart_median_over_50_crashes() {
         took[took.len() - 1]
     );
 }
+
+#[test]
+fn a_service_may_not_run_as_a_user_the_worker_does_not_allow_and_says_so() {
+    let cluster = cluster();
+    let dir = cluster.dir().display().to_string();
+    services(
+        &cluster,
+        &format!("[services.web]\ncommand = \"{dir}/serve.sh\"\nuser = \"nobody\"\n"),
+    );
+    cluster.hz_ok(&["reload"]);
+    let why = eventually("web:0 to be refused", LIMIT, || {
+        match &status(&cluster)["web:0"].state {
+            InstanceState::Fatal { exit, .. } => Some(exit.to_string()),
+            _ => None,
+        }
+    });
+    assert!(why.contains("kinski.service_users") && why.contains("nobody"), "{why}");
+    let text = cluster.hz_ok(&["status", "web"]);
+    assert!(text.contains("FATAL") && text.contains("service_users"), "{text}");
+}

@@ -311,6 +311,10 @@ impl Machine {
             }
             Event::InstancesReport { worker, reports } => self.instances_report(now, &worker, reports),
             Event::ServicesReload { file } => self.services_reload(file),
+            Event::InstanceRefused { worker, run, reason } => {
+                self.services.refused(&worker, run, reason);
+                Ok(Reply::Done)
+            }
             Event::ServicesControl { action, names } => self.services_control(now, action, &names),
             Event::Probed { worker, result } => {
                 self.probed(now, &worker, result);

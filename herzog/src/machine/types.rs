@@ -212,6 +212,12 @@ pub(crate) enum Event {
         worker: String,
         reports: Vec<common::instances::InstanceReport>,
     },
+    /// A worker refused to run a placement (a user it may not switch to, ...).
+    InstanceRefused {
+        worker: String,
+        run: common::instances::RunId,
+        reason: String,
+    },
     /// A services file to apply (read at start-up, or by `hz reload`).
     ServicesReload {
         file: common::services::ServicesFile,

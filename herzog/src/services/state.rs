@@ -403,7 +403,9 @@ impl Services {
             else {
                 continue;
             };
-            if now.since(p.since) >= grace_ms {
+            if matches!(p.state, Some(InstanceState::Fatal { .. })) {
+                // Refused by its worker: it stays FATAL, with the reason, until `hz start`.
+            } else if now.since(p.since) >= grace_ms {
                 kept.placed = None;
                 self.changed.insert(id.clone());
             } else {
@@ -438,6 +440,21 @@ impl Services {
             {
                 let grace = i64::try_from(spec.stopwaitsecs.as_millis()).unwrap_or(i64::MAX);
                 p.released = Some(Mono(now.0.saturating_add(grace)));
+            }
+        }
+    }
+
+    /// `worker` refused to run placement `run`: it is FATAL there with the reason (not placed
+    /// again and again) until `hz start`.
+    pub(crate) fn refused(&mut self, worker: &str, run: RunId, reason: String) {
+        for kept in self.instances.values_mut() {
+            if let Some(p) = kept.placed.as_mut().filter(|p| p.run == run && p.worker == worker) {
+                tracing::warn!(%worker, %run, %reason, "a worker refused to run a service instance: FATAL until `hz start`");
+                p.state = Some(InstanceState::Fatal {
+                    exit: common::wire::Exit::StartFailed(reason),
+                    retries: 0,
+                });
+                return;
             }
         }
     }
