@@ -211,6 +211,10 @@ impl Worker for Service {
     async fn instance_retune(self, _: Context, run: RunId, _: WatchSpec) -> Result<(), WorkerError> {
         Err(WorkerError::UnknownRun { run })
     }
+
+    async fn instance_signal(self, _: Context, run: RunId, _: i32) -> Result<(), WorkerError> {
+        Err(WorkerError::UnknownRun { run })
+    }
 }
 
 /// Sends what finished, in calls of up to `MAX_BATCH`, whenever something did; what a failed

@@ -57,6 +57,8 @@ pub enum Command {
     Stop(ServicesArgs),
     /// Restart services (NAME, NAME:N, or all)
     Restart(ServicesArgs),
+    /// Send a signal (HUP, TERM, INT, QUIT, KILL, USR1, USR2) to services' instances
+    Signal(SignalArgs),
     /// Read the services file again and apply what changed
     Reload,
 }
@@ -68,6 +70,16 @@ pub struct StatusArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub output: JsonArgs,
+}
+
+/// `hz signal`.
+#[derive(Debug, Args, Clone)]
+pub struct SignalArgs {
+    /// HUP, TERM, INT, QUIT, KILL, USR1 or USR2 (with or without SIG)
+    pub signal: String,
+    /// Services (NAME), instances (NAME:N), or `all`
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 /// `hz start`, `hz stop`, `hz restart`.

@@ -69,6 +69,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Start(a) => commands::control::run(ServiceAction::Start, &a, &addr, out).await,
         Command::Stop(a) => commands::control::run(ServiceAction::Stop, &a, &addr, out).await,
         Command::Restart(a) => commands::control::run(ServiceAction::Restart, &a, &addr, out).await,
+        Command::Signal(a) => {
+            let signal = common::services::StopSignal::try_from(a.signal.clone()).map_err(CliError::Usage)?;
+            let names = args::ServicesArgs { names: a.names.clone() };
+            commands::control::run(ServiceAction::Signal(signal), &names, &addr, out).await
+        }
         Command::Reload => commands::reload::run(&addr, out).await,
         Command::Local(_) => unreachable!("handled above"),
     }

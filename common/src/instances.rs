@@ -210,11 +210,13 @@ pub struct ReloadSummary {
     pub unchanged: Vec<String>,
 }
 
-/// What `hz start`, `hz stop` and `hz restart` ask of instances.
+/// What `hz start`, `hz stop`, `hz restart` and `hz signal` ask of instances.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceAction {
     Start,
     Stop,
     Restart,
+    /// Send this signal to each instance's process group (a program that reloads on HUP).
+    Signal(crate::services::StopSignal),
 }

@@ -95,6 +95,8 @@ pub trait Worker {
     async fn instance_stop(run: RunId) -> Result<(), WorkerError>;
     /// Watches a placement so from now on, without restarting it.
     async fn instance_retune(run: RunId, watch: WatchSpec) -> Result<(), WorkerError>;
+    /// Sends a signal (its number) to a placement's process group, if it has a process.
+    async fn instance_signal(run: RunId, signal: i32) -> Result<(), WorkerError>;
 }
 
 /// Why kinski refused a call.

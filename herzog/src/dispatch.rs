@@ -160,7 +160,10 @@ impl Dispatcher {
     /// that herzog does not want is stopped at its next report.
     fn instance(&self, order: Order) {
         let worker = match &order {
-            Order::Run { worker, .. } | Order::Stop { worker, .. } | Order::Retune { worker, .. } => worker.clone(),
+            Order::Run { worker, .. }
+            | Order::Stop { worker, .. }
+            | Order::Retune { worker, .. }
+            | Order::Signal { worker, .. } => worker.clone(),
         };
         let Some(client) = self.connections.client(&worker) else {
             return;
@@ -183,6 +186,7 @@ impl Dispatcher {
                 }
                 Order::Stop { run, .. } => ("stop", client.instance_stop(ctx, run).await),
                 Order::Retune { run, watch, .. } => ("retune", client.instance_retune(ctx, run, watch).await),
+                Order::Signal { run, signal, .. } => ("signal", client.instance_signal(ctx, run, signal).await),
             };
             match result {
                 Ok(Ok(())) => tracing::debug!(%worker, what, "service order delivered"),

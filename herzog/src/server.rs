@@ -149,6 +149,12 @@ pub async fn run(
         config.min_free_space,
         handle.clone(),
     ));
+    // SIGHUP re-reads the services file, as `hz reload` does (supervisord's users send it).
+    // Only a daemon: `hz local` keeps the terminal's hangup.
+    let mut hangups = match incoming {
+        Incoming::Tls { .. } => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        Incoming::InProcess(_) => None,
+    };
     if let Some(path) = config.services.clone() {
         apply_services_file(&handle, path).await;
     }
@@ -162,6 +168,17 @@ pub async fn run(
             // The loop stopped on its own (a failed commit, a panic): herzog can no longer do
             // its job, so it exits non-zero with the reason and systemd restarts it.
             ended = &mut engine => return Err(engine_stopped(ended)),
+            Some(()) = async { hangups.as_mut().expect("guarded").recv().await }, if hangups.is_some() => {
+                match config.services.clone() {
+                    Some(path) => {
+                        tracing::info!(file = %path.display(), "SIGHUP: reloading the services file");
+                        // Off the accept loop: a commit that waits must not stop accepting.
+                        let handle = handle.clone();
+                        tokio::spawn(async move { apply_services_file(&handle, path).await });
+                    }
+                    None => tracing::info!("SIGHUP: herzog has no services file to reload (herzog.services)"),
+                }
+            }
             next = incoming.next() => match next {
                 Next::Tcp(stream, peer, acceptor) => {
                     tokio::spawn(serve_connection(stream, peer, acceptor, api.clone(), connections.clone()));

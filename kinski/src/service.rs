@@ -46,4 +46,8 @@ impl Worker for WorkerService {
     async fn instance_retune(self, _: Context, run: RunId, watch: WatchSpec) -> Result<(), WorkerError> {
         self.instances.retune(run, watch)
     }
+
+    async fn instance_signal(self, _: Context, run: RunId, signal: i32) -> Result<(), WorkerError> {
+        self.instances.signal(run, signal)
+    }
 }

@@ -363,3 +363,34 @@ fn a_service_may_not_run_as_a_user_the_worker_does_not_allow_and_says_so() {
     let text = cluster.hz_ok(&["status", "web"]);
     assert!(text.contains("FATAL") && text.contains("service_users"), "{text}");
 }
+
+#[test]
+fn sighup_reloads_the_services_file_and_hz_signal_reaches_an_instance() {
+    let cluster = cluster();
+    let dir = cluster.dir().display().to_string();
+    // The program says when it gets SIGHUP (sleep in the background, so the trap runs).
+    write_script(
+        &cluster.dir().join("hup.sh"),
+        &format!("#!/bin/sh\ntrap 'echo hup >> {dir}/hups' HUP\nwhile :; do sleep 0.05; done\n"),
+    );
+    services(
+        &cluster,
+        &format!("[services.web]\ncommand = \"{dir}/hup.sh\"\nstartsecs = 0\n"),
+    );
+    // No `hz reload`: SIGHUP to herzog, as supervisord's users do.
+    cluster.signal_herzog(nix::sys::signal::Signal::SIGHUP);
+    running(&cluster, &["web:0"]);
+    cluster.hz_ok(&["signal", "HUP", "web"]);
+    let hups = cluster.dir().join("hups");
+    eventually("the instance to get SIGHUP", LIMIT, || {
+        std::fs::read_to_string(&hups)
+            .ok()
+            .filter(|t| t.contains("hup"))
+            .map(|_| ())
+    });
+    let err = cluster.hz_fails(&["signal", "STOP", "web"], 2);
+    assert!(err.contains("STOP"), "{err}");
+    // Still the same process: a signal is not a restart.
+    let again = running(&cluster, &["web:0"]);
+    assert_eq!(status(&cluster)["web:0"].restarts, 0, "{again:?}");
+}

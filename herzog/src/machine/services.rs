@@ -90,6 +90,7 @@ impl Machine {
                 orders.extend(self.services.want(&ids, Wanted::Up));
                 orders
             }
+            ServiceAction::Signal(signal) => self.services.signal(&ids, signal.number()),
         };
         self.order(orders);
         // What the reply shows includes what starts now.

@@ -62,6 +62,8 @@ pub(crate) enum Order {
         run: RunId,
         watch: WatchSpec,
     },
+    /// Send this signal (its number) to this placement's process group.
+    Signal { worker: String, run: RunId, signal: i32 },
 }
 
 /// Every service and instance herzog keeps.
@@ -442,6 +444,18 @@ impl Services {
                 p.released = Some(Mono(now.0.saturating_add(grace)));
             }
         }
+    }
+
+    /// Signals the placements of `ids` (those placed).
+    pub(crate) fn signal(&self, ids: &[InstanceId], signal: i32) -> Vec<Order> {
+        ids.iter()
+            .filter_map(|id| self.instances.get(id)?.placed.as_ref())
+            .map(|p| Order::Signal {
+                worker: p.worker.clone(),
+                run: p.run,
+                signal,
+            })
+            .collect()
     }
 
     /// `worker` refused to run placement `run`: it is FATAL there with the reason (not placed

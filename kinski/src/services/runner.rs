@@ -20,6 +20,7 @@ use tokio::sync::{Notify, mpsc};
 enum Command {
     Stop,
     Retune(WatchSpec),
+    Signal(i32),
 }
 
 /// One placement held here.
@@ -173,6 +174,11 @@ impl Instances {
     /// Watches a placement so from now on, without restarting it.
     pub(crate) fn retune(&self, run: RunId, watch: WatchSpec) -> Result<(), WorkerError> {
         self.command(run, Command::Retune(watch))
+    }
+
+    /// Sends `signal` to a placement's process group, if it has a process now.
+    pub(crate) fn signal(&self, run: RunId, signal: i32) -> Result<(), WorkerError> {
+        self.command(run, Command::Signal(signal))
     }
 
     fn command(&self, run: RunId, command: Command) -> Result<(), WorkerError> {
@@ -331,6 +337,11 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
         tokio::select! {
             command = commands.recv(), if !closed => match command {
                 Some(Command::Retune(watch)) => instance.watch = Watch::from(&watch),
+                Some(Command::Signal(signal)) => {
+                    if let Some(p) = &process {
+                        p.stopper.signal(signal);
+                    }
+                }
                 // Asked again while it stops: nothing new to do.
                 Some(Command::Stop) if leaving => {}
                 Some(Command::Stop) => {
