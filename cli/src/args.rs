@@ -61,6 +61,24 @@ pub enum Command {
     Signal(SignalArgs),
     /// Read the services file again and apply what changed
     Reload,
+    /// The services' event log: started, exited, backoff, fatal, stopped, placed, reloads
+    Events(EventsArgs),
+}
+
+/// `hz events`.
+#[derive(Debug, Args, Clone)]
+pub struct EventsArgs {
+    /// Only this service's events
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Keep printing events as they come
+    #[arg(long, short)]
+    pub follow: bool,
+    /// How many of the latest events to print first
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub last: u32,
+    #[command(flatten)]
+    pub output: JsonArgs,
 }
 
 /// `hz status`.

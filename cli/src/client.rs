@@ -4,7 +4,7 @@
 use crate::error::CliError;
 use common::ApiError;
 use common::config::{ClusterConfig, DEFAULT_ADDRESS};
-use common::instances::{InstanceStatus, ReloadSummary, ServiceAction};
+use common::instances::{InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
 use common::service::CoordinatorClient;
 use common::transport::context_with;
 use common::wire::*;
@@ -212,6 +212,19 @@ impl Herzog {
     ) -> Result<Vec<InstanceStatus>, CliError> {
         let fut = self.client.services_control(ctx(), action, names);
         self.call("controlling services", fut).await
+    }
+
+    /// The follow wait rides on the call's own deadline: a little longer than the wait.
+    pub(crate) async fn services_events(
+        &self,
+        service: Option<String>,
+        after: Option<i64>,
+        limit: u32,
+        wait_ms: u64,
+    ) -> Result<Vec<ServiceEvent>, CliError> {
+        let ctx = context_with(Duration::from_millis(wait_ms) + Duration::from_secs(10));
+        let fut = self.client.services_events(ctx, service, after, limit, wait_ms);
+        self.call("reading the event log", fut).await
     }
 
     pub(crate) async fn services_reload(&self) -> Result<ReloadSummary, CliError> {

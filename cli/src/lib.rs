@@ -75,6 +75,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             commands::control::run(ServiceAction::Signal(signal), &names, &addr, out).await
         }
         Command::Reload => commands::reload::run(&addr, out).await,
+        Command::Events(a) => commands::events::run(&a, &addr, out).await,
         Command::Local(_) => unreachable!("handled above"),
     }
 }

@@ -220,3 +220,74 @@ pub enum ServiceAction {
     /// Send this signal to each instance's process group (a program that reloads on HUP).
     Signal(crate::services::StopSignal),
 }
+
+/// What happened to an instance, as the event log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum EventKind {
+    /// Its process was spawned.
+    Started { pid: i32 },
+    /// Up for `startsecs`.
+    Running { pid: i32 },
+    /// Its process ended; restarted or not by its policy.
+    Exited { exit: Exit, expected: bool },
+    /// A failed start; the next try after the delay.
+    Backoff { retries: u32, delay_ms: u64 },
+    /// Too many failed starts in a row: down until `hz start`.
+    Fatal { retries: u32 },
+    /// Stopped, as asked.
+    Stopped,
+    /// herzog placed it on a worker.
+    Placed,
+    /// Its worker was lost: it is placed elsewhere once its lease runs out, unless pinned.
+    Lost,
+    /// Its worker refused to run it.
+    Refused { reason: String },
+    /// A reload changed its service: `added`, `removed`, `restarted`, `retuned`, `scaled`.
+    Reloaded { change: String },
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventKind::Started { pid } => write!(f, "started (pid {pid})"),
+            EventKind::Running { pid } => write!(f, "running (pid {pid})"),
+            EventKind::Exited { exit, expected: true } => write!(f, "exited as expected ({exit})"),
+            EventKind::Exited { exit, .. } => write!(f, "exited unexpectedly ({exit})"),
+            EventKind::Backoff { retries, delay_ms } => {
+                write!(f, "failed to start ({retries} in a row); next try in {delay_ms} ms")
+            }
+            EventKind::Fatal { retries } => write!(f, "FATAL after {retries} failed starts: `hz start` to try again"),
+            EventKind::Stopped => write!(f, "stopped"),
+            EventKind::Placed => write!(f, "placed"),
+            EventKind::Lost => write!(f, "its worker was lost"),
+            EventKind::Refused { reason } => write!(f, "refused by its worker: {reason}"),
+            EventKind::Reloaded { change } => write!(f, "reload: {change}"),
+        }
+    }
+}
+
+/// An event as a worker reports it: `(run, n)` names it for ever, so one sent twice is kept
+/// once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceEvent {
+    pub run: RunId,
+    /// Its number among the events of `run`, from 1.
+    pub n: u32,
+    pub at: Millis,
+    pub instance: InstanceId,
+    pub kind: EventKind,
+}
+
+/// One event of the log, as `hz events` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEvent {
+    /// Increasing: `hz events --follow` asks for those after the last it saw.
+    pub id: i64,
+    pub at: Millis,
+    pub service: String,
+    /// `web:0`; empty for an event of the whole service (a reload).
+    pub instance: String,
+    pub worker: Option<String>,
+    pub kind: EventKind,
+}

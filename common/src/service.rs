@@ -1,6 +1,9 @@
 //! The tarpc services: what hz asks herzog, what kinski tells herzog, what herzog asks kinski.
 
-use crate::instances::{InstanceReport, InstanceRun, InstanceStatus, ReloadSummary, RunId, ServiceAction, WatchSpec};
+use crate::instances::{
+    InstanceEvent, InstanceReport, InstanceRun, InstanceStatus, ReloadSummary, RunId, ServiceAction, ServiceEvent,
+    WatchSpec,
+};
 use crate::wire::*;
 use crate::{ApiError, AttemptId};
 
@@ -42,6 +45,15 @@ pub trait Coordinator {
     /// Reads the services file again and applies what changed; a file with an error changes
     /// nothing and the error says what is wrong.
     async fn services_reload() -> Result<ReloadSummary, ApiError>;
+    /// The event log of the services (of `service` when given): the last `limit` events when
+    /// `after` is `None`, else the first `limit` after that id, waiting up to `wait_ms` (at
+    /// most 60 s) for one to come (`hz events --follow`).
+    async fn services_events(
+        service: Option<String>,
+        after: Option<i64>,
+        limit: u32,
+        wait_ms: u64,
+    ) -> Result<Vec<ServiceEvent>, ApiError>;
 }
 
 /// The most starts or completions one call carries: a batch of herzog's loop is 8,192
@@ -70,6 +82,9 @@ pub trait Registry {
     /// Every service instance the worker holds and where each is; sent beside each heartbeat
     /// and whenever one changes state.
     async fn instances_report(name: String, reports: Vec<InstanceReport>) -> Result<(), ApiError>;
+    /// What happened to the worker's instances, in order; `Ok`: stored (one sent again is
+    /// kept once), the worker may forget them.
+    async fn instance_events(name: String, events: Vec<InstanceEvent>) -> Result<(), ApiError>;
 }
 
 /// kinski's service, called by herzog.

@@ -4,7 +4,7 @@
 use crate::engine::Handle;
 use crate::machine::{Event, Reply, attempt_paths};
 use crate::store::Reader;
-use common::instances::{InstanceReport, InstanceStatus, ReloadSummary, ServiceAction};
+use common::instances::{InstanceEvent, InstanceReport, InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
 use common::service::{Coordinator, Registry};
 use common::wire::*;
 use common::{ApiError, AttemptId};
@@ -270,6 +270,23 @@ impl Coordinator for ClientApi {
         crate::services::rpc::reload(&self.0).await
     }
 
+    async fn services_events(
+        self,
+        ctx: Context,
+        service: Option<String>,
+        after: Option<i64>,
+        limit: u32,
+        wait_ms: u64,
+    ) -> Result<Vec<ServiceEvent>, ApiError> {
+        // Answer before the caller's deadline, or tarpc drops the reply.
+        let left = ctx
+            .deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .saturating_sub(WAIT_MARGIN);
+        let wait_ms = wait_ms.min(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+        crate::services::rpc::events(&self.0, service, after, limit, wait_ms).await
+    }
+
     async fn logs(self, _: Context, project: String, fragment: String, max_bytes: u64) -> Result<Logs, ApiError> {
         let p = project.clone();
         let (id, results_dir) = self.0.handle.query(move |m| m.project_ref(&p)).await??;
@@ -396,6 +413,11 @@ impl Registry for WorkerApi {
             heartbeat_ms: self.api.heartbeat_ms,
             worker_timeout_ms: self.api.worker_timeout_ms,
         })
+    }
+
+    async fn instance_events(self, _: Context, name: String, events: Vec<InstanceEvent>) -> Result<(), ApiError> {
+        self.check(&name)?;
+        crate::services::rpc::store_events(&self.api, name, events).await
     }
 
     async fn instances_report(self, _: Context, name: String, reports: Vec<InstanceReport>) -> Result<(), ApiError> {

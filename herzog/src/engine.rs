@@ -68,35 +68,44 @@ pub(crate) enum Command {
     /// Progress of `name` (or of every project), answered after the first committed batch
     /// that leaves none of them with a fragment pending or running.
     Wait { name: Option<String>, reply: WaitReply },
+    /// Answered after the first committed batch whose event log goes past `after`.
+    WaitEvents { after: i64, reply: oneshot::Sender<()> },
 }
 
 type WaitReply = oneshot::Sender<Result<Vec<ProjectProgress>, ApiError>>;
 type EventReply = oneshot::Sender<Result<Reply, ApiError>>;
 type EventsReply = oneshot::Sender<Vec<Result<Reply, ApiError>>>;
 
-/// A [`Command::Wait`] not answered yet.
-struct Waiter {
-    name: Option<String>,
-    reply: WaitReply,
+/// A [`Command::Wait`] or [`Command::WaitEvents`] not answered yet.
+enum Waiter {
+    Projects { name: Option<String>, reply: WaitReply },
+    Events { after: i64, reply: oneshot::Sender<()> },
 }
 
 impl Waiter {
-    /// Adds its answer to `answers` when the projects are finished (or unknown); gives itself
-    /// back otherwise.
-    fn answer_if_finished(self, machine: &Machine, answers: &mut Vec<Answer>) -> Option<Waiter> {
-        // The caller gave up (its timeout): nothing to answer.
-        if self.reply.is_closed() {
-            return None;
-        }
-        match machine.progress(self.name.as_deref()) {
-            Ok(list) if !list.iter().all(ProjectProgress::is_finished) => Some(self),
-            result => {
-                let reply = self.reply;
+    /// Adds its answer to `answers` when what it waits for has happened (projects finished
+    /// or unknown, an event past `after`); gives itself back otherwise.
+    fn answer_if_ready(self, machine: &Machine, answers: &mut Vec<Answer>) -> Option<Waiter> {
+        match self {
+            // The caller gave up (its timeout): nothing to answer.
+            Waiter::Projects { reply, .. } if reply.is_closed() => None,
+            Waiter::Events { reply, .. } if reply.is_closed() => None,
+            Waiter::Projects { name, reply } => match machine.progress(name.as_deref()) {
+                Ok(list) if !list.iter().all(ProjectProgress::is_finished) => Some(Waiter::Projects { name, reply }),
+                result => {
+                    answers.push(Box::new(move || {
+                        let _ = reply.send(result);
+                    }));
+                    None
+                }
+            },
+            Waiter::Events { after, reply } if machine.last_event() > after => {
                 answers.push(Box::new(move || {
-                    let _ = reply.send(result);
+                    let _ = reply.send(());
                 }));
                 None
             }
+            waiting => Some(waiting),
         }
     }
 }
@@ -170,6 +179,15 @@ impl Handle {
         });
         self.send(Command::Query(q)).await?;
         rx.await.map_err(|_| ApiError::ShuttingDown)
+    }
+
+    /// Returns once the event log goes past `after` (committed), or after `timeout`.
+    pub(crate) async fn wait_events(&self, after: i64, timeout: Duration) -> Result<(), ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::WaitEvents { after, reply }).await?;
+        // Dropping the receiver tells the loop to forget the waiter.
+        let _ = tokio::time::timeout(timeout, rx).await;
+        Ok(())
     }
 
     /// Progress of `name` (or of every project) once none of them has a fragment pending or
@@ -403,7 +421,8 @@ fn apply_batch(
                 uncommitted.batch_replies.push((reply, results));
             }
             Command::Query(q) => queries.push(q),
-            Command::Wait { name, reply } => waiters.push(Waiter { name, reply }),
+            Command::Wait { name, reply } => waiters.push(Waiter::Projects { name, reply }),
+            Command::WaitEvents { after, reply } => waiters.push(Waiter::Events { after, reply }),
         }
     }
     machine.schedule(now);
@@ -418,7 +437,7 @@ fn apply_batch(
     if !waiters.is_empty() {
         *waiters = std::mem::take(waiters)
             .into_iter()
-            .filter_map(|w| w.answer_if_finished(machine, &mut uncommitted.answers))
+            .filter_map(|w| w.answer_if_ready(machine, &mut uncommitted.answers))
             .collect();
     }
 }

@@ -16,7 +16,7 @@
 //! checkpoint is written, the new one from then on). The thread then removes the old file.
 
 use common::AttemptId;
-use common::instances::RunId;
+use common::instances::{InstanceEvent, RunId};
 use common::wire::Completion;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -50,6 +50,10 @@ enum Record {
     Instance(InstanceStarted),
     /// ...and is gone.
     InstanceEnded(RunId),
+    /// What happened to an instance, until herzog has stored it...
+    Event(InstanceEvent),
+    /// ...as it has these.
+    EventsAcked(Vec<(RunId, u32)>),
     /// The records above it are a complete journal: this file is the one in use.
     Checkpoint,
 }
@@ -71,6 +75,8 @@ pub(crate) struct Recovered {
     pub(crate) unacked: Vec<Completion>,
     /// Service instances whose processes may still run.
     pub(crate) instances: Vec<InstanceStarted>,
+    /// Service instances' events herzog has not stored yet, oldest first.
+    pub(crate) events: Vec<InstanceEvent>,
 }
 
 /// Why the journal cannot be used.
@@ -132,6 +138,7 @@ pub(crate) struct Journal {
     started: BTreeMap<AttemptId, Started>,
     done: BTreeMap<AttemptId, Completion>,
     instances: BTreeMap<RunId, InstanceStarted>,
+    events: BTreeMap<(RunId, u32), InstanceEvent>,
     compaction: Option<Compaction>,
     pause: Pause,
 }
@@ -182,6 +189,7 @@ impl Journal {
         let mut started = BTreeMap::new();
         let mut done = BTreeMap::new();
         let mut instances = BTreeMap::new();
+        let mut events = BTreeMap::new();
         for record in records {
             match record {
                 Record::Start(s) => {
@@ -201,6 +209,14 @@ impl Journal {
                 Record::InstanceEnded(run) => {
                     instances.remove(&run);
                 }
+                Record::Event(e) => {
+                    events.insert((e.run, e.n), e);
+                }
+                Record::EventsAcked(acked) => {
+                    for key in acked {
+                        events.remove(&key);
+                    }
+                }
                 Record::Checkpoint => {}
             }
         }
@@ -208,10 +224,20 @@ impl Journal {
             running: started.into_values().collect(),
             unacked: done.values().cloned().collect(),
             instances: instances.into_values().collect(),
+            events: {
+                let mut unacked: Vec<InstanceEvent> = events.values().cloned().collect();
+                unacked.sort_by_key(|e| e.at);
+                unacked
+            },
         };
         // Attempts found running are dealt with by the caller; they are not kept.
         let generation = files.first().map_or(0, |(g, _)| *g) + 1;
-        let mut snapshot: Vec<Record> = done.values().cloned().map(Record::Done).collect();
+        let mut snapshot: Vec<Record> = done
+            .values()
+            .cloned()
+            .map(Record::Done)
+            .chain(events.values().cloned().map(Record::Event))
+            .collect();
         snapshot.push(Record::Checkpoint);
         let file = write_file(&dir.join(file_name(generation)), &snapshot, &NO_PAUSE)?;
         for (_, path) in files {
@@ -227,6 +253,7 @@ impl Journal {
             started: BTreeMap::new(),
             done,
             instances: BTreeMap::new(),
+            events,
             compaction: None,
             pause: NO_PAUSE,
         };
@@ -248,7 +275,7 @@ impl Journal {
             c.tail_records += 1;
         }
         self.advance_compaction(false);
-        let live = self.started.len() + self.done.len() + self.instances.len();
+        let live = self.started.len() + self.done.len() + self.instances.len() + self.events.len();
         if self.compaction.is_none() && self.records >= self.retry_at && self.records > self.compact_after.max(4 * live)
         {
             self.start_compaction();
@@ -266,6 +293,7 @@ impl Journal {
             .map(Record::Start)
             .chain(self.done.values().cloned().map(Record::Done))
             .chain(self.instances.values().cloned().map(Record::Instance))
+            .chain(self.events.values().cloned().map(Record::Event))
             .collect();
         let (written_tx, written) = mpsc::channel();
         let (switched, switched_rx) = mpsc::channel();
@@ -376,6 +404,18 @@ impl Journal {
     pub(crate) fn instance_started(&mut self, i: InstanceStarted) -> Result<(), JournalError> {
         self.instances.insert(i.run, i.clone());
         self.append(&Record::Instance(i))
+    }
+
+    pub(crate) fn instance_event(&mut self, e: InstanceEvent) -> Result<(), JournalError> {
+        self.events.insert((e.run, e.n), e.clone());
+        self.append(&Record::Event(e))
+    }
+
+    pub(crate) fn events_acked(&mut self, acked: Vec<(RunId, u32)>) -> Result<(), JournalError> {
+        for key in &acked {
+            self.events.remove(key);
+        }
+        self.append(&Record::EventsAcked(acked))
     }
 
     pub(crate) fn instance_ended(&mut self, run: RunId) -> Result<(), JournalError> {

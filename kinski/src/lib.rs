@@ -175,6 +175,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         config.service_users.clone(),
         supervisor.clone(),
     );
+    instances.recovered_events(recovered.events);
     let cut_off = {
         let instances = instances.clone();
         tokio::spawn(async move { instances.stop_movable_when_cut_off().await })

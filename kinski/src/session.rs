@@ -141,6 +141,13 @@ impl Session<'_> {
                         self.instances.reports(),
                     )
                     .await??;
+                let events = self.instances.pending_events();
+                if !events.is_empty() {
+                    registry
+                        .instance_events(context_with(CALL_TIMEOUT), self.name.to_string(), events.clone())
+                        .await??;
+                    self.instances.events_stored(&events);
+                }
                 tokio::select! {
                     () = changed => {}
                     _ = every.tick() => {}

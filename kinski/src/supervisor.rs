@@ -460,6 +460,20 @@ impl Supervisor {
         inner.log_failure("an instance's start", result);
     }
 
+    /// Journals a service instance's event until herzog has stored it.
+    pub(crate) fn instance_event(&self, event: common::instances::InstanceEvent) {
+        let mut inner = self.lock();
+        let result = inner.journal.instance_event(event);
+        inner.log_failure("an instance's event", result);
+    }
+
+    /// Journals that herzog stored these events.
+    pub(crate) fn events_acked(&self, acked: Vec<(common::instances::RunId, u32)>) {
+        let mut inner = self.lock();
+        let result = inner.journal.events_acked(acked);
+        inner.log_failure("an acknowledgement of events", result);
+    }
+
     /// Journals that a service instance's process is gone.
     pub(crate) fn instance_ended(&self, run: common::instances::RunId) {
         let mut inner = self.lock();

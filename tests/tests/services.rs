@@ -394,3 +394,112 @@ fn sighup_reloads_the_services_file_and_hz_signal_reaches_an_instance() {
     let again = running(&cluster, &["web:0"]);
     assert_eq!(status(&cluster)["web:0"].restarts, 0, "{again:?}");
 }
+
+/// The event log, as `hz events --json` prints it (one object a line).
+fn events(cluster: &Cluster) -> Vec<common::instances::ServiceEvent> {
+    cluster
+        .hz_ok(&["events", "--json", "--last", "1000"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an event ({e}): {l}")))
+        .collect()
+}
+
+/// What the log says of `instance`, as words (`started`, `exited`, ...).
+fn said(events: &[common::instances::ServiceEvent], instance: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| {
+            e.instance == instance || (e.instance.is_empty() && instance.starts_with(&format!("{}:", e.service)))
+        })
+        .map(|e| {
+            let json = serde_json::to_value(&e.kind).unwrap();
+            json["event"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn the_event_log_keeps_what_happened_also_while_herzog_was_away_and_follows_it() {
+    let cluster = cluster();
+    let dir = cluster.dir().display().to_string();
+    services(
+        &cluster,
+        &format!(
+            "[services.web]\ncommand = \"{dir}/serve.sh\"\nstartsecs = 0\nhosts = [\"euclid\"]\nenv = {{ CLUSTER = \"{dir}\" }}\n"
+        ),
+    );
+    cluster.hz_ok(&["reload"]);
+    let first = running(&cluster, &["web:0"]);
+    let mut follower = std::process::Command::new(tests::bin("hz"))
+        .args(["--herzog", cluster.addr(), "--tls"])
+        .arg(tests::bundle(cluster.dir(), "admin", "admin"))
+        .args(["events", "--follow", "--service", "web"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follower.stdout.take().unwrap()));
+    // A follower that never prints must not hang the test: it is killed after the limit.
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let pid = follower.id();
+    let guard = std::thread::spawn(move || {
+        if watch.recv_timeout(LIMIT * 2).is_err() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    });
+
+    // herzog stops answering; meanwhile the instance crashes and is restarted (pinned: its
+    // worker keeps it up). The worker keeps those events and hands them over when herzog is
+    // back.
+    std::thread::sleep(Duration::from_millis(1100));
+    {
+        cluster.signal_herzog(nix::sys::signal::Signal::SIGSTOP);
+        let _frozen = FrozenHerzog(&cluster);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(first["web:0"]),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        eventually("web:0 restarted while herzog is away", LIMIT, || {
+            processes_of(&dir, "web:0").into_iter().find(|p| *p != first["web:0"])
+        });
+    }
+    let log = eventually("the crash in the event log", LIMIT, || {
+        let log = events(&cluster);
+        (said(&log, "web:0").iter().filter(|w| *w == "started").count() >= 2).then_some(log)
+    });
+    let words = said(&log, "web:0");
+    let from_crash: Vec<&str> = words
+        .iter()
+        .map(String::as_str)
+        .skip_while(|w| *w != "exited")
+        .take(3)
+        .collect();
+    assert_eq!(from_crash, ["exited", "started", "running"], "{words:?}");
+    assert!(
+        words.starts_with(&["reloaded".to_string(), "placed".to_string()]),
+        "{words:?}"
+    );
+    let crash = log
+        .iter()
+        .find(|e| e.instance == "web:0" && said(std::slice::from_ref(e), "web:0") == ["exited"]);
+    assert_eq!(crash.and_then(|e| e.worker.as_deref()), Some("euclid"));
+
+    // The follower saw them too, as lines, and sees a stop as it happens.
+    cluster.hz_ok(&["stop", "web"]);
+    let stopped = eventually("the follower to print the stop", LIMIT, || {
+        lines
+            .next()?
+            .ok()
+            .filter(|l| l.contains("web:0") && l.contains("stopped"))
+    });
+    assert!(stopped.contains("on euclid"), "{stopped}");
+    drop(done);
+    guard.join().unwrap();
+    let _ = follower.kill();
+    let _ = follower.wait();
+}

@@ -159,6 +159,10 @@ pub(crate) struct Machine {
     next_project: i64,
     next_fragment: i64,
     next_attempt: i64,
+    /// The next id in the services' event log.
+    next_event: i64,
+    /// The wall time of the last event or scheduling: what herzog's own log entries carry.
+    last_wall: Millis,
     writes: Vec<Write>,
     effects: Vec<Effect>,
     /// Sent with every start: the most kept of each stream of an attempt's output.
@@ -178,6 +182,7 @@ pub(crate) struct Snapshot {
     pub(crate) services: common::services::ServicesFile,
     pub(crate) instances: Vec<crate::services::Recorded>,
     pub(crate) max_run: i64,
+    pub(crate) max_event: i64,
 }
 
 impl Machine {
@@ -195,6 +200,8 @@ impl Machine {
             next_project: 1,
             next_fragment: 1,
             next_attempt: 1,
+            next_event: 1,
+            last_wall: 0,
             writes: Vec::new(),
             effects: Vec::new(),
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
@@ -214,6 +221,7 @@ impl Machine {
         m.next_project = snap.max_project + 1;
         m.next_fragment = snap.max_fragment + 1;
         m.next_attempt = snap.max_attempt + 1;
+        m.next_event = snap.max_event + 1;
         m.policy = snap.policy.unwrap_or(Policy::Fair);
         m.services = crate::services::Services::restore(snap.services, snap.instances, snap.max_run, now.mono);
         for (name, resources, _) in snap.workers {
@@ -266,6 +274,7 @@ impl Machine {
 
     /// Applies one event. A rejected event changes nothing.
     pub(crate) fn handle(&mut self, now: Now, event: Event) -> Result<Reply, Rejected> {
+        self.last_wall = now.wall;
         match event {
             Event::AddProject { name, dir, spec, files } => self.add_project(now, name, dir, spec, files),
             Event::RemoveProject { name } => self.remove_project(now, &name),
@@ -311,6 +320,7 @@ impl Machine {
             }
             Event::InstancesReport { worker, reports } => self.instances_report(now, &worker, reports),
             Event::ServicesReload { file } => self.services_reload(file),
+            Event::InstanceEvents { worker, events } => self.instance_events(&worker, events),
             Event::InstanceRefused { worker, run, reason } => {
                 self.services.refused(&worker, run, reason);
                 Ok(Reply::Done)
@@ -845,6 +855,7 @@ impl Machine {
 
     /// Gives every free slot of a connected worker to a pending fragment.
     pub(crate) fn schedule(&mut self, now: Now) {
+        self.last_wall = now.wall;
         self.place_instances(now);
         // Queues may deepen as projects run out of pending fragments (see `pending_attempt_ms`),
         // at most once per project: schedule until that settles.

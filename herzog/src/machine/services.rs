@@ -107,6 +107,15 @@ impl Machine {
 
     /// What the record must learn of services since the last call.
     pub(super) fn services_writes(&mut self) {
+        let notes = self.services.take_notes();
+        if !notes.is_empty() {
+            let at = self.last_wall;
+            let stored = notes
+                .into_iter()
+                .map(|(service, instance, worker, kind)| self.event(at, service, instance, worker, None, kind))
+                .collect();
+            self.writes.push(Write::ServiceEvents(stored));
+        }
         let changed = self.services.take_changed();
         if changed.is_empty() {
             return;
@@ -115,6 +124,66 @@ impl Machine {
             self.writes.push(Write::Instance { id, recorded });
         }
         self.writes.push(Write::MaxRun(self.services.max_run()));
+    }
+
+    /// An entry of the event log, with the next id.
+    fn event(
+        &mut self,
+        at: common::Millis,
+        service: String,
+        instance: String,
+        worker: Option<String>,
+        origin: Option<(common::instances::RunId, u32)>,
+        kind: common::instances::EventKind,
+    ) -> StoredEvent {
+        let id = self.next_event;
+        self.next_event += 1;
+        StoredEvent {
+            id,
+            at,
+            service,
+            instance,
+            worker,
+            origin,
+            kind,
+        }
+    }
+
+    /// What a worker says happened to its instances: into the event log.
+    pub(super) fn instance_events(
+        &mut self,
+        worker: &str,
+        events: Vec<common::instances::InstanceEvent>,
+    ) -> Result<Reply, Rejected> {
+        if !self.workers.contains_key(worker) {
+            return Err(ApiError::UnknownWorker {
+                name: worker.to_string(),
+            }
+            .into());
+        }
+        let stored = events
+            .into_iter()
+            .map(|e| {
+                let origin = Some((e.run, e.n));
+                self.event(
+                    e.at,
+                    e.instance.service.clone(),
+                    e.instance.to_string(),
+                    Some(worker.to_string()),
+                    origin,
+                    e.kind,
+                )
+            })
+            .collect::<Vec<_>>();
+        if !stored.is_empty() {
+            self.writes.push(Write::ServiceEvents(stored));
+        }
+        Ok(Reply::Done)
+    }
+
+    /// The id of the last event of the log (0 when none).
+    pub(crate) fn last_event(&self) -> i64 {
+        self.next_event - 1
     }
 
     /// Every instance of `name` (of every service when `None`), as `hz status` shows it.

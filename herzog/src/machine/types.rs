@@ -212,6 +212,11 @@ pub(crate) enum Event {
         worker: String,
         reports: Vec<common::instances::InstanceReport>,
     },
+    /// What happened to a worker's instances.
+    InstanceEvents {
+        worker: String,
+        events: Vec<common::instances::InstanceEvent>,
+    },
     /// A worker refused to run a placement (a user it may not switch to, ...).
     InstanceRefused {
         worker: String,
@@ -348,6 +353,23 @@ pub(crate) enum Write {
     },
     /// The highest run id issued.
     MaxRun(i64),
+    /// Entries of the services' event log; one a worker sent before (its run and number) is
+    /// kept once.
+    ServiceEvents(Vec<StoredEvent>),
+}
+
+/// An entry of the services' event log, as the record keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredEvent {
+    pub(crate) id: i64,
+    pub(crate) at: Millis,
+    pub(crate) service: String,
+    /// Empty for an event of the whole service.
+    pub(crate) instance: String,
+    pub(crate) worker: Option<String>,
+    /// The worker's name for it (run and number), when a worker reported it.
+    pub(crate) origin: Option<(common::instances::RunId, u32)>,
+    pub(crate) kind: common::instances::EventKind,
 }
 
 /// An event that does not fit the state: rejected, logged, and nothing changes.

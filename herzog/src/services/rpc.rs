@@ -4,7 +4,7 @@
 use crate::api::Api;
 use crate::machine::{Event, Reply};
 use common::ApiError;
-use common::instances::{InstanceReport, InstanceStatus, ReloadSummary, ServiceAction};
+use common::instances::{InstanceEvent, InstanceReport, InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
 use common::services::ServicesFile;
 use std::path::Path;
 
@@ -49,6 +49,47 @@ pub(crate) async fn reload(api: &Api) -> Result<ReloadSummary, ApiError> {
         Reply::Reloaded(summary) => Ok(summary),
         other => Err(crate::api::unexpected(other)),
     }
+}
+
+/// The longest `hz events --follow` waits in one call.
+const MAX_EVENTS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub(crate) async fn events(
+    api: &Api,
+    service: Option<String>,
+    after: Option<i64>,
+    limit: u32,
+    wait_ms: u64,
+) -> Result<Vec<ServiceEvent>, ApiError> {
+    let limit = limit.clamp(1, 10_000);
+    let read = |service: Option<String>| {
+        let db = api.db.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                crate::store::Reader::open(&db)
+                    .and_then(|r| r.events(service.as_deref(), after, limit))
+                    .map_err(|e| ApiError::Storage { reason: e.to_string() })
+            })
+            .await
+            .map_err(|e| ApiError::Storage { reason: e.to_string() })?
+        }
+    };
+    let found = read(service.clone()).await?;
+    match after {
+        Some(after) if found.is_empty() && wait_ms > 0 => {
+            let timeout = std::time::Duration::from_millis(wait_ms).min(MAX_EVENTS_WAIT);
+            api.handle.wait_events(after, timeout).await?;
+            read(service).await
+        }
+        _ => Ok(found),
+    }
+}
+
+pub(crate) async fn store_events(api: &Api, worker: String, events: Vec<InstanceEvent>) -> Result<(), ApiError> {
+    api.handle
+        .event(Event::InstanceEvents { worker, events })
+        .await
+        .map(|_| ())
 }
 
 pub(crate) async fn report(api: &Api, worker: String, reports: Vec<InstanceReport>) -> Result<(), ApiError> {

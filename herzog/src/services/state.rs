@@ -12,7 +12,9 @@
 use super::diff::{Diff, diff};
 use crate::machine::Mono;
 use common::Millis;
-use common::instances::{InstanceId, InstanceReport, InstanceRun, InstanceSpec, InstanceState, RunId, WatchSpec};
+use common::instances::{
+    EventKind, InstanceId, InstanceReport, InstanceRun, InstanceSpec, InstanceState, RunId, WatchSpec,
+};
 use common::services::{ServiceSpec, ServicesFile};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,6 +77,9 @@ pub(crate) struct Services {
     /// Instances whose wanted state or placement changed since [`Services::take_changed`]:
     /// what the record must learn (a reported state it need not: workers report it again).
     changed: BTreeSet<InstanceId>,
+    /// What herzog itself did to instances since [`Services::take_notes`], for the event log:
+    /// (service, instance or empty, worker, what).
+    notes: Vec<(String, String, Option<String>, EventKind)>,
 }
 
 /// An instance as the record keeps it: enough to take its running placement back after a
@@ -96,8 +101,10 @@ impl Services {
             instances: BTreeMap::new(),
             next_run: max_run + 1,
             changed: BTreeSet::new(),
+            notes: Vec::new(),
         };
         s.reload(file, &[]);
+        s.notes.clear();
         s
     }
 
@@ -131,7 +138,13 @@ impl Services {
             instances,
             next_run: max_run + 1,
             changed: BTreeSet::new(),
+            notes: Vec::new(),
         }
+    }
+
+    /// What herzog did to instances since the last call, for the event log.
+    pub(crate) fn take_notes(&mut self) -> Vec<(String, String, Option<String>, EventKind)> {
+        std::mem::take(&mut self.notes)
     }
 
     /// The file in force.
@@ -169,6 +182,23 @@ impl Services {
     pub(crate) fn reload(&mut self, file: ServicesFile, workers: &[String]) -> (Diff, Vec<Order>) {
         let d = diff(&self.file, &file);
         self.file = file;
+        for (change, names) in [
+            ("added", &d.added),
+            ("removed", &d.removed),
+            ("restarted", &d.restarted),
+            ("retuned", &d.retuned),
+        ] {
+            for name in names {
+                let kind = EventKind::Reloaded { change: change.into() };
+                self.notes.push((name.clone(), String::new(), None, kind));
+            }
+        }
+        for (name, from, to) in &d.scaled {
+            let kind = EventKind::Reloaded {
+                change: format!("scaled from {from} to {to}"),
+            };
+            self.notes.push((name.clone(), String::new(), None, kind));
+        }
         let mut orders = Vec::new();
         for name in &d.removed {
             let gone: Vec<InstanceId> = self.instances.keys().filter(|i| &i.service == name).cloned().collect();
@@ -309,6 +339,12 @@ impl Services {
                 }),
             });
             self.changed.insert(id.clone());
+            self.notes.push((
+                id.service.clone(),
+                id.to_string(),
+                Some(worker.clone()),
+                EventKind::Placed,
+            ));
             if let Some(kept) = self.instances.get_mut(&id) {
                 kept.placed = Some(Placed {
                     run,
@@ -437,6 +473,12 @@ impl Services {
                 continue;
             };
             p.state = Some(InstanceState::Unknown { since: at });
+            self.notes.push((
+                id.service.clone(),
+                id.to_string(),
+                Some(worker.to_string()),
+                EventKind::Lost,
+            ));
             if let Some(spec) = self.file.services.get(&id.service)
                 && !pinned(id, spec)
             {
@@ -461,9 +503,12 @@ impl Services {
     /// `worker` refused to run placement `run`: it is FATAL there with the reason (not placed
     /// again and again) until `hz start`.
     pub(crate) fn refused(&mut self, worker: &str, run: RunId, reason: String) {
-        for kept in self.instances.values_mut() {
+        for (id, kept) in self.instances.iter_mut() {
             if let Some(p) = kept.placed.as_mut().filter(|p| p.run == run && p.worker == worker) {
                 tracing::warn!(%worker, %run, %reason, "a worker refused to run a service instance: FATAL until `hz start`");
+                let kind = EventKind::Refused { reason: reason.clone() };
+                self.notes
+                    .push((id.service.clone(), id.to_string(), Some(worker.to_string()), kind));
                 p.state = Some(InstanceState::Fatal {
                     exit: common::wire::Exit::StartFailed(reason),
                     retries: 0,

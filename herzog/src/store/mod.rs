@@ -117,6 +117,7 @@ impl Store {
             })?;
         }
         snap.max_run = setting("max_run")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        snap.max_event = max("events")?;
         let mut stmt = c
             .prepare("SELECT service, host, idx, wanted, run, worker FROM instances ORDER BY service, host, idx")
             .map_err(sql("read instances"))?;

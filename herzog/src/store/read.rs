@@ -2,6 +2,7 @@
 //! connection so they never wait for the writer.
 
 use super::{StoreError, connect, rows, sql};
+use common::instances::ServiceEvent;
 use common::wire::{FragmentInfo, FragmentStateKind, Page};
 use common::{AttemptId, ProjectId};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -25,6 +26,54 @@ impl Reader {
         conn.pragma_update(None, "query_only", true)
             .map_err(sql("open a reader"))?;
         Ok(Reader { conn })
+    }
+
+    /// The services' event log (of `service` when given): the last `limit` entries when
+    /// `after` is `None`, else the first `limit` after that id; oldest first.
+    pub(crate) fn events(
+        &self,
+        service: Option<&str>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ServiceEvent>, StoreError> {
+        let order = if after.is_some() { "ASC" } else { "DESC" };
+        let query = format!(
+            "SELECT id, at, service, instance, worker, kind FROM events
+             WHERE (?1 IS NULL OR service = ?1) AND id > ?2 ORDER BY id {order} LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&query).map_err(sql("read events"))?;
+        let rows = stmt
+            .query_map(params![service, after.unwrap_or(0), i64::from(limit)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(sql("read events"))?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (id, at, service, instance, worker, kind) = row.map_err(sql("read events"))?;
+            let kind = serde_json::from_str(&kind).map_err(|e| StoreError::Corrupt {
+                what: "event",
+                detail: e.to_string(),
+            })?;
+            events.push(ServiceEvent {
+                id,
+                at,
+                service,
+                instance,
+                worker,
+                kind,
+            });
+        }
+        if after.is_none() {
+            events.reverse();
+        }
+        Ok(events)
     }
 
     /// Fragments with index >= `offset`, at most `limit` of them.

@@ -255,6 +255,31 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
             put_setting(c, "services", &v)?;
         }
         Write::MaxRun(max) => put_setting(c, "max_run", &max.to_string())?,
+        Write::ServiceEvents(events) => {
+            let mut stmt = c
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (id, at, service, instance, worker, run, n, kind)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(sql("store an event"))?;
+            for e in events {
+                let kind = serde_json::to_string(&e.kind).map_err(|err| StoreError::Corrupt {
+                    what: "event",
+                    detail: err.to_string(),
+                })?;
+                stmt.execute(params![
+                    e.id,
+                    e.at,
+                    e.service,
+                    e.instance,
+                    e.worker,
+                    e.origin.map(|(run, _)| run.0),
+                    e.origin.map(|(_, n)| n),
+                    kind
+                ])
+                .map_err(sql("store an event"))?;
+            }
+        }
         Write::Instance { id, recorded: None } => {
             c.prepare_cached("DELETE FROM instances WHERE service = ?1 AND host = ?2 AND idx = ?3")
                 .and_then(|mut s| s.execute(params![id.service, id.host.as_deref().unwrap_or(""), id.index]))

@@ -288,3 +288,47 @@ fn a_crash_at_any_moment_of_compactions_recovers_every_start_and_completion() {
     j.wait_for_compaction();
     assert!(compactions >= 10, "only {compactions} compactions switched files");
 }
+
+#[test]
+fn service_instances_and_their_events_are_recovered_until_ended_and_acknowledged() {
+    use common::instances::{EventKind, InstanceEvent, InstanceId};
+    let dir = tempfile::tempdir().unwrap();
+    let event = |run: i64, n: u32| InstanceEvent {
+        run: RunId(run),
+        n,
+        at: i64::from(n),
+        instance: InstanceId {
+            service: "web".into(),
+            host: None,
+            index: 0,
+        },
+        kind: EventKind::Stopped,
+    };
+    {
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        for run in [1, 2] {
+            j.instance_started(InstanceStarted {
+                run: RunId(run),
+                pgid: run as i32,
+                starttime: 7,
+            })
+            .unwrap();
+        }
+        j.instance_ended(RunId(1)).unwrap();
+        for n in 1..=3 {
+            j.instance_event(event(2, n)).unwrap();
+        }
+        j.events_acked(vec![(RunId(2), 1)]).unwrap();
+    }
+    let (_, rec) = Journal::open(dir.path()).unwrap();
+    let runs: Vec<RunId> = rec.instances.iter().map(|i| i.run).collect();
+    assert_eq!(runs, [RunId(2)], "only the instance that had not ended");
+    assert_eq!(
+        rec.events,
+        [event(2, 2), event(2, 3)],
+        "only the events not acknowledged"
+    );
+    // Reopened again: the events are still there (compaction at open keeps them).
+    let (_, rec) = Journal::open(dir.path()).unwrap();
+    assert_eq!(rec.events, [event(2, 2), event(2, 3)]);
+}

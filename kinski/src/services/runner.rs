@@ -7,7 +7,7 @@
 use super::policy::{Action, Input, Instance, Note, State, Watch};
 use crate::process::Stopper;
 use crate::user::RunAs;
-use common::instances::{InstanceReport, InstanceRun, InstanceState, RunId, WatchSpec};
+use common::instances::{EventKind, InstanceEvent, InstanceReport, InstanceRun, InstanceState, RunId, WatchSpec};
 use common::service::WorkerError;
 use common::wire::Exit;
 use std::collections::{BTreeMap, VecDeque};
@@ -49,6 +49,8 @@ pub(crate) struct Instances {
     /// this worker lost; `None` once the movable instances were stopped for it.
     contact: Arc<Mutex<Option<(Instant, Duration)>>>,
     heard: Arc<Notify>,
+    /// Events herzog has not stored yet, oldest first (journaled until it has).
+    events: Arc<Mutex<Vec<InstanceEvent>>>,
 }
 
 impl Instances {
@@ -68,7 +70,36 @@ impl Instances {
             changed: Arc::new(Notify::new()),
             contact: Arc::default(),
             heard: Arc::new(Notify::new()),
+            events: Arc::default(),
         }
+    }
+
+    /// Events a previous kinski journaled and herzog has not stored: sent first.
+    pub(crate) fn recovered_events(&self, events: Vec<InstanceEvent>) {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).extend(events);
+    }
+
+    /// The events herzog has not stored yet, oldest first.
+    pub(crate) fn pending_events(&self) -> Vec<InstanceEvent> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// herzog stored these events: forget them.
+    pub(crate) fn events_stored(&self, stored: &[InstanceEvent]) {
+        let keys: Vec<(RunId, u32)> = stored.iter().map(|e| (e.run, e.n)).collect();
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|e| !keys.contains(&(e.run, e.n)));
+        self.supervisor.events_acked(keys);
+    }
+
+    /// Records what happened to an instance for herzog's event log, and says so.
+    fn note(&self, event: InstanceEvent) {
+        self.supervisor.instance_event(event.clone());
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+        self.changed.notify_waiters();
+        self.changed.notify_one();
     }
 
     /// herzog answered a call sent at `asked`; it counts this worker lost after `timeout`
@@ -280,6 +311,7 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
     let mut closed = false;
     let origin = tokio::time::Instant::from_std(me.origin);
     let mut inputs = VecDeque::from([Input::Start]);
+    let mut noted = 0u32;
     loop {
         while let Some(input) = inputs.pop_front() {
             for action in instance.handle(me.origin.elapsed(), input) {
@@ -323,7 +355,17 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                         }
                     }
                     Action::WakeAt(at) => wake = Some(origin + at),
-                    Action::Note(note) => log(&run, &note),
+                    Action::Note(note) => {
+                        log(&run, &note);
+                        noted += 1;
+                        me.note(InstanceEvent {
+                            run: run.run,
+                            n: noted,
+                            at: common::now_millis(),
+                            instance: run.instance.clone(),
+                            kind: kind(&note),
+                        });
+                    }
                 }
             }
         }
@@ -367,6 +409,21 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                 inputs.push_back(Input::Tick);
             }
         }
+    }
+}
+
+/// A note of the policy as the event log keeps it.
+fn kind(note: &Note) -> EventKind {
+    match note.clone() {
+        Note::Started { pid } => EventKind::Started { pid },
+        Note::Running { pid } => EventKind::Running { pid },
+        Note::Exited { exit, expected } => EventKind::Exited { exit, expected },
+        Note::Backoff { retries, delay } => EventKind::Backoff {
+            retries,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        },
+        Note::Fatal { retries } => EventKind::Fatal { retries },
+        Note::Stopped => EventKind::Stopped,
     }
 }
 
