@@ -294,11 +294,22 @@ async fn start_staged(client: &WorkerClient, stager: &Stager, worker: &str, queu
         Err(e) => return Some(unreachable(e)),
     }
     let prepared = began.elapsed();
-    if let Err(e) = stager.upload(worker, &upload).await {
-        return Some(Event::StagingFailed {
-            attempt,
-            reason: e.to_string(),
-        });
+    match stager.upload(worker, &upload).await {
+        Ok(()) => {}
+        // The input's own fault (a link to another user's file, a FIFO): the attempt is lost
+        // with the reason, the host stays in service.
+        Err(e @ crate::staging::StagingError::Input { .. }) => {
+            return Some(Event::DispatchFailed {
+                attempt,
+                reason: e.to_string(),
+            });
+        }
+        Err(e) => {
+            return Some(Event::StagingFailed {
+                attempt,
+                reason: e.to_string(),
+            });
+        }
     }
     tracing::debug!(%worker, %attempt, prep_us = prepared.as_micros() as u64, upload_us = (began.elapsed() - prepared).as_micros() as u64, "staged an attempt's files");
     match client.fragment_start(context_with(CALL_TIMEOUT), vec![*start]).await {

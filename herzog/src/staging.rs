@@ -13,6 +13,7 @@
 
 mod control;
 mod fetch;
+mod input;
 
 use crate::machine::Upload;
 use backon::{ExponentialBuilder, Retryable};
@@ -21,6 +22,7 @@ use futures::StreamExt;
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use openssh_sftp_client::{Sftp, SftpOptions};
 use std::collections::HashMap;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +83,14 @@ pub(crate) enum StagingError {
         "host {host} listed {name:?} in {dir}, which is not a plain file name: not fetched; have the program name its outputs with plain names"
     )]
     BadName { host: String, dir: PathBuf, name: String },
+    /// The input itself cannot be uploaded (gone, not a regular file, not its project
+    /// directory owner's): the attempt's problem, not the host's.
+    #[error("failed to upload {path}: {source}")]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} on host {host} was not fetched: {reason}")]
     Refused {
         host: String,
@@ -272,7 +282,10 @@ impl Stager {
         .when(|e: &StagingError| {
             !matches!(
                 e,
-                StagingError::UnknownHost { .. } | StagingError::BadName { .. } | StagingError::Refused { .. }
+                StagingError::UnknownHost { .. }
+                    | StagingError::BadName { .. }
+                    | StagingError::Refused { .. }
+                    | StagingError::Input { .. }
             )
         })
         .notify(|e, delay| tracing::warn!(%host, error = %e, retry_in_ms = delay.as_millis() as u64, "staging failed; retrying"))
@@ -386,7 +399,16 @@ async fn upload_one(link: Arc<Link>, host: &str, file: &Upload) -> Result<(), St
         path: file.from.clone(),
         source,
     };
-    let meta = tokio::fs::metadata(&file.from).await.map_err(|e| local("read", e))?;
+    // Opened once and checked (see `input`): size, mode and bytes all come from that file.
+    let from = file.from.clone();
+    let input = |source| StagingError::Input {
+        path: file.from.clone(),
+        source,
+    };
+    let (src, meta) = tokio::task::spawn_blocking(move || input::open(&from))
+        .await
+        .map_err(|e| input(io::Error::other(e)))?
+        .map_err(input)?;
     let mut options = link.sftp.options();
     // Always a new file: nothing at the name is followed or truncated.
     options.read(true).write(true).create_new(true);
@@ -414,7 +436,8 @@ async fn upload_one(link: Arc<Link>, host: &str, file: &Upload) -> Result<(), St
     let write_error = |e: openssh_sftp_client::Error| remote(host, "write", &file.to, e);
     // Several writes in flight, each at its own offset through its own clone of the handle:
     // one at a time, every chunk would wait a round trip through ssh.
-    let mut src = tokio::fs::File::open(&file.from).await.map_err(|e| local("open", e))?;
+    // No more than the size seen when it was opened, whatever is appended meanwhile.
+    let mut src = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(src), meta.len());
     let mut inflight = futures::stream::FuturesUnordered::new();
     let mut offset = 0u64;
     loop {

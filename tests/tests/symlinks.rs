@@ -333,3 +333,42 @@ echo PWNED >&2
         }
     }
 }
+
+/// A project directory the user programs run as can write (nobody's here): a link planted
+/// among its inputs to a file only root can read must not have herzog (root) upload that
+/// file to the host, where the program would read it. The attempt fails with the reason; the
+/// host stays in service.
+#[test]
+#[ignore = "needs root and the network-namespace test bed: cargo test -p tests --test symlinks -- --ignored"]
+fn a_link_among_a_projects_inputs_does_not_make_herzog_upload_another_users_file() {
+    const TEST: &str = "symlinks::a_link_among_a_projects_inputs_does_not_make_herzog_upload_another_users_file";
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up(TEST);
+    let scratch = bed.host("pythagoras").scratch.clone();
+    let setup = Setup::start(bed, "pythagoras", true, "022");
+    let victim = setup.victim();
+    let inputs = setup.dir().join("shared/theirs");
+    std::fs::create_dir(&inputs).expect("mkdir the project");
+    std::fs::write(inputs.join("a.txt"), "mine\n").expect("write an input");
+    std::os::unix::fs::symlink(&victim.1, inputs.join("b.txt")).expect("plant the link");
+    for path in [&inputs, &inputs.join("a.txt")] {
+        std::os::unix::fs::chown(path, Some(65534), Some(65534)).expect("give it to nobody");
+    }
+    let program = setup.dir().join("show.sh");
+    write_script(&program, "#!/bin/sh\ncat \"$1\"\n");
+    let name = setup.hz_ok(&["action", path(&inputs), path(&program), "--max-attempts", "1"]);
+    // Exit 1: a fragment failed.
+    assert_eq!(setup.hz(&["progress", name.trim(), "--watch"]).status.code(), Some(1));
+    let progress: Vec<ProjectProgress> = setup.hz_json(&["progress", name.trim()]);
+    assert_eq!((progress[0].succeeded, progress[0].failed), (1, 1), "{progress:?}");
+    let logs: Logs = setup.hz_json(&["logs", name.trim(), "a.txt"]);
+    assert_eq!(logs.stdout, "mine\n");
+    let failed = setup.hz_ok(&["fragments", name.trim(), "--state", "failed"]);
+    assert!(failed.contains("b.txt") && failed.contains("not uploaded"), "{failed}");
+    setup.assert_untouched(&victim, Some(&scratch));
+    let workers: Vec<common::wire::WorkerInfo> = setup.hz_json(&["workers"]);
+    assert_eq!(
+        workers[0].staging, "ssh ready",
+        "the host was taken out of service: {workers:?}"
+    );
+}
