@@ -325,6 +325,10 @@ pub enum PkiError {
     )]
     Shared { dir: PathBuf, mode: u32 },
     #[error(
+        "the PKI directory {dir} belongs to uid {owner}, not to you: its owner could swap its files; run as its owner or use your own directory"
+    )]
+    NotMine { dir: PathBuf, owner: u32 },
+    #[error(
         "{dir} already holds a CA (or part of one: {file}): issue certificates from it with `herzog certs issue`, or choose another --dir"
     )]
     AlreadyInitialised { dir: PathBuf, file: &'static str },
@@ -383,6 +387,13 @@ impl Pki {
             return Err(PkiError::NotADirectory { dir: dir.to_path_buf() });
         }
         let mode = meta.permissions().mode() & 0o7777;
+        let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+        if owner != rustix::process::geteuid().as_raw() {
+            return Err(PkiError::NotMine {
+                dir: dir.to_path_buf(),
+                owner,
+            });
+        }
         if mode & 0o022 != 0 {
             return Err(PkiError::Shared {
                 dir: dir.to_path_buf(),
@@ -487,6 +498,24 @@ fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[ignore = "needs root to give a directory to another user: cargo test -p common --lib -- --ignored as_root"]
+    fn a_pki_directory_of_another_user_is_refused_as_root() {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test needs root (CI runs it as root)"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(Pki::open(&dir).is_ok());
+        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+        let err = Pki::open(&dir).err().expect("refused").to_string();
+        assert!(err.contains("uid 65534") && err.contains("not to you"), "{err}");
+    }
 
     #[test]
     fn issued_bundles_carry_name_and_role_and_build_configs() {

@@ -503,3 +503,23 @@ fn the_event_log_keeps_what_happened_also_while_herzog_was_away_and_follows_it()
     let _ = follower.kill();
     let _ = follower.wait();
 }
+
+#[test]
+fn an_output_file_that_is_a_fifo_fails_the_start_instead_of_hanging_it() {
+    let cluster = cluster();
+    let dir = cluster.dir().display().to_string();
+    let fifo = cluster.dir().join("out.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    services(
+        &cluster,
+        &format!(
+            "[services.web]\ncommand = \"{dir}/serve.sh\"\nstdout = \"{}\"\nstartretries = 0\n",
+            fifo.display()
+        ),
+    );
+    cluster.hz_ok(&["reload"]);
+    eventually("web:0 to be FATAL", LIMIT, || match &status(&cluster)["web:0"].state {
+        InstanceState::Fatal { .. } => Some(()),
+        _ => None,
+    });
+}

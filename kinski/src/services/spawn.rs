@@ -86,12 +86,32 @@ pub(crate) fn spawn(
                     libc::umask(mask as libc::mode_t);
                 }
                 for (path, target) in &opens {
+                    // Without blocking (a FIFO there would hang the spawn), and only a
+                    // regular file: what the user named is the user's to get wrong, not
+                    // kinski's to wait on.
                     let fd = libc::open(
                         path.as_ptr(),
-                        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+                        libc::O_WRONLY
+                            | libc::O_CREAT
+                            | libc::O_APPEND
+                            | libc::O_CLOEXEC
+                            | libc::O_NONBLOCK
+                            | libc::O_NOCTTY,
                         0o644,
                     );
-                    if fd < 0 || libc::dup2(fd, *target) < 0 {
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let mut stat: libc::stat = std::mem::zeroed();
+                    if libc::fstat(fd, &mut stat) != 0 || stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+                        libc::close(fd);
+                        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+                    }
+                    let flags = libc::fcntl(fd, libc::F_GETFL);
+                    if flags < 0
+                        || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0
+                        || libc::dup2(fd, *target) < 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
                     libc::close(fd);
