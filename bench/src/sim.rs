@@ -204,6 +204,10 @@ impl Worker for Service {
         Err(WorkerError::UnknownRun { run: run.run })
     }
 
+    async fn instance_prep(self, _: Context, run: RunId, _: u32) -> Result<(), WorkerError> {
+        Err(WorkerError::UnknownRun { run })
+    }
+
     async fn instance_stop(self, _: Context, run: RunId) -> Result<(), WorkerError> {
         Err(WorkerError::UnknownRun { run })
     }

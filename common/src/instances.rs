@@ -130,6 +130,11 @@ pub struct InstanceRun {
     /// never runs twice. A pinned one (`hosts`, `every_host`) keeps running.
     #[serde(default)]
     pub movable: bool,
+    /// On a host without the shared filesystem, the directory herzog copied the service's
+    /// `stage` files into (`<scratch>/services/<run>`, made by `instance_prep`): kinski hands
+    /// it to the instance's user before the first start and removes it when the placement ends.
+    #[serde(default)]
+    pub staged: Option<PathBuf>,
 }
 
 /// What a worker tells herzog of one placement it holds.

@@ -106,6 +106,10 @@ pub trait Worker {
     /// Keeps a service instance's placement up (restarting it by its policy) until it is
     /// stopped. Idempotent: a placement already held is left as it is.
     async fn instance_run(run: Box<InstanceRun>) -> Result<(), WorkerError>;
+    /// Makes a staged placement's directory, `<scratch>/services/<run>`, and gives it to
+    /// herzog's login there (`uploader_uid`) for the service's `stage` files, until the
+    /// placement's `instance_run`.
+    async fn instance_prep(run: RunId, uploader_uid: u32) -> Result<(), WorkerError>;
     /// Stops a placement (stop signal, SIGKILL after its grace) and forgets it.
     async fn instance_stop(run: RunId) -> Result<(), WorkerError>;
     /// Watches a placement so from now on, without restarting it.

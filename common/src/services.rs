@@ -468,6 +468,18 @@ impl ServicesFile {
                     format!("holds {}: paths must be absolute, without '..'", bad_path.display()),
                 ));
             }
+            // Staged files land side by side in one directory on the host.
+            let mut names = std::collections::BTreeSet::new();
+            if let Some(twice) = s.stage.iter().find(|p| !names.insert(p.file_name())) {
+                return Err(bad(
+                    "stage",
+                    format!(
+                        "names two files called {:?} ({}): they would land on each other in the host's stage directory; rename one",
+                        twice.file_name().unwrap_or_default(),
+                        twice.display()
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -141,6 +141,24 @@ impl Dispatcher {
                     });
                 }
                 Effect::Instance(order) => self.instance(order),
+                Effect::StageInstance { worker, run, upload } => {
+                    let Some(client) = self.connections.client(&worker) else {
+                        // Placed again by reconciliation when the worker is back.
+                        continue;
+                    };
+                    let (handle, stager) = (self.handle.clone(), self.stager.clone());
+                    tokio::spawn(async move {
+                        let number = run.run;
+                        if let Err(reason) = run_staged(&client, &stager, &worker, run, &upload).await {
+                            tracing::info!(%worker, run = %number, %reason, "a staged service placement did not start");
+                            handle.notify(Event::InstanceRefused {
+                                worker,
+                                run: number,
+                                reason,
+                            });
+                        }
+                    });
+                }
                 Effect::Probe { worker, scratch } => {
                     let handle = self.handle.clone();
                     let stager = self.stager.clone();
@@ -195,6 +213,34 @@ impl Dispatcher {
             }
         });
     }
+}
+
+/// Delivers a service placement on a staged worker: kinski makes its directory, herzog copies
+/// the service's files there, then it runs. Returns why it did not, if it did not.
+async fn run_staged(
+    client: &WorkerClient,
+    stager: &Stager,
+    worker: &str,
+    run: Box<common::instances::InstanceRun>,
+    upload: &[crate::machine::Upload],
+) -> Result<(), String> {
+    let uid = stager.login_uid(worker).await.map_err(|e| e.to_string())?;
+    let unreachable = |e: tarpc::client::RpcError| format!("failed to reach worker {worker}: {e}");
+    let refused = |e: WorkerError| format!("worker {worker} refused the placement: {e}");
+    client
+        .instance_prep(context_with(CALL_TIMEOUT), run.run, uid)
+        .await
+        .map_err(unreachable)?
+        .map_err(refused)?;
+    stager
+        .upload(worker, upload)
+        .await
+        .map_err(|e| format!("failed to stage the service's files: {e}"))?;
+    client
+        .instance_run(context_with(CALL_TIMEOUT), run)
+        .await
+        .map_err(unreachable)?
+        .map_err(refused)
 }
 
 /// One worker's sender task: takes every start queued so far, hands those of a staged host

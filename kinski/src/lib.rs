@@ -169,8 +169,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         recovered.unacked,
     );
     supervisor.clean_leftovers().await;
+    {
+        let scratch = scratch.clone();
+        let _ = tokio::task::spawn_blocking(move || services::stage::remove_leftovers(&scratch)).await;
+    }
     let instances = services::Instances::new(
         config.state_dir.join("services"),
+        scratch.clone(),
         run_as.clone(),
         config.service_users.clone(),
         supervisor.clone(),

@@ -39,6 +39,10 @@ impl Worker for WorkerService {
         self.instances.run(*run)
     }
 
+    async fn instance_prep(self, _: Context, run: RunId, uploader_uid: u32) -> Result<(), WorkerError> {
+        self.instances.prepare(run, uploader_uid).await
+    }
+
     async fn instance_stop(self, _: Context, run: RunId) -> Result<(), WorkerError> {
         self.instances.stop(run)
     }

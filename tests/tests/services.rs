@@ -368,10 +368,11 @@ fn a_service_may_not_run_as_a_user_the_worker_does_not_allow_and_says_so() {
 fn sighup_reloads_the_services_file_and_hz_signal_reaches_an_instance() {
     let cluster = cluster();
     let dir = cluster.dir().display().to_string();
-    // The program says when it gets SIGHUP (sleep in the background, so the trap runs).
+    // The program says when its trap is set (a HUP before that would kill the shell) and when
+    // it gets SIGHUP (short sleeps, so the trap runs).
     write_script(
         &cluster.dir().join("hup.sh"),
-        &format!("#!/bin/sh\ntrap 'echo hup >> {dir}/hups' HUP\nwhile :; do sleep 0.05; done\n"),
+        &format!("#!/bin/sh\ntrap 'echo hup >> {dir}/hups' HUP\necho $$ > {dir}/trapped\nwhile :; do sleep 0.05; done\n"),
     );
     services(
         &cluster,
@@ -379,7 +380,11 @@ fn sighup_reloads_the_services_file_and_hz_signal_reaches_an_instance() {
     );
     // No `hz reload`: SIGHUP to herzog, as supervisord's users do.
     cluster.signal_herzog(nix::sys::signal::Signal::SIGHUP);
-    running(&cluster, &["web:0"]);
+    let pid = running(&cluster, &["web:0"])["web:0"];
+    eventually("the instance to set its trap", LIMIT, || {
+        let text = std::fs::read_to_string(cluster.dir().join("trapped")).ok()?;
+        (text.trim() == pid.to_string()).then_some(())
+    });
     cluster.hz_ok(&["signal", "HUP", "web"]);
     let hups = cluster.dir().join("hups");
     eventually("the instance to get SIGHUP", LIMIT, || {

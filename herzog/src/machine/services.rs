@@ -4,22 +4,69 @@
 
 use super::*;
 use crate::services::{Order, Wanted};
-use common::instances::{InstanceReport, InstanceState, InstanceStatus, ReloadSummary, ServiceAction};
+use common::instances::{InstanceReport, InstanceRun, InstanceState, InstanceStatus, ReloadSummary, ServiceAction};
 use common::services::ServicesFile;
 
 impl Machine {
-    /// The connected workers on the shared filesystem, by name: where instances may be
-    /// placed (services are not staged to other hosts yet).
+    /// The connected workers, by name, that files can reach: where instances may be placed
+    /// (on a host without the shared filesystem, once herzog has logged in there).
     fn connected(&self) -> Vec<String> {
         self.workers
             .values()
-            .filter(|w| w.link == Link::Connected && w.staging == Staging::Shared)
+            .filter(|w| w.link == Link::Connected && matches!(w.staging, Staging::Shared | Staging::Ready { .. }))
             .map(|w| w.name.clone())
             .collect()
     }
 
     fn order(&mut self, orders: Vec<Order>) {
-        self.effects.extend(orders.into_iter().map(Effect::Instance));
+        for order in orders {
+            let effect = match order {
+                Order::Run { worker, mut run } => match self.stage(&worker, &mut run) {
+                    Some(upload) => Effect::StageInstance { worker, run, upload },
+                    None => Effect::Instance(Order::Run { worker, run }),
+                },
+                other => Effect::Instance(other),
+            };
+            self.effects.push(effect);
+        }
+    }
+
+    /// What to copy for a placement on a worker without the shared filesystem, if its
+    /// service stages files: each into `<scratch>/services/<run>/` by its file name. The
+    /// placement learns the directory (`HERZOG_STAGE_DIR`), and an argument that names a
+    /// staged file names its copy instead.
+    fn stage(&self, worker: &str, run: &mut InstanceRun) -> Option<Vec<Upload>> {
+        let Some(Worker {
+            staging: Staging::Ready { scratch },
+            ..
+        }) = self.workers.get(worker)
+        else {
+            return None;
+        };
+        let staged = &self.services.file().services.get(&run.instance.service)?.stage;
+        if staged.is_empty() {
+            return None;
+        }
+        let dir = scratch.join("services").join(run.run.to_string());
+        let upload: Vec<Upload> = staged
+            .iter()
+            .filter_map(|from| {
+                Some(Upload {
+                    from: from.clone(),
+                    to: dir.join(from.file_name()?),
+                })
+            })
+            .collect();
+        for arg in &mut run.spec.argv {
+            if let Some(u) = upload.iter().find(|u| u.from.as_os_str() == arg.as_str()) {
+                *arg = u.to.to_string_lossy().into_owned();
+            }
+        }
+        run.spec
+            .env
+            .insert("HERZOG_STAGE_DIR".into(), dir.to_string_lossy().into_owned());
+        run.staged = Some(dir);
+        Some(upload)
     }
 
     pub(super) fn instances_report(

@@ -228,7 +228,7 @@ fn starts(effects: &[Effect]) -> Vec<(String, StartAttempt)> {
         .iter()
         .filter_map(|e| match e {
             Effect::Start { worker, start, .. } => Some((worker.clone(), (**start).clone())),
-            Effect::Stop { .. } | Effect::Probe { .. } | Effect::Instance(_) => None,
+            Effect::Stop { .. } | Effect::Probe { .. } | Effect::Instance(_) | Effect::StageInstance { .. } => None,
         })
         .collect()
 }
@@ -1216,7 +1216,9 @@ fn removing_a_project_stops_its_attempts_and_resets_its_priority() {
         .iter()
         .map(|e| match e {
             Effect::Stop { worker, attempt } => (worker.clone(), *attempt),
-            Effect::Start { .. } | Effect::Probe { .. } | Effect::Instance(_) => panic!("removal starts nothing"),
+            Effect::Start { .. } | Effect::Probe { .. } | Effect::Instance(_) | Effect::StageInstance { .. } => {
+                panic!("removal starts nothing")
+            }
         })
         .collect();
     stops.sort();
@@ -2477,7 +2479,7 @@ proptest! {
                         let w = &m.workers[worker];
                         prop_assert_eq!(&w.staging, &Staging::Checking { scratch: scratch.clone() });
                     }
-                    Effect::Instance(_) => panic!("no services in this test: {e:?}"),
+                    Effect::Instance(_) | Effect::StageInstance { .. } => panic!("no services in this test: {e:?}"),
                 }
             }
             check_invariants(&m, &mut model);

@@ -292,6 +292,14 @@ pub(crate) enum Effect {
     },
     /// Asks a worker to run, stop or retune a service instance's placement.
     Instance(crate::services::Order),
+    /// Runs a placement on a worker without the shared filesystem: kinski makes its
+    /// directory (`run.staged`), herzog copies `upload` (the service's `stage` files) there,
+    /// then the placement runs.
+    StageInstance {
+        worker: String,
+        run: Box<common::instances::InstanceRun>,
+        upload: Vec<Upload>,
+    },
 }
 
 /// A change to the database, committed with the rest of its batch.

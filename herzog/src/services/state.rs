@@ -336,6 +336,8 @@ impl Services {
                     instance: id.clone(),
                     spec: InstanceSpec::from(spec),
                     movable: !pinned(&id, spec),
+                    // The machine stages it when the worker needs its files copied.
+                    staged: None,
                 }),
             });
             self.changed.insert(id.clone());

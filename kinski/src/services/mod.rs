@@ -4,5 +4,6 @@
 pub(crate) mod policy;
 mod runner;
 mod spawn;
+pub(crate) mod stage;
 
 pub(crate) use runner::Instances;

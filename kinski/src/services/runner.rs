@@ -36,6 +36,8 @@ pub(crate) struct Instances {
     held: Arc<Mutex<BTreeMap<RunId, Held>>>,
     /// Where kept output goes: `<state_dir>/services`.
     dir: PathBuf,
+    /// The scratch directory, where staged placements' files lie (`stage`).
+    scratch: PathBuf,
     run_as: Option<RunAs>,
     /// Users a service may name besides `run_as` (`kinski.service_users`).
     service_users: Vec<String>,
@@ -56,6 +58,7 @@ pub(crate) struct Instances {
 impl Instances {
     pub(crate) fn new(
         dir: PathBuf,
+        scratch: PathBuf,
         run_as: Option<RunAs>,
         service_users: Vec<String>,
         supervisor: crate::supervisor::Supervisor,
@@ -63,6 +66,7 @@ impl Instances {
         Instances {
             held: Arc::default(),
             dir,
+            scratch,
             run_as,
             service_users,
             supervisor,
@@ -169,6 +173,9 @@ impl Instances {
                 });
             }
         };
+        if let Some(staged) = &run.staged {
+            super::stage::check(&self.scratch, run.run, staged)?;
+        }
         let mut held = self.lock();
         if held.contains_key(&run.run) {
             return Ok(());
@@ -195,6 +202,23 @@ impl Instances {
         tracing::info!(instance = %run.instance, run = %run.run, "service instance placed here");
         tokio::spawn(drive(self.clone(), run, user, rx));
         Ok(())
+    }
+
+    /// Makes a staged placement's directory for herzog's login (`uploader`) to copy into.
+    pub(crate) async fn prepare(&self, run: RunId, uploader: u32) -> Result<(), WorkerError> {
+        if self.lock().contains_key(&run) {
+            // Already running: its directory is the instance's now.
+            return Ok(());
+        }
+        let scratch = self.scratch.clone();
+        tokio::task::spawn_blocking(move || super::stage::prepare(&scratch, run, uploader))
+            .await
+            .unwrap_or_else(|e| {
+                Err(WorkerError::Prepare {
+                    path: String::new(),
+                    reason: format!("the preparing thread failed: {e}"),
+                })
+            })
     }
 
     /// Stops a placement (its stop signal, SIGKILL after its grace) and forgets it.
@@ -320,11 +344,15 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                         let (dir, id, spec, who) =
                             (me.dir.clone(), run.instance.clone(), run.spec.clone(), user.clone());
                         let number = run.run;
+                        let staged = run.staged.is_some().then(|| me.scratch.clone());
                         let spawned = tokio::task::spawn_blocking(move || {
                             let account = match who {
                                 User::Resolved(account) => account,
                                 User::Named(name) => crate::user::resolve(Some(&name)).map_err(|e| e.to_string())?,
                             };
+                            if let Some(scratch) = staged {
+                                super::stage::hand_over(&scratch, number, account.as_ref())?;
+                            }
                             let p = super::spawn::spawn(&dir, number, &id, &spec, account.as_ref())
                                 .map_err(|e| e.to_string())?;
                             let starttime = crate::leftovers::process_starttime(p.pid()).unwrap_or(0);
@@ -372,6 +400,11 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
         me.publish(run.run, me.state(&instance.state), instance.restarts);
         let settled = !matches!(instance.state, State::Starting { .. } | State::Stopping { .. });
         if leaving && process.is_none() && settled {
+            if run.staged.is_some() {
+                let scratch = me.scratch.clone();
+                let number = run.run;
+                let _ = tokio::task::spawn_blocking(move || super::stage::remove(&scratch, number)).await;
+            }
             me.forget(run.run);
             tracing::info!(instance = %run.instance, run = %run.run, "service instance stopped and forgotten");
             return;
