@@ -132,7 +132,9 @@ fn unescape(text: &str) -> OsString {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match (bytes[i], octal) {
             (b'\\', Some(d)) => {
                 let value = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
@@ -351,7 +353,12 @@ impl Leaf {
     }
 
     fn open(&self, name: &str, flags: OFlags) -> io::Result<File> {
-        let fd = rustix::fs::openat(&self.dir, name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(File::from(fd))
     }
 
@@ -551,7 +558,12 @@ fn kill_walked(known: BTreeMap<i32, u64>) -> usize {
         let new: Vec<(i32, u64)> = descendants(&parents, roots)
             .into_iter()
             .filter(|pid| !stopped.contains_key(pid))
-            .filter_map(|pid| table.get(&pid).filter(|s| live(s, s.starttime)).map(|s| (pid, s.starttime)))
+            .filter_map(|pid| {
+                table
+                    .get(&pid)
+                    .filter(|s| live(s, s.starttime))
+                    .map(|s| (pid, s.starttime))
+            })
             .collect();
         if new.is_empty() {
             break;

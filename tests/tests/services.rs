@@ -10,50 +10,8 @@
 use common::instances::{InstanceState, InstanceStatus};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use tests::services::{LIMIT, cluster, processes_of, running, services, status};
 use tests::{Cluster, STARTUP, alive, eventually, write_script};
-
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// A services file beside the cluster's config, read by `hz reload`.
-fn services(cluster: &Cluster, text: &str) {
-    std::fs::write(cluster.dir().join("services.toml"), text).expect("write services.toml");
-}
-
-fn status(cluster: &Cluster) -> BTreeMap<String, InstanceStatus> {
-    let all: Vec<InstanceStatus> = cluster.hz_json(&["status"]);
-    all.into_iter().map(|i| (i.instance.clone(), i)).collect()
-}
-
-/// Waits until every instance named is RUNNING with a pid; returns their pids.
-fn running(cluster: &Cluster, names: &[&str]) -> BTreeMap<String, i32> {
-    eventually(&format!("{names:?} to run"), LIMIT, || {
-        let now = status(cluster);
-        names
-            .iter()
-            .map(|n| match now.get(*n).map(|i| &i.state) {
-                Some(InstanceState::Running { pid, .. }) => Some((n.to_string(), *pid)),
-                _ => None,
-            })
-            .collect::<Option<BTreeMap<_, _>>>()
-    })
-}
-
-/// A cluster of two workers, a short heartbeat, and a program for services.
-fn cluster() -> Cluster {
-    let cluster = Cluster::start_with_config(
-        Some("[herzog]\nheartbeat_interval = \"200ms\"\nworker_timeout = \"2s\"\n"),
-        &[("euclid", 1), ("newton", 1)],
-    );
-    write_script(
-        &cluster.dir().join("serve.sh"),
-        "#!/bin/sh\necho \"up $HERZOG_INSTANCE\"\nexec sleep 1000\n",
-    );
-    write_script(
-        &cluster.dir().join("fail.sh"),
-        "#!/bin/sh\necho 'no config' >&2\nexit 1\n",
-    );
-    cluster
-}
 
 #[test]
 fn instances_are_placed_kept_up_fatal_after_their_retries_and_stopped_and_started_by_hand() {
@@ -226,22 +184,6 @@ fn services_outlive_a_killed_herzog_and_a_killed_kinski_leaves_no_instance_twice
         "the other worker's instance is untouched"
     );
     assert_eq!(processes_of(&dir, "web:0"), [after["web:0"]], "web:0 runs exactly once");
-}
-
-/// The processes of this cluster's `instance` (each test's services carry `CLUSTER=<dir>`).
-fn processes_of(dir: &str, instance: &str) -> Vec<i32> {
-    let ours = format!("CLUSTER={dir}");
-    let named = format!("HERZOG_INSTANCE={instance}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let env = std::fs::read(e.path().join("environ")).ok()?;
-            let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-            (vars.contains(&named.as_bytes()) && vars.contains(&ours.as_bytes()) && alive(pid)).then_some(pid)
-        })
-        .collect()
 }
 
 /// herzog stopped (SIGSTOP) until dropped: the workers are cut off from it.
@@ -613,7 +555,10 @@ env = {{ CLUSTER = "{dir}" }}
     assert_eq!(host(&now, "db:0"), "newton");
     assert_eq!(host(&now, "agent@newton:0"), "newton");
     assert_eq!(host(&now, on_newton), "euclid", "a moved instance is not moved back");
-    assert_eq!(back["agent@euclid:0"], before["agent@euclid:0"], "euclid's instances untouched");
+    assert_eq!(
+        back["agent@euclid:0"], before["agent@euclid:0"],
+        "euclid's instances untouched"
+    );
     for instance in all {
         assert_eq!(
             processes_of(&dir, instance),
@@ -625,127 +570,4 @@ env = {{ CLUSTER = "{dir}" }}
         instances_per_worker(&cluster),
         BTreeMap::from([("euclid".to_string(), 3), ("newton".to_string(), 2)])
     );
-}
-
-/// The pids a `tree.sh` instance wrote: its grandchild in its group and its child that
-/// called `setsid`, in the order they were written.
-fn tree_pids(cluster: &Cluster, n: usize) -> Vec<i32> {
-    let file = cluster.dir().join("tree.pids");
-    eventually(&format!("{n} pids in {}", file.display()), LIMIT, || {
-        let text = std::fs::read_to_string(&file).ok()?;
-        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        (pids.len() >= n).then_some(pids)
-    })
-}
-
-/// The session a process is in (field 6 of /proc/<pid>/stat).
-fn session_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].split_whitespace().nth(3)?.parse().ok()
-}
-
-/// A service whose program forks a grandchild in its group and a child that leaves it
-/// (`setsid`), each writing its pid to `tree.pids`.
-fn tree_service(cluster: &Cluster) {
-    let dir = cluster.dir().display().to_string();
-    write_script(
-        &cluster.dir().join("tree.sh"),
-        &format!(
-            "#!/bin/sh\n\
-             (sleep 1000 & echo $! >> {dir}/tree.pids; wait) &\n\
-             setsid sh -c 'echo $$ >> {dir}/tree.pids; exec sleep 1000' &\n\
-             exec sleep 1000\n"
-        ),
-    );
-    services(
-        cluster,
-        &format!(
-            "[services.tree]\ncommand = \"{dir}/tree.sh\"\nstartsecs = 0\nstopwaitsecs = 1\nhosts = [\"euclid\"]\n"
-        ),
-    );
-}
-
-#[test]
-#[ignore = "needs root: cgroups"]
-fn stopping_and_restarting_kill_the_whole_tree_even_a_child_that_left_the_group_as_root() {
-    let cluster = cluster();
-    let log = cluster.worker("euclid").log();
-    assert!(log.contains("tracked by a cgroup each"), "{log}");
-    tree_service(&cluster);
-    cluster.hz_ok(&["reload"]);
-    let first = running(&cluster, &["tree:0"])["tree:0"];
-    let pids = tree_pids(&cluster, 2);
-    assert!(
-        pids.iter().any(|p| session_of(*p) != session_of(first)),
-        "one of {pids:?} left the leader's session"
-    );
-    let root = kinski::cgroup::root_of("euclid", &cluster.kinski_state("euclid")).expect("a cgroup v2 mount");
-    let root = root.file_name().unwrap().to_string_lossy().into_owned();
-    for pid in pids.iter().chain([&first]) {
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        assert!(cgroup.contains(&format!("/{root}/instance-")), "{pid} is in {cgroup}");
-    }
-
-    // A restart: the new process starts only once the old one's whole tree is gone.
-    cluster.hz_ok(&["restart", "tree"]);
-    let second = eventually("tree:0 to run again", LIMIT, || {
-        match status(&cluster)["tree:0"].state {
-            InstanceState::Running { pid, .. } if pid != first => Some(pid),
-            _ => None,
-        }
-    });
-    for pid in pids.iter().chain([&first]) {
-        assert!(!tests::running(*pid), "{pid} of the first run survived its restart");
-    }
-    let again = tree_pids(&cluster, 4);
-    let after_restart = &again[2..];
-
-    // A stop: the same.
-    cluster.hz_ok(&["stop", "tree"]);
-    eventually("tree:0 to stop", LIMIT, || {
-        (status(&cluster)["tree:0"].state == InstanceState::Stopped).then_some(())
-    });
-    for pid in after_restart.iter().chain([&second]) {
-        assert!(!tests::running(*pid), "{pid} survived the stop");
-    }
-    let leaves: Vec<String> = cgroups_of(&cluster, "euclid");
-    assert!(leaves.is_empty(), "the stopped instance's cgroup is removed: {leaves:?}");
-}
-
-#[test]
-#[ignore = "needs root: cgroups"]
-fn a_restarted_kinski_kills_what_its_predecessor_left_in_its_cgroups_as_root() {
-    let mut cluster = cluster();
-    tree_service(&cluster);
-    cluster.hz_ok(&["reload"]);
-    let first = running(&cluster, &["tree:0"])["tree:0"];
-    let pids = tree_pids(&cluster, 2);
-
-    // kinski crashes; its instance, and the child that left its group, run on meanwhile.
-    cluster.kill_kinski("euclid");
-    assert!(pids.iter().chain([&first]).all(|p| tests::running(*p)));
-    cluster.restart_worker("euclid");
-    let second = eventually("tree:0 to run again", LIMIT, || {
-        match status(&cluster)["tree:0"].state {
-            InstanceState::Running { pid, .. } if pid != first => Some(pid),
-            _ => None,
-        }
-    });
-    for pid in pids.iter().chain([&first]) {
-        assert!(!tests::running(*pid), "{pid} of the crashed kinski's instance survived");
-    }
-    assert!(tests::running(second));
-    assert_eq!(cgroups_of(&cluster, "euclid").len(), 1, "only the new run's cgroup");
-}
-
-/// The cgroups worker `name` of this cluster has now (under its root in the cgroup v2 mount).
-fn cgroups_of(cluster: &Cluster, name: &str) -> Vec<String> {
-    let root = kinski::cgroup::root_of(name, &cluster.kinski_state(name)).expect("a cgroup v2 mount");
-    std::fs::read_dir(&root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
 }

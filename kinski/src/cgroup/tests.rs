@@ -3,7 +3,6 @@
 //! that called `setsid`, killed after the leader is gone.
 
 use super::*;
-use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 
 /// This machine's mountinfo: cgroup v1 controllers beside an empty v2 tree (a hybrid host).
@@ -17,7 +16,8 @@ const HYBRID: &str = "\
 #[test]
 fn finds_the_cgroup2_mount_in_mountinfo() {
     assert_eq!(cgroup2_mount(HYBRID), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-    let unified = "25 1 0:22 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+    let unified =
+        "25 1 0:22 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
     assert_eq!(cgroup2_mount(unified), Some(PathBuf::from("/sys/fs/cgroup")));
     // Optional fields (`shared:4`) come before the separator; a mount point may hold escapes.
     let spaced = "30 1 0:40 / /mnt/my\\040cgroups rw shared:9 master:2 - cgroup2 none rw\n";
@@ -56,7 +56,10 @@ fn a_units_cgroup_is_named_after_its_run_and_instance() {
         },
     };
     assert_eq!(unit(17, "web", None, 0).name(), "instance-17-web_0");
-    assert_eq!(unit(18, "agent", Some("euclid"), 2).name(), "instance-18-agent_euclid_2");
+    assert_eq!(
+        unit(18, "agent", Some("euclid"), 2).name(),
+        "instance-18-agent_euclid_2"
+    );
 }
 
 #[test]
@@ -115,7 +118,11 @@ fn tree_of_three(dir: &Path, tree: &Tree) -> (Child, i32, i32) {
     let (grandchild, escaped) = (read("grandchild"), read("escaped"));
     let session = |pid: i32| {
         let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        text[text.rfind(')').unwrap() + 2..].split_whitespace().nth(3).unwrap().to_string()
+        text[text.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .to_string()
     };
     assert_ne!(session(escaped), session(pid), "the child left the leader's session");
     (leader, grandchild, escaped)
@@ -171,10 +178,16 @@ fn a_cgroup_holds_what_left_the_group_is_emptied_removed_and_a_predecessors_kill
     assert!(!tree.walks());
     let dir = tempfile::tempdir().unwrap();
     let (leader, grandchild, escaped) = tree_of_three(dir.path(), &tree);
-    let cgroup = format!("0::/{}/instance-1-web_0", root.path.file_name().unwrap().to_string_lossy());
+    let cgroup = format!(
+        "0::/{}/instance-1-web_0",
+        root.path.file_name().unwrap().to_string_lossy()
+    );
     for pid in [leader.id() as i32, grandchild, escaped] {
         let mine = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        assert!(mine.lines().any(|l| l.ends_with(&cgroup)), "{pid} is in {mine}, not {cgroup}");
+        assert!(
+            mine.lines().any(|l| l.ends_with(&cgroup)),
+            "{pid} is in {mine}, not {cgroup}"
+        );
     }
     leader_exits(leader);
     assert!(running(escaped));

@@ -405,8 +405,12 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
             let gone = tree.clone();
             match tokio::task::spawn_blocking(move || gone.remove()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(instance = %run.instance, error = %e, "failed to remove the instance's cgroup"),
-                Err(e) => tracing::warn!(instance = %run.instance, error = %e, "failed to remove the instance's cgroup"),
+                Ok(Err(e)) => {
+                    tracing::warn!(instance = %run.instance, error = %e, "failed to remove the instance's cgroup")
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %run.instance, error = %e, "failed to remove the instance's cgroup")
+                }
             }
             me.forget(run.run);
             tracing::info!(instance = %run.instance, run = %run.run, "service instance stopped and forgotten");
