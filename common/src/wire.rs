@@ -162,6 +162,10 @@ pub struct WorkerInfo {
     pub name: String,
     pub resources: Resources,
     pub running: u32,
+    /// The service instances it keeps up (starting, running, backing off or stopping), which
+    /// use no batch slot.
+    #[serde(default)]
+    pub instances: u32,
     /// `connected`, `disconnected` or `lost`.
     pub state: String,
     pub last_seen: Millis,

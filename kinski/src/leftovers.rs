@@ -3,23 +3,32 @@
 
 use crate::journal::{InstanceStarted, Started};
 
-/// What kill_leftovers needs of /proc/<pid>/stat.
-struct Stat {
-    /// 'Z' for a zombie.
-    state: char,
-    pgid: i32,
-    /// Clock ticks since boot (field 22).
-    starttime: u64,
+/// What kinski needs of /proc/<pid>/stat, here and to walk a tree of processes
+/// ([`crate::cgroup`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// 'Z' for a zombie, 'T' stopped.
+    pub(crate) state: char,
+    pub(crate) ppid: i32,
+    pub(crate) pgid: i32,
+    /// Clock ticks since boot (field 22): with the pid, a process's identity.
+    pub(crate) starttime: u64,
 }
 
-fn stat(pid: i32) -> Option<Stat> {
+pub(crate) fn stat(pid: i32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
     let mut fields = stat[stat.rfind(')')? + 2..].split_whitespace();
     let state = fields.next()?.chars().next()?;
-    let pgid = fields.nth(1)?.parse().ok()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgid = fields.next()?.parse().ok()?;
     let starttime = fields.nth(16)?.parse().ok()?;
-    Some(Stat { state, pgid, starttime })
+    Some(Stat {
+        state,
+        ppid,
+        pgid,
+        starttime,
+    })
 }
 
 /// The start time of a process (field 22 of /proc/<pid>/stat), if it exists.
@@ -92,7 +101,7 @@ fn kill_groups(groups: impl Iterator<Item = (i32, u64, String)>) -> usize {
 }
 
 /// Every process in /proc with its stat.
-fn all_processes() -> Vec<(i32, Stat)> {
+pub(crate) fn all_processes() -> Vec<(i32, Stat)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

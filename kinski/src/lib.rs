@@ -1,6 +1,7 @@
 //! kinski, the worker: registers with herzog, runs attempts as supervised process groups,
 //! heartbeats, and reports each completion until herzog acknowledges it.
 
+pub mod cgroup;
 mod journal;
 mod leftovers;
 mod output;
@@ -119,15 +120,24 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         source,
     })?;
     // Reading and rewriting the journal, and a look through /proc, off the runtime.
-    let dir = config.state_dir.clone();
-    let (journal, recovered, killed) = tokio::task::spawn_blocking(move || {
+    let (dir, name) = (config.state_dir.clone(), config.name.clone());
+    let (journal, recovered, killed, tracking, emptied) = tokio::task::spawn_blocking(move || {
         let (journal, recovered) = journal::Journal::open(&dir)?;
+        // A predecessor's cgroups first: everything in them, whichever group it is in.
+        let (tracking, emptied) = cgroup::Tracking::start(&name, &dir);
         let killed =
             leftovers::kill_leftovers(&recovered.running) + leftovers::kill_instance_leftovers(&recovered.instances);
-        Ok::<_, KinskiError>((journal, recovered, killed))
+        Ok::<_, KinskiError>((journal, recovered, killed, tracking, emptied))
     })
     .await
     .expect("the journal's recovery does not panic")?;
+    tracing::info!("the processes of service instances are tracked by {tracking}");
+    if emptied > 0 {
+        tracing::warn!(
+            cgroups = emptied,
+            "killed what a previous kinski left running in its cgroups"
+        );
+    }
     if !recovered.running.is_empty() || !recovered.unacked.is_empty() {
         tracing::warn!(
             left_running = recovered.running.len(),
@@ -179,6 +189,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         run_as.clone(),
         config.service_users.clone(),
         supervisor.clone(),
+        tracking.clone(),
     );
     instances.recovered_events(recovered.events);
     let cut_off = {
@@ -232,6 +243,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     common::logging::notify_stopping();
     cut_off.abort();
     tokio::join!(supervisor.stop_all(), instances.stop_all());
+    let _ = tokio::task::spawn_blocking(move || tracking.finish()).await;
     Ok(())
 }
 

@@ -9,7 +9,8 @@
 //!
 //! The group is the unit of cleanup: when the leader exits, or when the attempt is stopped,
 //! every process still in the group is killed. A descendant that leaves the group (`setsid`,
-//! `setpgid`) escapes this; tracking those would need a cgroup or `PR_SET_CHILD_SUBREAPER`.
+//! `setpgid`) escapes this; a service instance's is found by [`crate::cgroup`] (attempts'
+//! too, once the resources issue lands).
 //! Children deliberately get no `PR_SET_PDEATHSIG`, so attempts outlive a kinski restart.
 //!
 //! stdout and stderr are pipes that kinski copies into the attempt's log files ([`crate::output`]:

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod bed;
+pub mod services;
 
 pub use common::wire;
 
@@ -849,15 +850,22 @@ pub struct DbAttempt {
 }
 
 impl Drop for Cluster {
-    /// Kills what the workers still run (the workers and herzog die with their guards), and
-    /// the programs that outlived a killed kinski.
+    /// Kills what the workers still run (the workers and herzog die with their guards), the
+    /// programs that outlived a killed kinski, and, where the kinskis made cgroups (as root),
+    /// everything left in them (a service's child that left its group), removing them.
     fn drop(&mut self) {
         let workers: Vec<u32> = self.workers.iter().map(|(_, d)| d.pid()).collect();
-        for pid in self.attempts_of(&workers) {
+        let groups = self.attempts_of(&workers);
+        // The kinskis first, so none starts again what is killed next.
+        self.workers.clear();
+        for pid in groups {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
         for pid in self.programs_running() {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        for name in self.slots.keys() {
+            kinski::cgroup::kill_and_remove(name, &self.kinski_state(name));
         }
     }
 }

@@ -10,50 +10,8 @@
 use common::instances::{InstanceState, InstanceStatus};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use tests::services::{LIMIT, cluster, processes_of, running, services, status};
 use tests::{Cluster, STARTUP, alive, eventually, write_script};
-
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// A services file beside the cluster's config, read by `hz reload`.
-fn services(cluster: &Cluster, text: &str) {
-    std::fs::write(cluster.dir().join("services.toml"), text).expect("write services.toml");
-}
-
-fn status(cluster: &Cluster) -> BTreeMap<String, InstanceStatus> {
-    let all: Vec<InstanceStatus> = cluster.hz_json(&["status"]);
-    all.into_iter().map(|i| (i.instance.clone(), i)).collect()
-}
-
-/// Waits until every instance named is RUNNING with a pid; returns their pids.
-fn running(cluster: &Cluster, names: &[&str]) -> BTreeMap<String, i32> {
-    eventually(&format!("{names:?} to run"), LIMIT, || {
-        let now = status(cluster);
-        names
-            .iter()
-            .map(|n| match now.get(*n).map(|i| &i.state) {
-                Some(InstanceState::Running { pid, .. }) => Some((n.to_string(), *pid)),
-                _ => None,
-            })
-            .collect::<Option<BTreeMap<_, _>>>()
-    })
-}
-
-/// A cluster of two workers, a short heartbeat, and a program for services.
-fn cluster() -> Cluster {
-    let cluster = Cluster::start_with_config(
-        Some("[herzog]\nheartbeat_interval = \"200ms\"\nworker_timeout = \"2s\"\n"),
-        &[("euclid", 1), ("newton", 1)],
-    );
-    write_script(
-        &cluster.dir().join("serve.sh"),
-        "#!/bin/sh\necho \"up $HERZOG_INSTANCE\"\nexec sleep 1000\n",
-    );
-    write_script(
-        &cluster.dir().join("fail.sh"),
-        "#!/bin/sh\necho 'no config' >&2\nexit 1\n",
-    );
-    cluster
-}
 
 #[test]
 fn instances_are_placed_kept_up_fatal_after_their_retries_and_stopped_and_started_by_hand() {
@@ -226,22 +184,6 @@ fn services_outlive_a_killed_herzog_and_a_killed_kinski_leaves_no_instance_twice
         "the other worker's instance is untouched"
     );
     assert_eq!(processes_of(&dir, "web:0"), [after["web:0"]], "web:0 runs exactly once");
-}
-
-/// The processes of this cluster's `instance` (each test's services carry `CLUSTER=<dir>`).
-fn processes_of(dir: &str, instance: &str) -> Vec<i32> {
-    let ours = format!("CLUSTER={dir}");
-    let named = format!("HERZOG_INSTANCE={instance}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let env = std::fs::read(e.path().join("environ")).ok()?;
-            let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-            (vars.contains(&named.as_bytes()) && vars.contains(&ours.as_bytes()) && alive(pid)).then_some(pid)
-        })
-        .collect()
 }
 
 /// herzog stopped (SIGSTOP) until dropped: the workers are cut off from it.
@@ -527,4 +469,110 @@ fn an_output_file_that_is_a_fifo_fails_the_start_instead_of_hanging_it() {
         InstanceState::Fatal { .. } => Some(()),
         _ => None,
     });
+}
+
+/// The service instances `hz workers --json` says each worker runs.
+fn instances_per_worker(cluster: &Cluster) -> BTreeMap<String, u32> {
+    let workers: Vec<common::wire::WorkerInfo> = cluster.hz_json(&["workers"]);
+    workers.into_iter().map(|w| (w.name, w.instances)).collect()
+}
+
+#[test]
+fn an_every_host_service_on_two_workers_one_worker_killed_pinned_instances_show_unknown_unpinned_ones_move() {
+    let mut cluster = cluster();
+    let dir = cluster.dir().display().to_string();
+    services(
+        &cluster,
+        &format!(
+            r#"
+[services.agent]
+command = "{dir}/serve.sh"
+every_host = true
+startsecs = 0
+env = {{ CLUSTER = "{dir}" }}
+[services.db]
+command = "{dir}/serve.sh"
+hosts = ["newton"]
+startsecs = 0
+env = {{ CLUSTER = "{dir}" }}
+[services.web]
+command = "{dir}/serve.sh"
+numprocs = 2
+startsecs = 0
+stopwaitsecs = 1
+env = {{ CLUSTER = "{dir}" }}
+"#
+        ),
+    );
+    cluster.hz_ok(&["reload"]);
+    let all = ["agent@euclid:0", "agent@newton:0", "db:0", "web:0", "web:1"];
+    let before = running(&cluster, &all);
+    let now = status(&cluster);
+    let host = |s: &BTreeMap<String, InstanceStatus>, i: &str| s[i].host.clone().unwrap_or_default();
+    assert_eq!(host(&now, "agent@euclid:0"), "euclid");
+    assert_eq!(host(&now, "agent@newton:0"), "newton");
+    assert_eq!(host(&now, "db:0"), "newton");
+    let on_newton = ["web:0", "web:1"]
+        .into_iter()
+        .find(|i| host(&now, i) == "newton")
+        .expect("one web instance on each worker");
+    assert_eq!(
+        instances_per_worker(&cluster),
+        BTreeMap::from([("euclid".to_string(), 2), ("newton".to_string(), 3)]),
+        "hz workers counts each worker's instances"
+    );
+    let table = cluster.hz_ok(&["workers"]);
+    assert!(table.contains("INSTANCES"), "{table}");
+
+    // newton's host crashes: kinski and what it ran die at once.
+    cluster.kill_worker("newton");
+    let killed = Instant::now();
+    let after = eventually("newton's instances to be Unknown, its movable one moved", LIMIT, || {
+        let now = status(&cluster);
+        let unknown = |i: &str| matches!(now[i].state, InstanceState::Unknown { .. });
+        let moved = matches!(now[on_newton].state, InstanceState::Running { .. }) && host(&now, on_newton) == "euclid";
+        (unknown("db:0") && unknown("agent@newton:0") && moved).then_some(now)
+    });
+    // Not before the lease: the worker timeout (2 s, from newton's last heartbeat at most
+    // 200 ms before the crash) and then web's stop grace (1 s).
+    assert!(
+        killed.elapsed() >= Duration::from_millis(2_800),
+        "moved after {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(host(&after, "db:0"), "newton", "a pinned instance stays where it was");
+    assert_eq!(host(&after, "agent@newton:0"), "newton");
+    let text = cluster.hz_ok(&["status"]);
+    assert_eq!(
+        text.lines().filter(|l| l.contains("UNKNOWN")).count(),
+        2,
+        "db:0 and agent@newton:0 show UNKNOWN:\n{text}"
+    );
+    assert_eq!(
+        instances_per_worker(&cluster),
+        BTreeMap::from([("euclid".to_string(), 3), ("newton".to_string(), 0)])
+    );
+
+    // newton comes back: its pinned instances run there again, nothing runs twice.
+    cluster.restart_worker("newton");
+    let back = running(&cluster, &all);
+    let now = status(&cluster);
+    assert_eq!(host(&now, "db:0"), "newton");
+    assert_eq!(host(&now, "agent@newton:0"), "newton");
+    assert_eq!(host(&now, on_newton), "euclid", "a moved instance is not moved back");
+    assert_eq!(
+        back["agent@euclid:0"], before["agent@euclid:0"],
+        "euclid's instances untouched"
+    );
+    for instance in all {
+        assert_eq!(
+            processes_of(&dir, instance),
+            [back[instance]],
+            "{instance} runs exactly once"
+        );
+    }
+    assert_eq!(
+        instances_per_worker(&cluster),
+        BTreeMap::from([("euclid".to_string(), 3), ("newton".to_string(), 2)])
+    );
 }

@@ -35,6 +35,7 @@ fn table(workers: &[WorkerInfo], now: common::Millis) -> Table {
         ("FILES", Align::Left),
         ("SLOTS", Align::Right),
         ("RUNNING", Align::Right),
+        ("INSTANCES", Align::Right),
         ("CPUS", Align::Right),
         ("MEMORY", Align::Right),
         ("LAST SEEN", Align::Right),
@@ -46,6 +47,7 @@ fn table(workers: &[WorkerInfo], now: common::Millis) -> Table {
             w.staging.clone(),
             w.resources.slots.to_string(),
             w.running.to_string(),
+            w.instances.to_string(),
             w.resources.cpus.to_string(),
             bytes(w.resources.memory_bytes),
             ago(now, w.last_seen),
@@ -72,6 +74,7 @@ mod tests {
                 scratch_dir: None,
             },
             running: 2,
+            instances: 3,
             state: "connected".into(),
             last_seen: 9_000,
             staging: "ssh ready".into(),
@@ -82,7 +85,8 @@ mod tests {
             text.contains("16.0 GiB")
                 && text.contains("1.0s ago")
                 && text.contains("euclid")
-                && text.contains("ssh ready"),
+                && text.contains("ssh ready")
+                && text.contains("INSTANCES"),
             "{text}"
         );
     }

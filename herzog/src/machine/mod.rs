@@ -1037,6 +1037,7 @@ impl Machine {
                 name: w.name.clone(),
                 resources: w.resources.clone(),
                 running: w.running.len() as u32,
+                instances: self.services.kept_on(&w.name),
                 state: match w.link {
                     Link::Connected => "connected",
                     Link::Disconnected { .. } => "disconnected",

@@ -571,6 +571,30 @@ impl Services {
         orders
     }
 
+    /// How many instances `worker` keeps up, as it last said (starting, running, backing off
+    /// or stopping), for `hz workers`; none while it is lost (they show `Unknown`).
+    pub(crate) fn kept_on(&self, worker: &str) -> u32 {
+        let up = |p: &&Placed| {
+            p.worker == worker
+                && matches!(
+                    p.state,
+                    Some(
+                        InstanceState::Starting { .. }
+                            | InstanceState::Running { .. }
+                            | InstanceState::Backoff { .. }
+                            | InstanceState::Stopping { .. }
+                    )
+                )
+        };
+        let count = self
+            .instances
+            .values()
+            .flat_map(|k| k.placed.iter().chain(k.draining.iter()))
+            .filter(up)
+            .count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
     /// The instances of `name` (every instance when `None`, `name:N` for one).
     pub(crate) fn select(&self, name: Option<&str>) -> Vec<InstanceId> {
         self.instances

@@ -5,6 +5,7 @@
 //! reported to herzog on every change and beside every heartbeat.
 
 use super::policy::{Action, Input, Instance, Note, State, Watch};
+use crate::cgroup::{Tracking, Tree, Unit};
 use crate::process::Stopper;
 use crate::user::RunAs;
 use common::instances::{EventKind, InstanceEvent, InstanceReport, InstanceRun, InstanceState, RunId, WatchSpec};
@@ -43,6 +44,8 @@ pub(crate) struct Instances {
     service_users: Vec<String>,
     /// Holds the journal, where each instance's process group is recorded.
     supervisor: crate::supervisor::Supervisor,
+    /// How every process of an instance is found (its cgroup, or a walk through /proc).
+    tracking: Tracking,
     /// The monotonic origin the policy's times count from.
     origin: Instant,
     /// Woken whenever a placement changes state, so the session reports it.
@@ -62,6 +65,7 @@ impl Instances {
         run_as: Option<RunAs>,
         service_users: Vec<String>,
         supervisor: crate::supervisor::Supervisor,
+        tracking: Tracking,
     ) -> Instances {
         Instances {
             held: Arc::default(),
@@ -70,6 +74,7 @@ impl Instances {
             run_as,
             service_users,
             supervisor,
+            tracking,
             origin: Instant::now(),
             changed: Arc::new(Notify::new()),
             contact: Arc::default(),
@@ -336,13 +341,31 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
     let origin = tokio::time::Instant::from_std(me.origin);
     let mut inputs = VecDeque::from([Input::Start]);
     let mut noted = 0u32;
+    // Every process of this placement, in its process group or not: its cgroup is made now.
+    let tree = {
+        let (tracking, unit) = (
+            me.tracking.clone(),
+            Unit::Instance {
+                run: run.run,
+                instance: run.instance.clone(),
+            },
+        );
+        tokio::task::spawn_blocking(move || tracking.tree(&unit))
+            .await
+            .expect("making a cgroup does not panic")
+    };
     loop {
         while let Some(input) = inputs.pop_front() {
             for action in instance.handle(me.origin.elapsed(), input) {
                 match action {
                     Action::Spawn => {
-                        let (dir, id, spec, who) =
-                            (me.dir.clone(), run.instance.clone(), run.spec.clone(), user.clone());
+                        let (dir, id, spec, who, within) = (
+                            me.dir.clone(),
+                            run.instance.clone(),
+                            run.spec.clone(),
+                            user.clone(),
+                            tree.clone(),
+                        );
                         let number = run.run;
                         let staged = run.staged.is_some().then(|| me.scratch.clone());
                         let spawned = tokio::task::spawn_blocking(move || {
@@ -353,9 +376,10 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                             if let Some(scratch) = staged {
                                 super::stage::hand_over(&scratch, number, account.as_ref())?;
                             }
-                            let p = super::spawn::spawn(&dir, number, &id, &spec, account.as_ref())
+                            let p = super::spawn::spawn(&dir, number, &id, &spec, account.as_ref(), &within)
                                 .map_err(|e| e.to_string())?;
                             let starttime = crate::leftovers::process_starttime(p.pid()).unwrap_or(0);
+                            within.started(p.pid(), starttime);
                             Ok::<_, String>((p, starttime, account))
                         })
                         .await;
@@ -379,11 +403,17 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                     }
                     Action::Signal { pid, signal } => {
                         if let Some(p) = process.as_ref().filter(|p| p.stopper.pgid() == pid) {
+                            // While the leader lives, before the signal ends it.
+                            remember(&tree).await;
                             p.stopper.signal(signal);
                         }
                     }
                     Action::WakeAt(at) => wake = Some(origin + at),
                     Action::Note(note) => {
+                        if matches!(note, Note::Running { .. }) {
+                            // What it started with (a daemon it forked, say) is known from now.
+                            remember(&tree).await;
+                        }
                         log(&run, &note);
                         noted += 1;
                         me.note(InstanceEvent {
@@ -404,6 +434,16 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                 let scratch = me.scratch.clone();
                 let number = run.run;
                 let _ = tokio::task::spawn_blocking(move || super::stage::remove(&scratch, number)).await;
+            }
+            let gone = tree.clone();
+            match tokio::task::spawn_blocking(move || gone.remove()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(instance = %run.instance, error = %e, "failed to remove the instance's cgroup")
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %run.instance, error = %e, "failed to remove the instance's cgroup")
+                }
             }
             me.forget(run.run);
             tracing::info!(instance = %run.instance, run = %run.run, "service instance stopped and forgotten");
@@ -433,6 +473,8 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
             },
             end = async { (&mut process.as_mut().expect("guarded").end).await }, if process.is_some() => {
                 process = None;
+                // Before the policy may start it again: whatever it left, in its group or not.
+                kill_tree(&run, &tree).await;
                 me.supervisor.instance_ended(run.run);
                 let exit = end.unwrap_or_else(|e| Exit::StartFailed(format!("its waiting task failed: {e}")));
                 inputs.push_back(Input::Exited { exit });
@@ -442,6 +484,26 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                 inputs.push_back(Input::Tick);
             }
         }
+    }
+}
+
+/// Walking /proc for the instance's processes: adds what runs below those known now.
+async fn remember(tree: &Tree) {
+    if tree.walks() {
+        let tree = tree.clone();
+        let _ = tokio::task::spawn_blocking(move || tree.remember()).await;
+    }
+}
+
+/// Kills every process the instance's leader left (it is reaped), and waits until they are gone.
+async fn kill_tree(run: &InstanceRun, tree: &Tree) {
+    let tree = tree.clone();
+    let instance = &run.instance;
+    match tokio::task::spawn_blocking(move || tree.kill()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(processes)) => tracing::info!(%instance, processes, "killed what the instance's process left running"),
+        Ok(Err(e)) => tracing::warn!(%instance, error = %e, "failed to kill what the instance's process left running"),
+        Err(e) => tracing::warn!(%instance, error = %e, "failed to kill what the instance's process left running"),
     }
 }
 

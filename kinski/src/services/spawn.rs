@@ -1,9 +1,11 @@
-//! Starts one service instance's process: its own process group, as its user, in its
-//! directory, with its umask, its environment, and its stdout and stderr kept (capped files
-//! under kinski's state directory, the previous run's kept beside as `.1`), discarded, or
-//! appended to a file the user named, which the child opens after dropping to its user so
-//! no root process writes through a path the user controls.
+//! Starts one service instance's process: its own process group and, where kinski makes
+//! them, its own cgroup ([`crate::cgroup`]); as its user, in its directory, with its umask,
+//! its environment, and its stdout and stderr kept (capped files under kinski's state
+//! directory, the previous run's kept beside as `.1`), discarded, or appended to a file the
+//! user named, which the child opens after dropping to its user so no root process writes
+//! through a path the user controls.
 
+use crate::cgroup::Tree;
 use crate::output::Output;
 use crate::process::{LogDir, Process, SpawnError, pipe};
 use crate::user::RunAs;
@@ -28,6 +30,7 @@ pub(crate) fn spawn(
     instance: &InstanceId,
     spec: &InstanceSpec,
     run_as: Option<&RunAs>,
+    tree: &Tree,
 ) -> Result<Process, SpawnError> {
     let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
     let mut command = Command::new(program);
@@ -41,6 +44,8 @@ pub(crate) fn spawn(
         .env("HERZOG_RUN", run.to_string())
         .stdin(Stdio::null())
         .process_group(0);
+    // First of the pre_exec steps: into its cgroup while still root, before it can fork.
+    tree.enter(&mut command);
     if let Some(user) = run_as {
         user.apply(&mut command);
     }

@@ -174,6 +174,23 @@ fn a_lost_worker_moves_what_may_move_after_its_lease_and_shows_the_rest_as_unkno
 }
 
 #[test]
+fn each_worker_counts_the_instances_it_keeps_up_and_a_lost_one_none() {
+    let mut s = Services::new(file("[services.web]\ncommand = \"web\"\nnumprocs = 3\n"), 0);
+    let w = workers(&["euclid", "newton"]);
+    s.place(Mono(0), &w);
+    // Placed is not yet up: only what a worker reports counts.
+    assert_eq!((s.kept_on("euclid"), s.kept_on("newton")), (0, 0));
+    for worker in ["euclid", "newton"] {
+        let held = report(&s, worker);
+        s.report(Mono(10), 1_000, worker, held);
+    }
+    assert_eq!((s.kept_on("euclid"), s.kept_on("newton")), (2, 1));
+    s.lost("newton", 1_234, Mono(100));
+    assert_eq!((s.kept_on("euclid"), s.kept_on("newton")), (2, 0));
+    assert_eq!(s.kept_on("nobody"), 0);
+}
+
+#[test]
 fn a_reload_restarts_the_changed_retunes_the_watched_scales_and_leaves_the_rest() {
     let mut s = Services::new(
         file(

@@ -1,0 +1,69 @@
+//! What the services tests share: a two-worker cluster with a short heartbeat, the services
+//! file, `hz status` as a map, and waits on instances' states.
+
+use crate::{Cluster, alive, eventually, write_script};
+use common::instances::{InstanceState, InstanceStatus};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long an instance gets to reach a state.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// A cluster of two workers (euclid and newton), a 200 ms heartbeat, a 2 s worker timeout,
+/// and two programs for services: `serve.sh` (stays up) and `fail.sh` (exits 1 at once).
+pub fn cluster() -> Cluster {
+    let cluster = Cluster::start_with_config(
+        Some("[herzog]\nheartbeat_interval = \"200ms\"\nworker_timeout = \"2s\"\n"),
+        &[("euclid", 1), ("newton", 1)],
+    );
+    write_script(
+        &cluster.dir().join("serve.sh"),
+        "#!/bin/sh\necho \"up $HERZOG_INSTANCE\"\nexec sleep 1000\n",
+    );
+    write_script(
+        &cluster.dir().join("fail.sh"),
+        "#!/bin/sh\necho 'no config' >&2\nexit 1\n",
+    );
+    cluster
+}
+
+/// A services file beside the cluster's config, read by `hz reload`.
+pub fn services(cluster: &Cluster, text: &str) {
+    std::fs::write(cluster.dir().join("services.toml"), text).expect("write services.toml");
+}
+
+/// `hz status --json`, by instance.
+pub fn status(cluster: &Cluster) -> BTreeMap<String, InstanceStatus> {
+    let all: Vec<InstanceStatus> = cluster.hz_json(&["status"]);
+    all.into_iter().map(|i| (i.instance.clone(), i)).collect()
+}
+
+/// Waits until every instance named is RUNNING with a pid; returns their pids.
+pub fn running(cluster: &Cluster, names: &[&str]) -> BTreeMap<String, i32> {
+    eventually(&format!("{names:?} to run"), LIMIT, || {
+        let now = status(cluster);
+        names
+            .iter()
+            .map(|n| match now.get(*n).map(|i| &i.state) {
+                Some(InstanceState::Running { pid, .. }) => Some((n.to_string(), *pid)),
+                _ => None,
+            })
+            .collect::<Option<BTreeMap<_, _>>>()
+    })
+}
+
+/// The processes of this cluster's `instance` (each test's services carry `CLUSTER=<dir>`).
+pub fn processes_of(dir: &str, instance: &str) -> Vec<i32> {
+    let ours = format!("CLUSTER={dir}");
+    let named = format!("HERZOG_INSTANCE={instance}");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+            (vars.contains(&named.as_bytes()) && vars.contains(&ours.as_bytes()) && alive(pid)).then_some(pid)
+        })
+        .collect()
+}
