@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod bed;
+pub mod services;
 
 pub use common::wire;
 

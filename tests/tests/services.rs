@@ -7,36 +7,10 @@
 //! cargo build --workspace && cargo test -p tests --test services -- --nocapture
 //! ```
 
-use common::instances::{InstanceState, InstanceStatus};
-use std::collections::BTreeMap;
+use common::instances::InstanceState;
 use std::time::{Duration, Instant};
+use tests::services::{LIMIT, events, running, services, status, word};
 use tests::{Cluster, STARTUP, alive, eventually, write_script};
-
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// A services file beside the cluster's config, read by `hz reload`.
-fn services(cluster: &Cluster, text: &str) {
-    std::fs::write(cluster.dir().join("services.toml"), text).expect("write services.toml");
-}
-
-fn status(cluster: &Cluster) -> BTreeMap<String, InstanceStatus> {
-    let all: Vec<InstanceStatus> = cluster.hz_json(&["status"]);
-    all.into_iter().map(|i| (i.instance.clone(), i)).collect()
-}
-
-/// Waits until every instance named is RUNNING with a pid; returns their pids.
-fn running(cluster: &Cluster, names: &[&str]) -> BTreeMap<String, i32> {
-    eventually(&format!("{names:?} to run"), LIMIT, || {
-        let now = status(cluster);
-        names
-            .iter()
-            .map(|n| match now.get(*n).map(|i| &i.state) {
-                Some(InstanceState::Running { pid, .. }) => Some((n.to_string(), *pid)),
-                _ => None,
-            })
-            .collect::<Option<BTreeMap<_, _>>>()
-    })
-}
 
 /// A cluster of two workers, a short heartbeat, and a program for services.
 fn cluster() -> Cluster {
@@ -395,15 +369,6 @@ fn sighup_reloads_the_services_file_and_hz_signal_reaches_an_instance() {
     assert_eq!(status(&cluster)["web:0"].restarts, 0, "{again:?}");
 }
 
-/// The event log, as `hz events --json` prints it (one object a line).
-fn events(cluster: &Cluster) -> Vec<common::instances::ServiceEvent> {
-    cluster
-        .hz_ok(&["events", "--json", "--last", "1000"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an event ({e}): {l}")))
-        .collect()
-}
-
 /// What the log says of `instance`, as words (`started`, `exited`, ...).
 fn said(events: &[common::instances::ServiceEvent], instance: &str) -> Vec<String> {
     events
@@ -411,10 +376,7 @@ fn said(events: &[common::instances::ServiceEvent], instance: &str) -> Vec<Strin
         .filter(|e| {
             e.instance == instance || (e.instance.is_empty() && instance.starts_with(&format!("{}:", e.service)))
         })
-        .map(|e| {
-            let json = serde_json::to_value(&e.kind).unwrap();
-            json["event"].as_str().unwrap().to_string()
-        })
+        .map(word)
         .collect()
 }
 
