@@ -480,8 +480,13 @@ fn an_output_file_that_is_a_fifo_fails_the_start_instead_of_hanging_it() {
         ),
     );
     cluster.hz_ok(&["reload"]);
-    eventually("web:0 to be FATAL", LIMIT, || match &status(&cluster)["web:0"].state {
-        InstanceState::Fatal { .. } => Some(()),
+    let why = eventually("web:0 to be FATAL", LIMIT, || match &status(&cluster)["web:0"].state {
+        InstanceState::Fatal { exit, .. } => Some(exit.to_string()),
         _ => None,
     });
+    // The reason names the file and what is wrong with it.
+    assert!(
+        why.contains(&fifo.display().to_string()) && why.contains("not a regular file"),
+        "{why}"
+    );
 }

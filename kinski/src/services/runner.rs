@@ -41,6 +41,8 @@ pub(crate) struct Instances {
     service_users: Vec<String>,
     /// Holds the journal, where each instance's process group is recorded.
     supervisor: crate::supervisor::Supervisor,
+    /// `kinski.pid_dir`, when set.
+    pid_files: Option<super::PidFiles>,
     /// The monotonic origin the policy's times count from.
     origin: Instant,
     /// Woken whenever a placement changes state, so the session reports it.
@@ -59,6 +61,7 @@ impl Instances {
         run_as: Option<RunAs>,
         service_users: Vec<String>,
         supervisor: crate::supervisor::Supervisor,
+        pid_files: Option<super::PidFiles>,
     ) -> Instances {
         Instances {
             held: Arc::default(),
@@ -66,6 +69,7 @@ impl Instances {
             run_as,
             service_users,
             supervisor,
+            pid_files,
             origin: Instant::now(),
             changed: Arc::new(Notify::new()),
             contact: Arc::default(),
@@ -320,6 +324,7 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                         let (dir, id, spec, who) =
                             (me.dir.clone(), run.instance.clone(), run.spec.clone(), user.clone());
                         let number = run.run;
+                        let pid_files = me.pid_files.clone();
                         let spawned = tokio::task::spawn_blocking(move || {
                             let account = match who {
                                 User::Resolved(account) => account,
@@ -327,6 +332,9 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                             };
                             let p = super::spawn::spawn(&dir, number, &id, &spec, account.as_ref())
                                 .map_err(|e| e.to_string())?;
+                            if let Some(pid_files) = pid_files {
+                                pid_files.write(&id, p.pid());
+                            }
                             let starttime = crate::leftovers::process_starttime(p.pid()).unwrap_or(0);
                             Ok::<_, String>((p, starttime, account))
                         })
@@ -335,7 +343,7 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                             Ok(Ok((p, starttime, account))) => {
                                 user = User::Resolved(account);
                                 let pid = p.pid();
-                                me.supervisor.instance_started(run.run, pid, starttime);
+                                me.supervisor.instance_started(run.run, &run.instance, pid, starttime);
                                 let stopper = p.stopper();
                                 let end = tokio::spawn(async move { p.wait().await.exit });
                                 process = Some(Running { stopper, end });
@@ -400,6 +408,11 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
             },
             end = async { (&mut process.as_mut().expect("guarded").end).await }, if process.is_some() => {
                 process = None;
+                if let Some(pid_files) = me.pid_files.clone() {
+                    // Awaited: a restart's new file must not be removed by this.
+                    let id = run.instance.clone();
+                    let _ = tokio::task::spawn_blocking(move || pid_files.remove(&id)).await;
+                }
                 me.supervisor.instance_ended(run.run);
                 let exit = end.unwrap_or_else(|e| Exit::StartFailed(format!("its waiting task failed: {e}")));
                 inputs.push_back(Input::Exited { exit });
