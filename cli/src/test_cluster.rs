@@ -96,6 +96,7 @@ impl Cluster {
             state_dir: self.dir.path().join("kinski").join(name),
             run_as: Some(kinski::user::current_user()),
             service_users: Vec::new(),
+            pid_dir: None,
             scratch_dir: None,
         };
         let task = tokio::spawn(kinski::run(config, stopped(rx)));

@@ -162,6 +162,9 @@ pub struct KinskiSection {
     /// Users a service may name with `user =` besides `run_as` (a root kinski only): what
     /// herzog asks cannot go beyond what this host's admin allows.
     pub service_users: Vec<String>,
+    /// Where kinski keeps one pid file per service instance (`<instance>.pid`) while it runs,
+    /// for tools that expect them; none by default.
+    pub pid_dir: Option<PathBuf>,
 }
 
 impl Default for KinskiSection {
@@ -169,6 +172,7 @@ impl Default for KinskiSection {
         KinskiSection {
             run_as: None,
             service_users: Vec::new(),
+            pid_dir: None,
             tls: None,
             name: None,
             slots: None,

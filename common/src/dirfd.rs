@@ -79,6 +79,31 @@ impl DirFd {
         DirFd::open_parent(parent, mode)?.create_dir(name, mode)
     }
 
+    /// Opens the directory at the absolute `path` by walking it from `/` one name at a time,
+    /// following no link on the way: for a path a user names (a service's output file), any of
+    /// whose directories may be that user's to swap for a link.
+    pub fn open_walking(path: &Path) -> io::Result<DirFd> {
+        let refused = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not an absolute path without '..'", path.display()),
+            )
+        };
+        let mut parts = path.components();
+        if parts.next() != Some(Component::RootDir) {
+            return Err(refused());
+        }
+        let mut dir = DirFd::open(Path::new("/"))?;
+        for part in parts {
+            match part {
+                Component::Normal(name) => dir = dir.open_dir(name)?,
+                Component::CurDir => {}
+                _ => return Err(refused()),
+            }
+        }
+        Ok(dir)
+    }
+
     /// Opens an existing parent directory (links followed), or makes it as above.
     fn open_parent(path: &Path, mode: u32) -> io::Result<DirFd> {
         let follow = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
@@ -156,6 +181,35 @@ impl DirFd {
             .union(OFlags::CLOEXEC);
         let fd = rustix::fs::openat(&self.fd, plain(name.as_ref())?, flags, Mode::empty())?;
         Ok(File::from(fd))
+    }
+
+    /// Opens the file `name` here for appending, making it with `mode` when it is missing, and
+    /// says whether it was made here. Never follows a link (`ELOOP`) and never waits (a FIFO
+    /// without a reader is `ENXIO`); a file found is someone's, for the caller to check on the
+    /// descriptor.
+    pub fn open_or_create_append(&self, name: impl AsRef<OsStr>, mode: u32) -> io::Result<(File, bool)> {
+        let name = plain(name.as_ref())?;
+        let flags = OFlags::WRONLY
+            .union(OFlags::APPEND)
+            .union(OFlags::NOFOLLOW)
+            .union(OFlags::NONBLOCK)
+            .union(OFlags::NOCTTY)
+            .union(OFlags::CLOEXEC);
+        let make = flags.union(OFlags::CREATE).union(OFlags::EXCL);
+        let mut tries = 0;
+        loop {
+            match rustix::fs::openat(&self.fd, name, make, Mode::from_raw_mode(mode)) {
+                Ok(fd) => return Ok((File::from(fd), true)),
+                Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+                Ok(fd) => return Ok((File::from(fd), false)),
+                // Removed in between: make it, unless someone keeps swapping it.
+                Err(rustix::io::Errno::NOENT) if tries < 3 => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Opens the file `name` here for reading, refusing a link.
@@ -337,5 +391,53 @@ mod tests {
         let owner = db.owner().expect("owner");
         assert_eq!((owner.uid, owner.gid), (meta.uid(), meta.gid()));
         db.chown(meta.uid(), None).expect("chown to oneself");
+    }
+
+    #[test]
+    fn a_walked_path_follows_no_link_and_append_opens_say_what_they_made() {
+        let tmp = tempdir();
+        let real = tmp.path().join("real");
+        std::fs::create_dir_all(real.join("logs")).expect("mkdir");
+        std::os::unix::fs::symlink(&real, tmp.path().join("link")).expect("symlink");
+        let logs = DirFd::open_walking(&real.join("logs")).expect("a real path");
+        for refused in [
+            tmp.path().join("link/logs"),
+            tmp.path().join("link"),
+            real.join("../real/logs"),
+        ] {
+            assert!(DirFd::open_walking(&refused).is_err(), "{}", refused.display());
+        }
+        assert!(DirFd::open_walking(Path::new("relative/logs")).is_err());
+
+        let (mut made, fresh) = logs.open_or_create_append("out", FILE_MODE).expect("made");
+        assert!(fresh);
+        made.write_all(b"one\n").expect("write");
+        let (mut found, fresh) = logs.open_or_create_append("out", FILE_MODE).expect("found");
+        assert!(!fresh);
+        found.write_all(b"two\n").expect("write");
+        assert_eq!(
+            std::fs::read_to_string(real.join("logs/out")).expect("read"),
+            "one\ntwo\n"
+        );
+
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "secret\n").expect("write");
+        std::os::unix::fs::symlink(&victim, real.join("logs/soft")).expect("symlink");
+        let err = logs.open_or_create_append("soft", FILE_MODE).expect_err("a link");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error()),
+            "{err}"
+        );
+        rustix::fs::mknodat(&logs, "fifo", rustix::fs::FileType::Fifo, Mode::from_raw_mode(0o600), 0).expect("mkfifo");
+        let err = logs
+            .open_or_create_append("fifo", FILE_MODE)
+            .expect_err("a FIFO, no reader");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::NXIO.raw_os_error()),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "secret\n");
     }
 }

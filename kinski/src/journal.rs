@@ -16,7 +16,7 @@
 //! checkpoint is written, the new one from then on). The thread then removes the old file.
 
 use common::AttemptId;
-use common::instances::{InstanceEvent, RunId};
+use common::instances::{InstanceEvent, InstanceId, RunId};
 use common::wire::Completion;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -62,6 +62,9 @@ enum Record {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct InstanceStarted {
     pub(crate) run: RunId,
+    /// Which instance, for its pid file (journals before it was recorded lack it).
+    #[serde(default)]
+    pub(crate) instance: Option<InstanceId>,
     pub(crate) pgid: i32,
     pub(crate) starttime: u64,
 }

@@ -7,6 +7,7 @@ mod leftovers;
 mod output;
 pub mod process;
 mod resources;
+mod rotate;
 mod service;
 mod services;
 mod session;
@@ -49,6 +50,8 @@ pub struct Config {
     pub service_users: Vec<String>,
     /// Where staged attempts get their directories; default `<state_dir>/scratch`.
     pub scratch_dir: Option<PathBuf>,
+    /// Where each service instance's pid file is kept while it runs (`kinski.pid_dir`).
+    pub pid_dir: Option<PathBuf>,
 }
 
 /// Why kinski stopped.
@@ -72,6 +75,8 @@ pub enum KinskiError {
     ScratchNotOwn { path: PathBuf, problem: String },
     #[error(transparent)]
     Journal(#[from] journal::JournalError),
+    #[error(transparent)]
+    PidDir(#[from] services::PidDirError),
     #[error(transparent)]
     Tls(#[from] common::tls::TlsError),
     #[error(transparent)]
@@ -121,13 +126,23 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     })?;
     // Reading and rewriting the journal, and a look through /proc, off the runtime.
     let (dir, name) = (config.state_dir.clone(), config.name.clone());
-    let (journal, recovered, killed, tracking, emptied) = tokio::task::spawn_blocking(move || {
+    let pid_dir = config.pid_dir.clone();
+    let (journal, recovered, killed, tracking, emptied, pid_files) = tokio::task::spawn_blocking(move || {
         let (journal, recovered) = journal::Journal::open(&dir)?;
         // A predecessor's cgroups first: everything in them, whichever group it is in.
         let (tracking, emptied) = cgroup::Tracking::start(&name, &dir);
         let killed =
             leftovers::kill_leftovers(&recovered.running) + leftovers::kill_instance_leftovers(&recovered.instances);
-        Ok::<_, KinskiError>((journal, recovered, killed, tracking, emptied))
+        let pid_files = pid_dir.as_deref().map(services::PidFiles::open).transpose()?;
+        // The predecessor's instances are gone now: so are their pid files.
+        if let Some(pid_files) = &pid_files {
+            recovered
+                .instances
+                .iter()
+                .filter_map(|i| i.instance.as_ref())
+                .for_each(|instance| pid_files.remove(instance));
+        }
+        Ok::<_, KinskiError>((journal, recovered, killed, tracking, emptied, pid_files))
     })
     .await
     .expect("the journal's recovery does not panic")?;
@@ -190,6 +205,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         config.service_users.clone(),
         supervisor.clone(),
         tracking.clone(),
+        pid_files,
     );
     instances.recovered_events(recovered.events);
     let cut_off = {

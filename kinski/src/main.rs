@@ -124,6 +124,7 @@ fn main() -> ExitCode {
         state_dir,
         run_as: args.run_as.or(k.run_as),
         service_users: k.service_users,
+        pid_dir: k.pid_dir,
         scratch_dir: args.scratch_dir.or(host.and_then(|h| h.scratch_dir)),
     };
     // Refuse before anything starts: root without a user to run programs as, or a user that

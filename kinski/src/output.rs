@@ -1,5 +1,6 @@
-//! An attempt's stdout and stderr: pipes read on the runtime, log files written on blocking
-//! threads.
+//! A program's stdout and stderr: pipes read on the runtime, files written on blocking
+//! threads: an attempt's capped log ([`Log`]), or a service's rotated file
+//! ([`crate::rotate::Rotating`]).
 //!
 //! A write to a slow or stalled filesystem (NFS, a full disk being cleaned) must not hold a
 //! runtime thread: heartbeats run there, and a worker whose heartbeats stop is declared lost.
@@ -17,13 +18,14 @@
 //! between them saying how many bytes were cut and why. Memory stays one chunk per stream,
 //! whatever the program writes.
 
+use crate::rotate::Rotating;
 use common::dirfd::{DirFd, FILE_MODE};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -35,13 +37,55 @@ const CHUNK: usize = 256 * 1024;
 /// descendant that left the group keeps writing, which must not hold the completion back.
 const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 
-/// One pipe and the log its bytes go to.
+/// One pipe and the file its bytes go to.
 #[derive(Debug)]
 pub(crate) struct Output {
     pipe: OwnedFd,
     /// `None` while a blocking write has it, or after that write's thread died.
-    log: Option<Log>,
+    log: Option<Sink>,
     eof: bool,
+}
+
+/// Where a pipe's bytes go.
+#[derive(Debug)]
+pub(crate) enum Sink {
+    /// An attempt's log, capped.
+    Log(Log),
+    /// A service's file, rotated.
+    Rotating(Rotating),
+}
+
+impl Sink {
+    /// Stores the program's bytes. Blocking: only on a blocking thread.
+    fn write(&mut self, bytes: &[u8]) {
+        match self {
+            Sink::Log(log) => log.write(bytes),
+            Sink::Rotating(file) => file.write(bytes),
+        }
+    }
+
+    /// Puts the file in order and closes it. Blocking: only on a blocking thread.
+    fn finish(self) {
+        match self {
+            Sink::Log(log) => log.finish(),
+            Sink::Rotating(file) => drop(file),
+        }
+    }
+
+    /// Whether it holds a file to finish (a log is made at its first byte).
+    fn has_file(&self) -> bool {
+        match self {
+            Sink::Log(log) => log.file.is_some(),
+            Sink::Rotating(_) => true,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Sink::Log(log) => &log.path,
+            Sink::Rotating(file) => file.path(),
+        }
+    }
 }
 
 /// A stream's log file, created at the first byte.
@@ -74,9 +118,18 @@ enum Read {
 
 impl Output {
     pub(crate) fn new(pipe: OwnedFd, log: Log) -> Output {
+        Output::to(pipe, Sink::Log(log))
+    }
+
+    /// A pipe whose bytes go to a service's rotated file.
+    pub(crate) fn rotating(pipe: OwnedFd, file: Rotating) -> Output {
+        Output::to(pipe, Sink::Rotating(file))
+    }
+
+    fn to(pipe: OwnedFd, sink: Sink) -> Output {
         Output {
             pipe,
-            log: Some(log),
+            log: Some(sink),
             eof: false,
         }
     }
@@ -110,7 +163,7 @@ impl Output {
     fn describe(&self) -> String {
         self.log
             .as_ref()
-            .map(|l| l.path.display().to_string())
+            .map(|l| l.path().display().to_string())
             .unwrap_or_default()
     }
 
@@ -207,7 +260,7 @@ pub(crate) async fn finish(outputs: Vec<Output>) {
             tracing::warn!(path = %output.describe(), "failed to read the program's output: {err}");
         }
         if let Some(log) = output.log.take()
-            && (log.file.is_some() || !rest.is_empty())
+            && (log.has_file() || !rest.is_empty())
         {
             work.push((log, rest));
         }

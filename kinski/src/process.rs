@@ -63,6 +63,12 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    #[error("{stream}: {source}")]
+    OutputFile {
+        stream: &'static str,
+        #[source]
+        source: crate::rotate::OutputFileError,
+    },
     #[error("failed to make a pipe for the program's {stream}: {source}")]
     Pipe {
         stream: &'static str,

@@ -452,10 +452,22 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Journals a service instance's process group, so a restarted kinski kills it.
-    pub(crate) fn instance_started(&self, run: common::instances::RunId, pgid: i32, starttime: u64) {
+    /// Journals a service instance's process group, so a restarted kinski kills it (and removes
+    /// its pid file).
+    pub(crate) fn instance_started(
+        &self,
+        run: common::instances::RunId,
+        instance: &common::instances::InstanceId,
+        pgid: i32,
+        starttime: u64,
+    ) {
         let mut inner = self.lock();
-        let record = crate::journal::InstanceStarted { run, pgid, starttime };
+        let record = crate::journal::InstanceStarted {
+            run,
+            instance: Some(instance.clone()),
+            pgid,
+            starttime,
+        };
         let result = inner.journal.instance_started(record);
         inner.log_failure("an instance's start", result);
     }

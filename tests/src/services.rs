@@ -2,7 +2,7 @@
 //! file, `hz status` as a map, and waits on instances' states.
 
 use crate::{Cluster, alive, eventually, write_script};
-use common::instances::{InstanceState, InstanceStatus};
+use common::instances::{InstanceState, InstanceStatus, ServiceEvent};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -66,4 +66,19 @@ pub fn processes_of(dir: &str, instance: &str) -> Vec<i32> {
             (vars.contains(&named.as_bytes()) && vars.contains(&ours.as_bytes()) && alive(pid)).then_some(pid)
         })
         .collect()
+}
+
+/// The event log, as `hz events --json` prints it (one object a line), oldest first.
+pub fn events(cluster: &Cluster) -> Vec<ServiceEvent> {
+    cluster
+        .hz_ok(&["events", "--json", "--last", "1000"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an event ({e}): {l}")))
+        .collect()
+}
+
+/// An event's word as the log names it (`started`, `exited`, `backoff`, ...).
+pub fn word(event: &ServiceEvent) -> String {
+    let json = serde_json::to_value(&event.kind).expect("an event kind is JSON");
+    json["event"].as_str().expect("events are tagged").to_string()
 }

@@ -402,3 +402,103 @@ fn a_placeholder_the_shell_cannot_pass_safely_is_refused_with_how_to_write_it() 
     let list: Vec<ProjectProgress> = cluster.hz_json(&["list"]);
     assert!(list.is_empty(), "a refused program was added: {list:?}");
 }
+
+/// A service running as nobody writes its output into a directory nobody owns, and while
+/// kinski (root) rotates it, the program swaps the backups, the current file and then the
+/// directory itself for links to root's files: kinski writes, renames and chowns only what it
+/// opened itself, and a start through such a link, or onto a file that is not the service
+/// user's own, fails saying why.
+#[test]
+#[ignore = "needs root to run a service as nobody: cargo test -p tests --test security -- --ignored"]
+fn as_root_a_service_cannot_make_kinski_rotate_its_output_through_a_link() {
+    use common::instances::InstanceState;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use tests::services::{LIMIT, running, services, status};
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root, to run kinski as root and the service as nobody"
+    );
+    let cluster = tests::Cluster::start_with_config(
+        Some(
+            "[herzog]\nheartbeat_interval = \"200ms\"\nworker_timeout = \"2s\"\n[kinski]\nservice_users = [\"nobody\"]\n",
+        ),
+        &[("euclid", 1)],
+    );
+    let dir = cluster.dir().to_path_buf();
+    // nobody reaches its home and the script through the cluster's directory.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "secret\n").unwrap();
+    let root_dir = dir.join("root-only");
+    std::fs::create_dir(&root_dir).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let home = dir.join("home");
+    let logs = home.join("logs");
+    for d in [&home, &logs] {
+        std::fs::create_dir(d).unwrap();
+        nix::unistd::chown(d, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    }
+    let (h, v, r) = (home.display(), victim.display(), root_dir.display());
+    tests::write_script(
+        &dir.join("attack.sh"),
+        &format!(
+            "#!/bin/sh\nL={h}/logs\nseq 1 3000\n\
+             ln -sf {v} $L/out.log.1\nln -sf {v} $L/out.log.2\nrm -f $L/out.log\nln -s {v} $L/out.log\n\
+             seq 3001 6000\n\
+             mv $L {h}/moved\nln -s {r} $L\n\
+             seq 6001 9000\necho END\nexec sleep 1000\n"
+        ),
+    );
+    services(
+        &cluster,
+        &format!(
+            "[services.web]\ncommand = \"{}/attack.sh\"\nuser = \"nobody\"\nstartsecs = 0\nstartretries = 0\n\
+             stdout = \"{h}/logs/out.log\"\nstdout_maxbytes = \"4 KiB\"\nstdout_backups = 2\n",
+            dir.display()
+        ),
+    );
+    cluster.hz_ok(&["reload"]);
+    running(&cluster, &["web:0"]);
+    let moved = home.join("moved");
+    let untouched = |what: &str| {
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "secret\n", "{what}");
+        let meta = std::fs::metadata(&victim).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o644), "{what}");
+        assert_eq!(std::fs::read_dir(&root_dir).unwrap().count(), 0, "{what}");
+    };
+    // Until the last line is where it belongs, or somewhere it must never be.
+    tests::eventually("the attack to end", LIMIT, || {
+        let ended = std::fs::read_to_string(moved.join("out.log")).is_ok_and(|t| t.ends_with("9000\nEND\n"));
+        let harmed = std::fs::read_to_string(&victim).map_or(true, |t| t != "secret\n")
+            || std::fs::read_dir(&root_dir).map_or(true, |d| d.count() > 0);
+        (ended || harmed).then_some(())
+    });
+    untouched("after the rotations");
+    // kinski kept rotating in the directory it had opened, wherever it was moved.
+    for name in ["out.log", "out.log.1", "out.log.2"] {
+        let meta = std::fs::symlink_metadata(moved.join(name)).unwrap();
+        assert!(meta.is_file() && meta.len() <= 4096, "{name}: {meta:?}");
+        assert_eq!(meta.uid(), nobody.uid.as_raw(), "{name} is nobody's");
+    }
+
+    // A start through the link now at the directory's name is refused, and says so.
+    let fatal = |says: &str| {
+        let why = tests::eventually(&format!("web:0 to be FATAL: {says}"), LIMIT, || {
+            match &status(&cluster)["web:0"].state {
+                InstanceState::Fatal { exit, .. } => Some(exit.to_string()).filter(|why| why.contains(says)),
+                _ => None,
+            }
+        });
+        assert!(why.contains(&format!("{h}/logs/out.log")), "{why}");
+    };
+    cluster.hz_ok(&["restart", "web"]);
+    fatal("symbolic link");
+    // A file that is not nobody's own (root's, hard-linked there) is refused too.
+    std::fs::remove_file(&logs).unwrap();
+    std::fs::create_dir(&logs).unwrap();
+    nix::unistd::chown(&logs, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    std::fs::hard_link(&victim, logs.join("out.log")).unwrap();
+    cluster.hz_ok(&["start", "web"]);
+    fatal("hard link");
+    untouched("after the refused starts");
+}

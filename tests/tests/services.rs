@@ -7,10 +7,9 @@
 //! cargo build --workspace && cargo test -p tests --test services -- --nocapture
 //! ```
 
-use common::instances::{InstanceState, InstanceStatus};
-use std::collections::BTreeMap;
+use common::instances::InstanceState;
 use std::time::{Duration, Instant};
-use tests::services::{LIMIT, cluster, processes_of, running, services, status};
+use tests::services::{LIMIT, cluster, events, processes_of, running, services, status, word};
 use tests::{Cluster, STARTUP, alive, eventually, write_script};
 
 #[test]
@@ -342,15 +341,6 @@ fn sighup_reloads_the_services_file_and_hz_signal_reaches_an_instance() {
     assert_eq!(status(&cluster)["web:0"].restarts, 0, "{again:?}");
 }
 
-/// The event log, as `hz events --json` prints it (one object a line).
-fn events(cluster: &Cluster) -> Vec<common::instances::ServiceEvent> {
-    cluster
-        .hz_ok(&["events", "--json", "--last", "1000"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an event ({e}): {l}")))
-        .collect()
-}
-
 /// What the log says of `instance`, as words (`started`, `exited`, ...).
 fn said(events: &[common::instances::ServiceEvent], instance: &str) -> Vec<String> {
     events
@@ -358,10 +348,7 @@ fn said(events: &[common::instances::ServiceEvent], instance: &str) -> Vec<Strin
         .filter(|e| {
             e.instance == instance || (e.instance.is_empty() && instance.starts_with(&format!("{}:", e.service)))
         })
-        .map(|e| {
-            let json = serde_json::to_value(&e.kind).unwrap();
-            json["event"].as_str().unwrap().to_string()
-        })
+        .map(word)
         .collect()
 }
 
@@ -465,10 +452,15 @@ fn an_output_file_that_is_a_fifo_fails_the_start_instead_of_hanging_it() {
         ),
     );
     cluster.hz_ok(&["reload"]);
-    eventually("web:0 to be FATAL", LIMIT, || match &status(&cluster)["web:0"].state {
-        InstanceState::Fatal { .. } => Some(()),
+    let why = eventually("web:0 to be FATAL", LIMIT, || match &status(&cluster)["web:0"].state {
+        InstanceState::Fatal { exit, .. } => Some(exit.to_string()),
         _ => None,
     });
+    // The reason names the file and what is wrong with it.
+    assert!(
+        why.contains(&fifo.display().to_string()) && why.contains("not a regular file"),
+        "{why}"
+    );
 }
 
 /// The service instances `hz workers --json` says each worker runs.

@@ -86,6 +86,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
             // hz local runs programs as whoever runs hz.
             run_as: Some(kinski::user::current_user()),
             service_users: Vec::new(),
+            pid_dir: None,
             scratch_dir: None,
         },
         stopped(stop_rx),

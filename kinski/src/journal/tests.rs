@@ -309,6 +309,7 @@ fn service_instances_and_their_events_are_recovered_until_ended_and_acknowledged
         for run in [1, 2] {
             j.instance_started(InstanceStarted {
                 run: RunId(run),
+                instance: Some(event(run, 0).instance),
                 pgid: run as i32,
                 starttime: 7,
             })
@@ -323,6 +324,10 @@ fn service_instances_and_their_events_are_recovered_until_ended_and_acknowledged
     let (_, rec) = Journal::open(dir.path()).unwrap();
     let runs: Vec<RunId> = rec.instances.iter().map(|i| i.run).collect();
     assert_eq!(runs, [RunId(2)], "only the instance that had not ended");
+    assert_eq!(
+        rec.instances[0].instance.as_ref().map(|i| i.to_string()).as_deref(),
+        Some("web:0")
+    );
     assert_eq!(
         rec.events,
         [event(2, 2), event(2, 3)],

@@ -46,6 +46,8 @@ pub(crate) struct Instances {
     supervisor: crate::supervisor::Supervisor,
     /// How every process of an instance is found (its cgroup, or a walk through /proc).
     tracking: Tracking,
+    /// `kinski.pid_dir`, when set.
+    pid_files: Option<super::PidFiles>,
     /// The monotonic origin the policy's times count from.
     origin: Instant,
     /// Woken whenever a placement changes state, so the session reports it.
@@ -66,6 +68,7 @@ impl Instances {
         service_users: Vec<String>,
         supervisor: crate::supervisor::Supervisor,
         tracking: Tracking,
+        pid_files: Option<super::PidFiles>,
     ) -> Instances {
         Instances {
             held: Arc::default(),
@@ -75,6 +78,7 @@ impl Instances {
             service_users,
             supervisor,
             tracking,
+            pid_files,
             origin: Instant::now(),
             changed: Arc::new(Notify::new()),
             contact: Arc::default(),
@@ -368,6 +372,7 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                         );
                         let number = run.run;
                         let staged = run.staged.is_some().then(|| me.scratch.clone());
+                        let pid_files = me.pid_files.clone();
                         let spawned = tokio::task::spawn_blocking(move || {
                             let account = match who {
                                 User::Resolved(account) => account,
@@ -378,6 +383,9 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                             }
                             let p = super::spawn::spawn(&dir, number, &id, &spec, account.as_ref(), &within)
                                 .map_err(|e| e.to_string())?;
+                            if let Some(pid_files) = pid_files {
+                                pid_files.write(&id, p.pid());
+                            }
                             let starttime = crate::leftovers::process_starttime(p.pid()).unwrap_or(0);
                             within.started(p.pid(), starttime);
                             Ok::<_, String>((p, starttime, account))
@@ -387,7 +395,7 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                             Ok(Ok((p, starttime, account))) => {
                                 user = User::Resolved(account);
                                 let pid = p.pid();
-                                me.supervisor.instance_started(run.run, pid, starttime);
+                                me.supervisor.instance_started(run.run, &run.instance, pid, starttime);
                                 let stopper = p.stopper();
                                 let end = tokio::spawn(async move { p.wait().await.exit });
                                 process = Some(Running { stopper, end });
@@ -475,6 +483,11 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                 process = None;
                 // Before the policy may start it again: whatever it left, in its group or not.
                 kill_tree(&run, &tree).await;
+                if let Some(pid_files) = me.pid_files.clone() {
+                    // Awaited: a restart's new file must not be removed by this.
+                    let id = run.instance.clone();
+                    let _ = tokio::task::spawn_blocking(move || pid_files.remove(&id)).await;
+                }
                 me.supervisor.instance_ended(run.run);
                 let exit = end.unwrap_or_else(|e| Exit::StartFailed(format!("its waiting task failed: {e}")));
                 inputs.push_back(Input::Exited { exit });

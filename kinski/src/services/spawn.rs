@@ -1,18 +1,18 @@
 //! Starts one service instance's process: its own process group and, where kinski makes
 //! them, its own cgroup ([`crate::cgroup`]); as its user, in its directory, with its umask,
-//! its environment, and its stdout and stderr kept (capped files under kinski's state
-//! directory, the previous run's kept beside as `.1`), discarded, or appended to a file the
-//! user named, which the child opens after dropping to its user so no root process writes
-//! through a path the user controls.
+//! its environment, and its stdout and stderr discarded or piped to kinski, which appends
+//! them to a file it rotates ([`crate::rotate`]): kept under kinski's state directory, or
+//! the file the services file names, opened by kinski without following a link and only if
+//! it is the service user's own.
 
 use crate::cgroup::Tree;
 use crate::output::Output;
-use crate::process::{LogDir, Process, SpawnError, pipe};
+use crate::process::{Process, SpawnError, pipe};
+use crate::rotate::{Holder, Rotating};
 use crate::user::RunAs;
 use common::instances::{InstanceId, InstanceSpec, RunId};
 use common::services::Output as Sink;
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -49,78 +49,43 @@ pub(crate) fn spawn(
     if let Some(user) = run_as {
         user.apply(&mut command);
     }
-    let mut outputs = Vec::new();
-    let mut opens: Vec<(CString, libc::c_int)> = Vec::new();
-    for (stream, sink, cap, fd) in [
-        ("stdout", &spec.stdout, spec.stdout_maxbytes, libc::STDOUT_FILENO),
-        ("stderr", &spec.stderr, spec.stderr_maxbytes, libc::STDERR_FILENO),
-    ] {
-        let stdio = match sink {
-            Sink::Discard => Stdio::null(),
-            Sink::File(path) => {
-                let path = CString::new(path.as_os_str().as_bytes()).map_err(|e| SpawnError::CreateDir {
-                    path: path.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-                })?;
-                opens.push((path, fd));
-                Stdio::null()
-            }
-            Sink::Kept => {
-                let path = kept_path(dir, instance, stream);
-                let logs = LogDir::open(&path)?;
-                keep_previous(&path);
-                let (read, write) = pipe().map_err(|source| SpawnError::Pipe { stream, source })?;
-                outputs.push(Output::new(read, logs.log(&path, stream, cap.max(4096))?));
-                Stdio::from(write)
-            }
-        };
-        if fd == libc::STDOUT_FILENO {
-            command.stdout(stdio);
-        } else {
-            command.stderr(stdio);
+    let holder = Holder::of(run_as);
+    let open = |stream: &'static str, sink: &Sink, max: u64, backups: u32| {
+        match sink {
+            Sink::Discard => Ok(None),
+            Sink::Kept => Rotating::kept(&kept_path(dir, instance, stream), max, backups).map(Some),
+            Sink::File(path) => Rotating::named(path, &holder, max, backups).map(Some),
         }
-    }
-    let umask = spec.umask;
-    if umask.is_some() || !opens.is_empty() {
-        // SAFETY: umask, open, dup2 and close are async-signal-safe; the paths were made
-        // before the fork and are only read. This runs after `RunAs::apply`'s closure, so the
-        // files are opened as the instance's user, never as root.
+        .map_err(|source| SpawnError::OutputFile { stream, source })
+    };
+    let mut outputs = Vec::new();
+    let (stdout, stderr) = if spec.stdout == spec.stderr && matches!(spec.stdout, Sink::File(_)) {
+        // One pipe and one file for both: the program's own interleaving is kept, and one
+        // writer rotates the file.
+        let file = open("stdout", &spec.stdout, spec.stdout_maxbytes, spec.stdout_backups)?;
+        let both = piped("stdout and stderr", file, &mut outputs)?;
+        let copy = both
+            .as_ref()
+            .map(OwnedFd::try_clone)
+            .transpose()
+            .map_err(|source| SpawnError::Pipe {
+                stream: "stderr",
+                source,
+            })?;
+        (both, copy)
+    } else {
+        let out = open("stdout", &spec.stdout, spec.stdout_maxbytes, spec.stdout_backups)?;
+        let err = open("stderr", &spec.stderr, spec.stderr_maxbytes, spec.stderr_backups)?;
+        (piped("stdout", out, &mut outputs)?, piped("stderr", err, &mut outputs)?)
+    };
+    command
+        .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
+        .stderr(stderr.map_or_else(Stdio::null, Stdio::from));
+    if let Some(mask) = spec.umask {
+        // SAFETY: umask is async-signal-safe.
         unsafe {
             command.pre_exec(move || {
-                if let Some(mask) = umask {
-                    libc::umask(mask as libc::mode_t);
-                }
-                for (path, target) in &opens {
-                    // Without blocking (a FIFO there would hang the spawn), and only a
-                    // regular file: what the user named is the user's to get wrong, not
-                    // kinski's to wait on.
-                    let fd = libc::open(
-                        path.as_ptr(),
-                        libc::O_WRONLY
-                            | libc::O_CREAT
-                            | libc::O_APPEND
-                            | libc::O_CLOEXEC
-                            | libc::O_NONBLOCK
-                            | libc::O_NOCTTY,
-                        0o644,
-                    );
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let mut stat: libc::stat = std::mem::zeroed();
-                    if libc::fstat(fd, &mut stat) != 0 || stat.st_mode & libc::S_IFMT != libc::S_IFREG {
-                        libc::close(fd);
-                        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-                    }
-                    let flags = libc::fcntl(fd, libc::F_GETFL);
-                    if flags < 0
-                        || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0
-                        || libc::dup2(fd, *target) < 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::close(fd);
-                }
+                libc::umask(mask as libc::mode_t);
                 Ok(())
             });
         }
@@ -128,14 +93,15 @@ pub(crate) fn spawn(
     Process::launch(command, program, &spec.cwd, outputs)
 }
 
-/// Keeps the previous run's output as `<name>.1` (a crash loop's last words stay readable).
-/// The directory is kinski's own, under its state directory.
-fn keep_previous(path: &Path) {
-    let mut previous = path.as_os_str().to_owned();
-    previous.push(".1");
-    match std::fs::rename(path, &previous) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(path = %path.display(), error = %e, "failed to keep the previous run's output"),
-    }
+/// The write end of a pipe whose bytes kinski appends to `file`, for the program's `stream`;
+/// `None` (discarded) without a file.
+fn piped(
+    stream: &'static str,
+    file: Option<Rotating>,
+    outputs: &mut Vec<Output>,
+) -> Result<Option<OwnedFd>, SpawnError> {
+    let Some(file) = file else { return Ok(None) };
+    let (read, write) = pipe().map_err(|source| SpawnError::Pipe { stream, source })?;
+    outputs.push(Output::rotating(read, file));
+    Ok(Some(write))
 }
