@@ -4,5 +4,6 @@
 pub(crate) mod policy;
 mod runner;
 mod spawn;
+mod watch;
 
 pub(crate) use runner::Instances;

@@ -1,8 +1,9 @@
 //! The service instances herzog placed on this worker, each driven by a task of its own that
 //! feeds the pure [`policy`](super::policy) what happens (its process exits, a deadline
 //! passes, herzog asks for a stop) and does what it says: spawn, signal, wait. A crash is
-//! restarted here, at once, without a round trip to herzog; what each instance is doing is
-//! reported to herzog on every change and beside every heartbeat.
+//! restarted here, at once, without a round trip to herzog; so is a change of a file it
+//! watches ([`watch`](super::watch)). What each instance is doing is reported to herzog on
+//! every change and beside every heartbeat.
 
 use super::policy::{Action, Input, Instance, Note, State, Watch};
 use crate::process::Stopper;
@@ -51,6 +52,8 @@ pub(crate) struct Instances {
     heard: Arc<Notify>,
     /// Events herzog has not stored yet, oldest first (journaled until it has).
     events: Arc<Mutex<Vec<InstanceEvent>>>,
+    /// The files of `restart_on_change`, watched for every placement.
+    watches: super::watch::Watches,
 }
 
 impl Instances {
@@ -71,6 +74,7 @@ impl Instances {
             contact: Arc::default(),
             heard: Arc::new(Notify::new()),
             events: Arc::default(),
+            watches: super::watch::Watches::default(),
         }
     }
 
@@ -257,6 +261,7 @@ impl Instances {
     }
 
     fn forget(&self, run: RunId) {
+        self.watches.unwatch(run);
         self.lock().remove(&run);
         self.changed.notify_waiters();
         self.changed.notify_one();
@@ -312,6 +317,10 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
     let origin = tokio::time::Instant::from_std(me.origin);
     let mut inputs = VecDeque::from([Input::Start]);
     let mut noted = 0u32;
+    let (changed, mut changes) = mpsc::unbounded_channel();
+    let name = run.instance.to_string();
+    me.watches
+        .watch(run.run, &name, run.spec.watch.restart_on_change.clone(), changed.clone());
     loop {
         while let Some(input) = inputs.pop_front() {
             for action in instance.handle(me.origin.elapsed(), input) {
@@ -378,7 +387,10 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
         }
         tokio::select! {
             command = commands.recv(), if !closed => match command {
-                Some(Command::Retune(watch)) => instance.watch = Watch::from(&watch),
+                Some(Command::Retune(watch)) => {
+                    instance.watch = Watch::from(&watch);
+                    me.watches.watch(run.run, &name, watch.restart_on_change, changed.clone());
+                }
                 Some(Command::Signal(signal)) => {
                     if let Some(p) = &process {
                         p.stopper.signal(signal);
@@ -404,6 +416,7 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                 let exit = end.unwrap_or_else(|e| Exit::StartFailed(format!("its waiting task failed: {e}")));
                 inputs.push_back(Input::Exited { exit });
             }
+            Some(c) = changes.recv() => inputs.push_back(Input::Changed { files: c.files, more: c.more }),
             () = async { tokio::time::sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {
                 wake = None;
                 inputs.push_back(Input::Tick);
@@ -424,6 +437,7 @@ fn kind(note: &Note) -> EventKind {
         },
         Note::Fatal { retries } => EventKind::Fatal { retries },
         Note::Stopped => EventKind::Stopped,
+        Note::FileChanged { files, more, signal } => EventKind::FileChanged { files, more, signal },
     }
 }
 
@@ -446,5 +460,11 @@ fn log(run: &InstanceRun, note: &Note) {
             tracing::error!(%instance, retries, "service instance failed to start too many times: FATAL until `hz start`")
         }
         Note::Stopped => tracing::info!(%instance, "service instance stopped"),
+        Note::FileChanged { files, signal: Some(signal), .. } => {
+            tracing::info!(%instance, ?files, %signal, "files it watches changed: sending it its change_signal")
+        }
+        Note::FileChanged { files, signal: None, .. } => {
+            tracing::info!(%instance, ?files, "files it watches changed: restarting it")
+        }
     }
 }
