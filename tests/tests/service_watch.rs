@@ -43,12 +43,14 @@ fn running(cluster: &Cluster, names: &[&str]) -> BTreeMap<String, i32> {
 
 /// Waits until `instance` runs with a pid other than `old`; returns it.
 fn restarted(cluster: &Cluster, instance: &str, old: i32) -> i32 {
-    eventually(&format!("{instance} to run again after {old}"), LIMIT, || {
-        match status(cluster).get(instance).map(|i| &i.state) {
+    eventually(
+        &format!("{instance} to run again after {old}"),
+        LIMIT,
+        || match status(cluster).get(instance).map(|i| &i.state) {
             Some(InstanceState::Running { pid, .. }) if *pid != old => Some(*pid),
             _ => None,
-        }
-    })
+        },
+    )
 }
 
 /// The file-change events of the log, as JSON objects with their instance.
@@ -58,7 +60,12 @@ fn file_changes(cluster: &Cluster) -> Vec<(String, Value)> {
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not an event ({e}): {l}")))
         .filter(|e| e["kind"]["event"] == "file_changed")
-        .map(|e| (e["instance"].as_str().unwrap_or_default().to_string(), e["kind"].clone()))
+        .map(|e| {
+            (
+                e["instance"].as_str().unwrap_or_default().to_string(),
+                e["kind"].clone(),
+            )
+        })
         .collect()
 }
 
@@ -126,31 +133,38 @@ startsecs = 0
     // Rewritten in place, replaced by a rename (as editors save), touched: each restarts both
     // instances of app, on both workers, and nothing else.
     let tmp = conf.join(".app.conf.swp");
-    let edits: [(&str, Box<dyn Fn()>); 3] = [
-        ("rewrite", Box::new(|| std::fs::write(&file, "a = 2\n").unwrap())),
-        (
-            "rename",
-            Box::new(|| {
+    for (n, how) in ["rewrite", "rename", "touch"].into_iter().enumerate() {
+        match how {
+            "rewrite" => std::fs::write(&file, "a = 2\n").unwrap(),
+            "rename" => {
                 std::fs::write(&tmp, "a = 3\n").unwrap();
                 std::fs::rename(&tmp, &file).unwrap();
-            }),
-        ),
-        ("touch", Box::new(|| touch(&file))),
-    ];
-    for (n, (how, edit)) in edits.iter().enumerate() {
-        edit();
+            }
+            _ => touch(&file),
+        }
         for instance in ["app:0", "app:1"] {
             let new = restarted(&cluster, instance, pids[instance]);
             pids.insert(instance.to_string(), new);
         }
         let log = changes(&cluster, 2 * (n + 1));
-        assert_eq!(log.len(), 2 * (n + 1), "after the {how}: one event per instance: {log:?}");
+        assert_eq!(
+            log.len(),
+            2 * (n + 1),
+            "after the {how}: one event per instance: {log:?}"
+        );
         for (instance, kind) in &log {
-            assert!(instance.starts_with("app:"), "{instance} restarted on a change: {log:?}");
+            assert!(
+                instance.starts_with("app:"),
+                "{instance} restarted on a change: {log:?}"
+            );
             assert_eq!(files(kind), [file.display().to_string()], "{kind}");
             assert!(kind["signal"].is_null(), "{kind}");
         }
-        assert_eq!(running(&cluster, &["other:0"])["other:0"], other, "other was restarted by the {how}");
+        assert_eq!(
+            running(&cluster, &["other:0"])["other:0"],
+            other,
+            "other was restarted by the {how}"
+        );
     }
     let text = cluster.hz_ok(&["events", "--service", "app"]);
     assert!(
@@ -186,7 +200,10 @@ fn with_change_signal_the_instance_gets_the_signal_and_keeps_its_pid() {
     std::fs::write(&file, "a = 2\n").unwrap();
     let hups = cluster.dir().join("hups");
     eventually("the instance to get SIGHUP", LIMIT, || {
-        std::fs::read_to_string(&hups).ok().filter(|t| t.contains("hup")).map(|_| ())
+        std::fs::read_to_string(&hups)
+            .ok()
+            .filter(|t| t.contains("hup"))
+            .map(|_| ())
     });
     let log = changes(&cluster, 1);
     assert_eq!(log[0].1["signal"], "HUP", "{log:?}");
@@ -194,7 +211,10 @@ fn with_change_signal_the_instance_gets_the_signal_and_keeps_its_pid() {
     assert_eq!(running(&cluster, &["app:0"]), before, "a signal is not a restart");
     assert_eq!(status(&cluster)["app:0"].restarts, 0);
     let text = cluster.hz_ok(&["events", "--service", "app"]);
-    assert!(text.contains(&format!("sent HUP on a change of {}", file.display())), "{text}");
+    assert!(
+        text.contains(&format!("sent HUP on a change of {}", file.display())),
+        "{text}"
+    );
 }
 
 #[test]
@@ -262,7 +282,10 @@ fn a_reload_that_changes_only_the_watched_paths_restarts_nothing_and_watches_the
     let log = changes(&cluster, 1);
     let named: Vec<String> = log.iter().flat_map(|(_, k)| files(k)).collect();
     assert!(!named.contains(&old.display().to_string()), "{named:?}");
-    assert!(named.iter().any(|f| f.starts_with(&conf_d.display().to_string())), "{named:?}");
+    assert!(
+        named.iter().any(|f| f.starts_with(&conf_d.display().to_string())),
+        "{named:?}"
+    );
 
     // The path that did not exist is watched once it does.
     std::thread::sleep(SETTLE);

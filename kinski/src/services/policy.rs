@@ -335,10 +335,7 @@ impl Instance {
             }
             (_, Input::Tick) => {}
             // A watched file changed.
-            (
-                State::Starting { pid: Some(pid), .. } | State::Running { pid, .. },
-                Input::Changed { files, more },
-            ) => {
+            (State::Starting { pid: Some(pid), .. } | State::Running { pid, .. }, Input::Changed { files, more }) => {
                 let signal = self.watch.change_signal;
                 out.push(Action::Note(Note::FileChanged { files, more, signal }));
                 match signal {

@@ -319,8 +319,12 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
     let mut noted = 0u32;
     let (changed, mut changes) = mpsc::unbounded_channel();
     let name = run.instance.to_string();
-    me.watches
-        .watch(run.run, &name, run.spec.watch.restart_on_change.clone(), changed.clone());
+    me.watches.watch(
+        run.run,
+        &name,
+        run.spec.watch.restart_on_change.clone(),
+        changed.clone(),
+    );
     loop {
         while let Some(input) = inputs.pop_front() {
             for action in instance.handle(me.origin.elapsed(), input) {
@@ -460,10 +464,16 @@ fn log(run: &InstanceRun, note: &Note) {
             tracing::error!(%instance, retries, "service instance failed to start too many times: FATAL until `hz start`")
         }
         Note::Stopped => tracing::info!(%instance, "service instance stopped"),
-        Note::FileChanged { files, signal: Some(signal), .. } => {
+        Note::FileChanged {
+            files,
+            signal: Some(signal),
+            ..
+        } => {
             tracing::info!(%instance, ?files, %signal, "files it watches changed: sending it its change_signal")
         }
-        Note::FileChanged { files, signal: None, .. } => {
+        Note::FileChanged {
+            files, signal: None, ..
+        } => {
             tracing::info!(%instance, ?files, "files it watches changed: restarting it")
         }
     }

@@ -12,10 +12,10 @@
 
 mod plan;
 
-pub(crate) use plan::Changes;
-use plan::{Class, Debounce, Kind, Target};
 use common::instances::RunId;
 use notify::Watcher as _;
+pub(crate) use plan::Changes;
+use plan::{Class, Debounce, Kind, Target};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -202,7 +202,9 @@ impl Watching {
     /// Matches an event to the placements whose files it concerns.
     fn event(&mut self, event: &notify::Event) {
         if event.need_rescan() {
-            tracing::warn!("the kernel's queue of file events overflowed: changes may have been missed; looking up every path of restart_on_change again");
+            tracing::warn!(
+                "the kernel's queue of file events overflowed: changes may have been missed; looking up every path of restart_on_change again"
+            );
             let all = self
                 .subs
                 .iter()
@@ -246,7 +248,9 @@ impl Watching {
         let mut refresh = BTreeSet::new();
         for (run, i) in targets {
             let Some(sub) = self.subs.get_mut(run) else { continue };
-            let Some(target) = sub.targets.get_mut(*i) else { continue };
+            let Some(target) = sub.targets.get_mut(*i) else {
+                continue;
+            };
             let after = Target::of(target.path(), probe);
             if plan::appeared(target, &after) {
                 sub.debounce.change(now, after.path().to_path_buf());
@@ -362,8 +366,8 @@ fn probe(path: &Path) -> Kind {
 /// What an event means for the files it names; `None`: nothing changed (opened, read,
 /// closed after reading: the program reading its own config must not restart it).
 fn class_of(kind: &notify::EventKind) -> Option<Class> {
-    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
     use notify::EventKind as E;
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
     match kind {
         E::Create(_) | E::Any => Some(Class::Content),
         E::Modify(ModifyKind::Name(RenameMode::To)) => Some(Class::Content),
@@ -385,7 +389,9 @@ fn not_found(e: &notify::Error) -> bool {
 /// What to do about an error the host's limits cause.
 fn hint(e: &notify::Error) -> &'static str {
     match &e.kind {
-        notify::ErrorKind::MaxFilesWatch => " (the host's inotify watches are used up: raise fs.inotify.max_user_watches)",
+        notify::ErrorKind::MaxFilesWatch => {
+            " (the host's inotify watches are used up: raise fs.inotify.max_user_watches)"
+        }
         notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => {
             " (the host's inotify instances are used up: raise fs.inotify.max_user_instances)"
         }

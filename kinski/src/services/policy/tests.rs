@@ -326,7 +326,10 @@ fn a_change_starts_one_backing_off_at_once_and_leaves_the_down_alone() {
     i.handle(ms(200), Input::Spawned { pid: 2 });
     i.handle(ms(300), Input::Exited { exit: Exit::Code(1) });
     assert!(matches!(i.state, State::Fatal { .. }));
-    assert!(i.handle(ms(400), changed("/etc/app.conf")).is_empty(), "Fatal until hz start");
+    assert!(
+        i.handle(ms(400), changed("/etc/app.conf")).is_empty(),
+        "Fatal until hz start"
+    );
     i.handle(ms(400), Input::Stop);
     assert_eq!(i.state, State::Stopped);
     assert!(i.handle(ms(500), changed("/etc/app.conf")).is_empty());

@@ -24,8 +24,7 @@ fn disk<'a>(dirs: &'a [&str], files: &'a [&str]) -> impl Fn(&Path) -> Kind + 'a 
 }
 
 #[test]
-fn a_file_is_watched_through_its_directory_a_directory_recursively_a_missing_path_through_its_nearest_ancestor()
-{
+fn a_file_is_watched_through_its_directory_a_directory_recursively_a_missing_path_through_its_nearest_ancestor() {
     let probe = disk(&["/etc", "/etc/app", "/srv"], &["/etc/app/app.conf", "/srv/blob"]);
     assert_eq!(
         Target::of(Path::new("/etc/app/app.conf"), &probe),
