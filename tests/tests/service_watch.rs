@@ -175,6 +175,15 @@ startsecs = 0
     std::fs::write(conf.join("unrelated.conf"), "x").unwrap();
     std::thread::sleep(SETTLE);
     assert_eq!(file_changes(&cluster).len(), 6);
+    // A restart for a change is routine: no warning in the workers' logs.
+    for worker in ["euclid", "newton"] {
+        let log = cluster.worker(worker).log();
+        let warned: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") && !l.contains("programs run as root"))
+            .collect();
+        assert!(warned.is_empty(), "{worker} warned: {warned:#?}");
+    }
 }
 
 #[test]

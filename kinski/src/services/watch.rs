@@ -8,7 +8,8 @@
 //!
 //! Privilege: kinski may be root and the paths are the user's. inotify only reads: a watch
 //! opens nothing, the look-ups are `stat`s, and links are not followed into a recursive walk.
-//! The thread and the inotify instance exist only while some instance watches a path.
+//! The thread starts when the first instance watches a path; the inotify instance exists
+//! only while some instance watches one.
 
 mod plan;
 
