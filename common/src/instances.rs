@@ -2,7 +2,7 @@
 //! what herzog asks a worker to run. States are enums carrying their data, as for fragments.
 
 use crate::Millis;
-use crate::services::{AutoRestart, Output, Retries};
+use crate::services::{AutoRestart, Output, Retries, StopSignal};
 use crate::wire::Exit;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -118,6 +118,13 @@ pub struct WatchSpec {
     /// The stop signal's number.
     pub stopsignal: i32,
     pub stopwait_ms: u64,
+    /// Files or directories on the host whose change restarts the instance (kinski watches
+    /// them with inotify).
+    #[serde(default)]
+    pub restart_on_change: Vec<PathBuf>,
+    /// Sent to the instance's process group on such a change instead of a restart.
+    #[serde(default)]
+    pub change_signal: Option<StopSignal>,
 }
 
 /// A placement herzog asks a worker to keep up.
@@ -156,6 +163,8 @@ impl From<&crate::services::ServiceSpec> for WatchSpec {
             startretries: s.startretries,
             stopsignal: s.stopsignal.number(),
             stopwait_ms: u64::try_from(s.stopwaitsecs.as_millis()).unwrap_or(u64::MAX),
+            restart_on_change: s.restart_on_change.clone(),
+            change_signal: s.change_signal,
         }
     }
 }
@@ -250,6 +259,15 @@ pub enum EventKind {
     Refused { reason: String },
     /// A reload changed its service: `added`, `removed`, `restarted`, `retuned`, `scaled`.
     Reloaded { change: String },
+    /// Files it watches (`restart_on_change`) changed: restarted, or sent `signal`
+    /// (`change_signal`). `files` are the first few that changed in the burst, `more` the
+    /// number of others.
+    FileChanged {
+        files: Vec<PathBuf>,
+        #[serde(default)]
+        more: u32,
+        signal: Option<StopSignal>,
+    },
 }
 
 impl std::fmt::Display for EventKind {
@@ -268,6 +286,18 @@ impl std::fmt::Display for EventKind {
             EventKind::Lost => write!(f, "its worker was lost"),
             EventKind::Refused { reason } => write!(f, "refused by its worker: {reason}"),
             EventKind::Reloaded { change } => write!(f, "reload: {change}"),
+            EventKind::FileChanged { files, more, signal } => {
+                match signal {
+                    Some(signal) => write!(f, "sent {signal} on a change of ")?,
+                    None => write!(f, "restarted on a change of ")?,
+                }
+                let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+                write!(f, "{}", names.join(", "))?;
+                match more {
+                    0 => Ok(()),
+                    n => write!(f, " and {n} more"),
+                }
+            }
         }
     }
 }

@@ -7,10 +7,18 @@
 //! that doubles from 1 s up to 60 s, and after `startretries` of them in a row the instance is
 //! `Fatal` until it is started again by hand; an exit after `startsecs` is a crash, restarted
 //! at once when `autorestart` says so (no tick to wait for: supervisord takes a second).
+//!
+//! A change of a file it watches (`restart_on_change`, already debounced by
+//! [`watch`](super::watch)) restarts a live instance (stop with its stop signal and grace,
+//! then spawn) or, with `change_signal`, sends it that signal; one backing off after failed
+//! starts is started at once (the change may be the fix). Stopped, exited, `Fatal` or
+//! stopping instances ignore it, and so does one whose spawn is on its way (it reads the
+//! changed file as it starts).
 
 use common::instances::WatchSpec;
-use common::services::{AutoRestart, Retries};
+use common::services::{AutoRestart, Retries, StopSignal};
 use common::wire::Exit;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The longest wait between two failed starts.
@@ -29,6 +37,8 @@ pub(crate) struct Watch {
     /// The signal's number.
     pub(crate) stopsignal: i32,
     pub(crate) stopwait: Duration,
+    /// Sent on a change of a watched file instead of a restart.
+    pub(crate) change_signal: Option<StopSignal>,
 }
 
 impl From<&WatchSpec> for Watch {
@@ -40,6 +50,7 @@ impl From<&WatchSpec> for Watch {
             startretries: s.startretries,
             stopsignal: s.stopsignal,
             stopwait: Duration::from_millis(s.stopwait_ms),
+            change_signal: s.change_signal,
         }
     }
 }
@@ -59,11 +70,13 @@ pub(crate) enum State {
     Running { pid: i32, since: Duration },
     /// Waiting to start again after `retries` failed starts in a row.
     Backoff { retries: u32, until: Duration, exit: Exit },
-    /// Sent its stop signal at `since`; SIGKILL at `since + stopwait`.
+    /// Sent its stop signal at `since`; SIGKILL at `since + stopwait`. With `restart`, spawned
+    /// again once it has exited (a watched file changed).
     Stopping {
         pid: Option<i32>,
         since: Duration,
         killed: bool,
+        restart: bool,
     },
     /// Ended and not restarted (autorestart said no).
     Exited { exit: Exit, expected: bool },
@@ -84,6 +97,8 @@ pub(crate) enum Input {
     Exited { exit: Exit },
     /// Time passed: deadlines are checked.
     Tick,
+    /// Watched files changed: the first few, and how many others.
+    Changed { files: Vec<PathBuf>, more: u32 },
 }
 
 /// What the caller must do.
@@ -122,6 +137,12 @@ pub(crate) enum Note {
         retries: u32,
     },
     Stopped,
+    /// Watched files changed: restarted, or sent `signal`.
+    FileChanged {
+        files: Vec<PathBuf>,
+        more: u32,
+        signal: Option<StopSignal>,
+    },
 }
 
 /// One instance: how it is watched and where it is.
@@ -159,11 +180,28 @@ impl Instance {
             // Up, or on its way up or down: as it is.
             (State::Starting { .. } | State::Running { .. } | State::Stopping { .. }, Input::Start) => {}
             // Be down.
-            (State::Starting { pid, .. }, Input::Stop) => self.stop(now, pid, &mut out),
-            (State::Running { pid, .. }, Input::Stop) => self.stop(now, Some(pid), &mut out),
+            (State::Starting { pid, .. }, Input::Stop) => self.stop(now, pid, false, &mut out),
+            (State::Running { pid, .. }, Input::Stop) => self.stop(now, Some(pid), false, &mut out),
             (State::Backoff { .. }, Input::Stop) => {
                 self.state = State::Stopped;
                 out.push(Action::Note(Note::Stopped));
+            }
+            (
+                State::Stopping {
+                    pid,
+                    since,
+                    killed,
+                    restart: true,
+                },
+                Input::Stop,
+            ) => {
+                // Restarting for a changed file, and now asked to stop: it stays down.
+                self.state = State::Stopping {
+                    pid,
+                    since,
+                    killed,
+                    restart: false,
+                };
             }
             (State::Stopping { .. }, Input::Stop) => {}
             (State::Stopped | State::Exited { .. } | State::Fatal { .. }, Input::Stop) => {
@@ -191,7 +229,15 @@ impl Instance {
                     out.push(Action::WakeAt(since + self.watch.startsecs));
                 }
             }
-            (State::Stopping { pid: None, since, .. }, Input::Spawned { pid }) => {
+            (
+                State::Stopping {
+                    pid: None,
+                    since,
+                    restart,
+                    ..
+                },
+                Input::Spawned { pid },
+            ) => {
                 // Asked to stop while it was being spawned: stop it now that it exists.
                 out.push(Action::Signal {
                     pid,
@@ -201,6 +247,7 @@ impl Instance {
                     pid: Some(pid),
                     since,
                     killed: false,
+                    restart,
                 };
                 out.push(Action::WakeAt(since + self.watch.stopwait));
             }
@@ -230,6 +277,11 @@ impl Instance {
                 } else {
                     self.state = State::Exited { exit, expected };
                 }
+            }
+            (State::Stopping { restart: true, .. }, Input::Exited { .. }) => {
+                // Stopped to take a changed file: up again at once, afresh.
+                self.quick = 0;
+                self.spawn(now, 0, &mut out);
             }
             (State::Stopping { .. }, Input::Exited { .. }) => {
                 self.state = State::Stopped;
@@ -262,6 +314,7 @@ impl Instance {
                     pid: Some(pid),
                     since,
                     killed: false,
+                    restart,
                 },
                 Input::Tick,
             ) => {
@@ -274,12 +327,34 @@ impl Instance {
                         pid: Some(pid),
                         since,
                         killed: true,
+                        restart,
                     };
                 } else {
                     out.push(Action::WakeAt(since + self.watch.stopwait));
                 }
             }
             (_, Input::Tick) => {}
+            // A watched file changed.
+            (State::Starting { pid: Some(pid), .. } | State::Running { pid, .. }, Input::Changed { files, more }) => {
+                let signal = self.watch.change_signal;
+                out.push(Action::Note(Note::FileChanged { files, more, signal }));
+                match signal {
+                    Some(signal) => out.push(Action::Signal {
+                        pid,
+                        signal: signal.number(),
+                    }),
+                    None => self.stop(now, Some(pid), true, &mut out),
+                }
+            }
+            (State::Backoff { retries, .. }, Input::Changed { files, more }) => {
+                out.push(Action::Note(Note::FileChanged {
+                    files,
+                    more,
+                    signal: None,
+                }));
+                self.spawn(now, retries, &mut out);
+            }
+            (_, Input::Changed { .. }) => {}
         }
         out
     }
@@ -294,7 +369,8 @@ impl Instance {
         out.push(Action::Spawn);
     }
 
-    fn stop(&mut self, now: Duration, pid: Option<i32>, out: &mut Vec<Action>) {
+    /// Sends the stop signal; with `restart`, spawns again once the process has exited.
+    fn stop(&mut self, now: Duration, pid: Option<i32>, restart: bool, out: &mut Vec<Action>) {
         if let Some(pid) = pid {
             out.push(Action::Signal {
                 pid,
@@ -306,6 +382,7 @@ impl Instance {
             pid,
             since: now,
             killed: false,
+            restart,
         };
     }
 

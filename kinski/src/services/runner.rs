@@ -1,8 +1,9 @@
 //! The service instances herzog placed on this worker, each driven by a task of its own that
 //! feeds the pure [`policy`](super::policy) what happens (its process exits, a deadline
 //! passes, herzog asks for a stop) and does what it says: spawn, signal, wait. A crash is
-//! restarted here, at once, without a round trip to herzog; what each instance is doing is
-//! reported to herzog on every change and beside every heartbeat.
+//! restarted here, at once, without a round trip to herzog; so is a change of a file it
+//! watches ([`watch`](super::watch)). What each instance is doing is reported to herzog on
+//! every change and beside every heartbeat.
 
 use super::policy::{Action, Input, Instance, Note, State, Watch};
 use crate::cgroup::{Tracking, Tree, Unit};
@@ -58,6 +59,8 @@ pub(crate) struct Instances {
     heard: Arc<Notify>,
     /// Events herzog has not stored yet, oldest first (journaled until it has).
     events: Arc<Mutex<Vec<InstanceEvent>>>,
+    /// The files of `restart_on_change`, watched for every placement.
+    watches: super::watch::Watches,
 }
 
 impl Instances {
@@ -84,6 +87,7 @@ impl Instances {
             contact: Arc::default(),
             heard: Arc::new(Notify::new()),
             events: Arc::default(),
+            watches: super::watch::Watches::default(),
         }
     }
 
@@ -290,6 +294,7 @@ impl Instances {
     }
 
     fn forget(&self, run: RunId) {
+        self.watches.unwatch(run);
         self.lock().remove(&run);
         self.changed.notify_waiters();
         self.changed.notify_one();
@@ -358,6 +363,14 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
             .await
             .expect("making a cgroup does not panic")
     };
+    let (changed, mut changes) = mpsc::unbounded_channel();
+    let name = run.instance.to_string();
+    me.watches.watch(
+        run.run,
+        &name,
+        run.spec.watch.restart_on_change.clone(),
+        changed.clone(),
+    );
     loop {
         while let Some(input) = inputs.pop_front() {
             for action in instance.handle(me.origin.elapsed(), input) {
@@ -459,7 +472,10 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
         }
         tokio::select! {
             command = commands.recv(), if !closed => match command {
-                Some(Command::Retune(watch)) => instance.watch = Watch::from(&watch),
+                Some(Command::Retune(watch)) => {
+                    instance.watch = Watch::from(&watch);
+                    me.watches.watch(run.run, &name, watch.restart_on_change, changed.clone());
+                }
                 Some(Command::Signal(signal)) => {
                     if let Some(p) = &process {
                         p.stopper.signal(signal);
@@ -492,6 +508,7 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                 let exit = end.unwrap_or_else(|e| Exit::StartFailed(format!("its waiting task failed: {e}")));
                 inputs.push_back(Input::Exited { exit });
             }
+            Some(c) = changes.recv() => inputs.push_back(Input::Changed { files: c.files, more: c.more }),
             () = async { tokio::time::sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {
                 wake = None;
                 inputs.push_back(Input::Tick);
@@ -532,6 +549,7 @@ fn kind(note: &Note) -> EventKind {
         },
         Note::Fatal { retries } => EventKind::Fatal { retries },
         Note::Stopped => EventKind::Stopped,
+        Note::FileChanged { files, more, signal } => EventKind::FileChanged { files, more, signal },
     }
 }
 
@@ -554,5 +572,17 @@ fn log(run: &InstanceRun, note: &Note) {
             tracing::error!(%instance, retries, "service instance failed to start too many times: FATAL until `hz start`")
         }
         Note::Stopped => tracing::info!(%instance, "service instance stopped"),
+        Note::FileChanged {
+            files,
+            signal: Some(signal),
+            ..
+        } => {
+            tracing::info!(%instance, ?files, %signal, "files it watches changed: sending it its change_signal")
+        }
+        Note::FileChanged {
+            files, signal: None, ..
+        } => {
+            tracing::info!(%instance, ?files, "files it watches changed: restarting it")
+        }
     }
 }

@@ -13,7 +13,23 @@ fn watch(autorestart: AutoRestart, startretries: Retries) -> Watch {
         startretries,
         stopsignal: libc::SIGTERM,
         stopwait: 10 * S,
+        change_signal: None,
     }
+}
+
+fn changed(file: &str) -> Input {
+    Input::Changed {
+        files: vec![file.into()],
+        more: 0,
+    }
+}
+
+fn note(file: &str, signal: Option<StopSignal>) -> Action {
+    Action::Note(Note::FileChanged {
+        files: vec![file.into()],
+        more: 0,
+        signal,
+    })
 }
 
 fn ms(n: u64) -> Duration {
@@ -231,6 +247,107 @@ fn startsecs_zero_is_running_at_once() {
     assert_eq!(i.state, State::Running { pid: 3, since: ms(0) });
 }
 
+#[test]
+fn a_changed_file_restarts_a_running_instance_once_it_has_stopped() {
+    let mut i = Instance::new(watch(AutoRestart::Never, Retries::Count(3)));
+    running(&mut i, ms(0), 10);
+    let out = i.handle(ms(5_000), changed("/etc/app.conf"));
+    assert_eq!(
+        out,
+        [
+            note("/etc/app.conf", None),
+            Action::Signal {
+                pid: 10,
+                signal: libc::SIGTERM
+            },
+            Action::WakeAt(ms(15_000))
+        ]
+    );
+    // More changes while it stops change nothing; its exit (whatever autorestart says)
+    // spawns it again, with no note of a stop: it was restarted, not stopped.
+    assert!(i.handle(ms(5_100), changed("/etc/app.conf")).is_empty());
+    assert_eq!(
+        i.handle(ms(5_200), Input::Exited { exit: Exit::Signal(15) }),
+        [Action::Spawn]
+    );
+    assert!(matches!(i.state, State::Starting { retries: 0, .. }));
+    assert_eq!(i.restarts, 0, "a restart for a change is not a crash");
+    // One that does not stop in its grace is killed, and spawned again all the same.
+    i.handle(ms(5_200), Input::Spawned { pid: 11 });
+    i.handle(ms(6_200), Input::Tick);
+    i.handle(ms(7_000), changed("/etc/app.conf"));
+    assert_eq!(
+        i.handle(ms(17_000), Input::Tick),
+        [Action::Signal {
+            pid: 11,
+            signal: libc::SIGKILL
+        }]
+    );
+    assert_eq!(
+        i.handle(ms(17_001), Input::Exited { exit: Exit::Signal(9) }),
+        [Action::Spawn]
+    );
+}
+
+#[test]
+fn with_change_signal_a_changed_file_is_signalled_not_restarted() {
+    let mut w = watch(AutoRestart::Unexpected, Retries::Count(3));
+    w.change_signal = Some(StopSignal::Hup);
+    let mut i = Instance::new(w);
+    running(&mut i, ms(0), 10);
+    assert_eq!(
+        i.handle(ms(2_000), changed("/etc/app.conf")),
+        [
+            note("/etc/app.conf", Some(StopSignal::Hup)),
+            Action::Signal {
+                pid: 10,
+                signal: libc::SIGHUP
+            }
+        ]
+    );
+    assert_eq!(i.state, State::Running { pid: 10, since: ms(0) });
+}
+
+#[test]
+fn a_change_starts_one_backing_off_at_once_and_leaves_the_down_alone() {
+    let mut i = Instance::new(watch(AutoRestart::Unexpected, Retries::Count(1)));
+    i.handle(ms(0), Input::Start);
+    i.handle(ms(0), Input::Spawned { pid: 1 });
+    i.handle(ms(100), Input::Exited { exit: Exit::Code(1) });
+    assert!(matches!(i.state, State::Backoff { retries: 1, .. }));
+    // The change may be the fix: no waiting out the backoff.
+    assert_eq!(
+        i.handle(ms(200), changed("/etc/app.conf")),
+        [note("/etc/app.conf", None), Action::Spawn]
+    );
+    assert!(matches!(i.state, State::Starting { retries: 1, .. }));
+    // A spawn on its way reads the changed file as it starts.
+    assert!(i.handle(ms(200), changed("/etc/app.conf")).is_empty());
+    i.handle(ms(200), Input::Spawned { pid: 2 });
+    i.handle(ms(300), Input::Exited { exit: Exit::Code(1) });
+    assert!(matches!(i.state, State::Fatal { .. }));
+    assert!(
+        i.handle(ms(400), changed("/etc/app.conf")).is_empty(),
+        "Fatal until hz start"
+    );
+    i.handle(ms(400), Input::Stop);
+    assert_eq!(i.state, State::Stopped);
+    assert!(i.handle(ms(500), changed("/etc/app.conf")).is_empty());
+}
+
+#[test]
+fn a_stop_asked_while_restarting_for_a_change_keeps_it_down() {
+    let mut i = Instance::new(watch(AutoRestart::Always, Retries::Count(3)));
+    running(&mut i, ms(0), 10);
+    i.handle(ms(2_000), changed("/etc/app.conf"));
+    assert!(i.handle(ms(2_100), Input::Stop).is_empty());
+    assert_eq!(
+        i.handle(ms(2_200), Input::Exited { exit: Exit::Signal(15) }),
+        [Action::Note(Note::Stopped)]
+    );
+    assert_eq!(i.state, State::Stopped);
+}
+
 /// What the test does next; the harness turns it into an input the process could give.
 #[derive(Clone, Debug)]
 enum Step {
@@ -240,6 +357,8 @@ enum Step {
     Exit(i32),
     /// Time passes.
     Wait(u64),
+    /// A watched file changes.
+    Change,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -248,6 +367,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Stop),
         3 => (-15i32..4).prop_map(Step::Exit),
         3 => (0u64..20_000).prop_map(Step::Wait),
+        1 => Just(Step::Change),
     ]
 }
 
@@ -258,10 +378,13 @@ proptest! {
     #[test]
     fn random_inputs_keep_the_rules(
         retries in 0u32..4,
+        hup in any::<bool>(),
         autorestart in prop_oneof![Just(AutoRestart::Always), Just(AutoRestart::Never), Just(AutoRestart::Unexpected)],
         steps in proptest::collection::vec(step(), 1..120),
     ) {
-        let mut i = Instance::new(watch(autorestart, Retries::Count(retries)));
+        let mut w = watch(autorestart, Retries::Count(retries));
+        w.change_signal = hup.then_some(StopSignal::Hup);
+        let mut i = Instance::new(w);
         let mut now = Duration::ZERO;
         // The model of the process: the live pid, a spawn owed, when the stop signal went.
         let mut live: Option<i32> = None;
@@ -282,6 +405,7 @@ proptest! {
                     now = wake.map_or(to, |w| to.min(w.max(now)));
                     Input::Tick
                 }
+                Step::Change => changed("/etc/app.conf"),
             };
             let exited = matches!(input, Input::Exited { .. });
             let before = i.state.clone();
@@ -304,6 +428,9 @@ proptest! {
                             if signal == libc::SIGKILL {
                                 let at = term_at.expect("SIGKILL only after the stop signal");
                                 prop_assert!(now >= at + 10 * S, "SIGKILL before the grace");
+                            } else if signal == libc::SIGHUP {
+                                prop_assert!(hup, "SIGHUP without change_signal");
+                                prop_assert!(matches!(before, State::Starting { .. } | State::Running { .. }), "SIGHUP while {:?}", before);
                             } else {
                                 term_at = Some(now);
                             }
