@@ -7,7 +7,8 @@
 //! cargo build --workspace && cargo test -p tests --test services -- --nocapture
 //! ```
 
-use common::instances::InstanceState;
+use common::instances::{InstanceState, InstanceStatus};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tests::services::{LIMIT, cluster, events, processes_of, running, services, status, word};
 use tests::{Cluster, STARTUP, alive, eventually, write_script};
@@ -313,7 +314,9 @@ fn sighup_reloads_the_services_file_and_hz_signal_reaches_an_instance() {
     // it gets SIGHUP (short sleeps, so the trap runs).
     write_script(
         &cluster.dir().join("hup.sh"),
-        &format!("#!/bin/sh\ntrap 'echo hup >> {dir}/hups' HUP\necho $$ > {dir}/trapped\nwhile :; do sleep 0.05; done\n"),
+        &format!(
+            "#!/bin/sh\ntrap 'echo hup >> {dir}/hups' HUP\necho $$ > {dir}/trapped\nwhile :; do sleep 0.05; done\n"
+        ),
     );
     services(
         &cluster,
