@@ -9,6 +9,7 @@ mod resources;
 mod service;
 mod services;
 mod session;
+mod stream;
 mod supervisor;
 pub mod user;
 

@@ -4,5 +4,6 @@
 pub(crate) mod policy;
 mod runner;
 mod spawn;
+mod taps;
 
 pub(crate) use runner::Instances;

@@ -5,9 +5,12 @@
 //! reported to herzog on every change and beside every heartbeat.
 
 use super::policy::{Action, Input, Instance, Note, State, Watch};
+use super::taps::{Ended, Taps};
 use crate::process::Stopper;
 use crate::user::RunAs;
 use common::instances::{EventKind, InstanceEvent, InstanceReport, InstanceRun, InstanceState, RunId, WatchSpec};
+use common::output::{OutputChunk, Position, Stream};
+use common::services::Output as Sink;
 use common::service::WorkerError;
 use common::wire::Exit;
 use std::collections::{BTreeMap, VecDeque};
@@ -28,6 +31,8 @@ struct Held {
     commands: mpsc::UnboundedSender<Command>,
     report: InstanceReport,
     movable: bool,
+    /// Its kept output, for followers.
+    taps: Taps,
 }
 
 /// Every placement held, shared by the Worker service, the session's reports and the tasks.
@@ -51,6 +56,8 @@ pub(crate) struct Instances {
     heard: Arc<Notify>,
     /// Events herzog has not stored yet, oldest first (journaled until it has).
     events: Arc<Mutex<Vec<InstanceEvent>>>,
+    /// The kept output of placements that ended lately, still readable by followers.
+    ended: Arc<Mutex<Ended>>,
 }
 
 impl Instances {
@@ -71,6 +78,7 @@ impl Instances {
             contact: Arc::default(),
             heard: Arc::new(Notify::new()),
             events: Arc::default(),
+            ended: Arc::default(),
         }
     }
 
@@ -174,10 +182,12 @@ impl Instances {
             return Ok(());
         }
         let (commands, rx) = mpsc::unbounded_channel();
+        let taps = Taps::new(run.spec.stdout == Sink::Kept, run.spec.stderr == Sink::Kept);
         held.insert(
             run.run,
             Held {
                 movable: run.movable,
+                taps: taps.clone(),
                 commands,
                 report: InstanceReport {
                     run: run.run,
@@ -193,8 +203,35 @@ impl Instances {
         );
         drop(held);
         tracing::info!(instance = %run.instance, run = %run.run, "service instance placed here");
-        tokio::spawn(drive(self.clone(), run, user, rx));
+        tokio::spawn(drive(self.clone(), run, user, taps, rx));
         Ok(())
+    }
+
+    /// At most `max` bytes of a placement's kept `stream` from `position`, waiting up to
+    /// `wait` for some to come; a placement that ended lately is still read to its end.
+    pub(crate) async fn output(
+        &self,
+        run: RunId,
+        stream: Stream,
+        position: Position,
+        max: u32,
+        wait: Duration,
+    ) -> Result<OutputChunk, WorkerError> {
+        let taps = self.lock().get(&run).map(|h| h.taps.clone());
+        let taps = match taps {
+            Some(taps) => taps,
+            None => self
+                .ended
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(run)
+                .ok_or(WorkerError::UnknownRun { run })?,
+        };
+        let tap = taps.get(stream).ok_or_else(|| WorkerError::NotKept {
+            run,
+            stream: stream.name().to_string(),
+        })?;
+        Ok(tap.read(position, max, wait).await)
     }
 
     /// Stops a placement (its stop signal, SIGKILL after its grace) and forgets it.
@@ -257,7 +294,11 @@ impl Instances {
     }
 
     fn forget(&self, run: RunId) {
-        self.lock().remove(&run);
+        if let Some(held) = self.lock().remove(&run) {
+            // Its process and output are done (the outputs are finished before the process
+            // counts as ended): followers get the rest, then the end.
+            self.ended.lock().unwrap_or_else(|p| p.into_inner()).add(run, held.taps);
+        }
         self.changed.notify_waiters();
         self.changed.notify_one();
     }
@@ -303,7 +344,13 @@ struct Running {
 }
 
 /// Drives one placement until it has been stopped and its process is gone.
-async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mpsc::UnboundedReceiver<Command>) {
+async fn drive(
+    me: Instances,
+    run: InstanceRun,
+    mut user: User,
+    taps: Taps,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
     let mut instance = Instance::new(Watch::from(&run.spec.watch));
     let mut process: Option<Running> = None;
     let mut wake: Option<tokio::time::Instant> = None;
@@ -317,15 +364,20 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
             for action in instance.handle(me.origin.elapsed(), input) {
                 match action {
                     Action::Spawn => {
-                        let (dir, id, spec, who) =
-                            (me.dir.clone(), run.instance.clone(), run.spec.clone(), user.clone());
+                        let (dir, id, spec, who, taps) = (
+                            me.dir.clone(),
+                            run.instance.clone(),
+                            run.spec.clone(),
+                            user.clone(),
+                            taps.clone(),
+                        );
                         let number = run.run;
                         let spawned = tokio::task::spawn_blocking(move || {
                             let account = match who {
                                 User::Resolved(account) => account,
                                 User::Named(name) => crate::user::resolve(Some(&name)).map_err(|e| e.to_string())?,
                             };
-                            let p = super::spawn::spawn(&dir, number, &id, &spec, account.as_ref())
+                            let p = super::spawn::spawn(&dir, number, &id, &spec, account.as_ref(), &taps)
                                 .map_err(|e| e.to_string())?;
                             let starttime = crate::leftovers::process_starttime(p.pid()).unwrap_or(0);
                             Ok::<_, String>((p, starttime, account))

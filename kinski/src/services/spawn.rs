@@ -2,12 +2,15 @@
 //! directory, with its umask, its environment, and its stdout and stderr kept (capped files
 //! under kinski's state directory, the previous run's kept beside as `.1`), discarded, or
 //! appended to a file the user named, which the child opens after dropping to its user so
-//! no root process writes through a path the user controls.
+//! no root process writes through a path the user controls. Kept output is written through
+//! the placement's taps, so followers read it as it comes.
 
+use super::taps::Taps;
 use crate::output::Output;
 use crate::process::{LogDir, Process, SpawnError, pipe};
 use crate::user::RunAs;
 use common::instances::{InstanceId, InstanceSpec, RunId};
+use common::output::Stream;
 use common::services::Output as Sink;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -28,6 +31,7 @@ pub(crate) fn spawn(
     instance: &InstanceId,
     spec: &InstanceSpec,
     run_as: Option<&RunAs>,
+    taps: &Taps,
 ) -> Result<Process, SpawnError> {
     let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
     let mut command = Command::new(program);
@@ -46,10 +50,11 @@ pub(crate) fn spawn(
     }
     let mut outputs = Vec::new();
     let mut opens: Vec<(CString, libc::c_int)> = Vec::new();
-    for (stream, sink, cap, fd) in [
-        ("stdout", &spec.stdout, spec.stdout_maxbytes, libc::STDOUT_FILENO),
-        ("stderr", &spec.stderr, spec.stderr_maxbytes, libc::STDERR_FILENO),
+    for (which, sink, cap, fd) in [
+        (Stream::Stdout, &spec.stdout, spec.stdout_maxbytes, libc::STDOUT_FILENO),
+        (Stream::Stderr, &spec.stderr, spec.stderr_maxbytes, libc::STDERR_FILENO),
     ] {
+        let stream = which.name();
         let stdio = match sink {
             Sink::Discard => Stdio::null(),
             Sink::File(path) => {
@@ -65,7 +70,8 @@ pub(crate) fn spawn(
                 let logs = LogDir::open(&path)?;
                 keep_previous(&path);
                 let (read, write) = pipe().map_err(|source| SpawnError::Pipe { stream, source })?;
-                outputs.push(Output::new(read, logs.log(&path, stream, cap.max(4096))?));
+                let log = logs.log(&path, stream, cap.max(4096))?.with_tap(taps.get(which).cloned());
+                outputs.push(Output::new(read, log));
                 Stdio::from(write)
             }
         };
