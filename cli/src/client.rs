@@ -5,7 +5,7 @@ use crate::error::CliError;
 use common::ApiError;
 use common::config::{ClusterConfig, DEFAULT_ADDRESS};
 use common::instances::{InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
-use common::output::{Follow, Position, ServiceOutput, Stream};
+use common::output::{ServiceOutput, ServiceRead};
 use common::service::CoordinatorClient;
 use common::transport::context_with;
 use common::wire::*;
@@ -229,19 +229,9 @@ impl Herzog {
     }
 
     /// A chunk of an instance's output; the wait rides on the call's deadline, as for events.
-    pub(crate) async fn service_output(
-        &self,
-        instance: &str,
-        follow: Follow,
-        stream: Stream,
-        position: Position,
-        max: u32,
-        wait_ms: u64,
-    ) -> Result<ServiceOutput, CliError> {
-        let ctx = context_with(Duration::from_millis(wait_ms) + Duration::from_secs(10));
-        let fut = self
-            .client
-            .service_output(ctx, instance.to_string(), follow, stream, position, max, wait_ms);
+    pub(crate) async fn service_output(&self, read: ServiceRead) -> Result<ServiceOutput, CliError> {
+        let ctx = context_with(Duration::from_millis(read.wait_ms) + Duration::from_secs(10));
+        let fut = self.client.service_output(ctx, read);
         self.call("reading the instance's output", fut).await
     }
 

@@ -97,6 +97,21 @@ pub enum Follow {
     Run { run: RunId, worker: String },
 }
 
+/// A read of a service instance's output, as hz asks herzog for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRead {
+    /// `NAME` (its instance 0), `NAME:N`, or `NAME@HOST:N` for a service on every host.
+    pub instance: String,
+    pub follow: Follow,
+    pub stream: Stream,
+    pub position: Position,
+    /// At most this many bytes (capped at [`MAX_READ`]).
+    pub max: u32,
+    /// How long to wait for bytes when there are none yet (capped at [`MAX_WAIT_MS`], and
+    /// below the call's deadline).
+    pub wait_ms: u64,
+}
+
 /// A chunk of an instance's output, and whose it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceOutput {

@@ -4,7 +4,7 @@ use crate::instances::{
     InstanceEvent, InstanceReport, InstanceRun, InstanceStatus, ReloadSummary, RunId, ServiceAction, ServiceEvent,
     WatchSpec,
 };
-use crate::output::{Follow, OutputChunk, OutputTarget, Position, ServiceOutput, Stream};
+use crate::output::{OutputChunk, OutputTarget, Position, ServiceOutput, ServiceRead};
 use crate::wire::*;
 use crate::{ApiError, AttemptId};
 
@@ -55,19 +55,10 @@ pub trait Coordinator {
         limit: u32,
         wait_ms: u64,
     ) -> Result<Vec<ServiceEvent>, ApiError>;
-    /// A chunk of an instance's output (`NAME` for instance 0, or `NAME:N`): at most `max`
-    /// bytes (capped at [`MAX_READ`](crate::output::MAX_READ)) of `stream` from `position`,
-    /// read from the placement `follow` names on its worker, waiting up to `wait_ms` (at most
-    /// [`MAX_WAIT_MS`](crate::output::MAX_WAIT_MS), and below the call's deadline) for bytes
-    /// to come (`hz tail -f`).
-    async fn service_output(
-        instance: String,
-        follow: Follow,
-        stream: Stream,
-        position: Position,
-        max: u32,
-        wait_ms: u64,
-    ) -> Result<ServiceOutput, ApiError>;
+    /// A chunk of a service instance's output: at most `read.max` bytes of its stream from
+    /// `read.position`, read from the placement `read.follow` names on its worker, waiting up
+    /// to `read.wait_ms` for bytes to come (`hz tail -f`).
+    async fn service_output(read: ServiceRead) -> Result<ServiceOutput, ApiError>;
 }
 
 /// The most starts or completions one call carries: a batch of herzog's loop is 8,192

@@ -5,7 +5,7 @@ use crate::engine::Handle;
 use crate::machine::{Event, Reply, attempt_paths};
 use crate::store::Reader;
 use common::instances::{InstanceEvent, InstanceReport, InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
-use common::output::{Follow, Position, ServiceOutput, Stream};
+use common::output::{ServiceOutput, ServiceRead};
 use common::service::{Coordinator, Registry};
 use common::wire::*;
 use common::{ApiError, AttemptId};
@@ -290,28 +290,11 @@ impl Coordinator for ClientApi {
         crate::services::rpc::events(&self.0, service, after, limit, wait_ms).await
     }
 
-    async fn service_output(
-        self,
-        ctx: Context,
-        instance: String,
-        follow: Follow,
-        stream: Stream,
-        position: Position,
-        max: u32,
-        wait_ms: u64,
-    ) -> Result<ServiceOutput, ApiError> {
+    async fn service_output(self, ctx: Context, read: ServiceRead) -> Result<ServiceOutput, ApiError> {
         let left = ctx
             .deadline
             .saturating_duration_since(std::time::Instant::now())
             .saturating_sub(WAIT_MARGIN);
-        let read = crate::services::rpc::Read {
-            instance,
-            follow,
-            stream,
-            position,
-            max,
-            wait: Duration::from_millis(wait_ms),
-        };
         crate::services::rpc::output(&self.0, read, left).await
     }
 

@@ -47,7 +47,10 @@ pub(crate) struct Layout {
 impl Layout {
     /// Byte `start + i` at position `i`.
     #[cfg(test)]
-    pub(crate) const LINEAR: Layout = Layout { head: u64::MAX, tail: 0 };
+    pub(crate) const LINEAR: Layout = Layout {
+        head: u64::MAX,
+        tail: 0,
+    };
 }
 
 /// Stream offsets `[start, end)` held in one file laid out as `layout`.

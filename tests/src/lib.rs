@@ -345,7 +345,10 @@ impl Follower {
     pub fn line(&mut self, needle: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
-            match self.out.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match self
+                .out
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.contains(needle) {
@@ -366,7 +369,10 @@ impl Follower {
     pub fn note(&mut self, needle: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
-            match self.err.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match self
+                .err
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(e) => panic!(
@@ -382,7 +388,10 @@ impl Follower {
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
-            match self.out.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match self
+                .out
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(line) => self.seen.push(line),
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => panic!(

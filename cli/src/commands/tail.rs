@@ -13,7 +13,7 @@ use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use common::ApiError;
 use common::instances::RunId;
-use common::output::{Follow, MAX_READ, Position, ServiceOutput, Stream};
+use common::output::{Follow, MAX_READ, Position, ServiceOutput, ServiceRead, Stream};
 use std::io::Write;
 use std::time::Duration;
 
@@ -46,6 +46,19 @@ struct Step {
 }
 
 impl Reading {
+    /// The read that goes on from here.
+    fn read(&self, instance: &str, stream: Stream, wait_ms: u64) -> ServiceRead {
+        let (follow, position) = self.request();
+        ServiceRead {
+            instance: instance.to_string(),
+            follow,
+            stream,
+            position,
+            max: MAX_READ,
+            wait_ms,
+        }
+    }
+
     fn request(&self) -> (Follow, Position) {
         match self {
             Reading::Current { from, .. } => (Follow::Current, *from),
@@ -136,10 +149,7 @@ async fn print_last(
     };
     let mut end = None;
     loop {
-        let (follow, position) = reading.request();
-        let answer = herzog
-            .service_output(name, follow, stream, position, MAX_READ, 0)
-            .await?;
+        let answer = herzog.service_output(reading.read(name, stream, 0)).await?;
         let step = reading.step(&answer);
         let length = *end.get_or_insert(answer.chunk.length);
         show(&answer, &step, stream, out)?;
@@ -159,11 +169,7 @@ async fn follow(herzog: &Herzog, name: &str, stream: Stream, bytes: u64, out: &m
     };
     let mut waiting_said = false;
     loop {
-        let (follow, position) = reading.request();
-        let answer = match herzog
-            .service_output(name, follow, stream, position, MAX_READ, FOLLOW_WAIT_MS)
-            .await
-        {
+        let answer = match herzog.service_output(reading.read(name, stream, FOLLOW_WAIT_MS)).await {
             Ok(answer) => answer,
             Err(CliError::Api(e @ ApiError::NotPlaced { .. })) => {
                 if !std::mem::replace(&mut waiting_said, true) {
@@ -277,7 +283,14 @@ mod tests {
         let step = after.step(&answer(8, 0, 30, false));
         assert!(step.moved && !step.stale);
         assert_eq!(step.skipped, 0);
-        assert!(matches!(step.next, Reading::Run { run: RunId(8), at: 30, .. }));
+        assert!(matches!(
+            step.next,
+            Reading::Run {
+                run: RunId(8),
+                at: 30,
+                ..
+            }
+        ));
     }
 
     /// `hz local`'s wiring (herzog, a kinski and hz in one process, over in-memory links)
@@ -318,33 +331,26 @@ mod tests {
         let herzog = Herzog::connect(&Endpoint::new_in_process(dialer)).await.unwrap();
         // The first chunk waits for the instance to be placed and to print.
         let first = loop {
-            match herzog
-                .service_output("ticker", Follow::Current, Stream::Stdout, Position::Last(1000), MAX_READ, 5_000)
-                .await
-            {
+            let start = Reading::Current {
+                from: Position::Last(1000),
+                ended: None,
+            };
+            match herzog.service_output(start.read("ticker", Stream::Stdout, 5_000)).await {
                 Ok(answer) if !answer.chunk.bytes.is_empty() => break answer,
-                Ok(_) | Err(CliError::Api(ApiError::NotPlaced { .. })) => {
-                    tokio::time::sleep(BETWEEN_PLACEMENTS).await
-                }
+                Ok(_) | Err(CliError::Api(ApiError::NotPlaced { .. })) => tokio::time::sleep(BETWEEN_PLACEMENTS).await,
                 Err(e) => panic!("{e}"),
             }
         };
         assert_eq!(first.worker, "local");
         assert!(first.chunk.bytes.starts_with(b"line 0\n"), "{first:?}");
         // The next read waits for what comes after.
-        let follow = Follow::Run {
+        let reading = Reading::Run {
             run: first.run,
             worker: first.worker.clone(),
+            at: first.chunk.next_offset,
         };
         let next = herzog
-            .service_output(
-                "ticker",
-                follow,
-                Stream::Stdout,
-                Position::At(first.chunk.next_offset),
-                MAX_READ,
-                5_000,
-            )
+            .service_output(reading.read("ticker", Stream::Stdout, 5_000))
             .await
             .unwrap();
         assert_eq!(next.chunk.offset, first.chunk.next_offset);

@@ -92,7 +92,10 @@ pub(crate) fn route(
                     super::Wanted::Down => format!("it is stopped: `hz start {shown}` starts it"),
                     super::Wanted::Up => "it waits for a worker it may run on: `hz workers` shows them".to_string(),
                 };
-                return Err(ApiError::NotPlaced { instance: shown, reason });
+                return Err(ApiError::NotPlaced {
+                    instance: shown,
+                    reason,
+                });
             }
         },
     };
@@ -134,7 +137,8 @@ mod tests {
         let file = ServicesFile::parse(text, std::path::Path::new("services.toml")).expect("parse");
         let mut s = Services::new(file, 0);
         let workers: Vec<String> = workers.iter().map(|w| w.to_string()).collect();
-        s.reload(s.file().clone(), &workers);
+        let file = s.file().clone();
+        s.reload(file, &workers);
         s.place(Mono(0), &workers);
         s
     }
@@ -153,12 +157,12 @@ mod tests {
         assert_eq!(web.instance, "web:0");
         assert_eq!(current(&s, "web:1").expect("web:1").instance, "web:1");
         assert_ne!(current(&s, "web:1").expect("web:1").run, web.run);
-        assert_eq!(
-            current(&s, "agent@newton:0").expect("one host's").worker,
-            "newton"
-        );
+        assert_eq!(current(&s, "agent@newton:0").expect("one host's").worker, "newton");
         let err = current(&s, "agent").unwrap_err().to_string();
-        assert!(err.contains("agent@euclid:0, agent@newton:0") && err.contains("name one"), "{err}");
+        assert!(
+            err.contains("agent@euclid:0, agent@newton:0") && err.contains("name one"),
+            "{err}"
+        );
         let err = current(&s, "web:7").unwrap_err();
         assert_eq!(err, ApiError::UnknownService { name: "web:7".into() });
         let err = current(&s, "quiet").unwrap_err().to_string();
@@ -168,7 +172,10 @@ mod tests {
             .to_string();
         assert!(err.contains("/var/log/q.err") && err.contains("read it there"), "{err}");
         let err = current(&s, "later").unwrap_err().to_string();
-        assert!(err.contains("later:0 is not placed") && err.contains("hz start later:0"), "{err}");
+        assert!(
+            err.contains("later:0 is not placed") && err.contains("hz start later:0"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -195,6 +202,9 @@ mod tests {
         let err = route(&s, |w| w != "euclid", "web", &Follow::Current, Stream::Stdout)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("web:0 runs on worker 'euclid'") && err.contains("not connected"), "{err}");
+        assert!(
+            err.contains("web:0 runs on worker 'euclid'") && err.contains("not connected"),
+            "{err}"
+        );
     }
 }

@@ -6,7 +6,7 @@ use crate::api::Api;
 use crate::machine::{Event, Reply};
 use common::ApiError;
 use common::instances::{InstanceEvent, InstanceReport, InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
-use common::output::{Follow, MAX_READ, MAX_WAIT_MS, OutputChunk, OutputTarget, Position, ServiceOutput, Stream};
+use common::output::{Follow, MAX_READ, MAX_WAIT_MS, OutputChunk, OutputTarget, Position, ServiceOutput, ServiceRead};
 use common::service::WorkerError;
 use common::services::ServicesFile;
 use common::transport::context_with;
@@ -104,16 +104,6 @@ pub(crate) async fn report(api: &Api, worker: String, reports: Vec<InstanceRepor
         .map(|_| ())
 }
 
-/// A read of an instance's output, as hz asks for it.
-pub(crate) struct Read {
-    pub(crate) instance: String,
-    pub(crate) follow: Follow,
-    pub(crate) stream: Stream,
-    pub(crate) position: Position,
-    pub(crate) max: u32,
-    pub(crate) wait: Duration,
-}
-
 /// What a worker's call may take beyond the read's wait before it counts as unreachable.
 const READ_MARGIN: Duration = Duration::from_secs(5);
 /// How much earlier than herzog's own answer is due the worker is asked to answer.
@@ -122,15 +112,16 @@ const RELAY_MARGIN: Duration = Duration::from_millis(500);
 /// Reads an instance's output from the worker that holds it, over the connection the worker
 /// opened, and relays it: one chunk per call, so a slow reader holds nothing here. `left` is
 /// how long herzog may take to answer.
-pub(crate) async fn output(api: &Api, read: Read, left: Duration) -> Result<ServiceOutput, ApiError> {
-    let Read {
+pub(crate) async fn output(api: &Api, read: ServiceRead, left: Duration) -> Result<ServiceOutput, ApiError> {
+    let ServiceRead {
         instance,
         follow,
         stream,
         position,
         max,
-        wait,
+        wait_ms,
     } = read;
+    let wait = Duration::from_millis(wait_ms);
     let asked = follow.clone();
     let route = api
         .handle
@@ -156,10 +147,12 @@ pub(crate) async fn output(api: &Api, read: Read, left: Duration) -> Result<Serv
         Ok(Ok(chunk)) => chunk,
         // A placement a follower read before that its worker no longer has: its stream ended
         // (and the follower moves on to the current one).
-        Ok(Err(WorkerError::UnknownRun { .. })) if matches!(follow, Follow::Run { .. }) => OutputChunk::ended(match position {
-            Position::At(offset) => offset,
-            Position::Last(_) => 0,
-        }),
+        Ok(Err(WorkerError::UnknownRun { .. })) if matches!(follow, Follow::Run { .. }) => {
+            OutputChunk::ended(match position {
+                Position::At(offset) => offset,
+                Position::Last(_) => 0,
+            })
+        }
         Ok(Err(WorkerError::UnknownRun { .. })) => {
             return Err(ApiError::NotPlaced {
                 instance: route.instance,

@@ -70,7 +70,9 @@ pub(crate) fn spawn(
                 let logs = LogDir::open(&path)?;
                 keep_previous(&path);
                 let (read, write) = pipe().map_err(|source| SpawnError::Pipe { stream, source })?;
-                let log = logs.log(&path, stream, cap.max(4096))?.with_tap(taps.get(which).cloned());
+                let log = logs
+                    .log(&path, stream, cap.max(4096))?
+                    .with_tap(taps.get(which).cloned());
                 outputs.push(Output::new(read, log));
                 Stdio::from(write)
             }

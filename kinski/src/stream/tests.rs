@@ -34,15 +34,33 @@ fn a_read_goes_on_from_one_file_into_the_next() {
     assert_eq!(p.pieces, [piece(0, 4, 6), piece(1, 0, 15)]);
     assert_eq!(plan(&spans, 4, 8).pieces, [piece(0, 4, 6), piece(1, 0, 2)]);
     // At the end, or past it: nothing to read, nothing skipped.
-    assert_eq!(plan(&spans, 25, 100), Plan { from: 25, pieces: vec![] });
-    assert_eq!(plan(&[], 0, 100), Plan { from: 0, pieces: vec![] });
+    assert_eq!(
+        plan(&spans, 25, 100),
+        Plan {
+            from: 25,
+            pieces: vec![]
+        }
+    );
+    assert_eq!(
+        plan(&[], 0, 100),
+        Plan {
+            from: 0,
+            pieces: vec![]
+        }
+    );
 }
 
 #[test]
 fn bytes_no_longer_kept_are_skipped_and_the_read_starts_where_they_resume() {
     // The file before this one was let go: the stream resumes at 100.
     let p = plan(&[linear(100, 130)], 20, 10);
-    assert_eq!(p, Plan { from: 100, pieces: vec![piece(0, 0, 10)] });
+    assert_eq!(
+        p,
+        Plan {
+            from: 100,
+            pieces: vec![piece(0, 0, 10)]
+        }
+    );
     // A capped log that wrapped: [0, 10) in place, [10, 25) cut, [25, 35) in the ring.
     let spans = [ring(0, 35, 10, 10)];
     // The head, then the gap ends the read; the next read reports the gap.
@@ -66,7 +84,13 @@ fn a_ring_that_has_not_wrapped_reads_straight_through() {
     );
     // A cap too small for a ring keeps the head alone.
     assert_eq!(plan(&[ring(0, 50, 1, 0)], 0, 100).pieces, [piece(0, 0, 1)]);
-    assert_eq!(plan(&[ring(0, 50, 1, 0)], 1, 100), Plan { from: 1, pieces: vec![] });
+    assert_eq!(
+        plan(&[ring(0, 50, 1, 0)], 1, 100),
+        Plan {
+            from: 1,
+            pieces: vec![]
+        }
+    );
 }
 
 #[test]
@@ -115,7 +139,12 @@ async fn read_all(tap: &Tap, offset: u64, max: u32) -> Vec<u64> {
     loop {
         let chunk = tap.read(Position::At(at), max, Duration::ZERO).await;
         assert!(chunk.offset >= at, "a chunk never starts before the offset asked");
-        assert_eq!(chunk.bytes, stream(chunk.offset, chunk.bytes.len()), "at {}", chunk.offset);
+        assert_eq!(
+            chunk.bytes,
+            stream(chunk.offset, chunk.bytes.len()),
+            "at {}",
+            chunk.offset
+        );
         assert_eq!(chunk.next_offset, chunk.offset + chunk.bytes.len() as u64);
         if chunk.bytes.is_empty() {
             return starts;
@@ -208,7 +237,9 @@ fn a_read_at_the_end_waits_for_the_next_write_or_the_end() {
         });
         tokio::task::yield_now().await;
         let mut log = log(dir.path(), "out", 1000, &tap);
-        tokio::task::spawn_blocking(move || log.write(b"hello\n")).await.expect("write");
+        tokio::task::spawn_blocking(move || log.write(b"hello\n"))
+            .await
+            .expect("write");
         let chunk = waiting.await.expect("read");
         assert_eq!(chunk.bytes, b"hello\n");
         let started = std::time::Instant::now();
@@ -250,7 +281,12 @@ fn a_ring_overwritten_while_it_is_read_never_yields_a_wrong_byte() {
         while at < total {
             let chunk = tap.read(Position::At(at), 50, Duration::from_secs(10)).await;
             assert!(chunk.offset >= at);
-            assert_eq!(chunk.bytes, stream(chunk.offset, chunk.bytes.len()), "at {}", chunk.offset);
+            assert_eq!(
+                chunk.bytes,
+                stream(chunk.offset, chunk.bytes.len()),
+                "at {}",
+                chunk.offset
+            );
             skipped += chunk.offset - at;
             read += chunk.bytes.len() as u64;
             at = chunk.next_offset;
