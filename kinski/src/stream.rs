@@ -248,9 +248,11 @@ impl Tap {
     pub(crate) async fn read(&self, position: Position, max: u32, wait: Duration) -> OutputChunk {
         let mut rx = self.0.subscribe();
         let deadline = tokio::time::Instant::now() + wait.min(Duration::from_millis(MAX_WAIT_MS));
+        // The last bytes are those written when the read arrives: what comes while it waits
+        // is after them, not instead of them.
+        let offset = resolve(position, rx.borrow().written);
         let shown = loop {
             let shown = rx.borrow_and_update().clone();
-            let offset = resolve(position, shown.written);
             if offset < shown.written || shown.ended {
                 break shown;
             }
@@ -260,7 +262,6 @@ impl Tap {
                 Ok(Err(_)) | Err(_) => break shown,
             }
         };
-        let offset = resolve(position, shown.written);
         let spans = shown.spans();
         let plan = plan(&spans, offset, u64::from(max.clamp(1, MAX_READ)));
         let bytes = if plan.pieces.is_empty() {

@@ -237,17 +237,35 @@ fn a_read_at_the_end_waits_for_the_next_write_or_the_end() {
         });
         tokio::task::yield_now().await;
         let mut log = log(dir.path(), "out", 1000, &tap);
-        tokio::task::spawn_blocking(move || log.write(b"hello\n"))
-            .await
-            .expect("write");
+        let mut log = tokio::task::spawn_blocking(move || {
+            log.write(b"hello\n");
+            log
+        })
+        .await
+        .expect("write");
         let chunk = waiting.await.expect("read");
         assert_eq!(chunk.bytes, b"hello\n");
+        // The last 0 bytes, waiting: what comes next, not what came before.
+        let waiting = tokio::spawn({
+            let tap = tap.clone();
+            async move { tap.read(Position::Last(0), 100, Duration::from_secs(20)).await }
+        });
+        tokio::task::yield_now().await;
+        let log = tokio::task::spawn_blocking(move || {
+            log.write(b"world\n");
+            log
+        })
+        .await
+        .expect("write");
+        let chunk = waiting.await.expect("read");
+        assert_eq!((chunk.offset, chunk.bytes.as_slice()), (6, &b"world\n"[..]));
         let started = std::time::Instant::now();
         let waiting = tokio::spawn({
             let tap = tap.clone();
-            async move { tap.read(Position::At(6), 100, Duration::from_secs(20)).await }
+            async move { tap.read(Position::At(12), 100, Duration::from_secs(20)).await }
         });
         tokio::task::yield_now().await;
+        log.finish();
         tap.end();
         let chunk = waiting.await.expect("read");
         assert!(chunk.end && chunk.bytes.is_empty());
