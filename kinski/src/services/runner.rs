@@ -294,7 +294,8 @@ impl Instances {
     }
 
     fn forget(&self, run: RunId) {
-        if let Some(held) = self.lock().remove(&run) {
+        let held = self.lock().remove(&run);
+        if let Some(held) = held {
             // Its process and output are done (the outputs are finished before the process
             // counts as ended): followers get the rest, then the end.
             self.ended.lock().unwrap_or_else(|p| p.into_inner()).add(run, held.taps);
