@@ -219,6 +219,19 @@ impl Worker for Service {
     async fn instance_signal(self, _: Context, run: RunId, _: i32) -> Result<(), WorkerError> {
         Err(WorkerError::UnknownRun { run })
     }
+
+    async fn output_read(
+        self,
+        _: Context,
+        target: common::output::OutputTarget,
+        _: common::output::Position,
+        _: u32,
+        _: u64,
+    ) -> Result<common::output::OutputChunk, WorkerError> {
+        match target {
+            common::output::OutputTarget::Instance { run, .. } => Err(WorkerError::UnknownRun { run }),
+        }
+    }
 }
 
 /// Sends what finished, in calls of up to `MAX_BATCH`, whenever something did; what a failed

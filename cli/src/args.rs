@@ -63,6 +63,24 @@ pub enum Command {
     Reload,
     /// The services' event log: started, exited, backoff, fatal, stopped, placed, reloads
     Events(EventsArgs),
+    /// Print the last output of a service instance; -f: and what it prints from then on
+    Tail(TailArgs),
+}
+
+/// `hz tail`.
+#[derive(Debug, Args, Clone)]
+pub struct TailArgs {
+    /// The instance: NAME for its instance 0, NAME:N, or NAME@HOST:N on every host
+    pub name: String,
+    /// Keep printing what it writes, across restarts, until Ctrl-C
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Its stderr instead of its stdout
+    #[arg(long)]
+    pub stderr: bool,
+    /// How much to print first: the last BYTES written (units allowed: 64KiB, 1MiB)
+    #[arg(long = "bytes", short = 'c', default_value = "10KiB", value_name = "BYTES")]
+    pub bytes: String,
 }
 
 /// `hz events`.

@@ -5,6 +5,7 @@ use crate::error::CliError;
 use common::ApiError;
 use common::config::{ClusterConfig, DEFAULT_ADDRESS};
 use common::instances::{InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
+use common::output::{ServiceOutput, ServiceRead};
 use common::service::CoordinatorClient;
 use common::transport::context_with;
 use common::wire::*;
@@ -225,6 +226,13 @@ impl Herzog {
         let ctx = context_with(Duration::from_millis(wait_ms) + Duration::from_secs(10));
         let fut = self.client.services_events(ctx, service, after, limit, wait_ms);
         self.call("reading the event log", fut).await
+    }
+
+    /// A chunk of an instance's output; the wait rides on the call's deadline, as for events.
+    pub(crate) async fn service_output(&self, read: ServiceRead) -> Result<ServiceOutput, CliError> {
+        let ctx = context_with(Duration::from_millis(read.wait_ms) + Duration::from_secs(10));
+        let fut = self.client.service_output(ctx, read);
+        self.call("reading the instance's output", fut).await
     }
 
     pub(crate) async fn services_reload(&self) -> Result<ReloadSummary, CliError> {

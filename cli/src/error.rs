@@ -4,10 +4,10 @@
 //! |------|---------|
 //! | 0    | ok |
 //! | 1    | the work failed: a fragment failed (`hz local`, `hz progress --watch`) |
-//! | 2    | bad input: usage, a missing directory, an invalid name, a program not found, a bad config, any herzog refusal except the two below |
-//! | 3    | herzog unreachable, or the connection to it failed mid-call |
+//! | 2    | bad input: usage, a missing directory, an invalid name, a program not found, a bad config, any herzog refusal except those below |
+//! | 3    | herzog unreachable, or the connection to it failed mid-call; `hz tail`: the instance's worker unreachable |
 //! | 4    | herzog-side failure: herzog could not store a change or is shutting down; in `hz local`, a daemon failed |
-//! | 130  | interrupted (Ctrl-C or SIGTERM during `hz local`) |
+//! | 130  | interrupted (Ctrl-C during `hz local` or `hz tail -f`, or SIGTERM during `hz local`) |
 
 use common::ApiError;
 use common::config::ConfigError;
@@ -22,7 +22,8 @@ pub mod code {
     pub const WORK_FAILED: u8 = 1;
     /// Bad input.
     pub const BAD_INPUT: u8 = 2;
-    /// herzog is unreachable or an RPC failed.
+    /// herzog is unreachable or an RPC failed; or (`hz tail`) herzog cannot reach the
+    /// instance's worker.
     pub const UNREACHABLE: u8 = 3;
     /// herzog failed on its side.
     pub const HERZOG_FAILED: u8 = 4;
@@ -39,13 +40,14 @@ Exit codes:
   0    ok
   1    the work failed: a fragment failed (hz local, hz progress --watch)
   2    bad input: usage, missing directory, invalid name, program not found, bad config,
-       or any refusal from herzog other than the two under 4
-  3    herzog unreachable, or the connection to it failed during a call
+       or any refusal from herzog other than those under 3 and 4
+  3    herzog unreachable, or the connection to it failed during a call;
+       hz tail: herzog cannot reach the instance's worker
   4    herzog-side failure: it could not store a change or is shutting down
        (in hz local: herzog or kinski failed)
   5    not allowed: herzog refused your certificate (expired, from another cluster's CA,
        or not an admin certificate), or its certificate is not this cluster's
-  130  interrupted (Ctrl-C or SIGTERM during hz local)";
+  130  interrupted (Ctrl-C during hz local or hz tail -f, or SIGTERM during hz local)";
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +157,7 @@ impl CliError {
 pub fn api_exit_code(e: &ApiError) -> u8 {
     match e {
         ApiError::Storage { .. } | ApiError::ShuttingDown => code::HERZOG_FAILED,
+        ApiError::HostUnreachable { .. } => code::UNREACHABLE,
         _ => code::BAD_INPUT,
     }
 }
@@ -172,6 +175,12 @@ mod tests {
             CliError::Api(ApiError::Storage { reason: "disk".into() }).exit_code(),
             4
         );
+        let host = CliError::Api(ApiError::HostUnreachable {
+            instance: "web:0".into(),
+            worker: "euclid".into(),
+            reason: "it is not connected".into(),
+        });
+        assert_eq!(host.exit_code(), 3);
         let unreachable = CliError::Connect(ConnectError::Timeout { addr: "h:1".into() });
         assert_eq!(unreachable.exit_code(), 3);
         let rpc = CliError::Rpc {

@@ -76,6 +76,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         }
         Command::Reload => commands::reload::run(&addr, out).await,
         Command::Events(a) => commands::events::run(&a, &addr, out).await,
+        Command::Tail(a) => commands::tail::run(&a, &addr, out).await,
         Command::Local(_) => unreachable!("handled above"),
     }
 }

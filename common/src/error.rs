@@ -39,4 +39,20 @@ pub enum ApiError {
     Storage { reason: String },
     #[error("herzog is shutting down: try again when it is back")]
     ShuttingDown,
+    #[error("'{name}' names {instances} instances: name one of them")]
+    AmbiguousInstance { name: String, instances: String },
+    #[error("{instance} is not placed on any worker: {reason}")]
+    NotPlaced { instance: String, reason: String },
+    #[error("{instance} runs on worker '{worker}', which herzog cannot reach now: {reason}")]
+    HostUnreachable {
+        instance: String,
+        worker: String,
+        reason: String,
+    },
+    #[error("{instance}'s {stream} is not kept by its worker: {reason}")]
+    OutputNotKept {
+        instance: String,
+        stream: String,
+        reason: String,
+    },
 }

@@ -9,6 +9,7 @@ pub mod instances;
 pub mod link;
 pub mod logging;
 pub mod name;
+pub mod output;
 pub mod paths;
 pub mod service;
 pub mod services;

@@ -4,6 +4,7 @@ use crate::instances::{
     InstanceEvent, InstanceReport, InstanceRun, InstanceStatus, ReloadSummary, RunId, ServiceAction, ServiceEvent,
     WatchSpec,
 };
+use crate::output::{OutputChunk, OutputTarget, Position, ServiceOutput, ServiceRead};
 use crate::wire::*;
 use crate::{ApiError, AttemptId};
 
@@ -54,6 +55,10 @@ pub trait Coordinator {
         limit: u32,
         wait_ms: u64,
     ) -> Result<Vec<ServiceEvent>, ApiError>;
+    /// A chunk of a service instance's output: at most `read.max` bytes of its stream from
+    /// `read.position`, read from the placement `read.follow` names on its worker, waiting up
+    /// to `read.wait_ms` for bytes to come (`hz tail -f`).
+    async fn service_output(read: ServiceRead) -> Result<ServiceOutput, ApiError>;
 }
 
 /// The most starts or completions one call carries: a batch of herzog's loop is 8,192
@@ -116,6 +121,16 @@ pub trait Worker {
     async fn instance_retune(run: RunId, watch: WatchSpec) -> Result<(), WorkerError>;
     /// Sends a signal (its number) to a placement's process group, if it has a process.
     async fn instance_signal(run: RunId, signal: i32) -> Result<(), WorkerError>;
+    /// At most `max` bytes (capped at [`MAX_READ`](crate::output::MAX_READ)) of `target`'s
+    /// output from `position`; when none are there yet, waits up to `wait_ms` (at most
+    /// [`MAX_WAIT_MS`](crate::output::MAX_WAIT_MS)) for some to be written. The read that
+    /// follows a chunk is the caller's flow control: nothing is sent unasked.
+    async fn output_read(
+        target: OutputTarget,
+        position: Position,
+        max: u32,
+        wait_ms: u64,
+    ) -> Result<OutputChunk, WorkerError>;
 }
 
 /// Why kinski refused a call.
@@ -131,4 +146,6 @@ pub enum WorkerError {
     UnknownAttempt { attempt: AttemptId },
     #[error("service instance placement {run} is not held here")]
     UnknownRun { run: RunId },
+    #[error("service instance placement {run} keeps no {stream}: it is discarded or goes to a file the service names")]
+    NotKept { run: RunId, stream: String },
 }

@@ -5,6 +5,7 @@ use crate::engine::Handle;
 use crate::machine::{Event, Reply, attempt_paths};
 use crate::store::Reader;
 use common::instances::{InstanceEvent, InstanceReport, InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
+use common::output::{ServiceOutput, ServiceRead};
 use common::service::{Coordinator, Registry};
 use common::wire::*;
 use common::{ApiError, AttemptId};
@@ -31,6 +32,8 @@ pub(crate) struct Api {
     pub(crate) stager: std::sync::Arc<crate::staging::Stager>,
     /// The services file `hz reload` reads.
     pub(crate) services: Option<PathBuf>,
+    /// The workers' connections, for reads of their output (`hz tail`).
+    pub(crate) connections: crate::dispatch::Connections,
 }
 
 /// The Coordinator service (for hz).
@@ -285,6 +288,14 @@ impl Coordinator for ClientApi {
             .saturating_sub(WAIT_MARGIN);
         let wait_ms = wait_ms.min(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
         crate::services::rpc::events(&self.0, service, after, limit, wait_ms).await
+    }
+
+    async fn service_output(self, ctx: Context, read: ServiceRead) -> Result<ServiceOutput, ApiError> {
+        let left = ctx
+            .deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .saturating_sub(WAIT_MARGIN);
+        crate::services::rpc::output(&self.0, read, left).await
     }
 
     async fn logs(self, _: Context, project: String, fragment: String, max_bytes: u64) -> Result<Logs, ApiError> {

@@ -87,7 +87,8 @@ impl Connections {
         }
     }
 
-    fn client(&self, name: &str) -> Option<WorkerClient> {
+    /// `name`'s connection, if it has one now.
+    pub(crate) fn client(&self, name: &str) -> Option<WorkerClient> {
         self.inner
             .lock()
             .expect("not poisoned")

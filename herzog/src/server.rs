@@ -136,6 +136,7 @@ pub async fn run(
         max_log_bytes: config.max_log_bytes,
         stager,
         services: config.services.clone(),
+        connections: connections.clone(),
     };
     let tick =
         (config.worker_timeout / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));

@@ -11,6 +11,7 @@ mod rotate;
 mod service;
 mod services;
 mod session;
+mod stream;
 mod supervisor;
 pub mod user;
 

@@ -17,8 +17,12 @@
 //! ring in the file's second half, rotated into order when the stream ends, with a line
 //! between them saying how many bytes were cut and why. Memory stays one chunk per stream,
 //! whatever the program writes.
+//!
+//! A log may keep a [`Tap`]: followers read the stream through it while it is written
+//! ([`crate::stream`]), told of each file it begins and of each write.
 
 use crate::rotate::Rotating;
+use crate::stream::{Layout, Tap};
 use common::dirfd::{DirFd, FILE_MODE};
 use std::ffi::OsString;
 use std::fs::File;
@@ -100,7 +104,10 @@ pub(crate) struct Log {
     /// Bytes kept from the start, and in the ring after them.
     head: u64,
     tail: u64,
-    file: Option<File>,
+    /// Shared with followers' reads through the tap.
+    file: Option<Arc<File>>,
+    /// Where followers read the stream as it is written.
+    tap: Option<Tap>,
     /// Every byte the program wrote to the stream, kept or not.
     written: u64,
     /// Set when the file could not be written: the rest is read and dropped, so the program
@@ -292,9 +299,23 @@ impl Log {
             head,
             tail: cap - head,
             file: None,
+            tap: None,
             written: 0,
             broken: false,
         }
+    }
+
+    /// Followers read this log through `tap` from now on.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "attempts' capped logs are followed next (hz logs -f); the stream tests follow real ones now"
+        )
+    )]
+    pub(crate) fn with_tap(mut self, tap: Option<Tap>) -> Log {
+        self.tap = tap;
+        self
     }
 
     /// Stores the program's bytes. Blocking: only on a blocking thread.
@@ -302,7 +323,16 @@ impl Log {
         if self.broken || bytes.is_empty() {
             return;
         }
-        if let Err(err) = self.place(bytes) {
+        let before = self.written;
+        if let Some(tap) = &self.tap {
+            tap.writing(bytes.len() as u64);
+        }
+        let placed = self.place(bytes);
+        // What reached the file (all of it, short of an error) is readable now.
+        if let Some(tap) = &self.tap {
+            tap.wrote(self.written - before);
+        }
+        if let Err(err) = placed {
             tracing::warn!(path = %self.path.display(), "failed to write the program's output, dropping the rest: {err}");
             self.broken = true;
         }
@@ -310,7 +340,15 @@ impl Log {
 
     fn place(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         if self.file.is_none() {
-            self.file = Some(self.dir.create_file(&self.name, FILE_MODE)?);
+            let file = Arc::new(self.dir.create_file(&self.name, FILE_MODE)?);
+            if let Some(tap) = &self.tap {
+                let layout = Layout {
+                    head: self.head,
+                    tail: self.tail,
+                };
+                tap.file(file.clone(), layout);
+            }
+            self.file = Some(file);
         }
         let file = self.file.as_ref().expect("just made");
         if self.written < self.head {

@@ -15,6 +15,7 @@
 //! link in place of the directory itself) is moved aside or replaced, never written through.
 //! A kept file (under kinski's state directory) takes the same path, kinski being its user.
 
+use crate::stream::{Layout, Tap};
 use crate::user::RunAs;
 use common::dirfd::{DIR_MODE, DirFd, FILE_MODE, Owner, in_the_way};
 use std::ffi::{OsStr, OsString};
@@ -22,6 +23,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The user an output file belongs to: the one its service runs as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,7 +102,7 @@ pub(crate) struct Rotating {
     /// Rotated before it would grow past this; 0: never.
     max: u64,
     backups: u32,
-    file: File,
+    file: Arc<File>,
     /// What the current file holds.
     len: u64,
     /// Whom a file made here is given to (kinski is root, the service is not).
@@ -108,6 +110,9 @@ pub(crate) struct Rotating {
     /// Set when the file could not be written or rotated: the rest is read and dropped, so
     /// the program never blocks on a full pipe.
     broken: bool,
+    /// Followers read the stream through it (kept output only): told of each file begun and
+    /// of each write.
+    tap: Option<Tap>,
 }
 
 impl Rotating {
@@ -204,11 +209,29 @@ impl Rotating {
             path,
             max,
             backups,
-            file,
+            file: Arc::new(file),
             len: u64::try_from(stat.st_size).unwrap_or(0),
             give_to,
             broken: false,
+            tap: None,
         })
+    }
+
+    /// Followers read this output through `tap` from now on. A tapped stream starts in a
+    /// file of its own (one already holding bytes, a previous run's, is rotated away first),
+    /// so the file's bytes are the stream's from the tap's first file on.
+    pub(crate) fn with_tap(mut self, tap: Option<Tap>) -> Rotating {
+        let Some(tap) = tap else { return self };
+        // Followers read through the writer's descriptor, so the file must be open for
+        // reading too: the one found was opened to append only.
+        let fresh = if self.len > 0 { self.rotate() } else { self.fresh() };
+        if let Err(err) = fresh {
+            tracing::warn!(path = %self.path.display(), "failed to start the service's output file, dropping this run's: {err}");
+            self.broken = true;
+        }
+        tap.file(self.file.clone(), Layout::LINEAR);
+        self.tap = Some(tap);
+        self
     }
 
     /// Where the file is, for messages.
@@ -235,7 +258,14 @@ impl Rotating {
                 self.rotate()?;
                 continue;
             }
-            self.file.write_all(&bytes[..n])?;
+            if let Some(tap) = &self.tap {
+                tap.writing(n as u64);
+            }
+            let written = (&*self.file).write_all(&bytes[..n]);
+            if let Some(tap) = &self.tap {
+                tap.wrote(if written.is_ok() { n as u64 } else { 0 });
+            }
+            written?;
             self.len += n as u64;
             bytes = &bytes[n..];
         }
@@ -251,13 +281,22 @@ impl Rotating {
         if self.backups > 0 {
             self.shift(&self.name, &backup(&self.name, 1));
         }
-        // Whatever is at the name now (the full file when no backups are kept, or what the
-        // program put there meanwhile) is unlinked: the file written is always made here.
+        self.fresh()?;
+        if let Some(tap) = &self.tap {
+            tap.file(self.file.clone(), Layout::LINEAR);
+        }
+        Ok(())
+    }
+
+    /// A new empty file at the name, for reading and writing. Whatever is at the name now
+    /// (the full file when no backups are kept, or what the program put there meanwhile) is
+    /// unlinked: the file written is always made here.
+    fn fresh(&mut self) -> io::Result<()> {
         let file = self.dir.create_file(&self.name, FILE_MODE)?;
         if let Some((uid, gid)) = self.give_to {
             give(&file, uid, gid)?;
         }
-        self.file = file;
+        self.file = Arc::new(file);
         self.len = 0;
         Ok(())
     }

@@ -3,8 +3,10 @@
 use crate::supervisor::Supervisor;
 use common::AttemptId;
 use common::instances::{InstanceRun, RunId, WatchSpec};
+use common::output::{OutputChunk, OutputTarget, Position};
 use common::service::{Worker, WorkerError};
 use common::wire::{Resources, StartAttempt};
+use std::time::Duration;
 use tarpc::context::Context;
 
 #[derive(Clone)]
@@ -54,4 +56,27 @@ impl Worker for WorkerService {
     async fn instance_signal(self, _: Context, run: RunId, signal: i32) -> Result<(), WorkerError> {
         self.instances.signal(run, signal)
     }
+
+    async fn output_read(
+        self,
+        ctx: Context,
+        target: OutputTarget,
+        position: Position,
+        max: u32,
+        wait_ms: u64,
+    ) -> Result<OutputChunk, WorkerError> {
+        // Answer before the caller's deadline, or tarpc drops the reply and the caller sees an
+        // error instead of an empty chunk.
+        let left = ctx
+            .deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .saturating_sub(WAIT_MARGIN);
+        let wait = Duration::from_millis(wait_ms).min(left);
+        match target {
+            OutputTarget::Instance { run, stream } => self.instances.output(run, stream, position, max, wait).await,
+        }
+    }
 }
+
+/// How long before the caller's deadline a read that waits answers anyway.
+const WAIT_MARGIN: Duration = Duration::from_millis(500);

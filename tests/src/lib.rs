@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod bed;
+mod follower;
 pub mod services;
+pub use follower::Follower;
 
 pub use common::wire;
 
@@ -524,6 +526,17 @@ impl Cluster {
         args.push("--json");
         let stdout = self.hz_ok(&args);
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("hz {args:?} printed no valid JSON ({e}): {stdout}"))
+    }
+
+    /// Starts `hz --herzog ADDR ARGS...` (a follower: `hz tail -f`, `hz events --follow`)
+    /// and reads its stdout and stderr line by line as it prints them.
+    pub fn hz_spawn(&self, args: &[&str]) -> Follower {
+        let mut cmd = command(&bin("hz"));
+        cmd.args(["--herzog", &self.addr])
+            .env("HERZOG_TLS", bundle(self.dir(), "admin", "admin"))
+            .args(args)
+            .current_dir(self.dir());
+        Follower::spawn(&format!("hz {}", args.join(" ")), cmd)
     }
 
     /// Runs hz, asserts it exits with `code` and prints nothing on stdout; returns stderr.

@@ -14,6 +14,7 @@ pub(crate) mod remove;
 pub(crate) mod retry;
 pub(crate) mod schedule;
 pub(crate) mod status;
+pub(crate) mod tail;
 pub(crate) mod workers;
 
 use crate::error::CliError;

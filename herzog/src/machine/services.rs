@@ -145,6 +145,17 @@ impl Machine {
         Ok(Reply::Instances(self.services_status(None)))
     }
 
+    /// Where `hz tail` reads `name`'s `stream`: the placement `follow` names and its worker.
+    pub(crate) fn output_route(
+        &self,
+        name: &str,
+        follow: &common::output::Follow,
+        stream: common::output::Stream,
+    ) -> Result<crate::services::Route, ApiError> {
+        let connected = |w: &str| self.workers.get(w).is_some_and(|w| w.link == Link::Connected);
+        crate::services::route::route(&self.services, connected, name, follow, stream)
+    }
+
     /// Places what waits for a worker; after every batch, with the scheduling.
     pub(super) fn place_instances(&mut self, now: Now) {
         let connected = self.connected();

@@ -1,12 +1,17 @@
-//! The services' RPC handlers (hz's status, start, stop, restart and reload; a worker's
-//! report of its instances): each reads the file or sends an event to the loop.
+//! The services' RPC handlers (hz's status, start, stop, restart, reload and tail; a worker's
+//! report of its instances): each reads the file, sends an event to the loop, or (tail) asks
+//! the loop where to read and relays the read to the worker.
 
 use crate::api::Api;
 use crate::machine::{Event, Reply};
 use common::ApiError;
 use common::instances::{InstanceEvent, InstanceReport, InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
+use common::output::{Follow, MAX_READ, MAX_WAIT_MS, OutputChunk, OutputTarget, Position, ServiceOutput, ServiceRead};
+use common::service::WorkerError;
 use common::services::ServicesFile;
+use common::transport::context_with;
 use std::path::Path;
+use std::time::Duration;
 
 pub(crate) async fn status(api: &Api, name: Option<String>) -> Result<Vec<InstanceStatus>, ApiError> {
     let known = api.handle.query(move |m| {
@@ -52,7 +57,7 @@ pub(crate) async fn reload(api: &Api) -> Result<ReloadSummary, ApiError> {
 }
 
 /// The longest `hz events --follow` waits in one call.
-const MAX_EVENTS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+const MAX_EVENTS_WAIT: Duration = Duration::from_secs(60);
 
 pub(crate) async fn events(
     api: &Api,
@@ -77,7 +82,7 @@ pub(crate) async fn events(
     let found = read(service.clone()).await?;
     match after {
         Some(after) if found.is_empty() && wait_ms > 0 => {
-            let timeout = std::time::Duration::from_millis(wait_ms).min(MAX_EVENTS_WAIT);
+            let timeout = Duration::from_millis(wait_ms).min(MAX_EVENTS_WAIT);
             api.handle.wait_events(after, timeout).await?;
             read(service).await
         }
@@ -97,6 +102,79 @@ pub(crate) async fn report(api: &Api, worker: String, reports: Vec<InstanceRepor
         .event(Event::InstancesReport { worker, reports })
         .await
         .map(|_| ())
+}
+
+/// What a worker's call may take beyond the read's wait before it counts as unreachable.
+const READ_MARGIN: Duration = Duration::from_secs(5);
+/// How much earlier than herzog's own answer is due the worker is asked to answer.
+const RELAY_MARGIN: Duration = Duration::from_millis(500);
+
+/// Reads an instance's output from the worker that holds it, over the connection the worker
+/// opened, and relays it: one chunk per call, so a slow reader holds nothing here. `left` is
+/// how long herzog may take to answer.
+pub(crate) async fn output(api: &Api, read: ServiceRead, left: Duration) -> Result<ServiceOutput, ApiError> {
+    let ServiceRead {
+        instance,
+        follow,
+        stream,
+        position,
+        max,
+        wait_ms,
+    } = read;
+    let wait = Duration::from_millis(wait_ms);
+    let asked = follow.clone();
+    let route = api
+        .handle
+        .query(move |m| m.output_route(&instance, &asked, stream))
+        .await??;
+    let unreachable = |reason: String| ApiError::HostUnreachable {
+        instance: route.instance.clone(),
+        worker: route.worker.clone(),
+        reason,
+    };
+    let client = api
+        .connections
+        .client(&route.worker)
+        .ok_or_else(|| unreachable("it is not connected".to_string()))?;
+    let deadline = (wait.min(Duration::from_millis(MAX_WAIT_MS)) + READ_MARGIN).min(left);
+    let wait = wait.min(deadline.saturating_sub(RELAY_MARGIN * 2));
+    let target = OutputTarget::Instance { run: route.run, stream };
+    let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    let answer = client
+        .output_read(context_with(deadline), target, position, max.min(MAX_READ), wait_ms)
+        .await;
+    let chunk = match answer {
+        Ok(Ok(chunk)) => chunk,
+        // A placement a follower read before that its worker no longer has: its stream ended
+        // (and the follower moves on to the current one).
+        Ok(Err(WorkerError::UnknownRun { .. })) if matches!(follow, Follow::Run { .. }) => {
+            OutputChunk::ended(match position {
+                Position::At(offset) => offset,
+                Position::Last(_) => 0,
+            })
+        }
+        Ok(Err(WorkerError::UnknownRun { .. })) => {
+            return Err(ApiError::NotPlaced {
+                instance: route.instance,
+                reason: format!("worker '{}' has not started it yet", route.worker),
+            });
+        }
+        Ok(Err(e @ WorkerError::NotKept { .. })) => {
+            return Err(ApiError::OutputNotKept {
+                instance: route.instance,
+                stream: stream.name().to_string(),
+                reason: e.to_string(),
+            });
+        }
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(e) => return Err(unreachable(format!("the read failed: {e}"))),
+    };
+    Ok(ServiceOutput {
+        instance: route.instance,
+        run: route.run,
+        worker: route.worker,
+        chunk,
+    })
 }
 
 /// Reads and checks the services file; a missing file is one without services.

@@ -182,3 +182,39 @@ fn a_kept_file_makes_its_directory() {
     file.write(b"hello\n");
     assert_eq!(std::fs::read_to_string(&path).expect("read"), "hello\n");
 }
+
+#[tokio::test]
+async fn a_tapped_output_is_read_by_offset_across_its_rotations() {
+    use crate::stream::Tap;
+    use common::output::Position;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("x.stdout");
+    std::fs::write(&path, "a previous run's\n").expect("write");
+    let tap = Tap::default();
+    let mut file = Rotating::kept(&path, 10, 2).expect("open").with_tap(Some(tap.clone()));
+    // The previous run's bytes are rotated away: the stream starts at its own first byte.
+    assert_eq!(
+        std::fs::read(dir.path().join("x.stdout.1")).expect("backup"),
+        b"a previous run's\n"
+    );
+    file.write(b"12345\n");
+    file.write(b"67890\n");
+    let read = |at| tap.read(Position::At(at), 100, std::time::Duration::ZERO);
+    // An empty file found is replaced by one followers can read through (it was opened to
+    // append only).
+    let other = Tap::default();
+    let mut empty = Rotating::kept(&dir.path().join("y.stdout"), 10, 2)
+        .expect("open")
+        .with_tap(Some(other.clone()));
+    empty.write(b"ok\n");
+    let got = other.read(Position::At(0), 100, std::time::Duration::ZERO).await;
+    assert_eq!(got.bytes, b"ok\n");
+    // Read whole across the rotation between them, and from the middle too.
+    let all = read(0).await;
+    assert_eq!((all.offset, all.bytes.as_slice()), (0, &b"12345\n67890\n"[..]));
+    let rest = read(6).await;
+    assert_eq!(
+        (rest.offset, rest.bytes.as_slice(), rest.next_offset),
+        (6, &b"67890\n"[..], 12)
+    );
+}

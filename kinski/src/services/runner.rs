@@ -6,11 +6,14 @@
 //! every change and beside every heartbeat.
 
 use super::policy::{Action, Input, Instance, Note, State, Watch};
+use super::taps::{Ended, Taps};
 use crate::cgroup::{Tracking, Tree, Unit};
 use crate::process::Stopper;
 use crate::user::RunAs;
 use common::instances::{EventKind, InstanceEvent, InstanceReport, InstanceRun, InstanceState, RunId, WatchSpec};
+use common::output::{OutputChunk, Position, Stream};
 use common::service::WorkerError;
+use common::services::Output as Sink;
 use common::wire::Exit;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -30,6 +33,8 @@ struct Held {
     commands: mpsc::UnboundedSender<Command>,
     report: InstanceReport,
     movable: bool,
+    /// Its kept output, for followers.
+    taps: Taps,
 }
 
 /// Every placement held, shared by the Worker service, the session's reports and the tasks.
@@ -61,6 +66,8 @@ pub(crate) struct Instances {
     events: Arc<Mutex<Vec<InstanceEvent>>>,
     /// The files of `restart_on_change`, watched for every placement.
     watches: super::watch::Watches,
+    /// The kept output of placements that ended lately, still readable by followers.
+    ended: Arc<Mutex<Ended>>,
 }
 
 impl Instances {
@@ -88,6 +95,7 @@ impl Instances {
             heard: Arc::new(Notify::new()),
             events: Arc::default(),
             watches: super::watch::Watches::default(),
+            ended: Arc::default(),
         }
     }
 
@@ -194,10 +202,12 @@ impl Instances {
             return Ok(());
         }
         let (commands, rx) = mpsc::unbounded_channel();
+        let taps = Taps::new(run.spec.stdout == Sink::Kept, run.spec.stderr == Sink::Kept);
         held.insert(
             run.run,
             Held {
                 movable: run.movable,
+                taps: taps.clone(),
                 commands,
                 report: InstanceReport {
                     run: run.run,
@@ -213,7 +223,7 @@ impl Instances {
         );
         drop(held);
         tracing::info!(instance = %run.instance, run = %run.run, "service instance placed here");
-        tokio::spawn(drive(self.clone(), run, user, rx));
+        tokio::spawn(drive(self.clone(), run, user, taps, rx));
         Ok(())
     }
 
@@ -232,6 +242,33 @@ impl Instances {
                     reason: format!("the preparing thread failed: {e}"),
                 })
             })
+    }
+
+    /// At most `max` bytes of a placement's kept `stream` from `position`, waiting up to
+    /// `wait` for some to come; a placement that ended lately is still read to its end.
+    pub(crate) async fn output(
+        &self,
+        run: RunId,
+        stream: Stream,
+        position: Position,
+        max: u32,
+        wait: Duration,
+    ) -> Result<OutputChunk, WorkerError> {
+        let taps = self.lock().get(&run).map(|h| h.taps.clone());
+        let taps = match taps {
+            Some(taps) => taps,
+            None => self
+                .ended
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(run)
+                .ok_or(WorkerError::UnknownRun { run })?,
+        };
+        let tap = taps.get(stream).ok_or_else(|| WorkerError::NotKept {
+            run,
+            stream: stream.name().to_string(),
+        })?;
+        Ok(tap.read(position, max, wait).await)
     }
 
     /// Stops a placement (its stop signal, SIGKILL after its grace) and forgets it.
@@ -295,7 +332,12 @@ impl Instances {
 
     fn forget(&self, run: RunId) {
         self.watches.unwatch(run);
-        self.lock().remove(&run);
+        let held = self.lock().remove(&run);
+        if let Some(held) = held {
+            // Its process and output are done (the outputs are finished before the process
+            // counts as ended): followers get the rest, then the end.
+            self.ended.lock().unwrap_or_else(|p| p.into_inner()).add(run, held.taps);
+        }
         self.changed.notify_waiters();
         self.changed.notify_one();
     }
@@ -341,7 +383,13 @@ struct Running {
 }
 
 /// Drives one placement until it has been stopped and its process is gone.
-async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mpsc::UnboundedReceiver<Command>) {
+async fn drive(
+    me: Instances,
+    run: InstanceRun,
+    mut user: User,
+    taps: Taps,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
     let mut instance = Instance::new(Watch::from(&run.spec.watch));
     let mut process: Option<Running> = None;
     let mut wake: Option<tokio::time::Instant> = None;
@@ -376,12 +424,13 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
             for action in instance.handle(me.origin.elapsed(), input) {
                 match action {
                     Action::Spawn => {
-                        let (dir, id, spec, who, within) = (
+                        let (dir, id, spec, who, within, taps) = (
                             me.dir.clone(),
                             run.instance.clone(),
                             run.spec.clone(),
                             user.clone(),
                             tree.clone(),
+                            taps.clone(),
                         );
                         let number = run.run;
                         let staged = run.staged.is_some().then(|| me.scratch.clone());
@@ -394,7 +443,7 @@ async fn drive(me: Instances, run: InstanceRun, mut user: User, mut commands: mp
                             if let Some(scratch) = staged {
                                 super::stage::hand_over(&scratch, number, account.as_ref())?;
                             }
-                            let p = super::spawn::spawn(&dir, number, &id, &spec, account.as_ref(), &within)
+                            let p = super::spawn::spawn(&dir, number, &id, &spec, account.as_ref(), &within, &taps)
                                 .map_err(|e| e.to_string())?;
                             if let Some(pid_files) = pid_files {
                                 pid_files.write(&id, p.pid());

@@ -3,14 +3,17 @@
 //! its environment, and its stdout and stderr discarded or piped to kinski, which appends
 //! them to a file it rotates ([`crate::rotate`]): kept under kinski's state directory, or
 //! the file the services file names, opened by kinski without following a link and only if
-//! it is the service user's own.
+//! it is the service user's own. Kept output is written through the placement's taps, so
+//! followers read it as it comes.
 
+use super::taps::Taps;
 use crate::cgroup::Tree;
 use crate::output::Output;
 use crate::process::{Process, SpawnError, pipe};
 use crate::rotate::{Holder, Rotating};
 use crate::user::RunAs;
 use common::instances::{InstanceId, InstanceSpec, RunId};
+use common::output::Stream;
 use common::services::Output as Sink;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -31,6 +34,7 @@ pub(crate) fn spawn(
     spec: &InstanceSpec,
     run_as: Option<&RunAs>,
     tree: &Tree,
+    taps: &Taps,
 ) -> Result<Process, SpawnError> {
     let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
     let mut command = Command::new(program);
@@ -53,7 +57,14 @@ pub(crate) fn spawn(
     let open = |stream: &'static str, sink: &Sink, max: u64, backups: u32| {
         match sink {
             Sink::Discard => Ok(None),
-            Sink::Kept => Rotating::kept(&kept_path(dir, instance, stream), max, backups).map(Some),
+            Sink::Kept => Rotating::kept(&kept_path(dir, instance, stream), max, backups).map(|file| {
+                let which = if stream == "stderr" {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
+                Some(file.with_tap(taps.get(which).cloned()))
+            }),
             Sink::File(path) => Rotating::named(path, &holder, max, backups).map(Some),
         }
         .map_err(|source| SpawnError::OutputFile { stream, source })
