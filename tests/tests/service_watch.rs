@@ -192,10 +192,13 @@ fn with_change_signal_the_instance_gets_the_signal_and_keeps_its_pid() {
     let dir = cluster.dir().display().to_string();
     let file = cluster.dir().join("app.conf");
     std::fs::write(&file, "a = 1\n").unwrap();
-    // The program says when it gets SIGHUP (short sleeps, so the trap runs soon).
+    // The program says when its trap is set (a HUP before that would kill the shell) and when
+    // it gets SIGHUP (short sleeps, so the trap runs soon).
     write_script(
         &cluster.dir().join("hup.sh"),
-        &format!("#!/bin/sh\ntrap 'echo hup >> {dir}/hups' HUP\nwhile :; do sleep 0.05; done\n"),
+        &format!(
+            "#!/bin/sh\ntrap 'echo hup >> {dir}/hups' HUP\necho $$ > {dir}/trapped\nwhile :; do sleep 0.05; done\n"
+        ),
     );
     services(
         &cluster,
@@ -206,6 +209,10 @@ fn with_change_signal_the_instance_gets_the_signal_and_keeps_its_pid() {
     );
     cluster.hz_ok(&["reload"]);
     let before = running(&cluster, &["app:0"]);
+    eventually("the instance to set its trap", LIMIT, || {
+        let text = std::fs::read_to_string(cluster.dir().join("trapped")).ok()?;
+        (text.trim() == before["app:0"].to_string()).then_some(())
+    });
     std::fs::write(&file, "a = 2\n").unwrap();
     let hups = cluster.dir().join("hups");
     eventually("the instance to get SIGHUP", LIMIT, || {
