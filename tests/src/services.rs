@@ -82,3 +82,26 @@ pub fn word(event: &ServiceEvent) -> String {
     let json = serde_json::to_value(&event.kind).expect("an event kind is JSON");
     json["event"].as_str().expect("events are tagged").to_string()
 }
+
+/// Writes `hup.sh` beside the cluster's config and returns its path: a program that says
+/// when its HUP trap is set (its pid in `trapped`: a HUP before that would kill the shell)
+/// and appends `hup` to `hups` on each SIGHUP (short sleeps, so the trap runs soon).
+pub fn hup_program(cluster: &Cluster) -> String {
+    let dir = cluster.dir().display().to_string();
+    let path = cluster.dir().join("hup.sh");
+    write_script(
+        &path,
+        &format!(
+            "#!/bin/sh\ntrap 'echo hup >> {dir}/hups' HUP\necho $$ > {dir}/trapped\nwhile :; do sleep 0.05; done\n"
+        ),
+    );
+    path.display().to_string()
+}
+
+/// Waits until the [`hup_program`] running as `pid` has set its trap.
+pub fn trapped(cluster: &Cluster, pid: i32) {
+    eventually("the instance to set its trap", LIMIT, || {
+        let text = std::fs::read_to_string(cluster.dir().join("trapped")).ok()?;
+        (text.trim() == pid.to_string()).then_some(())
+    });
+}

@@ -7,39 +7,15 @@
 //! cargo build --workspace && cargo test -p tests --test service_watch -- --nocapture
 //! ```
 
-use common::instances::{InstanceState, InstanceStatus};
+use common::instances::InstanceState;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
+use tests::services::{LIMIT, hup_program, running, services, status, trapped};
 use tests::{Cluster, eventually, write_script};
 
-const LIMIT: Duration = Duration::from_secs(30);
 /// Longer than kinski's debounce (500 ms of quiet, at most 5 s after the first change).
 const SETTLE: Duration = Duration::from_millis(1500);
-
-fn services(cluster: &Cluster, text: &str) {
-    std::fs::write(cluster.dir().join("services.toml"), text).expect("write services.toml");
-}
-
-fn status(cluster: &Cluster) -> BTreeMap<String, InstanceStatus> {
-    let all: Vec<InstanceStatus> = cluster.hz_json(&["status"]);
-    all.into_iter().map(|i| (i.instance.clone(), i)).collect()
-}
-
-/// Waits until every instance named is RUNNING; returns their pids.
-fn running(cluster: &Cluster, names: &[&str]) -> BTreeMap<String, i32> {
-    eventually(&format!("{names:?} to run"), LIMIT, || {
-        let now = status(cluster);
-        names
-            .iter()
-            .map(|n| match now.get(*n).map(|i| &i.state) {
-                Some(InstanceState::Running { pid, .. }) => Some((n.to_string(), *pid)),
-                _ => None,
-            })
-            .collect::<Option<BTreeMap<_, _>>>()
-    })
-}
 
 /// Waits until `instance` runs with a pid other than `old`; returns it.
 fn restarted(cluster: &Cluster, instance: &str, old: i32) -> i32 {
@@ -189,30 +165,19 @@ startsecs = 0
 #[test]
 fn with_change_signal_the_instance_gets_the_signal_and_keeps_its_pid() {
     let cluster = cluster();
-    let dir = cluster.dir().display().to_string();
     let file = cluster.dir().join("app.conf");
     std::fs::write(&file, "a = 1\n").unwrap();
-    // The program says when its trap is set (a HUP before that would kill the shell) and when
-    // it gets SIGHUP (short sleeps, so the trap runs soon).
-    write_script(
-        &cluster.dir().join("hup.sh"),
-        &format!(
-            "#!/bin/sh\ntrap 'echo hup >> {dir}/hups' HUP\necho $$ > {dir}/trapped\nwhile :; do sleep 0.05; done\n"
-        ),
-    );
+    let hup = hup_program(&cluster);
     services(
         &cluster,
         &format!(
-            "[services.app]\ncommand = \"{dir}/hup.sh\"\nstartsecs = 0\nrestart_on_change = [\"{}\"]\nchange_signal = \"HUP\"\n",
+            "[services.app]\ncommand = \"{hup}\"\nstartsecs = 0\nrestart_on_change = [\"{}\"]\nchange_signal = \"HUP\"\n",
             file.display()
         ),
     );
     cluster.hz_ok(&["reload"]);
     let before = running(&cluster, &["app:0"]);
-    eventually("the instance to set its trap", LIMIT, || {
-        let text = std::fs::read_to_string(cluster.dir().join("trapped")).ok()?;
-        (text.trim() == before["app:0"].to_string()).then_some(())
-    });
+    trapped(&cluster, before["app:0"]);
     std::fs::write(&file, "a = 2\n").unwrap();
     let hups = cluster.dir().join("hups");
     eventually("the instance to get SIGHUP", LIMIT, || {

@@ -10,7 +10,7 @@
 use common::instances::{InstanceState, InstanceStatus};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tests::services::{LIMIT, cluster, events, processes_of, running, services, status, word};
+use tests::services::{LIMIT, cluster, events, hup_program, processes_of, running, services, status, trapped, word};
 use tests::{Cluster, STARTUP, alive, eventually, write_script};
 
 #[test]
@@ -309,26 +309,15 @@ fn a_service_may_not_run_as_a_user_the_worker_does_not_allow_and_says_so() {
 #[test]
 fn sighup_reloads_the_services_file_and_hz_signal_reaches_an_instance() {
     let cluster = cluster();
-    let dir = cluster.dir().display().to_string();
-    // The program says when its trap is set (a HUP before that would kill the shell) and when
-    // it gets SIGHUP (short sleeps, so the trap runs).
-    write_script(
-        &cluster.dir().join("hup.sh"),
-        &format!(
-            "#!/bin/sh\ntrap 'echo hup >> {dir}/hups' HUP\necho $$ > {dir}/trapped\nwhile :; do sleep 0.05; done\n"
-        ),
-    );
+    let hup = hup_program(&cluster);
     services(
         &cluster,
-        &format!("[services.web]\ncommand = \"{dir}/hup.sh\"\nstartsecs = 0\n"),
+        &format!("[services.web]\ncommand = \"{hup}\"\nstartsecs = 0\n"),
     );
     // No `hz reload`: SIGHUP to herzog, as supervisord's users do.
     cluster.signal_herzog(nix::sys::signal::Signal::SIGHUP);
     let pid = running(&cluster, &["web:0"])["web:0"];
-    eventually("the instance to set its trap", LIMIT, || {
-        let text = std::fs::read_to_string(cluster.dir().join("trapped")).ok()?;
-        (text.trim() == pid.to_string()).then_some(())
-    });
+    trapped(&cluster, pid);
     cluster.hz_ok(&["signal", "HUP", "web"]);
     let hups = cluster.dir().join("hups");
     eventually("the instance to get SIGHUP", LIMIT, || {
