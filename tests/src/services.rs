@@ -105,3 +105,26 @@ pub fn trapped(cluster: &Cluster, pid: i32) {
         (text.trim() == pid.to_string()).then_some(())
     });
 }
+
+/// Waits until the [`hup_program`] has had a SIGHUP.
+pub fn got_hup(cluster: &Cluster) {
+    let hups = cluster.dir().join("hups");
+    eventually("the instance to get SIGHUP", LIMIT, || {
+        std::fs::read_to_string(&hups)
+            .ok()
+            .filter(|t| t.contains("hup"))
+            .map(|_| ())
+    });
+}
+
+/// Waits until `instance` runs with a pid other than `old`; returns it.
+pub fn restarted(cluster: &Cluster, instance: &str, old: i32) -> i32 {
+    eventually(
+        &format!("{instance} to run again after {old}"),
+        LIMIT,
+        || match status(cluster).get(instance).map(|i| &i.state) {
+            Some(InstanceState::Running { pid, .. }) if *pid != old => Some(*pid),
+            _ => None,
+        },
+    )
+}

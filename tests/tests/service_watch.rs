@@ -7,27 +7,14 @@
 //! cargo build --workspace && cargo test -p tests --test service_watch -- --nocapture
 //! ```
 
-use common::instances::InstanceState;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-use tests::services::{LIMIT, hup_program, running, services, status, trapped};
+use tests::services::{LIMIT, got_hup, hup_program, restarted, running, services, status, trapped};
 use tests::{Cluster, eventually, write_script};
 
 /// Longer than kinski's debounce (500 ms of quiet, at most 5 s after the first change).
 const SETTLE: Duration = Duration::from_millis(1500);
-
-/// Waits until `instance` runs with a pid other than `old`; returns it.
-fn restarted(cluster: &Cluster, instance: &str, old: i32) -> i32 {
-    eventually(
-        &format!("{instance} to run again after {old}"),
-        LIMIT,
-        || match status(cluster).get(instance).map(|i| &i.state) {
-            Some(InstanceState::Running { pid, .. }) if *pid != old => Some(*pid),
-            _ => None,
-        },
-    )
-}
 
 /// The file-change events of the log, as JSON objects with their instance.
 fn file_changes(cluster: &Cluster) -> Vec<(String, Value)> {
@@ -179,13 +166,7 @@ fn with_change_signal_the_instance_gets_the_signal_and_keeps_its_pid() {
     let before = running(&cluster, &["app:0"]);
     trapped(&cluster, before["app:0"]);
     std::fs::write(&file, "a = 2\n").unwrap();
-    let hups = cluster.dir().join("hups");
-    eventually("the instance to get SIGHUP", LIMIT, || {
-        std::fs::read_to_string(&hups)
-            .ok()
-            .filter(|t| t.contains("hup"))
-            .map(|_| ())
-    });
+    got_hup(&cluster);
     let log = changes(&cluster, 1);
     assert_eq!(log[0].1["signal"], "HUP", "{log:?}");
     assert_eq!(files(&log[0].1), [file.display().to_string()]);
