@@ -419,6 +419,11 @@ async fn drive(
         run.spec.watch.restart_on_change.clone(),
         changed.clone(),
     );
+    if !run.spec.watch.restart_on_change.is_empty() {
+        // The watches are on before the program first reads what they watch: a change made
+        // while it starts is not missed.
+        me.watches.settled().await;
+    }
     loop {
         while let Some(input) = inputs.pop_front() {
             for action in instance.handle(me.origin.elapsed(), input) {

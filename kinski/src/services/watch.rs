@@ -41,7 +41,6 @@ enum Msg {
     /// An event from inotify.
     Event(notify::Result<notify::Event>),
     /// Answered once everything sent before is done.
-    #[cfg(test)]
     Sync(tokio::sync::oneshot::Sender<()>),
     Shutdown,
 }
@@ -96,8 +95,7 @@ impl Watches {
         }
     }
 
-    /// Waits until the thread has done everything asked before.
-    #[cfg(test)]
+    /// Waits until the thread has done everything asked before (the watches are on).
     pub(crate) async fn settled(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
@@ -187,7 +185,6 @@ impl Watching {
                 Ok(Msg::Event(Err(e))) => {
                     tracing::warn!(error = %e, paths = ?e.paths, "the watch of restart_on_change failed: a change there may restart nothing{}", hint(&e));
                 }
-                #[cfg(test)]
                 Ok(Msg::Sync(tx)) => drop(tx.send(())),
                 Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {}
