@@ -150,7 +150,6 @@ startsecs = 0
 }
 
 #[test]
-#[ignore = "quarantined (issue 11): saw no HUP in 3 of 3 full .ci/run sequences, passes alone and in cargo test -p tests (8 of 8); run with --ignored"]
 fn with_change_signal_the_instance_gets_the_signal_and_keeps_its_pid() {
     let cluster = cluster();
     let file = cluster.dir().join("app.conf");

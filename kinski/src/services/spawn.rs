@@ -92,14 +92,28 @@ pub(crate) fn spawn(
     command
         .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
         .stderr(stderr.map_or_else(Stdio::null, Stdio::from));
-    if let Some(mask) = spec.umask {
-        // SAFETY: umask is async-signal-safe.
-        unsafe {
-            command.pre_exec(move || {
+    let umask = spec.umask;
+    // SAFETY: umask and signal are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(mask) = umask {
                 libc::umask(mask as libc::mode_t);
-                Ok(())
-            });
-        }
+            }
+            // The signals a service is sent (its stop signal, `hz signal`, change_signal) act
+            // as for any program: a kinski started ignoring them (under nohup, say) does not
+            // pass that on, or a shell could not even trap them.
+            for signal in [
+                libc::SIGHUP,
+                libc::SIGINT,
+                libc::SIGQUIT,
+                libc::SIGTERM,
+                libc::SIGUSR1,
+                libc::SIGUSR2,
+            ] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        });
     }
     Process::launch(command, program, &spec.cwd, outputs)
 }
