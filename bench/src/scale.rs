@@ -483,6 +483,8 @@ async fn measure(o: &Options, inputs: &Path, state: &Path, bench_nofile: (u64, u
                 name: Some(PROJECT.to_string()),
                 dir: inputs.to_path_buf(),
                 spec: RunSpec::new("/bin/true"),
+                after: Vec::new(),
+                max_running: None,
             },
         )
         .await

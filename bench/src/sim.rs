@@ -194,6 +194,11 @@ impl Worker for Service {
         self.0.held()
     }
 
+    async fn fragment_unqueue(self, _: Context, _: Vec<AttemptId>) -> Vec<AttemptId> {
+        // Every start completes at once here: none waits in a queue.
+        Vec::new()
+    }
+
     async fn resources_list(self, _: Context) -> Resources {
         self.0.resources.clone()
     }
@@ -302,7 +307,15 @@ async fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
 /// One session, as kinski's: dial twice, serve, register, heartbeat until it breaks.
 async fn session(sim: &Arc<Sim>, generation: u64) -> anyhow::Result<std::convert::Infallible> {
     let registry = registry_client(&sim.addr, &sim.connector).await?;
-    let stream = dial(&sim.addr, &Hello::Worker { name: sim.name.clone() }, &sim.connector).await?;
+    let stream = dial(
+        &sim.addr,
+        &Hello::Worker {
+            name: sim.name.clone(),
+            incarnation: 0,
+        },
+        &sim.connector,
+    )
+    .await?;
     let mut serving = tokio::spawn(
         BaseChannel::with_defaults(json_transport(stream))
             .execute(Service(sim.clone()).serve())

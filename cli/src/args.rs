@@ -39,8 +39,8 @@ pub enum Command {
     Remove(RemoveArgs),
     /// Put a project's failed fragments back in the queue
     Retry(RetryArgs),
-    /// List the running attempts
-    Active(JsonArgs),
+    /// List the dispatched attempts: running, or queued on their worker for a slot
+    Active(ActiveArgs),
     /// List the workers
     Workers(JsonArgs),
     /// List a project's fragments with their last attempt (like sacct)
@@ -65,6 +65,69 @@ pub enum Command {
     Events(EventsArgs),
     /// Print the last output of a service instance; -f: and what it prints from then on
     Tail(TailArgs),
+    /// Pause a project: what runs finishes, nothing new starts, queued starts are taken back
+    Pause(ProjectArg),
+    /// Resume a paused project
+    Resume(ProjectArg),
+    /// Cancel fragments (names or indexes): running ones are stopped, each ends failed, "cancelled"
+    Cancel(CancelArgs),
+    /// Set how many of a project's attempts run at once (`none`: no limit)
+    Limit(LimitArgs),
+    /// Drain a worker: what runs there finishes, it takes nothing new
+    Drain(WorkerArg),
+    /// Let a drained worker take work again
+    Undrain(WorkerArg),
+    /// Drop a worker that is not connected (lost or stopped) from the list
+    Forget(WorkerArg),
+}
+
+/// A command on one project.
+#[derive(Debug, Args, Clone)]
+pub struct ProjectArg {
+    /// The project
+    pub project: String,
+}
+
+/// A command on one worker.
+#[derive(Debug, Args, Clone)]
+pub struct WorkerArg {
+    /// The worker's name (`hz workers` lists them)
+    pub worker: String,
+}
+
+/// `hz cancel`.
+#[derive(Debug, Args, Clone)]
+pub struct CancelArgs {
+    /// The project
+    pub project: String,
+    /// Its fragments: file names or indexes
+    #[arg(required = true, value_name = "FRAGMENT")]
+    pub fragments: Vec<String>,
+}
+
+/// `hz limit`.
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// The project
+    pub project: String,
+    /// The most attempts at once, or `none`
+    #[arg(value_parser = parse_limit, value_name = "N|none")]
+    pub max_running: Limit,
+}
+
+/// A limit on attempts at once: a number, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<u32>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    match s {
+        "none" | "unlimited" => Ok(Limit(None)),
+        n => match n.parse::<u32>() {
+            Ok(0) => Err("a limit of 0 would hold the project: use `hz pause`".into()),
+            Ok(n) => Ok(Limit(Some(n))),
+            Err(_) => Err(format!("expected a number of attempts or `none`, got '{s}'")),
+        },
+    }
 }
 
 /// `hz tail`.
@@ -95,6 +158,19 @@ pub struct EventsArgs {
     /// How many of the latest events to print first
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub last: u32,
+    #[command(flatten)]
+    pub output: JsonArgs,
+}
+
+/// `hz active`.
+#[derive(Debug, Args, Clone)]
+pub struct ActiveArgs {
+    /// Only this project's attempts
+    #[arg(long, value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// Only the attempts on this worker
+    #[arg(long, value_name = "WORKER")]
+    pub worker: Option<String>,
     #[command(flatten)]
     pub output: JsonArgs,
 }
@@ -161,6 +237,12 @@ pub struct RunArgs {
 pub struct ActionArgs {
     #[command(flatten)]
     pub run: RunArgs,
+    /// Start only once these projects have all succeeded (comma-separated, like Slurm's afterok)
+    #[arg(long, value_name = "PROJECT,...", value_delimiter = ',')]
+    pub after: Vec<String>,
+    /// Run at most N of its attempts at once (`hz limit` changes it later)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_running: Option<u32>,
 }
 
 /// `hz progress`.

@@ -178,6 +178,11 @@ impl Herzog {
         self.call("waiting for the project", fut).await
     }
 
+    pub(crate) async fn control(&self, control: Control) -> Result<String, CliError> {
+        let ctx = context_with(REMOVE_TIMEOUT);
+        self.call("changing it", self.client.control(ctx, control)).await
+    }
+
     pub(crate) async fn project_retry(&self, name: &str) -> Result<u64, CliError> {
         let ctx = context_with(REMOVE_TIMEOUT);
         self.call("retrying the project", self.client.project_retry(ctx, name.to_string()))

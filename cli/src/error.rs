@@ -32,6 +32,8 @@ pub mod code {
     pub const NOT_ALLOWED: u8 = 5;
     /// Interrupted by Ctrl-C or SIGTERM.
     pub const INTERRUPTED: u8 = 130;
+    /// `hz progress --watch`: a project watched was removed meanwhile.
+    pub const PROJECT_REMOVED: u8 = 6;
 }
 
 /// The text appended to `hz --help`.
@@ -47,6 +49,7 @@ Exit codes:
        (in hz local: herzog or kinski failed)
   5    not allowed: herzog refused your certificate (expired, from another cluster's CA,
        or not an admin certificate), or its certificate is not this cluster's
+  6    hz progress --watch: a project watched was removed meanwhile
   130  interrupted (Ctrl-C during hz local or hz tail -f, or SIGTERM during hz local)";
 
 /// Why a command failed.

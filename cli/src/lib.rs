@@ -21,6 +21,7 @@ use args::{Cli, Command};
 use clap::Parser;
 use common::config::ClusterConfig;
 use common::instances::ServiceAction;
+use common::wire::Control;
 use error::{CliError, code};
 use std::io::Write;
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ pub enum Outcome {
     WorkFailed,
     /// Ctrl-C (or SIGTERM) stopped the command.
     Interrupted,
+    /// A project watched was removed meanwhile.
+    ProjectRemoved,
 }
 
 impl Outcome {
@@ -43,6 +46,7 @@ impl Outcome {
             Outcome::Ok => code::OK,
             Outcome::WorkFailed => code::WORK_FAILED,
             Outcome::Interrupted => code::INTERRUPTED,
+            Outcome::ProjectRemoved => code::PROJECT_REMOVED,
         }
     }
 }
@@ -61,7 +65,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Schedule(a) => commands::schedule::run(&a, &addr, out).await,
         Command::Remove(a) => commands::remove::run(&a, &addr).await,
         Command::Retry(a) => commands::retry::run(&a, &addr).await,
-        Command::Active(a) => commands::active::run(a, &addr, out).await,
+        Command::Active(a) => commands::active::run(&a, &addr, out).await,
         Command::Workers(a) => commands::workers::run(a, &addr, out).await,
         Command::Fragments(a) => commands::fragments::run(&a, &addr, out).await,
         Command::Logs(a) => commands::logs::run(&a, &addr, out).await,
@@ -77,6 +81,25 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Reload => commands::reload::run(&addr, out).await,
         Command::Events(a) => commands::events::run(&a, &addr, out).await,
         Command::Tail(a) => commands::tail::run(&a, &addr, out).await,
+        Command::Pause(a) => commands::controls::run(Control::Pause { project: a.project }, &addr).await,
+        Command::Resume(a) => commands::controls::run(Control::Resume { project: a.project }, &addr).await,
+        Command::Cancel(a) => {
+            let control = Control::Cancel {
+                project: a.project,
+                fragments: a.fragments,
+            };
+            commands::controls::run(control, &addr).await
+        }
+        Command::Limit(a) => {
+            let control = Control::Limit {
+                project: a.project,
+                max_running: a.max_running.0,
+            };
+            commands::controls::run(control, &addr).await
+        }
+        Command::Drain(a) => commands::controls::run(Control::Drain { worker: a.worker }, &addr).await,
+        Command::Undrain(a) => commands::controls::run(Control::Undrain { worker: a.worker }, &addr).await,
+        Command::Forget(a) => commands::controls::run(Control::Forget { worker: a.worker }, &addr).await,
         Command::Local(_) => unreachable!("handled above"),
     }
 }

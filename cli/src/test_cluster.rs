@@ -131,6 +131,9 @@ impl Cluster {
             name: Some(name.to_string()),
             dir,
             spec,
+
+            after: Vec::new(),
+            max_running: None,
         };
         action::add(&self.herzog, project).await.unwrap()
     }

@@ -59,6 +59,9 @@ pub trait Coordinator {
     /// `read.position`, read from the placement `read.follow` names on its worker, waiting up
     /// to `read.wait_ms` for bytes to come (`hz tail -f`).
     async fn service_output(read: ServiceRead) -> Result<ServiceOutput, ApiError>;
+    /// A run-time control of projects or workers (`hz pause`, `hz cancel`, `hz limit`,
+    /// `hz drain`, ...); answers what it did, in a line.
+    async fn control(control: Control) -> Result<String, ApiError>;
 }
 
 /// The most starts or completions one call carries: a batch of herzog's loop is 8,192
@@ -76,6 +79,13 @@ pub trait Registry {
     ) -> Result<Registered, ApiError>;
     /// Liveness plus the set of attempts the worker runs.
     async fn heartbeat(name: String, running: Vec<AttemptId>) -> Result<(), ApiError>;
+    /// These attempts' programs started (each may have waited in the worker's queue).
+    async fn fragment_started(name: String, started: Vec<StartNotice>) -> Result<(), ApiError>;
+    /// The worker is shutting down cleanly: it stopped its attempts, which herzog requeues
+    /// at once without counting them against their fragments, and shows it `stopped`.
+    /// `held`: attempts that finished there and are not acknowledged yet (reported when it is
+    /// back).
+    async fn worker_stopping(name: String, held: Vec<AttemptId>) -> Result<(), ApiError>;
     /// Attempts ended (at most [`MAX_BATCH`]). One result per completion, in order: `Ok` means
     /// herzog has stored it and the worker may forget it. Outputs of attempts on a host
     /// without the shared filesystem are fetched before the reply, so the call may take as
@@ -106,6 +116,9 @@ pub trait Worker {
     async fn fragment_stop(attempt: AttemptId) -> Result<(), WorkerError>;
     /// The attempts running now.
     async fn fragment_list() -> Vec<AttemptId>;
+    /// Takes back starts still waiting in the queue for a slot (pause, cancel, drain): answers
+    /// those it dropped; the others have started (or ended) and are left as they are.
+    async fn fragment_unqueue(attempts: Vec<AttemptId>) -> Vec<AttemptId>;
     /// What this host offers.
     async fn resources_list() -> Resources;
     /// Keeps a service instance's placement up (restarting it by its policy) until it is

@@ -28,8 +28,14 @@ pub enum Hello {
     Client,
     /// A worker's client: herzog serves the Registry service.
     Registry,
-    /// A worker serves its Worker service; herzog is the client.
-    Worker { name: String },
+    /// A worker serves its Worker service; herzog is the client. `incarnation` tells one
+    /// kinski process from another of the same name: a kinski reconnecting replaces its own
+    /// connection, a second kinski is refused while the first is alive.
+    Worker {
+        name: String,
+        #[serde(default)]
+        incarnation: u64,
+    },
 }
 
 /// What herzog answers to a hello.
@@ -39,6 +45,10 @@ pub enum HelloReply {
     Ok,
     /// The certificate does not allow what the hello asks.
     Refused {
+        reason: String,
+    },
+    /// Another kinski of this name is connected and heartbeating.
+    NameInUse {
         reason: String,
     },
 }
@@ -66,6 +76,8 @@ pub enum ConnectError {
     Tls { addr: String, reason: String },
     #[error("herzog at {addr} refused this connection: {reason}")]
     Refused { addr: String, reason: String },
+    #[error("herzog at {addr} refused this worker: {reason}")]
+    NameInUse { addr: String, reason: String },
     #[error("herzog in this process has stopped")]
     Stopped,
 }
@@ -190,6 +202,10 @@ pub async fn dial(addr: &str, hello: &Hello, connector: &Connector) -> Result<Cl
             addr: addr.to_string(),
             reason,
         }),
+        Ok(Ok(HelloReply::NameInUse { reason })) => Err(ConnectError::NameInUse {
+            addr: addr.to_string(),
+            reason,
+        }),
         Ok(Ok(HelloReply::Ok)) => Ok(stream),
     }
 }
@@ -226,7 +242,10 @@ mod tests {
     #[tokio::test]
     async fn hello_round_trips_and_rejects_oversized_frames() {
         let (mut a, mut b) = tokio::io::duplex(64 * 1024);
-        let hello = Hello::Worker { name: "euclid".into() };
+        let hello = Hello::Worker {
+            name: "euclid".into(),
+            incarnation: 7,
+        };
         write_frame(&mut a, &hello).await.unwrap();
         assert_eq!(read_frame::<_, Hello>(&mut b).await.unwrap(), hello);
 

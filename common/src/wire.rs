@@ -67,6 +67,12 @@ pub struct NewProject {
     /// Absolute path of the input directory, as seen by herzog.
     pub dir: PathBuf,
     pub spec: RunSpec,
+    /// Projects that must all succeed before this one starts (Slurm's afterok).
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// At most this many of its attempts at once.
+    #[serde(default)]
+    pub max_running: Option<u32>,
 }
 
 /// The reply to [`NewProject`].
@@ -107,24 +113,67 @@ pub struct ProjectProgress {
     pub program: String,
     pub total: u64,
     pub pending: u64,
+    /// Attempts whose program runs now (kinski said it started).
     pub running: u64,
+    /// Attempts dispatched to a worker that wait there for a free slot.
+    #[serde(default)]
+    pub queued: u64,
     pub succeeded: u64,
     pub failed: u64,
-    /// Finished (succeeded or failed) as a percentage of the total.
+    /// Succeeded as a percentage of the total.
     pub percent: f64,
+    /// Fragments finished per second lately, scaled to the slots the project holds now;
+    /// `None` until there is enough to go by (a few completions since it last ran).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// The first reasons its fragments failed, with how many failed for each (at most three).
+    #[serde(default)]
+    pub failures: Vec<FailureCount>,
     pub created_at: Millis,
     pub results_dir: PathBuf,
     /// Why its pending fragments do not start, when herzog holds them (its state filesystem
-    /// is nearly full).
+    /// is nearly full, it is paused, it waits for or is blocked by a project it comes after,
+    /// no worker takes starts).
     #[serde(default)]
     pub held: Option<String>,
+    /// Paused (`hz pause`): nothing new starts.
+    #[serde(default)]
+    pub paused: bool,
+    /// The most attempts it runs at once (`hz limit`).
+    #[serde(default)]
+    pub max_running: Option<u32>,
+    /// The projects it comes after.
+    #[serde(default)]
+    pub after: Vec<String>,
 }
 
 impl ProjectProgress {
-    /// True once no fragment is pending or running.
+    /// True once no fragment is pending, queued or running.
     pub fn is_finished(&self) -> bool {
-        self.pending == 0 && self.running == 0
+        self.pending == 0 && self.running == 0 && self.queued == 0
     }
+
+    /// Seconds until the rest is done at the recent rate, when there is one.
+    pub fn eta_secs(&self) -> Option<f64> {
+        let left = self.pending + self.running + self.queued;
+        self.rate.filter(|r| *r > 0.0).map(|r| left as f64 / r)
+    }
+}
+
+/// How many fragments of a project failed for one reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureCount {
+    pub reason: String,
+    pub count: u64,
+}
+
+/// kinski's word that an attempt's program started (it may have waited in the worker's
+/// queue since herzog dispatched it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartNotice {
+    pub attempt: AttemptId,
+    /// When its process was spawned, by the worker's clock.
+    pub at: Millis,
 }
 
 /// One running attempt (`hz active`).
@@ -134,7 +183,11 @@ pub struct ActiveAttempt {
     pub project: String,
     pub fragment: String,
     pub attempt: AttemptId,
+    /// When herzog dispatched it.
     pub since: Millis,
+    /// When its program started; `None`: it waits in the worker's queue for a free slot.
+    #[serde(default)]
+    pub started: Option<Millis>,
 }
 
 /// What a host offers.
@@ -161,13 +214,21 @@ pub struct Resources {
 pub struct WorkerInfo {
     pub name: String,
     pub resources: Resources,
+    /// Attempts whose program runs there now.
     pub running: u32,
+    /// Attempts dispatched there that wait for a free slot.
+    #[serde(default)]
+    pub queued: u32,
     /// The service instances it keeps up (starting, running, backing off or stopping), which
     /// use no batch slot.
     #[serde(default)]
     pub instances: u32,
-    /// `connected`, `disconnected` or `lost`.
+    /// `connected`, `disconnected`, `lost` (silent past the timeout) or `stopped` (its kinski
+    /// shut down cleanly).
     pub state: String,
+    /// Drained (`hz drain`): it finishes what it runs and takes nothing new.
+    #[serde(default)]
+    pub drained: bool,
     pub last_seen: Millis,
     /// How the worker gets its files: `shared` (the shared filesystem), or over SSH:
     /// `ssh checking`, `ssh ready`, `ssh failed` (then `problem` says why).
@@ -183,6 +244,8 @@ pub struct WorkerInfo {
 #[serde(rename_all = "snake_case")]
 pub enum FragmentStateKind {
     Pending,
+    /// Dispatched to a worker, waiting there for a free slot.
+    Queued,
     Running,
     Succeeded,
     Failed,
@@ -192,6 +255,7 @@ impl std::fmt::Display for FragmentStateKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             FragmentStateKind::Pending => "pending",
+            FragmentStateKind::Queued => "queued",
             FragmentStateKind::Running => "running",
             FragmentStateKind::Succeeded => "succeeded",
             FragmentStateKind::Failed => "failed",
@@ -328,4 +392,40 @@ pub struct Logs {
     /// (`[herzog: N bytes of stdout cut here: ...]`), when they are not in what is shown.
     #[serde(default)]
     pub cut: Vec<String>,
+}
+
+/// A run-time control (`hz pause`, `hz cancel`, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "control")]
+pub enum Control {
+    /// Nothing new of the project starts; what runs finishes; starts queued on workers are
+    /// taken back.
+    Pause {
+        project: String,
+    },
+    Resume {
+        project: String,
+    },
+    /// Stops these fragments (names or indexes) for good: running attempts are stopped,
+    /// queued ones taken back, and each ends failed with the reason "cancelled".
+    Cancel {
+        project: String,
+        fragments: Vec<String>,
+    },
+    /// At most `max_running` of the project's attempts at once (`None`: no limit).
+    Limit {
+        project: String,
+        max_running: Option<u32>,
+    },
+    /// The worker finishes what it runs and takes nothing new.
+    Drain {
+        worker: String,
+    },
+    Undrain {
+        worker: String,
+    },
+    /// Drops a worker that is not connected from the list.
+    Forget {
+        worker: String,
+    },
 }

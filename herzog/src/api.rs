@@ -163,7 +163,13 @@ fn tail(path: &Path, max: u64) -> (String, bool) {
 
 impl Coordinator for ClientApi {
     async fn project_add(self, _: Context, project: NewProject) -> Result<ProjectAdded, ApiError> {
-        let NewProject { name, dir, spec } = project;
+        let NewProject {
+            name,
+            dir,
+            spec,
+            after,
+            max_running,
+        } = project;
         let name = name.unwrap_or_else(|| common::name::name_from_dir(&dir));
         common::name::check_name(&name)?;
         common::template::check_program(&spec.program, std::env::var("PATH").ok().as_deref())?;
@@ -178,10 +184,24 @@ impl Coordinator for ClientApi {
         match self
             .0
             .handle
-            .event(Event::AddProject { name, dir, spec, files })
+            .event(Event::AddProject {
+                name,
+                dir,
+                spec,
+                files,
+                after,
+                max_running,
+            })
             .await?
         {
             Reply::Added(added) => Ok(added),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn control(self, _: Context, control: Control) -> Result<String, ApiError> {
+        match self.0.handle.event(Event::Control(control)).await? {
+            Reply::Controlled(done) => Ok(done),
             other => Err(unexpected(other)),
         }
     }
@@ -438,9 +458,32 @@ impl Registry for WorkerApi {
 
     async fn heartbeat(self, _: Context, name: String, running: Vec<AttemptId>) -> Result<(), ApiError> {
         self.check(&name)?;
+        self.api.connections.heard(&name);
         self.api
             .handle
             .event(Event::Heartbeat { worker: name, running })
+            .await
+            .map(|_| ())
+    }
+
+    async fn fragment_started(self, _: Context, name: String, started: Vec<StartNotice>) -> Result<(), ApiError> {
+        self.check(&name)?;
+        self.api.connections.heard(&name);
+        self.api
+            .handle
+            .event(Event::Started {
+                worker: name,
+                notices: started,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn worker_stopping(self, _: Context, name: String, held: Vec<AttemptId>) -> Result<(), ApiError> {
+        self.check(&name)?;
+        self.api
+            .handle
+            .event(Event::WorkerStopping { worker: name, held })
             .await
             .map(|_| ())
     }

@@ -33,6 +33,13 @@ struct Link {
     generation: u64,
     client: WorkerClient,
     starts: mpsc::Sender<Queued>,
+    /// Where it comes from and since when, to name it to a second kinski of its name.
+    peer: String,
+    since: common::Millis,
+    /// Which kinski process holds it.
+    incarnation: u64,
+    /// When its worker last called herzog (a heartbeat, a start notice).
+    heard: std::time::Instant,
 }
 
 /// The live connections to workers, by name. A generation tells a replaced connection from
@@ -43,20 +50,46 @@ pub(crate) struct Connections {
     next: Arc<std::sync::atomic::AtomicU64>,
     handle: Handle,
     stager: Arc<Stager>,
+    /// Silence after which a connection may be taken over by another kinski of its name.
+    stale_after: Duration,
 }
 
 impl Connections {
-    pub(crate) fn new(handle: Handle, stager: Arc<Stager>) -> Self {
+    pub(crate) fn new(handle: Handle, stager: Arc<Stager>, stale_after: Duration) -> Self {
         Connections {
             inner: Arc::default(),
             next: Arc::default(),
             handle,
             stager,
+            stale_after,
+        }
+    }
+
+    /// Whether a kinski (`incarnation`) may connect as `name`: not while another kinski holds
+    /// the name and heartbeats; the error names the holder.
+    pub(crate) fn claim(&self, name: &str, incarnation: u64) -> Result<(), String> {
+        let map = self.inner.lock().expect("not poisoned");
+        match map.get(name) {
+            Some(link) if link.incarnation != incarnation && link.heard.elapsed() < self.stale_after => Err(format!(
+                "another kinski named '{name}' is connected from {} since {} and heartbeating: give this one another --name (or stop that one)",
+                link.peer,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_millis(link.since.max(0) as u64)
+                )
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Notes that `name`'s worker called herzog now.
+    pub(crate) fn heard(&self, name: &str) {
+        if let Some(link) = self.inner.lock().expect("not poisoned").get_mut(name) {
+            link.heard = std::time::Instant::now();
         }
     }
 
     /// Records a worker's connection and starts its sender task; returns its generation.
-    pub(crate) fn attach(&self, name: &str, client: WorkerClient) -> u64 {
+    pub(crate) fn attach(&self, name: &str, client: WorkerClient, peer: &str, incarnation: u64) -> u64 {
         let generation = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (starts, queue) = mpsc::channel(QUEUED_STARTS);
         tokio::spawn(send_starts(
@@ -70,6 +103,10 @@ impl Connections {
             generation,
             client,
             starts,
+            peer: peer.to_string(),
+            since: common::now_millis(),
+            incarnation,
+            heard: std::time::Instant::now(),
         };
         self.inner.lock().expect("not poisoned").insert(name.to_string(), link);
         generation
@@ -136,8 +173,22 @@ impl Dispatcher {
                     tokio::spawn(async move {
                         match client.fragment_stop(context_with(CALL_TIMEOUT), attempt).await {
                             Ok(Ok(())) => tracing::debug!(%worker, %attempt, "attempt stopped"),
-                            Ok(Err(e)) => tracing::info!(%worker, %attempt, error = %e, "stop refused"),
+                            // It had ended there already (a completion crossing the stop).
+                            Ok(Err(e)) => tracing::debug!(%worker, %attempt, error = %e, "stop refused"),
                             Err(e) => tracing::warn!(%worker, %attempt, error = %e, "failed to send a stop"),
+                        }
+                    });
+                }
+                Effect::Unqueue { worker, attempts } => {
+                    let Some(client) = self.connections.client(&worker) else {
+                        // Its starts run, or are lost with it.
+                        continue;
+                    };
+                    let handle = self.handle.clone();
+                    tokio::spawn(async move {
+                        match client.fragment_unqueue(context_with(CALL_TIMEOUT), attempts).await {
+                            Ok(attempts) => handle.notify(Event::TakenBack { worker, attempts }),
+                            Err(e) => tracing::info!(%worker, error = %e, "failed to take starts back; they run"),
                         }
                     });
                 }
@@ -301,7 +352,10 @@ async fn send_starts(
                 .collect(),
         };
         for event in events {
-            tracing::warn!(?event, "dispatch failed");
+            // A refusal is the machine's to log (once per worker, not per start).
+            if !matches!(event, Event::StartRefused { .. }) {
+                tracing::warn!(?event, "dispatch failed");
+            }
             handle.notify(event);
         }
     }
@@ -310,6 +364,8 @@ async fn send_starts(
 fn refused(worker: &str, attempt: common::AttemptId, e: WorkerError) -> Event {
     Event::StartRefused {
         attempt,
+        // A full queue or a shutdown passes; a start it cannot prepare is refused again.
+        lasting: !matches!(e, WorkerError::NoFreeSlot { .. } | WorkerError::ShuttingDown),
         reason: format!("worker {worker} refused the start: {e}"),
     }
 }

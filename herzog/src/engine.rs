@@ -472,7 +472,7 @@ mod tests {
         let (handle, rx) = Handle::new();
         let stager = Arc::new(Stager::new(&[], dir).await.unwrap());
         let dispatcher = Dispatcher {
-            connections: Connections::new(handle.clone(), stager.clone()),
+            connections: Connections::new(handle.clone(), stager.clone(), std::time::Duration::from_secs(3)),
             handle: handle.clone(),
             stager,
         };

@@ -88,10 +88,15 @@ pub async fn run(
     listener: Listener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), HerzogError> {
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| HerzogError::StateDir {
-        path: config.state_dir.clone(),
-        source,
-    })?;
+    let mut config = config;
+    // Absolute from here on: every path herzog sends a worker is checked to be absolute, and
+    // one relative to herzog's working directory means nothing on a worker.
+    config.state_dir = std::fs::create_dir_all(&config.state_dir)
+        .and_then(|()| config.state_dir.canonicalize())
+        .map_err(|source| HerzogError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
     let db = config.state_dir.join("herzog.db");
     let store = Store::open(&db)?;
     let timing = Timing {
@@ -103,7 +108,8 @@ pub async fn run(
     let snapshot = store.load()?;
     let clock = engine::Clock::new();
     let machine = Machine::restore(timing, config.state_dir.join("results"), snapshot, clock.now())
-        .with_max_log_bytes(config.max_log_bytes);
+        .with_max_log_bytes(config.max_log_bytes)
+        .with_staged_hosts(|worker| config.hosts.iter().any(|h| h.name == worker && !h.shared_fs));
     tracing::info!(db = %store.path().display(), elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
 
     let mut incoming = match listener {
@@ -122,7 +128,10 @@ pub async fn run(
             .await
             .map_err(|source| HerzogError::ControlDir { source })?,
     );
-    let connections = Connections::new(handle.clone(), stager.clone());
+    // A worker's connection is its own while it heartbeats; silent for two beats, a new
+    // kinski of its name may take it over (a host that rebooted leaves a half-open one).
+    let stale_after = config.heartbeat_interval * 2 + std::time::Duration::from_secs(1);
+    let connections = Connections::new(handle.clone(), stager.clone(), stale_after);
     let dispatcher = Dispatcher {
         connections: connections.clone(),
         handle: handle.clone(),
@@ -245,8 +254,8 @@ async fn linger(mut tcp: TcpStream) {
 fn authorize(hello: &Hello, name: &str, role: Role) -> Result<(), String> {
     match (hello, role) {
         (Hello::Client, Role::Admin) | (Hello::Registry, Role::Worker) => Ok(()),
-        (Hello::Worker { name: claimed }, Role::Worker) if claimed == name => Ok(()),
-        (Hello::Worker { name: claimed }, Role::Worker) => {
+        (Hello::Worker { name: claimed, .. }, Role::Worker) if claimed == name => Ok(()),
+        (Hello::Worker { name: claimed, .. }, Role::Worker) => {
             Err(format!("this certificate is for worker '{name}', not '{claimed}'"))
         }
         (Hello::Client, _) => Err(format!(
@@ -296,17 +305,26 @@ async fn serve_connection(
         let _ = write_frame(&mut stream, &HelloReply::Refused { reason }).await;
         return;
     }
+    if let Hello::Worker { name, incarnation } = &hello
+        && let Err(reason) = connections.claim(name, *incarnation)
+    {
+        // A second kinski under a name in use: it is told why and exits; the first goes on.
+        tracing::info!(%peer, worker = %name, %reason, "worker connection refused");
+        let _ = write_frame(&mut stream, &HelloReply::NameInUse { reason }).await;
+        return;
+    }
     if write_frame(&mut stream, &HelloReply::Ok).await.is_err() {
         return;
     }
     match hello {
         Hello::Client => serve_client(api, json_transport(stream)).await,
         Hello::Registry => serve_registry(api, name, json_transport(stream)).await,
-        Hello::Worker { name } => {
+        Hello::Worker { name, incarnation } => {
             if let Err(e) = common::name::check_name(&name) {
                 return tracing::warn!(%peer, error = %e, "worker connection with a bad name; closing");
             }
-            call_worker(api, connections, name, &peer.to_string(), json_transport(stream)).await
+            let peer = peer.to_string();
+            call_worker(api, connections, name, incarnation, &peer, json_transport(stream)).await
         }
     }
 }
@@ -317,7 +335,7 @@ async fn serve_in_process(connection: Accepted, api: Api, connections: Connectio
         Accepted::Client(transport) => serve_client(api, transport).await,
         Accepted::Registry { worker, transport } => serve_registry(api, worker, transport).await,
         Accepted::Worker { worker, transport } => {
-            call_worker(api, connections, worker, "this process", transport).await
+            call_worker(api, connections, worker, 0, "this process", transport).await
         }
     }
 }
@@ -347,12 +365,12 @@ where
 }
 
 /// Makes `worker`'s Worker service callable by the dispatcher until the connection closes.
-async fn call_worker<T>(api: Api, connections: Connections, name: String, peer: &str, transport: T)
+async fn call_worker<T>(api: Api, connections: Connections, name: String, incarnation: u64, peer: &str, transport: T)
 where
     T: Transport<ClientMessage<WorkerRequest>, Response<WorkerResponse>> + Send + 'static,
 {
     let tarpc::client::NewClient { client, dispatch } = WorkerClient::new(tarpc::client::Config::default(), transport);
-    let generation = connections.attach(&name, client);
+    let generation = connections.attach(&name, client, peer, incarnation);
     tracing::info!(worker = %name, %peer, "worker connected");
     let _ = dispatch.await;
     if connections.detach(&name, generation) {
@@ -367,7 +385,10 @@ mod tests {
 
     #[test]
     fn roles_open_only_their_own_services() {
-        let w = |n: &str| Hello::Worker { name: n.into() };
+        let w = |n: &str| Hello::Worker {
+            name: n.into(),
+            incarnation: 1,
+        };
         assert!(authorize(&Hello::Client, "ada", Role::Admin).is_ok());
         assert!(authorize(&Hello::Registry, "euclid", Role::Worker).is_ok());
         assert!(authorize(&w("euclid"), "euclid", Role::Worker).is_ok());

@@ -92,6 +92,17 @@ pub enum KinskiError {
     },
     #[error("'{name}' is not a valid worker name: use letters, digits, '.', '_' and '-'")]
     BadName { name: String },
+    /// Another kinski holds this name: restarting would not help (exit 2).
+    #[error("{reason}")]
+    NameInUse { reason: String },
+}
+
+impl KinskiError {
+    /// A mistake in how kinski was set up, which a restart does not mend (systemd's
+    /// RestartPreventExitStatus=2).
+    pub fn is_setup(&self) -> bool {
+        matches!(self, KinskiError::NameInUse { .. })
+    }
 }
 
 /// Works for herzog until `shutdown` resolves, reconnecting whenever herzog is away. The
@@ -121,10 +132,20 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     if run_as.is_none() && nix::unistd::geteuid().is_root() {
         tracing::warn!("programs run as root, as configured (kinski.run_as = \"root\")");
     }
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| KinskiError::StateDir {
-        path: config.state_dir.clone(),
-        source,
-    })?;
+    let mut config = config;
+    // Absolute from here on: what kinski tells herzog (its scratch directory) and the paths it
+    // checks starts against are absolute.
+    config.state_dir = std::fs::create_dir_all(&config.state_dir)
+        .and_then(|()| config.state_dir.canonicalize())
+        .map_err(|source| KinskiError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+    for dir in [&mut config.scratch_dir, &mut config.pid_dir].into_iter().flatten() {
+        if let Ok(absolute) = std::path::absolute(&*dir) {
+            *dir = absolute;
+        }
+    }
     // Reading and rewriting the journal, and a look through /proc, off the runtime.
     let (dir, name) = (config.state_dir.clone(), config.name.clone());
     let pid_dir = config.pid_dir.clone();
@@ -245,6 +266,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             _ = &mut shutdown => break,
             e = session.run(|heartbeat| registered = Some(heartbeat)) => e,
         };
+        if let session::SessionError::Connect(common::transport::ConnectError::NameInUse { reason, .. }) = ended {
+            cut_off.abort();
+            tokio::join!(supervisor.stop_all(), instances.stop_all());
+            return Err(KinskiError::NameInUse { reason });
+        }
         if let Some(heartbeat) = registered {
             longest = heartbeat.clamp(Duration::from_millis(200), Duration::from_secs(5));
             delays = backoff(longest);
@@ -260,6 +286,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     common::logging::notify_stopping();
     cut_off.abort();
     tokio::join!(supervisor.stop_all(), instances.stop_all());
+    // herzog requeues what was stopped at once, and shows this worker stopped, not lost.
+    if let Err(e) = session::goodbye(&link, &config.name, &supervisor).await {
+        tracing::info!(error = %e, "could not tell herzog this worker stops; it counts it lost after its timeout");
+    }
     let _ = tokio::task::spawn_blocking(move || tracking.finish()).await;
     Ok(())
 }

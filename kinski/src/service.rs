@@ -33,6 +33,10 @@ impl Worker for WorkerService {
         self.supervisor.running()
     }
 
+    async fn fragment_unqueue(self, _: Context, attempts: Vec<AttemptId>) -> Vec<AttemptId> {
+        self.supervisor.unqueue(&attempts)
+    }
+
     async fn resources_list(self, _: Context) -> Resources {
         self.resources
     }

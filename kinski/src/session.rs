@@ -15,6 +15,39 @@ use tarpc::server::{BaseChannel, Channel};
 use tarpc::{ClientMessage, Response, Transport};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after a start herzog is told of it.
+const NOTICE_DELAY: Duration = Duration::from_millis(50);
+
+/// This kinski process, as herzog tells it from another of its name.
+fn incarnation() -> u64 {
+    static ONE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ONE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        (u64::from(std::process::id()) << 32) ^ nanos
+    })
+}
+
+/// Tells herzog this worker stops, with the completions it still holds: a short call of its
+/// own, after the attempts were stopped.
+pub(crate) async fn goodbye(link: &Link, name: &str, supervisor: &Supervisor) -> Result<(), SessionError> {
+    let call = async {
+        let registry = link.registry_client(name).await?;
+        registry
+            .worker_stopping(
+                context_with(Duration::from_secs(5)),
+                name.to_string(),
+                supervisor.held(),
+            )
+            .await??;
+        Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), call).await {
+        Ok(result) => result,
+        Err(_) => Err(SessionError::Closed),
+    }
+}
 /// A report's deadline: herzog fetches a staged attempt's outputs before it answers, which
 /// takes as long as the outputs are large. A herzog that hangs is noticed by the heartbeats,
 /// which run beside the reports, and the session ends.
@@ -84,6 +117,7 @@ impl Session<'_> {
             Link::Tls { addr, connector } => {
                 let hello = Hello::Worker {
                     name: self.name.to_string(),
+                    incarnation: incarnation(),
                 };
                 serve(json_transport(dial(addr, &hello, connector).await?), service)
             }
@@ -129,6 +163,23 @@ impl Session<'_> {
                 self.supervisor.finished.notified().await;
             }
         };
+        // herzog hears of each start, a moment late: starts whose programs end meanwhile are
+        // told by their completions, so short attempts cost no extra call.
+        self.supervisor.notice_all_again();
+        self.supervisor.ran.notify_one();
+        let notices = async {
+            loop {
+                self.supervisor.ran.notified().await;
+                tokio::time::sleep(NOTICE_DELAY).await;
+                let unnoticed = self.supervisor.unnoticed();
+                for batch in unnoticed.chunks(common::service::MAX_BATCH) {
+                    registry
+                        .fragment_started(context_with(CALL_TIMEOUT), self.name.to_string(), batch.to_vec())
+                        .await??;
+                    self.supervisor.noticed(batch);
+                }
+            }
+        };
         // What the service instances do: on every change, and beside each heartbeat.
         let mut every = tokio::time::interval(Duration::from_millis(registered.heartbeat_ms.max(50)));
         let instances = async {
@@ -158,6 +209,7 @@ impl Session<'_> {
             _ = &mut serving => Err(SessionError::Closed),
             e = heartbeats => e,
             e = reports => e,
+            e = notices => e,
             e = instances => e,
         }
     }

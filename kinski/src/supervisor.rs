@@ -29,8 +29,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// An attempt whose process runs.
+struct Running {
+    stopper: Stopper,
+    grace: Duration,
+    /// Named in the log line of its end.
+    project: String,
+    fragment: String,
+}
+
 struct Inner {
-    running: HashMap<AttemptId, (Stopper, Duration)>,
+    running: HashMap<AttemptId, Running>,
+    /// Attempts that started and that herzog has not been told of yet, with when.
+    unnoticed: BTreeMap<AttemptId, common::Millis>,
+    /// When each running attempt started, to tell a new session of herzog.
+    started_at: HashMap<AttemptId, common::Millis>,
     /// Given a slot and being spawned outside the lock; true once a stop was asked for.
     starting: HashMap<AttemptId, bool>,
     /// Accepted beyond the slots: started, in order, the moment a slot frees.
@@ -79,6 +92,8 @@ pub(crate) struct Supervisor {
     pub(crate) finished: Arc<Notify>,
     /// Woken whenever an attempt stops being `starting`.
     started: Arc<Notify>,
+    /// Woken when an attempt's program started (herzog is told).
+    pub(crate) ran: Arc<Notify>,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -95,6 +110,8 @@ impl Supervisor {
         let unacked = unacked.into_iter().map(|c| (c.attempt, c)).collect();
         let inner = Inner {
             running: HashMap::new(),
+            unnoticed: BTreeMap::new(),
+            started_at: HashMap::new(),
             starting: HashMap::new(),
             queued: VecDeque::new(),
             unacked,
@@ -109,6 +126,7 @@ impl Supervisor {
             scratch,
             finished: Arc::new(Notify::new()),
             started: Arc::new(Notify::new()),
+            ran: Arc::new(Notify::new()),
             shutting_down: Arc::default(),
         }
     }
@@ -367,8 +385,20 @@ impl Supervisor {
                     let result = inner.journal.started(record);
                     inner.log_failure("a start", result);
                     let stopper = process.stopper();
-                    inner.running.insert(attempt, (stopper.clone(), grace));
+                    let at = common::now_millis();
+                    inner.unnoticed.insert(attempt, at);
+                    inner.started_at.insert(attempt, at);
+                    inner.running.insert(
+                        attempt,
+                        Running {
+                            stopper: stopper.clone(),
+                            grace,
+                            project: start.project.clone(),
+                            fragment: start.fragment.clone(),
+                        },
+                    );
                     drop(inner);
+                    self.ran.notify_one();
                     let me = self.clone();
                     tokio::spawn(async move {
                         let completion = process.wait().await.into_completion(attempt);
@@ -397,14 +427,18 @@ impl Supervisor {
 
     fn finish(&self, completion: Completion) {
         let mut inner = self.lock();
-        inner.running.remove(&completion.attempt);
+        let ran = inner.running.remove(&completion.attempt);
+        // The completion tells herzog it ran.
+        inner.unnoticed.remove(&completion.attempt);
+        inner.started_at.remove(&completion.attempt);
         if self.shutting_down.load(Ordering::SeqCst) {
             // Stopped because kinski is going away: not the program's failure. Left out of
             // the record, herzog requeues the attempt when this worker registers without it.
             tracing::info!(attempt = %completion.attempt, "attempt stopped for shutdown; herzog will requeue it");
             return;
         }
-        tracing::info!(attempt = %completion.attempt, exit = %completion.exit, wall_ms = completion.wall_ms, "attempt finished");
+        let (project, fragment) = ran.map(|r| (r.project, r.fragment)).unwrap_or_default();
+        tracing::info!(attempt = %completion.attempt, %project, %fragment, exit = %completion.exit, wall_ms = completion.wall_ms, "attempt finished");
         let result = inner.journal.done(&completion);
         inner.log_failure("a completion", result);
         inner.unacked.insert(completion.attempt, completion);
@@ -436,7 +470,7 @@ impl Supervisor {
                 *stop_asked = true;
                 return Ok(());
             }
-            if let Some((stopper, grace)) = inner.running.get(&attempt).cloned() {
+            if let Some((stopper, grace)) = inner.running.get(&attempt).map(|r| (r.stopper.clone(), r.grace)) {
                 drop(inner);
                 stop_in_background(attempt, stopper, grace);
                 return Ok(());
@@ -507,7 +541,12 @@ impl Supervisor {
             }
             started.await;
         }
-        let all: Vec<(Stopper, Duration)> = self.lock().running.values().cloned().collect();
+        let all: Vec<(Stopper, Duration)> = self
+            .lock()
+            .running
+            .values()
+            .map(|r| (r.stopper.clone(), r.grace))
+            .collect();
         futures::future::join_all(all.iter().map(|(s, g)| s.stop(*g))).await;
     }
 
@@ -518,6 +557,59 @@ impl Supervisor {
         all.extend(Self::active(&inner));
         all.sort();
         all
+    }
+
+    /// The starts herzog has not been told of, oldest first.
+    pub(crate) fn unnoticed(&self) -> Vec<common::wire::StartNotice> {
+        let inner = self.lock();
+        inner
+            .unnoticed
+            .iter()
+            .map(|(&attempt, &at)| common::wire::StartNotice { attempt, at })
+            .collect()
+    }
+
+    /// herzog has been told of these starts.
+    pub(crate) fn noticed(&self, notices: &[common::wire::StartNotice]) {
+        let mut inner = self.lock();
+        for n in notices {
+            inner.unnoticed.remove(&n.attempt);
+        }
+    }
+
+    /// A new session: herzog is told again of every attempt that runs.
+    pub(crate) fn notice_all_again(&self) {
+        let mut inner = self.lock();
+        let all: Vec<(AttemptId, common::Millis)> = inner.started_at.iter().map(|(&a, &at)| (a, at)).collect();
+        inner.unnoticed.extend(all);
+    }
+
+    /// Drops these starts from the queue if they are still waiting there; answers those it
+    /// dropped.
+    pub(crate) fn unqueue(&self, attempts: &[AttemptId]) -> Vec<AttemptId> {
+        let mut inner = self.lock();
+        let mut dropped = Vec::new();
+        let mut staged = Vec::new();
+        inner.queued.retain(|s| {
+            let take = attempts.contains(&s.attempt);
+            if take {
+                dropped.push(s.attempt);
+            }
+            !take
+        });
+        for &attempt in &dropped {
+            if inner.staged.remove(&attempt) {
+                staged.push(attempt);
+            }
+        }
+        drop(inner);
+        for attempt in staged {
+            drop(self.clean(attempt));
+        }
+        if !dropped.is_empty() {
+            tracing::info!(taken_back = dropped.len(), "herzog took back queued starts");
+        }
+        dropped
     }
 
     /// The attempts running or queued.
@@ -813,7 +905,7 @@ mod tests {
         tokio::task::spawn_blocking(move || spawning.launch_now(vec![first]))
             .await
             .expect("spawned");
-        let pid = s.lock().running.get(&AttemptId(1)).map(|(stopper, _)| stopper.pgid());
+        let pid = s.lock().running.get(&AttemptId(1)).map(|r| r.stopper.pgid());
         let pid = pid.expect("spawned");
         tokio::time::timeout(LIMIT, stopping).await.expect("stop_all returned");
         assert!(s.lock().starting.is_empty());

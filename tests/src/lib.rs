@@ -383,6 +383,62 @@ impl Cluster {
         cluster
     }
 
+    /// Like [`Cluster::start`], with herzog given a relative `--state-dir` (`herzog`, from
+    /// the cluster's directory as its working directory).
+    pub fn start_relative(workers: &[(&str, u32)]) -> Cluster {
+        let dir = tempfile::tempdir().expect("failed to create a temporary directory");
+        std::fs::create_dir(dir.path().join("markers")).expect("failed to create markers/");
+        let mut cmd = command(&bin("herzog"));
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
+            "--state-dir",
+            "herzog",
+            "--tls",
+        ])
+        .arg(bundle(dir.path(), "herzog", "coordinator"))
+        .current_dir(dir.path());
+        let (herzog, addr) = listening(Daemon::spawn("herzog", cmd));
+        let mut cluster = Cluster {
+            workers: Vec::new(),
+            herzog: Some(herzog),
+            addr,
+            config: None,
+            slots: BTreeMap::new(),
+            dir,
+        };
+        for (name, slots) in workers {
+            cluster.add_worker(name, *slots);
+        }
+        cluster
+    }
+
+    /// Starts another kinski under a name a worker of this cluster has, with its own state
+    /// directory `<dir>/<state>`; it is not waited for.
+    pub fn spawn_extra_kinski(&self, name: &str, state: &str) -> Daemon {
+        let cmd = self.kinski_command_in(name, 1, &self.dir().join(state));
+        Daemon::spawn(&format!("kinski {name} (second)"), cmd)
+    }
+
+    /// Stops a worker cleanly (SIGTERM), asserting it exits 0.
+    pub fn stop_worker(&mut self, name: &str) {
+        let i = self
+            .workers
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no worker named {name}"));
+        let (_, mut daemon) = self.workers.remove(i);
+        let status = daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM, STARTUP);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "kinski {name}: {status}; its log:\n{}",
+            daemon.log()
+        );
+    }
+
     /// herzog's address, `127.0.0.1:PORT`.
     pub fn addr(&self) -> &str {
         &self.addr
@@ -436,12 +492,17 @@ impl Cluster {
 
     /// The command that starts worker `name`: state in `<dir>/kinski-<name>`.
     fn kinski_command(&self, name: &str, slots: u32) -> Command {
+        self.kinski_command_in(name, slots, &self.kinski_state(name))
+    }
+
+    /// The command that starts worker `name` with its state in `state`.
+    fn kinski_command_in(&self, name: &str, slots: u32, state: &Path) -> Command {
         let mut cmd = command(&bin("kinski"));
         cmd.args(["--herzog", &self.addr, "--name", name, "--log-level", "info", "--tls"])
             .arg(bundle(self.dir(), name, "worker"))
             .args(["--run-as", &kinski::user::current_user()])
             .args(["--slots", &slots.to_string(), "--state-dir"])
-            .arg(self.kinski_state(name));
+            .arg(state);
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
@@ -972,7 +1033,11 @@ fn spawn_herzog(dir: &Path, config: Option<&Path>, listen: &str) -> (Daemon, Str
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }
-    let mut herzog = Daemon::spawn("herzog", cmd);
+    listening(Daemon::spawn("herzog", cmd))
+}
+
+/// Waits until a herzog just spawned listens; returns it and its address.
+fn listening(mut herzog: Daemon) -> (Daemon, String) {
     let line = herzog.wait_for("herzog listening", STARTUP);
     let addr = line
         .split_whitespace()

@@ -121,14 +121,29 @@ fn workers_are_held_to_their_role_and_their_own_name() {
         let euclid = Connector::new(&euclid).unwrap();
 
         // An admin certificate cannot register or report as a worker.
-        for hello in [Hello::Registry, Hello::Worker { name: "euclid".into() }] {
+        for hello in [
+            Hello::Registry,
+            Hello::Worker {
+                name: "euclid".into(),
+                incarnation: 0,
+            },
+        ] {
             match dial(&addr, &hello, &admin).await {
                 Err(ConnectError::Refused { reason, .. }) => assert!(reason.contains("worker certificate"), "{reason}"),
                 other => panic!("{hello:?} with an admin certificate: {:?}", other.map(|_| ())),
             }
         }
         // euclid cannot serve starts in newton's name...
-        match dial(&addr, &Hello::Worker { name: "newton".into() }, &euclid).await {
+        match dial(
+            &addr,
+            &Hello::Worker {
+                name: "newton".into(),
+                incarnation: 0,
+            },
+            &euclid,
+        )
+        .await
+        {
             Err(ConnectError::Refused { reason, .. }) => assert!(reason.contains("'euclid'"), "{reason}"),
             other => panic!("impersonation was not refused: {:?}", other.map(|_| ())),
         }
@@ -389,6 +404,8 @@ fn a_placeholder_the_shell_cannot_pass_safely_is_refused_with_how_to_write_it() 
             name: None,
             dir: cluster.dir().join("in"),
             spec: common::wire::RunSpec::new("/bin/echo '{}'"),
+            after: Vec::new(),
+            max_running: None,
         };
         client.project_add(tarpc::context::current(), project).await.unwrap()
     });

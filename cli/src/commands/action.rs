@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 pub(crate) async fn run(args: &ActionArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let cwd = std::env::current_dir().map_err(CliError::Cwd)?;
     let path_var = std::env::var("PATH").ok();
-    let project = prepare(&args.run, &cwd, path_var.as_deref())?;
+    let mut project = prepare(&args.run, &cwd, path_var.as_deref())?;
+    project.after = args.after.clone();
+    project.max_running = args.max_running;
     let herzog = Herzog::connect(addr).await?;
     let added = add(&herzog, project).await?;
     writeln!(out, "{}", added.name)?;
@@ -61,6 +63,8 @@ pub(crate) fn prepare(run: &RunArgs, cwd: &Path, path_var: Option<&str>) -> Resu
         name: run.name.clone(),
         dir,
         spec,
+        after: Vec::new(),
+        max_running: None,
     })
 }
 

@@ -1,18 +1,22 @@
-//! `hz active`: every running attempt and for how long it has run.
+//! `hz active [--project P] [--worker W]`: every dispatched attempt, running or queued on its
+//! worker, and for how long.
 
 use super::print_json;
 use crate::Outcome;
-use crate::args::JsonArgs;
+use crate::args::ActiveArgs;
 use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use crate::table::{Align, Table, elapsed};
 use common::wire::ActiveAttempt;
 use std::io::Write;
 
-pub(crate) async fn run(args: JsonArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
+pub(crate) async fn run(args: &ActiveArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let herzog = Herzog::connect(addr).await?;
-    let active = collect_paged(&herzog, PAGE).await?;
-    if args.json {
+    let mut active = collect_paged(&herzog, PAGE).await?;
+    active.retain(|a| {
+        args.project.as_ref().is_none_or(|p| *p == a.project) && args.worker.as_ref().is_none_or(|w| *w == a.worker)
+    });
+    if args.output.json {
         print_json(out, &active)?;
     } else if active.is_empty() {
         note!("nothing is running");
@@ -52,15 +56,22 @@ fn table(active: &[ActiveAttempt], now: common::Millis) -> Table {
         ("PROJECT", Align::Left),
         ("FRAGMENT", Align::Left),
         ("ATTEMPT", Align::Right),
-        ("RUNNING FOR", Align::Right),
+        ("STATE", Align::Left),
+        ("FOR", Align::Right),
     ]);
     for a in active {
+        // Running time from the program's real start; a queued start's wait since dispatch.
+        let (state, since) = match a.started {
+            Some(started) => ("running", started),
+            None => ("queued", a.since),
+        };
         t.row(vec![
             a.worker.clone(),
             a.project.clone(),
             a.fragment.clone(),
             a.attempt.to_string(),
-            elapsed(now, a.since),
+            state.to_string(),
+            elapsed(now, since),
         ]);
     }
     t
@@ -81,7 +92,13 @@ mod tests {
         // the slots).
         let herzog = &cluster.herzog;
         tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            while herzog.project_progress(Some("p")).await.unwrap()[0].running < 8 {
+            while herzog
+                .project_progress(Some("p"))
+                .await
+                .map(|p| p[0].running + p[0].queued)
+                .unwrap()
+                < 8
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         })
@@ -109,12 +126,20 @@ mod tests {
             fragment: "a.txt".into(),
             attempt: AttemptId(12),
             since: 1_000,
+            started: Some(6_000),
         };
-        let text = table(&[a], 66_000).render();
+        let queued = ActiveAttempt {
+            attempt: AttemptId(13),
+            started: None,
+            ..a.clone()
+        };
+        let text = table(&[a, queued], 66_000).render();
         assert!(
             text.contains("w1") && text.contains("a.txt") && text.contains("12"),
             "{text}"
         );
-        assert!(text.contains("1m05s"), "{text}");
+        // From the real start, not from the dispatch.
+        assert!(text.contains("running") && text.contains("1m00s"), "{text}");
+        assert!(text.contains("queued") && text.contains("1m05s"), "{text}");
     }
 }

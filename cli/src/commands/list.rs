@@ -22,11 +22,24 @@ pub(crate) async fn run(args: JsonArgs, addr: &Endpoint, out: &mut dyn Write) ->
     Ok(Outcome::Ok)
 }
 
+/// A project's state in a word: a finished project with failures is `failed`, never done.
+pub(crate) fn state(p: &ProjectProgress) -> &'static str {
+    match (p.is_finished(), p.failed > 0) {
+        (true, true) => "failed",
+        (true, false) => "succeeded",
+        _ if p.paused => "paused",
+        _ if p.held.is_some() => "held",
+        _ if p.running > 0 => "running",
+        _ => "waiting",
+    }
+}
+
 fn table(projects: &[ProjectProgress]) -> Table {
     let mut t = Table::new(&[
         ("NAME", Align::Left),
+        ("STATE", Align::Left),
         ("FRAGMENTS", Align::Right),
-        ("DONE", Align::Right),
+        ("SUCCEEDED", Align::Right),
         ("FAILED", Align::Right),
         ("DIR", Align::Left),
         ("PROGRAM", Align::Left),
@@ -34,6 +47,7 @@ fn table(projects: &[ProjectProgress]) -> Table {
     for p in projects {
         t.row(vec![
             p.name.clone(),
+            state(p).to_string(),
             p.total.to_string(),
             percent(p.percent),
             p.failed.to_string(),

@@ -44,7 +44,8 @@ struct Finished {
     failed: Vec<FragmentInfo>,
 }
 
-/// Why the run stopped.
+/// Why the run stopped. Made once per run, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Ended {
     Work(Result<Finished, CliError>),
     Interrupted,
@@ -329,6 +330,8 @@ mod tests {
             name: Some("genome".into()),
             dir: cluster.inputs(files),
             spec: RunSpec::new("grep -q ok"),
+            after: Vec::new(),
+            max_running: None,
         };
         let state_dir = Path::new("/s");
         let finished = drive(&cluster.endpoint, project.clone(), state_dir, EVERY)

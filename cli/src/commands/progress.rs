@@ -16,18 +16,29 @@ use std::time::{Duration, Instant};
 /// herzog answers a `project_wait` then, whatever is left of this.
 pub(crate) const POLL: Duration = Duration::from_millis(500);
 
-const RUNNING_STYLE: &str =
-    "{prefix:>20!} [{bar:30.cyan/blue}] {pos}/{len} {percent:>3}%  {per_sec:1}  ETA {eta}  {msg}";
-const FINISHED_STYLE: &str = "{prefix:>20!} [{bar:30.green/blue}] {pos}/{len} in {elapsed}  {msg}";
+// The bar counts succeeded fragments; the rate and ETA are herzog's, from the recent pace.
+const RUNNING_STYLE: &str = "{prefix:>20!} [{bar:30.cyan/blue}] {pos}/{len} {percent:>3}%  {msg}";
+const SUCCEEDED_STYLE: &str = "{prefix:>20!} [{bar:30.green/blue}] {pos}/{len} in {elapsed}  {msg}";
+const FAILED_STYLE: &str = "{prefix:>20!} [{bar:30.red/blue}] {pos}/{len} in {elapsed}  {msg}";
 
 pub(crate) async fn run(args: &ProgressArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let project = args.project.as_deref();
     if args.watch {
-        let finished = watch(&herzog, project, POLL).await?;
-        if !finished.is_empty() {
-            out.write_all(table(&finished).render().as_bytes())?;
-            return Ok(failed_outcome(&finished));
+        let end = Watch::new(project).follow(&herzog, POLL).await?;
+        if !end.last.is_empty() {
+            out.write_all(table(&end.last).render().as_bytes())?;
+            for p in end.last.iter().filter(|p| p.failed > 0) {
+                writeln!(out, "{}", failure_summary(p))?;
+            }
+            if !end.removed.is_empty() {
+                note!(
+                    "removed while watched: {} (its results stay until purged)",
+                    end.removed.join(", ")
+                );
+                return Ok(Outcome::ProjectRemoved);
+            }
+            return Ok(failed_outcome(&end.last));
         }
         note!("no project is pending or running");
     }
@@ -43,6 +54,9 @@ pub(crate) async fn run(args: &ProgressArgs, addr: &Endpoint, out: &mut dyn Writ
             if let Some(held) = &p.held {
                 writeln!(out, "{}: {held}", p.name)?;
             }
+            if p.failed > 0 {
+                writeln!(out, "{}", failure_summary(p))?;
+            }
         }
     }
     Ok(Outcome::Ok)
@@ -57,25 +71,66 @@ pub(crate) fn failed_outcome(projects: &[ProjectProgress]) -> Outcome {
     }
 }
 
+/// How many of a project failed, and the first reasons: `p: 29 failed: exited with 1 (28),
+/// killed by signal 9 (1)`.
+pub(crate) fn failure_summary(p: &ProjectProgress) -> String {
+    let reasons: Vec<String> = p
+        .failures
+        .iter()
+        .map(|f| format!("{} ({})", f.reason, f.count))
+        .collect();
+    let more = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", reasons.join(", "))
+    };
+    format!(
+        "{}: {} failed{more}; `hz fragments {} --state failed` lists them",
+        p.name, p.failed, p.name
+    )
+}
+
+/// The rate and time left, as herzog estimates them from the recent pace; `?` until it can.
+pub(crate) fn rate_and_eta(p: &ProjectProgress) -> (String, String) {
+    match (p.rate, p.eta_secs()) {
+        (Some(rate), Some(eta)) => (
+            format!("{rate:.1}/s"),
+            crate::table::duration_ms((eta * 1000.0).min(u64::MAX as f64) as u64),
+        ),
+        _ => ("?".to_string(), "?".to_string()),
+    }
+}
+
 pub(crate) fn table(projects: &[ProjectProgress]) -> Table {
     let mut t = Table::new(&[
         ("NAME", Align::Left),
         ("TOTAL", Align::Right),
         ("PENDING", Align::Right),
+        ("QUEUED", Align::Right),
         ("RUNNING", Align::Right),
         ("SUCCEEDED", Align::Right),
         ("FAILED", Align::Right),
-        ("PERCENT", Align::Right),
+        ("DONE", Align::Right),
+        ("RATE", Align::Right),
+        ("ETA", Align::Right),
     ]);
     for p in projects {
+        let (rate, eta) = if p.is_finished() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            rate_and_eta(p)
+        };
         t.row(vec![
             p.name.clone(),
             p.total.to_string(),
             p.pending.to_string(),
+            p.queued.to_string(),
             p.running.to_string(),
             p.succeeded.to_string(),
             p.failed.to_string(),
             percent(p.percent),
+            rate,
+            eta,
         ]);
     }
     t
@@ -89,6 +144,8 @@ struct Watched {
     bar: ProgressBar,
     last: ProjectProgress,
     done: bool,
+    /// Removed while watched.
+    removed: bool,
     /// For plain output: the finished count last printed, and when.
     printed: Option<(u64, Instant)>,
 }
@@ -99,16 +156,23 @@ impl Watched {
             self.print_plain(&p);
         }
         self.bar.set_length(p.total);
-        self.bar.set_position(p.succeeded + p.failed);
+        self.bar.set_position(p.succeeded);
         if p.is_finished() {
-            self.bar.set_style(style(FINISHED_STYLE));
-            self.bar
-                .finish_with_message(format!("{} succeeded, {} failed", p.succeeded, p.failed));
+            if p.failed > 0 {
+                self.bar.set_style(style(FAILED_STYLE));
+                self.bar.abandon_with_message(failure_summary(&p));
+            } else {
+                self.bar.set_style(style(SUCCEEDED_STYLE));
+                self.bar.finish_with_message(format!("{} succeeded", p.succeeded));
+            }
             self.done = true;
         } else {
             let held = p.held.as_deref().map(|h| format!("; {h}")).unwrap_or_default();
-            self.bar
-                .set_message(format!("{} running, {} failed{held}", p.running, p.failed));
+            let (rate, eta) = rate_and_eta(&p);
+            self.bar.set_message(format!(
+                "{rate}  ETA {eta}  {} running, {} queued, {} failed{held}",
+                p.running, p.queued, p.failed
+            ));
         }
         self.last = p;
     }
@@ -126,11 +190,14 @@ impl Watched {
         };
         if due {
             let held = p.held.as_deref().map(|h| format!("; {h}")).unwrap_or_default();
+            let (rate, eta) = rate_and_eta(p);
             note!(
-                "{}: {finished}/{} finished, {} running, {} failed{held}",
+                "{}: {}/{} succeeded, {} running, {} queued, {} failed, {rate}, ETA {eta}{held}",
                 p.name,
+                p.succeeded,
                 p.total,
                 p.running,
+                p.queued,
                 p.failed
             );
             self.printed = Some((finished, Instant::now()));
@@ -156,7 +223,13 @@ pub(crate) async fn watch(
     project: Option<&str>,
     every: Duration,
 ) -> Result<Vec<ProjectProgress>, CliError> {
-    Watch::new(project).follow(herzog, every).await
+    Ok(Watch::new(project).follow(herzog, every).await?.last)
+}
+
+/// How a watch ended: the watched projects' last progress, and which were removed meanwhile.
+pub(crate) struct WatchEnd {
+    pub(crate) last: Vec<ProjectProgress>,
+    pub(crate) removed: Vec<String>,
 }
 
 /// What [`watch`] has seen so far.
@@ -181,12 +254,25 @@ impl<'a> Watch<'a> {
     /// Looks at once, then waits for the end at most `every` at a time (herzog answers the
     /// moment the projects finish), updating the bars, until every watched project is finished;
     /// returns their last progress.
-    pub(crate) async fn follow(mut self, herzog: &Herzog, every: Duration) -> Result<Vec<ProjectProgress>, CliError> {
+    pub(crate) async fn follow(mut self, herzog: &Herzog, every: Duration) -> Result<WatchEnd, CliError> {
         let mut list = herzog.project_progress(self.project).await?;
         while !self.look(list) {
-            list = herzog.project_wait(self.project, every).await?;
+            list = match herzog.project_wait(self.project, every).await {
+                // The one project watched is gone: the watch ends there.
+                Err(CliError::Api(common::ApiError::UnknownProject { .. })) if self.project.is_some() => Vec::new(),
+                other => other?,
+            };
         }
-        Ok(self.watched.into_iter().map(|w| w.last).collect())
+        let removed = self
+            .watched
+            .iter()
+            .filter(|w| w.removed)
+            .map(|w| w.last.name.clone())
+            .collect();
+        Ok(WatchEnd {
+            last: self.watched.into_iter().map(|w| w.last).collect(),
+            removed,
+        })
     }
 
     /// Updates the bars from one answer; true once every watched project is finished.
@@ -208,14 +294,13 @@ impl<'a> Watch<'a> {
                         ProgressBar::new(p.total)
                             .with_style(style(RUNNING_STYLE))
                             .with_prefix(p.name.clone())
-                            .with_position(p.succeeded + p.failed),
+                            .with_position(p.succeeded),
                     );
-                    // Work done before we looked is not this run's rate.
-                    bar.reset_eta();
                     let mut w = Watched {
                         bar,
                         last: p.clone(),
                         done: false,
+                        removed: false,
                         printed: None,
                     };
                     w.update(p.clone());
@@ -225,8 +310,9 @@ impl<'a> Watch<'a> {
         }
         for w in self.watched.iter_mut().filter(|w| !w.done) {
             if !list.iter().any(|p| p.name == w.last.name) {
-                w.bar.abandon_with_message("removed");
+                w.bar.abandon_with_message("removed while watched");
                 w.done = true;
+                w.removed = true;
             }
         }
         self.watched.iter().all(|w| w.done)
@@ -271,10 +357,12 @@ mod tests {
         drop(held);
 
         let followed = watcher.follow(&cluster.herzog, EVERY);
-        let last = tokio::time::timeout(Duration::from_secs(60), followed)
+        let end = tokio::time::timeout(Duration::from_secs(60), followed)
             .await
             .unwrap()
             .unwrap();
+        assert!(end.removed.is_empty());
+        let last = end.last;
         let names: Vec<&str> = last.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["ok", "will-fail"], "the finished project is not watched");
         assert!(last.iter().all(ProjectProgress::is_finished), "{last:?}");
@@ -348,6 +436,7 @@ mod tests {
     #[test]
     fn the_bar_templates_parse() {
         ProgressStyle::with_template(RUNNING_STYLE).unwrap();
-        ProgressStyle::with_template(FINISHED_STYLE).unwrap();
+        ProgressStyle::with_template(SUCCEEDED_STYLE).unwrap();
+        ProgressStyle::with_template(FAILED_STYLE).unwrap();
     }
 }

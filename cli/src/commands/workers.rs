@@ -35,6 +35,7 @@ fn table(workers: &[WorkerInfo], now: common::Millis) -> Table {
         ("FILES", Align::Left),
         ("SLOTS", Align::Right),
         ("RUNNING", Align::Right),
+        ("QUEUED", Align::Right),
         ("INSTANCES", Align::Right),
         ("CPUS", Align::Right),
         ("MEMORY", Align::Right),
@@ -43,10 +44,15 @@ fn table(workers: &[WorkerInfo], now: common::Millis) -> Table {
     for w in workers {
         t.row(vec![
             w.name.clone(),
-            w.state.clone(),
+            if w.drained {
+                format!("{} drained", w.state)
+            } else {
+                w.state.clone()
+            },
             w.staging.clone(),
             w.resources.slots.to_string(),
             w.running.to_string(),
+            w.queued.to_string(),
             w.instances.to_string(),
             w.resources.cpus.to_string(),
             bytes(w.resources.memory_bytes),
@@ -74,8 +80,10 @@ mod tests {
                 scratch_dir: None,
             },
             running: 2,
+            queued: 1,
             instances: 3,
             state: "connected".into(),
+            drained: true,
             last_seen: 9_000,
             staging: "ssh ready".into(),
             problem: None,
@@ -86,6 +94,7 @@ mod tests {
                 && text.contains("1.0s ago")
                 && text.contains("euclid")
                 && text.contains("ssh ready")
+                && text.contains("connected drained")
                 && text.contains("INSTANCES"),
             "{text}"
         );

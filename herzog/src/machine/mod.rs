@@ -4,13 +4,16 @@
 //! effects it implies; `schedule` hands free slots to pending fragments; `take` drains both
 //! queues for the event loop, which commits the writes and only then runs the effects.
 
+mod controls;
 mod names;
+mod running;
 mod services;
 #[cfg(test)]
 mod tests;
 mod types;
 
 pub(crate) use names::Names;
+pub(crate) use running::Recent;
 pub(crate) use types::*;
 
 use crate::scheduler::{self, Capacity, Demand};
@@ -74,6 +77,54 @@ pub(crate) struct Project {
     /// How long its attempts ran lately (a moving average of their wall time), once one has
     /// ended; not kept across restarts. Decides how deep workers' queues are filled.
     pub(crate) recent_wall_ms: Option<u64>,
+    /// `hz pause`: nothing new starts.
+    pub(crate) paused: bool,
+    /// `hz limit`: the most attempts dispatched at once.
+    pub(crate) max_running: Option<u32>,
+    /// Projects that must succeed before this one starts; each is dropped from the list once
+    /// it has, so removing it afterwards blocks nothing.
+    pub(crate) after: Vec<String>,
+    /// Its live attempts whose program has started (the others wait in workers' queues).
+    pub(crate) started: u64,
+    /// When its latest attempts ended, for the rate and ETA; not kept across restarts.
+    pub(crate) recent: Recent,
+    /// How many of its fragments failed, by reason.
+    pub(crate) failures: BTreeMap<String, u64>,
+}
+
+impl Project {
+    /// A project as added or restored, with nothing queued or counted yet.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: ProjectId,
+        name: String,
+        dir: PathBuf,
+        spec: RunSpec,
+        results_dir: PathBuf,
+        created_at: Millis,
+        names: std::sync::Arc<Names>,
+        fragments: Vec<Fragment>,
+    ) -> Project {
+        Project {
+            id,
+            name,
+            dir,
+            spec,
+            results_dir,
+            created_at,
+            names,
+            fragments,
+            queue: VecDeque::new(),
+            counts: Counts::default(),
+            recent_wall_ms: None,
+            paused: false,
+            max_running: None,
+            after: Vec::new(),
+            started: 0,
+            recent: Recent::default(),
+            failures: BTreeMap::new(),
+        }
+    }
 }
 
 /// How long the starts queued on a worker should keep its slots busy: longer than herzog's
@@ -97,7 +148,18 @@ pub(crate) struct Worker {
     /// slots until they are gone.
     pub(crate) foreign: u32,
     pub(crate) staging: Staging,
+    /// `hz drain`: it finishes what it runs and takes nothing new.
+    pub(crate) drained: bool,
+    /// It refuses starts for a lasting reason: it rests.
+    pub(crate) refusing: Option<Refusing>,
+    /// The last contact written to the record (a heartbeat writes it at most every
+    /// [`SEEN_WRITE_MS`]).
+    pub(crate) seen_stored: Millis,
 }
+
+/// How stale the recorded last contact of a connected worker may get: what `hz workers`
+/// shows for it after a restart of herzog.
+const SEEN_WRITE_MS: i64 = 30_000;
 
 impl Worker {
     fn new(name: String, resources: Resources, link: Link, now: Now) -> Worker {
@@ -110,7 +172,18 @@ impl Worker {
             running: BTreeSet::new(),
             foreign: 0,
             staging: Staging::Shared,
+            drained: false,
+            refusing: None,
+            seen_stored: now.wall,
         }
+    }
+
+    /// Whether the scheduler may give it work now.
+    fn takes_starts(&self, now: Now) -> bool {
+        self.link == Link::Connected
+            && matches!(self.staging, Staging::Shared | Staging::Ready { .. })
+            && !self.drained
+            && self.refusing.as_ref().is_none_or(|r| now.mono >= r.until)
     }
 
     /// How many attempts herzog keeps dispatched to this worker when the pending attempts
@@ -140,6 +213,26 @@ pub(crate) struct Live {
     pub(crate) index: u32,
     /// When it was dispatched, for the start grace.
     pub(crate) since: Mono,
+    /// When its program started, by its worker's clock; `None` while it waits in the
+    /// worker's queue.
+    pub(crate) ran: Option<Millis>,
+    /// `hz cancel` asked for it to be taken back from its worker's queue: it ends cancelled.
+    pub(crate) cancel: bool,
+    /// A take-back was asked for and not answered yet.
+    pub(crate) unqueue_asked: bool,
+}
+
+impl Live {
+    fn new(project: ProjectId, index: u32, since: Mono) -> Live {
+        Live {
+            project,
+            index,
+            since,
+            ran: None,
+            cancel: false,
+            unqueue_asked: false,
+        }
+    }
 }
 
 /// herzog's state. One owner: the event loop.
@@ -163,17 +256,29 @@ pub(crate) struct Machine {
     next_event: i64,
     /// The wall time of the last event or scheduling: what herzog's own log entries carry.
     last_wall: Millis,
+    /// The monotonic time of the last event or scheduling: what queries measure windows by.
+    last_mono: Mono,
     writes: Vec<Write>,
     effects: Vec<Effect>,
     /// Sent with every start: the most kept of each stream of an attempt's output.
     max_log_bytes: u64,
 }
 
+/// A worker as the record keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredWorker {
+    pub(crate) name: String,
+    pub(crate) resources: Resources,
+    pub(crate) last_seen: Millis,
+    pub(crate) drained: bool,
+    pub(crate) stopped: bool,
+}
+
 /// What the store hands back at start-up.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     pub(crate) projects: Vec<Project>,
-    pub(crate) workers: Vec<(String, Resources, Millis)>,
+    pub(crate) workers: Vec<StoredWorker>,
     pub(crate) policy: Option<Policy>,
     pub(crate) max_project: i64,
     pub(crate) max_fragment: i64,
@@ -202,6 +307,7 @@ impl Machine {
             next_attempt: 1,
             next_event: 1,
             last_wall: 0,
+            last_mono: Mono(0),
             writes: Vec::new(),
             effects: Vec::new(),
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
@@ -224,29 +330,36 @@ impl Machine {
         m.next_event = snap.max_event + 1;
         m.policy = snap.policy.unwrap_or(Policy::Fair);
         m.services = crate::services::Services::restore(snap.services, snap.instances, snap.max_run, now.mono);
-        for (name, resources, _) in snap.workers {
-            let worker = Worker::new(name.clone(), resources, Link::Disconnected { since: now.wall }, now);
-            m.workers.insert(name, worker);
+        for sw in snap.workers {
+            let mut worker = Worker::new(
+                sw.name.clone(),
+                sw.resources,
+                Link::Disconnected { since: now.wall },
+                now,
+            );
+            worker.last_seen = sw.last_seen;
+            worker.seen_stored = sw.last_seen;
+            worker.drained = sw.drained;
+            if sw.stopped {
+                worker.link = Link::Stopped { since: sw.last_seen };
+            }
+            m.workers.insert(sw.name, worker);
         }
         for mut p in snap.projects {
             p.counts = Counts::default();
             p.queue.clear();
+            p.failures.clear();
             for (i, f) in p.fragments.iter().enumerate() {
                 *p.counts.slot(&f.state) += 1;
                 match &f.state {
                     FragmentState::Pending => p.queue.push_back(i as u32),
+                    FragmentState::Failed { reason, .. } => *p.failures.entry(reason.clone()).or_default() += 1,
                     FragmentState::Running { attempt, worker, since } => {
                         // Dispatched as long ago as the record says (the one place the wall
                         // clock reaches a timeout: a restored attempt's start grace).
                         let ago = (now.wall - since).max(0);
-                        m.live.insert(
-                            *attempt,
-                            Live {
-                                project: p.id,
-                                index: i as u32,
-                                since: Mono(now.mono.0 - ago),
-                            },
-                        );
+                        m.live
+                            .insert(*attempt, Live::new(p.id, i as u32, Mono(now.mono.0 - ago)));
                         let w = m.workers.entry(worker.clone()).or_insert_with(|| {
                             Worker::new(
                                 worker.clone(),
@@ -263,7 +376,35 @@ impl Machine {
             m.by_name.insert(p.name.clone(), p.id);
             m.projects.insert(p.id, p);
         }
+        // A worker silent past the timeout before this start, with nothing left on it, was
+        // lost then: it is not declared lost again (and logged) after every restart.
+        for w in m.workers.values_mut() {
+            if w.link == (Link::Disconnected { since: now.wall })
+                && w.running.is_empty()
+                && now.wall - w.last_seen >= timing.worker_timeout_ms
+            {
+                w.link = Link::Lost { since: w.last_seen };
+            }
+        }
         m
+    }
+
+    /// Shows the workers whose hosts lack the shared filesystem as staging from the start (they
+    /// are checked again when they register).
+    pub(crate) fn with_staged_hosts(mut self, staged: impl Fn(&str) -> bool) -> Self {
+        for w in self.workers.values_mut() {
+            if staged(&w.name) {
+                w.staging = match w.resources.scratch_dir.clone() {
+                    Some(scratch) => Staging::Checking { scratch },
+                    None => Staging::Broken {
+                        scratch: None,
+                        reason: "not checked since herzog started".into(),
+                        since: Mono(i64::MIN / 2),
+                    },
+                };
+            }
+        }
+        self
     }
 
     /// Drains the writes and effects queued since the last call.
@@ -275,8 +416,26 @@ impl Machine {
     /// Applies one event. A rejected event changes nothing.
     pub(crate) fn handle(&mut self, now: Now, event: Event) -> Result<Reply, Rejected> {
         self.last_wall = now.wall;
+        self.last_mono = now.mono;
         match event {
-            Event::AddProject { name, dir, spec, files } => self.add_project(now, name, dir, spec, files),
+            Event::AddProject {
+                name,
+                dir,
+                spec,
+                files,
+                after,
+                max_running,
+            } => self.add_project(
+                now,
+                NewProjectEvent {
+                    name,
+                    dir,
+                    spec,
+                    files,
+                    after,
+                    max_running,
+                },
+            ),
             Event::RemoveProject { name } => self.remove_project(now, &name),
             Event::Retry { name } => self.retry(&name),
             Event::SetPolicy(policy) => self.set_policy(policy),
@@ -287,6 +446,16 @@ impl Machine {
                 staged,
             } => self.register(now, worker, resources, running, staged),
             Event::Heartbeat { worker, running } => self.heartbeat(now, &worker, running),
+            Event::Started { worker, notices } => {
+                self.started(now, &worker, notices);
+                Ok(Reply::Done)
+            }
+            Event::WorkerStopping { worker, held } => self.worker_stopping(now, &worker, &held),
+            Event::Control(control) => self.control(now, control).map(Reply::Controlled),
+            Event::TakenBack { worker, attempts } => {
+                self.taken_back(now, &worker, attempts);
+                Ok(Reply::Done)
+            }
             Event::Complete {
                 worker,
                 completion,
@@ -343,20 +512,21 @@ impl Machine {
                     && w.link == Link::Connected
                 {
                     w.link = Link::Disconnected { since: now.wall };
+                    w.seen_stored = w.last_seen;
+                    self.writes.push(Write::WorkerSeen {
+                        name: worker,
+                        seen: w.last_seen,
+                        stopped: false,
+                    });
                 }
                 Ok(Reply::Done)
             }
-            Event::StartRefused { attempt, reason } => {
-                // The program never ran: requeue without spending one of its attempts.
-                if let Some(l) = self.live.get(&attempt).copied()
-                    && let Some(p) = self.projects.get_mut(&l.project)
-                {
-                    let f = &mut p.fragments[l.index as usize];
-                    f.attempts = f.attempts.saturating_sub(1);
-                    if let Some(worker) = self.end_live(now, attempt, AttemptEnd::Lost, None, Some(reason)) {
-                        self.drop_prepared(&worker, attempt);
-                    }
-                }
+            Event::StartRefused {
+                attempt,
+                reason,
+                lasting,
+            } => {
+                self.start_refused(now, attempt, reason, lasting);
                 Ok(Reply::Done)
             }
             Event::DispatchFailed { attempt, reason } => {
@@ -380,17 +550,28 @@ impl Machine {
             .ok_or_else(|| ApiError::UnknownProject { name: name.to_string() })
     }
 
-    fn add_project(
-        &mut self,
-        now: Now,
-        name: String,
-        dir: PathBuf,
-        spec: RunSpec,
-        files: Vec<String>,
-    ) -> Result<Reply, Rejected> {
+    fn add_project(&mut self, now: Now, new: NewProjectEvent) -> Result<Reply, Rejected> {
+        let NewProjectEvent {
+            name,
+            dir,
+            spec,
+            files,
+            after,
+            max_running,
+        } = new;
         common::name::check_name(&name)?;
         if self.by_name.contains_key(&name) {
             return Err(ApiError::DuplicateProject { name }.into());
+        }
+        for before in &after {
+            self.project_id(before)?;
+        }
+        if max_running == Some(0) {
+            return Err(ApiError::InvalidValue {
+                what: "--max-running".into(),
+                reason: "must be at least 1 (`hz pause` holds a project)".into(),
+            }
+            .into());
         }
         if files.is_empty() {
             return Err(ApiError::EmptyDirectory {
@@ -421,23 +602,23 @@ impl Machine {
             created_at: now.wall,
             first_fragment: FragmentId(first),
             names: names.clone(),
+            after: after.clone(),
+            max_running,
         });
-        let project = Project {
+        let mut project = Project::new(
             id,
-            name: name.clone(),
+            name.clone(),
             dir,
             spec,
-            results_dir: results_dir.clone(),
-            created_at: now.wall,
+            results_dir.clone(),
+            now.wall,
             names,
-            queue: (0..total as u32).collect(),
-            counts: Counts {
-                pending: total,
-                ..Counts::default()
-            },
             fragments,
-            recent_wall_ms: None,
-        };
+        );
+        project.queue = (0..total as u32).collect();
+        project.counts.pending = total;
+        project.after = after;
+        project.max_running = max_running;
         self.by_name.insert(name.clone(), id);
         self.projects.insert(id, project);
         tracing::info!(project = %name, fragments = total, "project added");
@@ -523,7 +704,9 @@ impl Machine {
         w.resources = resources.clone();
         w.link = Link::Connected;
         w.last_seen = now.wall;
+        w.seen_stored = now.wall;
         w.heard = now.mono;
+        w.refusing = None;
         // A staged host gets no work until herzog has logged in to it; a re-registration
         // keeps a known-good login (the worker, not its host, came back).
         w.staging = match (staged, resources.scratch_dir.clone(), &w.staging) {
@@ -556,12 +739,20 @@ impl Machine {
 
     fn heartbeat(&mut self, now: Now, name: &str, running: Vec<AttemptId>) -> Result<Reply, Rejected> {
         let w = match self.workers.get_mut(name) {
-            Some(w) if !matches!(w.link, Link::Lost { .. }) => w,
+            Some(w) if !matches!(w.link, Link::Lost { .. } | Link::Stopped { .. }) => w,
             // A lost or unknown worker must register again, which reconciles it.
             _ => return Err(ApiError::UnknownWorker { name: name.to_string() }.into()),
         };
         w.last_seen = now.wall;
         w.heard = now.mono;
+        if now.wall - w.seen_stored >= SEEN_WRITE_MS {
+            w.seen_stored = now.wall;
+            self.writes.push(Write::WorkerSeen {
+                name: name.to_string(),
+                seen: now.wall,
+                stopped: false,
+            });
+        }
         if w.link == Link::Connected {
             self.reconcile(now, name, &running);
         }
@@ -577,7 +768,13 @@ impl Machine {
             w.foreign = reported_set.difference(&expected).count() as u32;
         }
         for &attempt in reported_set.difference(&expected) {
-            tracing::warn!(%worker, %attempt, "worker runs an attempt herzog does not expect there: stopping it");
+            if attempt.0 < self.next_attempt {
+                // One herzog ended: stopped, or completed with the acknowledgement crossing
+                // this report. The worker lets go of it soon; the stop makes sure.
+                tracing::debug!(%worker, %attempt, "worker still holds an attempt herzog ended: stopping it");
+            } else {
+                tracing::warn!(%worker, %attempt, "worker runs an attempt herzog never issued: stopping it");
+            }
             // kinski stops it with the grace of the start it received.
             self.effects.push(Effect::Stop {
                 worker: worker.to_string(),
@@ -651,15 +848,16 @@ impl Machine {
             w.last_seen = now.wall;
             w.heard = now.mono;
         }
+        let p = self
+            .projects
+            .get_mut(&live.project)
+            .expect("live attempts' projects exist");
         if !matches!(c.exit, Exit::StartFailed(_)) {
-            let p = self
-                .projects
-                .get_mut(&live.project)
-                .expect("live attempts' projects exist");
             // An average over about the last eight attempts: one slow start does not undo
             // the depth, a change of program shows within a few.
             p.recent_wall_ms = Some(p.recent_wall_ms.map_or(c.wall_ms, |avg| (avg * 7 + c.wall_ms) / 8));
         }
+        p.recent.ended(now.mono, p.started.max(1));
         let project = &self.projects[&live.project];
         let fragment = project.names.get(live.index as usize);
         let success = matches!(c.exit, Exit::Code(code) if project.spec.success_codes.contains(&code));
@@ -669,6 +867,13 @@ impl Machine {
             (None, false) => AttemptEnd::Failed,
         };
         tracing::debug!(project = %project.name, %fragment, attempt = %c.attempt, %worker, exit = %c.exit, wall_ms = c.wall_ms, "attempt finished");
+        if let Some(w) = self.workers.get_mut(worker)
+            && w.refusing.is_some()
+            && !matches!(c.exit, Exit::StartFailed(_))
+        {
+            tracing::info!(%worker, "worker runs starts again");
+            w.refusing = None;
+        }
         self.end_live(now, c.attempt, end, Some(c), staging_error.clone());
         if let Some(reason) = staging_error {
             self.staging_broke(now, worker, reason);
@@ -746,7 +951,16 @@ impl Machine {
         note: Option<String>,
     ) -> Option<String> {
         let live = self.live.remove(&attempt)?;
-        let project = self.projects.get(&live.project)?;
+        let project = self.projects.get_mut(&live.project)?;
+        if live.ran.is_some() {
+            project.started -= 1;
+        }
+        if end == AttemptEnd::TakenBack || (end == AttemptEnd::Cancelled && live.ran.is_none()) {
+            // It never ran, or its worker's clean shutdown stopped it: it costs its fragment
+            // no attempt.
+            let f = &mut project.fragments[live.index as usize];
+            f.attempts = f.attempts.saturating_sub(1);
+        }
         let fragment = &project.fragments[live.index as usize];
         let FragmentState::Running { worker, .. } = fragment.state.clone() else {
             return None;
@@ -758,6 +972,11 @@ impl Machine {
             w.running.remove(&attempt);
         }
         let exit = completion.as_ref().map(|c| c.exit.clone());
+        // Its start notice did not come first (a short program): the completion says.
+        let ran_at = completion
+            .as_ref()
+            .filter(|c| live.ran.is_none() && !matches!(c.exit, Exit::StartFailed(_)))
+            .map(|c| c.finished_at - c.wall_ms as i64);
         self.writes.push(Write::AttemptEnded {
             id: attempt,
             end,
@@ -765,12 +984,15 @@ impl Machine {
             completion,
             note: note.clone(),
         });
+        if let Some(at) = ran_at {
+            self.writes.push(Write::AttemptRan { id: attempt, at });
+        }
         let next = match end {
             AttemptEnd::Succeeded => FragmentState::Succeeded { attempt },
             AttemptEnd::Failed if retry_failed && attempts < max => FragmentState::Pending,
             AttemptEnd::Failed => FragmentState::Failed {
                 attempt: Some(attempt),
-                reason: match exit {
+                reason: match &exit {
                     Some(Exit::Code(c)) => format!("exited with {c}"),
                     Some(Exit::Signal(s)) => format!("killed by signal {s}"),
                     Some(Exit::StartFailed(why)) => format!("could not start: {why}"),
@@ -791,11 +1013,28 @@ impl Machine {
                     note.as_deref().unwrap_or("unknown")
                 ),
             },
-            AttemptEnd::Lost | AttemptEnd::Stopped | AttemptEnd::StagingFailed => FragmentState::Pending,
+            AttemptEnd::Cancelled => FragmentState::Failed {
+                attempt: Some(attempt),
+                reason: "cancelled".to_string(),
+            },
+            AttemptEnd::Lost | AttemptEnd::Stopped | AttemptEnd::StagingFailed | AttemptEnd::TakenBack => {
+                FragmentState::Pending
+            }
         };
         if end == AttemptEnd::Stopped {
             // The project is going away; its fragments are not requeued.
             return Some(worker);
+        }
+        let p = &self.projects[&live.project];
+        let fragment = p.names.get(live.index as usize);
+        match (&next, end) {
+            (FragmentState::Failed { reason, .. }, _) => {
+                tracing::info!(project = %p.name, %fragment, %attempt, %worker, exit = ?exit, %reason, "fragment failed");
+            }
+            (FragmentState::Pending, AttemptEnd::Failed) => {
+                tracing::info!(project = %p.name, %fragment, %attempt, %worker, exit = ?exit, "attempt failed; its fragment is retried");
+            }
+            _ => {}
         }
         self.set_state(live.project, live.index, next);
         Some(worker)
@@ -814,6 +1053,17 @@ impl Machine {
         );
         *p.counts.slot(&f.state) -= 1;
         *p.counts.slot(&next) += 1;
+        if let FragmentState::Failed { reason, .. } = &f.state
+            && let Some(n) = p.failures.get_mut(reason)
+        {
+            *n -= 1;
+            if *n == 0 {
+                p.failures.remove(reason);
+            }
+        }
+        if let FragmentState::Failed { reason, .. } = &next {
+            *p.failures.entry(reason.clone()).or_default() += 1;
+        }
         if next == FragmentState::Pending {
             p.queue.push_back(index);
         }
@@ -831,7 +1081,13 @@ impl Machine {
             .workers
             .values()
             .filter(|w| {
-                !matches!(w.link, Link::Lost { .. }) && now.mono.since(w.heard) >= self.timing.worker_timeout_ms
+                // A cleanly stopped worker is watched only for what it still holds.
+                let watched = match w.link {
+                    Link::Lost { .. } => false,
+                    Link::Stopped { .. } => !w.running.is_empty(),
+                    Link::Connected | Link::Disconnected { .. } => true,
+                };
+                watched && now.mono.since(w.heard) >= self.timing.worker_timeout_ms
             })
             .map(|w| w.name.clone())
             .collect();
@@ -856,6 +1112,8 @@ impl Machine {
     /// Gives every free slot of a connected worker to a pending fragment.
     pub(crate) fn schedule(&mut self, now: Now) {
         self.last_wall = now.wall;
+        self.last_mono = now.mono;
+        self.settle_after();
         self.place_instances(now);
         // Queues may deepen as projects run out of pending fragments (see `pending_attempt_ms`),
         // at most once per project: schedule until that settles.
@@ -876,12 +1134,16 @@ impl Machine {
         let demands: Vec<Demand> = self
             .projects
             .values()
-            .filter(|p| !p.queue.is_empty())
+            .filter(|p| !p.queue.is_empty() && !p.paused && p.after.is_empty())
             .map(|p| Demand {
                 project: p.id,
-                pending: p.queue.len() as u64,
+                pending: match p.max_running {
+                    Some(max) => (p.queue.len() as u64).min(u64::from(max).saturating_sub(p.counts.running)),
+                    None => p.queue.len() as u64,
+                },
                 running: p.counts.running,
             })
+            .filter(|d| d.pending > 0)
             .collect();
         if demands.is_empty() {
             return false;
@@ -889,7 +1151,7 @@ impl Machine {
         let capacity: Vec<Capacity<'_>> = self
             .workers
             .values()
-            .filter(|w| w.link == Link::Connected && matches!(w.staging, Staging::Shared | Staging::Ready { .. }))
+            .filter(|w| w.takes_starts(now))
             .map(|w| Capacity {
                 worker: &w.name,
                 free: w
@@ -937,14 +1199,7 @@ impl Machine {
             Some(scratch) => staged_start_for(p, index, attempt, scratch, self.max_log_bytes),
         };
         let fragment_id = p.fragments[index as usize].id;
-        self.live.insert(
-            attempt,
-            Live {
-                project,
-                index,
-                since: now.mono,
-            },
-        );
+        self.live.insert(attempt, Live::new(project, index, now.mono));
         self.writes.push(Write::AttemptStarted {
             id: attempt,
             fragment: fragment_id,
@@ -972,7 +1227,16 @@ impl Machine {
     pub(crate) fn progress(&self, name: Option<&str>) -> Result<Vec<ProjectProgress>, ApiError> {
         let view = |p: &Project| {
             let total = p.fragments.len() as u64;
-            let done = p.counts.succeeded + p.counts.failed;
+            let mut failures: Vec<FailureCount> = p
+                .failures
+                .iter()
+                .map(|(reason, &count)| FailureCount {
+                    reason: reason.clone(),
+                    count,
+                })
+                .collect();
+            failures.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+            failures.truncate(3);
             ProjectProgress {
                 id: p.id,
                 name: p.name.clone(),
@@ -980,17 +1244,23 @@ impl Machine {
                 program: p.spec.program.clone(),
                 total,
                 pending: p.counts.pending,
-                running: p.counts.running,
+                running: p.started,
+                queued: p.counts.running - p.started,
                 succeeded: p.counts.succeeded,
                 failed: p.counts.failed,
                 percent: if total == 0 {
                     100.0
                 } else {
-                    done as f64 * 100.0 / total as f64
+                    p.counts.succeeded as f64 * 100.0 / total as f64
                 },
+                rate: p.recent.rate(self.last_mono, p.started),
+                failures,
                 created_at: p.created_at,
                 results_dir: p.results_dir.clone(),
-                held: if p.counts.pending > 0 { self.space.held() } else { None },
+                held: self.held(p),
+                paused: p.paused,
+                max_running: p.max_running,
+                after: p.after.clone(),
             }
         };
         match name {
@@ -1019,6 +1289,7 @@ impl Machine {
                     fragment: p.names.get(l.index as usize).to_string(),
                     attempt: *attempt,
                     since: *since,
+                    started: l.ran,
                 })
             })
             .collect();
@@ -1033,17 +1304,22 @@ impl Machine {
     pub(crate) fn workers(&self) -> Vec<WorkerInfo> {
         self.workers
             .values()
-            .map(|w| WorkerInfo {
+            .map(|w| {
+                let running = w
+                    .running
+                    .iter()
+                    .filter(|a| self.live.get(a).is_some_and(|l| l.ran.is_some()))
+                    .count() as u32;
+                (w, running)
+            })
+            .map(|(w, running)| WorkerInfo {
                 name: w.name.clone(),
                 resources: w.resources.clone(),
-                running: w.running.len() as u32,
+                running,
+                queued: w.running.len() as u32 - running,
                 instances: self.services.kept_on(&w.name),
-                state: match w.link {
-                    Link::Connected => "connected",
-                    Link::Disconnected { .. } => "disconnected",
-                    Link::Lost { .. } => "lost",
-                }
-                .to_string(),
+                state: w.link.as_str().to_string(),
+                drained: w.drained,
                 last_seen: w.last_seen,
                 staging: match &w.staging {
                     Staging::Shared => "shared",
@@ -1052,8 +1328,9 @@ impl Machine {
                     Staging::Broken { .. } => "ssh failed",
                 }
                 .to_string(),
-                problem: match &w.staging {
-                    Staging::Broken { reason, .. } => Some(reason.clone()),
+                problem: match (&w.staging, &w.refusing) {
+                    (Staging::Broken { reason, .. }, _) => Some(reason.clone()),
+                    (_, Some(r)) => Some(format!("{} refuses starts ({} refused): {}", w.name, r.count, r.reason)),
                     _ => self.space.held(),
                 },
             })

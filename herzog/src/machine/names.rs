@@ -36,12 +36,10 @@ impl Names {
         self.ends.is_empty()
     }
 
-    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         (0..self.len()).map(|i| self.get(i))
     }
 
-    #[cfg(test)]
     /// Where `name` is, if it is one of these.
     pub(crate) fn position(&self, name: &str) -> Option<usize> {
         self.iter().position(|n| n == name)

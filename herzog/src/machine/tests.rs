@@ -53,6 +53,8 @@ fn add_event_with(name: &str, files: &[&str], spec: RunSpec) -> Event {
         dir: PathBuf::from("/data"),
         spec,
         files: files.iter().map(|f| f.to_string()).collect(),
+        after: Vec::new(),
+        max_running: None,
     }
 }
 
@@ -228,7 +230,11 @@ fn starts(effects: &[Effect]) -> Vec<(String, StartAttempt)> {
         .iter()
         .filter_map(|e| match e {
             Effect::Start { worker, start, .. } => Some((worker.clone(), (**start).clone())),
-            Effect::Stop { .. } | Effect::Probe { .. } | Effect::Instance(_) | Effect::StageInstance { .. } => None,
+            Effect::Stop { .. }
+            | Effect::Unqueue { .. }
+            | Effect::Probe { .. }
+            | Effect::Instance(_)
+            | Effect::StageInstance { .. } => None,
         })
         .collect()
 }
@@ -247,8 +253,9 @@ fn fragment_of<'m>(m: &'m Machine, project: &str, fragment: &str) -> &'m Fragmen
 }
 
 fn counts(m: &Machine, project: &str) -> (u64, u64, u64, u64) {
+    // Dispatched: running, or queued on the worker (no start notices in these tests).
     let p = &m.progress(Some(project)).expect("project exists")[0];
-    (p.pending, p.running, p.succeeded, p.failed)
+    (p.pending, p.running + p.queued, p.succeeded, p.failed)
 }
 
 fn ended(writes: &[Write]) -> Vec<(AttemptId, AttemptEnd, Option<String>)> {
@@ -467,8 +474,25 @@ fn every_legal_transition_happens_through_events() {
     assert_eq!(out.reply, Ok(Reply::Retried(0)));
     assert!(out.writes.is_empty());
 
+    // Pending -> Failed: `hz cancel` of a fragment that never ran.
+    let cancel = Event::Control(Control::Cancel {
+        project: "p".into(),
+        fragments: vec!["b".into()],
+    });
+    let out = track(&mut m, t + TIMEOUT + 3, Some(cancel));
+    assert!(matches!(out.reply, Ok(Reply::Controlled(_))), "{:?}", out.reply);
+    assert_eq!(
+        state(&m, "p", "b"),
+        FragmentState::Failed {
+            attempt: None,
+            reason: "cancelled".into()
+        }
+    );
+    assert_eq!(counts(&m, "p"), (1, 0, 1, 1));
+
     let legal: BTreeSet<(&str, &str)> = [
         ("pending", "running"),
+        ("pending", "failed"),
         ("running", "succeeded"),
         ("running", "pending"),
         ("running", "failed"),
@@ -621,6 +645,7 @@ fn a_refused_start_costs_no_attempt_and_reported_strangers_hold_slots() {
             Event::StartRefused {
                 attempt,
                 reason: "every slot is busy".into(),
+                lasting: false,
             },
         );
         assert_eq!(
@@ -689,6 +714,8 @@ fn may_become_allows_exactly_the_listed_transitions() {
     ];
     let legal: BTreeSet<(&str, &str)> = [
         ("pending", "running"),
+        // `hz cancel` of a fragment that never ran.
+        ("pending", "failed"),
         ("running", "succeeded"),
         ("running", "pending"),
         ("running", "failed"),
@@ -709,10 +736,6 @@ fn may_become_allows_exactly_the_listed_transitions() {
         );
     }
     assert!(!FragmentState::Pending.may_become(&FragmentState::Succeeded { attempt: AttemptId(1) }));
-    assert!(!FragmentState::Pending.may_become(&FragmentState::Failed {
-        attempt: None,
-        reason: "x".into()
-    }));
     assert!(
         !FragmentState::Failed {
             attempt: None,
@@ -1216,7 +1239,11 @@ fn removing_a_project_stops_its_attempts_and_resets_its_priority() {
         .iter()
         .map(|e| match e {
             Effect::Stop { worker, attempt } => (worker.clone(), *attempt),
-            Effect::Start { .. } | Effect::Probe { .. } | Effect::Instance(_) | Effect::StageInstance { .. } => {
+            Effect::Start { .. }
+            | Effect::Unqueue { .. }
+            | Effect::Probe { .. }
+            | Effect::Instance(_)
+            | Effect::StageInstance { .. } => {
                 panic!("removal starts nothing")
             }
         })
@@ -1434,6 +1461,8 @@ fn adding_a_project_writes_it_with_every_name() {
             created_at: 7,
             first_fragment: FragmentId(1),
             names: Arc::new(["a.txt", "b.txt", "c.txt"].into_iter().collect()),
+            after: Vec::new(),
+            max_running: None,
         }]
     );
     assert!(out.effects.is_empty());
@@ -1534,15 +1563,15 @@ fn fragment(id: i64, attempts: u32, state: FragmentState) -> Fragment {
 /// running as attempt 2 on w1 since 1000, `c` pending. Queue and counts are deliberately
 /// wrong: restore rebuilds them.
 fn snapshot(policy: Option<Policy>) -> Snapshot {
-    let project = Project {
-        id: ProjectId(4),
-        name: "p".into(),
-        dir: PathBuf::from("/data"),
-        spec: spec("wc -l", 2),
-        results_dir: PathBuf::from("/results/p"),
-        created_at: 0,
-        names: Arc::new(["a", "b", "c"].into_iter().collect()),
-        fragments: vec![
+    let mut project = Project::new(
+        ProjectId(4),
+        "p".into(),
+        PathBuf::from("/data"),
+        spec("wc -l", 2),
+        PathBuf::from("/results/p"),
+        0,
+        Arc::new(["a", "b", "c"].into_iter().collect()),
+        vec![
             fragment(10, 1, FragmentState::Succeeded { attempt: AttemptId(1) }),
             fragment(
                 11,
@@ -1555,16 +1584,22 @@ fn snapshot(policy: Option<Policy>) -> Snapshot {
             ),
             fragment(12, 0, FragmentState::Pending),
         ],
-        queue: VecDeque::from([0, 1, 2, 2]),
-        counts: Counts {
-            pending: 9,
-            ..Counts::default()
-        },
-        recent_wall_ms: Some(123),
+    );
+    project.queue = VecDeque::from([0, 1, 2, 2]);
+    project.counts = Counts {
+        pending: 9,
+        ..Counts::default()
     };
+    project.recent_wall_ms = Some(123);
     Snapshot {
         projects: vec![project],
-        workers: vec![("w1".into(), slots(2), 900)],
+        workers: vec![StoredWorker {
+            name: "w1".into(),
+            resources: slots(2),
+            last_seen: 900,
+            drained: false,
+            stopped: false,
+        }],
         policy,
         max_project: 4,
         max_fragment: 12,
@@ -1581,19 +1616,16 @@ fn restore_rebuilds_a_machine_mid_run() {
     assert_eq!(m.live_count(), 1);
     assert_eq!(
         m.live.get(&AttemptId(2)),
-        Some(&Live {
-            project: ProjectId(4),
-            index: 1,
-            // Dispatched at 1000 by the record: that long before the restart.
-            since: Mono(1_000),
-        })
+        // Dispatched at 1000 by the record: that long before the restart.
+        Some(&Live::new(ProjectId(4), 1, Mono(1_000)))
     );
     assert_eq!(counts(&m, "p"), (1, 1, 1, 0));
     assert_eq!(m.project("p").expect("p").queue, VecDeque::from([2]));
     assert_eq!(m.policy(), Policy::Fair);
     let w = &m.workers["w1"];
     assert_eq!(w.link, Link::Disconnected { since: RESTART });
-    assert_eq!(w.last_seen, RESTART, "a fresh timeout after the restart");
+    assert_eq!(w.last_seen, 900, "shown as the record has it");
+    assert_eq!(w.heard, Mono(RESTART), "a fresh timeout after the restart");
     assert_eq!(w.running, BTreeSet::from([AttemptId(2)]));
     assert_eq!(w.resources, slots(2));
     assert_eq!(m.workers()[0].state, "disconnected");
@@ -1751,6 +1783,7 @@ fn a_start_that_never_ran_on_a_staged_host_has_its_prepared_directory_dropped() 
     let refused = Event::StartRefused {
         attempt: attempts[0],
         reason: "refused".into(),
+        lasting: false,
     };
     assert_eq!(ok(&mut m, 3, refused).effects, [stop(attempts[0])]);
     let failed = Event::StagingFailed {
@@ -2215,7 +2248,13 @@ fn check_invariants(m: &Machine, model: &mut Model) {
         );
         let view = &m.progress(Some(&p.name)).expect("exists")[0];
         assert_eq!(
-            (view.total, view.pending, view.running, view.succeeded, view.failed),
+            (
+                view.total,
+                view.pending,
+                view.running + view.queued,
+                view.succeeded,
+                view.failed
+            ),
             (p.fragments.len() as u64, c.pending, c.running, c.succeeded, c.failed)
         );
     }
@@ -2290,6 +2329,8 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
                 ..spec("wc -l", *max_attempts)
             },
             files: files(*n),
+            after: Vec::new(),
+            max_running: None,
         },
         Op::Remove(n) => Event::RemoveProject {
             name: PROJECT_NAMES[*n].into(),
@@ -2422,7 +2463,14 @@ fn restart(m: &Machine, store: &crate::store::Store, now: Now) -> Result<Machine
         }
     }
     for w in restored.workers.values() {
-        prop_assert_eq!(&w.link, &Link::Disconnected { since: now.wall });
+        // Silent past the timeout before the restart with nothing on it: lost then, not again.
+        let gone = w.running.is_empty() && now.wall - w.last_seen >= PROP_TIMING.worker_timeout_ms;
+        let expected = if gone {
+            Link::Lost { since: w.last_seen }
+        } else {
+            Link::Disconnected { since: now.wall }
+        };
+        prop_assert_eq!(&w.link, &expected);
         prop_assert_eq!(&w.running, &m.workers[&w.name].running);
     }
     Ok(restored)
@@ -2479,7 +2527,9 @@ proptest! {
                         let w = &m.workers[worker];
                         prop_assert_eq!(&w.staging, &Staging::Checking { scratch: scratch.clone() });
                     }
-                    Effect::Instance(_) | Effect::StageInstance { .. } => panic!("no services in this test: {e:?}"),
+                    Effect::Instance(_) | Effect::StageInstance { .. } | Effect::Unqueue { .. } => {
+                        panic!("no services or controls in this test: {e:?}")
+                    }
                 }
             }
             check_invariants(&m, &mut model);
@@ -2578,4 +2628,187 @@ fn an_attempt_requeued_from_a_staged_host_is_stopped_there_so_its_directory_goes
     let out = ok(&mut m, RESTART + 100, register_event("w1", 2, &[]));
     assert_eq!(ended(&out.writes).len(), 1);
     assert!(out.effects.is_empty(), "{:?}", out.effects);
+}
+
+/// w1 with one slot and room for a queued start.
+fn queueing_worker() -> Event {
+    Event::Register {
+        worker: "w1".into(),
+        resources: Resources {
+            slots: 1,
+            queue: 1,
+            ..Resources::default()
+        },
+        running: Vec::new(),
+        staged: false,
+    }
+}
+
+fn notice(attempt: i64, at: Millis) -> common::wire::StartNotice {
+    common::wire::StartNotice {
+        attempt: AttemptId(attempt),
+        at,
+    }
+}
+
+#[test]
+fn a_worker_that_refuses_starts_for_a_lasting_reason_rests_longer_each_time_and_says_why() {
+    let mut m = machine();
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    ok(&mut m, 0, add_event("p", &["a", "b"]));
+    let mut rests = Vec::new();
+    let mut t = 0;
+    for next in 1..=4 {
+        // It gets a start, refuses it for a reason that will not change...
+        let (_, effects) = sched(&mut m, t);
+        assert_eq!(starts(&effects).len(), 1, "at {t}");
+        let refused = Event::StartRefused {
+            attempt: AttemptId(next),
+            reason: "worker w1 refused the start: '/rel' must be an absolute path without '..'".into(),
+            lasting: true,
+        };
+        ok(&mut m, t, refused);
+        // ...and gets none until its rest is over, which doubles each time.
+        let (_, effects) = sched(&mut m, t + 1);
+        assert!(starts(&effects).is_empty(), "no hot loop");
+        let rest = m.workers["w1"].refusing.as_ref().expect("resting").wait_ms;
+        rests.push(rest);
+        let (_, effects) = sched(&mut m, t + rest - 1);
+        assert!(starts(&effects).is_empty());
+        t += rest;
+    }
+    assert_eq!(rests, [1_000, 2_000, 4_000, 8_000]);
+    // No attempt was spent, and `hz progress` and `hz workers` say why nothing starts.
+    assert_eq!(fragment_of(&m, "p", "a").attempts, 0);
+    let held = m.progress(Some("p")).unwrap()[0].held.clone().expect("held");
+    assert!(
+        held.contains("w1 refuses starts (4 refused)") && held.contains("absolute"),
+        "{held}"
+    );
+    let problem = m.workers()[0].problem.clone().expect("a problem");
+    assert!(problem.contains("refuses starts"), "{problem}");
+    // A start it runs ends the rest.
+    let (_, effects) = sched(&mut m, t);
+    let attempt = starts(&effects)[0].1.attempt;
+    ok(
+        &mut m,
+        t,
+        Event::Started {
+            worker: "w1".into(),
+            notices: vec![notice(attempt.0, t)],
+        },
+    );
+    assert!(m.workers["w1"].refusing.is_none());
+    assert_eq!(m.progress(Some("p")).unwrap()[0].held, None);
+}
+
+#[test]
+fn start_notices_tell_running_from_queued_and_a_clean_stop_requeues_at_no_cost() {
+    let mut m = machine();
+    ok(&mut m, 0, queueing_worker());
+    ok(&mut m, 0, add_event("p", &["a", "b", "c"]));
+    let (_, effects) = sched(&mut m, 10);
+    let attempts: Vec<AttemptId> = starts(&effects).iter().map(|(_, s)| s.attempt).collect();
+    assert_eq!(attempts.len(), 2, "one slot and one queued start");
+    let p = &m.progress(Some("p")).unwrap()[0];
+    assert_eq!((p.running, p.queued, p.pending), (0, 2, 1));
+    // The worker says the first started; a notice from another worker counts for nothing.
+    let out = ok(
+        &mut m,
+        20,
+        Event::Started {
+            worker: "w1".into(),
+            notices: vec![notice(attempts[0].0, 15)],
+        },
+    );
+    assert_eq!(
+        out.writes,
+        [Write::AttemptRan {
+            id: attempts[0],
+            at: 15
+        }]
+    );
+    ok(
+        &mut m,
+        20,
+        Event::Started {
+            worker: "w2".into(),
+            notices: vec![notice(attempts[1].0, 15)],
+        },
+    );
+    let p = &m.progress(Some("p")).unwrap()[0];
+    assert_eq!((p.running, p.queued), (1, 1));
+    let w = &m.workers()[0];
+    assert_eq!((w.running, w.queued), (1, 1));
+    let active = m.active(0, 10).items;
+    assert_eq!(active[0].started, Some(15));
+    assert_eq!(active[1].started, None);
+    // kinski stops cleanly holding nothing unreported: both go back, costing no attempt.
+    let out = ok(
+        &mut m,
+        30,
+        Event::WorkerStopping {
+            worker: "w1".into(),
+            held: Vec::new(),
+        },
+    );
+    assert!(out.writes.contains(&Write::WorkerSeen {
+        name: "w1".into(),
+        seen: 30,
+        stopped: true
+    }));
+    let p = &m.progress(Some("p")).unwrap()[0];
+    assert_eq!((p.running, p.queued, p.pending), (0, 0, 3));
+    for f in ["a", "b"] {
+        assert_eq!(fragment_of(&m, "p", f).attempts, 0, "{f}");
+    }
+    assert_eq!(m.workers()[0].state, "stopped");
+    // Not declared lost later (nothing to requeue, no warning).
+    let out = step(&mut m, 30 + TIMEOUT * 2, Event::Tick);
+    assert!(out.writes.is_empty(), "{:?}", out.writes);
+    assert_eq!(m.workers()[0].state, "stopped");
+}
+
+#[test]
+fn pause_takes_queued_starts_back_and_they_cost_no_attempt() {
+    let mut m = machine();
+    ok(&mut m, 0, queueing_worker());
+    ok(&mut m, 0, add_event("p", &["a", "b", "c"]));
+    let (_, effects) = sched(&mut m, 10);
+    let attempts: Vec<AttemptId> = starts(&effects).iter().map(|(_, s)| s.attempt).collect();
+    ok(
+        &mut m,
+        20,
+        Event::Started {
+            worker: "w1".into(),
+            notices: vec![notice(attempts[0].0, 15)],
+        },
+    );
+    let out = ok(&mut m, 30, Event::Control(Control::Pause { project: "p".into() }));
+    assert_eq!(
+        out.effects,
+        [Effect::Unqueue {
+            worker: "w1".into(),
+            attempts: vec![attempts[1]],
+        }]
+    );
+    ok(
+        &mut m,
+        40,
+        Event::TakenBack {
+            worker: "w1".into(),
+            attempts: vec![attempts[1]],
+        },
+    );
+    let p = &m.progress(Some("p")).unwrap()[0];
+    assert_eq!((p.running, p.queued, p.pending), (1, 0, 2));
+    assert!(p.paused);
+    assert_eq!(fragment_of(&m, "p", "b").attempts, 0);
+    // Paused: a free slot gets nothing.
+    ok(&mut m, 50, complete_event("w1", attempts[0].0, Exit::Code(0), 50));
+    let (_, effects) = sched(&mut m, 60);
+    assert!(starts(&effects).is_empty());
+    ok(&mut m, 70, Event::Control(Control::Resume { project: "p".into() }));
+    let (_, effects) = sched(&mut m, 80);
+    assert_eq!(starts(&effects).len(), 2);
 }

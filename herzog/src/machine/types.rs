@@ -77,6 +77,7 @@ impl FragmentState {
         matches!(
             (self, next),
             (Pending, Running { .. })
+                | (Pending, Failed { .. })
                 | (Running { .. }, Succeeded { .. })
                 | (Running { .. }, Pending)
                 | (Running { .. }, Failed { .. })
@@ -95,6 +96,30 @@ pub(crate) enum Link {
     Disconnected { since: Millis },
     /// Silent past the timeout; its attempts were lost and requeued.
     Lost { since: Millis },
+    /// Its kinski said it was shutting down (a clean stop, not a loss).
+    Stopped { since: Millis },
+}
+
+impl Link {
+    pub(crate) fn as_str(&self) -> &'static str {
+        match self {
+            Link::Connected => "connected",
+            Link::Disconnected { .. } => "disconnected",
+            Link::Lost { .. } => "lost",
+            Link::Stopped { .. } => "stopped",
+        }
+    }
+}
+
+/// A worker that refuses starts for a reason that does not go away by itself (a path it
+/// rejects, a directory it cannot make): it gets none until `until`, and the wait doubles
+/// with each refusal, so herzog does not retry in a hot loop. A start it runs ends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refusing {
+    pub(crate) reason: String,
+    pub(crate) count: u64,
+    pub(crate) wait_ms: i64,
+    pub(crate) until: Mono,
 }
 
 /// How a worker gets its files.
@@ -155,6 +180,11 @@ pub(crate) enum AttemptEnd {
     /// Its files could not be copied to or from its host: recorded as failed, and its
     /// fragment goes back to the queue while it has attempts left.
     StagingFailed,
+    /// Taken back before it ran (pause, drain, a lower limit), or stopped by its worker's
+    /// clean shutdown: it costs its fragment no attempt, which goes back to the queue.
+    TakenBack,
+    /// Stopped or taken back by `hz cancel`: its fragment ends failed, "cancelled".
+    Cancelled,
 }
 
 impl AttemptEnd {
@@ -163,7 +193,7 @@ impl AttemptEnd {
             AttemptEnd::Succeeded => "succeeded",
             AttemptEnd::Failed | AttemptEnd::StagingFailed => "failed",
             AttemptEnd::Lost => "lost",
-            AttemptEnd::Stopped => "stopped",
+            AttemptEnd::Stopped | AttemptEnd::TakenBack | AttemptEnd::Cancelled => "stopped",
         }
     }
 }
@@ -176,6 +206,8 @@ pub(crate) enum Event {
         dir: PathBuf,
         spec: RunSpec,
         files: Vec<String>,
+        after: Vec<String>,
+        max_running: Option<u32>,
     },
     RemoveProject {
         name: String,
@@ -195,6 +227,24 @@ pub(crate) enum Event {
     Heartbeat {
         worker: String,
         running: Vec<AttemptId>,
+    },
+    /// These attempts' programs started on `worker`.
+    Started {
+        worker: String,
+        notices: Vec<common::wire::StartNotice>,
+    },
+    /// The worker's kinski is shutting down cleanly, having stopped its attempts.
+    WorkerStopping {
+        worker: String,
+        /// Attempts it still holds finished, to report when it is back.
+        held: Vec<AttemptId>,
+    },
+    /// A run-time control from hz.
+    Control(common::wire::Control),
+    /// The worker dropped these starts from its queue, as asked: they never ran.
+    TakenBack {
+        worker: String,
+        attempts: Vec<AttemptId>,
     },
     Complete {
         worker: String,
@@ -246,10 +296,12 @@ pub(crate) enum Event {
     Disconnected {
         worker: String,
     },
-    /// The worker refused a start (no free slot, shutting down): the program never ran.
+    /// The worker refused a start: the program never ran. `lasting`: for a reason that does
+    /// not go away by itself (not a full queue or a shutdown), so the worker is given a rest.
     StartRefused {
         attempt: AttemptId,
         reason: String,
+        lasting: bool,
     },
     /// A start could not be delivered, or it is unknown whether it was.
     DispatchFailed {
@@ -260,6 +312,16 @@ pub(crate) enum Event {
     Tick,
 }
 
+/// [`Event::AddProject`]'s fields, handed to the machine's handler.
+pub(crate) struct NewProjectEvent {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) spec: RunSpec,
+    pub(crate) files: Vec<String>,
+    pub(crate) after: Vec<String>,
+    pub(crate) max_running: Option<u32>,
+}
+
 /// The answer to an event, sent to its caller after the batch is committed.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Reply {
@@ -268,6 +330,8 @@ pub(crate) enum Reply {
     Retried(u64),
     Policy(Policy),
     Registered,
+    /// What a control did, in a line.
+    Controlled(String),
     Reloaded(common::instances::ReloadSummary),
     Instances(Vec<common::instances::InstanceStatus>),
 }
@@ -284,6 +348,12 @@ pub(crate) enum Effect {
     Stop {
         worker: String,
         attempt: AttemptId,
+    },
+    /// Takes back starts waiting in a worker's queue; what it dropped comes back as
+    /// [`Event::TakenBack`].
+    Unqueue {
+        worker: String,
+        attempts: Vec<AttemptId>,
     },
     /// Checks that herzog can log in to a staged worker's host and reach its scratch directory.
     Probe {
@@ -315,6 +385,15 @@ pub(crate) enum Write {
         first_fragment: FragmentId,
         /// Shared with the machine's project: not a copy of a million names.
         names: std::sync::Arc<super::Names>,
+        after: Vec<String>,
+        max_running: Option<u32>,
+    },
+    /// A project's run-time controls as they are now.
+    ProjectControls {
+        id: ProjectId,
+        paused: bool,
+        max_running: Option<u32>,
+        after: Vec<String>,
     },
     RemoveProject {
         id: ProjectId,
@@ -350,6 +429,24 @@ pub(crate) enum Write {
         name: String,
         resources: Resources,
         seen: Millis,
+    },
+    /// When a worker was last heard from, and whether it stopped cleanly.
+    WorkerSeen {
+        name: String,
+        seen: Millis,
+        stopped: bool,
+    },
+    WorkerDrained {
+        name: String,
+        drained: bool,
+    },
+    ForgetWorker {
+        name: String,
+    },
+    /// kinski started the attempt's program at `at`.
+    AttemptRan {
+        id: AttemptId,
+        at: Millis,
     },
     Policy(Policy),
     /// The services file in force.

@@ -11,7 +11,7 @@ mod rows;
 
 pub(crate) use read::Reader;
 
-use crate::machine::{Names, Project, Snapshot, Write};
+use crate::machine::{Names, Project, Snapshot, StoredWorker, Write};
 use common::wire::Policy;
 use include_dir::{Dir, include_dir};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -141,27 +141,63 @@ impl Store {
             })
             .transpose()?;
         let mut stmt = c
-            .prepare("SELECT name, resources, last_seen FROM workers ORDER BY name")
+            .prepare("SELECT name, resources, last_seen, drained, stopped FROM workers ORDER BY name")
             .map_err(sql("read workers"))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, bool>(3)?,
+                    r.get::<_, bool>(4)?,
+                ))
             })
             .map_err(sql("read workers"))?;
         for row in rows {
-            let (name, resources, seen) = row.map_err(sql("read workers"))?;
+            let (name, resources, last_seen, drained, stopped) = row.map_err(sql("read workers"))?;
             let resources = serde_json::from_str(&resources).map_err(|e| StoreError::Corrupt {
                 what: "worker's resources",
                 detail: e.to_string(),
             })?;
-            snap.workers.push((name, resources, seen));
+            snap.workers.push(StoredWorker {
+                name,
+                resources,
+                last_seen,
+                drained,
+                stopped,
+            });
         }
         let mut stmt = c
-            .prepare("SELECT id, name, dir, spec, results_dir, created_at FROM projects WHERE removed_at IS NULL ORDER BY id")
+            .prepare(
+                "SELECT id, name, dir, spec, results_dir, created_at, paused, max_running, after
+                 FROM projects WHERE removed_at IS NULL ORDER BY id",
+            )
             .map_err(sql("read projects"))?;
-        let projects: Vec<(i64, String, String, String, String, i64)> = stmt
+        type ProjectRow = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            bool,
+            Option<u32>,
+            Option<String>,
+        );
+        let projects: Vec<ProjectRow> = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
             })
             .map_err(sql("read projects"))?
             .collect::<Result<_, _>>()
@@ -172,7 +208,14 @@ impl Store {
                  FROM fragments WHERE project_id = ?1 ORDER BY idx",
             )
             .map_err(sql("read fragments"))?;
-        for (id, name, dir, spec, results_dir, created_at) in projects {
+        for (id, name, dir, spec, results_dir, created_at, paused, max_running, after) in projects {
+            let after: Vec<String> = match after {
+                Some(json) => serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                    what: "project's after list",
+                    detail: e.to_string(),
+                })?,
+                None => Vec::new(),
+            };
             let spec = serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt {
                 what: "project's run spec",
                 detail: e.to_string(),
@@ -186,19 +229,20 @@ impl Store {
                 names.push(rows::fragment_name(row).map_err(sql("read fragments"))?);
             }
             let names = std::sync::Arc::new(names);
-            snap.projects.push(Project {
-                id: common::ProjectId(id),
+            let mut project = Project::new(
+                common::ProjectId(id),
                 name,
-                dir: PathBuf::from(dir),
+                PathBuf::from(dir),
                 spec,
-                results_dir: PathBuf::from(results_dir),
+                PathBuf::from(results_dir),
                 created_at,
                 names,
                 fragments,
-                queue: Default::default(),
-                counts: Default::default(),
-                recent_wall_ms: None,
-            });
+            );
+            project.paused = paused;
+            project.max_running = max_running;
+            project.after = after;
+            snap.projects.push(project);
         }
         Ok(snap)
     }
@@ -264,6 +308,8 @@ mod tests {
             created_at: 5,
             first_fragment: common::FragmentId(first_fragment),
             names: std::sync::Arc::new(names.into_iter().collect()),
+            after: Vec::new(),
+            max_running: None,
         }
     }
 

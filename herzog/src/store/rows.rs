@@ -129,13 +129,17 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
             created_at,
             first_fragment,
             names,
+            after,
+            max_running,
         } => {
             let spec = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt {
                 what: "run spec",
                 detail: e.to_string(),
             })?;
+            let after = after_json(after)?;
             c.prepare_cached(
-                "INSERT INTO projects (id, name, dir, spec, results_dir, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO projects (id, name, dir, spec, results_dir, created_at, max_running, after)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -144,11 +148,44 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
                     dir.to_string_lossy(),
                     spec,
                     results_dir.to_string_lossy(),
-                    created_at
+                    created_at,
+                    max_running,
+                    after
                 ])
             })
             .map_err(sql("insert a project"))?;
             insert_fragments(c, id.0, first_fragment.0, names)?;
+        }
+        Write::ProjectControls {
+            id,
+            paused,
+            max_running,
+            after,
+        } => {
+            let after = after_json(after)?;
+            c.prepare_cached("UPDATE projects SET paused = ?2, max_running = ?3, after = ?4 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id.0, paused, max_running, after]))
+                .map_err(sql("update a project's controls"))?;
+        }
+        Write::AttemptRan { id, at } => {
+            c.prepare_cached("UPDATE attempts SET ran_at = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id.0, at]))
+                .map_err(sql("record an attempt's start"))?;
+        }
+        Write::WorkerSeen { name, seen, stopped } => {
+            c.prepare_cached("UPDATE workers SET last_seen = ?2, stopped = ?3 WHERE name = ?1")
+                .and_then(|mut s| s.execute(params![name, seen, stopped]))
+                .map_err(sql("store a worker's last contact"))?;
+        }
+        Write::WorkerDrained { name, drained } => {
+            c.prepare_cached("UPDATE workers SET drained = ?2 WHERE name = ?1")
+                .and_then(|mut s| s.execute(params![name, drained]))
+                .map_err(sql("store a worker's drain"))?;
+        }
+        Write::ForgetWorker { name } => {
+            c.prepare_cached("DELETE FROM workers WHERE name = ?1")
+                .and_then(|mut s| s.execute(params![name]))
+                .map_err(sql("forget a worker"))?;
         }
         Write::RemoveProject { id, at } => {
             c.prepare_cached("UPDATE projects SET removed_at = ?2 WHERE id = ?1")
@@ -235,7 +272,8 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
             })?;
             c.prepare_cached(
                 "INSERT INTO workers (name, resources, last_seen) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(name) DO UPDATE SET resources = excluded.resources, last_seen = excluded.last_seen",
+                 ON CONFLICT(name) DO UPDATE SET resources = excluded.resources, last_seen = excluded.last_seen,
+                 stopped = 0",
             )
             .and_then(|mut s| s.execute(params![name, res, seen]))
             .map_err(sql("store a worker"))?;
@@ -329,5 +367,16 @@ pub(super) fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<Recorded> {
         },
         wanted: if wanted == "up" { Wanted::Up } else { Wanted::Down },
         placed: run.zip(worker).map(|(run, worker)| (RunId(run), worker)),
+    })
+}
+
+/// A project's `after` list as stored: JSON, or NULL when empty.
+fn after_json(after: &[String]) -> Result<Option<String>, StoreError> {
+    if after.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(after).map(Some).map_err(|e| StoreError::Corrupt {
+        what: "project's after list",
+        detail: e.to_string(),
     })
 }
