@@ -125,6 +125,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         },
         Herzog::InProcess(dialer) => common::link::Link::InProcess(dialer.clone()),
     };
+    let _handled = handle_ignored_signals();
     // Every directory kinski makes is given mode 0755 explicitly; this covers the rest (the
     // journal, and the programs, which inherit it), whatever mask kinski was started with.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
@@ -292,6 +293,40 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     let _ = tokio::task::spawn_blocking(move || tracking.finish()).await;
     Ok(())
+}
+
+/// Signals kinski was started ignoring (under `nohup`, HUP) get a handler that does nothing:
+/// kinski still takes no action on them, and the programs it starts get them at their default
+/// action, since exec keeps an ignored signal ignored but resets a handled one. Without this,
+/// a shell run by kinski could not even trap them. Returns the listeners, which must live.
+fn handle_ignored_signals() -> Vec<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let kinds = [
+        (libc::SIGHUP, SignalKind::hangup()),
+        (libc::SIGINT, SignalKind::interrupt()),
+        (libc::SIGQUIT, SignalKind::quit()),
+        (libc::SIGTERM, SignalKind::terminate()),
+        (libc::SIGUSR1, SignalKind::user_defined1()),
+        (libc::SIGUSR2, SignalKind::user_defined2()),
+    ];
+    kinds
+        .into_iter()
+        .filter(|(number, _)| ignored(*number))
+        .filter_map(|(number, kind)| {
+            let mut listener = signal(kind).ok()?;
+            tracing::info!(signal = number, "started with this signal ignored: kinski goes on ignoring it, its programs get it at its default action");
+            Some(tokio::spawn(async move { while listener.recv().await.is_some() {} }))
+        })
+        .collect()
+}
+
+/// Whether this process ignores `signal`.
+fn ignored(signal: libc::c_int) -> bool {
+    // SAFETY: a query only (no new action); `old` is written by the call.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// The default slot count: the host's available parallelism.

@@ -490,6 +490,24 @@ impl Cluster {
         self.workers.push((name.to_string(), kinski));
     }
 
+    /// Starts a kinski as `nohup` would, ignoring SIGHUP, and waits until it has registered.
+    pub fn add_worker_ignoring_hangups(&mut self, name: &str, slots: u32) {
+        use std::os::unix::process::CommandExt;
+        self.slots.insert(name.to_string(), slots);
+        let mut cmd = self.kinski_command(name, slots);
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        // SAFETY: signal is async-signal-safe, and ignoring installs no handler.
+        unsafe {
+            cmd.pre_exec(|| {
+                signal(Signal::SIGHUP, SigHandler::SigIgn).map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut kinski = Daemon::spawn(&format!("kinski {name}"), cmd);
+        kinski.wait_for("registered with herzog", STARTUP);
+        self.workers.push((name.to_string(), kinski));
+    }
+
     /// The command that starts worker `name`: state in `<dir>/kinski-<name>`.
     fn kinski_command(&self, name: &str, slots: u32) -> Command {
         self.kinski_command_in(name, slots, &self.kinski_state(name))

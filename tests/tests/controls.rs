@@ -309,3 +309,30 @@ fn herzog_with_a_relative_state_dir_runs_the_project() {
     assert!(p.results_dir.is_absolute(), "{p:?}");
     assert!(!cluster.herzog_log().contains("refused the start"));
 }
+
+#[test]
+fn a_program_gets_hangups_at_their_default_action_though_kinski_ignores_them() {
+    let mut cluster = Cluster::start(&[]);
+    cluster.add_worker_ignoring_hangups("euclid", 1);
+    let dir = cluster.inputs("p", 1);
+    // The signals the program ignores, as a hexadecimal mask (bit 0: SIGHUP).
+    cluster.hz_ok(&[
+        "action",
+        dir.to_str().unwrap(),
+        "sh -c 'grep SigIgn /proc/$$/status' {}",
+        "--name",
+        "p",
+    ]);
+    cluster.hz_ok(&["progress", "p", "--watch"]);
+    let logs = cluster.hz_ok(&["logs", "p", "f0000", "--stdout"]);
+    let mask = logs
+        .split_whitespace()
+        .nth(1)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn line: {logs}"));
+    assert_eq!(
+        mask & 1,
+        0,
+        "the program ignores SIGHUP (mask {mask:x}): `hz remove` could not stop a shell by it"
+    );
+}
