@@ -235,6 +235,7 @@ impl Worker for Service {
     ) -> Result<common::output::OutputChunk, WorkerError> {
         match target {
             common::output::OutputTarget::Instance { run, .. } => Err(WorkerError::UnknownRun { run }),
+            common::output::OutputTarget::Attempt { attempt, .. } => Err(WorkerError::UnknownAttempt { attempt }),
         }
     }
 }

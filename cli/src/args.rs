@@ -328,6 +328,13 @@ pub struct LogsArgs {
     pub stdout: bool,
     #[command(flatten)]
     pub output: JsonArgs,
+    /// Follow the running attempt's output (stdout, or --stderr) as it is written, until the
+    /// attempt ends: exit 0 if it succeeded, 1 if it failed
+    #[arg(long, short, conflicts_with = "json")]
+    pub follow: bool,
+    /// With -f: print first only the last BYTES written so far, not all (units allowed: 64KiB)
+    #[arg(long = "bytes", short = 'c', value_name = "BYTES", requires = "follow")]
+    pub bytes: Option<String>,
 }
 
 /// `hz local`.

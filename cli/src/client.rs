@@ -5,7 +5,7 @@ use crate::error::CliError;
 use common::ApiError;
 use common::config::{ClusterConfig, DEFAULT_ADDRESS};
 use common::instances::{InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
-use common::output::{ServiceOutput, ServiceRead};
+use common::output::{FragmentOutput, FragmentRead, ServiceOutput, ServiceRead};
 use common::service::CoordinatorClient;
 use common::transport::context_with;
 use common::wire::*;
@@ -238,6 +238,14 @@ impl Herzog {
         let ctx = context_with(Duration::from_millis(read.wait_ms) + Duration::from_secs(10));
         let fut = self.client.service_output(ctx, read);
         self.call("reading the instance's output", fut).await
+    }
+
+    /// A chunk of a fragment's running attempt's output (`hz logs -f`); the wait rides on the
+    /// call's deadline, as for an instance's.
+    pub(crate) async fn fragment_output(&self, read: FragmentRead) -> Result<FragmentOutput, CliError> {
+        let ctx = context_with(Duration::from_millis(read.wait_ms) + Duration::from_secs(10));
+        let fut = self.client.fragment_output(ctx, read);
+        self.call("reading the fragment's output", fut).await
     }
 
     pub(crate) async fn services_reload(&self) -> Result<ReloadSummary, CliError> {

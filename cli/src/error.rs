@@ -3,11 +3,11 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0    | ok |
-//! | 1    | the work failed: a fragment failed (`hz local`, `hz progress --watch`) |
+//! | 1    | the work failed: a fragment failed (`hz local`, `hz progress --watch`, `hz logs -f`) |
 //! | 2    | bad input: usage, a missing directory, an invalid name, a program not found, a bad config, any herzog refusal except those below |
-//! | 3    | herzog unreachable, or the connection to it failed mid-call; `hz tail`: the instance's worker unreachable |
+//! | 3    | herzog unreachable, or the connection to it failed mid-call; `hz tail`, `hz logs -f`: the worker holding the output unreachable |
 //! | 4    | herzog-side failure: herzog could not store a change or is shutting down; in `hz local`, a daemon failed |
-//! | 130  | interrupted (Ctrl-C during `hz local` or `hz tail -f`, or SIGTERM during `hz local`) |
+//! | 130  | interrupted (Ctrl-C during `hz local`, `hz tail -f` or `hz logs -f`, or SIGTERM during `hz local`) |
 
 use common::ApiError;
 use common::config::ConfigError;
@@ -40,17 +40,17 @@ pub mod code {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    ok
-  1    the work failed: a fragment failed (hz local, hz progress --watch)
+  1    the work failed: a fragment failed (hz local, hz progress --watch, hz logs -f)
   2    bad input: usage, missing directory, invalid name, program not found, bad config,
        or any refusal from herzog other than those under 3 and 4
   3    herzog unreachable, or the connection to it failed during a call;
-       hz tail: herzog cannot reach the instance's worker
+       hz tail, hz logs -f: herzog cannot reach the worker holding the output
   4    herzog-side failure: it could not store a change or is shutting down
        (in hz local: herzog or kinski failed)
   5    not allowed: herzog refused your certificate (expired, from another cluster's CA,
        or not an admin certificate), or its certificate is not this cluster's
   6    hz progress --watch: a project watched was removed meanwhile
-  130  interrupted (Ctrl-C during hz local or hz tail -f, or SIGTERM during hz local)";
+  130  interrupted (Ctrl-C during hz local, hz tail -f or hz logs -f, or SIGTERM during hz local)";
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! Streamed output on the wire: what a follower (`hz tail -f`; later `hz logs -f`, `hz run`)
+//! Streamed output on the wire: what a follower (`hz tail -f`, `hz logs -f`; later `hz run`)
 //! asks a worker for, through herzog, and what comes back.
 //!
 //! A read names a stream and a byte offset in it and gets at most `max` bytes from there,
@@ -8,6 +8,7 @@
 //! so a chunk can say that bytes were cut away (rotated, or dropped by a log's cap) before
 //! they were read: it starts later than asked.
 
+use crate::AttemptId;
 use crate::instances::RunId;
 use serde::{Deserialize, Serialize};
 
@@ -35,13 +36,16 @@ impl Stream {
     }
 }
 
-/// Whose output a worker reads. (An attempt's, for `hz logs -f`, fits here next.)
+/// Whose output a worker reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputTarget {
     /// One placement of a service instance: its kept output, one stream across the local
     /// restarts of that placement (each process's bytes follow the previous one's).
     Instance { run: RunId, stream: Stream },
+    /// A batch attempt's stdout or stderr as its capped log keeps it (bytes the cap drops are
+    /// skipped), from when its start was accepted until a while after it ended.
+    Attempt { attempt: AttemptId, stream: Stream },
 }
 
 /// Where a read starts.
@@ -121,6 +125,72 @@ pub struct ServiceOutput {
     pub run: RunId,
     pub worker: String,
     pub chunk: OutputChunk,
+}
+
+/// An attempt a follower reads, and the worker it runs on, as the first answer named them: it
+/// is read to its end even once herzog has recorded that it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptOn {
+    pub attempt: AttemptId,
+    pub worker: String,
+}
+
+/// A read of a fragment's running attempt's output, as hz asks herzog for it (`hz logs -f`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FragmentRead {
+    pub project: String,
+    /// Its file name, or its index.
+    pub fragment: String,
+    /// `None` at the first read: the fragment's running attempt, if it has one.
+    pub attempt: Option<AttemptOn>,
+    pub stream: Stream,
+    pub position: Position,
+    /// At most this many bytes (capped at [`MAX_READ`]).
+    pub max: u32,
+    /// How long to wait for bytes when there are none yet (capped at [`MAX_WAIT_MS`], and
+    /// below the call's deadline).
+    pub wait_ms: u64,
+}
+
+/// Where a fragment is, as a follower of its output needs to know.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FragmentNow {
+    /// Waiting for a slot: never run, or back in the queue after an attempt was lost,
+    /// stopped, or failed with retries left.
+    Pending,
+    /// An attempt is dispatched to `worker`: running there, or queued for one of its slots.
+    Running {
+        attempt: AttemptId,
+        worker: String,
+    },
+    Succeeded {
+        attempt: AttemptId,
+    },
+    Failed {
+        attempt: Option<AttemptId>,
+        reason: String,
+    },
+}
+
+/// What a read of a fragment's output found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FragmentOutput {
+    /// A first read found no attempt running: nothing to follow (`hz logs` shows what the
+    /// last one wrote).
+    Idle { now: FragmentNow },
+    /// The attempt is dispatched but its worker does not hold it yet (its start or its input
+    /// is on the way): ask again shortly.
+    Starting { attempt: AttemptOn },
+    /// A chunk of the attempt's stream. `now` is the fragment after the read: `Running` with
+    /// this attempt while it runs, where it went once its end is recorded (which an end of
+    /// the stream is followed by shortly).
+    Chunk {
+        attempt: AttemptOn,
+        chunk: OutputChunk,
+        now: FragmentNow,
+    },
 }
 
 /// `Vec<u8>` as a base64 string.

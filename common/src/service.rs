@@ -4,7 +4,7 @@ use crate::instances::{
     InstanceEvent, InstanceReport, InstanceRun, InstanceStatus, ReloadSummary, RunId, ServiceAction, ServiceEvent,
     WatchSpec,
 };
-use crate::output::{OutputChunk, OutputTarget, Position, ServiceOutput, ServiceRead};
+use crate::output::{FragmentOutput, FragmentRead, OutputChunk, OutputTarget, Position, ServiceOutput, ServiceRead};
 use crate::wire::*;
 use crate::{ApiError, AttemptId};
 
@@ -59,6 +59,11 @@ pub trait Coordinator {
     /// `read.position`, read from the placement `read.follow` names on its worker, waiting up
     /// to `read.wait_ms` for bytes to come (`hz tail -f`).
     async fn service_output(read: ServiceRead) -> Result<ServiceOutput, ApiError>;
+    /// A chunk of a fragment's running attempt's output (`hz logs -f`): at most `read.max`
+    /// bytes of its stream from `read.position`, read from its worker, waiting up to
+    /// `read.wait_ms` for bytes to come; with where the fragment is after the read, so a
+    /// follower knows when the attempt has ended and how.
+    async fn fragment_output(read: FragmentRead) -> Result<FragmentOutput, ApiError>;
     /// A run-time control of projects or workers (`hz pause`, `hz cancel`, `hz limit`,
     /// `hz drain`, ...); answers what it did, in a line.
     async fn control(control: Control) -> Result<String, ApiError>;

@@ -5,7 +5,7 @@ use crate::engine::Handle;
 use crate::machine::{Event, Reply, attempt_paths};
 use crate::store::Reader;
 use common::instances::{InstanceEvent, InstanceReport, InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
-use common::output::{ServiceOutput, ServiceRead};
+use common::output::{FragmentOutput, FragmentRead, ServiceOutput, ServiceRead};
 use common::service::{Coordinator, Registry};
 use common::wire::*;
 use common::{ApiError, AttemptId};
@@ -316,6 +316,14 @@ impl Coordinator for ClientApi {
             .saturating_duration_since(std::time::Instant::now())
             .saturating_sub(WAIT_MARGIN);
         crate::services::rpc::output(&self.0, read, left).await
+    }
+
+    async fn fragment_output(self, ctx: Context, read: FragmentRead) -> Result<FragmentOutput, ApiError> {
+        let left = ctx
+            .deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .saturating_sub(WAIT_MARGIN);
+        crate::fragment_output::output(&self.0, read, left).await
     }
 
     async fn logs(self, _: Context, project: String, fragment: String, max_bytes: u64) -> Result<Logs, ApiError> {

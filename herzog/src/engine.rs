@@ -6,8 +6,8 @@
 use crate::dispatch::Dispatcher;
 use crate::machine::{Effect, Event, Machine, Mono, Now, Reply, Write};
 use crate::store::{Store, StoreError};
-use common::ApiError;
 use common::wire::ProjectProgress;
+use common::{ApiError, AttemptId};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,16 +70,32 @@ pub(crate) enum Command {
     Wait { name: Option<String>, reply: WaitReply },
     /// Answered after the first committed batch whose event log goes past `after`.
     WaitEvents { after: i64, reply: oneshot::Sender<()> },
+    /// Answered after the first committed batch in which `attempt` is no longer live (its
+    /// end applied), for a follower of its output that has read it to its end.
+    WaitAttempt {
+        attempt: AttemptId,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 type WaitReply = oneshot::Sender<Result<Vec<ProjectProgress>, ApiError>>;
 type EventReply = oneshot::Sender<Result<Reply, ApiError>>;
 type EventsReply = oneshot::Sender<Vec<Result<Reply, ApiError>>>;
 
-/// A [`Command::Wait`] or [`Command::WaitEvents`] not answered yet.
+/// A [`Command::Wait`], [`Command::WaitEvents`] or [`Command::WaitAttempt`] not answered yet.
 enum Waiter {
-    Projects { name: Option<String>, reply: WaitReply },
-    Events { after: i64, reply: oneshot::Sender<()> },
+    Projects {
+        name: Option<String>,
+        reply: WaitReply,
+    },
+    Events {
+        after: i64,
+        reply: oneshot::Sender<()>,
+    },
+    Attempt {
+        attempt: AttemptId,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 impl Waiter {
@@ -90,6 +106,7 @@ impl Waiter {
             // The caller gave up (its timeout): nothing to answer.
             Waiter::Projects { reply, .. } if reply.is_closed() => None,
             Waiter::Events { reply, .. } if reply.is_closed() => None,
+            Waiter::Attempt { reply, .. } if reply.is_closed() => None,
             Waiter::Projects { name, reply } => match machine.progress(name.as_deref()) {
                 Ok(list) if !list.iter().all(ProjectProgress::is_finished) => Some(Waiter::Projects { name, reply }),
                 result => {
@@ -100,6 +117,12 @@ impl Waiter {
                 }
             },
             Waiter::Events { after, reply } if machine.last_event() > after => {
+                answers.push(Box::new(move || {
+                    let _ = reply.send(());
+                }));
+                None
+            }
+            Waiter::Attempt { attempt, reply } if !machine.is_live(attempt) => {
                 answers.push(Box::new(move || {
                     let _ = reply.send(());
                 }));
@@ -185,6 +208,15 @@ impl Handle {
     pub(crate) async fn wait_events(&self, after: i64, timeout: Duration) -> Result<(), ApiError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::WaitEvents { after, reply }).await?;
+        // Dropping the receiver tells the loop to forget the waiter.
+        let _ = tokio::time::timeout(timeout, rx).await;
+        Ok(())
+    }
+
+    /// Returns once `attempt` has ended (its end committed), or after `timeout`.
+    pub(crate) async fn wait_attempt(&self, attempt: AttemptId, timeout: Duration) -> Result<(), ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::WaitAttempt { attempt, reply }).await?;
         // Dropping the receiver tells the loop to forget the waiter.
         let _ = tokio::time::timeout(timeout, rx).await;
         Ok(())
@@ -423,6 +455,7 @@ fn apply_batch(
             Command::Query(q) => queries.push(q),
             Command::Wait { name, reply } => waiters.push(Waiter::Projects { name, reply }),
             Command::WaitEvents { after, reply } => waiters.push(Waiter::Events { after, reply }),
+            Command::WaitAttempt { attempt, reply } => waiters.push(Waiter::Attempt { attempt, reply }),
         }
     }
     machine.schedule(now);

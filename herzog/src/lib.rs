@@ -4,6 +4,7 @@
 mod api;
 mod dispatch;
 mod engine;
+mod fragment_output;
 mod machine;
 mod scheduler;
 mod server;

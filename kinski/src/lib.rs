@@ -13,6 +13,7 @@ mod services;
 mod session;
 mod stream;
 mod supervisor;
+mod taps;
 pub mod user;
 
 use backon::{BackoffBuilder, ExponentialBuilder};

@@ -306,13 +306,6 @@ impl Log {
     }
 
     /// Followers read this log through `tap` from now on.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "attempts' capped logs are followed next (hz logs -f); the stream tests follow real ones now"
-        )
-    )]
     pub(crate) fn with_tap(mut self, tap: Option<Tap>) -> Log {
         self.tap = tap;
         self

@@ -24,6 +24,7 @@
 //! a blocking thread, never on the runtime.
 
 use crate::output::{Log, Output};
+use crate::taps::Taps;
 use common::AttemptId;
 use common::dirfd::{DIR_MODE, DirFd};
 use common::wire::{Completion, Exit, StartAttempt};
@@ -156,6 +157,16 @@ impl Process {
     /// The output directory is handed to that user; the log files are written by kinski, so
     /// the user needs no access to the results folder.
     pub fn spawn_as(start: &StartAttempt, run_as: Option<&crate::user::RunAs>) -> Result<Process, SpawnError> {
+        Self::spawn_tapped(start, run_as, &Taps::default())
+    }
+
+    /// Like [`Process::spawn_as`], followers reading the logs as they are written through
+    /// `taps` (`hz logs -f`).
+    pub(crate) fn spawn_tapped(
+        start: &StartAttempt,
+        run_as: Option<&crate::user::RunAs>,
+        taps: &Taps,
+    ) -> Result<Process, SpawnError> {
         let (program, args) = start.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
         // A staged attempt's output directory is its own, made by fragment_prep: remembering
         // it would grow the cache by one path per attempt for the life of kinski.
@@ -171,7 +182,8 @@ impl Process {
         let label = if shared { "stdout and stderr" } else { "stdout" };
         let mut outputs = vec![Output::new(
             out_read,
-            logs.log(&start.stdout, label, start.max_log_bytes)?,
+            logs.log(&start.stdout, label, start.max_log_bytes)?
+                .with_tap(taps.stdout.clone()),
         )];
         // One pipe for both when they share a file: the program's own interleaving is kept.
         let stderr = if shared {
@@ -191,7 +203,8 @@ impl Process {
             })?;
             outputs.push(Output::new(
                 err_read,
-                logs.log(&start.stderr, "stderr", start.max_log_bytes)?,
+                logs.log(&start.stderr, "stderr", start.max_log_bytes)?
+                    .with_tap(taps.stderr.clone()),
             ));
             stderr
         };

@@ -78,6 +78,9 @@ impl Worker for WorkerService {
         let wait = Duration::from_millis(wait_ms).min(left);
         match target {
             OutputTarget::Instance { run, stream } => self.instances.output(run, stream, position, max, wait).await,
+            OutputTarget::Attempt { attempt, stream } => {
+                self.supervisor.output(attempt, stream, position, max, wait).await
+            }
         }
     }
 }

@@ -18,6 +18,7 @@
 use crate::journal::{Journal, Started};
 use crate::leftovers::process_starttime;
 use crate::process::{Process, SpawnError, Stopper, start_failed};
+use crate::taps::AttemptTaps;
 use common::AttemptId;
 use common::dirfd::{DIR_MODE, DirFd};
 use common::service::WorkerError;
@@ -54,6 +55,9 @@ struct Inner {
     /// when herzog has what it needs from it or no longer expects the attempt. On the
     /// shared filesystem there is none to remove.
     staged: HashSet<AttemptId>,
+    /// What followers read each attempt's output through (`hz logs -f`), from the acceptance
+    /// of its start until a while after its end.
+    taps: AttemptTaps,
     journal: Journal,
 }
 
@@ -116,6 +120,7 @@ impl Supervisor {
             queued: VecDeque::new(),
             unacked,
             staged: HashSet::new(),
+            taps: AttemptTaps::default(),
             journal,
         };
         Supervisor {
@@ -327,9 +332,11 @@ impl Supervisor {
         }
         if inner.busy() < self.slots as usize {
             inner.starting.insert(start.attempt, false);
+            inner.taps.open(start.attempt, start.stdout == start.stderr);
             drop(inner);
             self.launch(vec![start]);
         } else if inner.queued.len() < self.queue as usize {
+            inner.taps.open(start.attempt, start.stdout == start.stderr);
             inner.queued.push_back(start);
         } else {
             return Err(WorkerError::NoFreeSlot { slots: self.slots });
@@ -364,9 +371,10 @@ impl Supervisor {
         while let Some(start) = todo.pop_front() {
             let attempt = start.attempt;
             let grace = Duration::from_millis(start.grace_ms);
+            let taps = self.lock().taps.open(attempt, start.stdout == start.stderr);
             let spawned = self
                 .hand_over_inputs(&start)
-                .and_then(|()| Process::spawn_as(&start, self.run_as.as_ref()))
+                .and_then(|()| Process::spawn_tapped(&start, self.run_as.as_ref(), &taps))
                 .map(|process| {
                     let starttime = process_starttime(process.pid()).unwrap_or(0);
                     (process, starttime)
@@ -412,6 +420,7 @@ impl Supervisor {
                 Err(e) => {
                     tracing::warn!(%attempt, error = %e, "attempt could not start");
                     let completion = start_failed(&start, e.to_string());
+                    inner.taps.end(attempt);
                     let result = inner.journal.done(&completion);
                     inner.log_failure("a completion", result);
                     inner.unacked.insert(attempt, completion);
@@ -428,6 +437,8 @@ impl Supervisor {
     fn finish(&self, completion: Completion) {
         let mut inner = self.lock();
         let ran = inner.running.remove(&completion.attempt);
+        // Its output is finished: followers read the rest, then the end.
+        inner.taps.end(completion.attempt);
         // The completion tells herzog it ran.
         inner.unnoticed.remove(&completion.attempt);
         inner.started_at.remove(&completion.attempt);
@@ -457,6 +468,7 @@ impl Supervisor {
             let mut inner = self.lock();
             if let Some(i) = inner.queued.iter().position(|s| s.attempt == attempt) {
                 inner.queued.remove(i);
+                inner.taps.end(attempt);
                 let staged = inner.staged.remove(&attempt);
                 drop(inner);
                 tracing::info!(%attempt, "dropped a queued attempt");
@@ -530,7 +542,12 @@ impl Supervisor {
     /// Stops everything and waits for the processes to be gone (kinski shutting down).
     pub(crate) async fn stop_all(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        self.lock().queued.clear();
+        {
+            let mut inner = self.lock();
+            for start in std::mem::take(&mut inner.queued) {
+                inner.taps.end(start.attempt);
+            }
+        }
         // Spawns under way end in `running` (and are stopped there): wait for them.
         loop {
             let started = self.started.notified();
@@ -598,6 +615,7 @@ impl Supervisor {
             !take
         });
         for &attempt in &dropped {
+            inner.taps.end(attempt);
             if inner.staged.remove(&attempt) {
                 staged.push(attempt);
             }
@@ -610,6 +628,22 @@ impl Supervisor {
             tracing::info!(taken_back = dropped.len(), "herzog took back queued starts");
         }
         dropped
+    }
+
+    /// At most `max` bytes of an attempt's `stream` from `position`, waiting up to `wait` for
+    /// some to come; an attempt that ended lately is still read to its end.
+    pub(crate) async fn output(
+        &self,
+        attempt: AttemptId,
+        stream: common::output::Stream,
+        position: common::output::Position,
+        max: u32,
+        wait: Duration,
+    ) -> Result<common::output::OutputChunk, WorkerError> {
+        let taps = self.lock().taps.get(attempt);
+        let taps = taps.ok_or(WorkerError::UnknownAttempt { attempt })?;
+        let tap = taps.get(stream).ok_or(WorkerError::UnknownAttempt { attempt })?;
+        Ok(tap.read(position, max, wait).await)
     }
 
     /// The attempts running or queued.

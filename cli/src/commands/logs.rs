@@ -14,6 +14,9 @@ const MAX_BYTES: u64 = 1024 * 1024;
 /// Prints stdout on stdout and stderr, labelled, on stderr; `--stdout` or `--stderr` prints
 /// only that stream, on stdout, unlabelled.
 pub(crate) async fn run(args: &LogsArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    if args.follow {
+        return super::follow::run(args, addr, out).await;
+    }
     let herzog = Herzog::connect(addr).await?;
     let logs = herzog.logs(&args.project, &args.fragment, MAX_BYTES).await?;
     if args.output.json {
@@ -73,6 +76,8 @@ mod tests {
             stderr,
             stdout: false,
             output: JsonArgs::default(),
+            follow: false,
+            bytes: None,
         }
     }
 

@@ -2,9 +2,11 @@
 
 pub(crate) mod action;
 pub(crate) mod active;
+pub(crate) mod chunks;
 pub(crate) mod control;
 pub(crate) mod controls;
 pub(crate) mod events;
+pub(crate) mod follow;
 pub(crate) mod fragments;
 pub(crate) mod list;
 pub(crate) mod local;

@@ -2,11 +2,11 @@
 //! output, read from its worker through herzog; `-f` goes on printing what it writes, across
 //! restarts, until Ctrl-C.
 //!
-//! Each chunk is asked for only once the last one is written to stdout, so a slow reader
-//! (a pager, a slow pipe) holds one chunk here and nothing anywhere else. Messages (bytes
-//! cut before they were read, a restart, waiting for a placement) go to stderr, so stdout is
-//! the program's output and nothing else.
+//! The reads, one chunk at a time, are [`super::chunks`]' (as `hz logs -f`'s); what is this
+//! command's own is moving from placement to placement. Messages (bytes cut before they were
+//! read, a restart, waiting for a placement) go to stderr.
 
+use super::chunks::{ASK_AGAIN, FOLLOW_WAIT_MS, parse_bytes};
 use crate::Outcome;
 use crate::args::TailArgs;
 use crate::client::{Endpoint, Herzog};
@@ -15,13 +15,6 @@ use common::ApiError;
 use common::instances::RunId;
 use common::output::{Follow, MAX_READ, Position, ServiceOutput, ServiceRead, Stream};
 use std::io::Write;
-use std::time::Duration;
-
-/// How long one call waits for more output while following.
-const FOLLOW_WAIT_MS: u64 = 25_000;
-/// How long `-f` waits before it asks again while the instance is between placements (a
-/// restart waiting for the old process to go, a stopped instance).
-const BETWEEN_PLACEMENTS: Duration = Duration::from_millis(500);
 
 /// Where a reader is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,11 +80,7 @@ impl Reading {
             };
         }
         let chunk = &answer.chunk;
-        let skipped = match self.request().1 {
-            Position::At(asked) => chunk.offset.saturating_sub(asked),
-            // The last bytes asked for are the last there are: nothing was skipped.
-            Position::Last(_) => 0,
-        };
+        let skipped = super::chunks::skipped(self.request().1, chunk);
         let next = if chunk.end {
             Reading::Current {
                 from: Position::At(0),
@@ -125,14 +114,6 @@ pub(crate) async fn run(args: &TailArgs, addr: &Endpoint, out: &mut dyn Write) -
         done = follow(&herzog, &args.name, stream, bytes, out) => done.map(|()| Outcome::Ok),
         _ = tokio::signal::ctrl_c() => Ok(Outcome::Interrupted),
     }
-}
-
-/// `-c`: a number of bytes, with a unit if wished (`64KiB`, `1M`).
-fn parse_bytes(text: &str) -> Result<u64, CliError> {
-    text.trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| CliError::Usage(format!("-c {text}: {e} (try e.g. 4096, 64KiB or 1MiB)")))
 }
 
 /// Prints the last `bytes` written so far, and stops.
@@ -175,14 +156,14 @@ async fn follow(herzog: &Herzog, name: &str, stream: Stream, bytes: u64, out: &m
                 if !std::mem::replace(&mut waiting_said, true) {
                     note!("hz: {e}; waiting for it to start");
                 }
-                tokio::time::sleep(BETWEEN_PLACEMENTS).await;
+                tokio::time::sleep(ASK_AGAIN).await;
                 continue;
             }
             Err(e) => return Err(e),
         };
         let step = reading.step(&answer);
         if step.stale {
-            tokio::time::sleep(BETWEEN_PLACEMENTS).await;
+            tokio::time::sleep(ASK_AGAIN).await;
             continue;
         }
         waiting_said = false;
@@ -202,19 +183,8 @@ fn show(answer: &ServiceOutput, step: &Step, stream: Stream, out: &mut dyn Write
             stream.name()
         );
     }
-    if step.skipped > 0 {
-        note!(
-            "hz: {} bytes of {}'s {} were cut (rotated or capped) before they were read",
-            step.skipped,
-            answer.instance,
-            stream.name()
-        );
-    }
-    if !answer.chunk.bytes.is_empty() {
-        out.write_all(&answer.chunk.bytes)?;
-        out.flush()?;
-    }
-    Ok(())
+    let what = format!("{}'s {}", answer.instance, stream.name());
+    super::chunks::show(&answer.chunk, step.skipped, &what, out)
 }
 
 #[cfg(test)]
@@ -338,7 +308,7 @@ mod tests {
             };
             match herzog.service_output(start.read("ticker", Stream::Stdout, 5_000)).await {
                 Ok(answer) if !answer.chunk.bytes.is_empty() => break answer,
-                Ok(_) | Err(CliError::Api(ApiError::NotPlaced { .. })) => tokio::time::sleep(BETWEEN_PLACEMENTS).await,
+                Ok(_) | Err(CliError::Api(ApiError::NotPlaced { .. })) => tokio::time::sleep(ASK_AGAIN).await,
                 Err(e) => panic!("{e}"),
             }
         };
@@ -359,12 +329,5 @@ mod tests {
         let _ = stop.send(true);
         herzog_task.await.unwrap().unwrap();
         kinski_task.await.unwrap().unwrap();
-    }
-
-    #[test]
-    fn byte_counts_take_units() {
-        assert_eq!(parse_bytes("4096").unwrap(), 4096);
-        assert_eq!(parse_bytes("64KiB").unwrap(), 65536);
-        assert!(parse_bytes("lots").is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! queues for the event loop, which commits the writes and only then runs the effects.
 
 mod controls;
+mod follow;
 mod names;
 mod running;
 mod services;
@@ -12,6 +13,7 @@ mod services;
 mod tests;
 mod types;
 
+pub(crate) use follow::Followed;
 pub(crate) use names::Names;
 pub(crate) use running::Recent;
 pub(crate) use types::*;

@@ -107,7 +107,7 @@ pub(crate) async fn report(api: &Api, worker: String, reports: Vec<InstanceRepor
 /// What a worker's call may take beyond the read's wait before it counts as unreachable.
 const READ_MARGIN: Duration = Duration::from_secs(5);
 /// How much earlier than herzog's own answer is due the worker is asked to answer.
-const RELAY_MARGIN: Duration = Duration::from_millis(500);
+pub(crate) const RELAY_MARGIN: Duration = Duration::from_millis(500);
 
 /// Reads an instance's output from the worker that holds it, over the connection the worker
 /// opened, and relays it: one chunk per call, so a slow reader holds nothing here. `left` is
@@ -121,7 +121,6 @@ pub(crate) async fn output(api: &Api, read: ServiceRead, left: Duration) -> Resu
         max,
         wait_ms,
     } = read;
-    let wait = Duration::from_millis(wait_ms);
     let asked = follow.clone();
     let route = api
         .handle
@@ -136,13 +135,8 @@ pub(crate) async fn output(api: &Api, read: ServiceRead, left: Duration) -> Resu
         .connections
         .client(&route.worker)
         .ok_or_else(|| unreachable("it is not connected".to_string()))?;
-    let deadline = (wait.min(Duration::from_millis(MAX_WAIT_MS)) + READ_MARGIN).min(left);
-    let wait = wait.min(deadline.saturating_sub(RELAY_MARGIN * 2));
     let target = OutputTarget::Instance { run: route.run, stream };
-    let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-    let answer = client
-        .output_read(context_with(deadline), target, position, max.min(MAX_READ), wait_ms)
-        .await;
+    let answer = relay_read(&client, target, position, max, wait_ms, left).await;
     let chunk = match answer {
         Ok(Ok(chunk)) => chunk,
         // A placement a follower read before that its worker no longer has: its stream ended
@@ -175,6 +169,26 @@ pub(crate) async fn output(api: &Api, read: ServiceRead, left: Duration) -> Resu
         worker: route.worker,
         chunk,
     })
+}
+
+/// Asks a worker for a chunk of `target`'s output: at most `max` bytes from `position`,
+/// waiting up to `wait_ms` for some to come, answered within `left` (how long herzog may take
+/// to answer its own caller) with room to relay it. Used by `hz tail` and `hz logs -f`.
+pub(crate) async fn relay_read(
+    client: &common::service::WorkerClient,
+    target: OutputTarget,
+    position: Position,
+    max: u32,
+    wait_ms: u64,
+    left: Duration,
+) -> Result<Result<OutputChunk, WorkerError>, tarpc::client::RpcError> {
+    let wait = Duration::from_millis(wait_ms);
+    let deadline = (wait.min(Duration::from_millis(MAX_WAIT_MS)) + READ_MARGIN).min(left);
+    let wait = wait.min(deadline.saturating_sub(RELAY_MARGIN * 2));
+    let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    client
+        .output_read(context_with(deadline), target, position, max.min(MAX_READ), wait_ms)
+        .await
 }
 
 /// Reads and checks the services file; a missing file is one without services.

@@ -6,7 +6,6 @@ pub(crate) mod policy;
 mod runner;
 mod spawn;
 pub(crate) mod stage;
-mod taps;
 mod watch;
 
 pub use pidfile::PidDirError;

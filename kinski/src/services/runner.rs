@@ -6,9 +6,9 @@
 //! every change and beside every heartbeat.
 
 use super::policy::{Action, Input, Instance, Note, State, Watch};
-use super::taps::{Ended, Taps};
 use crate::cgroup::{Tracking, Tree, Unit};
 use crate::process::Stopper;
+use crate::taps::{Ended, Taps};
 use crate::user::RunAs;
 use common::instances::{EventKind, InstanceEvent, InstanceReport, InstanceRun, InstanceState, RunId, WatchSpec};
 use common::output::{OutputChunk, Position, Stream};
@@ -67,7 +67,7 @@ pub(crate) struct Instances {
     /// The files of `restart_on_change`, watched for every placement.
     watches: super::watch::Watches,
     /// The kept output of placements that ended lately, still readable by followers.
-    ended: Arc<Mutex<Ended>>,
+    ended: Arc<Mutex<Ended<RunId>>>,
 }
 
 impl Instances {

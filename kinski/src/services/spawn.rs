@@ -6,11 +6,11 @@
 //! it is the service user's own. Kept output is written through the placement's taps, so
 //! followers read it as it comes.
 
-use super::taps::Taps;
 use crate::cgroup::Tree;
 use crate::output::Output;
 use crate::process::{Process, SpawnError, pipe};
 use crate::rotate::{Holder, Rotating};
+use crate::taps::Taps;
 use crate::user::RunAs;
 use common::instances::{InstanceId, InstanceSpec, RunId};
 use common::output::Stream;
