@@ -1,4 +1,4 @@
-//! Output reads for followers (`hz tail -f`; `hz logs -f` and `hz run` to come): a stream's
+//! Output reads for followers (`hz tail -f`, `hz logs -f`; `hz run` to come): a stream's
 //! bytes by offset, read from the files its writer keeps, waiting for more when there is none.
 //!
 //! A stream is numbered by every byte the program wrote to it, across the files that hold it:
