@@ -675,6 +675,9 @@ impl Supervisor {
         let result = inner.journal.acked(attempt);
         inner.log_failure("an acknowledgement", result);
         let staged = inner.staged.remove(&attempt);
+        if staged {
+            inner.taps.forget(attempt);
+        }
         drop(inner);
         staged.then(|| self.clean(attempt))
     }

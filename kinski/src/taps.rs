@@ -93,6 +93,10 @@ impl<K: Copy + PartialEq> Ended<K> {
     pub(crate) fn get(&self, key: K) -> Option<Taps> {
         self.kept.iter().find(|(k, _)| *k == key).map(|(_, t)| t.clone())
     }
+
+    fn remove(&mut self, key: K) {
+        self.kept.retain(|(k, _)| *k != key);
+    }
 }
 
 /// The taps of the attempts a worker holds (from the acceptance of their start, so a
@@ -127,6 +131,13 @@ impl AttemptTaps {
         if let Some(taps) = self.held.remove(&attempt) {
             self.ended.add(attempt, taps);
         }
+    }
+
+    /// An ended attempt's files are about to be removed (a staged attempt's directory, once
+    /// herzog has its copies): its taps go now, so no descriptor keeps the space of a removed
+    /// log in use. A follower still reading reads herzog's copy.
+    pub(crate) fn forget(&mut self, attempt: AttemptId) {
+        self.ended.remove(attempt);
     }
 
     /// The taps of an attempt held or lately ended.
@@ -180,6 +191,8 @@ mod tests {
             taps.end(AttemptId(attempt));
         }
         assert!(taps.get(AttemptId(1)).is_none(), "only the last ones are kept");
+        taps.forget(AttemptId(3));
+        assert!(taps.get(AttemptId(3)).is_none());
         // A shared file: what is written to one is the other's too.
         let shared = taps.get(AttemptId(2)).expect("kept");
         shared.stdout.as_ref().expect("kept").wrote(7);
