@@ -230,6 +230,10 @@ pub struct RunArgs {
     /// Time between the stop signal and SIGKILL, e.g. 30s [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub grace: Option<Duration>,
+    /// Run a fragment again after a failed attempt, up to N times (a stop herzog sent is not a
+    /// failure; --max-attempts covers lost workers) [default: 0]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
 }
 
 /// `hz action`.
@@ -341,6 +345,9 @@ pub struct LocalArgs {
     /// Where the database, logs and results go [default: ./NAME.hz]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// When resuming, run the fragments that failed again (GNU parallel's --resume-failed)
+    #[arg(long)]
+    pub retry_failed: bool,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

@@ -29,6 +29,11 @@ pub struct RunSpec {
     /// Whether a failed exit is retried (up to `max_attempts`); off: it fails the fragment.
     #[serde(default)]
     pub retry_failed: bool,
+    /// How many failed attempts of a fragment are retried (`hz action --retries N`): a budget
+    /// of its own, apart from `max_attempts`, which covers lost workers. A stop herzog sent
+    /// (remove, cancel) is not a failure.
+    #[serde(default)]
+    pub retries: u32,
     /// Milliseconds between the stop signal and SIGKILL.
     #[serde(default = "default_grace_ms")]
     pub grace_ms: u64,
@@ -54,6 +59,7 @@ impl RunSpec {
             max_attempts: default_max_attempts(),
             success_codes: default_success_codes(),
             retry_failed: false,
+            retries: 0,
             grace_ms: default_grace_ms(),
         }
     }

@@ -93,3 +93,44 @@ fn attempt_stdouts(results: &std::path::Path, fragment: &str) -> Vec<std::path::
         })
         .collect()
 }
+
+#[test]
+fn a_rerun_with_retry_failed_runs_the_failed_fragments_again_and_retries_retry_failures() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_inputs(&tmp.path().join("in"), 4);
+    // Fails on f0001 while the flag file is missing.
+    let flag = tmp.path().join("fixed");
+    let program = format!(
+        "sh -c 'case \"$0\" in *f0001) test -e {} || exit 4;; esac' {{}}",
+        flag.display()
+    );
+    let out = hz_local(tmp.path(), &["in", &program, "--state-dir", "S"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("3 succeeded, 1 failed"), "{stdout}");
+    // Fixed: a plain rerun re-reports the finished project; --retry-failed runs f0001 again.
+    std::fs::write(&flag, "").unwrap();
+    let out = hz_local(tmp.path(), &["in", &program, "--state-dir", "S"]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let out = hz_local(tmp.path(), &["in", &program, "--state-dir", "S", "--retry-failed"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("4 succeeded, 0 failed"), "{stdout}");
+    assert!(stderr.contains("retrying 1 failed fragment"), "{stderr}");
+
+    // --retries: a program failing twice and then succeeding succeeds, its attempts kept.
+    let count = tmp.path().join("count");
+    std::fs::create_dir(&count).unwrap();
+    let flaky = format!(
+        "sh -c 'n=$(ls {c} | grep -c \"^$(basename \"$0\")\\.\"); touch {c}/$(basename \"$0\").$n; test $n -ge 2' {{}}",
+        c = count.display()
+    );
+    let out = hz_local(
+        tmp.path(),
+        &["in", &flaky, "--state-dir", "R", "--name", "flaky", "--retries", "2"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("4 succeeded, 0 failed"), "{stdout}");
+    assert_eq!(std::fs::read_dir(&count).unwrap().count(), 12, "three attempts each");
+}

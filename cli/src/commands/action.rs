@@ -56,6 +56,9 @@ pub(crate) fn prepare(run: &RunArgs, cwd: &Path, path_var: Option<&str>) -> Resu
     if let Some(n) = run.max_attempts {
         spec.max_attempts = n;
     }
+    if let Some(retries) = run.retries {
+        spec.retries = retries;
+    }
     if let Some(grace) = run.grace {
         spec.grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
     }
@@ -124,6 +127,7 @@ mod tests {
             max_attempts: None,
             env: vec![],
             grace: None,
+            retries: None,
         }
     }
 

@@ -98,7 +98,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
     );
 
     let ended = {
-        let work = drive(&endpoint, project, &state_dir, progress::POLL);
+        let work = drive(&endpoint, project, &state_dir, args.retry_failed, progress::POLL);
         tokio::select! {
             r = work => Ended::Work(r),
             () = interrupted() => Ended::Interrupted,
@@ -229,12 +229,25 @@ fn daemon_end<E: std::fmt::Display>(joined: Result<Result<(), E>, JoinError>) ->
 
 /// Adds (or resumes) the project, follows it to the end (asking herzog every `every`) and
 /// fetches what the summary needs.
-async fn drive(addr: &Endpoint, project: NewProject, state_dir: &Path, every: Duration) -> Result<Finished, CliError> {
+async fn drive(
+    addr: &Endpoint,
+    project: NewProject,
+    state_dir: &Path,
+    retry_failed: bool,
+    every: Duration,
+) -> Result<Finished, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let name = project.name.clone().unwrap_or_default();
     match action::add(&herzog, project.clone()).await {
         Ok(_) => {}
-        Err(CliError::Api(ApiError::DuplicateProject { .. })) => resume(&herzog, &project, state_dir).await?,
+        Err(CliError::Api(ApiError::DuplicateProject { .. })) => {
+            resume(&herzog, &project, state_dir).await?;
+            if retry_failed {
+                // GNU parallel's --resume-failed: the failed fragments run again.
+                let n = herzog.project_retry(&name).await?;
+                note!("retrying {n} failed fragment{}", if n == 1 { "" } else { "s" });
+            }
+        }
         Err(e) => return Err(e),
     }
     let last = progress::watch(&herzog, Some(&name), every).await?;
@@ -334,7 +347,7 @@ mod tests {
             max_running: None,
         };
         let state_dir = Path::new("/s");
-        let finished = drive(&cluster.endpoint, project.clone(), state_dir, EVERY)
+        let finished = drive(&cluster.endpoint, project.clone(), state_dir, false, EVERY)
             .await
             .unwrap();
         assert_eq!(finished.failed.len(), FAILED_SHOWN);
@@ -353,13 +366,16 @@ mod tests {
 
         // The same command again resumes (here: re-reports) the project; another program
         // under the same name is refused.
-        let again = drive(&cluster.endpoint, project.clone(), state_dir, EVERY)
+        let again = drive(&cluster.endpoint, project.clone(), state_dir, false, EVERY)
             .await
             .unwrap();
         assert_eq!(again.progress.failed, 12);
         let mut other = project;
         other.spec = RunSpec::new("true");
-        let err = drive(&cluster.endpoint, other, state_dir, EVERY).await.err().unwrap();
+        let err = drive(&cluster.endpoint, other, state_dir, false, EVERY)
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, CliError::LocalConflict { .. }), "{err}");
         cluster.stop().await;
     }

@@ -57,6 +57,8 @@ impl Counts {
 pub(crate) struct Fragment {
     pub(crate) id: FragmentId,
     pub(crate) attempts: u32,
+    /// How many of its attempts failed (`retries` is their budget).
+    pub(crate) failures: u32,
     pub(crate) state: FragmentState,
 }
 
@@ -288,6 +290,8 @@ pub(crate) struct Snapshot {
     pub(crate) instances: Vec<crate::services::Recorded>,
     pub(crate) max_run: i64,
     pub(crate) max_event: i64,
+    /// When the running attempts' programs started, for those a worker said so.
+    pub(crate) ran: BTreeMap<AttemptId, Millis>,
 }
 
 impl Machine {
@@ -349,6 +353,7 @@ impl Machine {
             p.counts = Counts::default();
             p.queue.clear();
             p.failures.clear();
+            p.started = 0;
             for (i, f) in p.fragments.iter().enumerate() {
                 *p.counts.slot(&f.state) += 1;
                 match &f.state {
@@ -358,8 +363,10 @@ impl Machine {
                         // Dispatched as long ago as the record says (the one place the wall
                         // clock reaches a timeout: a restored attempt's start grace).
                         let ago = (now.wall - since).max(0);
-                        m.live
-                            .insert(*attempt, Live::new(p.id, i as u32, Mono(now.mono.0 - ago)));
+                        let mut live = Live::new(p.id, i as u32, Mono(now.mono.0 - ago));
+                        live.ran = snap.ran.get(attempt).copied();
+                        p.started += u64::from(live.ran.is_some());
+                        m.live.insert(*attempt, live);
                         let w = m.workers.entry(worker.clone()).or_insert_with(|| {
                             Worker::new(
                                 worker.clone(),
@@ -589,6 +596,7 @@ impl Machine {
             .map(|i| Fragment {
                 id: FragmentId(first + i as i64),
                 attempts: 0,
+                failures: 0,
                 state: FragmentState::Pending,
             })
             .collect();
@@ -673,6 +681,7 @@ impl Machine {
         for &i in &failed {
             let p = self.projects.get_mut(&id).expect("checked above");
             p.fragments[i as usize].attempts = 0;
+            p.fragments[i as usize].failures = 0;
             self.set_state(id, i, FragmentState::Pending);
         }
         Ok(Reply::Retried(failed.len() as u64))
@@ -968,6 +977,9 @@ impl Machine {
         let max = project.spec.max_attempts;
         let retry_failed = project.spec.retry_failed;
         let attempts = fragment.attempts;
+        let retries = project.spec.retries;
+        let failures = fragment.failures + u32::from(end == AttemptEnd::Failed);
+        project.fragments[live.index as usize].failures = failures;
         if let Some(w) = self.workers.get_mut(&worker) {
             w.running.remove(&attempt);
         }
@@ -989,7 +1001,7 @@ impl Machine {
         }
         let next = match end {
             AttemptEnd::Succeeded => FragmentState::Succeeded { attempt },
-            AttemptEnd::Failed if retry_failed && attempts < max => FragmentState::Pending,
+            AttemptEnd::Failed if failures <= retries || (retry_failed && attempts < max) => FragmentState::Pending,
             AttemptEnd::Failed => FragmentState::Failed {
                 attempt: Some(attempt),
                 reason: match &exit {
@@ -1071,6 +1083,7 @@ impl Machine {
         self.writes.push(Write::Fragment {
             id: f.id,
             attempts: f.attempts,
+            failures: f.failures,
             state: f.state.clone(),
         });
     }

@@ -402,6 +402,8 @@ pub(crate) enum Write {
     Fragment {
         id: FragmentId,
         attempts: u32,
+        /// How many of its attempts failed.
+        failures: u32,
         state: FragmentState,
     },
     AttemptStarted {
