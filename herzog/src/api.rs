@@ -184,14 +184,14 @@ impl Coordinator for ClientApi {
         match self
             .0
             .handle
-            .event(Event::AddProject {
+            .event(Event::AddProject(Box::new(crate::machine::NewProjectEvent {
                 name,
                 dir,
                 spec,
                 files,
                 after,
                 max_running,
-            })
+            })))
             .await?
         {
             Reply::Added(added) => Ok(added),

@@ -425,24 +425,7 @@ impl Machine {
         self.last_wall = now.wall;
         self.last_mono = now.mono;
         match event {
-            Event::AddProject {
-                name,
-                dir,
-                spec,
-                files,
-                after,
-                max_running,
-            } => self.add_project(
-                now,
-                NewProjectEvent {
-                    name,
-                    dir,
-                    spec,
-                    files,
-                    after,
-                    max_running,
-                },
-            ),
+            Event::AddProject(new) => self.add_project(now, *new),
             Event::RemoveProject { name } => self.remove_project(now, &name),
             Event::Retry { name } => self.retry(&name),
             Event::SetPolicy(policy) => self.set_policy(policy),

@@ -48,14 +48,14 @@ fn add_event(name: &str, files: &[&str]) -> Event {
 }
 
 fn add_event_with(name: &str, files: &[&str], spec: RunSpec) -> Event {
-    Event::AddProject {
+    Event::AddProject(Box::new(NewProjectEvent {
         name: name.to_string(),
         dir: PathBuf::from("/data"),
         spec,
         files: files.iter().map(|f| f.to_string()).collect(),
         after: Vec::new(),
         max_running: None,
-    }
+    }))
 }
 
 fn register_event(worker: &str, n: u32, running: &[i64]) -> Event {
@@ -2349,7 +2349,7 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
             files: n,
             max_attempts,
             retry_failed,
-        } => Event::AddProject {
+        } => Event::AddProject(Box::new(NewProjectEvent {
             name: PROJECT_NAMES[*name].into(),
             dir: PathBuf::from("/data"),
             spec: RunSpec {
@@ -2360,7 +2360,7 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
             files: files(*n),
             after: Vec::new(),
             max_running: None,
-        },
+        })),
         Op::Remove(n) => Event::RemoveProject {
             name: PROJECT_NAMES[*n].into(),
         },
