@@ -2946,3 +2946,23 @@ fn retries_are_a_budget_for_failures_of_their_own() {
     ok(&mut m, 40, Event::Retry { name: "p".into() });
     assert_eq!(fragment_of(&m, "p", "a").failures, 0);
 }
+
+#[test]
+fn after_a_restart_a_staged_host_shows_staging_and_its_recorded_last_contact() {
+    let mut snap = snapshot(None);
+    snap.workers[0].resources.scratch_dir = Some(PathBuf::from("/scratch"));
+    snap.workers.push(StoredWorker {
+        name: "gone".into(),
+        resources: slots(1),
+        last_seen: 100,
+        drained: true,
+        stopped: false,
+    });
+    let m = Machine::restore(TIMING, root(), snap, at(100 + TIMEOUT)).with_staged_hosts(|w| w == "w1");
+    let workers = m.workers();
+    let (gone, w1) = (&workers[0], &workers[1]);
+    assert_eq!(w1.staging, "ssh checking", "{w1:?}");
+    assert_eq!(w1.last_seen, 900);
+    // Silent past the timeout before the restart, with nothing on it: lost then, quietly.
+    assert_eq!((gone.state.as_str(), gone.last_seen, gone.drained), ("lost", 100, true));
+}
