@@ -102,8 +102,9 @@ pub async fn run(
     let started = std::time::Instant::now();
     let snapshot = store.load()?;
     let clock = engine::Clock::new();
-    let machine = Machine::restore(timing, config.state_dir.join("results"), snapshot, clock.now())
-        .with_max_log_bytes(config.max_log_bytes);
+    let results_root = config.state_dir.join("results");
+    let machine =
+        Machine::restore(timing, results_root.clone(), snapshot, clock.now()).with_max_log_bytes(config.max_log_bytes);
     tracing::info!(db = %store.path().display(), elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
 
     let mut incoming = match listener {
@@ -137,6 +138,7 @@ pub async fn run(
         stager,
         services: config.services.clone(),
         connections: connections.clone(),
+        results_root,
     };
     let tick =
         (config.worker_timeout / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));

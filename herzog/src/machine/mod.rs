@@ -991,6 +991,7 @@ impl Machine {
                 created_at: p.created_at,
                 results_dir: p.results_dir.clone(),
                 held: if p.counts.pending > 0 { self.space.held() } else { None },
+                spec: Some(p.spec.clone()),
             }
         };
         match name {
@@ -1196,6 +1197,7 @@ fn staged_start_for(
         scratch: Some(paths.root),
         max_log_bytes,
         uploader_uid: None,
+        settings: p.spec.settings.clone(),
     };
     (start, upload)
 }
@@ -1219,5 +1221,6 @@ fn start_for(p: &Project, index: u32, attempt: AttemptId, max_log_bytes: u64) ->
         scratch: None,
         max_log_bytes,
         uploader_uid: None,
+        settings: p.spec.settings.clone(),
     }
 }
