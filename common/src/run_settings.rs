@@ -196,6 +196,23 @@ mod tests {
     }
 
     #[test]
+    fn specs_and_starts_from_before_the_settings_still_read() {
+        // A spec stored by an older herzog, and a start from one: every setting defaults.
+        let spec: crate::wire::RunSpec = serde_json::from_str(r#"{"program":"wc -l","grace_ms":5}"#).unwrap();
+        assert_eq!(spec.settings, Settings::default());
+        let mut spec = crate::wire::RunSpec::new("wc -l");
+        spec.settings.umask = Some(0o27);
+        spec.settings.stop_signal = Some(Signal::parse("INT").unwrap());
+        spec.settings.stderr = Sink::Discard;
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(
+            json.contains(r#""umask":"027""#) && json.contains(r#""stop_signal":"INT""#),
+            "flat in the spec: {json}"
+        );
+        assert_eq!(serde_json::from_str::<crate::wire::RunSpec>(&json).unwrap(), spec);
+    }
+
+    #[test]
     fn sinks_are_keep_or_discard() {
         assert_eq!(Sink::parse("discard"), Ok(Sink::Discard));
         assert_eq!(Sink::parse("keep"), Ok(Sink::Keep));

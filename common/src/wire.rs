@@ -162,7 +162,7 @@ pub struct ProjectProgress {
     pub held: Option<String>,
     /// How its programs run (what `hz action` was given); absent from an older herzog.
     #[serde(default)]
-    pub spec: Option<RunSpec>,
+    pub spec: Option<Box<RunSpec>>,
 }
 
 impl ProjectProgress {

@@ -537,7 +537,9 @@ impl Group {
 
 /// The write ends an attempt's program gets as stdout and stderr (`None`: /dev/null, a
 /// stream the project discards), and the read ends kinski copies into the log files.
-fn attempt_outputs(start: &StartAttempt) -> Result<(Option<OwnedFd>, Option<OwnedFd>, Vec<Output>), SpawnError> {
+type AttemptOutputs = (Option<OwnedFd>, Option<OwnedFd>, Vec<Output>);
+
+fn attempt_outputs(start: &StartAttempt) -> Result<AttemptOutputs, SpawnError> {
     let keep_out = start.settings.stdout.is_keep();
     let keep_err = start.settings.stderr.is_keep();
     let mut outputs = Vec::new();

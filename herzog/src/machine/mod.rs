@@ -991,7 +991,7 @@ impl Machine {
                 created_at: p.created_at,
                 results_dir: p.results_dir.clone(),
                 held: if p.counts.pending > 0 { self.space.held() } else { None },
-                spec: Some(p.spec.clone()),
+                spec: Some(Box::new(p.spec.clone())),
             }
         };
         match name {
