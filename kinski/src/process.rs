@@ -1001,6 +1001,8 @@ mod tests {
         let mode = std::fs::metadata(&made).expect("made").permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
 
+        // Another directory: the first program's logs lie at the same names.
+        let dir = tempdir();
         let ready = dir.path().join("ready");
         let mut trapped = sh(
             dir.path(),
