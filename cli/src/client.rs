@@ -4,6 +4,7 @@
 use crate::error::CliError;
 use common::ApiError;
 use common::config::{ClusterConfig, DEFAULT_ADDRESS};
+use common::history::{FragmentQuery, LogsQuery, ProjectRemoved};
 use common::instances::{InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
 use common::output::{ServiceOutput, ServiceRead};
 use common::service::CoordinatorClient;
@@ -20,6 +21,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const ADD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Deadline for removing or retrying a project, which touches each of its fragments.
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Deadline for removing a project with its results folder.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// herzog's address: `--herzog` (or `HERZOG_ADDR`, which clap folds into the flag), else the
 /// config's `herzog.address`, else [`DEFAULT_ADDRESS`].
@@ -150,13 +153,28 @@ impl Herzog {
             .await
     }
 
-    pub(crate) async fn project_remove(&self, name: &str) -> Result<(), CliError> {
-        let ctx = context_with(REMOVE_TIMEOUT);
+    /// Removes a project (and with `purge` its results folder); says what is left on disk.
+    pub(crate) async fn project_remove_with(&self, name: &str, purge: bool) -> Result<ProjectRemoved, CliError> {
+        // Deleting a large results folder takes as long as it takes; herzog finishes it anyway.
+        let ctx = context_with(if purge { PURGE_TIMEOUT } else { REMOVE_TIMEOUT });
         self.call(
             "removing the project",
-            self.client.project_remove(ctx, name.to_string()),
+            self.client.project_remove_with(ctx, name.to_string(), purge),
         )
         .await
+    }
+
+    pub(crate) async fn fragments_query(
+        &self,
+        project: &str,
+        query: FragmentQuery,
+    ) -> Result<Page<FragmentInfo>, CliError> {
+        let fut = self.client.fragments_query(ctx(), project.to_string(), query);
+        self.call("listing fragments", fut).await
+    }
+
+    pub(crate) async fn fragment_logs(&self, query: LogsQuery) -> Result<Logs, CliError> {
+        self.call("reading logs", self.client.fragment_logs(ctx(), query)).await
     }
 
     pub(crate) async fn project_progress(&self, name: Option<&str>) -> Result<Vec<ProjectProgress>, CliError> {

@@ -120,6 +120,13 @@ pub enum CliError {
         name: String,
         what: String,
     },
+    /// `hz local --joblog FILE` cannot be written.
+    #[error("failed to write the job log {}: {source}; give a writable --joblog path", path.display())]
+    Joblog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// One of `hz local`'s daemons failed.
     #[error("{which} failed: {message}")]
     Daemon { which: &'static str, message: String },
@@ -138,6 +145,7 @@ impl CliError {
             | CliError::Cwd(_)
             | CliError::Config(_)
             | CliError::StateDir { .. }
+            | CliError::Joblog { .. }
             | CliError::LocalConflict { .. }
             | CliError::NoCertificate
             | CliError::Tls(_) => code::BAD_INPUT,
@@ -159,7 +167,7 @@ impl CliError {
 /// herzog's refusals are bad input, except when herzog itself is in trouble.
 pub fn api_exit_code(e: &ApiError) -> u8 {
     match e {
-        ApiError::Storage { .. } | ApiError::ShuttingDown => code::HERZOG_FAILED,
+        ApiError::Storage { .. } | ApiError::ShuttingDown | ApiError::PurgeFailed { .. } => code::HERZOG_FAILED,
         ApiError::HostUnreachable { .. } => code::UNREACHABLE,
         _ => code::BAD_INPUT,
     }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod dirfd;
 pub mod error;
+pub mod history;
 pub mod ids;
 pub mod instances;
 pub mod link;
@@ -11,6 +12,7 @@ pub mod logging;
 pub mod name;
 pub mod output;
 pub mod paths;
+pub mod run_settings;
 pub mod service;
 pub mod services;
 pub mod template;

@@ -107,7 +107,8 @@ pub async fn run(
     let started = std::time::Instant::now();
     let snapshot = store.load()?;
     let clock = engine::Clock::new();
-    let machine = Machine::restore(timing, config.state_dir.join("results"), snapshot, clock.now())
+    let results_root = config.state_dir.join("results");
+    let machine = Machine::restore(timing, results_root.clone(), snapshot, clock.now())
         .with_max_log_bytes(config.max_log_bytes)
         .with_staged_hosts(|worker| config.hosts.iter().any(|h| h.name == worker && !h.shared_fs));
     tracing::info!(db = %store.path().display(), elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
@@ -146,6 +147,7 @@ pub async fn run(
         stager,
         services: config.services.clone(),
         connections: connections.clone(),
+        results_root,
     };
     let tick =
         (config.worker_timeout / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));

@@ -33,7 +33,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
@@ -132,9 +132,11 @@ struct Group {
     /// True once the leader is reaped. Signals and the reap both happen under this lock, so no
     /// signal can reach a reused pgid.
     reaped: Mutex<bool>,
-    /// SIGTERM is sent once, however often `stop` is called: some programs take a second
-    /// SIGTERM as "give up cleaning up".
+    /// The stop signal is sent once, however often `stop` is called: some programs take a
+    /// second SIGTERM as "give up cleaning up".
     term_sent: AtomicBool,
+    /// The signal a stop starts with: SIGTERM unless the project says otherwise.
+    stop_signal: AtomicI32,
 }
 
 /// The reaped leader's wait status and resource usage.
@@ -162,40 +164,7 @@ impl Process {
         if start.scratch.is_none() {
             ensure_output_dir(&start.output_dir, run_as)?;
         }
-        let logs = LogDir::open(&start.stdout)?;
-        let (out_read, stdout) = pipe().map_err(|source| SpawnError::Pipe {
-            stream: "stdout",
-            source,
-        })?;
-        let shared = start.stderr == start.stdout;
-        let label = if shared { "stdout and stderr" } else { "stdout" };
-        let mut outputs = vec![Output::new(
-            out_read,
-            logs.log(&start.stdout, label, start.max_log_bytes)?,
-        )];
-        // One pipe for both when they share a file: the program's own interleaving is kept.
-        let stderr = if shared {
-            stdout.try_clone().map_err(|source| SpawnError::Pipe {
-                stream: "stderr",
-                source,
-            })?
-        } else {
-            let logs = if start.stderr.parent() == start.stdout.parent() {
-                logs
-            } else {
-                LogDir::open(&start.stderr)?
-            };
-            let (err_read, stderr) = pipe().map_err(|source| SpawnError::Pipe {
-                stream: "stderr",
-                source,
-            })?;
-            outputs.push(Output::new(
-                err_read,
-                logs.log(&start.stderr, "stderr", start.max_log_bytes)?,
-            ));
-            stderr
-        };
-
+        let (stdout, stderr, outputs) = attempt_outputs(start)?;
         let mut command = Command::new(program);
         command
             .args(args)
@@ -208,15 +177,28 @@ impl Process {
             .env("HERZOG_INPUT", &start.input)
             .env("HERZOG_OUTPUT_DIR", &start.output_dir)
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            // No pre_exec unless switching users: that keeps std on its posix_spawn path,
-            // which matters at thousands of short attempts.
+            .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
+            .stderr(stderr.map_or_else(Stdio::null, Stdio::from))
+            // No pre_exec unless switching users or setting a umask: that keeps std on its
+            // posix_spawn path, which matters at thousands of short attempts.
             .process_group(0);
         if let Some(user) = run_as {
             user.apply(&mut command);
         }
-        Self::launch(command, program, &start.cwd, outputs)
+        if let Some(mask) = start.settings.umask {
+            // SAFETY: umask is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
+        let process = Self::launch(command, program, &start.cwd, outputs)?;
+        if let Some(signal) = start.settings.stop_signal {
+            process.group.stop_signal.store(signal.number(), Ordering::SeqCst);
+        }
+        Ok(process)
     }
 
     /// Spawns `command` (set up to run `program` in `cwd`, in a new process group, its
@@ -258,6 +240,7 @@ impl Process {
                 pidfd,
                 reaped: Mutex::new(false),
                 term_sent: AtomicBool::new(false),
+                stop_signal: AtomicI32::new(libc::SIGTERM),
             }),
             started,
             outputs,
@@ -396,15 +379,16 @@ impl Stopper {
         self.group.signal(signal);
     }
 
-    /// Sends SIGTERM to the group, gives the leader up to `grace` to exit, then SIGKILLs
-    /// whatever is left of the group. Does nothing once the leader has been reaped; calling it
-    /// again sends no second SIGTERM but still escalates.
+    /// Sends the stop signal (SIGTERM unless the attempt names another) to the group, gives
+    /// the leader up to `grace` to exit, then SIGKILLs whatever is left of the group. Does
+    /// nothing once the leader has been reaped; calling it again sends no second stop signal
+    /// but still escalates.
     pub async fn stop(&self, grace: Duration) {
         if self.group.is_reaped() {
             return;
         }
         if !self.group.term_sent.swap(true, Ordering::SeqCst) {
-            self.group.signal(libc::SIGTERM);
+            self.group.signal(self.group.stop_signal.load(Ordering::SeqCst));
         }
         self.group.leader_exit(grace).await;
         // Also when the leader went in time: its descendants must not outlive the attempt,
@@ -549,6 +533,42 @@ impl Group {
             tokio::time::sleep(FALLBACK_POLL).await;
         }
     }
+}
+
+/// The write ends an attempt's program gets as stdout and stderr (`None`: /dev/null, a
+/// stream the project discards), and the read ends kinski copies into the log files.
+type AttemptOutputs = (Option<OwnedFd>, Option<OwnedFd>, Vec<Output>);
+
+fn attempt_outputs(start: &StartAttempt) -> Result<AttemptOutputs, SpawnError> {
+    let keep_out = start.settings.stdout.is_keep();
+    let keep_err = start.settings.stderr.is_keep();
+    let mut outputs = Vec::new();
+    let logs = if keep_out || keep_err {
+        Some(LogDir::open(if keep_out { &start.stdout } else { &start.stderr })?)
+    } else {
+        None
+    };
+    let mut open = |stream: &'static str, path: &Path, label: &'static str| -> Result<OwnedFd, SpawnError> {
+        let (read, write) = pipe().map_err(|source| SpawnError::Pipe { stream, source })?;
+        let log = match &logs {
+            Some(dir) if path.parent() == Some(dir.path.as_path()) => dir.log(path, label, start.max_log_bytes)?,
+            _ => LogDir::open(path)?.log(path, label, start.max_log_bytes)?,
+        };
+        outputs.push(Output::new(read, log));
+        Ok(write)
+    };
+    // One pipe for both when they share a file: the program's own interleaving is kept.
+    if keep_out && keep_err && start.stderr == start.stdout {
+        let both = open("stdout", &start.stdout, "stdout and stderr")?;
+        let copy = both.try_clone().map_err(|source| SpawnError::Pipe {
+            stream: "stderr",
+            source,
+        })?;
+        return Ok((Some(both), Some(copy), outputs));
+    }
+    let stdout = keep_out.then(|| open("stdout", &start.stdout, "stdout")).transpose()?;
+    let stderr = keep_err.then(|| open("stderr", &start.stderr, "stderr")).transpose()?;
+    Ok((stdout, stderr, outputs))
 }
 
 /// A pipe whose ends are closed on exec (std dups the write end onto the child's stdout or
@@ -735,6 +755,7 @@ mod tests {
             scratch: None,
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
             uploader_uid: None,
+            settings: Default::default(),
         }
     }
 
@@ -961,6 +982,46 @@ mod tests {
 
         // Once reaped, stopping again must not signal the (possibly reused) pgid.
         stopper.stop(Duration::from_secs(10)).await;
+    }
+
+    #[tokio::test]
+    async fn settings_discard_streams_set_the_umask_and_pick_the_stop_signal() {
+        use common::run_settings::{Signal, Sink};
+        let dir = tempdir();
+        let made = dir.path().join("made");
+        let mut start = sh(
+            dir.path(),
+            &format!("echo out; echo err >&2; : > {}; umask", made.display()),
+        );
+        start.settings.stdout = Sink::Discard;
+        start.settings.umask = Some(0o077);
+        assert_eq!(run(&start).await.exit, Exit::Code(0));
+        assert!(!start.stdout.exists(), "a discarded stdout leaves no log");
+        assert_eq!(std::fs::read_to_string(&start.stderr).expect("stderr"), "err\n");
+        let mode = std::fs::metadata(&made).expect("made").permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+
+        // Another directory: the first program's logs lie at the same names.
+        let dir = tempdir();
+        let ready = dir.path().join("ready");
+        let mut trapped = sh(
+            dir.path(),
+            &format!(
+                r#"trap 'echo got-usr1; exit 7' USR1; echo > {}; while :; do sleep 0.05; done"#,
+                ready.display()
+            ),
+        );
+        trapped.settings.stop_signal = Some(Signal::parse("USR1").expect("a signal"));
+        trapped.settings.stderr = Sink::Discard;
+        let process = Process::spawn(&trapped).expect("spawn");
+        let stopper = process.stopper();
+        let waiter = tokio::spawn(process.wait());
+        line_in(&ready).await;
+        stopper.stop(Duration::from_secs(20)).await;
+        let finished = tokio::time::timeout(LIMIT, waiter).await.expect("wait").expect("join");
+        assert_eq!(finished.exit, Exit::Code(7));
+        assert_eq!(std::fs::read_to_string(&trapped.stdout).expect("stdout"), "got-usr1\n");
+        assert!(!trapped.stderr.exists());
     }
 
     #[tokio::test]

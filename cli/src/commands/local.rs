@@ -7,13 +7,14 @@
 //! this process can reach this herzog; on loopback TCP with TLS the transport cost more than
 //! running `/bin/true` (BENCHMARKS.md).
 
-use super::{action, fragments, progress};
+use super::{action, fragments, joblog, progress};
 use crate::Outcome;
 use crate::args::LocalArgs;
 use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use crate::table::{Align, Table, duration_ms, opt};
 use common::ApiError;
+use common::history::FragmentQuery;
 use common::wire::{FragmentInfo, FragmentStateKind, NewProject, ProjectProgress};
 use futures::FutureExt;
 use futures::future::Shared;
@@ -62,6 +63,16 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
         .clone()
         .unwrap_or_else(|| common::name::name_from_dir(&project.dir));
     project.name = Some(name.clone());
+    let joblog = args.joblog.as_ref().map(|path| cwd.join(path));
+    if let Some(path) = &joblog {
+        // Before any work: a path that cannot be written is bad input now, not after the run.
+        tokio::fs::write(path, joblog::HEADER)
+            .await
+            .map_err(|source| CliError::Joblog {
+                path: path.clone(),
+                source,
+            })?;
+    }
     let state_dir = make_state_dir(&cwd.join(args.state_dir.clone().unwrap_or_else(|| format!("{name}.hz").into())))?;
     let _log_guard =
         herzog::logging::init(&state_dir, "hz-local", LOG_FILTER, false).map_err(|source| CliError::StateDir {
@@ -98,7 +109,14 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
     );
 
     let ended = {
-        let work = drive(&endpoint, project, &state_dir, args.retry_failed, progress::POLL);
+        let work = drive(
+            &endpoint,
+            project,
+            &state_dir,
+            args.retry_failed,
+            progress::POLL,
+            joblog.as_deref(),
+        );
         tokio::select! {
             r = work => Ended::Work(r),
             () = interrupted() => Ended::Interrupted,
@@ -227,14 +245,15 @@ fn daemon_end<E: std::fmt::Display>(joined: Result<Result<(), E>, JoinError>) ->
     }
 }
 
-/// Adds (or resumes) the project, follows it to the end (asking herzog every `every`) and
-/// fetches what the summary needs.
+/// Adds (or resumes) the project, follows it to the end (asking herzog every `every`),
+/// fetches what the summary needs, and writes the job log when asked.
 async fn drive(
     addr: &Endpoint,
     project: NewProject,
     state_dir: &Path,
     retry_failed: bool,
     every: Duration,
+    joblog: Option<&Path>,
 ) -> Result<Finished, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let name = project.name.clone().unwrap_or_default();
@@ -259,6 +278,19 @@ async fn drive(
     } else {
         Vec::new()
     };
+    if let Some(path) = joblog {
+        let query = FragmentQuery {
+            attempts: true,
+            ..FragmentQuery::default()
+        };
+        let all = fragments::collect_query(&herzog, &name, &query, None).await?;
+        tokio::fs::write(path, joblog::render(&all))
+            .await
+            .map_err(|source| CliError::Joblog {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    }
     Ok(Finished { progress, failed })
 }
 
@@ -347,7 +379,7 @@ mod tests {
             max_running: None,
         };
         let state_dir = Path::new("/s");
-        let finished = drive(&cluster.endpoint, project.clone(), state_dir, false, EVERY)
+        let finished = drive(&cluster.endpoint, project.clone(), state_dir, false, EVERY, None)
             .await
             .unwrap();
         assert_eq!(finished.failed.len(), FAILED_SHOWN);
@@ -366,13 +398,13 @@ mod tests {
 
         // The same command again resumes (here: re-reports) the project; another program
         // under the same name is refused.
-        let again = drive(&cluster.endpoint, project.clone(), state_dir, false, EVERY)
+        let again = drive(&cluster.endpoint, project.clone(), state_dir, false, EVERY, None)
             .await
             .unwrap();
         assert_eq!(again.progress.failed, 12);
         let mut other = project;
         other.spec = RunSpec::new("true");
-        let err = drive(&cluster.endpoint, other, state_dir, false, EVERY)
+        let err = drive(&cluster.endpoint, other, state_dir, false, EVERY, None)
             .await
             .err()
             .unwrap();

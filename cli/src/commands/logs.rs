@@ -1,10 +1,13 @@
-//! `hz logs PROJECT FRAGMENT`: the output of a fragment's latest attempt.
+//! `hz logs PROJECT FRAGMENT [--attempt ID]`: the output of a fragment's latest attempt, or
+//! of the one named.
 
 use super::print_json;
 use crate::Outcome;
 use crate::args::LogsArgs;
 use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
+use common::AttemptId;
+use common::history::LogsQuery;
 use common::wire::Logs;
 use std::io::Write;
 
@@ -15,7 +18,19 @@ const MAX_BYTES: u64 = 1024 * 1024;
 /// only that stream, on stdout, unlabelled.
 pub(crate) async fn run(args: &LogsArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let herzog = Herzog::connect(addr).await?;
-    let logs = herzog.logs(&args.project, &args.fragment, MAX_BYTES).await?;
+    let logs = match args.attempt {
+        None => herzog.logs(&args.project, &args.fragment, MAX_BYTES).await?,
+        Some(attempt) => {
+            herzog
+                .fragment_logs(LogsQuery {
+                    project: args.project.clone(),
+                    fragment: args.fragment.clone(),
+                    attempt: Some(AttemptId(attempt)),
+                    max_bytes: MAX_BYTES,
+                })
+                .await?
+        }
+    };
     if args.output.json {
         print_json(out, &logs)?;
         return Ok(Outcome::Ok);
@@ -72,6 +87,7 @@ mod tests {
             fragment: fragment.into(),
             stderr,
             stdout: false,
+            attempt: None,
             output: JsonArgs::default(),
         }
     }

@@ -6,6 +6,7 @@ pub(crate) mod control;
 pub(crate) mod controls;
 pub(crate) mod events;
 pub(crate) mod fragments;
+pub(crate) mod joblog;
 pub(crate) mod list;
 pub(crate) mod local;
 pub(crate) mod logs;

@@ -1257,6 +1257,7 @@ impl Machine {
                 paused: p.paused,
                 max_running: p.max_running,
                 after: p.after.clone(),
+                spec: Some(Box::new(p.spec.clone())),
             }
         };
         match name {
@@ -1469,6 +1470,7 @@ fn staged_start_for(
         scratch: Some(paths.root),
         max_log_bytes,
         uploader_uid: None,
+        settings: p.spec.settings.clone(),
     };
     (start, upload)
 }
@@ -1492,5 +1494,6 @@ fn start_for(p: &Project, index: u32, attempt: AttemptId, max_log_bytes: u64) ->
         scratch: None,
         max_log_bytes,
         uploader_uid: None,
+        settings: p.spec.settings.clone(),
     }
 }

@@ -358,6 +358,7 @@ fn every_legal_transition_happens_through_events() {
                 scratch: None,
                 max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
                 uploader_uid: None,
+                settings: Default::default(),
             }
         )
     );

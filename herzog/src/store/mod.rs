@@ -6,6 +6,7 @@
 //! across a power cut. The cost is one fsync per batch, not per transition, because the loop
 //! batches (docs/architecture.md has the numbers).
 
+mod history;
 mod read;
 mod rows;
 
