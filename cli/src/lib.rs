@@ -54,7 +54,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         return commands::local::run(a, out).await;
     }
     let addr = client::Endpoint::from_flag(client::resolve_address(cli.herzog.as_deref(), config.as_ref()), cli.tls);
-    match cli.command {
+    let result = match cli.command {
         Command::Action(a) => commands::action::run(&a, &addr, out).await,
         Command::List(a) => commands::list::run(a, &addr, out).await,
         Command::Progress(a) => commands::progress::run(&a, &addr, out).await,
@@ -78,7 +78,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Events(a) => commands::events::run(&a, &addr, out).await,
         Command::Tail(a) => commands::tail::run(&a, &addr, out).await,
         Command::Local(_) => unreachable!("handled above"),
-    }
+    };
+    addr.close().await;
+    result
 }
 
 /// The whole program: parses the arguments, runs the command, prints an error as

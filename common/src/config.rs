@@ -10,6 +10,9 @@ use std::time::Duration;
 /// says so.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7373";
 
+/// How many daily log files a daemon keeps by default (`log_retention`).
+pub const DEFAULT_LOG_RETENTION: u32 = 14;
+
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -90,6 +93,8 @@ pub struct HerzogSection {
     pub worker_timeout: Duration,
     /// The tracing filter (`info`, `herzog=debug`, ...).
     pub log_level: String,
+    /// How many daily log files (`logs/herzog.log.YYYY-MM-DD`) are kept; older ones are removed.
+    pub log_retention: u32,
     /// herzog's certificate bundle (from `herzog certs init`).
     pub tls: Option<PathBuf>,
     /// The free space herzog keeps on its state filesystem: below it, no attempt starts
@@ -114,6 +119,7 @@ impl Default for HerzogSection {
             heartbeat_interval: Duration::from_secs(2),
             worker_timeout: Duration::from_secs(10),
             log_level: "info".to_string(),
+            log_retention: DEFAULT_LOG_RETENTION,
             min_free_space: bytesize::ByteSize::gib(1),
             services: None,
             max_log_bytes: bytesize::ByteSize(crate::wire::DEFAULT_MAX_LOG_BYTES),
@@ -155,6 +161,8 @@ pub struct KinskiSection {
     pub state_dir: PathBuf,
     /// The tracing filter.
     pub log_level: String,
+    /// How many daily log files (`logs/kinski.log.YYYY-MM-DD`) are kept; older ones are removed.
+    pub log_retention: u32,
     /// This worker's certificate bundle (from `herzog certs issue NAME --role worker`).
     pub tls: Option<PathBuf>,
     /// The user programs run as; required when kinski runs as root.
@@ -178,6 +186,7 @@ impl Default for KinskiSection {
             slots: None,
             state_dir: PathBuf::from("/var/lib/kinski"),
             log_level: "info".to_string(),
+            log_retention: DEFAULT_LOG_RETENTION,
         }
     }
 }
@@ -254,6 +263,14 @@ impl ClusterConfig {
                 h.max_log_bytes.as_u64().to_string(),
                 "must be at least 4096 (bytes)",
             ));
+        }
+        for (key, days) in [
+            ("herzog.log_retention", h.log_retention),
+            ("kinski.log_retention", self.kinski.log_retention),
+        ] {
+            if days == 0 {
+                return Err(bad(key, "0".into(), "must be at least 1 (days of log files kept)"));
+            }
         }
         if self.kinski.slots == Some(0) {
             return Err(bad("kinski.slots", "0".into(), "must be at least 1"));
@@ -390,6 +407,16 @@ mod tests {
         assert!(err.to_string().contains("herzog.worker_timeout"), "{err}");
         let err = ClusterConfig::parse("[kinski]\nslots = 0\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("kinski.slots"), "{err}");
+        for section in ["herzog", "kinski"] {
+            let text = format!("[{section}]\nlog_retention = 0\n");
+            let err = ClusterConfig::parse(&text, Path::new("c.toml")).unwrap_err();
+            assert!(err.to_string().contains(&format!("{section}.log_retention")), "{err}");
+        }
+        let ok = ClusterConfig::parse("[kinski]\nlog_retention = 3\n", Path::new("c.toml")).unwrap();
+        assert_eq!(
+            (ok.kinski.log_retention, ok.herzog.log_retention),
+            (3, DEFAULT_LOG_RETENTION)
+        );
         let err = ClusterConfig::parse("[herzog]\nheartbeat_interval = \"soon\"\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("heartbeat_interval"), "{err}");
         let err = ClusterConfig::parse("[herzog]\nmax_log_bytes = 100\n", Path::new("c.toml")).unwrap_err();

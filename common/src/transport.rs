@@ -194,13 +194,30 @@ pub async fn dial(addr: &str, hello: &Hello, connector: &Connector) -> Result<Cl
     }
 }
 
-/// A connected Coordinator client (what hz uses).
+/// A connected Coordinator client.
 pub async fn coordinator_client(
     addr: &str,
     connector: &Connector,
 ) -> Result<crate::service::CoordinatorClient, ConnectError> {
+    Ok(coordinator_session(addr, connector).await?.0)
+}
+
+/// A connected Coordinator client (what hz uses) and the task that carries its calls. Once
+/// every clone of the client is dropped, the task closes the connection cleanly (TLS
+/// close_notify, then the TCP close) and ends: await it before the process exits, or herzog
+/// sees the connection cut off mid-stream and says so in its log.
+pub async fn coordinator_session(
+    addr: &str,
+    connector: &Connector,
+) -> Result<(crate::service::CoordinatorClient, tokio::task::JoinHandle<()>), ConnectError> {
     let stream = dial(addr, &Hello::Client, connector).await?;
-    Ok(crate::service::CoordinatorClient::new(tarpc::client::Config::default(), json_transport(stream)).spawn())
+    let tarpc::client::NewClient { client, dispatch } =
+        crate::service::CoordinatorClient::new(tarpc::client::Config::default(), json_transport(stream));
+    // A broken connection shows in the calls' own errors; the task has nothing to add.
+    let task = tokio::spawn(async move {
+        let _ = dispatch.await;
+    });
+    Ok((client, task))
 }
 
 /// A connected Registry client (what kinski uses to report).

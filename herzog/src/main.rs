@@ -36,6 +36,10 @@ struct Args {
     /// Log filter, e.g. info or herzog=debug (overrides herzog.log_level).
     #[arg(long)]
     log_level: Option<String>,
+    /// Daily log files kept in STATE_DIR/logs, older ones removed (overrides
+    /// herzog.log_retention; default 14).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    log_retention: Option<u32>,
     /// herzog's certificate bundle (overrides herzog.tls); made by `herzog certs init`.
     #[arg(long, env = "HERZOG_TLS")]
     tls: Option<PathBuf>,
@@ -166,7 +170,8 @@ fn main() -> ExitCode {
     let listen = args.listen.unwrap_or_else(|| h.listen_address().to_string());
     let state_dir = args.state_dir.unwrap_or(h.state_dir);
     let log_level = args.log_level.unwrap_or(h.log_level);
-    let _guard = match common::logging::init(&state_dir, "herzog", &log_level, true) {
+    let log_retention = args.log_retention.unwrap_or(h.log_retention);
+    let _guard = match common::logging::init(&state_dir, "herzog", &log_level, true, log_retention) {
         Ok(g) => g,
         Err(e) => {
             eprintln!(

@@ -88,6 +88,13 @@ pub async fn run(
     listener: Listener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), HerzogError> {
+    // SIGHUP re-reads the services file, as `hz reload` does (supervisord's users send it).
+    // Only a daemon: `hz local` keeps the terminal's hangup. Taken first, so a SIGHUP while
+    // the state loads does not kill herzog by its default action.
+    let mut hangups = match listener {
+        Listener::Tls { .. } => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        Listener::InProcess(_) => None,
+    };
     std::fs::create_dir_all(&config.state_dir).map_err(|source| HerzogError::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -150,12 +157,6 @@ pub async fn run(
         config.min_free_space,
         handle.clone(),
     ));
-    // SIGHUP re-reads the services file, as `hz reload` does (supervisord's users send it).
-    // Only a daemon: `hz local` keeps the terminal's hangup.
-    let mut hangups = match incoming {
-        Incoming::Tls { .. } => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
-        Incoming::InProcess(_) => None,
-    };
     if let Some(path) = config.services.clone() {
         apply_services_file(&handle, path).await;
     }

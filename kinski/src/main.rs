@@ -31,6 +31,10 @@ struct Args {
     /// Log filter (overrides kinski.log_level).
     #[arg(long)]
     log_level: Option<String>,
+    /// Daily log files kept in STATE_DIR/logs, older ones removed (overrides
+    /// kinski.log_retention; default 14).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    log_retention: Option<u32>,
     /// This worker's certificate bundle (overrides kinski.tls); made by
     /// `herzog certs issue NAME --role worker`.
     #[arg(long, env = "KINSKI_TLS")]
@@ -98,7 +102,8 @@ fn main() -> ExitCode {
     }
     let state_dir = args.state_dir.unwrap_or(k.state_dir);
     let log_level = args.log_level.unwrap_or(k.log_level);
-    let _guard = match common::logging::init(&state_dir, "kinski", &log_level, true) {
+    let log_retention = args.log_retention.unwrap_or(k.log_retention);
+    let _guard = match common::logging::init(&state_dir, "kinski", &log_level, true, log_retention) {
         Ok(g) => g,
         Err(e) => {
             eprintln!(

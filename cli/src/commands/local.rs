@@ -62,11 +62,17 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
         .unwrap_or_else(|| common::name::name_from_dir(&project.dir));
     project.name = Some(name.clone());
     let state_dir = make_state_dir(&cwd.join(args.state_dir.clone().unwrap_or_else(|| format!("{name}.hz").into())))?;
-    let _log_guard =
-        herzog::logging::init(&state_dir, "hz-local", LOG_FILTER, false).map_err(|source| CliError::StateDir {
-            path: state_dir.join("logs"),
-            source,
-        })?;
+    let _log_guard = herzog::logging::init(
+        &state_dir,
+        "hz-local",
+        LOG_FILTER,
+        false,
+        common::config::DEFAULT_LOG_RETENTION,
+    )
+    .map_err(|source| CliError::StateDir {
+        path: state_dir.join("logs"),
+        source,
+    })?;
 
     let (dialer, listener) = common::link::in_process();
     let endpoint = Endpoint::new_in_process(dialer.clone());
