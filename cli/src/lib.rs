@@ -53,7 +53,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     if let Command::Local(a) = &cli.command {
         return commands::local::run(a, out).await;
     }
-    let addr = client::Endpoint::from_flag(client::resolve_address(cli.herzog.as_deref(), config.as_ref()), cli.tls);
+    let addr = client::resolve_address(cli.herzog.as_deref(), config.as_ref());
+    common::config::check_address(&addr).map_err(CliError::Usage)?;
+    let addr = client::Endpoint::from_flag(addr, cli.tls);
     let result = match cli.command {
         Command::Action(a) => commands::action::run(&a, &addr, out).await,
         Command::List(a) => commands::list::run(a, &addr, out).await,

@@ -10,6 +10,24 @@ use std::time::Duration;
 /// says so.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7373";
 
+/// Checks that `addr` is `host:port` (`[v6]:port` for an IPv6 address); the error says what
+/// is missing and how to write it.
+pub fn check_address(addr: &str) -> Result<(), String> {
+    let ok = addr.rsplit_once(':').is_some_and(|(host, port)| {
+        let host_ok = !host.is_empty() && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')));
+        host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    match (ok, addr.contains(':')) {
+        (true, _) => Ok(()),
+        (false, false) if !addr.is_empty() => Err(format!(
+            "herzog's address '{addr}' has no port: add :PORT, e.g. {addr}:7373 (herzog's default port)"
+        )),
+        (false, _) => Err(format!(
+            "herzog's address '{addr}' is not host:port (e.g. coordinator:7373, [::1]:7373)"
+        )),
+    }
+}
+
 /// How many daily log files a daemon keeps by default (`log_retention`).
 pub const DEFAULT_LOG_RETENTION: u32 = 14;
 
@@ -153,7 +171,7 @@ impl HerzogSection {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KinskiSection {
-    /// This worker's name; default: the host name.
+    /// This worker's name; default: the name its certificate was issued for.
     pub name: Option<String>,
     /// How many attempts run at once; default: the available parallelism.
     pub slots: Option<u32>,
@@ -244,7 +262,7 @@ impl ClusterConfig {
             reason,
         };
         let h = &self.herzog;
-        if h.address.parse::<std::net::SocketAddr>().is_err() && !h.address.contains(':') {
+        if check_address(&h.address).is_err() {
             return Err(bad("herzog.address", h.address.clone(), "expected host:port"));
         }
         if h.heartbeat_interval.is_zero() {
@@ -378,6 +396,18 @@ mod tests {
         ] {
             let err = ClusterConfig::parse(text, Path::new("c.toml")).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn addresses_need_a_host_and_a_port() {
+        for good in ["127.0.0.1:7373", "coordinator:1", "[::1]:7373", "a.example.org:65535"] {
+            assert_eq!(check_address(good), Ok(()), "{good}");
+        }
+        let err = check_address("127.0.0.1").unwrap_err();
+        assert!(err.contains("no port") && err.contains("127.0.0.1:7373"), "{err}");
+        for bad in ["", ":7373", "h:", "h:port", "h:70000", "h:0", "::1:7373", "h:7373:1"] {
+            assert!(check_address(bad).is_err(), "{bad:?} passed");
         }
     }
 

@@ -251,10 +251,12 @@ fn authorize(hello: &Hello, name: &str, role: Role) -> Result<(), String> {
             Err(format!("this certificate is for worker '{name}', not '{claimed}'"))
         }
         (Hello::Client, _) => Err(format!(
-            "a {role} certificate cannot use hz's service: use an admin certificate"
+            "{} certificate cannot use hz's service: use an admin certificate",
+            role.with_article()
         )),
         (_, _) => Err(format!(
-            "a {role} certificate cannot act as a worker: use a worker certificate"
+            "{} certificate cannot act as a worker: use a worker certificate",
+            role.with_article()
         )),
     }
 }

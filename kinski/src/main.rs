@@ -19,7 +19,8 @@ struct Args {
     /// herzog's address, host:port (overrides herzog.address).
     #[arg(long, env = "HERZOG_ADDR")]
     herzog: Option<String>,
-    /// This worker's name (overrides kinski.name; default: the host name).
+    /// This worker's name, as its certificate names it (overrides kinski.name) [default: the
+    /// name in the --tls certificate]
     #[arg(long)]
     name: Option<String>,
     /// Attempts run at once (overrides kinski.slots; default: available parallelism).
@@ -60,6 +61,12 @@ fn main() -> ExitCode {
         }
     };
     let k = cluster.kinski.clone();
+    if let Some(addr) = &args.herzog
+        && let Err(e) = common::config::check_address(addr)
+    {
+        eprintln!("kinski: {e}; set --herzog or HERZOG_ADDR");
+        return ExitCode::from(2);
+    }
     if args.slots == Some(0) {
         eprintln!("kinski: --slots must be at least 1");
         return ExitCode::from(2);
@@ -92,10 +99,10 @@ fn main() -> ExitCode {
     }
     if identity.role != common::tls::Role::Worker || identity.name != name {
         eprintln!(
-            "kinski: {} is a {} certificate for '{}', but this worker is '{name}': issue one with \
+            "kinski: {} is {} certificate for '{}', but this worker is '{name}': issue one with \
              `herzog certs issue {name} --role worker`",
             tls.display(),
-            identity.role,
+            identity.role.with_article(),
             identity.name
         );
         return ExitCode::from(2);

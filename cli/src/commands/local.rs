@@ -98,7 +98,8 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
         stopped(stop_rx),
     )));
     note!(
-        "started herzog and worker 'local' with {slots} slots in this process; state in {}",
+        "started herzog and worker 'local' with {} in this process; state in {}",
+        common::count(slots, "slot"),
         state_dir.display()
     );
 
@@ -281,9 +282,9 @@ async fn resume(herzog: &Herzog, project: &NewProject, state_dir: &Path) -> Resu
 fn summary(f: &Finished, wall: Duration, state_dir: &Path) -> String {
     let p = &f.progress;
     let mut s = format!(
-        "project {}: {} fragments, {} succeeded, {} failed, in {}\n",
+        "project {}: {}, {} succeeded, {} failed, in {}\n",
         p.name,
-        p.total,
+        common::count(p.total, "fragment"),
         p.succeeded,
         p.failed,
         duration_ms(u64::try_from(wall.as_millis()).unwrap_or(u64::MAX)),
