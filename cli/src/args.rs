@@ -65,6 +65,26 @@ pub enum Command {
     Events(EventsArgs),
     /// Print the last output of a service instance; -f: and what it prints from then on
     Tail(TailArgs),
+    /// Print a shell completion script: `hz completions bash > ~/.local/share/bash-completion/completions/hz`
+    Completions(CompletionsArgs),
+    /// Print hz's man page (roff): `hz man | man -l -`, or save it as hz.1 in your MANPATH
+    Man,
+}
+
+/// `hz completions`.
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to complete in
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// The shells `hz completions` writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// `hz tail`.

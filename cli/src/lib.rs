@@ -49,6 +49,12 @@ impl Outcome {
 
 /// Runs one parsed command line, writing its results to `out` (messages go to stderr).
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    // These need neither herzog nor a config.
+    match &cli.command {
+        Command::Completions(a) => return commands::docs::completions(a.shell, out),
+        Command::Man => return commands::docs::man(out),
+        _ => {}
+    }
     let config = cli.config.as_deref().map(ClusterConfig::load).transpose()?;
     if let Command::Local(a) = &cli.command {
         return commands::local::run(a, out).await;
@@ -79,7 +85,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Reload => commands::reload::run(&addr, out).await,
         Command::Events(a) => commands::events::run(&a, &addr, out).await,
         Command::Tail(a) => commands::tail::run(&a, &addr, out).await,
-        Command::Local(_) => unreachable!("handled above"),
+        Command::Local(_) | Command::Completions(_) | Command::Man => unreachable!("handled above"),
     };
     addr.close().await;
     result

@@ -1,7 +1,7 @@
 //! The herzog binary: parse arguments, build the config, call `herzog::run`; or make the
 //! cluster's certificates (`herzog certs`).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use common::config::ClusterConfig;
 use common::tls::{Authority, Identity, Pki, Role};
 use std::path::PathBuf;
@@ -52,6 +52,8 @@ enum Command {
     /// Make and hand out the cluster's certificates.
     #[command(subcommand)]
     Certs(Certs),
+    /// Print herzog's man page (roff): `herzog man | man -l -`, or save it as herzog.1.
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,9 +133,23 @@ fn certs(command: Certs) -> Result<String, String> {
     }
 }
 
+/// Writes `command`'s man page to stdout.
+fn print_man(command: clap::Command) -> ExitCode {
+    match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herzog: failed to write the man page: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     common::logging::abort_on_panic();
     let args = Args::parse();
+    if let Some(Command::Man) = args.command {
+        return print_man(Args::command());
+    }
     if let Some(Command::Certs(command)) = args.command {
         return match certs(command) {
             Ok(done) => {

@@ -1,6 +1,6 @@
 //! The kinski binary: parse arguments, build the config, call `kinski::run`.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
 use common::config::ClusterConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +13,8 @@ use std::process::ExitCode;
     after_help = "Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or arguments."
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The cluster config file (cluster.example.toml documents every key).
     #[arg(long, env = "HERZOG_CONFIG")]
     config: Option<PathBuf>,
@@ -50,9 +52,24 @@ struct Args {
     run_as: Option<String>,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print kinski's man page (roff): `kinski man | man -l -`, or save it as kinski.1.
+    Man,
+}
+
 fn main() -> ExitCode {
     common::logging::abort_on_panic();
     let args = Args::parse();
+    if let Some(Command::Man) = args.command {
+        return match clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kinski: failed to write the man page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cluster = match ClusterConfig::load_or_default(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
