@@ -37,7 +37,7 @@ mod tests {
             let mut out = Vec::new();
             completions(shell, &mut out).unwrap();
             let script = String::from_utf8(out).unwrap();
-            for word in ["action", "progress", "fragments", "completions", "--herzog"] {
+            for word in ["action", "progress", "fragments", "completions", "herzog"] {
                 assert!(script.contains(word), "{shell:?} script lacks {word}");
             }
         }
