@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(host.ssh_address(), "pythagoras.example.org");
         assert_eq!(host.slots, Some(8));
         assert_eq!(host.ssh.port, Some(22));
-        assert_eq!(host.ssh.user.as_deref(), Some("herzog"));
+        assert_eq!(host.ssh.user.as_deref(), Some("hzrun"));
     }
 
     #[test]
