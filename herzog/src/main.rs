@@ -189,7 +189,8 @@ fn main() -> ExitCode {
     };
     if identity.role != Role::Coordinator {
         eprintln!(
-            "herzog: {} is {} certificate for '{}', not herzog's own: give herzog the herzog.pem that              `herzog certs init` made (--tls, HERZOG_SERVER_TLS or herzog.tls; HERZOG_TLS is hz's)",
+            "herzog: {} is {} certificate for '{}', not herzog's own: give herzog the herzog.pem that \
+             `herzog certs init` made (--tls, HERZOG_SERVER_TLS or herzog.tls; HERZOG_TLS is hz's)",
             tls.display(),
             identity.role.with_article(),
             identity.name
