@@ -80,6 +80,26 @@ pub enum Command {
     Undrain(WorkerArg),
     /// Drop a worker that is not connected (lost or stopped) from the list
     Forget(WorkerArg),
+    /// Print a shell completion script: `hz completions bash > ~/.local/share/bash-completion/completions/hz`
+    Completions(CompletionsArgs),
+    /// Print hz's man page (roff): `hz man | man -l -`, or save it as hz.1 in your MANPATH
+    Man,
+}
+
+/// `hz completions`.
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to complete in
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// The shells `hz completions` writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// A command on one project.

@@ -40,7 +40,14 @@ pub(crate) fn resolve_address(flag: Option<&str>, config: Option<&ClusterConfig>
 pub(crate) struct Endpoint {
     pub(crate) addr: String,
     identity: Identity,
+    /// The tasks carrying each connection's calls, awaited by [`Endpoint::close`].
+    sessions: Sessions,
 }
+
+type Sessions = std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+/// How long closing the connections may take before hz exits anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 enum Identity {
@@ -59,6 +66,7 @@ impl Endpoint {
         Ok(Endpoint {
             addr,
             identity: Identity::Ready(common::transport::Connector::new(identity)?),
+            sessions: Sessions::default(),
         })
     }
 
@@ -67,6 +75,7 @@ impl Endpoint {
         Endpoint {
             addr: common::link::IN_PROCESS.to_string(),
             identity: Identity::InProcess(dialer),
+            sessions: Sessions::default(),
         }
     }
 
@@ -75,6 +84,16 @@ impl Endpoint {
         Endpoint {
             addr,
             identity: Identity::Flag(tls),
+            sessions: Sessions::default(),
+        }
+    }
+
+    /// Closes every connection made through this endpoint once its clients are gone: waits
+    /// for each to send TLS close_notify and close, so herzog sees a clean end, not a cut.
+    pub(crate) async fn close(&self) {
+        let sessions = std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|e| e.into_inner()));
+        for session in sessions {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, session).await;
         }
     }
 
@@ -115,7 +134,14 @@ pub(crate) struct Herzog {
 impl Herzog {
     /// Dials herzog.
     pub(crate) async fn connect(to: &Endpoint) -> Result<Self, CliError> {
-        let client = to.link()?.coordinator_client().await?;
+        let client = match to.link()? {
+            common::link::Link::Tls { addr, connector } => {
+                let (client, session) = common::transport::coordinator_session(&addr, &connector).await?;
+                to.sessions.lock().unwrap_or_else(|e| e.into_inner()).push(session);
+                client
+            }
+            link => link.coordinator_client().await?,
+        };
         Ok(Herzog {
             client,
             addr: to.addr.clone(),

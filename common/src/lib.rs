@@ -34,3 +34,23 @@ pub fn now_millis() -> Millis {
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
 }
+
+/// A count with its noun in the right number: `1 fragment`, `2 fragments` (plural by -s).
+pub fn count(n: impl Into<u128>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(super::count(1u32, "fragment"), "1 fragment");
+        assert_eq!(super::count(0u64, "fragment"), "0 fragments");
+        assert_eq!(super::count(12u8, "slot"), "12 slots");
+    }
+}

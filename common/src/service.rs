@@ -159,7 +159,7 @@ pub trait Worker {
 /// Why kinski refused a call.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum WorkerError {
-    #[error("every slot is busy ({slots} slots)")]
+    #[error("every slot is busy (slots: {slots})")]
     NoFreeSlot { slots: u32 },
     #[error("failed to prepare {path}: {reason}")]
     Prepare { path: String, reason: String },

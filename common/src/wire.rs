@@ -449,6 +449,10 @@ pub struct Logs {
     /// (`[herzog: N bytes of stdout cut here: ...]`), when they are not in what is shown.
     #[serde(default)]
     pub cut: Vec<String>,
+    /// Why the attempt's program never ran (it could not be started), when so: then there is
+    /// no output to show.
+    #[serde(default)]
+    pub never_ran: Option<String>,
 }
 
 /// A run-time control (`hz pause`, `hz cancel`, ...).

@@ -371,9 +371,12 @@ impl Coordinator for ClientApi {
                     stderr: String::new(),
                     truncated: false,
                     cut: Vec::new(),
+                    never_ran: None,
                 });
             };
-            Ok(read_logs(&results_dir, &found.name, attempt, max, max_log_bytes))
+            let mut logs = read_logs(&results_dir, &found.name, attempt, max, max_log_bytes);
+            logs.never_ran = found.never_ran;
+            Ok(logs)
         })
         .await
     }
@@ -397,6 +400,7 @@ fn read_logs(results_dir: &Path, fragment: &str, attempt: AttemptId, max: u64, m
         stderr,
         truncated: cut_out || cut_err,
         cut,
+        never_ran: None,
     }
 }
 

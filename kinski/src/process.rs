@@ -82,6 +82,14 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "failed to start {program}: interpreter {interpreter} not found (its #! line): install it or correct that line"
+    )]
+    Interpreter { program: String, interpreter: String },
+    #[error(
+        "failed to start {program}: the file is there, but the interpreter or dynamic loader it names was not found"
+    )]
+    Loader { program: String },
     #[error("failed to start {program}: {source}")]
     Start {
         program: String,
@@ -668,6 +676,17 @@ pub(crate) fn ensure_output_dir(dir: &Path, run_as: Option<&crate::user::RunAs>)
 /// to say which it was. Only on the failure path, to keep spawning cheap.
 fn start_error(program: &str, cwd: &Path, source: io::Error) -> SpawnError {
     let cwd_ok = std::fs::metadata(cwd).is_ok_and(|meta| meta.is_dir());
+    // ENOENT for a program that is there: exec could not find what runs it.
+    if cwd_ok
+        && source.kind() == io::ErrorKind::NotFound
+        && let Some(file) = find_program(program, cwd)
+    {
+        let program = program.to_string();
+        return match interpreter_of(&file) {
+            Some(interpreter) => SpawnError::Interpreter { program, interpreter },
+            None => SpawnError::Loader { program },
+        };
+    }
     if cwd_ok {
         SpawnError::Start {
             program: program.to_string(),
@@ -680,6 +699,41 @@ fn start_error(program: &str, cwd: &Path, source: io::Error) -> SpawnError {
             source,
         }
     }
+}
+
+/// The regular file exec would have run for `program`: a path (relative ones from `cwd`), or
+/// the first match on kinski's PATH.
+fn find_program(program: &str, cwd: &Path) -> Option<PathBuf> {
+    let is_file = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file());
+    if program.contains('/') {
+        let path = cwd.join(program);
+        return is_file(&path).then_some(path);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_file(p))
+}
+
+/// The interpreter a script's `#!` line names, when it has one.
+fn interpreter_of(file: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking and checked after opening: a FIFO swapped in must not hang kinski.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut head = [0u8; 256];
+    let n = f.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let line = String::from_utf8_lossy(line);
+    line.split_whitespace().next().map(str::to_string)
 }
 
 fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
@@ -1081,6 +1135,21 @@ mod tests {
                 (0, 0, 0)
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_script_whose_interpreter_is_missing_names_the_interpreter() {
+        let dir = tempdir();
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#!/nonexistent/herzog-interpreter -x\necho hi\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let err = Process::spawn(&attempt(dir.path(), &[script.to_str().unwrap()])).expect_err("spawn must fail");
+        let why = err.to_string();
+        assert!(matches!(err, SpawnError::Interpreter { .. }), "{err:?}");
+        assert!(
+            why.contains("interpreter /nonexistent/herzog-interpreter not found"),
+            "{why}"
+        );
     }
 
     #[tokio::test]

@@ -28,9 +28,9 @@ pub(crate) async fn run(args: &ActionArgs, addr: &Endpoint, out: &mut dyn Write)
 pub(crate) async fn add(herzog: &Herzog, project: NewProject) -> Result<ProjectAdded, CliError> {
     let added = herzog.project_add(project).await?;
     note!(
-        "added project {}: {} fragments; results in {}",
+        "added project {}: {}; results in {}",
         added.name,
-        added.fragments,
+        common::count(added.fragments, "fragment"),
         added.results_dir.display()
     );
     Ok(added)

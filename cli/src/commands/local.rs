@@ -74,11 +74,17 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
             })?;
     }
     let state_dir = make_state_dir(&cwd.join(args.state_dir.clone().unwrap_or_else(|| format!("{name}.hz").into())))?;
-    let _log_guard =
-        herzog::logging::init(&state_dir, "hz-local", LOG_FILTER, false).map_err(|source| CliError::StateDir {
-            path: state_dir.join("logs"),
-            source,
-        })?;
+    let _log_guard = herzog::logging::init(
+        &state_dir,
+        "hz-local",
+        LOG_FILTER,
+        false,
+        common::config::DEFAULT_LOG_RETENTION,
+    )
+    .map_err(|source| CliError::StateDir {
+        path: state_dir.join("logs"),
+        source,
+    })?;
 
     let (dialer, listener) = common::link::in_process();
     let endpoint = Endpoint::new_in_process(dialer.clone());
@@ -104,7 +110,8 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
         stopped(stop_rx),
     )));
     note!(
-        "started herzog and worker 'local' with {slots} slots in this process; state in {}",
+        "started herzog and worker 'local' with {} in this process; state in {}",
+        common::count(slots, "slot"),
         state_dir.display()
     );
 
@@ -321,9 +328,9 @@ async fn resume(herzog: &Herzog, project: &NewProject, state_dir: &Path) -> Resu
 fn summary(f: &Finished, wall: Duration, state_dir: &Path) -> String {
     let p = &f.progress;
     let mut s = format!(
-        "project {}: {} fragments, {} succeeded, {} failed, in {}\n",
+        "project {}: {}, {} succeeded, {} failed, in {}\n",
         p.name,
-        p.total,
+        common::count(p.total, "fragment"),
         p.succeeded,
         p.failed,
         duration_ms(u64::try_from(wall.as_millis()).unwrap_or(u64::MAX)),

@@ -43,6 +43,13 @@ pub(crate) async fn run(args: &LogsArgs, addr: &Endpoint, out: &mut dyn Write) -
         );
         return Ok(Outcome::Ok);
     }
+    if let (Some(attempt), Some(why)) = (logs.attempt, &logs.never_ran) {
+        note!(
+            "attempt {attempt} of fragment {} of project {} never ran, so it has no output: {why}",
+            args.fragment,
+            args.project
+        );
+    }
     if logs.truncated {
         note!("(only the last {} of each stream)", crate::table::bytes(MAX_BYTES));
     }
@@ -137,6 +144,7 @@ mod tests {
             stderr: "oops".into(),
             truncated: false,
             cut: Vec::new(),
+            never_ran: None,
         };
         let mut w = Vec::new();
         write_stderr_section(&mut w, &logs).unwrap();

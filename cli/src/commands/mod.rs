@@ -4,6 +4,7 @@ pub(crate) mod action;
 pub(crate) mod active;
 pub(crate) mod control;
 pub(crate) mod controls;
+pub(crate) mod docs;
 pub(crate) mod events;
 pub(crate) mod fragments;
 pub(crate) mod joblog;

@@ -90,15 +90,14 @@ pub(super) async fn logs(api: &Api, query: LogsQuery) -> Result<Logs, ApiError> 
                 stderr: String::new(),
                 truncated: false,
                 cut: Vec::new(),
+                never_ran: None,
             });
         };
-        Ok(read_logs(
-            &results_root.join(&project),
-            &found.name,
-            chosen,
-            max,
-            max_log_bytes,
-        ))
+        let mut logs = read_logs(&results_root.join(&project), &found.name, chosen, max, max_log_bytes);
+        if found.attempt == Some(chosen) {
+            logs.never_ran = found.never_ran;
+        }
+        Ok(logs)
     })
     .await
 }

@@ -997,14 +997,16 @@ impl Machine {
             AttemptEnd::Lost if attempts >= max => FragmentState::Failed {
                 attempt: Some(attempt),
                 reason: format!(
-                    "{attempts} attempts, the last lost: {}",
+                    "{}, the last lost: {}",
+                    common::count(attempts, "attempt"),
                     note.as_deref().unwrap_or("lost")
                 ),
             },
             AttemptEnd::StagingFailed if attempts >= max => FragmentState::Failed {
                 attempt: Some(attempt),
                 reason: format!(
-                    "{attempts} attempts, the last failed to stage its files: {}",
+                    "{}, the last failed to stage its files: {}",
+                    common::count(attempts, "attempt"),
                     note.as_deref().unwrap_or("unknown")
                 ),
             },

@@ -21,6 +21,8 @@ pub(crate) struct FoundFragment {
     pub(crate) index: i64,
     pub(crate) name: String,
     pub(crate) attempt: Option<AttemptId>,
+    /// Why that attempt's program never ran (it could not be started), when so.
+    pub(crate) never_ran: Option<String>,
 }
 
 impl Reader {
@@ -138,11 +140,21 @@ impl Reader {
                 .and_then(|mut s| s.query_row([id], |r| r.get::<_, Option<i64>>(0)))
                 .map_err(sql("find a fragment's attempt"))?,
         };
+        let never_ran = match attempt {
+            None => None,
+            Some(a) => self
+                .conn
+                .prepare_cached("SELECT exit_detail FROM attempts WHERE id = ?1 AND exit_kind = 'start_failed'")
+                .and_then(|mut s| s.query_row([a], |r| r.get::<_, Option<String>>(0)).optional())
+                .map_err(sql("read an attempt's exit"))?
+                .map(Option::unwrap_or_default),
+        };
         Ok(Some(FoundFragment {
             id,
             index,
             name,
             attempt: attempt.map(AttemptId),
+            never_ran,
         }))
     }
 }
