@@ -2,6 +2,7 @@
 
 use crate::error::EXIT_CODES_HELP;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use common::run_settings::{Signal, Sink, parse_umask};
 use common::wire::FragmentStateKind;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,6 +80,26 @@ pub enum Command {
     Undrain(WorkerArg),
     /// Drop a worker that is not connected (lost or stopped) from the list
     Forget(WorkerArg),
+    /// Print a shell completion script: `hz completions bash > ~/.local/share/bash-completion/completions/hz`
+    Completions(CompletionsArgs),
+    /// Print hz's man page (roff): `hz man | man -l -`, or save it as hz.1 in your MANPATH
+    Man,
+}
+
+/// `hz completions`.
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to complete in
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// The shells `hz completions` writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// A command on one project.
@@ -230,6 +251,28 @@ pub struct RunArgs {
     /// Time between the stop signal and SIGKILL, e.g. 30s [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub grace: Option<Duration>,
+    /// Run a fragment again after a failed attempt, up to N times (a stop herzog sent is not a
+    /// failure; --max-attempts covers lost workers) [default: 0]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Exit codes that count as success, e.g. 0,1 [default: 0]
+    #[arg(long, value_name = "CODES", value_delimiter = ',', value_parser = parse_exit_code)]
+    pub success_codes: Vec<i32>,
+    /// The signal a stop (hz remove) sends first, by name or number, e.g. INT or 2 [default: TERM]
+    #[arg(long, value_name = "SIGNAL", value_parser = Signal::parse)]
+    pub stop_signal: Option<Signal>,
+    /// The directory each program runs in [default: the input directory]
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// The programs' file mode creation mask, in octal, e.g. 027 [default: 022]
+    #[arg(long, value_name = "MASK", value_parser = parse_umask)]
+    pub umask: Option<u32>,
+    /// keep each program's stdout in its log file, or discard it (no file)
+    #[arg(long, value_name = "keep|discard", value_parser = Sink::parse)]
+    pub stdout: Option<Sink>,
+    /// keep each program's stderr in its log file, or discard it (no file)
+    #[arg(long, value_name = "keep|discard", value_parser = Sink::parse)]
+    pub stderr: Option<Sink>,
 }
 
 /// `hz action`.
@@ -272,6 +315,10 @@ pub struct ScheduleArgs {
 pub struct RemoveArgs {
     /// The project to remove
     pub project: String,
+    /// Also delete its results folder (logs/ and output/); also the folder an earlier,
+    /// already removed project of that name left
+    #[arg(long)]
+    pub purge: bool,
 }
 
 /// `hz retry`.
@@ -285,6 +332,7 @@ pub struct RetryArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StateFilter {
     Pending,
+    Queued,
     Running,
     Succeeded,
     Failed,
@@ -294,6 +342,7 @@ impl From<StateFilter> for FragmentStateKind {
     fn from(s: StateFilter) -> Self {
         match s {
             StateFilter::Pending => FragmentStateKind::Pending,
+            StateFilter::Queued => FragmentStateKind::Queued,
             StateFilter::Running => FragmentStateKind::Running,
             StateFilter::Succeeded => FragmentStateKind::Succeeded,
             StateFilter::Failed => FragmentStateKind::Failed,
@@ -306,9 +355,17 @@ impl From<StateFilter> for FragmentStateKind {
 pub struct FragmentsArgs {
     /// The project
     pub project: String,
+    /// One fragment (its file name or index): every attempt it had
+    pub fragment: Option<String>,
     /// Only fragments in this state
     #[arg(long, value_enum)]
     pub state: Option<StateFilter>,
+    /// Only attempts on this worker (one line per attempt)
+    #[arg(long, value_name = "NAME")]
+    pub worker: Option<String>,
+    /// Only attempts started, ended or still running within this long, e.g. 10m, 2h
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
     #[command(flatten)]
     pub output: JsonArgs,
 }
@@ -326,11 +383,14 @@ pub struct LogsArgs {
     /// Print only stdout
     #[arg(long)]
     pub stdout: bool,
+    /// One of its attempts, by id (`hz fragments PROJECT FRAGMENT` lists them) [default: the latest]
+    #[arg(long, value_name = "ID")]
+    pub attempt: Option<i64>,
     #[command(flatten)]
     pub output: JsonArgs,
     /// Follow the running attempt's output (stdout, or --stderr) as it is written, until the
     /// attempt ends: exit 0 if it succeeded, 1 if it failed
-    #[arg(long, short, conflicts_with = "json")]
+    #[arg(long, short, conflicts_with_all = ["json", "attempt"])]
     pub follow: bool,
     /// With -f: print first only the last BYTES written so far, not all (units allowed: 64KiB)
     #[arg(long = "bytes", short = 'c', value_name = "BYTES", requires = "follow")]
@@ -348,12 +408,27 @@ pub struct LocalArgs {
     /// Where the database, logs and results go [default: ./NAME.hz]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// When resuming, run the fragments that failed again (GNU parallel's --resume-failed)
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Write a job log in GNU parallel's --joblog format: one line per attempt, when the run ends
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
+}
+
+fn parse_exit_code(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<i32>() {
+        Ok(code) if (0..=255).contains(&code) => Ok(code),
+        _ => Err(format!(
+            "{s:?} is not an exit code: give numbers from 0 to 255, e.g. 0,1"
+        )),
     }
 }
 
@@ -407,6 +482,42 @@ mod tests {
         assert_eq!(a.run.grace, Some(Duration::from_secs(2)));
         assert_eq!(a.run.max_attempts, Some(5));
         assert!(Cli::try_parse_from(["hz", "action", "in", "x", "--max-attempts", "0"]).is_err());
+        let cli = Cli::try_parse_from([
+            "hz",
+            "action",
+            "in",
+            "x",
+            "--success-codes",
+            "0,1",
+            "--stop-signal",
+            "sigint",
+            "--umask",
+            "027",
+            "--stdout",
+            "discard",
+            "--cwd",
+            "/tmp",
+        ])
+        .unwrap();
+        let Command::Action(a) = cli.command else {
+            panic!("not action")
+        };
+        assert_eq!(a.run.success_codes, [0, 1]);
+        assert_eq!(a.run.stop_signal.map(|s| s.name()), Some("INT"));
+        assert_eq!(
+            (a.run.umask, a.run.stdout, a.run.stderr),
+            (Some(0o27), Some(Sink::Discard), None)
+        );
+        for bad in [
+            &["--success-codes", "0,x"][..],
+            &["--success-codes", "256"],
+            &["--stop-signal", "TERMINATE"],
+            &["--umask", "999"],
+            &["--stdout", "file"],
+        ] {
+            let err = Cli::try_parse_from(["hz", "action", "in", "x"].iter().chain(bad)).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
         assert!(Cli::try_parse_from(["hz", "progress", "--watch", "--json"]).is_err());
     }
 }

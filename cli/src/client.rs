@@ -4,6 +4,7 @@
 use crate::error::CliError;
 use common::ApiError;
 use common::config::{ClusterConfig, DEFAULT_ADDRESS};
+use common::history::{FragmentQuery, LogsQuery, ProjectRemoved};
 use common::instances::{InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};
 use common::output::{FragmentOutput, FragmentRead, ServiceOutput, ServiceRead};
 use common::service::CoordinatorClient;
@@ -20,6 +21,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const ADD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Deadline for removing or retrying a project, which touches each of its fragments.
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Deadline for removing a project with its results folder.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// herzog's address: `--herzog` (or `HERZOG_ADDR`, which clap folds into the flag), else the
 /// config's `herzog.address`, else [`DEFAULT_ADDRESS`].
@@ -37,7 +40,14 @@ pub(crate) fn resolve_address(flag: Option<&str>, config: Option<&ClusterConfig>
 pub(crate) struct Endpoint {
     pub(crate) addr: String,
     identity: Identity,
+    /// The tasks carrying each connection's calls, awaited by [`Endpoint::close`].
+    sessions: Sessions,
 }
+
+type Sessions = std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+/// How long closing the connections may take before hz exits anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 enum Identity {
@@ -56,6 +66,7 @@ impl Endpoint {
         Ok(Endpoint {
             addr,
             identity: Identity::Ready(common::transport::Connector::new(identity)?),
+            sessions: Sessions::default(),
         })
     }
 
@@ -64,6 +75,7 @@ impl Endpoint {
         Endpoint {
             addr: common::link::IN_PROCESS.to_string(),
             identity: Identity::InProcess(dialer),
+            sessions: Sessions::default(),
         }
     }
 
@@ -72,6 +84,16 @@ impl Endpoint {
         Endpoint {
             addr,
             identity: Identity::Flag(tls),
+            sessions: Sessions::default(),
+        }
+    }
+
+    /// Closes every connection made through this endpoint once its clients are gone: waits
+    /// for each to send TLS close_notify and close, so herzog sees a clean end, not a cut.
+    pub(crate) async fn close(&self) {
+        let sessions = std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|e| e.into_inner()));
+        for session in sessions {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, session).await;
         }
     }
 
@@ -112,7 +134,14 @@ pub(crate) struct Herzog {
 impl Herzog {
     /// Dials herzog.
     pub(crate) async fn connect(to: &Endpoint) -> Result<Self, CliError> {
-        let client = to.link()?.coordinator_client().await?;
+        let client = match to.link()? {
+            common::link::Link::Tls { addr, connector } => {
+                let (client, session) = common::transport::coordinator_session(&addr, &connector).await?;
+                to.sessions.lock().unwrap_or_else(|e| e.into_inner()).push(session);
+                client
+            }
+            link => link.coordinator_client().await?,
+        };
         Ok(Herzog {
             client,
             addr: to.addr.clone(),
@@ -150,13 +179,28 @@ impl Herzog {
             .await
     }
 
-    pub(crate) async fn project_remove(&self, name: &str) -> Result<(), CliError> {
-        let ctx = context_with(REMOVE_TIMEOUT);
+    /// Removes a project (and with `purge` its results folder); says what is left on disk.
+    pub(crate) async fn project_remove_with(&self, name: &str, purge: bool) -> Result<ProjectRemoved, CliError> {
+        // Deleting a large results folder takes as long as it takes; herzog finishes it anyway.
+        let ctx = context_with(if purge { PURGE_TIMEOUT } else { REMOVE_TIMEOUT });
         self.call(
             "removing the project",
-            self.client.project_remove(ctx, name.to_string()),
+            self.client.project_remove_with(ctx, name.to_string(), purge),
         )
         .await
+    }
+
+    pub(crate) async fn fragments_query(
+        &self,
+        project: &str,
+        query: FragmentQuery,
+    ) -> Result<Page<FragmentInfo>, CliError> {
+        let fut = self.client.fragments_query(ctx(), project.to_string(), query);
+        self.call("listing fragments", fut).await
+    }
+
+    pub(crate) async fn fragment_logs(&self, query: LogsQuery) -> Result<Logs, CliError> {
+        self.call("reading logs", self.client.fragment_logs(ctx(), query)).await
     }
 
     pub(crate) async fn project_progress(&self, name: Option<&str>) -> Result<Vec<ProjectProgress>, CliError> {

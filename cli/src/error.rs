@@ -5,7 +5,7 @@
 //! | 0    | ok |
 //! | 1    | the work failed: a fragment failed (`hz local`, `hz progress --watch`, `hz logs -f`) |
 //! | 2    | bad input: usage, a missing directory, an invalid name, a program not found, a bad config, any herzog refusal except those below |
-//! | 3    | herzog unreachable, or the connection to it failed mid-call; `hz tail`, `hz logs -f`: the worker holding the output unreachable |
+//! | 3    | herzog unreachable (a connection cut while it was set up too), or the connection to it failed mid-call; `hz tail`, `hz logs -f`: the worker holding the output unreachable |
 //! | 4    | herzog-side failure: herzog could not store a change or is shutting down; in `hz local`, a daemon failed |
 //! | 130  | interrupted (Ctrl-C during `hz local`, `hz tail -f` or `hz logs -f`, or SIGTERM during `hz local`) |
 
@@ -43,7 +43,8 @@ Exit codes:
   1    the work failed: a fragment failed (hz local, hz progress --watch, hz logs -f)
   2    bad input: usage, missing directory, invalid name, program not found, bad config,
        or any refusal from herzog other than those under 3 and 4
-  3    herzog unreachable, or the connection to it failed during a call;
+  3    herzog unreachable (also: it cut the connection while it was set up), or the
+       connection to it failed during a call;
        hz tail, hz logs -f: herzog cannot reach the worker holding the output
   4    herzog-side failure: it could not store a change or is shutting down
        (in hz local: herzog or kinski failed)
@@ -120,6 +121,13 @@ pub enum CliError {
         name: String,
         what: String,
     },
+    /// `hz local --joblog FILE` cannot be written.
+    #[error("failed to write the job log {}: {source}; give a writable --joblog path", path.display())]
+    Joblog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// One of `hz local`'s daemons failed.
     #[error("{which} failed: {message}")]
     Daemon { which: &'static str, message: String },
@@ -138,6 +146,7 @@ impl CliError {
             | CliError::Cwd(_)
             | CliError::Config(_)
             | CliError::StateDir { .. }
+            | CliError::Joblog { .. }
             | CliError::LocalConflict { .. }
             | CliError::NoCertificate
             | CliError::Tls(_) => code::BAD_INPUT,
@@ -159,7 +168,7 @@ impl CliError {
 /// herzog's refusals are bad input, except when herzog itself is in trouble.
 pub fn api_exit_code(e: &ApiError) -> u8 {
     match e {
-        ApiError::Storage { .. } | ApiError::ShuttingDown => code::HERZOG_FAILED,
+        ApiError::Storage { .. } | ApiError::ShuttingDown | ApiError::PurgeFailed { .. } => code::HERZOG_FAILED,
         ApiError::HostUnreachable { .. } => code::UNREACHABLE,
         _ => code::BAD_INPUT,
     }
@@ -186,6 +195,16 @@ mod tests {
         assert_eq!(host.exit_code(), 3);
         let unreachable = CliError::Connect(ConnectError::Timeout { addr: "h:1".into() });
         assert_eq!(unreachable.exit_code(), 3);
+        // A herzog dying mid-handshake cuts the connection: unreachable, not a refusal.
+        for kind in [std::io::ErrorKind::ConnectionReset, std::io::ErrorKind::UnexpectedEof] {
+            let cut = common::transport::handshake_error("h:1", std::io::Error::from(kind));
+            assert_eq!(CliError::Connect(cut).exit_code(), 3, "{kind:?}");
+        }
+        let refused = CliError::Connect(ConnectError::Tls {
+            addr: "h:1".into(),
+            reason: "herzog refused our certificate".into(),
+        });
+        assert_eq!(refused.exit_code(), 5);
         let rpc = CliError::Rpc {
             addr: "h:1".into(),
             what: "listing projects",

@@ -53,12 +53,20 @@ impl Outcome {
 
 /// Runs one parsed command line, writing its results to `out` (messages go to stderr).
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    // These need neither herzog nor a config.
+    match &cli.command {
+        Command::Completions(a) => return commands::docs::completions(a.shell, out),
+        Command::Man => return commands::docs::man(out),
+        _ => {}
+    }
     let config = cli.config.as_deref().map(ClusterConfig::load).transpose()?;
     if let Command::Local(a) = &cli.command {
         return commands::local::run(a, out).await;
     }
-    let addr = client::Endpoint::from_flag(client::resolve_address(cli.herzog.as_deref(), config.as_ref()), cli.tls);
-    match cli.command {
+    let addr = client::resolve_address(cli.herzog.as_deref(), config.as_ref());
+    common::config::check_address(&addr).map_err(CliError::Usage)?;
+    let addr = client::Endpoint::from_flag(addr, cli.tls);
+    let result = match cli.command {
         Command::Action(a) => commands::action::run(&a, &addr, out).await,
         Command::List(a) => commands::list::run(a, &addr, out).await,
         Command::Progress(a) => commands::progress::run(&a, &addr, out).await,
@@ -100,8 +108,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Drain(a) => commands::controls::run(Control::Drain { worker: a.worker }, &addr).await,
         Command::Undrain(a) => commands::controls::run(Control::Undrain { worker: a.worker }, &addr).await,
         Command::Forget(a) => commands::controls::run(Control::Forget { worker: a.worker }, &addr).await,
-        Command::Local(_) => unreachable!("handled above"),
-    }
+        Command::Local(_) | Command::Completions(_) | Command::Man => unreachable!("handled above"),
+    };
+    addr.close().await;
+    result
 }
 
 /// The whole program: parses the arguments, runs the command, prints an error as

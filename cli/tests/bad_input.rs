@@ -155,3 +155,52 @@ fn local_refuses_a_missing_directory_before_starting_anything() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(!state.exists());
 }
+
+/// A "herzog" that takes each connection and closes it at once, as a dying herzog does:
+/// `read_first` reads the TLS hello first (the client sees end of file), else the socket is
+/// closed with the hello unread (the client sees a reset).
+fn closing_listener(read_first: bool) -> String {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            if read_first {
+                let _ = stream.read(&mut [0u8; 4096]);
+            }
+            drop(stream);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_connection_closed_or_reset_during_the_handshake_is_unreachable_not_refused() {
+    for read_first in [true, false] {
+        let addr = closing_listener(read_first);
+        let out = hz(&["--herzog", &addr, "list"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "read_first={read_first}: {err}");
+        assert!(err.contains(&addr), "{err}");
+        assert!(!err.contains("certificate"), "{err}");
+    }
+}
+
+#[test]
+fn an_address_without_a_port_is_bad_input() {
+    let out = hz(&["--herzog", "127.0.0.1", "list"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no port") && err.contains("127.0.0.1:7373"), "{err}");
+    let out = hz(&["--herzog", "127.0.0.1:http", "list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn a_missing_certificate_bundle_is_named_as_such() {
+    let out = hz(&["--herzog", "127.0.0.1:1", "--tls", "/no/such/admin.pem", "list"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("certificate bundle /no/such/admin.pem"), "{err}");
+}

@@ -10,6 +10,27 @@ use std::time::Duration;
 /// says so.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7373";
 
+/// Checks that `addr` is `host:port` (`[v6]:port` for an IPv6 address); the error says what
+/// is missing and how to write it.
+pub fn check_address(addr: &str) -> Result<(), String> {
+    let ok = addr.rsplit_once(':').is_some_and(|(host, port)| {
+        let host_ok = !host.is_empty() && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')));
+        host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    match (ok, addr.contains(':')) {
+        (true, _) => Ok(()),
+        (false, false) if !addr.is_empty() => Err(format!(
+            "herzog's address '{addr}' has no port: add :PORT, e.g. {addr}:7373 (herzog's default port)"
+        )),
+        (false, _) => Err(format!(
+            "herzog's address '{addr}' is not host:port (e.g. coordinator:7373, [::1]:7373)"
+        )),
+    }
+}
+
+/// How many daily log files a daemon keeps by default (`log_retention`).
+pub const DEFAULT_LOG_RETENTION: u32 = 14;
+
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -90,6 +111,8 @@ pub struct HerzogSection {
     pub worker_timeout: Duration,
     /// The tracing filter (`info`, `herzog=debug`, ...).
     pub log_level: String,
+    /// How many daily log files (`logs/herzog.log.YYYY-MM-DD`) are kept; older ones are removed.
+    pub log_retention: u32,
     /// herzog's certificate bundle (from `herzog certs init`).
     pub tls: Option<PathBuf>,
     /// The free space herzog keeps on its state filesystem: below it, no attempt starts
@@ -114,6 +137,7 @@ impl Default for HerzogSection {
             heartbeat_interval: Duration::from_secs(2),
             worker_timeout: Duration::from_secs(10),
             log_level: "info".to_string(),
+            log_retention: DEFAULT_LOG_RETENTION,
             min_free_space: bytesize::ByteSize::gib(1),
             services: None,
             max_log_bytes: bytesize::ByteSize(crate::wire::DEFAULT_MAX_LOG_BYTES),
@@ -147,7 +171,7 @@ impl HerzogSection {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KinskiSection {
-    /// This worker's name; default: the host name.
+    /// This worker's name; default: the name its certificate was issued for.
     pub name: Option<String>,
     /// How many attempts run at once; default: the available parallelism.
     pub slots: Option<u32>,
@@ -155,6 +179,8 @@ pub struct KinskiSection {
     pub state_dir: PathBuf,
     /// The tracing filter.
     pub log_level: String,
+    /// How many daily log files (`logs/kinski.log.YYYY-MM-DD`) are kept; older ones are removed.
+    pub log_retention: u32,
     /// This worker's certificate bundle (from `herzog certs issue NAME --role worker`).
     pub tls: Option<PathBuf>,
     /// The user programs run as; required when kinski runs as root.
@@ -178,6 +204,7 @@ impl Default for KinskiSection {
             slots: None,
             state_dir: PathBuf::from("/var/lib/kinski"),
             log_level: "info".to_string(),
+            log_retention: DEFAULT_LOG_RETENTION,
         }
     }
 }
@@ -235,7 +262,7 @@ impl ClusterConfig {
             reason,
         };
         let h = &self.herzog;
-        if h.address.parse::<std::net::SocketAddr>().is_err() && !h.address.contains(':') {
+        if check_address(&h.address).is_err() {
             return Err(bad("herzog.address", h.address.clone(), "expected host:port"));
         }
         if h.heartbeat_interval.is_zero() {
@@ -254,6 +281,14 @@ impl ClusterConfig {
                 h.max_log_bytes.as_u64().to_string(),
                 "must be at least 4096 (bytes)",
             ));
+        }
+        for (key, days) in [
+            ("herzog.log_retention", h.log_retention),
+            ("kinski.log_retention", self.kinski.log_retention),
+        ] {
+            if days == 0 {
+                return Err(bad(key, "0".into(), "must be at least 1 (days of log files kept)"));
+            }
         }
         if self.kinski.slots == Some(0) {
             return Err(bad("kinski.slots", "0".into(), "must be at least 1"));
@@ -343,7 +378,7 @@ mod tests {
         assert_eq!(host.ssh_address(), "pythagoras.example.org");
         assert_eq!(host.slots, Some(8));
         assert_eq!(host.ssh.port, Some(22));
-        assert_eq!(host.ssh.user.as_deref(), Some("herzog"));
+        assert_eq!(host.ssh.user.as_deref(), Some("hzrun"));
     }
 
     #[test]
@@ -361,6 +396,18 @@ mod tests {
         ] {
             let err = ClusterConfig::parse(text, Path::new("c.toml")).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn addresses_need_a_host_and_a_port() {
+        for good in ["127.0.0.1:7373", "coordinator:1", "[::1]:7373", "a.example.org:65535"] {
+            assert_eq!(check_address(good), Ok(()), "{good}");
+        }
+        let err = check_address("127.0.0.1").unwrap_err();
+        assert!(err.contains("no port") && err.contains("127.0.0.1:7373"), "{err}");
+        for bad in ["", ":7373", "h:", "h:port", "h:70000", "h:0", "::1:7373", "h:7373:1"] {
+            assert!(check_address(bad).is_err(), "{bad:?} passed");
         }
     }
 
@@ -390,6 +437,16 @@ mod tests {
         assert!(err.to_string().contains("herzog.worker_timeout"), "{err}");
         let err = ClusterConfig::parse("[kinski]\nslots = 0\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("kinski.slots"), "{err}");
+        for section in ["herzog", "kinski"] {
+            let text = format!("[{section}]\nlog_retention = 0\n");
+            let err = ClusterConfig::parse(&text, Path::new("c.toml")).unwrap_err();
+            assert!(err.to_string().contains(&format!("{section}.log_retention")), "{err}");
+        }
+        let ok = ClusterConfig::parse("[kinski]\nlog_retention = 3\n", Path::new("c.toml")).unwrap();
+        assert_eq!(
+            (ok.kinski.log_retention, ok.herzog.log_retention),
+            (3, DEFAULT_LOG_RETENTION)
+        );
         let err = ClusterConfig::parse("[herzog]\nheartbeat_interval = \"soon\"\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("heartbeat_interval"), "{err}");
         let err = ClusterConfig::parse("[herzog]\nmax_log_bytes = 100\n", Path::new("c.toml")).unwrap_err();

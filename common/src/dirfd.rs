@@ -24,6 +24,8 @@ use std::path::{Component, Path};
 pub const DIR_MODE: u32 = 0o755;
 /// The mode of the files herzog and kinski write (logs, fetched outputs).
 pub const FILE_MODE: u32 = 0o644;
+/// How deep [`DirFd::remove_tree`] goes: one descriptor is open per level.
+pub const MAX_REMOVE_DEPTH: usize = 256;
 
 /// An open directory.
 #[derive(Debug)]
@@ -225,6 +227,52 @@ impl DirFd {
         Ok(())
     }
 
+    /// Removes `name` here and, when it is a directory, everything below it, through
+    /// descriptors: each directory is opened with `O_NOFOLLOW` relative to its parent, a link
+    /// is removed as a name (never followed), so a link planted anywhere in the tree cannot
+    /// turn the removal on anything outside it. Missing: nothing to do. Directories nested
+    /// deeper than [`MAX_REMOVE_DEPTH`] are refused (each level holds a descriptor).
+    pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        self.remove_tree_at(plain(name.as_ref())?, 0)
+    }
+
+    fn remove_tree_at(&self, name: &OsStr, depth: usize) -> io::Result<()> {
+        let stat = match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            other => other?,
+        };
+        if !rustix::fs::FileType::from_raw_mode(stat.st_mode).is_dir() {
+            return match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+                Err(rustix::io::Errno::NOENT) => Ok(()),
+                other => Ok(other?),
+            };
+        }
+        if depth >= MAX_REMOVE_DEPTH {
+            return Err(io::Error::other(format!(
+                "directories are nested more than {MAX_REMOVE_DEPTH} deep"
+            )));
+        }
+        // Opened without following: a directory swapped for a link since the stat is refused.
+        let dir = self.open_dir(name)?;
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&dir.fd)? {
+            let entry = entry?;
+            let bytes = entry.file_name().to_bytes();
+            if bytes != b"." && bytes != b".." {
+                names.push(std::ffi::OsString::from(
+                    <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes),
+                ));
+            }
+        }
+        for child in &names {
+            dir.remove_tree_at(child, depth + 1)?;
+        }
+        match rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
     /// Renames `from` here to `to` in `target`, replacing what `to` named (a file or a link,
     /// never followed).
     pub fn rename(&self, from: impl AsRef<OsStr>, target: &DirFd, to: impl AsRef<OsStr>) -> io::Result<()> {
@@ -368,6 +416,35 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn a_tree_is_removed_without_following_any_link_in_it() {
+        let tmp = tempdir();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("keep")).expect("mkdir");
+        std::fs::write(outside.join("keep/file"), "precious\n").expect("write");
+        let tree = tmp.path().join("results/p");
+        std::fs::create_dir_all(tree.join("output/deep/er")).expect("mkdir");
+        std::fs::create_dir_all(tree.join("logs")).expect("mkdir");
+        std::fs::write(tree.join("logs/a.1.stdout"), "x").expect("write");
+        std::fs::write(tree.join("output/deep/er/f"), "x").expect("write");
+        std::os::unix::fs::symlink(&outside, tree.join("output/to-dir")).expect("symlink");
+        std::os::unix::fs::symlink(outside.join("keep/file"), tree.join("output/deep/to-file")).expect("symlink");
+        std::fs::hard_link(outside.join("keep/file"), tree.join("output/hard")).expect("hard link");
+        let root = DirFd::open(&tmp.path().join("results")).expect("open");
+        root.remove_tree("p").expect("removed");
+        assert!(!tree.exists());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("keep/file")).expect("kept"),
+            "precious\n"
+        );
+        // Missing is nothing to do; a link at the top is removed as a name.
+        root.remove_tree("p").expect("nothing to remove");
+        std::os::unix::fs::symlink(&outside, tmp.path().join("results/q")).expect("symlink");
+        root.remove_tree("q").expect("the link removed");
+        assert!(outside.join("keep/file").exists());
+        assert!(root.remove_tree("../outside").is_err());
     }
 
     #[test]

@@ -13,6 +13,23 @@ pub enum ApiError {
     BadServicesFile { reason: String },
     #[error("a project named '{name}' already exists: choose another with --name, or `hz remove {name}` first")]
     DuplicateProject { name: String },
+    #[error(
+        "the results folder {path} of an earlier project '{name}' is still there: choose another --name, or delete it with `hz remove --purge {name}`"
+    )]
+    ResultsExist { name: String, path: String },
+    #[error(
+        "project '{name}' was removed, but its results folder {path} could not be deleted: {reason}; delete it by hand"
+    )]
+    PurgeFailed { name: String, path: String, reason: String },
+    #[error(
+        "fragment '{fragment}' of project '{project}' has no attempt {attempt}: its attempts are {known} (`hz fragments {project} {fragment}`)"
+    )]
+    NoSuchAttempt {
+        project: String,
+        fragment: String,
+        attempt: crate::AttemptId,
+        known: String,
+    },
     #[error("'{name}' is not a valid name: {reason}")]
     InvalidName { name: String, reason: String },
     #[error("directory {dir} cannot be read: {reason}; give an existing directory")]

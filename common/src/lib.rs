@@ -4,6 +4,7 @@
 pub mod config;
 pub mod dirfd;
 pub mod error;
+pub mod history;
 pub mod ids;
 pub mod instances;
 pub mod link;
@@ -11,6 +12,7 @@ pub mod logging;
 pub mod name;
 pub mod output;
 pub mod paths;
+pub mod run_settings;
 pub mod service;
 pub mod services;
 pub mod template;
@@ -31,4 +33,24 @@ pub fn now_millis() -> Millis {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
+}
+
+/// A count with its noun in the right number: `1 fragment`, `2 fragments` (plural by -s).
+pub fn count(n: impl Into<u128>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(super::count(1u32, "fragment"), "1 fragment");
+        assert_eq!(super::count(0u64, "fragment"), "0 fragments");
+        assert_eq!(super::count(12u8, "slot"), "12 slots");
+    }
 }

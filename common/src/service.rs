@@ -1,5 +1,6 @@
 //! The tarpc services: what hz asks herzog, what kinski tells herzog, what herzog asks kinski.
 
+use crate::history::{FragmentQuery, LogsQuery, ProjectRemoved};
 use crate::instances::{
     InstanceEvent, InstanceReport, InstanceRun, InstanceStatus, ReloadSummary, RunId, ServiceAction, ServiceEvent,
     WatchSpec,
@@ -15,6 +16,10 @@ pub trait Coordinator {
     async fn project_add(project: NewProject) -> Result<ProjectAdded, ApiError>;
     /// Removes a project and stops its running attempts.
     async fn project_remove(name: String) -> Result<(), ApiError>;
+    /// Removes a project and stops its running attempts, and says where its results folder
+    /// is. With `purge`, deletes that folder once the removal is stored; also the folder an
+    /// earlier, removed project of that name left.
+    async fn project_remove_with(name: String, purge: bool) -> Result<ProjectRemoved, ApiError>;
     /// Progress of one project, or of every project.
     async fn project_progress(name: Option<String>) -> Result<Vec<ProjectProgress>, ApiError>;
     /// Progress of one project, or of every project, answered as soon as none of them has a
@@ -37,6 +42,11 @@ pub trait Coordinator {
     async fn fragments(project: String, offset: u64, limit: u32) -> Result<Page<FragmentInfo>, ApiError>;
     /// The output of a fragment's latest attempt; `fragment` is a file name or an index.
     async fn logs(project: String, fragment: String, max_bytes: u64) -> Result<Logs, ApiError>;
+    /// A page of a project's fragments, filtered (one fragment, a worker, a time) and with
+    /// their attempts when asked, read from herzog's record.
+    async fn fragments_query(project: String, query: FragmentQuery) -> Result<Page<FragmentInfo>, ApiError>;
+    /// The output of one attempt of a fragment (its latest when none is named).
+    async fn fragment_logs(query: LogsQuery) -> Result<Logs, ApiError>;
     /// Every service instance (those of `name`, a service or `name:N`, when given) and where
     /// each is.
     async fn services_status(name: Option<String>) -> Result<Vec<InstanceStatus>, ApiError>;
@@ -154,7 +164,7 @@ pub trait Worker {
 /// Why kinski refused a call.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum WorkerError {
-    #[error("every slot is busy ({slots} slots)")]
+    #[error("every slot is busy (slots: {slots})")]
     NoFreeSlot { slots: u32 },
     #[error("failed to prepare {path}: {reason}")]
     Prepare { path: String, reason: String },

@@ -42,6 +42,17 @@ impl std::fmt::Display for Role {
     }
 }
 
+impl Role {
+    /// The role with its article, for sentences: "an admin", "a worker", "a coordinator".
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Role::Admin => "an admin",
+            Role::Worker => "a worker",
+            Role::Coordinator => "a coordinator",
+        }
+    }
+}
+
 impl std::str::FromStr for Role {
     type Err = TlsError;
     fn from_str(s: &str) -> Result<Role, TlsError> {
@@ -61,6 +72,14 @@ impl std::str::FromStr for Role {
 pub enum TlsError {
     #[error("failed to read {path}: {source}")]
     Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "failed to read the certificate bundle {path}: {source}; give the right path, or make one with `herzog certs`"
+    )]
+    ReadBundle {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -159,7 +178,7 @@ impl Identity {
 
     /// Reads a bundle file.
     pub fn load(path: &Path) -> Result<Identity, TlsError> {
-        let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        let pem = std::fs::read(path).map_err(|source| TlsError::ReadBundle {
             path: path.to_path_buf(),
             source,
         })?;

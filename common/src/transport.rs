@@ -72,6 +72,14 @@ pub enum ConnectError {
     },
     #[error("connection timed out while connecting to herzog at {addr}; is the address right and reachable?")]
     Timeout { addr: String },
+    #[error(
+        "herzog at {addr} closed the connection before it was set up ({source}): is it restarting or shutting down? try again"
+    )]
+    Closed {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("TLS with herzog at {addr} failed: {reason}")]
     Tls { addr: String, reason: String },
     #[error("herzog at {addr} refused this connection: {reason}")]
@@ -110,6 +118,29 @@ pub fn describe_tls(e: &std::io::Error) -> String {
         R::AlertReceived(A::CertificateRequired) => "herzog requires a client certificate: give one with --tls".into(),
         R::NoCertificatesPresented => "the peer presented no certificate".into(),
         other => other.to_string(),
+    }
+}
+
+/// What a failed handshake (or the hello after it) means: a TLS error (a certificate refused
+/// either way, a protocol fault), or the connection cut off under it (end of file, a reset),
+/// as by a herzog that is going down: that is herzog unreachable, not a refusal.
+pub fn handshake_error(addr: &str, e: std::io::Error) -> ConnectError {
+    use std::io::ErrorKind as K;
+    let is_tls = e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+    let cut = matches!(
+        e.kind(),
+        K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
+    );
+    if cut && !is_tls {
+        ConnectError::Closed {
+            addr: addr.to_string(),
+            source: e,
+        }
+    } else {
+        ConnectError::Tls {
+            addr: addr.to_string(),
+            reason: describe_tls(&e),
+        }
     }
 }
 
@@ -180,10 +211,7 @@ pub async fn dial(addr: &str, hello: &Hello, connector: &Connector) -> Result<Cl
         Ok(Ok(s)) => s,
     };
     let _ = tcp.set_nodelay(true);
-    let tls_error = |e: std::io::Error| ConnectError::Tls {
-        addr: addr.to_string(),
-        reason: describe_tls(&e),
-    };
+    let tls_error = |e: std::io::Error| handshake_error(addr, e);
     let handshake = connector.tls.connect(crate::tls::server_name(), tcp);
     let mut stream = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
         Err(_) => return Err(ConnectError::Timeout { addr: addr.to_string() }),
@@ -210,13 +238,30 @@ pub async fn dial(addr: &str, hello: &Hello, connector: &Connector) -> Result<Cl
     }
 }
 
-/// A connected Coordinator client (what hz uses).
+/// A connected Coordinator client.
 pub async fn coordinator_client(
     addr: &str,
     connector: &Connector,
 ) -> Result<crate::service::CoordinatorClient, ConnectError> {
+    Ok(coordinator_session(addr, connector).await?.0)
+}
+
+/// A connected Coordinator client (what hz uses) and the task that carries its calls. Once
+/// every clone of the client is dropped, the task closes the connection cleanly (TLS
+/// close_notify, then the TCP close) and ends: await it before the process exits, or herzog
+/// sees the connection cut off mid-stream and says so in its log.
+pub async fn coordinator_session(
+    addr: &str,
+    connector: &Connector,
+) -> Result<(crate::service::CoordinatorClient, tokio::task::JoinHandle<()>), ConnectError> {
     let stream = dial(addr, &Hello::Client, connector).await?;
-    Ok(crate::service::CoordinatorClient::new(tarpc::client::Config::default(), json_transport(stream)).spawn())
+    let tarpc::client::NewClient { client, dispatch } =
+        crate::service::CoordinatorClient::new(tarpc::client::Config::default(), json_transport(stream));
+    // A broken connection shows in the calls' own errors; the task has nothing to add.
+    let task = tokio::spawn(async move {
+        let _ = dispatch.await;
+    });
+    Ok((client, task))
 }
 
 /// A connected Registry client (what kinski uses to report).
@@ -238,6 +283,36 @@ pub fn context_with(timeout: Duration) -> tarpc::context::Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_cut_during_the_handshake_is_closed_not_refused() {
+        use std::io::{Error, ErrorKind};
+        for kind in [
+            ErrorKind::UnexpectedEof,
+            ErrorKind::ConnectionReset,
+            ErrorKind::ConnectionAborted,
+            ErrorKind::BrokenPipe,
+        ] {
+            let e = handshake_error("h:1", Error::new(kind, "cut"));
+            assert!(matches!(e, ConnectError::Closed { .. }), "{kind:?}: {e:?}");
+            assert!(e.to_string().contains("h:1"), "{e}");
+        }
+        let refused = Error::new(
+            ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateExpired),
+        );
+        let e = handshake_error("h:1", refused);
+        assert!(
+            matches!(&e, ConnectError::Tls { reason, .. } if reason.contains("expired")),
+            "{e:?}"
+        );
+        // An alert that arrives as the connection ends is still the refusal it says.
+        let alert_at_eof = Error::new(
+            ErrorKind::UnexpectedEof,
+            rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+        );
+        assert!(matches!(handshake_error("h:1", alert_at_eof), ConnectError::Tls { .. }));
+    }
 
     #[tokio::test]
     async fn hello_round_trips_and_rejects_oversized_frames() {

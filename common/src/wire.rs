@@ -3,6 +3,7 @@
 //! New fields get `#[serde(default)]` so that a mixed-version cluster keeps talking during an
 //! upgrade (the JSON codec is self-describing; see docs/architecture.md).
 
+use crate::run_settings::Settings;
 use crate::{AttemptId, Millis, ProjectId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -29,9 +30,17 @@ pub struct RunSpec {
     /// Whether a failed exit is retried (up to `max_attempts`); off: it fails the fragment.
     #[serde(default)]
     pub retry_failed: bool,
+    /// How many failed attempts of a fragment are retried (`hz action --retries N`): a budget
+    /// of its own, apart from `max_attempts`, which covers lost workers. A stop herzog sent
+    /// (remove, cancel) is not a failure.
+    #[serde(default)]
+    pub retries: u32,
     /// Milliseconds between the stop signal and SIGKILL.
     #[serde(default = "default_grace_ms")]
     pub grace_ms: u64,
+    /// Stop signal, umask, and whether stdout and stderr are kept: flat in the JSON.
+    #[serde(flatten)]
+    pub settings: Settings,
 }
 
 fn default_max_attempts() -> u32 {
@@ -54,8 +63,47 @@ impl RunSpec {
             max_attempts: default_max_attempts(),
             success_codes: default_success_codes(),
             retry_failed: false,
+            retries: 0,
             grace_ms: default_grace_ms(),
+            settings: Settings::default(),
         }
+    }
+
+    /// Refuses what no worker could apply, naming the setting and what to give instead.
+    pub fn check(&self) -> Result<(), crate::ApiError> {
+        let invalid = |what: &str, reason: String| crate::ApiError::InvalidValue {
+            what: what.into(),
+            reason,
+        };
+        if self.max_attempts == 0 {
+            return Err(invalid("max_attempts", "must be at least 1".into()));
+        }
+        if self.success_codes.is_empty() {
+            return Err(invalid(
+                "success codes",
+                "give at least one exit code (0 to 255) that counts as success".into(),
+            ));
+        }
+        if let Some(code) = self.success_codes.iter().find(|c| !(0..=255).contains(*c)) {
+            return Err(invalid(
+                "success codes",
+                format!("{code} is not an exit code: exit codes go from 0 to 255"),
+            ));
+        }
+        if let Some(mask) = self.settings.umask
+            && mask > 0o777
+        {
+            return Err(invalid("umask", format!("{mask:o} is above 777")));
+        }
+        if let Some(cwd) = &self.cwd
+            && crate::paths::clean_absolute(cwd).is_err()
+        {
+            return Err(invalid(
+                "cwd",
+                format!("{} is not an absolute path without '..'", cwd.display()),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +193,9 @@ pub struct ProjectProgress {
     /// The projects it comes after.
     #[serde(default)]
     pub after: Vec<String>,
+    /// How its programs run (what `hz action` was given); absent from an older herzog.
+    #[serde(default)]
+    pub spec: Option<Box<RunSpec>>,
 }
 
 impl ProjectProgress {
@@ -279,6 +330,9 @@ pub struct FragmentInfo {
     pub peak_rss_kb: Option<u64>,
     /// Why a fragment failed.
     pub reason: Option<String>,
+    /// Every attempt, oldest first, when asked for (`FragmentQuery::attempts`); else empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::history::AttemptInfo>,
 }
 
 /// A page of a long listing.
@@ -356,6 +410,9 @@ pub struct StartAttempt {
     /// stays kinski's until the start.
     #[serde(default)]
     pub uploader_uid: Option<u32>,
+    /// Stop signal, umask, and whether stdout and stderr are kept (the project's).
+    #[serde(default)]
+    pub settings: Settings,
 }
 
 /// `herzog.max_log_bytes` when cluster.toml does not set it (and what kinski applies to a start
@@ -392,6 +449,10 @@ pub struct Logs {
     /// (`[herzog: N bytes of stdout cut here: ...]`), when they are not in what is shown.
     #[serde(default)]
     pub cut: Vec<String>,
+    /// Why the attempt's program never ran (it could not be started), when so: then there is
+    /// no output to show.
+    #[serde(default)]
+    pub never_ran: Option<String>,
 }
 
 /// A run-time control (`hz pause`, `hz cancel`, ...).

@@ -1,6 +1,9 @@
 //! The RPC handlers. They check input, send events to the loop and wait for the committed
 //! reply; they never touch the state themselves.
 
+mod history;
+mod remove;
+
 use crate::engine::Handle;
 use crate::machine::{Event, Reply, attempt_paths};
 use crate::store::Reader;
@@ -34,6 +37,8 @@ pub(crate) struct Api {
     pub(crate) services: Option<PathBuf>,
     /// The workers' connections, for reads of their output (`hz tail`).
     pub(crate) connections: crate::dispatch::Connections,
+    /// Where each project's results folder is made: `<results_root>/<project>`.
+    pub(crate) results_root: PathBuf,
 }
 
 /// The Coordinator service (for hz).
@@ -173,10 +178,16 @@ impl Coordinator for ClientApi {
         let name = name.unwrap_or_else(|| common::name::name_from_dir(&dir));
         common::name::check_name(&name)?;
         common::template::check_program(&spec.program, std::env::var("PATH").ok().as_deref())?;
-        if spec.max_attempts == 0 {
-            return Err(ApiError::InvalidValue {
-                what: "max_attempts".into(),
-                reason: "must be at least 1".into(),
+        spec.check()?;
+        // A live project of that name is the machine's to refuse; a folder an earlier one
+        // left would mix its results with the new ones.
+        let n = name.clone();
+        let live = self.0.handle.query(move |m| m.project_ref(&n).is_ok()).await?;
+        let results_dir = self.0.results_root.join(&name);
+        if !live && remove::exists(results_dir.clone()).await {
+            return Err(ApiError::ResultsExist {
+                name,
+                path: results_dir.display().to_string(),
             });
         }
         let listed = dir.clone();
@@ -184,14 +195,14 @@ impl Coordinator for ClientApi {
         match self
             .0
             .handle
-            .event(Event::AddProject {
+            .event(Event::AddProject(Box::new(crate::machine::NewProjectEvent {
                 name,
                 dir,
                 spec,
                 files,
                 after,
                 max_running,
-            })
+            })))
             .await?
         {
             Reply::Added(added) => Ok(added),
@@ -208,6 +219,28 @@ impl Coordinator for ClientApi {
 
     async fn project_remove(self, _: Context, name: String) -> Result<(), ApiError> {
         self.0.handle.event(Event::RemoveProject { name }).await.map(|_| ())
+    }
+
+    async fn project_remove_with(
+        self,
+        _: Context,
+        name: String,
+        purge: bool,
+    ) -> Result<common::history::ProjectRemoved, ApiError> {
+        remove::remove(&self.0, name, purge).await
+    }
+
+    async fn fragments_query(
+        self,
+        _: Context,
+        project: String,
+        query: common::history::FragmentQuery,
+    ) -> Result<Page<FragmentInfo>, ApiError> {
+        history::fragments(&self.0, project, query).await
+    }
+
+    async fn fragment_logs(self, _: Context, query: common::history::LogsQuery) -> Result<Logs, ApiError> {
+        history::logs(&self.0, query).await
     }
 
     async fn project_retry(self, _: Context, name: String) -> Result<u64, ApiError> {
@@ -346,9 +379,12 @@ impl Coordinator for ClientApi {
                     stderr: String::new(),
                     truncated: false,
                     cut: Vec::new(),
+                    never_ran: None,
                 });
             };
-            Ok(read_logs(&results_dir, &found.name, attempt, max, max_log_bytes))
+            let mut logs = read_logs(&results_dir, &found.name, attempt, max, max_log_bytes);
+            logs.never_ran = found.never_ran;
+            Ok(logs)
         })
         .await
     }
@@ -372,6 +408,7 @@ fn read_logs(results_dir: &Path, fragment: &str, attempt: AttemptId, max: u64, m
         stderr,
         truncated: cut_out || cut_err,
         cut,
+        never_ran: None,
     }
 }
 

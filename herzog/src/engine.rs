@@ -475,10 +475,15 @@ fn apply_batch(
     }
 }
 
-/// Applies one event; a rejection is logged and becomes the caller's error.
+/// Applies one event; a rejection is logged and becomes the caller's error. A request herzog
+/// refuses (a typo, a name taken) is the user's to read in hz, so only INFO here; a worker
+/// reporting what is not its own is worth a WARN.
 fn apply(machine: &mut Machine, now: Now, event: Event) -> Result<Reply, ApiError> {
     machine.handle(now, event).map_err(|rejected| {
-        tracing::warn!(%rejected, "event rejected");
+        match &rejected {
+            crate::machine::Rejected::Api(_) => tracing::info!(%rejected, "request refused"),
+            _ => tracing::warn!(%rejected, "event rejected"),
+        }
         ApiError::from(rejected)
     })
 }

@@ -1,7 +1,7 @@
 //! The herzog binary: parse arguments, build the config, call `herzog::run`; or make the
 //! cluster's certificates (`herzog certs`).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use common::config::ClusterConfig;
 use common::tls::{Authority, Identity, Pki, Role};
 use std::path::PathBuf;
@@ -36,8 +36,14 @@ struct Args {
     /// Log filter, e.g. info or herzog=debug (overrides herzog.log_level).
     #[arg(long)]
     log_level: Option<String>,
-    /// herzog's certificate bundle (overrides herzog.tls); made by `herzog certs init`.
-    #[arg(long, env = "HERZOG_TLS")]
+    /// Daily log files kept in STATE_DIR/logs, older ones removed (overrides
+    /// herzog.log_retention; default 14).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    log_retention: Option<u32>,
+    /// herzog's certificate bundle (overrides herzog.tls); made by `herzog certs init`. Not
+    /// HERZOG_TLS: that is hz's admin bundle, and a shell that exports it for hz must not hand
+    /// it to herzog.
+    #[arg(long, env = "HERZOG_SERVER_TLS")]
     tls: Option<PathBuf>,
 }
 
@@ -46,6 +52,8 @@ enum Command {
     /// Make and hand out the cluster's certificates.
     #[command(subcommand)]
     Certs(Certs),
+    /// Print herzog's man page (roff): `herzog man | man -l -`, or save it as herzog.1.
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,9 +125,21 @@ fn certs(command: Certs) -> Result<String, String> {
             let bundle = ca.issue(&name, role, i64::from(days)).map_err(|e| e.to_string())?;
             let path = pki.save_bundle(&name, &bundle, force).map_err(|e| e.to_string())?;
             Ok(format!(
-                "issued {path} for {role} '{name}', valid {days} days",
-                path = path.display()
+                "issued {path} for {role} '{name}', valid {valid}",
+                path = path.display(),
+                valid = common::count(days, "day")
             ))
+        }
+    }
+}
+
+/// Writes `command`'s man page to stdout.
+fn print_man(command: clap::Command) -> ExitCode {
+    match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herzog: failed to write the man page: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -127,6 +147,9 @@ fn certs(command: Certs) -> Result<String, String> {
 fn main() -> ExitCode {
     common::logging::abort_on_panic();
     let args = Args::parse();
+    if let Some(Command::Man) = args.command {
+        return print_man(Args::command());
+    }
     if let Some(Command::Certs(command)) = args.command {
         return match certs(command) {
             Ok(done) => {
@@ -156,6 +179,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    // Everything that can be checked is checked before anything is made on disk.
     let identity = match Identity::load(&tls) {
         Ok(id) => id,
         Err(e) => {
@@ -163,10 +187,44 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if identity.role != Role::Coordinator {
+        eprintln!(
+            "herzog: {} is {} certificate for '{}', not herzog's own: give herzog the herzog.pem that \
+             `herzog certs init` made (--tls, HERZOG_SERVER_TLS or herzog.tls; HERZOG_TLS is hz's)",
+            tls.display(),
+            identity.role.with_article(),
+            identity.name
+        );
+        return ExitCode::from(2);
+    }
+    if let Err(e) = identity.server_config() {
+        eprintln!("herzog: {}: {e}", tls.display());
+        return ExitCode::from(2);
+    }
     let listen = args.listen.unwrap_or_else(|| h.listen_address().to_string());
     let state_dir = args.state_dir.unwrap_or(h.state_dir);
+    if let Ok(meta) = std::fs::metadata(&state_dir)
+        && !meta.is_dir()
+    {
+        eprintln!(
+            "herzog: the state directory {} is not a directory: give another with --state-dir or herzog.state_dir",
+            state_dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    // Bound before the state directory is made: a port in use leaves nothing behind.
+    let listener = match std::net::TcpListener::bind(&listen).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "herzog: failed to listen on {listen}: {e}; is another herzog running there? choose another with --listen"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let log_level = args.log_level.unwrap_or(h.log_level);
-    let _guard = match common::logging::init(&state_dir, "herzog", &log_level, true) {
+    let log_retention = args.log_retention.unwrap_or(h.log_retention);
+    let _guard = match common::logging::init(&state_dir, "herzog", &log_level, true, log_retention) {
         Ok(g) => g,
         Err(e) => {
             eprintln!(
@@ -201,11 +259,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let shutdown = common::logging::shutdown_signal();
-        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
-            anyhow::anyhow!(
-                "failed to listen on {listen}: {e}; is another herzog running there? choose another with --listen"
-            )
-        })?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| anyhow::anyhow!("failed to listen on {listen}: {e}"))?;
         herzog::run(
             config,
             herzog::Listener::Tls {

@@ -88,6 +88,13 @@ pub async fn run(
     listener: Listener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), HerzogError> {
+    // SIGHUP re-reads the services file, as `hz reload` does (supervisord's users send it).
+    // Only a daemon: `hz local` keeps the terminal's hangup. Taken first, so a SIGHUP while
+    // the state loads does not kill herzog by its default action.
+    let mut hangups = match listener {
+        Listener::Tls { .. } => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        Listener::InProcess(_) => None,
+    };
     let mut config = config;
     // Absolute from here on: every path herzog sends a worker is checked to be absolute, and
     // one relative to herzog's working directory means nothing on a worker.
@@ -107,7 +114,8 @@ pub async fn run(
     let started = std::time::Instant::now();
     let snapshot = store.load()?;
     let clock = engine::Clock::new();
-    let machine = Machine::restore(timing, config.state_dir.join("results"), snapshot, clock.now())
+    let results_root = config.state_dir.join("results");
+    let machine = Machine::restore(timing, results_root.clone(), snapshot, clock.now())
         .with_max_log_bytes(config.max_log_bytes)
         .with_staged_hosts(|worker| config.hosts.iter().any(|h| h.name == worker && !h.shared_fs));
     tracing::info!(db = %store.path().display(), elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
@@ -146,6 +154,7 @@ pub async fn run(
         stager,
         services: config.services.clone(),
         connections: connections.clone(),
+        results_root,
     };
     let tick =
         (config.worker_timeout / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));
@@ -159,12 +168,6 @@ pub async fn run(
         config.min_free_space,
         handle.clone(),
     ));
-    // SIGHUP re-reads the services file, as `hz reload` does (supervisord's users send it).
-    // Only a daemon: `hz local` keeps the terminal's hangup.
-    let mut hangups = match incoming {
-        Incoming::Tls { .. } => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
-        Incoming::InProcess(_) => None,
-    };
     if let Some(path) = config.services.clone() {
         apply_services_file(&handle, path).await;
     }
@@ -259,10 +262,12 @@ fn authorize(hello: &Hello, name: &str, role: Role) -> Result<(), String> {
             Err(format!("this certificate is for worker '{name}', not '{claimed}'"))
         }
         (Hello::Client, _) => Err(format!(
-            "a {role} certificate cannot use hz's service: use an admin certificate"
+            "{} certificate cannot use hz's service: use an admin certificate",
+            role.with_article()
         )),
         (_, _) => Err(format!(
-            "a {role} certificate cannot act as a worker: use a worker certificate"
+            "{} certificate cannot act as a worker: use a worker certificate",
+            role.with_article()
         )),
     }
 }

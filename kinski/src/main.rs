@@ -1,6 +1,6 @@
 //! The kinski binary: parse arguments, build the config, call `kinski::run`.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
 use common::config::ClusterConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,13 +13,16 @@ use std::process::ExitCode;
     after_help = "Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or arguments."
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The cluster config file (cluster.example.toml documents every key).
     #[arg(long, env = "HERZOG_CONFIG")]
     config: Option<PathBuf>,
     /// herzog's address, host:port (overrides herzog.address).
     #[arg(long, env = "HERZOG_ADDR")]
     herzog: Option<String>,
-    /// This worker's name (overrides kinski.name; default: the host name).
+    /// This worker's name, as its certificate names it (overrides kinski.name) [default: the
+    /// name in the --tls certificate]
     #[arg(long)]
     name: Option<String>,
     /// Attempts run at once (overrides kinski.slots; default: available parallelism).
@@ -31,6 +34,10 @@ struct Args {
     /// Log filter (overrides kinski.log_level).
     #[arg(long)]
     log_level: Option<String>,
+    /// Daily log files kept in STATE_DIR/logs, older ones removed (overrides
+    /// kinski.log_retention; default 14).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    log_retention: Option<u32>,
     /// This worker's certificate bundle (overrides kinski.tls); made by
     /// `herzog certs issue NAME --role worker`.
     #[arg(long, env = "KINSKI_TLS")]
@@ -45,9 +52,24 @@ struct Args {
     run_as: Option<String>,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print kinski's man page (roff): `kinski man | man -l -`, or save it as kinski.1.
+    Man,
+}
+
 fn main() -> ExitCode {
     common::logging::abort_on_panic();
     let args = Args::parse();
+    if let Some(Command::Man) = args.command {
+        return match clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kinski: failed to write the man page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cluster = match ClusterConfig::load_or_default(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -56,6 +78,12 @@ fn main() -> ExitCode {
         }
     };
     let k = cluster.kinski.clone();
+    if let Some(addr) = &args.herzog
+        && let Err(e) = common::config::check_address(addr)
+    {
+        eprintln!("kinski: {e}; set --herzog or HERZOG_ADDR");
+        return ExitCode::from(2);
+    }
     if args.slots == Some(0) {
         eprintln!("kinski: --slots must be at least 1");
         return ExitCode::from(2);
@@ -88,17 +116,18 @@ fn main() -> ExitCode {
     }
     if identity.role != common::tls::Role::Worker || identity.name != name {
         eprintln!(
-            "kinski: {} is a {} certificate for '{}', but this worker is '{name}': issue one with \
+            "kinski: {} is {} certificate for '{}', but this worker is '{name}': issue one with \
              `herzog certs issue {name} --role worker`",
             tls.display(),
-            identity.role,
+            identity.role.with_article(),
             identity.name
         );
         return ExitCode::from(2);
     }
     let state_dir = args.state_dir.unwrap_or(k.state_dir);
     let log_level = args.log_level.unwrap_or(k.log_level);
-    let _guard = match common::logging::init(&state_dir, "kinski", &log_level, true) {
+    let log_retention = args.log_retention.unwrap_or(k.log_retention);
+    let _guard = match common::logging::init(&state_dir, "kinski", &log_level, true, log_retention) {
         Ok(g) => g,
         Err(e) => {
             eprintln!(

@@ -34,7 +34,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
@@ -83,6 +83,14 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "failed to start {program}: interpreter {interpreter} not found (its #! line): install it or correct that line"
+    )]
+    Interpreter { program: String, interpreter: String },
+    #[error(
+        "failed to start {program}: the file is there, but the interpreter or dynamic loader it names was not found"
+    )]
+    Loader { program: String },
     #[error("failed to start {program}: {source}")]
     Start {
         program: String,
@@ -133,9 +141,11 @@ struct Group {
     /// True once the leader is reaped. Signals and the reap both happen under this lock, so no
     /// signal can reach a reused pgid.
     reaped: Mutex<bool>,
-    /// SIGTERM is sent once, however often `stop` is called: some programs take a second
-    /// SIGTERM as "give up cleaning up".
+    /// The stop signal is sent once, however often `stop` is called: some programs take a
+    /// second SIGTERM as "give up cleaning up".
     term_sent: AtomicBool,
+    /// The signal a stop starts with: SIGTERM unless the project says otherwise.
+    stop_signal: AtomicI32,
 }
 
 /// The reaped leader's wait status and resource usage.
@@ -173,42 +183,7 @@ impl Process {
         if start.scratch.is_none() {
             ensure_output_dir(&start.output_dir, run_as)?;
         }
-        let logs = LogDir::open(&start.stdout)?;
-        let (out_read, stdout) = pipe().map_err(|source| SpawnError::Pipe {
-            stream: "stdout",
-            source,
-        })?;
-        let shared = start.stderr == start.stdout;
-        let label = if shared { "stdout and stderr" } else { "stdout" };
-        let mut outputs = vec![Output::new(
-            out_read,
-            logs.log(&start.stdout, label, start.max_log_bytes)?
-                .with_tap(taps.stdout.clone()),
-        )];
-        // One pipe for both when they share a file: the program's own interleaving is kept.
-        let stderr = if shared {
-            stdout.try_clone().map_err(|source| SpawnError::Pipe {
-                stream: "stderr",
-                source,
-            })?
-        } else {
-            let logs = if start.stderr.parent() == start.stdout.parent() {
-                logs
-            } else {
-                LogDir::open(&start.stderr)?
-            };
-            let (err_read, stderr) = pipe().map_err(|source| SpawnError::Pipe {
-                stream: "stderr",
-                source,
-            })?;
-            outputs.push(Output::new(
-                err_read,
-                logs.log(&start.stderr, "stderr", start.max_log_bytes)?
-                    .with_tap(taps.stderr.clone()),
-            ));
-            stderr
-        };
-
+        let (stdout, stderr, outputs) = attempt_outputs(start, taps)?;
         let mut command = Command::new(program);
         command
             .args(args)
@@ -221,15 +196,28 @@ impl Process {
             .env("HERZOG_INPUT", &start.input)
             .env("HERZOG_OUTPUT_DIR", &start.output_dir)
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            // No pre_exec unless switching users: that keeps std on its posix_spawn path,
-            // which matters at thousands of short attempts.
+            .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
+            .stderr(stderr.map_or_else(Stdio::null, Stdio::from))
+            // No pre_exec unless switching users or setting a umask: that keeps std on its
+            // posix_spawn path, which matters at thousands of short attempts.
             .process_group(0);
         if let Some(user) = run_as {
             user.apply(&mut command);
         }
-        Self::launch(command, program, &start.cwd, outputs)
+        if let Some(mask) = start.settings.umask {
+            // SAFETY: umask is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
+        let process = Self::launch(command, program, &start.cwd, outputs)?;
+        if let Some(signal) = start.settings.stop_signal {
+            process.group.stop_signal.store(signal.number(), Ordering::SeqCst);
+        }
+        Ok(process)
     }
 
     /// Spawns `command` (set up to run `program` in `cwd`, in a new process group, its
@@ -271,6 +259,7 @@ impl Process {
                 pidfd,
                 reaped: Mutex::new(false),
                 term_sent: AtomicBool::new(false),
+                stop_signal: AtomicI32::new(libc::SIGTERM),
             }),
             started,
             outputs,
@@ -409,15 +398,16 @@ impl Stopper {
         self.group.signal(signal);
     }
 
-    /// Sends SIGTERM to the group, gives the leader up to `grace` to exit, then SIGKILLs
-    /// whatever is left of the group. Does nothing once the leader has been reaped; calling it
-    /// again sends no second SIGTERM but still escalates.
+    /// Sends the stop signal (SIGTERM unless the attempt names another) to the group, gives
+    /// the leader up to `grace` to exit, then SIGKILLs whatever is left of the group. Does
+    /// nothing once the leader has been reaped; calling it again sends no second stop signal
+    /// but still escalates.
     pub async fn stop(&self, grace: Duration) {
         if self.group.is_reaped() {
             return;
         }
         if !self.group.term_sent.swap(true, Ordering::SeqCst) {
-            self.group.signal(libc::SIGTERM);
+            self.group.signal(self.group.stop_signal.load(Ordering::SeqCst));
         }
         self.group.leader_exit(grace).await;
         // Also when the leader went in time: its descendants must not outlive the attempt,
@@ -564,6 +554,44 @@ impl Group {
     }
 }
 
+/// The write ends an attempt's program gets as stdout and stderr (`None`: /dev/null, a
+/// stream the project discards), and the read ends kinski copies into the log files.
+type AttemptOutputs = (Option<OwnedFd>, Option<OwnedFd>, Vec<Output>);
+
+/// Each log keeps its stream's tap from `taps`, for followers.
+fn attempt_outputs(start: &StartAttempt, taps: &Taps) -> Result<AttemptOutputs, SpawnError> {
+    let keep_out = start.settings.stdout.is_keep();
+    let keep_err = start.settings.stderr.is_keep();
+    let mut outputs = Vec::new();
+    let logs = if keep_out || keep_err {
+        Some(LogDir::open(if keep_out { &start.stdout } else { &start.stderr })?)
+    } else {
+        None
+    };
+    let mut open = |stream: &'static str, path: &Path, label: &'static str| -> Result<OwnedFd, SpawnError> {
+        let (read, write) = pipe().map_err(|source| SpawnError::Pipe { stream, source })?;
+        let log = match &logs {
+            Some(dir) if path.parent() == Some(dir.path.as_path()) => dir.log(path, label, start.max_log_bytes)?,
+            _ => LogDir::open(path)?.log(path, label, start.max_log_bytes)?,
+        };
+        let tap = if stream == "stderr" { &taps.stderr } else { &taps.stdout };
+        outputs.push(Output::new(read, log.with_tap(tap.clone())));
+        Ok(write)
+    };
+    // One pipe for both when they share a file: the program's own interleaving is kept.
+    if keep_out && keep_err && start.stderr == start.stdout {
+        let both = open("stdout", &start.stdout, "stdout and stderr")?;
+        let copy = both.try_clone().map_err(|source| SpawnError::Pipe {
+            stream: "stderr",
+            source,
+        })?;
+        return Ok((Some(both), Some(copy), outputs));
+    }
+    let stdout = keep_out.then(|| open("stdout", &start.stdout, "stdout")).transpose()?;
+    let stderr = keep_err.then(|| open("stderr", &start.stderr, "stderr")).transpose()?;
+    Ok((stdout, stderr, outputs))
+}
+
 /// A pipe whose ends are closed on exec (std dups the write end onto the child's stdout or
 /// stderr); the read end does not block, so it can be drained without waiting.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -661,6 +689,17 @@ pub(crate) fn ensure_output_dir(dir: &Path, run_as: Option<&crate::user::RunAs>)
 /// to say which it was. Only on the failure path, to keep spawning cheap.
 fn start_error(program: &str, cwd: &Path, source: io::Error) -> SpawnError {
     let cwd_ok = std::fs::metadata(cwd).is_ok_and(|meta| meta.is_dir());
+    // ENOENT for a program that is there: exec could not find what runs it.
+    if cwd_ok
+        && source.kind() == io::ErrorKind::NotFound
+        && let Some(file) = find_program(program, cwd)
+    {
+        let program = program.to_string();
+        return match interpreter_of(&file) {
+            Some(interpreter) => SpawnError::Interpreter { program, interpreter },
+            None => SpawnError::Loader { program },
+        };
+    }
     if cwd_ok {
         SpawnError::Start {
             program: program.to_string(),
@@ -673,6 +712,41 @@ fn start_error(program: &str, cwd: &Path, source: io::Error) -> SpawnError {
             source,
         }
     }
+}
+
+/// The regular file exec would have run for `program`: a path (relative ones from `cwd`), or
+/// the first match on kinski's PATH.
+fn find_program(program: &str, cwd: &Path) -> Option<PathBuf> {
+    let is_file = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file());
+    if program.contains('/') {
+        let path = cwd.join(program);
+        return is_file(&path).then_some(path);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_file(p))
+}
+
+/// The interpreter a script's `#!` line names, when it has one.
+fn interpreter_of(file: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking and checked after opening: a FIFO swapped in must not hang kinski.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut head = [0u8; 256];
+    let n = f.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let line = String::from_utf8_lossy(line);
+    line.split_whitespace().next().map(str::to_string)
 }
 
 fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
@@ -748,6 +822,7 @@ mod tests {
             scratch: None,
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
             uploader_uid: None,
+            settings: Default::default(),
         }
     }
 
@@ -977,6 +1052,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn settings_discard_streams_set_the_umask_and_pick_the_stop_signal() {
+        use common::run_settings::{Signal, Sink};
+        let dir = tempdir();
+        let made = dir.path().join("made");
+        let mut start = sh(
+            dir.path(),
+            &format!("echo out; echo err >&2; : > {}; umask", made.display()),
+        );
+        start.settings.stdout = Sink::Discard;
+        start.settings.umask = Some(0o077);
+        assert_eq!(run(&start).await.exit, Exit::Code(0));
+        assert!(!start.stdout.exists(), "a discarded stdout leaves no log");
+        assert_eq!(std::fs::read_to_string(&start.stderr).expect("stderr"), "err\n");
+        let mode = std::fs::metadata(&made).expect("made").permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+
+        // Another directory: the first program's logs lie at the same names.
+        let dir = tempdir();
+        let ready = dir.path().join("ready");
+        let mut trapped = sh(
+            dir.path(),
+            &format!(
+                r#"trap 'echo got-usr1; exit 7' USR1; echo > {}; while :; do sleep 0.05; done"#,
+                ready.display()
+            ),
+        );
+        trapped.settings.stop_signal = Some(Signal::parse("USR1").expect("a signal"));
+        trapped.settings.stderr = Sink::Discard;
+        let process = Process::spawn(&trapped).expect("spawn");
+        let stopper = process.stopper();
+        let waiter = tokio::spawn(process.wait());
+        line_in(&ready).await;
+        stopper.stop(Duration::from_secs(20)).await;
+        let finished = tokio::time::timeout(LIMIT, waiter).await.expect("wait").expect("join");
+        assert_eq!(finished.exit, Exit::Code(7));
+        assert_eq!(std::fs::read_to_string(&trapped.stdout).expect("stdout"), "got-usr1\n");
+        assert!(!trapped.stderr.exists());
+    }
+
+    #[tokio::test]
     async fn stop_escalates_to_sigkill() {
         let dir = tempdir();
         let ready = dir.path().join("ready");
@@ -1033,6 +1148,21 @@ mod tests {
                 (0, 0, 0)
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_script_whose_interpreter_is_missing_names_the_interpreter() {
+        let dir = tempdir();
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#!/nonexistent/herzog-interpreter -x\necho hi\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let err = Process::spawn(&attempt(dir.path(), &[script.to_str().unwrap()])).expect_err("spawn must fail");
+        let why = err.to_string();
+        assert!(matches!(err, SpawnError::Interpreter { .. }), "{err:?}");
+        assert!(
+            why.contains("interpreter /nonexistent/herzog-interpreter not found"),
+            "{why}"
+        );
     }
 
     #[tokio::test]

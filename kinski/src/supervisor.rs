@@ -725,6 +725,7 @@ mod tests {
             scratch: None,
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
             uploader_uid: None,
+            settings: Default::default(),
         }
     }
 

@@ -78,6 +78,8 @@ fn command(program: &Path) -> Command {
     cmd.env_remove("HERZOG_ADDR")
         .env_remove("HERZOG_CONFIG")
         .env_remove("HERZOG_TLS")
+        .env_remove("HERZOG_SERVER_TLS")
+        .env_remove("KINSKI_TLS")
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());

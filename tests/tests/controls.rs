@@ -238,6 +238,20 @@ fn a_drained_worker_takes_nothing_new_and_a_stopped_one_can_be_forgotten() {
     cluster.stop_worker("newton");
     let w = worker(&cluster, "newton");
     assert_eq!(w.state, "stopped", "{w:?}");
+    // After a restart herzog still knows: stopped, last seen when it said goodbye.
+    cluster.restart_herzog();
+    let again = worker(&cluster, "newton");
+    assert_eq!(
+        (again.state.as_str(), again.last_seen),
+        ("stopped", w.last_seen),
+        "{again:?}"
+    );
+    assert!(cluster.hz_ok(&["workers"]).contains("ago"));
+    assert!(
+        !cluster.herzog_log().contains("worker lost"),
+        "{}",
+        cluster.herzog_log()
+    );
     cluster.hz_ok(&["forget", "newton"]);
     let all: Vec<WorkerInfo> = cluster.hz_json(&["workers"]);
     assert_eq!(all.len(), 1, "{all:?}");

@@ -17,6 +17,7 @@ fn daemon(name: &str, state_dir: &Path) -> Command {
         .env_remove("HERZOG_CONFIG")
         .env_remove("HERZOG_ADDR")
         .env_remove("HERZOG_TLS")
+        .env_remove("HERZOG_SERVER_TLS")
         .env_remove("KINSKI_TLS")
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1");
@@ -164,8 +165,15 @@ fn without_a_certificate_herzog_refuses_to_start() {
         &tmp.path().join("state"),
         &["--listen", "127.0.0.1:0", "--tls", bundle.to_str().unwrap()],
     );
-    let err = exits_with(&out, 1);
-    assert!(err.contains("not coordinator"), "{err}");
+    let err = exits_with(&out, 2);
+    assert!(
+        err.contains("is a worker certificate for 'w'") && err.contains("herzog.pem"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("state").exists(),
+        "herzog made its state directory first"
+    );
 }
 
 #[test]

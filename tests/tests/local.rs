@@ -93,3 +93,110 @@ fn attempt_stdouts(results: &std::path::Path, fragment: &str) -> Vec<std::path::
         })
         .collect()
 }
+
+#[test]
+fn a_rerun_with_retry_failed_runs_the_failed_fragments_again_and_retries_retry_failures() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_inputs(&tmp.path().join("in"), 4);
+    // Fails on f0001 while the flag file is missing.
+    let flag = tmp.path().join("fixed");
+    let program = format!(
+        "sh -c 'case \"$0\" in *f0001) test -e {} || exit 4;; esac' {{}}",
+        flag.display()
+    );
+    let out = hz_local(tmp.path(), &["in", &program, "--state-dir", "S"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("3 succeeded, 1 failed"), "{stdout}");
+    // Fixed: a plain rerun re-reports the finished project; --retry-failed runs f0001 again.
+    std::fs::write(&flag, "").unwrap();
+    let out = hz_local(tmp.path(), &["in", &program, "--state-dir", "S"]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let out = hz_local(tmp.path(), &["in", &program, "--state-dir", "S", "--retry-failed"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("4 succeeded, 0 failed"), "{stdout}");
+    assert!(stderr.contains("retrying 1 failed fragment"), "{stderr}");
+
+    // --retries: a program failing twice and then succeeding succeeds, its attempts kept.
+    let count = tmp.path().join("count");
+    std::fs::create_dir(&count).unwrap();
+    let flaky = format!(
+        "sh -c 'n=$(ls {c} | grep -c \"^$(basename \"$0\")\\.\"); touch {c}/$(basename \"$0\").$n; test $n -ge 2' {{}}",
+        c = count.display()
+    );
+    let out = hz_local(
+        tmp.path(),
+        &["in", &flaky, "--state-dir", "R", "--name", "flaky", "--retries", "2"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("4 succeeded, 0 failed"), "{stdout}");
+    assert_eq!(std::fs::read_dir(&count).unwrap().count(), 12, "three attempts each");
+}
+
+#[test]
+fn the_joblog_is_gnu_parallels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = make_inputs(&tmp.path().join("six"), 6);
+    let began = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // An input of an odd size exits 3: f0001, f0003 and f0005 (3, 5 and 7 bytes).
+    let script = tmp.path().join("odd.sh");
+    tests::write_script(
+        &script,
+        "#!/bin/sh\nsize=$(wc -c < \"$1\")\n[ $((size % 2)) -eq 0 ] || exit 3\n",
+    );
+    let out = hz_local(
+        tmp.path(),
+        &["six", "./odd.sh", "--state-dir", "J", "--joblog", "jobs.tsv"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let log = std::fs::read_to_string(tmp.path().join("jobs.tsv")).unwrap();
+    let mut lines = log.lines();
+    assert_eq!(
+        lines.next(),
+        Some("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 6, "one line per attempt:\n{log}");
+    let mut seqs: Vec<u64> = Vec::new();
+    for row in &rows {
+        assert_eq!(row.len(), 9, "{row:?}");
+        let seq: u64 = row[0].parse().unwrap();
+        seqs.push(seq);
+        assert_eq!(row[1], ":", "this machine, as parallel writes it");
+        let (secs, millis) = row[2].split_once('.').unwrap();
+        assert_eq!(millis.len(), 3, "{row:?}");
+        let start: f64 = row[2].parse().unwrap();
+        assert!(start >= began.floor() && start < began + 60.0, "{row:?}");
+        assert!(secs.chars().all(|c| c.is_ascii_digit()));
+        assert_eq!(row[3].len(), 10, "JobRuntime is %10.3f: {row:?}");
+        let runtime: f64 = row[3].trim().parse().unwrap();
+        assert!((0.0..30.0).contains(&runtime), "{row:?}");
+        assert_eq!(row[3].trim().split_once('.').unwrap().1.len(), 3);
+        assert_eq!((row[4], row[5], row[7]), ("0", "0", "0"), "{row:?}");
+        // f{seq-1} holds seq + 1 bytes: an even size exits 0, an odd one 3.
+        let expected = if seq % 2 == 1 { "0" } else { "3" };
+        assert_eq!(row[6], expected, "{row:?}");
+        let path = input.canonicalize().unwrap().join(format!("f{:04}", seq - 1));
+        let script = script.canonicalize().unwrap();
+        assert_eq!(row[8], format!("{} {}", script.display(), path.display()), "{row:?}");
+    }
+    seqs.sort();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+
+    let bad = hz_local(
+        tmp.path(),
+        &["six", "true", "--state-dir", "J2", "--joblog", "no/such/dir/j.tsv"],
+    );
+    let (_, stderr) = text(&bad);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("job log") && stderr.contains("no/such/dir/j.tsv"),
+        "{stderr}"
+    );
+}

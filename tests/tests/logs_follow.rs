@@ -129,6 +129,8 @@ fn a_follower_prints_a_running_attempts_output_as_it_comes_and_exits_as_the_atte
     assert!(err.contains("project 'p' has no fragment 'nope'"), "{err}");
     let err = cluster.hz_fails(&["logs", "p", "ok", "-c", "8"], 2);
     assert!(err.contains("--follow"), "{err}");
+    let err = cluster.hz_fails(&["logs", "p", "ok", "-f", "--attempt", "1"], 2);
+    assert!(err.contains("cannot be used with"), "{err}");
     let err = cluster.hz_fails(&["logs", "p", "ok", "-f", "-c", "lots"], 2);
     assert!(err.contains("-c lots"), "{err}");
 }

@@ -5,6 +5,7 @@ use crate::args::{ActionArgs, RunArgs};
 use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use common::ApiError;
+use common::run_settings::Settings;
 use common::template::{check_program, executable, needs_shell, shell_quote};
 use common::wire::{NewProject, ProjectAdded, RunSpec};
 use std::io::Write;
@@ -27,9 +28,9 @@ pub(crate) async fn run(args: &ActionArgs, addr: &Endpoint, out: &mut dyn Write)
 pub(crate) async fn add(herzog: &Herzog, project: NewProject) -> Result<ProjectAdded, CliError> {
     let added = herzog.project_add(project).await?;
     note!(
-        "added project {}: {} fragments; results in {}",
+        "added project {}: {}; results in {}",
         added.name,
-        added.fragments,
+        common::count(added.fragments, "fragment"),
         added.results_dir.display()
     );
     Ok(added)
@@ -39,6 +40,7 @@ pub(crate) async fn add(herzog: &Herzog, project: NewProject) -> Result<ProjectA
 /// the directory (made absolute), the name, and the program (its executable made absolute
 /// when it is a relative path, since herzog runs elsewhere).
 pub(crate) fn prepare(run: &RunArgs, cwd: &Path, path_var: Option<&str>) -> Result<NewProject, CliError> {
+    let cwd_of_hz = cwd;
     let dir = absolute_dir(&run.dir, cwd)?;
     if let Some(name) = &run.name {
         common::name::check_name(name)?;
@@ -56,9 +58,25 @@ pub(crate) fn prepare(run: &RunArgs, cwd: &Path, path_var: Option<&str>) -> Resu
     if let Some(n) = run.max_attempts {
         spec.max_attempts = n;
     }
+    if let Some(retries) = run.retries {
+        spec.retries = retries;
+    }
     if let Some(grace) = run.grace {
         spec.grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
     }
+    if !run.success_codes.is_empty() {
+        spec.success_codes = run.success_codes.clone();
+    }
+    if let Some(cwd) = &run.cwd {
+        spec.cwd = Some(absolute_cwd(cwd, cwd_of_hz)?);
+    }
+    spec.settings = Settings {
+        stop_signal: run.stop_signal,
+        umask: run.umask,
+        stdout: run.stdout.unwrap_or_default(),
+        stderr: run.stderr.unwrap_or_default(),
+    };
+    spec.check()?;
     Ok(NewProject {
         name: run.name.clone(),
         dir,
@@ -66,6 +84,18 @@ pub(crate) fn prepare(run: &RunArgs, cwd: &Path, path_var: Option<&str>) -> Resu
         after: Vec::new(),
         max_running: None,
     })
+}
+
+/// `--cwd`: made absolute against hz's own directory; it must exist here (the workers see
+/// the same paths, as they do the input directory).
+fn absolute_cwd(dir: &Path, cwd: &Path) -> Result<PathBuf, CliError> {
+    match cwd.join(dir).canonicalize() {
+        Ok(abs) if abs.is_dir() => Ok(abs),
+        _ => Err(CliError::Usage(format!(
+            "--cwd {}: no such directory here; give the directory the programs should run in (the workers must see it at the same path)",
+            dir.display()
+        ))),
+    }
 }
 
 /// The canonical path of an existing directory.
@@ -124,6 +154,13 @@ mod tests {
             max_attempts: None,
             env: vec![],
             grace: None,
+            retries: None,
+            success_codes: vec![],
+            stop_signal: None,
+            cwd: None,
+            umask: None,
+            stdout: None,
+            stderr: None,
         }
     }
 

@@ -131,7 +131,7 @@ pub(crate) async fn run(args: &LogsArgs, addr: &Endpoint, out: &mut dyn Write) -
             }
             _ => {
                 note!(
-                    "hz: attempt {} of {fragment} ended without a result (its worker was lost, or it was stopped); the fragment runs again: `hz logs {} {} -f` follows that attempt",
+                    "hz: attempt {} of {fragment} ended, and the fragment goes again (a retry, or its worker was lost or stopped it): `hz logs {} {} -f` follows the next attempt once it runs",
                     attempt.attempt,
                     args.project,
                     args.fragment

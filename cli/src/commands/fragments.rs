@@ -1,4 +1,7 @@
-//! `hz fragments PROJECT`: every fragment with its last attempt, like Slurm's sacct.
+//! `hz fragments PROJECT`: every fragment with its last attempt, like Slurm's sacct;
+//! `hz fragments PROJECT FRAGMENT`: every attempt of one fragment; `--worker` and `--since`:
+//! the attempts on a worker or within a time, one line each. `--json` carries each
+//! fragment's attempts (start, end, host, command).
 
 use super::print_json;
 use crate::Outcome;
@@ -6,27 +9,160 @@ use crate::args::FragmentsArgs;
 use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use crate::table::{Align, Table, bytes, duration_ms, opt};
+use common::history::FragmentQuery;
 use common::wire::{FragmentInfo, FragmentStateKind};
 use std::io::Write;
 
 /// Fragments asked for per call; pages stay well below the frame limit.
 const PAGE: u32 = 1000;
+/// Fragments asked for per call with their attempts (each carries its command line).
+const PAGE_WITH_ATTEMPTS: u32 = 500;
 
 pub(crate) async fn run(args: &FragmentsArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let state = args.state.map(FragmentStateKind::from);
-    let fragments = collect(&herzog, &args.project, state, usize::MAX).await?;
+    let filtered = args.worker.is_some() || args.since.is_some();
+    if args.fragment.is_none() && !filtered && !args.output.json {
+        // The plain table needs no attempts: the older, lighter call.
+        let fragments = collect(&herzog, &args.project, state, usize::MAX).await?;
+        if fragments.is_empty() {
+            match state {
+                Some(state) => note!("project {} has no {state} fragment", args.project),
+                None => note!("project {} has no fragments", args.project),
+            }
+        } else {
+            out.write_all(table(&fragments).render().as_bytes())?;
+        }
+        return Ok(Outcome::Ok);
+    }
+    let query = FragmentQuery {
+        attempts: true,
+        fragment: args.fragment.clone(),
+        worker: args.worker.clone(),
+        since: args
+            .since
+            .map(|d| common::now_millis().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+        ..FragmentQuery::default()
+    };
+    let fragments = collect_query(&herzog, &args.project, &query, state).await?;
+    if let Some(key) = &args.fragment {
+        let Some(fragment) = fragments.into_iter().next() else {
+            note!(
+                "fragment {key} of project {} has no attempt that passes the filters",
+                args.project
+            );
+            return Ok(Outcome::Ok);
+        };
+        if args.output.json {
+            print_json(out, &fragment)?;
+        } else {
+            writeln!(
+                out,
+                "{} (index {}): {}, {} attempt{}",
+                fragment.name,
+                fragment.index,
+                fragment.state,
+                fragment.history.len(),
+                if fragment.history.len() == 1 { "" } else { "s" }
+            )?;
+            if let Some(reason) = &fragment.reason {
+                writeln!(out, "reason: {reason}")?;
+            }
+            if let Some(first) = fragment.history.first() {
+                writeln!(out, "command: {}", first.command)?;
+            }
+            out.write_all(
+                attempts_table(std::slice::from_ref(&fragment), false)
+                    .render()
+                    .as_bytes(),
+            )?;
+        }
+        return Ok(Outcome::Ok);
+    }
     if args.output.json {
         print_json(out, &fragments)?;
     } else if fragments.is_empty() {
-        match state {
-            Some(state) => note!("project {} has no {state} fragment", args.project),
-            None => note!("project {} has no fragments", args.project),
-        }
+        note!("project {} has no attempt that passes the filters", args.project);
     } else {
-        out.write_all(table(&fragments).render().as_bytes())?;
+        out.write_all(attempts_table(&fragments, true).render().as_bytes())?;
     }
     Ok(Outcome::Ok)
+}
+
+/// Pages through the fragments `query` selects (with their attempts when it asks), keeping
+/// those in `state` (all when `None`).
+pub(crate) async fn collect_query(
+    herzog: &Herzog,
+    project: &str,
+    query: &FragmentQuery,
+    state: Option<FragmentStateKind>,
+) -> Result<Vec<FragmentInfo>, CliError> {
+    let mut kept = Vec::new();
+    let mut query = query.clone();
+    query.limit = PAGE_WITH_ATTEMPTS;
+    loop {
+        let page = herzog.fragments_query(project, query.clone()).await?;
+        kept.extend(page.items.into_iter().filter(|f| state.is_none_or(|s| f.state == s)));
+        match page.next {
+            None => break,
+            Some(next) if next <= query.offset => {
+                return Err(herzog.protocol_error(
+                    "listing fragments",
+                    format!("the page after offset {} starts at {next}", query.offset),
+                ));
+            }
+            Some(next) => query.offset = next,
+        }
+    }
+    Ok(kept)
+}
+
+/// One line per attempt: `with_fragment` adds the fragment's name (listings of several).
+pub(crate) fn attempts_table(fragments: &[FragmentInfo], with_fragment: bool) -> Table {
+    let mut columns = vec![("ATTEMPT", Align::Right)];
+    if with_fragment {
+        columns.push(("FRAGMENT", Align::Left));
+    }
+    columns.extend([
+        ("WORKER", Align::Left),
+        ("START", Align::Left),
+        ("END", Align::Left),
+        ("OUTCOME", Align::Left),
+        ("EXIT", Align::Left),
+        ("WALL", Align::Right),
+        ("NOTE", Align::Left),
+    ]);
+    let mut t = Table::new(&columns);
+    for f in fragments {
+        for a in &f.history {
+            let mut row = vec![a.attempt.to_string()];
+            if with_fragment {
+                row.push(f.name.clone());
+            }
+            row.extend([
+                a.worker.clone(),
+                time(a.started_at),
+                opt(a.ended_at, time),
+                a.outcome.clone(),
+                opt(a.exit.as_ref(), |e| e.to_string()),
+                opt(a.wall_ms, duration_ms),
+                opt(
+                    a.note
+                        .clone()
+                        .or_else(|| a.late_exit.as_ref().map(|l| format!("late result: {l}"))),
+                    |n| n,
+                ),
+            ]);
+            t.row(row);
+        }
+    }
+    t
+}
+
+/// A recorded time, as UTC to the second.
+fn time(ms: common::Millis) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// Pages through a project's fragments, keeping those in `state` (all when `None`), until
@@ -150,6 +286,9 @@ mod tests {
         // `hz fragments p --state failed`, with the real page size.
         let args = FragmentsArgs {
             project: "p".into(),
+            fragment: None,
+            worker: None,
+            since: None,
             state: Some(crate::args::StateFilter::Failed),
             output: JsonArgs::default(),
         };
@@ -175,6 +314,7 @@ mod tests {
             cpu_ms: Some(900),
             peak_rss_kb: Some(2048),
             reason: Some("exited with 1".into()),
+            history: Vec::new(),
         };
         let text = table(&[f]).render();
         assert!(

@@ -7,13 +7,14 @@
 //! this process can reach this herzog; on loopback TCP with TLS the transport cost more than
 //! running `/bin/true` (BENCHMARKS.md).
 
-use super::{action, fragments, progress};
+use super::{action, fragments, joblog, progress};
 use crate::Outcome;
 use crate::args::LocalArgs;
 use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
 use crate::table::{Align, Table, duration_ms, opt};
 use common::ApiError;
+use common::history::FragmentQuery;
 use common::wire::{FragmentInfo, FragmentStateKind, NewProject, ProjectProgress};
 use futures::FutureExt;
 use futures::future::Shared;
@@ -62,12 +63,28 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
         .clone()
         .unwrap_or_else(|| common::name::name_from_dir(&project.dir));
     project.name = Some(name.clone());
+    let joblog = args.joblog.as_ref().map(|path| cwd.join(path));
+    if let Some(path) = &joblog {
+        // Before any work: a path that cannot be written is bad input now, not after the run.
+        tokio::fs::write(path, joblog::HEADER)
+            .await
+            .map_err(|source| CliError::Joblog {
+                path: path.clone(),
+                source,
+            })?;
+    }
     let state_dir = make_state_dir(&cwd.join(args.state_dir.clone().unwrap_or_else(|| format!("{name}.hz").into())))?;
-    let _log_guard =
-        herzog::logging::init(&state_dir, "hz-local", LOG_FILTER, false).map_err(|source| CliError::StateDir {
-            path: state_dir.join("logs"),
-            source,
-        })?;
+    let _log_guard = herzog::logging::init(
+        &state_dir,
+        "hz-local",
+        LOG_FILTER,
+        false,
+        common::config::DEFAULT_LOG_RETENTION,
+    )
+    .map_err(|source| CliError::StateDir {
+        path: state_dir.join("logs"),
+        source,
+    })?;
 
     let (dialer, listener) = common::link::in_process();
     let endpoint = Endpoint::new_in_process(dialer.clone());
@@ -93,12 +110,20 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
         stopped(stop_rx),
     )));
     note!(
-        "started herzog and worker 'local' with {slots} slots in this process; state in {}",
+        "started herzog and worker 'local' with {} in this process; state in {}",
+        common::count(slots, "slot"),
         state_dir.display()
     );
 
     let ended = {
-        let work = drive(&endpoint, project, &state_dir, progress::POLL);
+        let work = drive(
+            &endpoint,
+            project,
+            &state_dir,
+            args.retry_failed,
+            progress::POLL,
+            joblog.as_deref(),
+        );
         tokio::select! {
             r = work => Ended::Work(r),
             () = interrupted() => Ended::Interrupted,
@@ -227,14 +252,28 @@ fn daemon_end<E: std::fmt::Display>(joined: Result<Result<(), E>, JoinError>) ->
     }
 }
 
-/// Adds (or resumes) the project, follows it to the end (asking herzog every `every`) and
-/// fetches what the summary needs.
-async fn drive(addr: &Endpoint, project: NewProject, state_dir: &Path, every: Duration) -> Result<Finished, CliError> {
+/// Adds (or resumes) the project, follows it to the end (asking herzog every `every`),
+/// fetches what the summary needs, and writes the job log when asked.
+async fn drive(
+    addr: &Endpoint,
+    project: NewProject,
+    state_dir: &Path,
+    retry_failed: bool,
+    every: Duration,
+    joblog: Option<&Path>,
+) -> Result<Finished, CliError> {
     let herzog = Herzog::connect(addr).await?;
     let name = project.name.clone().unwrap_or_default();
     match action::add(&herzog, project.clone()).await {
         Ok(_) => {}
-        Err(CliError::Api(ApiError::DuplicateProject { .. })) => resume(&herzog, &project, state_dir).await?,
+        Err(CliError::Api(ApiError::DuplicateProject { .. })) => {
+            resume(&herzog, &project, state_dir).await?;
+            if retry_failed {
+                // GNU parallel's --resume-failed: the failed fragments run again.
+                let n = herzog.project_retry(&name).await?;
+                note!("retrying {n} failed fragment{}", if n == 1 { "" } else { "s" });
+            }
+        }
         Err(e) => return Err(e),
     }
     let last = progress::watch(&herzog, Some(&name), every).await?;
@@ -246,6 +285,19 @@ async fn drive(addr: &Endpoint, project: NewProject, state_dir: &Path, every: Du
     } else {
         Vec::new()
     };
+    if let Some(path) = joblog {
+        let query = FragmentQuery {
+            attempts: true,
+            ..FragmentQuery::default()
+        };
+        let all = fragments::collect_query(&herzog, &name, &query, None).await?;
+        tokio::fs::write(path, joblog::render(&all))
+            .await
+            .map_err(|source| CliError::Joblog {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    }
     Ok(Finished { progress, failed })
 }
 
@@ -276,9 +328,9 @@ async fn resume(herzog: &Herzog, project: &NewProject, state_dir: &Path) -> Resu
 fn summary(f: &Finished, wall: Duration, state_dir: &Path) -> String {
     let p = &f.progress;
     let mut s = format!(
-        "project {}: {} fragments, {} succeeded, {} failed, in {}\n",
+        "project {}: {}, {} succeeded, {} failed, in {}\n",
         p.name,
-        p.total,
+        common::count(p.total, "fragment"),
         p.succeeded,
         p.failed,
         duration_ms(u64::try_from(wall.as_millis()).unwrap_or(u64::MAX)),
@@ -334,7 +386,7 @@ mod tests {
             max_running: None,
         };
         let state_dir = Path::new("/s");
-        let finished = drive(&cluster.endpoint, project.clone(), state_dir, EVERY)
+        let finished = drive(&cluster.endpoint, project.clone(), state_dir, false, EVERY, None)
             .await
             .unwrap();
         assert_eq!(finished.failed.len(), FAILED_SHOWN);
@@ -353,13 +405,16 @@ mod tests {
 
         // The same command again resumes (here: re-reports) the project; another program
         // under the same name is refused.
-        let again = drive(&cluster.endpoint, project.clone(), state_dir, EVERY)
+        let again = drive(&cluster.endpoint, project.clone(), state_dir, false, EVERY, None)
             .await
             .unwrap();
         assert_eq!(again.progress.failed, 12);
         let mut other = project;
         other.spec = RunSpec::new("true");
-        let err = drive(&cluster.endpoint, other, state_dir, EVERY).await.err().unwrap();
+        let err = drive(&cluster.endpoint, other, state_dir, false, EVERY, None)
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, CliError::LocalConflict { .. }), "{err}");
         cluster.stop().await;
     }

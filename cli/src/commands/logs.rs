@@ -1,10 +1,13 @@
-//! `hz logs PROJECT FRAGMENT`: the output of a fragment's latest attempt.
+//! `hz logs PROJECT FRAGMENT [--attempt ID]`: the output of a fragment's latest attempt, or
+//! of the one named.
 
 use super::print_json;
 use crate::Outcome;
 use crate::args::LogsArgs;
 use crate::client::{Endpoint, Herzog};
 use crate::error::CliError;
+use common::AttemptId;
+use common::history::LogsQuery;
 use common::wire::Logs;
 use std::io::Write;
 
@@ -18,7 +21,19 @@ pub(crate) async fn run(args: &LogsArgs, addr: &Endpoint, out: &mut dyn Write) -
         return super::follow::run(args, addr, out).await;
     }
     let herzog = Herzog::connect(addr).await?;
-    let logs = herzog.logs(&args.project, &args.fragment, MAX_BYTES).await?;
+    let logs = match args.attempt {
+        None => herzog.logs(&args.project, &args.fragment, MAX_BYTES).await?,
+        Some(attempt) => {
+            herzog
+                .fragment_logs(LogsQuery {
+                    project: args.project.clone(),
+                    fragment: args.fragment.clone(),
+                    attempt: Some(AttemptId(attempt)),
+                    max_bytes: MAX_BYTES,
+                })
+                .await?
+        }
+    };
     if args.output.json {
         print_json(out, &logs)?;
         return Ok(Outcome::Ok);
@@ -30,6 +45,13 @@ pub(crate) async fn run(args: &LogsArgs, addr: &Endpoint, out: &mut dyn Write) -
             args.project
         );
         return Ok(Outcome::Ok);
+    }
+    if let (Some(attempt), Some(why)) = (logs.attempt, &logs.never_ran) {
+        note!(
+            "attempt {attempt} of fragment {} of project {} never ran, so it has no output: {why}",
+            args.fragment,
+            args.project
+        );
     }
     if logs.truncated {
         note!("(only the last {} of each stream)", crate::table::bytes(MAX_BYTES));
@@ -75,6 +97,7 @@ mod tests {
             fragment: fragment.into(),
             stderr,
             stdout: false,
+            attempt: None,
             output: JsonArgs::default(),
             follow: false,
             bytes: None,
@@ -126,6 +149,7 @@ mod tests {
             stderr: "oops".into(),
             truncated: false,
             cut: Vec::new(),
+            never_ran: None,
         };
         let mut w = Vec::new();
         write_stderr_section(&mut w, &logs).unwrap();

@@ -22,11 +22,17 @@ pub(crate) async fn run(addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome,
         }
     }
     for (name, from, to) in &s.scaled {
-        writeln!(out, "scaled: {name} from {from} to {to} instances")?;
+        writeln!(out, "scaled: {name} from {from} to {}", common::count(*to, "instance"))?;
         said = true;
     }
     if !said {
-        writeln!(out, "nothing changed ({} services as they were)", s.unchanged.len())?;
+        let as_they_were = if s.unchanged.len() == 1 {
+            "as it was"
+        } else {
+            "as they were"
+        };
+        let services = common::count(s.unchanged.len() as u64, "service");
+        writeln!(out, "nothing changed ({services} {as_they_were})")?;
     }
     Ok(Outcome::Ok)
 }

@@ -12,7 +12,8 @@ pub(crate) async fn run(args: &RetryArgs, addr: &Endpoint) -> Result<Outcome, Cl
         note!("project {} has no failed fragment to retry", args.project);
     } else {
         note!(
-            "requeued {requeued} failed fragments of project {}: `hz progress {} --watch` follows them",
+            "requeued {} of project {}: `hz progress {} --watch` follows them",
+            common::count(requeued, "failed fragment"),
             args.project,
             args.project
         );

@@ -82,14 +82,14 @@ mod tests {
             probe_retry_ms: 10_000,
         };
         let mut m = Machine::new(timing, PathBuf::from("/results"));
-        let add = Event::AddProject {
+        let add = Event::AddProject(Box::new(NewProjectEvent {
             name: "p".into(),
             dir: PathBuf::from("/data"),
             spec: RunSpec::new("wc -l"),
             files: vec!["a".into(), "b".into()],
             after: Vec::new(),
             max_running: None,
-        };
+        }));
         m.handle(at(0), add).expect("added");
         let register = Event::Register {
             worker: "w".into(),

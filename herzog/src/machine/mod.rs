@@ -59,6 +59,8 @@ impl Counts {
 pub(crate) struct Fragment {
     pub(crate) id: FragmentId,
     pub(crate) attempts: u32,
+    /// How many of its attempts failed (`retries` is their budget).
+    pub(crate) failures: u32,
     pub(crate) state: FragmentState,
 }
 
@@ -290,6 +292,8 @@ pub(crate) struct Snapshot {
     pub(crate) instances: Vec<crate::services::Recorded>,
     pub(crate) max_run: i64,
     pub(crate) max_event: i64,
+    /// When the running attempts' programs started, for those a worker said so.
+    pub(crate) ran: BTreeMap<AttemptId, Millis>,
 }
 
 impl Machine {
@@ -351,6 +355,7 @@ impl Machine {
             p.counts = Counts::default();
             p.queue.clear();
             p.failures.clear();
+            p.started = 0;
             for (i, f) in p.fragments.iter().enumerate() {
                 *p.counts.slot(&f.state) += 1;
                 match &f.state {
@@ -360,8 +365,10 @@ impl Machine {
                         // Dispatched as long ago as the record says (the one place the wall
                         // clock reaches a timeout: a restored attempt's start grace).
                         let ago = (now.wall - since).max(0);
-                        m.live
-                            .insert(*attempt, Live::new(p.id, i as u32, Mono(now.mono.0 - ago)));
+                        let mut live = Live::new(p.id, i as u32, Mono(now.mono.0 - ago));
+                        live.ran = snap.ran.get(attempt).copied();
+                        p.started += u64::from(live.ran.is_some());
+                        m.live.insert(*attempt, live);
                         let w = m.workers.entry(worker.clone()).or_insert_with(|| {
                             Worker::new(
                                 worker.clone(),
@@ -420,24 +427,7 @@ impl Machine {
         self.last_wall = now.wall;
         self.last_mono = now.mono;
         match event {
-            Event::AddProject {
-                name,
-                dir,
-                spec,
-                files,
-                after,
-                max_running,
-            } => self.add_project(
-                now,
-                NewProjectEvent {
-                    name,
-                    dir,
-                    spec,
-                    files,
-                    after,
-                    max_running,
-                },
-            ),
+            Event::AddProject(new) => self.add_project(now, *new),
             Event::RemoveProject { name } => self.remove_project(now, &name),
             Event::Retry { name } => self.retry(&name),
             Event::SetPolicy(policy) => self.set_policy(policy),
@@ -591,6 +581,7 @@ impl Machine {
             .map(|i| Fragment {
                 id: FragmentId(first + i as i64),
                 attempts: 0,
+                failures: 0,
                 state: FragmentState::Pending,
             })
             .collect();
@@ -675,6 +666,7 @@ impl Machine {
         for &i in &failed {
             let p = self.projects.get_mut(&id).expect("checked above");
             p.fragments[i as usize].attempts = 0;
+            p.fragments[i as usize].failures = 0;
             self.set_state(id, i, FragmentState::Pending);
         }
         Ok(Reply::Retried(failed.len() as u64))
@@ -970,6 +962,9 @@ impl Machine {
         let max = project.spec.max_attempts;
         let retry_failed = project.spec.retry_failed;
         let attempts = fragment.attempts;
+        let retries = project.spec.retries;
+        let failures = fragment.failures + u32::from(end == AttemptEnd::Failed);
+        project.fragments[live.index as usize].failures = failures;
         if let Some(w) = self.workers.get_mut(&worker) {
             w.running.remove(&attempt);
         }
@@ -991,7 +986,7 @@ impl Machine {
         }
         let next = match end {
             AttemptEnd::Succeeded => FragmentState::Succeeded { attempt },
-            AttemptEnd::Failed if retry_failed && attempts < max => FragmentState::Pending,
+            AttemptEnd::Failed if failures <= retries || (retry_failed && attempts < max) => FragmentState::Pending,
             AttemptEnd::Failed => FragmentState::Failed {
                 attempt: Some(attempt),
                 reason: match &exit {
@@ -1004,14 +999,16 @@ impl Machine {
             AttemptEnd::Lost if attempts >= max => FragmentState::Failed {
                 attempt: Some(attempt),
                 reason: format!(
-                    "{attempts} attempts, the last lost: {}",
+                    "{}, the last lost: {}",
+                    common::count(attempts, "attempt"),
                     note.as_deref().unwrap_or("lost")
                 ),
             },
             AttemptEnd::StagingFailed if attempts >= max => FragmentState::Failed {
                 attempt: Some(attempt),
                 reason: format!(
-                    "{attempts} attempts, the last failed to stage its files: {}",
+                    "{}, the last failed to stage its files: {}",
+                    common::count(attempts, "attempt"),
                     note.as_deref().unwrap_or("unknown")
                 ),
             },
@@ -1073,6 +1070,7 @@ impl Machine {
         self.writes.push(Write::Fragment {
             id: f.id,
             attempts: f.attempts,
+            failures: f.failures,
             state: f.state.clone(),
         });
     }
@@ -1263,6 +1261,7 @@ impl Machine {
                 paused: p.paused,
                 max_running: p.max_running,
                 after: p.after.clone(),
+                spec: Some(Box::new(p.spec.clone())),
             }
         };
         match name {
@@ -1475,6 +1474,7 @@ fn staged_start_for(
         scratch: Some(paths.root),
         max_log_bytes,
         uploader_uid: None,
+        settings: p.spec.settings.clone(),
     };
     (start, upload)
 }
@@ -1498,5 +1498,6 @@ fn start_for(p: &Project, index: u32, attempt: AttemptId, max_log_bytes: u64) ->
         scratch: None,
         max_log_bytes,
         uploader_uid: None,
+        settings: p.spec.settings.clone(),
     }
 }

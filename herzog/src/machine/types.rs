@@ -201,14 +201,8 @@ impl AttemptEnd {
 /// Something that happened, with the time it is applied at.
 #[derive(Clone, Debug)]
 pub(crate) enum Event {
-    AddProject {
-        name: String,
-        dir: PathBuf,
-        spec: RunSpec,
-        files: Vec<String>,
-        after: Vec<String>,
-        max_running: Option<u32>,
-    },
+    /// Boxed: the largest event by far, and events wait in channels by the thousand.
+    AddProject(Box<NewProjectEvent>),
     RemoveProject {
         name: String,
     },
@@ -312,7 +306,8 @@ pub(crate) enum Event {
     Tick,
 }
 
-/// [`Event::AddProject`]'s fields, handed to the machine's handler.
+/// A project to add.
+#[derive(Clone, Debug)]
 pub(crate) struct NewProjectEvent {
     pub(crate) name: String,
     pub(crate) dir: PathBuf,
@@ -402,6 +397,8 @@ pub(crate) enum Write {
     Fragment {
         id: FragmentId,
         attempts: u32,
+        /// How many of its attempts failed.
+        failures: u32,
         state: FragmentState,
     },
     AttemptStarted {

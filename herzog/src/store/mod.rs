@@ -6,6 +6,7 @@
 //! across a power cut. The cost is one fsync per batch, not per transition, because the loop
 //! batches (docs/architecture.md has the numbers).
 
+mod history;
 mod read;
 mod rows;
 
@@ -119,6 +120,15 @@ impl Store {
         snap.max_run = setting("max_run")?.and_then(|v| v.parse().ok()).unwrap_or(0);
         snap.max_event = max("events")?;
         let mut stmt = c
+            .prepare("SELECT id, ran_at FROM attempts WHERE outcome = 'running' AND ran_at IS NOT NULL")
+            .map_err(sql("read attempts' starts"))?;
+        snap.ran = stmt
+            .query_map([], |r| Ok((common::AttemptId(r.get(0)?), r.get(1)?)))
+            .map_err(sql("read attempts' starts"))?
+            .collect::<Result<_, _>>()
+            .map_err(sql("read attempts' starts"))?;
+        drop(stmt);
+        let mut stmt = c
             .prepare("SELECT service, host, idx, wanted, run, worker FROM instances ORDER BY service, host, idx")
             .map_err(sql("read instances"))?;
         snap.instances = stmt
@@ -204,7 +214,7 @@ impl Store {
             .map_err(sql("read projects"))?;
         let mut frag_stmt = c
             .prepare(
-                "SELECT id, name, state, attempts, attempt_id, worker, since, reason
+                "SELECT id, name, state, attempts, attempt_id, worker, since, reason, failures
                  FROM fragments WHERE project_id = ?1 ORDER BY idx",
             )
             .map_err(sql("read fragments"))?;

@@ -9,7 +9,7 @@ use common::{AttemptId, FragmentId};
 use rusqlite::{Connection, Row, params};
 
 /// A fragment from a row of `SELECT id, name, state, attempts, attempt_id, worker, since,
-/// reason FROM fragments`; its name is [`fragment_name`].
+/// reason, failures FROM fragments`; its name is [`fragment_name`].
 pub(super) fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<Fragment> {
     let state: String = r.get(2)?;
     let attempt: Option<i64> = r.get(4)?;
@@ -37,6 +37,7 @@ pub(super) fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<Fragment> {
     Ok(Fragment {
         id: FragmentId(r.get(0)?),
         attempts: r.get(3)?,
+        failures: r.get(8)?,
         state,
     })
 }
@@ -192,13 +193,21 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
                 .and_then(|mut s| s.execute(params![id.0, at]))
                 .map_err(sql("remove a project"))?;
         }
-        Write::Fragment { id, attempts, state } => {
+        Write::Fragment {
+            id,
+            attempts,
+            failures,
+            state,
+        } => {
             let (st, attempt, worker, since, reason) = fragment_columns(state);
             c.prepare_cached(
-                "UPDATE fragments SET state = ?2, attempts = ?3, attempt_id = COALESCE(?4, attempt_id),
-                 worker = ?5, since = ?6, reason = ?7 WHERE id = ?1",
+                // A pending fragment keeps its last attempt (its logs); a failed one names the
+                // attempt that failed it, or none (cancelled before it ran).
+                "UPDATE fragments SET state = ?2, attempts = ?3,
+                 attempt_id = CASE WHEN ?2 = 'failed' THEN ?4 ELSE COALESCE(?4, attempt_id) END,
+                 worker = ?5, since = ?6, reason = ?7, failures = ?8 WHERE id = ?1",
             )
-            .and_then(|mut s| s.execute(params![id.0, st, attempts, attempt, worker, since, reason]))
+            .and_then(|mut s| s.execute(params![id.0, st, attempts, attempt, worker, since, reason, failures]))
             .map_err(sql("update a fragment"))?;
         }
         Write::AttemptStarted {
