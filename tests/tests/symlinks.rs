@@ -237,6 +237,10 @@ echo PWNED >&2
         ),
     );
     let inputs = make_inputs(&setup.dir().join("shared/plant"), 2);
+    // The project is added while its one worker takes nothing (a new project may not reuse an
+    // existing results folder), so the links below are in place before any attempt.
+    setup.hz_ok(&["drain", "pythagoras"]);
+    setup.hz_ok(&["action", path(&inputs), path(&program)]);
     // herzog's side: the project's output folder is nobody's (as kinski leaves it on the
     // shared filesystem), with a link where a fetched file goes and one where a fetched
     // subdirectory goes.
@@ -245,8 +249,9 @@ echo PWNED >&2
     std::os::unix::fs::chown(&output, Some(65534), Some(65534)).expect("chown output");
     std::os::unix::fs::symlink(&victim.1, output.join("f0000.txt")).expect("plant f0000.txt");
     std::os::unix::fs::symlink(&victim.0, output.join("sums")).expect("plant sums");
-
-    let progress = setup.run(&inputs, &program);
+    setup.hz_ok(&["undrain", "pythagoras"]);
+    setup.hz_ok(&["progress", "plant", "--watch"]);
+    let progress: ProjectProgress = setup.hz_json::<Vec<ProjectProgress>>(&["progress", "plant"]).remove(0);
     assert_eq!((progress.succeeded, progress.failed), (2, 0), "{progress:?}");
     setup.assert_untouched(&victim, Some(&scratch));
 
