@@ -69,8 +69,8 @@ fn zsh_and_fish_scripts_name_the_subcommands_and_an_unknown_shell_is_bad_input()
     assert!(String::from_utf8_lossy(&out.stderr).contains("bash"));
 }
 
-/// The page as `man -l -` renders it, when man is installed.
-fn rendered(roff: &str) -> Option<String> {
+/// The page as `man -l -` renders it (man-db: .ci/run installs it).
+fn rendered(roff: &str) -> String {
     let mut child = Command::new("man")
         .args(["-l", "-"])
         .env("MANPAGER", "cat")
@@ -79,19 +79,23 @@ fn rendered(roff: &str) -> Option<String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .ok()?;
-    child.stdin.take()?.write_all(roff.as_bytes()).ok()?;
-    let out = child.wait_with_output().ok()?;
+        .unwrap_or_else(|e| panic!("failed to run man ({e}): install man-db, as .ci/run does"));
+    child
+        .stdin
+        .take()
+        .expect("man's stdin")
+        .write_all(roff.as_bytes())
+        .expect("failed to write the page to man");
+    let out = child.wait_with_output().expect("failed to wait for man");
     assert!(
         out.status.success(),
         "man -l -: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Checks `program man`: a roff page titled with the program, holding `words`; rendered by man
-/// where it is installed.
+/// Checks `program man`: a roff page titled with the program, holding `words`, that man renders.
 fn check_man(program: &str, words: &[&str]) {
     let roff = stdout_of(program, &["man"]);
     assert!(roff.contains(&format!(".TH {program} 1")), "{roff}");
@@ -100,13 +104,9 @@ fn check_man(program: &str, words: &[&str]) {
     for word in words {
         assert!(plain.contains(word), "{program}'s man page lacks {word}");
     }
-    match rendered(&roff) {
-        Some(page) => {
-            assert!(page.contains("NAME") && page.contains("SYNOPSIS"), "{page}");
-            assert!(page.contains(program) && page.contains(words[0]), "{page}");
-        }
-        None => eprintln!("man is not installed: checked the roff only"),
-    }
+    let page = rendered(&roff);
+    assert!(page.contains("NAME") && page.contains("SYNOPSIS"), "{page}");
+    assert!(page.contains(program) && page.contains(words[0]), "{page}");
 }
 
 #[test]
