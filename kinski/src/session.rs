@@ -169,7 +169,9 @@ impl Session<'_> {
         self.supervisor.ran.notify_one();
         let notices = async {
             loop {
-                self.supervisor.ran.notified().await;
+                if self.supervisor.unnoticed().is_empty() {
+                    self.supervisor.ran.notified().await;
+                }
                 tokio::time::sleep(NOTICE_DELAY).await;
                 let unnoticed = self.supervisor.unnoticed();
                 for batch in unnoticed.chunks(common::service::MAX_BATCH) {

@@ -394,6 +394,8 @@ impl Supervisor {
                     inner.log_failure("a start", result);
                     let stopper = process.stopper();
                     let at = common::now_millis();
+                    // The notice task wakes for the first start it has not told of yet.
+                    let wake = inner.unnoticed.is_empty();
                     inner.unnoticed.insert(attempt, at);
                     inner.started_at.insert(attempt, at);
                     inner.running.insert(
@@ -406,7 +408,9 @@ impl Supervisor {
                         },
                     );
                     drop(inner);
-                    self.ran.notify_one();
+                    if wake {
+                        self.ran.notify_one();
+                    }
                     let me = self.clone();
                     tokio::spawn(async move {
                         let completion = process.wait().await.into_completion(attempt);

@@ -969,11 +969,8 @@ impl Machine {
             w.running.remove(&attempt);
         }
         let exit = completion.as_ref().map(|c| c.exit.clone());
-        // Its start notice did not come first (a short program): the completion says.
-        let ran_at = completion
-            .as_ref()
-            .filter(|c| live.ran.is_none() && !matches!(c.exit, Exit::StartFailed(_)))
-            .map(|c| c.finished_at - c.wall_ms as i64);
+        // A completion also records the start where no notice came first (a short program):
+        // the store takes it from `finished_at - wall_ms`, in the same row update.
         self.writes.push(Write::AttemptEnded {
             id: attempt,
             end,
@@ -981,9 +978,6 @@ impl Machine {
             completion,
             note: note.clone(),
         });
-        if let Some(at) = ran_at {
-            self.writes.push(Write::AttemptRan { id: attempt, at });
-        }
         let next = match end {
             AttemptEnd::Succeeded => FragmentState::Succeeded { attempt },
             AttemptEnd::Failed if failures <= retries || (retry_failed && attempts < max) => FragmentState::Pending,

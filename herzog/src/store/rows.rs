@@ -256,7 +256,8 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
             let exit = completion.as_ref().map(|c| exit_columns(&c.exit));
             c.prepare_cached(
                 "UPDATE attempts SET outcome = ?2, ended_at = ?3, exit_kind = ?4, exit_value = ?5, exit_detail = ?6,
-                 wall_ms = ?7, cpu_ms = ?8, peak_rss_kb = ?9, note = ?10 WHERE id = ?1 AND outcome = 'running'",
+                 wall_ms = ?7, cpu_ms = ?8, peak_rss_kb = ?9, note = ?10, ran_at = COALESCE(ran_at, ?11)
+                 WHERE id = ?1 AND outcome = 'running'",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -269,7 +270,11 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
                     completion.as_ref().map(|c| c.wall_ms as i64),
                     completion.as_ref().map(|c| c.cpu_ms as i64),
                     completion.as_ref().map(|c| c.peak_rss_kb as i64),
-                    note
+                    note,
+                    completion
+                        .as_ref()
+                        .filter(|c| !matches!(c.exit, Exit::StartFailed(_)))
+                        .map(|c| c.finished_at - c.wall_ms as i64)
                 ])
             })
             .map_err(sql("end an attempt"))?;
