@@ -310,13 +310,6 @@ impl Herzog {
         let fut = self.client.fragments(ctx(), project.to_string(), offset, limit);
         self.call("listing fragments", fut).await
     }
-
-    pub(crate) async fn logs(&self, project: &str, fragment: &str, max_bytes: u64) -> Result<Logs, CliError> {
-        let fut = self
-            .client
-            .logs(ctx(), project.to_string(), fragment.to_string(), max_bytes);
-        self.call("reading logs", fut).await
-    }
 }
 
 fn ctx() -> Context {

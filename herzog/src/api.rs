@@ -360,33 +360,14 @@ impl Coordinator for ClientApi {
     }
 
     async fn logs(self, _: Context, project: String, fragment: String, max_bytes: u64) -> Result<Logs, ApiError> {
-        let p = project.clone();
-        let (id, results_dir) = self.0.handle.query(move |m| m.project_ref(&p)).await??;
-        let db = self.0.db.clone();
-        let max = max_bytes.clamp(1, 4 * 1024 * 1024);
-        let max_log_bytes = self.0.max_log_bytes;
-        blocking(move || {
-            let found = Reader::open(&db)
-                .and_then(|r| r.find_fragment(id, &fragment))
-                .map_err(storage)?
-                .ok_or(ApiError::UnknownFragment { project, fragment })?;
-            let Some(attempt) = found.attempt else {
-                return Ok(Logs {
-                    attempt: None,
-                    stdout_path: None,
-                    stderr_path: None,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    truncated: false,
-                    cut: Vec::new(),
-                    never_ran: None,
-                });
-            };
-            let mut logs = read_logs(&results_dir, &found.name, attempt, max, max_log_bytes);
-            logs.never_ran = found.never_ran;
-            Ok(logs)
-        })
-        .await
+        // The latest attempt's: `fragment_logs` without an attempt (kept for older clients).
+        let query = common::history::LogsQuery {
+            project,
+            fragment,
+            attempt: None,
+            max_bytes,
+        };
+        history::logs(&self.0, query).await
     }
 }
 

@@ -21,19 +21,14 @@ pub(crate) async fn run(args: &LogsArgs, addr: &Endpoint, out: &mut dyn Write) -
         return super::follow::run(args, addr, out).await;
     }
     let herzog = Herzog::connect(addr).await?;
-    let logs = match args.attempt {
-        None => herzog.logs(&args.project, &args.fragment, MAX_BYTES).await?,
-        Some(attempt) => {
-            herzog
-                .fragment_logs(LogsQuery {
-                    project: args.project.clone(),
-                    fragment: args.fragment.clone(),
-                    attempt: Some(AttemptId(attempt)),
-                    max_bytes: MAX_BYTES,
-                })
-                .await?
-        }
-    };
+    let logs = herzog
+        .fragment_logs(LogsQuery {
+            project: args.project.clone(),
+            fragment: args.fragment.clone(),
+            attempt: args.attempt.map(AttemptId),
+            max_bytes: MAX_BYTES,
+        })
+        .await?;
     if args.output.json {
         print_json(out, &logs)?;
         return Ok(Outcome::Ok);
