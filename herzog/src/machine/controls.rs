@@ -169,8 +169,8 @@ impl Machine {
         }
     }
 
-    /// The worker dropped these starts from its queue: they go back to their project's queue
-    /// (or end cancelled), costing no attempt.
+    /// The worker dropped these starts from its queue: they go back to their project's queue,
+    /// costing no attempt.
     pub(super) fn taken_back(&mut self, now: Now, worker: &str, attempts: Vec<AttemptId>) {
         for attempt in attempts {
             let Some(l) = self.live.get(&attempt).copied() else {
@@ -181,15 +181,10 @@ impl Machine {
             if !on_it || l.ran.is_some() {
                 continue;
             }
-            let end = if l.cancel {
-                AttemptEnd::Cancelled
-            } else {
-                AttemptEnd::TakenBack
-            };
             self.end_live(
                 now,
                 attempt,
-                end,
+                AttemptEnd::TakenBack,
                 None,
                 Some(format!("taken back from {worker}'s queue")),
             );

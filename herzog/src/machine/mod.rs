@@ -220,8 +220,6 @@ pub(crate) struct Live {
     /// When its program started, by its worker's clock; `None` while it waits in the
     /// worker's queue.
     pub(crate) ran: Option<Millis>,
-    /// `hz cancel` asked for it to be taken back from its worker's queue: it ends cancelled.
-    pub(crate) cancel: bool,
     /// A take-back was asked for and not answered yet.
     pub(crate) unqueue_asked: bool,
 }
@@ -233,7 +231,6 @@ impl Live {
             index,
             since,
             ran: None,
-            cancel: false,
             unqueue_asked: false,
         }
     }
@@ -861,12 +858,8 @@ impl Machine {
             (None, false) => AttemptEnd::Failed,
         };
         tracing::debug!(project = %project.name, %fragment, attempt = %c.attempt, %worker, exit = %c.exit, wall_ms = c.wall_ms, "attempt finished");
-        if let Some(w) = self.workers.get_mut(worker)
-            && w.refusing.is_some()
-            && !matches!(c.exit, Exit::StartFailed(_))
-        {
-            tracing::info!(%worker, "worker runs starts again");
-            w.refusing = None;
+        if !matches!(c.exit, Exit::StartFailed(_)) {
+            self.ran_a_start(worker);
         }
         self.end_live(now, c.attempt, end, Some(c), staging_error.clone());
         if let Some(reason) = staging_error {
@@ -1247,7 +1240,7 @@ impl Machine {
                 } else {
                     p.counts.succeeded as f64 * 100.0 / total as f64
                 },
-                rate: p.recent.rate(self.last_mono, p.started),
+                rate: p.recent.rate(p.started),
                 failures,
                 created_at: p.created_at,
                 results_dir: p.results_dir.clone(),

@@ -41,7 +41,7 @@ impl Recent {
 
     /// Fragments per second at the recent pace, scaled from the attempts that ran then to the
     /// `running_now`; `None` with too few completions to go by, or nothing running.
-    pub(crate) fn rate(&self, _now: Mono, running_now: u64) -> Option<f64> {
+    pub(crate) fn rate(&self, running_now: u64) -> Option<f64> {
         if running_now == 0 || self.ends.len() < LEAST_ENDS {
             return None;
         }
@@ -78,8 +78,14 @@ impl Machine {
                 at: n.at,
             });
         }
-        if any
-            && let Some(w) = self.workers.get_mut(worker)
+        if any {
+            self.ran_a_start(worker);
+        }
+    }
+
+    /// A program started on `worker`: a rest it had for refusing starts is over.
+    pub(super) fn ran_a_start(&mut self, worker: &str) {
+        if let Some(w) = self.workers.get_mut(worker)
             && w.refusing.take().is_some()
         {
             tracing::info!(%worker, "worker runs starts again");
@@ -192,19 +198,19 @@ mod tests {
     #[test]
     fn the_rate_needs_a_few_completions_scales_to_the_slots_held_now_and_restarts_after_a_pause() {
         let mut r = Recent::default();
-        assert_eq!(r.rate(Mono(0), 2), None);
+        assert_eq!(r.rate(2), None);
         // Two attempts at a time, one ending every 100 ms: 10 a second.
         for i in 0..5 {
             r.ended(Mono(1_000 + i * 100), 2);
         }
-        let rate = r.rate(Mono(1_400), 2).unwrap();
+        let rate = r.rate(2).unwrap();
         assert!((rate - 10.0).abs() < 0.01, "{rate}");
         // Half the slots now: half the pace.
-        let rate = r.rate(Mono(1_400), 1).unwrap();
+        let rate = r.rate(1).unwrap();
         assert!((rate - 5.0).abs() < 0.01, "{rate}");
-        assert_eq!(r.rate(Mono(1_400), 0), None);
+        assert_eq!(r.rate(0), None);
         // A minute without completions (paused): the window starts again.
         r.ended(Mono(61_400), 2);
-        assert_eq!(r.rate(Mono(61_400), 2), None);
+        assert_eq!(r.rate(2), None);
     }
 }
