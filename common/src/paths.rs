@@ -40,6 +40,13 @@ pub fn clean_absolute(path: &Path) -> Result<&Path, PathError> {
     }
 }
 
+/// Makes a directory (and its parents) and returns its canonical path: a daemon's state
+/// directory given relative to where it was started means nothing on the hosts it talks to.
+pub fn made_dir(path: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(path)?;
+    path.canonicalize()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

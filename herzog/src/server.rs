@@ -98,12 +98,10 @@ pub async fn run(
     let mut config = config;
     // Absolute from here on: every path herzog sends a worker is checked to be absolute, and
     // one relative to herzog's working directory means nothing on a worker.
-    config.state_dir = std::fs::create_dir_all(&config.state_dir)
-        .and_then(|()| config.state_dir.canonicalize())
-        .map_err(|source| HerzogError::StateDir {
-            path: config.state_dir.clone(),
-            source,
-        })?;
+    config.state_dir = common::paths::made_dir(&config.state_dir).map_err(|source| HerzogError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
     let db = config.state_dir.join("herzog.db");
     let store = Store::open(&db)?;
     let timing = Timing {

@@ -137,12 +137,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let mut config = config;
     // Absolute from here on: what kinski tells herzog (its scratch directory) and the paths it
     // checks starts against are absolute.
-    config.state_dir = std::fs::create_dir_all(&config.state_dir)
-        .and_then(|()| config.state_dir.canonicalize())
-        .map_err(|source| KinskiError::StateDir {
-            path: config.state_dir.clone(),
-            source,
-        })?;
+    config.state_dir = common::paths::made_dir(&config.state_dir).map_err(|source| KinskiError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
     for dir in [&mut config.scratch_dir, &mut config.pid_dir].into_iter().flatten() {
         if let Ok(absolute) = std::path::absolute(&*dir) {
             *dir = absolute;

@@ -193,12 +193,10 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
 
 /// Creates the state directory and returns its canonical path.
 fn make_state_dir(path: &Path) -> Result<PathBuf, CliError> {
-    let err = |source| CliError::StateDir {
+    common::paths::made_dir(path).map_err(|source| CliError::StateDir {
         path: path.to_path_buf(),
         source,
-    };
-    std::fs::create_dir_all(path).map_err(err)?;
-    path.canonicalize().map_err(err)
+    })
 }
 
 /// Resolves once the shutdown flag is set (or its sender is gone).
