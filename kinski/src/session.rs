@@ -169,7 +169,7 @@ impl Session<'_> {
         self.supervisor.ran.notify_one();
         let notices = async {
             loop {
-                if self.supervisor.unnoticed().is_empty() {
+                if self.supervisor.all_noticed() {
                     self.supervisor.ran.notified().await;
                 }
                 tokio::time::sleep(NOTICE_DELAY).await;

@@ -590,6 +590,11 @@ impl Supervisor {
             .collect()
     }
 
+    /// Whether herzog has been told of every start.
+    pub(crate) fn all_noticed(&self) -> bool {
+        self.lock().unnoticed.is_empty()
+    }
+
     /// herzog has been told of these starts.
     pub(crate) fn noticed(&self, notices: &[common::wire::StartNotice]) {
         let mut inner = self.lock();
@@ -702,18 +707,20 @@ fn stop_in_background(attempt: AttemptId, stopper: Stopper, grace: Duration) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
     const LIMIT: Duration = Duration::from_secs(20);
 
-    fn supervisor(dir: &Path, slots: u32, queue: u32) -> Supervisor {
+    /// A supervisor journaling in `dir`, its scratch directory `dir/scratch`.
+    pub(crate) fn supervisor(dir: &Path, slots: u32, queue: u32) -> Supervisor {
         let (journal, _) = Journal::open(dir).expect("journal");
         Supervisor::new(slots, queue, None, dir.join("scratch"), journal, Vec::new())
     }
 
-    fn start(dir: &Path, attempt: i64, script: &str) -> StartAttempt {
+    /// `sh -c SCRIPT` as attempt `attempt` of project p, its logs in `dir/logs`.
+    pub(crate) fn start(dir: &Path, attempt: i64, script: &str) -> StartAttempt {
         StartAttempt {
             attempt: AttemptId(attempt),
             project: "p".into(),

@@ -92,28 +92,17 @@ pub(crate) fn spawn(
     command
         .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
         .stderr(stderr.map_or_else(Stdio::null, Stdio::from));
-    let umask = spec.umask;
-    // SAFETY: umask and signal are async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            if let Some(mask) = umask {
+    // The signals a service is sent (its stop signal, `hz signal`, change_signal) reach it at
+    // their default action even when kinski was started ignoring them: kinski handles those
+    // itself (`handle_ignored_signals`), and exec resets a handled signal.
+    if let Some(mask) = spec.umask {
+        // SAFETY: umask is async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
                 libc::umask(mask as libc::mode_t);
-            }
-            // The signals a service is sent (its stop signal, `hz signal`, change_signal) act
-            // as for any program: a kinski started ignoring them (under nohup, say) does not
-            // pass that on, or a shell could not even trap them.
-            for signal in [
-                libc::SIGHUP,
-                libc::SIGINT,
-                libc::SIGQUIT,
-                libc::SIGTERM,
-                libc::SIGUSR1,
-                libc::SIGUSR2,
-            ] {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-            Ok(())
-        });
+                Ok(())
+            });
+        }
     }
     Process::launch(command, program, &spec.cwd, outputs)
 }
