@@ -13,7 +13,8 @@ pub struct AttemptInfo {
     pub attempt: AttemptId,
     /// The worker (host) it was sent to.
     pub worker: String,
-    /// When herzog dispatched it (ms since the epoch).
+    /// When its program started, as its worker said (ms since the epoch); for an attempt that
+    /// never started, when herzog dispatched it.
     pub started_at: Millis,
     /// When it ended, as herzog recorded it; `None` while it runs.
     pub ended_at: Option<Millis>,

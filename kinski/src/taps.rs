@@ -149,6 +149,7 @@ impl AttemptTaps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::tests::{start, supervisor};
     use common::instances::RunId;
     use common::output::Position;
     use std::time::Duration;
@@ -199,32 +200,10 @@ mod tests {
         assert_eq!(written(shared.stderr.as_ref().expect("kept")).await, 7);
     }
 
-    /// `sh -c SCRIPT` as attempt `attempt` of project p, its logs in `dir/logs`.
-    fn start(dir: &std::path::Path, attempt: i64, script: &str) -> common::wire::StartAttempt {
-        common::wire::StartAttempt {
-            attempt: AttemptId(attempt),
-            project: "p".into(),
-            fragment: format!("f{attempt}"),
-            input: dir.join("input"),
-            argv: vec!["sh".into(), "-c".into(), script.into()],
-            cwd: dir.to_path_buf(),
-            env: std::collections::BTreeMap::new(),
-            stdout: dir.join(format!("logs/{attempt}.out")),
-            stderr: dir.join(format!("logs/{attempt}.err")),
-            output_dir: dir.join("out"),
-            grace_ms: 100,
-            scratch: None,
-            max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
-            uploader_uid: None,
-            settings: Default::default(),
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_follower_reads_an_attempts_output_as_it_is_written_and_then_its_end() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (journal, _) = crate::journal::Journal::open(dir.path()).expect("journal");
-        let s = crate::supervisor::Supervisor::new(1, 1, None, dir.path().join("scratch"), journal, Vec::new());
+        let s = supervisor(dir.path(), 1, 1);
         // The program prints, then waits for a line on a FIFO the test holds open.
         let gate = dir.path().join("gate");
         nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");

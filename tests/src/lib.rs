@@ -426,12 +426,7 @@ impl Cluster {
 
     /// Stops a worker cleanly (SIGTERM), asserting it exits 0.
     pub fn stop_worker(&mut self, name: &str) {
-        let i = self
-            .workers
-            .iter()
-            .position(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no worker named {name}"));
-        let (_, mut daemon) = self.workers.remove(i);
+        let mut daemon = self.take_worker(name);
         let status = daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM, STARTUP);
         assert_eq!(
             status.code(),
@@ -487,17 +482,33 @@ impl Cluster {
             "worker {name} already runs"
         );
         self.slots.insert(name.to_string(), slots);
-        let mut kinski = Daemon::spawn(&format!("kinski {name}"), self.kinski_command(name, slots));
+        let cmd = self.kinski_command(name, slots);
+        self.spawn_worker(name, cmd);
+    }
+
+    /// Starts worker `name` by `cmd` and waits until it has registered with herzog.
+    fn spawn_worker(&mut self, name: &str, cmd: Command) {
+        let mut kinski = Daemon::spawn(&format!("kinski {name}"), cmd);
         kinski.wait_for("registered with herzog", STARTUP);
         self.workers.push((name.to_string(), kinski));
     }
 
+    /// Takes worker `name` out of the cluster's list (to stop or kill it).
+    fn take_worker(&mut self, name: &str) -> Daemon {
+        let i = self
+            .workers
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no worker named {name}"));
+        self.workers.remove(i).1
+    }
+
     /// Starts a kinski as `nohup` would, ignoring SIGHUP, and waits until it has registered.
     pub fn add_worker_ignoring_hangups(&mut self, name: &str, slots: u32) {
+        use nix::sys::signal::{SigHandler, Signal, signal};
         use std::os::unix::process::CommandExt;
         self.slots.insert(name.to_string(), slots);
         let mut cmd = self.kinski_command(name, slots);
-        use nix::sys::signal::{SigHandler, Signal, signal};
         // SAFETY: signal is async-signal-safe, and ignoring installs no handler.
         unsafe {
             cmd.pre_exec(|| {
@@ -505,9 +516,7 @@ impl Cluster {
                 Ok(())
             });
         }
-        let mut kinski = Daemon::spawn(&format!("kinski {name}"), cmd);
-        kinski.wait_for("registered with herzog", STARTUP);
-        self.workers.push((name.to_string(), kinski));
+        self.spawn_worker(name, cmd);
     }
 
     /// The command that starts worker `name`: state in `<dir>/kinski-<name>`.
@@ -551,13 +560,8 @@ impl Cluster {
     /// are killed right after it, as they would be on a crashed host; not before, or the
     /// worker would report them as killed by a signal.
     pub fn kill_worker(&mut self, name: &str) {
-        let i = self
-            .workers
-            .iter()
-            .position(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no worker named {name}"));
-        let groups = self.attempts_of(&[self.workers[i].1.pid()]);
-        let (_, mut daemon) = self.workers.remove(i);
+        let groups = self.attempts_of(&[self.worker(name).pid()]);
+        let mut daemon = self.take_worker(name);
         daemon.kill();
         for pid in groups {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
@@ -774,12 +778,7 @@ impl Cluster {
     /// running: a kinski crash, not a host crash (that is [`Cluster::kill_worker`]). Returns
     /// the pid it had. Its state directory stays for [`Cluster::start_worker`].
     pub fn kill_kinski(&mut self, name: &str) -> u32 {
-        let i = self
-            .workers
-            .iter()
-            .position(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no worker named {name}"));
-        let (_, mut daemon) = self.workers.remove(i);
+        let mut daemon = self.take_worker(name);
         let pid = daemon.pid();
         daemon.kill();
         pid

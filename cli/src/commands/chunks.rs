@@ -47,7 +47,7 @@ pub(crate) fn show(chunk: &OutputChunk, skipped: u64, what: &str, out: &mut dyn 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn chunk(offset: u64, bytes: &[u8]) -> OutputChunk {
@@ -57,6 +57,14 @@ mod tests {
             next_offset: offset + bytes.len() as u64,
             length: offset + bytes.len() as u64,
             end: false,
+        }
+    }
+
+    /// `len` bytes from `offset`, the last written so far; `end`: and the stream's last.
+    pub(crate) fn x_chunk(offset: u64, len: u64, end: bool) -> OutputChunk {
+        OutputChunk {
+            end,
+            ..chunk(offset, &vec![b'x'; len as usize])
         }
     }
 

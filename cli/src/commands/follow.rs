@@ -182,7 +182,6 @@ async fn follow(
 mod tests {
     use super::*;
     use common::AttemptId;
-    use common::output::OutputChunk;
 
     fn on(attempt: i64) -> AttemptOn {
         AttemptOn {
@@ -194,13 +193,7 @@ mod tests {
     fn chunk(attempt: i64, offset: u64, len: u64, end: bool, now: FragmentNow) -> FragmentOutput {
         FragmentOutput::Chunk {
             attempt: on(attempt),
-            chunk: OutputChunk {
-                offset,
-                bytes: vec![b'x'; len as usize],
-                next_offset: offset + len,
-                length: offset + len,
-                end,
-            },
+            chunk: crate::commands::chunks::tests::x_chunk(offset, len, end),
             now,
         }
     }

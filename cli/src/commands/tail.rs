@@ -190,20 +190,13 @@ fn show(answer: &ServiceOutput, step: &Step, stream: Stream, out: &mut dyn Write
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::output::OutputChunk;
 
     fn answer(run: i64, offset: u64, len: u64, end: bool) -> ServiceOutput {
         ServiceOutput {
             instance: "web:0".into(),
             run: RunId(run),
             worker: "euclid".into(),
-            chunk: OutputChunk {
-                offset,
-                bytes: vec![b'x'; len as usize],
-                next_offset: offset + len,
-                length: offset + len,
-                end,
-            },
+            chunk: crate::commands::chunks::tests::x_chunk(offset, len, end),
         }
     }
 
