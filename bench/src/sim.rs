@@ -194,6 +194,26 @@ impl Worker for Service {
         self.0.held()
     }
 
+    // The simulated workers run batch attempts only: no job reaches them.
+    async fn fragment_signal(self, _: Context, attempt: AttemptId, _: i32) -> Result<(), WorkerError> {
+        Err(WorkerError::UnknownAttempt { attempt })
+    }
+
+    async fn fragment_input(
+        self,
+        _: Context,
+        attempt: AttemptId,
+        _: u64,
+        _: Vec<u8>,
+        _: bool,
+    ) -> Result<(), WorkerError> {
+        Err(WorkerError::UnknownAttempt { attempt })
+    }
+
+    async fn fragment_resize(self, _: Context, attempt: AttemptId, _: common::job::TtySize) -> Result<(), WorkerError> {
+        Err(WorkerError::UnknownAttempt { attempt })
+    }
+
     async fn fragment_unqueue(self, _: Context, _: Vec<AttemptId>) -> Vec<AttemptId> {
         // Every start completes at once here: none waits in a queue.
         Vec::new()

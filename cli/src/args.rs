@@ -84,6 +84,40 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print hz's man page (roff): `hz man | man -l -`, or save it as hz.1 in your MANPATH
     Man,
+    /// Run a command once on a worker, its output here, and exit with its exit status (srun):
+    /// `hz run -- COMMAND ARGS...`, or `hz run NAME ARGS...` for a named command
+    Run(JobArgs),
+    /// List the named commands of the services file (`hz run NAME` runs one)
+    Commands(JsonArgs),
+}
+
+/// `hz run`.
+#[derive(Debug, Args, Clone)]
+pub struct JobArgs {
+    /// Run it on this worker (it waits for a free slot there) [default: the next free slot]
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// An environment variable for the command, KEY=VALUE (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// The directory it runs in [default: the named command's, else this one]
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Forward this stdin to the command (else it reads /dev/null)
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the command a pseudo-terminal (for an interactive program); implies -i
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// If its worker is lost, run it again elsewhere (else hz run exits 255)
+    #[arg(long)]
+    pub requeue: bool,
+    /// A named command (`hz commands` lists them) and its arguments
+    #[arg(value_name = "NAME [ARGS]", allow_hyphen_values = true)]
+    pub named: Vec<String>,
+    /// The command and its arguments, after `--`, run as given (no shell)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub argv: Vec<String>,
 }
 
 /// `hz completions`.

@@ -292,6 +292,44 @@ impl Herzog {
         self.call("reading the fragment's output", fut).await
     }
 
+    pub(crate) async fn job_start(
+        &self,
+        request: common::job::JobRequest,
+    ) -> Result<common::job::JobStarted, CliError> {
+        self.call("starting the job", self.client.job_start(ctx(), request))
+            .await
+    }
+
+    /// Where the job is; with a wait, once it has ended or after `wait`.
+    pub(crate) async fn job_state(&self, name: &str, wait: Duration) -> Result<common::job::JobState, CliError> {
+        let ctx = context_with(wait + CALL_TIMEOUT);
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let fut = self.client.job_state(ctx, name.to_string(), ms);
+        self.call("asking how the job is", fut).await
+    }
+
+    pub(crate) async fn job_signal(&self, name: &str, signal: i32) -> Result<(), CliError> {
+        let fut = self.client.job_signal(ctx(), name.to_string(), signal);
+        self.call("signalling the job", fut).await
+    }
+
+    /// Bytes for the job's stdin: answered once they are in its pipe, however long it takes
+    /// the program to read what came before.
+    pub(crate) async fn job_input(&self, name: &str, offset: u64, bytes: Vec<u8>, eof: bool) -> Result<(), CliError> {
+        let ctx = context_with(Duration::from_secs(3600));
+        let fut = self.client.job_input(ctx, name.to_string(), offset, bytes, eof);
+        self.call("writing to the job's stdin", fut).await
+    }
+
+    pub(crate) async fn job_resize(&self, name: &str, size: common::job::TtySize) -> Result<(), CliError> {
+        let fut = self.client.job_resize(ctx(), name.to_string(), size);
+        self.call("resizing the job's terminal", fut).await
+    }
+
+    pub(crate) async fn commands(&self) -> Result<Vec<common::job::CommandInfo>, CliError> {
+        self.call("listing the commands", self.client.commands(ctx())).await
+    }
+
     pub(crate) async fn services_reload(&self) -> Result<ReloadSummary, CliError> {
         self.call("reloading the services", self.client.services_reload(ctx()))
             .await

@@ -37,6 +37,8 @@ pub enum Outcome {
     Interrupted,
     /// A project watched was removed meanwhile.
     ProjectRemoved,
+    /// `hz run`: the command's own exit status (128+N for a signal, 255 when it has none).
+    Exit(u8),
 }
 
 impl Outcome {
@@ -47,6 +49,7 @@ impl Outcome {
             Outcome::WorkFailed => code::WORK_FAILED,
             Outcome::Interrupted => code::INTERRUPTED,
             Outcome::ProjectRemoved => code::PROJECT_REMOVED,
+            Outcome::Exit(code) => code,
         }
     }
 }
@@ -108,6 +111,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Drain(a) => commands::controls::run(Control::Drain { worker: a.worker }, &addr).await,
         Command::Undrain(a) => commands::controls::run(Control::Undrain { worker: a.worker }, &addr).await,
         Command::Forget(a) => commands::controls::run(Control::Forget { worker: a.worker }, &addr).await,
+        Command::Run(a) => commands::run::run(&a, &addr, out).await,
+        Command::Commands(a) => commands::named::run(a, &addr, out).await,
         Command::Local(_) | Command::Completions(_) | Command::Man => unreachable!("handled above"),
     };
     addr.close().await;

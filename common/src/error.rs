@@ -72,4 +72,10 @@ pub enum ApiError {
         stream: String,
         reason: String,
     },
+    #[error("no worker named '{name}': `hz workers` lists them")]
+    UnknownHost { name: String },
+    #[error("no job named '{name}': `hz active` shows the running ones")]
+    UnknownJob { name: String },
+    #[error("job {name}: {reason}")]
+    Job { name: String, reason: String },
 }

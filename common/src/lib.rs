@@ -7,6 +7,7 @@ pub mod error;
 pub mod history;
 pub mod ids;
 pub mod instances;
+pub mod job;
 pub mod link;
 pub mod logging;
 pub mod name;

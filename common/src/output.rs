@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_READ: u32 = 256 * 1024;
 /// The longest one read waits for bytes to come.
 pub const MAX_WAIT_MS: u64 = 30_000;
+/// How far a job's (`hz run`) output may run ahead of what its follower has read: the worker
+/// stops reading the program's pipe there, so a slow caller slows the program (as ssh does)
+/// instead of growing anything, and no byte is cut from what the caller gets.
+pub const JOB_WINDOW: u64 = 4 * 1024 * 1024;
 
 /// Which of a program's two outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

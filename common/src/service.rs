@@ -5,6 +5,7 @@ use crate::instances::{
     InstanceEvent, InstanceReport, InstanceRun, InstanceStatus, ReloadSummary, RunId, ServiceAction, ServiceEvent,
     WatchSpec,
 };
+use crate::job::{CommandInfo, JobRequest, JobStarted, JobState, TtySize};
 use crate::output::{FragmentOutput, FragmentRead, OutputChunk, OutputTarget, Position, ServiceOutput, ServiceRead};
 use crate::wire::*;
 use crate::{ApiError, AttemptId};
@@ -77,6 +78,24 @@ pub trait Coordinator {
     /// A run-time control of projects or workers (`hz pause`, `hz cancel`, `hz limit`,
     /// `hz drain`, ...); answers what it did, in a line.
     async fn control(control: Control) -> Result<String, ApiError>;
+    /// Runs a command once on a worker (`hz run`), ahead of queued batch work: answers its
+    /// name once the job is recorded; `fragment_output` on that name (fragment 0) streams its
+    /// output, `job_state` says how it ended.
+    async fn job_start(request: JobRequest) -> Result<JobStarted, ApiError>;
+    /// Where a job is; with `wait_ms`, answers as soon as it has ended, or after that long (at
+    /// most 60 s and below the call's deadline).
+    async fn job_state(name: String, wait_ms: u64) -> Result<JobState, ApiError>;
+    /// Sends a signal (its number) to a job's process group; a job not started yet is
+    /// cancelled.
+    async fn job_signal(name: String, signal: i32) -> Result<(), ApiError>;
+    /// Writes to a job's stdin (`hz run -i`) from stream offset `offset` (bytes already
+    /// written are skipped, so a call sent again writes nothing twice); `eof` closes it.
+    /// Answers once the bytes are in the program's pipe: the caller's flow control.
+    async fn job_input(name: String, offset: u64, bytes: Vec<u8>, eof: bool) -> Result<(), ApiError>;
+    /// Sets a job's terminal size (`hz run -t`, when the caller's window changes).
+    async fn job_resize(name: String, size: TtySize) -> Result<(), ApiError>;
+    /// The named commands of the services file (`hz commands`).
+    async fn commands() -> Result<Vec<CommandInfo>, ApiError>;
 }
 
 /// The most starts or completions one call carries: a batch of herzog's loop is 8,192
@@ -159,6 +178,13 @@ pub trait Worker {
         max: u32,
         wait_ms: u64,
     ) -> Result<OutputChunk, WorkerError>;
+    /// Sends a signal (its number) to a running attempt's process group.
+    async fn fragment_signal(attempt: AttemptId, signal: i32) -> Result<(), WorkerError>;
+    /// Writes to a job's stdin from stream offset `offset` (what was written already is
+    /// skipped); `eof` closes it. Answers once the bytes are in the pipe.
+    async fn fragment_input(attempt: AttemptId, offset: u64, bytes: Vec<u8>, eof: bool) -> Result<(), WorkerError>;
+    /// Sets a job's terminal size.
+    async fn fragment_resize(attempt: AttemptId, size: TtySize) -> Result<(), WorkerError>;
 }
 
 /// Why kinski refused a call.
@@ -174,6 +200,12 @@ pub enum WorkerError {
     UnknownAttempt { attempt: AttemptId },
     #[error("service instance placement {run} is not held here")]
     UnknownRun { run: RunId },
+    #[error("attempt {attempt} takes no input: it was not started with -i")]
+    NoInput { attempt: AttemptId },
+    #[error("failed to write to the stdin of attempt {attempt}: {reason}")]
+    Input { attempt: AttemptId, reason: String },
+    #[error("attempt {attempt} has no terminal: it was not started with -t")]
+    NoTty { attempt: AttemptId },
     #[error("service instance placement {run} keeps no {stream}: it is discarded or goes to a file the service names")]
     NotKept { run: RunId, stream: String },
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 #[serde(default, deny_unknown_fields)]
 pub struct ServicesFile {
     pub services: BTreeMap<String, ServiceSpec>,
+    /// Named commands `hz run NAME` runs once (`[commands.NAME]`).
+    pub commands: BTreeMap<String, CommandSpec>,
 }
 
 /// One service: how to run it, where, and how to keep it up.
@@ -376,6 +378,7 @@ impl ServicesFile {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ServicesError> {
+        commands::validate(&self.commands, path)?;
         for (name, s) in &self.services {
             let bad = |key, problem: String| ServicesError::Value {
                 path: path.to_path_buf(),
@@ -485,5 +488,8 @@ impl ServicesFile {
     }
 }
 
+pub mod commands;
 #[cfg(test)]
 mod tests;
+
+pub use commands::CommandSpec;

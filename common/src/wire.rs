@@ -413,6 +413,11 @@ pub struct StartAttempt {
     /// Stop signal, umask, and whether stdout and stderr are kept (the project's).
     #[serde(default)]
     pub settings: Settings,
+    /// An `hz run` job's: how its process talks to the caller. Such a start goes ahead of
+    /// the batch starts queued on the worker, and the worker reads its output no further
+    /// ahead of its follower than [`crate::output::JOB_WINDOW`] (flow control).
+    #[serde(default)]
+    pub interactive: Option<crate::job::Interactive>,
 }
 
 /// `herzog.max_log_bytes` when cluster.toml does not set it (and what kinski applies to a start

@@ -2,6 +2,7 @@
 //! reply; they never touch the state themselves.
 
 mod history;
+mod jobs;
 mod remove;
 
 use crate::engine::Handle;
@@ -208,6 +209,41 @@ impl Coordinator for ClientApi {
             Reply::Added(added) => Ok(added),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn job_start(
+        self,
+        _: Context,
+        request: common::job::JobRequest,
+    ) -> Result<common::job::JobStarted, ApiError> {
+        jobs::start(&self.0, request).await
+    }
+
+    async fn job_state(self, ctx: Context, name: String, wait_ms: u64) -> Result<common::job::JobState, ApiError> {
+        jobs::state(&self.0, name, wait_ms, jobs::left(ctx.deadline)).await
+    }
+
+    async fn job_signal(self, _: Context, name: String, signal: i32) -> Result<(), ApiError> {
+        jobs::signal(&self.0, name, signal).await
+    }
+
+    async fn job_input(
+        self,
+        ctx: Context,
+        name: String,
+        offset: u64,
+        bytes: Vec<u8>,
+        eof: bool,
+    ) -> Result<(), ApiError> {
+        jobs::input(&self.0, name, offset, bytes, eof, jobs::left(ctx.deadline)).await
+    }
+
+    async fn job_resize(self, _: Context, name: String, size: common::job::TtySize) -> Result<(), ApiError> {
+        jobs::resize(&self.0, name, size).await
+    }
+
+    async fn commands(self, _: Context) -> Result<Vec<common::job::CommandInfo>, ApiError> {
+        jobs::commands(&self.0).await
     }
 
     async fn control(self, _: Context, control: Control) -> Result<String, ApiError> {

@@ -2,6 +2,7 @@
 //! heartbeats, and reports each completion until herzog acknowledges it.
 
 pub mod cgroup;
+mod interactive;
 mod journal;
 mod leftovers;
 mod output;

@@ -24,6 +24,7 @@
 use crate::rotate::Rotating;
 use crate::stream::{Layout, Tap};
 use common::dirfd::{DirFd, FILE_MODE};
+use common::output::JOB_WINDOW;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -48,6 +49,9 @@ pub(crate) struct Output {
     /// `None` while a blocking write has it, or after that write's thread died.
     log: Option<Sink>,
     eof: bool,
+    /// A job's stream: the pipe is read no further than [`JOB_WINDOW`] ahead of what its
+    /// follower has read, so a slow caller slows the program rather than growing anything.
+    gate: Option<Tap>,
 }
 
 /// Where a pipe's bytes go.
@@ -138,7 +142,14 @@ impl Output {
             pipe,
             log: Some(sink),
             eof: false,
+            gate: None,
         }
+    }
+
+    /// Reads the pipe only as far ahead of `tap`'s readers as a job's window allows.
+    pub(crate) fn gated(mut self, tap: Option<Tap>) -> Output {
+        self.gate = tap;
+        self
     }
 
     /// Appends what the pipe holds to `buf`, up to `limit` bytes in `buf`, without waiting.
@@ -161,6 +172,11 @@ impl Output {
             match err.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => return Ok(Read::WouldBlock),
+                // A terminal's master once every holder of its slave has closed it.
+                _ if err.raw_os_error() == Some(libc::EIO) => {
+                    self.eof = true;
+                    return Ok(Read::Eof);
+                }
                 _ => return Err(err),
             }
         }
@@ -215,6 +231,13 @@ impl Output {
         };
         let mut buf = Vec::with_capacity(CHUNK);
         loop {
+            if let Some(gate) = &self.gate {
+                tokio::select! {
+                    biased;
+                    _ = gone.wait_for(|gone| *gone) => return,
+                    () = gate.room(JOB_WINDOW) => {}
+                }
+            }
             let ready = tokio::select! {
                 biased;
                 _ = gone.wait_for(|gone| *gone) => return,

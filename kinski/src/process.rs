@@ -23,6 +23,7 @@
 //! Spawning does blocking work (the directories, the fork): [`Process::spawn_as`] is called on
 //! a blocking thread, never on the runtime.
 
+use crate::interactive::{self, Connection};
 use crate::output::{Log, Output};
 use crate::taps::Taps;
 use common::AttemptId;
@@ -113,6 +114,8 @@ pub struct Process {
     started: Instant,
     /// The read ends of stdout and stderr (one when both go to the same file).
     outputs: Vec<Output>,
+    /// A job's stdin and terminal, if it has them.
+    connection: Connection,
 }
 
 /// How an attempt's program ended.
@@ -183,7 +186,6 @@ impl Process {
         if start.scratch.is_none() {
             ensure_output_dir(&start.output_dir, run_as)?;
         }
-        let (stdout, stderr, outputs) = attempt_outputs(start, taps)?;
         let mut command = Command::new(program);
         command
             .args(args)
@@ -194,13 +196,48 @@ impl Process {
             .env("HERZOG_FRAGMENT", &start.fragment)
             .env("HERZOG_ATTEMPT", start.attempt.to_string())
             .env("HERZOG_INPUT", &start.input)
-            .env("HERZOG_OUTPUT_DIR", &start.output_dir)
-            .stdin(Stdio::null())
-            .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
-            .stderr(stderr.map_or_else(Stdio::null, Stdio::from))
-            // No pre_exec unless switching users or setting a umask: that keeps std on its
-            // posix_spawn path, which matters at thousands of short attempts.
-            .process_group(0);
+            .env("HERZOG_OUTPUT_DIR", &start.output_dir);
+        let mut connection = Connection::default();
+        let mut outputs = match start.interactive.and_then(|i| i.tty) {
+            Some(size) => {
+                // The terminal is its stdin, stdout and stderr, in a session of its own.
+                let (read, input, terminal) =
+                    interactive::terminal(&mut command, size).map_err(|source| SpawnError::Pipe {
+                        stream: "terminal",
+                        source,
+                    })?;
+                connection.input = Some(Arc::new(input));
+                connection.terminal = Some(Arc::new(terminal));
+                let log = LogDir::open(&start.stdout)?.log(&start.stdout, "stdout", start.max_log_bytes)?;
+                vec![Output::new(read, log.with_tap(taps.stdout.clone()))]
+            }
+            None => {
+                let (stdout, stderr, outputs) = attempt_outputs(start, taps)?;
+                command
+                    .stdin(Stdio::null())
+                    .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
+                    .stderr(stderr.map_or_else(Stdio::null, Stdio::from))
+                    // No pre_exec unless switching users or setting a umask: that keeps std on
+                    // its posix_spawn path, which matters at thousands of short attempts.
+                    .process_group(0);
+                if start.interactive.is_some_and(|i| i.stdin) {
+                    let input = interactive::stdin_pipe(&mut command).map_err(|source| SpawnError::Pipe {
+                        stream: "stdin",
+                        source,
+                    })?;
+                    connection.input = Some(Arc::new(input));
+                }
+                outputs
+            }
+        };
+        if start.interactive.is_some() {
+            // A job's caller reads its output as it comes: the program waits for it.
+            outputs = outputs
+                .into_iter()
+                .zip([&taps.stdout, &taps.stderr])
+                .map(|(o, tap)| o.gated(tap.clone()))
+                .collect();
+        }
         if let Some(user) = run_as {
             user.apply(&mut command);
         }
@@ -213,7 +250,8 @@ impl Process {
                 });
             }
         }
-        let process = Self::launch(command, program, &start.cwd, outputs)?;
+        let mut process = Self::launch(command, program, &start.cwd, outputs)?;
+        process.connection = connection;
         if let Some(signal) = start.settings.stop_signal {
             process.group.stop_signal.store(signal.number(), Ordering::SeqCst);
         }
@@ -263,7 +301,13 @@ impl Process {
             }),
             started,
             outputs,
+            connection: Connection::default(),
         })
+    }
+
+    /// A job's stdin and terminal, which its supervisor keeps while it runs.
+    pub(crate) fn take_connection(&mut self) -> Connection {
+        std::mem::take(&mut self.connection)
     }
 
     /// The leader's pid, which is also the process group id.
@@ -823,6 +867,7 @@ mod tests {
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
             uploader_uid: None,
             settings: Default::default(),
+            interactive: None,
         }
     }
 

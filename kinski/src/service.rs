@@ -29,6 +29,30 @@ impl Worker for WorkerService {
         self.supervisor.stop(attempt).await
     }
 
+    async fn fragment_signal(self, _: Context, attempt: AttemptId, signal: i32) -> Result<(), WorkerError> {
+        self.supervisor.signal(attempt, signal)
+    }
+
+    async fn fragment_input(
+        self,
+        _: Context,
+        attempt: AttemptId,
+        offset: u64,
+        bytes: Vec<u8>,
+        eof: bool,
+    ) -> Result<(), WorkerError> {
+        self.supervisor.input(attempt, offset, bytes, eof).await
+    }
+
+    async fn fragment_resize(
+        self,
+        _: Context,
+        attempt: AttemptId,
+        size: common::job::TtySize,
+    ) -> Result<(), WorkerError> {
+        self.supervisor.resize(attempt, size)
+    }
+
     async fn fragment_list(self, _: Context) -> Vec<AttemptId> {
         self.supervisor.running()
     }

@@ -182,6 +182,9 @@ struct Shown {
     writing: u64,
     /// The writer is done: nothing more comes.
     ended: bool,
+    /// The furthest offset a reader has asked for: everything before it was read. A job's
+    /// writer waits for it (flow control, [`Tap::room`]).
+    consumed: u64,
 }
 
 impl Shown {
@@ -237,6 +240,12 @@ impl Tap {
         });
     }
 
+    /// Waits until the writer is at most `window` bytes ahead of what readers have read.
+    pub(crate) async fn room(&self, window: u64) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|s| s.written <= s.consumed.saturating_add(window)).await;
+    }
+
     /// Nothing more comes: readers waiting are answered.
     pub(crate) fn end(&self) {
         self.0.send_if_modified(|s| !std::mem::replace(&mut s.ended, true));
@@ -250,6 +259,12 @@ impl Tap {
         // The last bytes are those written when the read arrives: what comes while it waits
         // is after them, not instead of them.
         let offset = resolve(position, rx.borrow().written);
+        // Asking for `offset` says everything before it was taken: a gated writer may go on.
+        self.0.send_if_modified(|s| {
+            let further = offset > s.consumed;
+            s.consumed = s.consumed.max(offset);
+            further
+        });
         let shown = loop {
             let shown = rx.borrow_and_update().clone();
             if offset < shown.written || shown.ended {

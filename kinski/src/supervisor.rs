@@ -37,6 +37,8 @@ struct Running {
     /// Named in the log line of its end.
     project: String,
     fragment: String,
+    /// A job's stdin and terminal.
+    connection: crate::interactive::Connection,
 }
 
 struct Inner {
@@ -335,6 +337,10 @@ impl Supervisor {
             inner.taps.open(start.attempt, start.stdout == start.stderr);
             drop(inner);
             self.launch(vec![start]);
+        } else if start.interactive.is_some() {
+            // A job (`hz run`) takes the next free slot, ahead of the batch starts queued.
+            inner.taps.open(start.attempt, start.stdout == start.stderr);
+            inner.queued.push_front(start);
         } else if inner.queued.len() < self.queue as usize {
             inner.taps.open(start.attempt, start.stdout == start.stderr);
             inner.queued.push_back(start);
@@ -382,8 +388,9 @@ impl Supervisor {
             let mut inner = self.lock();
             let stop_asked = inner.starting.remove(&attempt).unwrap_or(false);
             match spawned {
-                Ok((process, starttime)) => {
+                Ok((mut process, starttime)) => {
                     let pid = process.pid();
+                    let connection = process.take_connection();
                     tracing::info!(%attempt, project = %start.project, fragment = %start.fragment, pid, "attempt started");
                     let record = Started {
                         attempt,
@@ -405,6 +412,7 @@ impl Supervisor {
                             grace,
                             project: start.project.clone(),
                             fragment: start.fragment.clone(),
+                            connection,
                         },
                     );
                     drop(inner);
@@ -500,6 +508,65 @@ impl Supervisor {
         let _ = self.clean(attempt).await;
         tracing::info!(%attempt, "removed the directory of a prepared attempt herzog no longer expects");
         Ok(())
+    }
+
+    /// Sends `signal` to a running attempt's process group (`hz run`'s Ctrl-C).
+    pub(crate) fn signal(&self, attempt: AttemptId, signal: i32) -> Result<(), WorkerError> {
+        let stopper = self
+            .lock()
+            .running
+            .get(&attempt)
+            .map(|r| r.stopper.clone())
+            .ok_or(WorkerError::UnknownAttempt { attempt })?;
+        tracing::info!(%attempt, signal, "signalling an attempt as asked");
+        stopper.signal(signal);
+        Ok(())
+    }
+
+    /// Writes to a job's stdin (see [`crate::interactive::Input::write`]).
+    pub(crate) async fn input(
+        &self,
+        attempt: AttemptId,
+        offset: u64,
+        bytes: Vec<u8>,
+        eof: bool,
+    ) -> Result<(), WorkerError> {
+        let input = {
+            let inner = self.lock();
+            let running = inner
+                .running
+                .get(&attempt)
+                .ok_or(WorkerError::UnknownAttempt { attempt })?;
+            running
+                .connection
+                .input
+                .clone()
+                .ok_or(WorkerError::NoInput { attempt })?
+        };
+        input.write(offset, &bytes, eof).await.map_err(|e| WorkerError::Input {
+            attempt,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sets a job's terminal size.
+    pub(crate) fn resize(&self, attempt: AttemptId, size: common::job::TtySize) -> Result<(), WorkerError> {
+        let terminal = {
+            let inner = self.lock();
+            let running = inner
+                .running
+                .get(&attempt)
+                .ok_or(WorkerError::UnknownAttempt { attempt })?;
+            running
+                .connection
+                .terminal
+                .clone()
+                .ok_or(WorkerError::NoTty { attempt })?
+        };
+        terminal.resize(size).map_err(|e| WorkerError::Input {
+            attempt,
+            reason: format!("failed to set the terminal's size: {e}"),
+        })
     }
 
     /// Journals a service instance's process group, so a restarted kinski kills it (and removes
@@ -737,6 +804,7 @@ pub(crate) mod tests {
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
             uploader_uid: None,
             settings: Default::default(),
+            interactive: None,
         }
     }
 

@@ -54,6 +54,11 @@ impl Follower {
     }
 
     /// Everything it printed on stderr so far.
+    /// The process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
     }

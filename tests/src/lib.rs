@@ -624,6 +624,17 @@ impl Cluster {
         Follower::spawn(&format!("hz {}", args.join(" ")), cmd)
     }
 
+    /// `hz --herzog ADDR ARGS...` as the admin, in the cluster's directory, to be run by the
+    /// caller (with its own stdin, say).
+    pub fn hz_command(&self, args: &[&str]) -> Command {
+        let mut cmd = command(&bin("hz"));
+        cmd.args(["--herzog", &self.addr])
+            .env("HERZOG_TLS", bundle(self.dir(), "admin", "admin"))
+            .args(args)
+            .current_dir(self.dir());
+        cmd
+    }
+
     /// Runs hz, asserts it exits with `code` and prints nothing on stdout; returns stderr.
     pub fn hz_fails(&self, args: &[&str], code: i32) -> String {
         let out = self.hz(args);

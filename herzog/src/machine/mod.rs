@@ -6,6 +6,7 @@
 
 mod controls;
 mod follow;
+mod jobs;
 mod names;
 mod running;
 mod services;
@@ -14,6 +15,7 @@ mod tests;
 mod types;
 
 pub(crate) use follow::Followed;
+pub(crate) use jobs::Job;
 pub(crate) use names::Names;
 pub(crate) use running::Recent;
 pub(crate) use types::*;
@@ -94,6 +96,8 @@ pub(crate) struct Project {
     pub(crate) recent: Recent,
     /// How many of its fragments failed, by reason.
     pub(crate) failures: BTreeMap<String, u64>,
+    /// An `hz run` job's own part (its project has one fragment and is not listed).
+    pub(crate) job: Option<Box<Job>>,
 }
 
 impl Project {
@@ -127,6 +131,7 @@ impl Project {
             started: 0,
             recent: Recent::default(),
             failures: BTreeMap::new(),
+            job: None,
         }
     }
 }
@@ -529,6 +534,7 @@ impl Machine {
                 self.recheck_staging(now);
                 Ok(Reply::Done)
             }
+            Event::AddJob(request) => self.add_job(now, *request),
         }
     }
 
@@ -942,6 +948,11 @@ impl Machine {
         if live.ran.is_some() {
             project.started -= 1;
         }
+        // A job that ran is not run again, unless it asked to be.
+        let job_ends = project
+            .job
+            .as_deref()
+            .is_some_and(|job| jobs::ends_job(job, end, live.ran.is_some()));
         if end == AttemptEnd::TakenBack || (end == AttemptEnd::Cancelled && live.ran.is_none()) {
             // It never ran, or its worker's clean shutdown stopped it: it costs its fragment
             // no attempt.
@@ -962,6 +973,9 @@ impl Machine {
             w.running.remove(&attempt);
         }
         let exit = completion.as_ref().map(|c| c.exit.clone());
+        if let Some(exit) = &exit {
+            self.job_exited(live.project, &worker, exit);
+        }
         // A completion also records the start where no notice came first (a short program):
         // the store takes it from `finished_at - wall_ms`, in the same row update.
         self.writes.push(Write::AttemptEnded {
@@ -972,6 +986,18 @@ impl Machine {
             note: note.clone(),
         });
         let next = match end {
+            AttemptEnd::Lost | AttemptEnd::TakenBack if job_ends => FragmentState::Failed {
+                attempt: Some(attempt),
+                reason: match end {
+                    AttemptEnd::Lost => format!(
+                        "its worker {worker} was lost while it ran ({}); it is not run again (`hz run --requeue` would)",
+                        note.as_deref().unwrap_or("lost")
+                    ),
+                    _ => format!(
+                        "its worker {worker} shut down while it ran; it is not run again (`hz run --requeue` would)"
+                    ),
+                },
+            },
             AttemptEnd::Succeeded => FragmentState::Succeeded { attempt },
             AttemptEnd::Failed if failures <= retries || (retry_failed && attempts < max) => FragmentState::Pending,
             AttemptEnd::Failed => FragmentState::Failed {
@@ -1102,6 +1128,9 @@ impl Machine {
         self.last_mono = now.mono;
         self.settle_after();
         self.place_instances(now);
+        if self.space == Space::Enough {
+            self.schedule_jobs(now);
+        }
         // Queues may deepen as projects run out of pending fragments (see `pending_attempt_ms`),
         // at most once per project: schedule until that settles.
         loop {
@@ -1121,7 +1150,7 @@ impl Machine {
         let demands: Vec<Demand> = self
             .projects
             .values()
-            .filter(|p| !p.queue.is_empty() && !p.paused && p.after.is_empty())
+            .filter(|p| !p.queue.is_empty() && !p.paused && p.after.is_empty() && p.job.is_none())
             .map(|p| Demand {
                 project: p.id,
                 pending: match p.max_running {
@@ -1167,7 +1196,7 @@ impl Machine {
     pub(crate) fn pending_attempt_ms(&self) -> Option<u64> {
         self.projects
             .values()
-            .filter(|p| !p.queue.is_empty())
+            .filter(|p| !p.queue.is_empty() && p.job.is_none())
             .map(|p| p.recent_wall_ms)
             .try_fold(0, |longest, ms| Some(longest.max(ms?)))
     }
@@ -1181,10 +1210,16 @@ impl Machine {
         f.attempts += 1;
         let w = self.workers.get_mut(&worker).expect("scheduled workers exist");
         w.running.insert(attempt);
-        let (start, upload) = match w.staging.scratch() {
+        let (mut start, mut upload) = match w.staging.scratch() {
             None => (start_for(p, index, attempt, self.max_log_bytes), Vec::new()),
             Some(scratch) => staged_start_for(p, index, attempt, scratch, self.max_log_bytes),
         };
+        if let Some(job) = &p.job {
+            // Its command as given, in its directory, with nothing to copy.
+            start.argv = job.argv.clone();
+            start.interactive = Some(job.interactive);
+            upload.clear();
+        }
         let fragment_id = p.fragments[index as usize].id;
         self.live.insert(attempt, Live::new(project, index, now.mono));
         self.writes.push(Write::AttemptStarted {
@@ -1253,7 +1288,8 @@ impl Machine {
         };
         match name {
             Some(n) => Ok(vec![view(&self.projects[&self.project_id(n)?])]),
-            None => Ok(self.projects.values().map(view).collect()),
+            // Jobs (`hz run`) are shown by `hz active`, not listed.
+            None => Ok(self.projects.values().filter(|p| p.job.is_none()).map(view).collect()),
         }
     }
 
@@ -1462,6 +1498,7 @@ fn staged_start_for(
         max_log_bytes,
         uploader_uid: None,
         settings: p.spec.settings.clone(),
+        interactive: None,
     };
     (start, upload)
 }
@@ -1486,5 +1523,6 @@ fn start_for(p: &Project, index: u32, attempt: AttemptId, max_log_bytes: u64) ->
         max_log_bytes,
         uploader_uid: None,
         settings: p.spec.settings.clone(),
+        interactive: None,
     }
 }

@@ -359,6 +359,7 @@ fn every_legal_transition_happens_through_events() {
                 max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
                 uploader_uid: None,
                 settings: Default::default(),
+                interactive: None,
             }
         )
     );

@@ -304,6 +304,8 @@ pub(crate) enum Event {
     },
     /// Time passed: the watchdog looks at every worker.
     Tick,
+    /// `hz run`: a command to run once.
+    AddJob(Box<common::job::JobRequest>),
 }
 
 /// A project to add.
@@ -329,6 +331,7 @@ pub(crate) enum Reply {
     Controlled(String),
     Reloaded(common::instances::ReloadSummary),
     Instances(Vec<common::instances::InstanceStatus>),
+    Job(common::job::JobStarted),
 }
 
 /// IO to do once the batch is durable.
@@ -458,6 +461,11 @@ pub(crate) enum Write {
     /// Entries of the services' event log; one a worker sent before (its run and number) is
     /// kept once.
     ServiceEvents(Vec<StoredEvent>),
+    /// A job's own part, as it is now (its project is written by `AddProject`).
+    Job {
+        id: ProjectId,
+        job: Box<super::Job>,
+    },
 }
 
 /// An entry of the services' event log, as the record keeps it.

@@ -180,7 +180,7 @@ impl Store {
         }
         let mut stmt = c
             .prepare(
-                "SELECT id, name, dir, spec, results_dir, created_at, paused, max_running, after
+                "SELECT id, name, dir, spec, results_dir, created_at, paused, max_running, after, job
                  FROM projects WHERE removed_at IS NULL ORDER BY id",
             )
             .map_err(sql("read projects"))?;
@@ -193,6 +193,7 @@ impl Store {
             i64,
             bool,
             Option<u32>,
+            Option<String>,
             Option<String>,
         );
         let projects: Vec<ProjectRow> = stmt
@@ -207,6 +208,7 @@ impl Store {
                     r.get(6)?,
                     r.get(7)?,
                     r.get(8)?,
+                    r.get(9)?,
                 ))
             })
             .map_err(sql("read projects"))?
@@ -218,7 +220,14 @@ impl Store {
                  FROM fragments WHERE project_id = ?1 ORDER BY idx",
             )
             .map_err(sql("read fragments"))?;
-        for (id, name, dir, spec, results_dir, created_at, paused, max_running, after) in projects {
+        for (id, name, dir, spec, results_dir, created_at, paused, max_running, after, job) in projects {
+            let job: Option<Box<crate::machine::Job>> = job
+                .map(|json| serde_json::from_str(&json))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt {
+                    what: "job",
+                    detail: e.to_string(),
+                })?;
             let after: Vec<String> = match after {
                 Some(json) => serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
                     what: "project's after list",
@@ -252,6 +261,7 @@ impl Store {
             project.paused = paused;
             project.max_running = max_running;
             project.after = after;
+            project.job = job;
             snap.projects.push(project);
         }
         Ok(snap)

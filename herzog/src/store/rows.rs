@@ -168,6 +168,15 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
                 .and_then(|mut s| s.execute(params![id.0, paused, max_running, after]))
                 .map_err(sql("update a project's controls"))?;
         }
+        Write::Job { id, job } => {
+            let job = serde_json::to_string(job).map_err(|e| StoreError::Corrupt {
+                what: "job",
+                detail: e.to_string(),
+            })?;
+            c.prepare_cached("UPDATE projects SET job = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id.0, job]))
+                .map_err(sql("store a job"))?;
+        }
         Write::AttemptRan { id, at } => {
             c.prepare_cached("UPDATE attempts SET ran_at = ?2 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![id.0, at]))
