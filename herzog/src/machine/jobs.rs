@@ -254,3 +254,231 @@ impl Machine {
 pub(super) fn ends_job(job: &Job, end: AttemptEnd, ran: bool) -> bool {
     !job.requeue && ran && matches!(end, AttemptEnd::TakenBack | AttemptEnd::Lost)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::wire::Completion;
+
+    fn at(ms: i64) -> Now {
+        Now {
+            wall: ms,
+            mono: Mono(ms),
+        }
+    }
+
+    fn machine() -> Machine {
+        let timing = Timing {
+            worker_timeout_ms: 10_000,
+            start_grace_ms: 2_000,
+            probe_retry_ms: 10_000,
+        };
+        let mut m = Machine::new(timing, PathBuf::from("/results"));
+        for (worker, slots) in [("w1", 1), ("w2", 1)] {
+            let register = Event::Register {
+                worker: worker.into(),
+                resources: Resources {
+                    slots,
+                    queue: 1,
+                    ..Resources::default()
+                },
+                running: Vec::new(),
+                staged: false,
+            };
+            m.handle(at(0), register).expect("registered");
+        }
+        m
+    }
+
+    fn request(argv: &[&str]) -> JobRequest {
+        JobRequest {
+            command: JobCommand::Argv(argv.iter().map(|a| a.to_string()).collect()),
+            host: None,
+            env: BTreeMap::new(),
+            cwd: None,
+            from: PathBuf::from("/home/u"),
+            interactive: Interactive::default(),
+            requeue: false,
+        }
+    }
+
+    fn add_job(m: &mut Machine, now: i64, request: JobRequest) -> String {
+        match m.handle(at(now), Event::AddJob(Box::new(request))) {
+            Ok(Reply::Job(started)) => started.name,
+            other => panic!("not added: {other:?}"),
+        }
+    }
+
+    /// The starts queued for the loop since the last call: (worker, attempt, argv).
+    fn starts(m: &mut Machine) -> Vec<(String, AttemptId, Vec<String>, bool)> {
+        let (_, effects) = m.take();
+        effects
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Start { worker, start, .. } => {
+                    Some((worker, start.attempt, start.argv.clone(), start.interactive.is_some()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_job_takes_the_next_free_slot_ahead_of_a_projects_pending_fragments() {
+        let mut m = machine();
+        let add = Event::AddProject(Box::new(NewProjectEvent {
+            name: "batch".into(),
+            dir: PathBuf::from("/data"),
+            spec: RunSpec::new("wc -l"),
+            files: (0..10).map(|i| format!("f{i}")).collect(),
+            after: Vec::new(),
+            max_running: None,
+        }));
+        m.handle(at(1), add).expect("added");
+        m.schedule(at(1));
+        // Slots and queues are full of batch starts.
+        assert_eq!(starts(&mut m).len(), 4);
+        let name = add_job(&mut m, 2, request(&["echo", "hi"]));
+        assert_eq!(name, "run:2");
+        m.schedule(at(2));
+        assert!(starts(&mut m).is_empty(), "no room anywhere yet");
+        assert_eq!(m.job_state(&name), Ok(JobState::Waiting));
+        // A batch attempt ends on w2: the job gets the room, not the next fragment.
+        let first_on_w2 = m.workers["w2"].running.iter().next().copied().expect("w2 runs one");
+        let done = Event::Complete {
+            worker: "w2".into(),
+            completion: Completion {
+                attempt: first_on_w2,
+                exit: Exit::Code(0),
+                wall_ms: 1,
+                cpu_ms: 1,
+                peak_rss_kb: 1,
+                finished_at: 3,
+            },
+            staging_error: None,
+        };
+        m.handle(at(3), done).expect("completed");
+        m.schedule(at(3));
+        let s = starts(&mut m);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(
+            (s[0].0.as_str(), s[0].2.clone(), s[0].3),
+            ("w2", vec!["echo".to_string(), "hi".to_string()], true)
+        );
+        assert!(matches!(
+            m.job_state(&name),
+            Ok(JobState::Running { started: false, .. })
+        ));
+        // Not listed with the projects; shown among the active attempts.
+        let listed = m.progress(None).expect("progress");
+        assert!(listed.iter().all(|p| p.name == "batch"), "{listed:?}");
+        assert!(m.active(0, 100).items.iter().any(|a| a.project == name));
+        // Its exit is kept, with where it ran.
+        let end = Event::Complete {
+            worker: "w2".into(),
+            completion: Completion {
+                attempt: s[0].1,
+                exit: Exit::Code(3),
+                wall_ms: 1,
+                cpu_ms: 1,
+                peak_rss_kb: 1,
+                finished_at: 4,
+            },
+            staging_error: None,
+        };
+        m.handle(at(4), end).expect("completed");
+        assert_eq!(
+            m.job_state(&name),
+            Ok(JobState::Exited {
+                worker: "w2".into(),
+                exit: Exit::Code(3)
+            })
+        );
+        let (writes, _) = m.take();
+        assert!(
+            writes
+                .iter()
+                .any(|w| matches!(w, Write::Job { job, .. } if job.exit.is_some()))
+        );
+    }
+
+    #[test]
+    fn a_job_on_a_lost_worker_ends_unless_it_asked_to_be_run_again() {
+        for requeue in [false, true] {
+            let mut m = machine();
+            let mut r = request(&["sleep", "100"]);
+            r.host = Some("w1".into());
+            r.requeue = requeue;
+            let name = add_job(&mut m, 1, r);
+            m.schedule(at(1));
+            let s = starts(&mut m);
+            assert_eq!(s[0].0, "w1", "pinned to w1");
+            let notice = Event::Started {
+                worker: "w1".into(),
+                notices: vec![common::wire::StartNotice { attempt: s[0].1, at: 2 }],
+            };
+            m.handle(at(2), notice).expect("started");
+            // w2 stays alive; w1 falls silent past the timeout.
+            let beat = Event::Heartbeat {
+                worker: "w2".into(),
+                running: Vec::new(),
+            };
+            m.handle(at(9_000), beat).expect("heartbeat");
+            m.handle(at(12_000), Event::Tick).expect("tick");
+            m.schedule(at(12_000));
+            let again = starts(&mut m);
+            if requeue {
+                assert!(
+                    matches!(m.job_state(&name), Ok(JobState::Waiting)),
+                    "{:?}",
+                    m.job_state(&name)
+                );
+                assert!(again.is_empty(), "pinned to the lost w1: {again:?}");
+            } else {
+                let Ok(JobState::Ended { reason }) = m.job_state(&name) else {
+                    panic!("{:?}", m.job_state(&name))
+                };
+                assert!(reason.contains("was lost"), "{reason}");
+                assert!(again.is_empty(), "{again:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn named_commands_resolve_with_their_hosts_env_and_directory() {
+        let mut m = machine();
+        let file = common::services::ServicesFile::parse(
+            "[commands.backup]\ncommand = \"rsync -a\"\naliases = [\"bk\"]\nhosts = [\"w2\"]\ncwd = \"/srv\"\nenv = { A = \"1\" }\n",
+            std::path::Path::new("services.toml"),
+        )
+        .expect("parses");
+        m.handle(at(1), Event::ServicesReload { file }).expect("reloaded");
+        let mut r = request(&[]);
+        r.command = JobCommand::Named {
+            name: "bk".into(),
+            args: vec!["x".into()],
+        };
+        r.env.insert("B".into(), "2".into());
+        let name = add_job(&mut m, 2, r.clone());
+        m.schedule(at(2));
+        let s = starts(&mut m);
+        assert_eq!(
+            (s[0].0.as_str(), s[0].2.clone()),
+            ("w2", vec!["rsync".to_string(), "-a".to_string(), "x".to_string()])
+        );
+        let p = m.job(&name).expect("a job");
+        assert_eq!(p.spec.cwd.as_deref(), Some(std::path::Path::new("/srv")));
+        assert_eq!(p.spec.env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(p.spec.env.get("B").map(String::as_str), Some("2"));
+        assert_eq!(m.commands()[0].aliases, vec!["bk".to_string()]);
+        // Another host than the command's is refused; so is an unknown command.
+        r.host = Some("w1".into());
+        assert!(m.handle(at(3), Event::AddJob(Box::new(r.clone()))).is_err());
+        r.host = None;
+        r.command = JobCommand::Named {
+            name: "nope".into(),
+            args: Vec::new(),
+        };
+        assert!(m.handle(at(3), Event::AddJob(Box::new(r))).is_err());
+    }
+}
