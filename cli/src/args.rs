@@ -84,6 +84,22 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print hz's man page (roff): `hz man | man -l -`, or save it as hz.1 in your MANPATH
     Man,
+    /// An interactive prompt for every command (supervisorctl's): history, Tab completion
+    /// [default when hz is run with no command on a terminal]
+    Shell,
+    /// Stop herzog cleanly, as SIGTERM would (services keep running on the workers), or with
+    /// WORKER that worker's kinski (its attempts and services stop)
+    Shutdown(ShutdownArgs),
+}
+
+/// `hz shutdown`.
+#[derive(Debug, Args, Clone)]
+pub struct ShutdownArgs {
+    /// The worker whose kinski stops [default: herzog itself]
+    pub worker: Option<String>,
+    /// Do not ask for confirmation (needed when stdin is not a terminal)
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 /// `hz completions`.

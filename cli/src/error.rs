@@ -169,7 +169,7 @@ impl CliError {
 pub fn api_exit_code(e: &ApiError) -> u8 {
     match e {
         ApiError::Storage { .. } | ApiError::ShuttingDown | ApiError::PurgeFailed { .. } => code::HERZOG_FAILED,
-        ApiError::HostUnreachable { .. } => code::UNREACHABLE,
+        ApiError::HostUnreachable { .. } | ApiError::WorkerUnreachable { .. } => code::UNREACHABLE,
         _ => code::BAD_INPUT,
     }
 }

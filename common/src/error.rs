@@ -72,4 +72,10 @@ pub enum ApiError {
         stream: String,
         reason: String,
     },
+    #[error("no worker named '{name}': `hz workers` lists them")]
+    NoSuchWorker { name: String },
+    #[error("worker '{name}' is not connected to herzog (it is {state}): there is no kinski to ask")]
+    WorkerNotConnected { name: String, state: String },
+    #[error("failed to ask worker '{name}' to shut down: {reason}")]
+    WorkerUnreachable { name: String, reason: String },
 }

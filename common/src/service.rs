@@ -77,6 +77,11 @@ pub trait Coordinator {
     /// A run-time control of projects or workers (`hz pause`, `hz cancel`, `hz limit`,
     /// `hz drain`, ...); answers what it did, in a line.
     async fn control(control: Control) -> Result<String, ApiError>;
+    /// Shuts down cleanly (`hz shutdown`): herzog itself when `worker` is `None`, as SIGTERM
+    /// would (the services keep running on their workers); else that worker's kinski, which
+    /// herzog asks over its connection and which stops as SIGTERM would stop it. Answers what
+    /// happens, in a line, before herzog stops.
+    async fn shutdown(worker: Option<String>) -> Result<String, ApiError>;
 }
 
 /// The most starts or completions one call carries: a batch of herzog's loop is 8,192
@@ -159,6 +164,9 @@ pub trait Worker {
         max: u32,
         wait_ms: u64,
     ) -> Result<OutputChunk, WorkerError>;
+    /// Shuts kinski down cleanly, as SIGTERM would (`hz shutdown WORKER`): it answers first,
+    /// then stops its attempts and instances and tells herzog it stops.
+    async fn shutdown() -> Result<(), WorkerError>;
 }
 
 /// Why kinski refused a call.

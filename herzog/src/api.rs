@@ -3,6 +3,7 @@
 
 mod history;
 mod remove;
+pub(crate) mod shutdown;
 
 use crate::engine::Handle;
 use crate::machine::{Event, Reply, attempt_paths};
@@ -39,11 +40,13 @@ pub(crate) struct Api {
     pub(crate) connections: crate::dispatch::Connections,
     /// Where each project's results folder is made: `<results_root>/<project>`.
     pub(crate) results_root: PathBuf,
+    /// `hz shutdown` asks the server's loop to stop herzog through this.
+    pub(crate) shutdown: shutdown::Asked,
 }
 
-/// The Coordinator service (for hz).
+/// The Coordinator service (for hz), for one connection: the watch ends when it closes.
 #[derive(Clone)]
-pub(crate) struct ClientApi(pub(crate) Api);
+pub(crate) struct ClientApi(pub(crate) Api, pub(crate) tokio::sync::watch::Receiver<()>);
 
 /// The Registry service (for kinski), for the worker its certificate names.
 #[derive(Clone)]
@@ -207,6 +210,13 @@ impl Coordinator for ClientApi {
         {
             Reply::Added(added) => Ok(added),
             other => Err(unexpected(other)),
+        }
+    }
+
+    async fn shutdown(self, _: Context, worker: Option<String>) -> Result<String, ApiError> {
+        match worker {
+            None => shutdown::herzog(&self.0, &self.1),
+            Some(name) => shutdown::worker(&self.0, name).await,
         }
     }
 

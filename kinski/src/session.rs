@@ -72,6 +72,8 @@ pub(crate) struct Session<'a> {
     pub(crate) supervisor: &'a Supervisor,
     pub(crate) instances: &'a crate::services::Instances,
     pub(crate) resources: &'a Resources,
+    /// Notified by the Worker service's `shutdown` (`hz shutdown WORKER`).
+    pub(crate) stop: &'a std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// herzog's calls in flight at once on this worker: one start call, a prep and a start per
@@ -112,6 +114,7 @@ impl Session<'_> {
             supervisor: self.supervisor.clone(),
             instances: self.instances.clone(),
             resources: self.resources.clone(),
+            stop: self.stop.clone(),
         };
         let mut serving = match self.link {
             Link::Tls { addr, connector } => {

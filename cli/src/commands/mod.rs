@@ -18,6 +18,7 @@ pub(crate) mod reload;
 pub(crate) mod remove;
 pub(crate) mod retry;
 pub(crate) mod schedule;
+pub(crate) mod shutdown;
 pub(crate) mod status;
 pub(crate) mod tail;
 pub(crate) mod workers;
