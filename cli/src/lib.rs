@@ -128,9 +128,9 @@ pub(crate) async fn dispatch(
         Command::Forget(a) => commands::controls::run(Control::Forget { worker: a.worker }, &addr).await,
         Command::Shutdown(a) => commands::shutdown::run(&a, &addr).await,
         // `run` handles these before it dials; a shell line never gets here with them.
-        command @ (Command::Local(_) | Command::Completions(_) | Command::Man | Command::Shell) => {
-            Err(CliError::Usage(shell::not_here(&command).unwrap_or_default().to_string()))
-        }
+        command @ (Command::Local(_) | Command::Completions(_) | Command::Man | Command::Shell) => Err(
+            CliError::Usage(shell::not_here(&command).unwrap_or_default().to_string()),
+        ),
     }
 }
 

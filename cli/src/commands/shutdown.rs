@@ -42,9 +42,7 @@ pub(crate) async fn run(args: &ShutdownArgs, addr: &Endpoint) -> Result<Outcome,
 /// What `hz shutdown` asks before it acts.
 pub(crate) fn question(args: &ShutdownArgs, addr: &str) -> String {
     match &args.worker {
-        None => format!(
-            "Shut down herzog at {addr}? The services and attempts keep running on their workers. [y/N] "
-        ),
+        None => format!("Shut down herzog at {addr}? The services and attempts keep running on their workers. [y/N] "),
         Some(worker) => format!(
             "Shut down worker '{worker}'? Its kinski stops its attempts (they run again elsewhere) and its service instances. [y/N] "
         ),
@@ -75,7 +73,10 @@ mod tests {
         for no in ["", "\n", "n", "no", "yep", "ye"] {
             assert!(!confirmed(no), "{no:?}");
         }
-        let herzog = ShutdownArgs { worker: None, yes: false };
+        let herzog = ShutdownArgs {
+            worker: None,
+            yes: false,
+        };
         assert!(question(&herzog, "h:1").contains("herzog at h:1"));
         let worker = ShutdownArgs {
             worker: Some("euclid".into()),

@@ -80,7 +80,10 @@ pub(crate) fn want(tree: &clap::Command, line: &str, pos: usize) -> Want {
         return want;
     }
     // The value of an option given just before.
-    if let Some(option) = rest.last().and_then(|w| w.strip_prefix("--")).and_then(|l| long(sub, l))
+    if let Some(option) = rest
+        .last()
+        .and_then(|w| w.strip_prefix("--"))
+        .and_then(|l| long(sub, l))
         && takes_value(option)
     {
         fill(&mut want, option, false);
@@ -134,7 +137,11 @@ fn repeats(arg: &clap::Arg) -> bool {
 
 /// The values `arg` takes: its possible values, or herzog's names by the argument's name.
 fn fill(want: &mut Want, arg: &clap::Arg, positional: bool) {
-    let possible: Vec<String> = arg.get_possible_values().iter().map(|v| v.get_name().to_string()).collect();
+    let possible: Vec<String> = arg
+        .get_possible_values()
+        .iter()
+        .map(|v| v.get_name().to_string())
+        .collect();
     if !possible.is_empty() {
         want.words = possible;
         return;
@@ -240,7 +247,11 @@ mod tests {
         assert_eq!(kind("tail "), Some(Kind::Services));
         assert_eq!(kind("tail web "), None, "tail takes one instance");
         assert_eq!(kind("tail -f "), Some(Kind::Services), "a flag is not a positional");
-        assert_eq!(kind("tail -c 1KiB "), Some(Kind::Services), "-c's value is not a positional");
+        assert_eq!(
+            kind("tail -c 1KiB "),
+            Some(Kind::Services),
+            "-c's value is not a positional"
+        );
         assert_eq!(kind("signal HUP "), Some(Kind::Services));
         assert_eq!(kind("progress "), Some(Kind::Projects));
         assert_eq!(kind("cancel p "), None);

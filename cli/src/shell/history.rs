@@ -35,10 +35,7 @@ mod tests {
     #[test]
     fn xdg_state_home_wins_when_absolute_else_home() {
         let some = |s: &str| Some(OsString::from(s));
-        assert_eq!(
-            file(some("/s"), some("/h")),
-            Some(PathBuf::from("/s/herzog/history"))
-        );
+        assert_eq!(file(some("/s"), some("/h")), Some(PathBuf::from("/s/herzog/history")));
         assert_eq!(
             file(some("rel"), some("/h")),
             Some(PathBuf::from("/h/.local/state/herzog/history"))

@@ -82,7 +82,9 @@ pub(crate) fn not_here_word(word: &str) -> Option<&'static str> {
         "completions" => {
             "`completions` writes a script for bash, zsh or fish: run `hz completions SHELL` outside the shell; here Tab completes"
         }
-        "man" => "`man` prints hz's man page: run `hz man | man -l -` outside the shell; here `help COMMAND` says what one does",
+        "man" => {
+            "`man` prints hz's man page: run `hz man | man -l -` outside the shell; here `help COMMAND` says what one does"
+        }
         _ => return None,
     })
 }
@@ -93,9 +95,17 @@ fn help() -> String {
     let mut rows: Vec<(String, String)> = tree
         .get_subcommands()
         .filter(|c| !c.is_hide_set() && not_here_word(c.get_name()).is_none())
-        .map(|c| (c.get_name().to_string(), c.get_about().map(|a| a.to_string()).unwrap_or_default()))
+        .map(|c| {
+            (
+                c.get_name().to_string(),
+                c.get_about().map(|a| a.to_string()).unwrap_or_default(),
+            )
+        })
         .collect();
-    rows.push(("help [COMMAND]".into(), "This list, or what COMMAND does and takes".into()));
+    rows.push((
+        "help [COMMAND]".into(),
+        "This list, or what COMMAND does and takes".into(),
+    ));
     rows.push(("quit, exit".into(), "Leave the shell (Ctrl-D too)".into()));
     let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
     let mut text = String::from(
@@ -119,7 +129,9 @@ mod tests {
         let Line::Run(command) = parse("restart 'web:1' all") else {
             panic!("a command")
         };
-        let Command::Restart(a) = *command else { panic!("restart") };
+        let Command::Restart(a) = *command else {
+            panic!("restart")
+        };
         assert_eq!(a.names, ["web:1", "all"]);
         let Line::Run(command) = parse(r#"action in "wc -l" --name n"#) else {
             panic!("a command")
@@ -145,7 +157,12 @@ mod tests {
         assert!(matches!(parse("start"), Line::Clap(e) if e.use_stderr()));
         assert!(matches!(parse("status --help"), Line::Clap(e) if !e.use_stderr()));
         assert!(matches!(parse("help status"), Line::Clap(e) if !e.use_stderr()));
-        let Line::Help(text) = parse("help") else { panic!("help") };
-        assert!(text.contains("shutdown") && text.contains("quit") && !text.contains("completions"), "{text}");
+        let Line::Help(text) = parse("help") else {
+            panic!("help")
+        };
+        assert!(
+            text.contains("shutdown") && text.contains("quit") && !text.contains("completions"),
+            "{text}"
+        );
     }
 }

@@ -59,7 +59,12 @@ async fn fetch(endpoint: &Endpoint, kind: Kind) -> Result<Vec<String>, CliError>
             names.extend(all.into_iter().map(|i| i.instance));
             names
         }
-        Kind::Projects => herzog.project_progress(None).await?.into_iter().map(|p| p.name).collect(),
+        Kind::Projects => herzog
+            .project_progress(None)
+            .await?
+            .into_iter()
+            .map(|p| p.name)
+            .collect(),
         Kind::Workers => herzog.workers().await?.into_iter().map(|w| w.name).collect(),
     })
 }

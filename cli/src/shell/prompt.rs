@@ -51,7 +51,10 @@ impl Prompt {
         let history = history.filter(|path| match super::history::prepare(path) {
             Ok(()) => true,
             Err(e) => {
-                note!("hz: the shell keeps no history: failed to make the directory of {}: {e}", path.display());
+                note!(
+                    "hz: the shell keeps no history: failed to make the directory of {}: {e}",
+                    path.display()
+                );
                 false
             }
         });
@@ -59,7 +62,10 @@ impl Prompt {
             match editor.load_history(path) {
                 Ok(()) => {}
                 Err(ReadlineError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => note!("hz: failed to read the shell's history {}: {e}; starting without it", path.display()),
+                Err(e) => note!(
+                    "hz: failed to read the shell's history {}: {e}; starting without it",
+                    path.display()
+                ),
             }
         }
         let (asks, incoming) = std::sync::mpsc::channel::<Ask>();
