@@ -79,13 +79,14 @@ pub(crate) async fn run(endpoint: Endpoint, out: &mut dyn Write) -> Result<Outco
     Ok(Outcome::Ok)
 }
 
-/// The command once the user said yes, if it asks first (`shutdown` without `--yes`): asked
-/// at the prompt, which owns the terminal.
+/// The command once the user said yes, if it asks first (`shutdown` without `--yes` on a
+/// terminal): asked at the prompt, which owns the terminal.
 async fn confirmed(command: Command, prompt: &Prompt, endpoint: &Endpoint) -> Result<Option<Command>, CliError> {
     let Command::Shutdown(mut args) = command else {
         return Ok(Some(command));
     };
-    if !args.yes {
+    // Without a terminal the command itself refuses, as `hz shutdown` does without --yes.
+    if !args.yes && std::io::stdin().is_terminal() {
         let question = commands::shutdown::question(&args, &endpoint.addr);
         match prompt.read(&question, false).await? {
             Read::Line(answer) if commands::shutdown::confirmed(&answer) => args.yes = true,
