@@ -33,14 +33,27 @@ fn incarnation() -> u64 {
 /// own, after the attempts were stopped.
 pub(crate) async fn goodbye(link: &Link, name: &str, supervisor: &Supervisor) -> Result<(), SessionError> {
     let call = async {
-        let registry = link.registry_client(name).await?;
-        registry
+        // Over TLS, the connection is closed cleanly before kinski exits: herzog would log a
+        // connection cut without TLS close_notify.
+        let (registry, carrier) = match link {
+            Link::Tls { addr, connector } => {
+                let (client, task) = common::transport::registry_session(addr, connector).await?;
+                (client, Some(task))
+            }
+            Link::InProcess(_) => (link.registry_client(name).await?, None),
+        };
+        let said = registry
             .worker_stopping(
                 context_with(Duration::from_secs(5)),
                 name.to_string(),
                 supervisor.held(),
             )
-            .await??;
+            .await;
+        drop(registry);
+        if let Some(carrier) = carrier {
+            let _ = carrier.await;
+        }
+        said??;
         Ok(())
     };
     match tokio::time::timeout(Duration::from_secs(5), call).await {

@@ -66,6 +66,13 @@ fn exited(session: &mut Shell) -> i32 {
     }
 }
 
+/// The WARN lines of a daemon's log, but the one that says tests run as root.
+fn warnings(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains(" WARN ") && !l.contains("programs run as root"))
+        .collect()
+}
+
 /// Two services: `ticker` prints a line every 200 ms, `other` stays up quietly.
 fn ticker_and_other(cluster: &Cluster) {
     let dir = cluster.dir().display().to_string();
@@ -95,9 +102,14 @@ fn completion_history_errors_ctrl_c_and_a_herzog_restart() {
     let state = tempfile::tempdir().unwrap();
     let mut sh = shell(&cluster, state.path());
 
-    // An unknown command says so, and the shell goes on.
+    // An unknown command says so, and the shell goes on; `help` lists what it runs.
     let said = line(&mut sh, "frobnicate now\r");
     assert!(said.contains("unknown command 'frobnicate'"), "{said}");
+    let said = line(&mut sh, "help\r");
+    assert!(said.contains("shutdown") && said.contains("quit"), "{said}");
+    // Ctrl-C at the prompt cancels the line being typed.
+    let said = line(&mut sh, "stop all\x03");
+    assert!(!said.contains("STOPPED"), "{said}");
 
     // Ctrl-C stops `tail -f`, not the shell, which answers the next line.
     sh.send("tail ticker -f\r").unwrap();
@@ -127,6 +139,8 @@ fn completion_history_errors_ctrl_c_and_a_herzog_restart() {
     assert!(said.contains("ticker:0") && !said.contains("other:0"), "{said}");
     sh.send("quit\r").unwrap();
     assert_eq!(exited(&mut sh), 0, "quit quits");
+    // The shells' connections came and went cleanly.
+    assert_eq!(warnings(&cluster.herzog_log()), Vec::<&str>::new());
 }
 
 #[test]
@@ -162,6 +176,11 @@ fn shutdown_stops_a_worker_or_herzog_cleanly() {
     let (exit, log) = cluster.worker_exit(target, STARTUP, "after hz shutdown WORKER");
     assert_eq!(exit.code(), Some(0), "kinski {target}: {exit}\n{log}");
     assert!(log.contains("herzog asked this worker to shut down"), "{log}");
+    assert_eq!(
+        warnings(&log),
+        Vec::<&str>::new(),
+        "a clean shutdown warns of nothing:\n{log}"
+    );
     if host_of("other:0") == target {
         assert!(!alive(pids["other:0"]), "other:0 stopped with its worker");
     }
@@ -177,6 +196,11 @@ fn shutdown_stops_a_worker_or_herzog_cleanly() {
     assert!(said.contains("herzog is shutting down"), "{said}");
     let (exit, log) = cluster.herzog_exit(STARTUP, "after hz shutdown");
     assert_eq!(exit.code(), Some(0), "herzog: {exit}\n{log}");
+    assert_eq!(
+        warnings(&log),
+        Vec::<&str>::new(),
+        "a clean shutdown warns of nothing:\n{log}"
+    );
     assert!(alive(pids["ticker:0"]), "ticker:0 keeps running without herzog");
 
     // The shell says herzog is gone, and goes on.
