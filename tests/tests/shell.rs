@@ -119,7 +119,22 @@ fn completion_history_errors_ctrl_c_and_a_herzog_restart() {
     let said = line(&mut sh, "status\r");
     assert!(said.contains("ticker:0") && said.contains("RUNNING"), "{said}");
 
-    // herzog restarts: the next line dials it again.
+    // herzog dies under a running command: the shell dials again, once, says why that
+    // failed, and goes on.
+    sh.send("tail ticker -f\r").unwrap();
+    sh.expect("tick ").expect("tail -f prints the ticker's lines");
+    cluster.kill_herzog();
+    let said = String::from_utf8_lossy(sh.expect(PROMPT).expect("the prompt is back").before()).into_owned();
+    assert!(
+        said.contains("dialling again") && said.contains(cluster.addr()),
+        "{said}"
+    );
+    cluster.start_herzog();
+    cluster.wait_workers_connected(STARTUP);
+    let said = line(&mut sh, "status ticker\r");
+    assert!(said.contains("ticker:0"), "{said}");
+
+    // herzog restarts between lines: the next line dials it again.
     cluster.restart_herzog();
     let said = line(&mut sh, "status other\r");
     assert!(said.contains("other:0") && !said.contains("ticker:0"), "{said}");
