@@ -39,8 +39,11 @@ pub(crate) async fn run(endpoint: Endpoint, out: &mut dyn Write) -> Result<Outco
     let _interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| CliError::Output(std::io::Error::other(format!("failed to handle Ctrl-C: {e}"))))?;
     let names = names::Names::new(endpoint.clone(), tokio::runtime::Handle::current());
-    let prompt = Prompt::start(history::path(), completion::Helper::new(names))?;
-    if std::io::stdin().is_terminal() {
+    let interactive = std::io::stdin().is_terminal();
+    // Lines read from a file or a pipe are a script's, not what someone typed: not kept.
+    let history = history::path().filter(|_| interactive);
+    let prompt = Prompt::start(history, completion::Helper::new(names))?;
+    if interactive {
         note!(
             "hz shell: herzog at {}; `help` lists the commands, Tab completes, Ctrl-D quits",
             endpoint.addr
