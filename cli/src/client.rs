@@ -88,6 +88,17 @@ impl Endpoint {
         })
     }
 
+    /// The same identity, for herzog at another address (tests).
+    #[cfg(test)]
+    pub(crate) fn at(&self, addr: String) -> Endpoint {
+        Endpoint {
+            addr,
+            identity: self.identity.clone(),
+            sessions: Sessions::default(),
+            kept: None,
+        }
+    }
+
     /// herzog in this process.
     pub(crate) fn new_in_process(dialer: common::link::Dialer) -> Endpoint {
         Endpoint {
@@ -381,6 +392,36 @@ fn ctx() -> Context {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// `hz shell`'s endpoint: one connection for every command, a new one once it broke.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_keeping_endpoint_dials_once_and_again_after_a_break() {
+        let cluster = crate::test_cluster::Cluster::herzog().await;
+        let kept = Endpoint {
+            sessions: Sessions::default(),
+            ..cluster.endpoint.clone()
+        }
+        .keeping();
+        let dialled = || kept.sessions.lock().unwrap().len();
+        for _ in 0..3 {
+            Herzog::connect(&kept).await.unwrap().workers().await.unwrap();
+        }
+        assert_eq!(dialled(), 1, "one connection for every command");
+        // The connection breaks (as when herzog restarts): the next command dials again.
+        let session = kept.sessions.lock().unwrap().pop().unwrap();
+        session.abort();
+        let _ = session.await;
+        assert!(!kept.kept_client().unwrap().alive());
+        Herzog::connect(&kept).await.unwrap().workers().await.unwrap();
+        assert_eq!(dialled(), 1, "a new connection");
+        // Forgotten (herzog shut down): dialled again too; closing ends every connection.
+        kept.forget();
+        Herzog::connect(&kept).await.unwrap().workers().await.unwrap();
+        assert_eq!(dialled(), 2);
+        kept.close().await;
+        assert!(kept.kept_client().is_none());
+        cluster.stop().await;
+    }
 
     #[test]
     fn the_flag_beats_the_config_which_beats_the_default() {

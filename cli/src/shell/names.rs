@@ -68,3 +68,42 @@ async fn fetch(endpoint: &Endpoint, kind: Kind) -> Result<Vec<String>, CliError>
         Kind::Workers => herzog.workers().await?.into_iter().map(|w| w.name).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_cluster::Cluster;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn names_come_from_herzog_and_a_silent_herzog_costs_the_deadline_once() {
+        let cluster = Cluster::herzog().await;
+        let dir = cluster.inputs([("a", "x")]);
+        cluster.add("genome", dir, "true").await;
+        let names = std::sync::Arc::new(Names::new(cluster.endpoint.clone(), tokio::runtime::Handle::current()));
+        let asked = names.clone();
+        let projects = tokio::task::spawn_blocking(move || asked.get(Kind::Projects))
+            .await
+            .unwrap();
+        assert_eq!(projects, ["genome"]);
+
+        // A herzog that takes the connection and never answers: no names, after the deadline,
+        // and none again at once while that is fresh.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = cluster.endpoint.at(silent.local_addr().unwrap().to_string());
+        let names = std::sync::Arc::new(Names::new(endpoint, tokio::runtime::Handle::current()));
+        let asked = names.clone();
+        let (first, second) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let first = (asked.get(Kind::Services), started.elapsed());
+            let started = Instant::now();
+            (first, (asked.get(Kind::Services), started.elapsed()))
+        })
+        .await
+        .unwrap();
+        assert!(first.0.is_empty() && second.0.is_empty());
+        assert!(first.1 >= DEADLINE && first.1 < DEADLINE * 3, "{:?}", first.1);
+        assert!(second.1 < DEADLINE / 5, "{:?}", second.1);
+        drop(silent);
+        cluster.stop().await;
+    }
+}
