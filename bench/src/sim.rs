@@ -258,6 +258,14 @@ impl Worker for Service {
             common::output::OutputTarget::Attempt { attempt, .. } => Err(WorkerError::UnknownAttempt { attempt }),
         }
     }
+
+    /// Simulated workers end with the benchmark, not on herzog's word: nothing stops here.
+    async fn shutdown(self, _: Context) -> Result<(), WorkerError> {
+        Err(WorkerError::Prepare {
+            path: "-".into(),
+            reason: "a simulated worker stops with its benchmark, not on request".into(),
+        })
+    }
 }
 
 /// Sends what finished, in calls of up to `MAX_BATCH`, whenever something did; what a failed

@@ -89,6 +89,12 @@ pub enum Command {
     Run(JobArgs),
     /// List the named commands of the services file (`hz run NAME` runs one)
     Commands(JsonArgs),
+    /// An interactive prompt for every command (supervisorctl's): history, Tab completion
+    /// [default when hz is run with no command on a terminal]
+    Shell,
+    /// Stop herzog cleanly, as SIGTERM would (services keep running on the workers), or with
+    /// WORKER that worker's kinski (its attempts and services stop)
+    Shutdown(ShutdownArgs),
 }
 
 /// `hz run`.
@@ -118,6 +124,16 @@ pub struct JobArgs {
     /// The command and its arguments, after `--`, run as given (no shell)
     #[arg(last = true, value_name = "COMMAND")]
     pub argv: Vec<String>,
+}
+
+/// `hz shutdown`.
+#[derive(Debug, Args, Clone)]
+pub struct ShutdownArgs {
+    /// The worker whose kinski stops [default: herzog itself]
+    pub worker: Option<String>,
+    /// Do not ask for confirmation (needed when stdin is not a terminal)
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 /// `hz completions`.

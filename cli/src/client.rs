@@ -42,9 +42,26 @@ pub(crate) struct Endpoint {
     identity: Identity,
     /// The tasks carrying each connection's calls, awaited by [`Endpoint::close`].
     sessions: Sessions,
+    /// `hz shell`: one connection for every command, dialled again once it has broken.
+    kept: Option<Kept>,
 }
 
 type Sessions = std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+type Kept = std::sync::Arc<std::sync::Mutex<Option<KeptClient>>>;
+
+/// The connection an endpoint keeps: its client, and its task, which ends when it breaks.
+#[derive(Clone)]
+struct KeptClient {
+    client: CoordinatorClient,
+    /// `None` in process, where the link does not break.
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl KeptClient {
+    fn alive(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| !t.is_finished())
+    }
+}
 
 /// How long closing the connections may take before hz exits anyway.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,7 +84,19 @@ impl Endpoint {
             addr,
             identity: Identity::Ready(common::transport::Connector::new(identity)?),
             sessions: Sessions::default(),
+            kept: None,
         })
+    }
+
+    /// The same identity, for herzog at another address (tests).
+    #[cfg(test)]
+    pub(crate) fn at(&self, addr: String) -> Endpoint {
+        Endpoint {
+            addr,
+            identity: self.identity.clone(),
+            sessions: Sessions::default(),
+            kept: None,
+        }
     }
 
     /// herzog in this process.
@@ -76,6 +105,7 @@ impl Endpoint {
             addr: common::link::IN_PROCESS.to_string(),
             identity: Identity::InProcess(dialer),
             sessions: Sessions::default(),
+            kept: None,
         }
     }
 
@@ -85,16 +115,38 @@ impl Endpoint {
             addr,
             identity: Identity::Flag(tls),
             sessions: Sessions::default(),
+            kept: None,
         }
     }
 
     /// Closes every connection made through this endpoint once its clients are gone: waits
     /// for each to send TLS close_notify and close, so herzog sees a clean end, not a cut.
     pub(crate) async fn close(&self) {
+        self.forget();
         let sessions = std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|e| e.into_inner()));
         for session in sessions {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, session).await;
         }
+    }
+
+    /// This endpoint, keeping one connection for all its commands (`hz shell`).
+    pub(crate) fn keeping(self) -> Endpoint {
+        Endpoint {
+            kept: Some(Kept::default()),
+            ..self
+        }
+    }
+
+    /// Drops the kept connection (herzog shut down, or it broke): the next command dials.
+    pub(crate) fn forget(&self) {
+        if let Some(kept) = &self.kept {
+            kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+    }
+
+    fn kept_client(&self) -> Option<KeptClient> {
+        let kept = self.kept.as_ref()?;
+        kept.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn link(&self) -> Result<common::link::Link, CliError> {
@@ -133,15 +185,29 @@ pub(crate) struct Herzog {
 
 impl Herzog {
     /// Dials herzog.
+    /// Dials herzog; an endpoint that keeps its connection gives it again while it is up.
     pub(crate) async fn connect(to: &Endpoint) -> Result<Self, CliError> {
-        let client = match to.link()? {
+        if let Some(kept) = to.kept_client().filter(KeptClient::alive) {
+            return Ok(Herzog {
+                client: kept.client,
+                addr: to.addr.clone(),
+            });
+        }
+        let (client, task) = match to.link()? {
             common::link::Link::Tls { addr, connector } => {
                 let (client, session) = common::transport::coordinator_session(&addr, &connector).await?;
+                let task = session.abort_handle();
                 to.sessions.lock().unwrap_or_else(|e| e.into_inner()).push(session);
-                client
+                (client, Some(task))
             }
-            link => link.coordinator_client().await?,
+            link => (link.coordinator_client().await?, None),
         };
+        if let Some(kept) = &to.kept {
+            *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(KeptClient {
+                client: client.clone(),
+                task,
+            });
+        }
         Ok(Herzog {
             client,
             addr: to.addr.clone(),
@@ -348,6 +414,12 @@ impl Herzog {
         let fut = self.client.fragments(ctx(), project.to_string(), offset, limit);
         self.call("listing fragments", fut).await
     }
+
+    /// Stops herzog (`None`) or a worker's kinski; answers what happens.
+    pub(crate) async fn shutdown(&self, worker: Option<String>) -> Result<String, CliError> {
+        self.call("asking it to shut down", self.client.shutdown(ctx(), worker))
+            .await
+    }
 }
 
 fn ctx() -> Context {
@@ -358,6 +430,36 @@ fn ctx() -> Context {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// `hz shell`'s endpoint: one connection for every command, a new one once it broke.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_keeping_endpoint_dials_once_and_again_after_a_break() {
+        let cluster = crate::test_cluster::Cluster::herzog().await;
+        let kept = Endpoint {
+            sessions: Sessions::default(),
+            ..cluster.endpoint.clone()
+        }
+        .keeping();
+        let dialled = || kept.sessions.lock().unwrap().len();
+        for _ in 0..3 {
+            Herzog::connect(&kept).await.unwrap().workers().await.unwrap();
+        }
+        assert_eq!(dialled(), 1, "one connection for every command");
+        // The connection breaks (as when herzog restarts): the next command dials again.
+        let session = kept.sessions.lock().unwrap().pop().unwrap();
+        session.abort();
+        let _ = session.await;
+        assert!(!kept.kept_client().unwrap().alive());
+        Herzog::connect(&kept).await.unwrap().workers().await.unwrap();
+        assert_eq!(dialled(), 1, "a new connection");
+        // Forgotten (herzog shut down): dialled again too; closing ends every connection.
+        kept.forget();
+        Herzog::connect(&kept).await.unwrap().workers().await.unwrap();
+        assert_eq!(dialled(), 2);
+        kept.close().await;
+        assert!(kept.kept_client().is_none());
+        cluster.stop().await;
+    }
 
     #[test]
     fn the_flag_beats_the_config_which_beats_the_default() {

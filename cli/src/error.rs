@@ -5,7 +5,7 @@
 //! | 0    | ok |
 //! | 1    | the work failed: a fragment failed (`hz local`, `hz progress --watch`, `hz logs -f`) |
 //! | 2    | bad input: usage, a missing directory, an invalid name, a program not found, a bad config, any herzog refusal except those below |
-//! | 3    | herzog unreachable (a connection cut while it was set up too), or the connection to it failed mid-call; `hz tail`, `hz logs -f`: the worker holding the output unreachable |
+//! | 3    | herzog unreachable (a connection cut while it was set up too), or the connection to it failed mid-call; `hz tail`, `hz logs -f`: the worker holding the output unreachable; `hz shutdown WORKER`: that worker unreachable |
 //! | 4    | herzog-side failure: herzog could not store a change or is shutting down; in `hz local`, a daemon failed |
 //! | 130  | interrupted (Ctrl-C during `hz local`, `hz tail -f` or `hz logs -f`, or SIGTERM during `hz local`) |
 
@@ -45,7 +45,8 @@ Exit codes:
        or any refusal from herzog other than those under 3 and 4
   3    herzog unreachable (also: it cut the connection while it was set up), or the
        connection to it failed during a call;
-       hz tail, hz logs -f: herzog cannot reach the worker holding the output
+       hz tail, hz logs -f: herzog cannot reach the worker holding the output;
+       hz shutdown WORKER: herzog cannot reach that worker
   4    herzog-side failure: it could not store a change or is shutting down
        (in hz local: herzog or kinski failed)
   5    not allowed: herzog refused your certificate (expired, from another cluster's CA,
@@ -169,7 +170,7 @@ impl CliError {
 pub fn api_exit_code(e: &ApiError) -> u8 {
     match e {
         ApiError::Storage { .. } | ApiError::ShuttingDown | ApiError::PurgeFailed { .. } => code::HERZOG_FAILED,
-        ApiError::HostUnreachable { .. } => code::UNREACHABLE,
+        ApiError::HostUnreachable { .. } | ApiError::WorkerUnreachable { .. } => code::UNREACHABLE,
         _ => code::BAD_INPUT,
     }
 }

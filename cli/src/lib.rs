@@ -13,6 +13,7 @@ pub mod args;
 mod client;
 mod commands;
 pub mod error;
+mod shell;
 mod table;
 #[cfg(test)]
 mod test_cluster;
@@ -69,7 +70,24 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let addr = client::resolve_address(cli.herzog.as_deref(), config.as_ref());
     common::config::check_address(&addr).map_err(CliError::Usage)?;
     let addr = client::Endpoint::from_flag(addr, cli.tls);
-    let result = match cli.command {
+    if let Command::Shell = cli.command {
+        return shell::run(addr.keeping(), out).await;
+    }
+    let result = dispatch(cli.command, &addr, out).await;
+    addr.close().await;
+    result
+}
+
+/// Runs a command that talks to herzog through `addr` (a shell's line too: `hz shell` keeps
+/// one connection for all of them).
+pub(crate) async fn dispatch(
+    command: Command,
+    endpoint: &client::Endpoint,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    // A clone shares the endpoint's connections (the shell's kept one too).
+    let addr = endpoint.clone();
+    match command {
         Command::Action(a) => commands::action::run(&a, &addr, out).await,
         Command::List(a) => commands::list::run(a, &addr, out).await,
         Command::Progress(a) => commands::progress::run(&a, &addr, out).await,
@@ -113,10 +131,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Forget(a) => commands::controls::run(Control::Forget { worker: a.worker }, &addr).await,
         Command::Run(a) => commands::run::run(&a, &addr, out).await,
         Command::Commands(a) => commands::named::run(a, &addr, out).await,
-        Command::Local(_) | Command::Completions(_) | Command::Man => unreachable!("handled above"),
-    };
-    addr.close().await;
-    result
+        Command::Shutdown(a) => commands::shutdown::run(&a, &addr).await,
+        // `run` handles these before it dials; a shell line never gets here with them.
+        command @ (Command::Local(_) | Command::Completions(_) | Command::Man | Command::Shell) => Err(
+            CliError::Usage(shell::not_here(&command).unwrap_or_default().to_string()),
+        ),
+    }
 }
 
 /// The whole program: parses the arguments, runs the command, prints an error as
@@ -124,6 +144,14 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        // `hz` alone (or with global flags alone) on a terminal opens the shell.
+        Err(e) if shell::opens_on(e.kind()) => match Cli::try_parse_from(std::env::args_os().chain(["shell".into()])) {
+            Ok(cli) => cli,
+            Err(_) => {
+                let _ = e.print();
+                return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(code::BAD_INPUT));
+            }
+        },
         Err(e) => {
             // Help and version print to stdout and exit 0; usage errors exit 2.
             let _ = e.print();

@@ -73,7 +73,11 @@ pub enum ApiError {
         reason: String,
     },
     #[error("no worker named '{name}': `hz workers` lists them")]
-    UnknownHost { name: String },
+    NoSuchWorker { name: String },
+    #[error("worker '{name}' is not connected to herzog (it is {state}): there is no kinski to ask")]
+    WorkerNotConnected { name: String, state: String },
+    #[error("failed to ask worker '{name}' to shut down: {reason}")]
+    WorkerUnreachable { name: String, reason: String },
     #[error("no job named '{name}': `hz active` shows the running ones")]
     UnknownJob { name: String },
     #[error("job {name}: {reason}")]

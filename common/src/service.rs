@@ -96,6 +96,11 @@ pub trait Coordinator {
     async fn job_resize(name: String, size: TtySize) -> Result<(), ApiError>;
     /// The named commands of the services file (`hz commands`).
     async fn commands() -> Result<Vec<CommandInfo>, ApiError>;
+    /// Shuts down cleanly (`hz shutdown`): herzog itself when `worker` is `None`, as SIGTERM
+    /// would (the services keep running on their workers); else that worker's kinski, which
+    /// herzog asks over its connection and which stops as SIGTERM would stop it. Answers what
+    /// happens, in a line, before herzog stops.
+    async fn shutdown(worker: Option<String>) -> Result<String, ApiError>;
 }
 
 /// The most starts or completions one call carries: a batch of herzog's loop is 8,192
@@ -185,6 +190,9 @@ pub trait Worker {
     async fn fragment_input(attempt: AttemptId, offset: u64, bytes: Vec<u8>, eof: bool) -> Result<(), WorkerError>;
     /// Sets a job's terminal size.
     async fn fragment_resize(attempt: AttemptId, size: TtySize) -> Result<(), WorkerError>;
+    /// Shuts kinski down cleanly, as SIGTERM would (`hz shutdown WORKER`): it answers first,
+    /// then stops its attempts and instances and tells herzog it stops.
+    async fn shutdown() -> Result<(), WorkerError>;
 }
 
 /// Why kinski refused a call.

@@ -273,6 +273,22 @@ pub async fn registry_client(
     Ok(crate::service::RegistryClient::new(tarpc::client::Config::default(), json_transport(stream)).spawn())
 }
 
+/// A connected Registry client and the task that carries its calls, which closes the
+/// connection cleanly once every clone of the client is dropped (as [`coordinator_session`]):
+/// what kinski says its last words on before it exits.
+pub async fn registry_session(
+    addr: &str,
+    connector: &Connector,
+) -> Result<(crate::service::RegistryClient, tokio::task::JoinHandle<()>), ConnectError> {
+    let stream = dial(addr, &Hello::Registry, connector).await?;
+    let tarpc::client::NewClient { client, dispatch } =
+        crate::service::RegistryClient::new(tarpc::client::Config::default(), json_transport(stream));
+    let task = tokio::spawn(async move {
+        let _ = dispatch.await;
+    });
+    Ok((client, task))
+}
+
 /// A tarpc context whose deadline is `timeout` from now.
 pub fn context_with(timeout: Duration) -> tarpc::context::Context {
     let mut ctx = tarpc::context::current();

@@ -4,6 +4,7 @@
 mod history;
 mod jobs;
 mod remove;
+pub(crate) mod shutdown;
 
 use crate::engine::Handle;
 use crate::machine::{Event, Reply, attempt_paths};
@@ -40,11 +41,13 @@ pub(crate) struct Api {
     pub(crate) connections: crate::dispatch::Connections,
     /// Where each project's results folder is made: `<results_root>/<project>`.
     pub(crate) results_root: PathBuf,
+    /// `hz shutdown` asks the server's loop to stop herzog through this.
+    pub(crate) shutdown: shutdown::Asked,
 }
 
-/// The Coordinator service (for hz).
+/// The Coordinator service (for hz), for one connection: the watch ends when it closes.
 #[derive(Clone)]
-pub(crate) struct ClientApi(pub(crate) Api);
+pub(crate) struct ClientApi(pub(crate) Api, pub(crate) tokio::sync::watch::Receiver<()>);
 
 /// The Registry service (for kinski), for the worker its certificate names.
 #[derive(Clone)]
@@ -244,6 +247,13 @@ impl Coordinator for ClientApi {
 
     async fn commands(self, _: Context) -> Result<Vec<common::job::CommandInfo>, ApiError> {
         jobs::commands(&self.0).await
+    }
+
+    async fn shutdown(self, _: Context, worker: Option<String>) -> Result<String, ApiError> {
+        match worker {
+            None => shutdown::herzog(&self.0, &self.1),
+            Some(name) => shutdown::worker(&self.0, name).await,
+        }
     }
 
     async fn control(self, _: Context, control: Control) -> Result<String, ApiError> {

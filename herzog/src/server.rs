@@ -143,6 +143,8 @@ pub async fn run(
         handle: handle.clone(),
         stager: stager.clone(),
     };
+    // `hz shutdown`: the loop stops as on SIGTERM, then lets the reply reach the asker.
+    let (asked_tx, mut asked) = tokio::sync::mpsc::channel::<tokio::sync::watch::Receiver<()>>(1);
     let api = Api {
         handle: handle.clone(),
         db,
@@ -153,6 +155,7 @@ pub async fn run(
         services: config.services.clone(),
         connections: connections.clone(),
         results_root,
+        shutdown: asked_tx,
     };
     let tick =
         (config.worker_timeout / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));
@@ -173,9 +176,14 @@ pub async fn run(
     common::logging::notify_ready();
 
     tokio::pin!(shutdown);
+    let mut asker = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            Some(connection) = asked.recv() => {
+                asker = Some(connection);
+                break;
+            }
             // The loop stopped on its own (a failed commit, a panic): herzog can no longer do
             // its job, so it exits non-zero with the reason and systemd restarts it.
             ended = &mut engine => return Err(engine_stopped(ended)),
@@ -208,11 +216,19 @@ pub async fn run(
     tracing::info!("herzog shutting down");
     common::logging::notify_stopping();
     let _ = stop_tx.send(());
-    match engine.await {
-        Ok(result) => Ok(result?),
+    let stopped = match engine.await {
+        Ok(result) => result.map_err(HerzogError::from),
         Err(e) => Err(engine_stopped(Err(e))),
+    };
+    // The reply to `hz shutdown` is on its way: hz closes the connection once it has it.
+    if let Some(mut connection) = asker {
+        let _ = tokio::time::timeout(ASKER_CLOSE, connection.changed()).await;
     }
+    stopped
 }
+
+/// How long herzog, stopped by `hz shutdown`, waits for the asking connection to close.
+const ASKER_CLOSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Applies the services file at start-up; one with an error changes nothing (the services in
 /// force, as recorded, keep running) and says why.
@@ -348,9 +364,11 @@ async fn serve_client<T>(api: Api, transport: T)
 where
     T: Transport<Response<CoordinatorResponse>, ClientMessage<CoordinatorRequest>> + Send + 'static,
 {
+    // Dropped when the connection ends: what `hz shutdown` waits for.
+    let (_open, connection) = tokio::sync::watch::channel(());
     BaseChannel::with_defaults(transport)
         .max_concurrent_requests(CLIENT_REQUESTS)
-        .execute(ClientApi(api).serve())
+        .execute(ClientApi(api, connection).serve())
         .for_each(spawn)
         .await;
 }

@@ -240,6 +240,17 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %link.describe(), "kinski starting");
     // Ready once the journal is recovered: herzog may be away, and kinski works without it.
     common::logging::notify_ready();
+    // `hz shutdown WORKER` takes the path SIGTERM takes.
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let shutdown = {
+        let asked = stop.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = asked.notified() => {}
+            }
+        }
+    };
     tokio::pin!(shutdown);
     // Jitter adds up to the delay again, so a cap of `max / 2` keeps every wait under `max`.
     let backoff = |max: Duration| {
@@ -261,6 +272,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             supervisor: &supervisor,
             instances: &instances,
             resources: &resources,
+            stop: &stop,
         };
         let mut registered = None;
         let ended = tokio::select! {

@@ -9,11 +9,16 @@ use common::wire::{Resources, StartAttempt};
 use std::time::Duration;
 use tarpc::context::Context;
 
+/// How long kinski, asked to shut down, waits for its answer to leave before it stops.
+const REPLY_FIRST: Duration = Duration::from_millis(200);
+
 #[derive(Clone)]
 pub(crate) struct WorkerService {
     pub(crate) supervisor: Supervisor,
     pub(crate) instances: crate::services::Instances,
     pub(crate) resources: Resources,
+    /// `hz shutdown WORKER`: kinski's loop stops as on SIGTERM when this is notified.
+    pub(crate) stop: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Worker for WorkerService {
@@ -106,6 +111,17 @@ impl Worker for WorkerService {
                 self.supervisor.output(attempt, stream, position, max, wait).await
             }
         }
+    }
+
+    async fn shutdown(self, _: Context) -> Result<(), WorkerError> {
+        tracing::info!("herzog asked this worker to shut down (hz shutdown)");
+        // Stopping drops the connection this answer goes out on: give the answer a moment.
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REPLY_FIRST).await;
+            stop.notify_one();
+        });
+        Ok(())
     }
 }
 

@@ -33,14 +33,27 @@ fn incarnation() -> u64 {
 /// own, after the attempts were stopped.
 pub(crate) async fn goodbye(link: &Link, name: &str, supervisor: &Supervisor) -> Result<(), SessionError> {
     let call = async {
-        let registry = link.registry_client(name).await?;
-        registry
+        // Over TLS, the connection is closed cleanly before kinski exits: herzog would log a
+        // connection cut without TLS close_notify.
+        let (registry, carrier) = match link {
+            Link::Tls { addr, connector } => {
+                let (client, task) = common::transport::registry_session(addr, connector).await?;
+                (client, Some(task))
+            }
+            Link::InProcess(_) => (link.registry_client(name).await?, None),
+        };
+        let said = registry
             .worker_stopping(
                 context_with(Duration::from_secs(5)),
                 name.to_string(),
                 supervisor.held(),
             )
-            .await??;
+            .await;
+        drop(registry);
+        if let Some(carrier) = carrier {
+            let _ = carrier.await;
+        }
+        said??;
         Ok(())
     };
     match tokio::time::timeout(Duration::from_secs(5), call).await {
@@ -72,6 +85,8 @@ pub(crate) struct Session<'a> {
     pub(crate) supervisor: &'a Supervisor,
     pub(crate) instances: &'a crate::services::Instances,
     pub(crate) resources: &'a Resources,
+    /// Notified by the Worker service's `shutdown` (`hz shutdown WORKER`).
+    pub(crate) stop: &'a std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// herzog's calls in flight at once on this worker: one start call, a prep and a start per
@@ -112,6 +127,7 @@ impl Session<'_> {
             supervisor: self.supervisor.clone(),
             instances: self.instances.clone(),
             resources: self.resources.clone(),
+            stop: self.stop.clone(),
         };
         let mut serving = match self.link {
             Link::Tls { addr, connector } => {

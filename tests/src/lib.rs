@@ -755,6 +755,14 @@ impl Cluster {
         (status, herzog.log())
     }
 
+    /// Waits until worker `name`'s kinski exits by itself (at most `limit`), and returns how
+    /// it ended and everything it logged; it is then out of the cluster.
+    pub fn worker_exit(&mut self, name: &str, limit: Duration, what: &str) -> (ExitStatus, String) {
+        let mut worker = self.take_worker(name);
+        let status = worker.wait_exit(limit, what);
+        (status, worker.log())
+    }
+
     /// Waits until herzog logs a line containing `needle` (see [`Daemon::wait_for`]).
     pub fn herzog_wait_for(&mut self, needle: &str, limit: Duration) -> String {
         self.herzog.as_mut().expect("herzog runs").wait_for(needle, limit)

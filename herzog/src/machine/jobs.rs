@@ -67,7 +67,7 @@ impl Machine {
                 .into());
             }
             if !self.workers.contains_key(&host) {
-                return Err(ApiError::UnknownHost { name: host }.into());
+                return Err(ApiError::NoSuchWorker { name: host }.into());
             }
             hosts = vec![host];
         }
