@@ -485,6 +485,7 @@ async fn measure(o: &Options, inputs: &Path, state: &Path, bench_nofile: (u64, u
                 spec: RunSpec::new("/bin/true"),
                 after: Vec::new(),
                 max_running: None,
+                share: None,
             },
         )
         .await

@@ -304,6 +304,10 @@ impl Herzog {
             .await
     }
 
+    pub(crate) async fn shares(&self) -> Result<Vec<common::wire::ShareInfo>, CliError> {
+        self.call("reading the fair shares", self.client.shares(ctx())).await
+    }
+
     pub(crate) async fn policy(&self) -> Result<Policy, CliError> {
         self.call("reading the policy", self.client.policy(ctx())).await
     }

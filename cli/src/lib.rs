@@ -132,6 +132,14 @@ pub(crate) async fn dispatch(
         Command::Run(a) => commands::run::run(&a, &addr, out).await,
         Command::Commands(a) => commands::named::run(a, &addr, out).await,
         Command::Shutdown(a) => commands::shutdown::run(&a, &addr).await,
+        Command::Share(a) => {
+            let control = Control::Share {
+                project: a.project,
+                share: a.share,
+            };
+            commands::controls::run(control, &addr).await
+        }
+        Command::Shares(a) => commands::shares::run(a, &addr, out).await,
         // `run` handles these before it dials; a shell line never gets here with them.
         command @ (Command::Local(_) | Command::Completions(_) | Command::Man | Command::Shell) => Err(
             CliError::Usage(shell::not_here(&command).unwrap_or_default().to_string()),

@@ -134,6 +134,7 @@ impl Cluster {
 
             after: Vec::new(),
             max_running: None,
+            share: None,
         };
         action::add(&self.herzog, project).await.unwrap()
     }

@@ -125,6 +125,11 @@ pub struct HerzogSection {
     /// The most bytes kept of each attempt's stdout and of its stderr: the first and the
     /// last half, with a line between them saying what was cut.
     pub max_log_bytes: bytesize::ByteSize,
+    /// Fair share: past usage counts half as much after this long ("7d", "1h"; Slurm's
+    /// PriorityDecayHalfLife). Default: off, usage counts in full since a project became
+    /// active.
+    #[serde(with = "humantime_serde")]
+    pub fair_half_life: Option<Duration>,
 }
 
 impl Default for HerzogSection {
@@ -141,6 +146,7 @@ impl Default for HerzogSection {
             min_free_space: bytesize::ByteSize::gib(1),
             services: None,
             max_log_bytes: bytesize::ByteSize(crate::wire::DEFAULT_MAX_LOG_BYTES),
+            fair_half_life: None,
         }
     }
 }
@@ -455,5 +461,16 @@ mod tests {
         assert_eq!(ok.herzog.max_log_bytes.as_u64(), 65536);
         let ok = ClusterConfig::parse("[herzog]\nmax_log_bytes = \"1 MiB\"\n", Path::new("c.toml")).unwrap();
         assert_eq!(ok.herzog.max_log_bytes.as_u64(), 1 << 20);
+        let ok = ClusterConfig::parse("[herzog]\nfair_half_life = \"1h\"\n", Path::new("c.toml")).unwrap();
+        assert_eq!(ok.herzog.fair_half_life, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            ClusterConfig::parse("", Path::new("c.toml"))
+                .unwrap()
+                .herzog
+                .fair_half_life,
+            None
+        );
+        let err = ClusterConfig::parse("[herzog]\nfair_half_life = \"often\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("fair_half_life"), "{err}");
     }
 }

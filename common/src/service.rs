@@ -101,6 +101,8 @@ pub trait Coordinator {
     /// herzog asks over its connection and which stops as SIGTERM would stop it. Answers what
     /// happens, in a line, before herzog stops.
     async fn shutdown(worker: Option<String>) -> Result<String, ApiError>;
+    /// Each project's standing in the fair share (`hz shares`).
+    async fn shares() -> Result<Vec<ShareInfo>, ApiError>;
 }
 
 /// The most starts or completions one call carries: a batch of herzog's loop is 8,192

@@ -121,6 +121,9 @@ pub struct NewProject {
     /// At most this many of its attempts at once.
     #[serde(default)]
     pub max_running: Option<u32>,
+    /// Its weight in the fair share (`hz action --share N`; default 1).
+    #[serde(default)]
+    pub share: Option<u32>,
 }
 
 /// The reply to [`NewProject`].
@@ -150,6 +153,31 @@ impl std::fmt::Display for Policy {
             Policy::Priority { project } => write!(f, "priority {project}"),
         }
     }
+}
+
+/// A project's standing in the fair share (`hz shares`). Shares are parts of the slot-time
+/// (running programs × time) used by every project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShareInfo {
+    pub project: String,
+    /// Its weight (`hz share`).
+    pub share: u32,
+    /// It has work the scheduler may start (else it only finishes what runs).
+    pub active: bool,
+    /// Its weight over the active projects' weights.
+    pub target: f64,
+    /// Its part of the slot-time of the last minute (or since it became active, if later).
+    pub last_minute: Option<f64>,
+    /// Its part of the slot-time since it became active.
+    pub since_active: Option<f64>,
+    /// Its slot-time since it became active, ms.
+    pub used_ms: u64,
+    /// How long it has been active, ms.
+    pub active_ms: u64,
+    /// Slot-time its share entitles it to beyond what it used, ms (negative: it used more).
+    pub deficit_ms: i64,
+    /// The `priority` project (outside the fair share).
+    pub priority: bool,
 }
 
 /// How far a project is (`hz progress`, `hz list`).
@@ -482,6 +510,12 @@ pub enum Control {
     Limit {
         project: String,
         max_running: Option<u32>,
+    },
+    /// The project's weight in the fair share (`hz share P N`): it gets N times the
+    /// slot-time of a weight-1 project while both have work.
+    Share {
+        project: String,
+        share: u32,
     },
     /// The worker finishes what it runs and takes nothing new.
     Drain {

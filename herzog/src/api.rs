@@ -178,6 +178,7 @@ impl Coordinator for ClientApi {
             spec,
             after,
             max_running,
+            share,
         } = project;
         let name = name.unwrap_or_else(|| common::name::name_from_dir(&dir));
         common::name::check_name(&name)?;
@@ -206,6 +207,7 @@ impl Coordinator for ClientApi {
                 files,
                 after,
                 max_running,
+                share: share.unwrap_or(1),
             })))
             .await?
         {
@@ -324,6 +326,10 @@ impl Coordinator for ClientApi {
     }
 
     // A herzog shutting down says so rather than answering "fair" or "nothing".
+    async fn shares(self, _: Context) -> Result<Vec<ShareInfo>, ApiError> {
+        self.0.handle.query(|m| m.shares()).await
+    }
+
     async fn policy(self, _: Context) -> Result<Policy, ApiError> {
         self.0.handle.query(|m| m.policy()).await
     }

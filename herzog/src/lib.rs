@@ -4,6 +4,7 @@
 mod api;
 mod dispatch;
 mod engine;
+mod fair;
 mod fragment_output;
 mod machine;
 mod scheduler;
@@ -35,6 +36,9 @@ pub struct Config {
     pub services: Option<PathBuf>,
     /// `herzog.max_log_bytes`: the most kept of each attempt's stdout and stderr.
     pub max_log_bytes: u64,
+    /// `herzog.fair_half_life`: how fast past usage is forgiven in the fair share (`None`:
+    /// never).
+    pub fair_half_life: Option<Duration>,
 }
 
 impl Config {
@@ -48,6 +52,7 @@ impl Config {
             min_free_space: common::config::HerzogSection::default().min_free_space.as_u64(),
             services: None,
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
+            fair_half_life: None,
         }
     }
 }

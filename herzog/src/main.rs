@@ -249,6 +249,7 @@ fn main() -> ExitCode {
         min_free_space: h.min_free_space.as_u64(),
         services,
         max_log_bytes: h.max_log_bytes.as_u64(),
+        fair_half_life: h.fair_half_life,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -1,13 +1,16 @@
 //! The scheduler: a pure function from demand, policy and free slots to assignments.
 //!
-//! `fair` gives each free slot to the active project with the fewest slots (running plus
-//! assigned so far), which is the one furthest below its equal share; ties go to the older
-//! project. `priority P` gives P every slot it can use first; the others share the rest fairly.
-//! Each slot goes to the worker with the most free slots left (ties by name), which spreads
-//! a project across hosts. Deterministic, so tests assert exact assignments.
+//! `fair` gives each free slot (and each place in a worker's queue of starts) to the project
+//! furthest below its entitlement per unit of weight: its deficit (slot-time it is owed by
+//! its share minus slot-time it used, from [`crate::fair::Ledger`]) less the expected
+//! slot-time of the starts it already has queued, over its weight. Each slot given charges
+//! the project the expected length of one attempt, so a round spreads its slots. Ties go to
+//! the older project. `priority P` gives P every slot it can use first; the others share the
+//! rest fairly. Each slot goes to the worker with the most free slots left (ties by name),
+//! which spreads a project across hosts. Deterministic, so tests assert exact assignments.
 
 use common::ProjectId;
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 /// A project that wants slots. `ProjectId` order is age order: lower is older.
@@ -15,7 +18,13 @@ use std::collections::BinaryHeap;
 pub(crate) struct Demand {
     pub(crate) project: ProjectId,
     pub(crate) pending: u64,
-    pub(crate) running: u64,
+    /// How far below its entitlement it is, in slot-ms, less what its queued starts are
+    /// expected to use (negative: above it).
+    pub(crate) owed_ms: i64,
+    /// Its share weight (`hz share`), at least 1.
+    pub(crate) weight: u32,
+    /// What one more attempt is expected to use, slot-ms (at least 1).
+    pub(crate) cost_ms: u64,
 }
 
 /// A worker's free slots.
@@ -56,7 +65,7 @@ pub(crate) fn assign<'a>(
         .map(|(rank, c)| (c.free, Reverse(rank)))
         .collect();
     let mut wants = wants(demands);
-    let mut out = Vec::with_capacity(total_free.min(wants.iter().map(|w| w.2).sum()) as usize);
+    let mut out = Vec::with_capacity(total_free.min(wants.iter().map(|w| w.pending).sum()) as usize);
     for _ in 0..total_free {
         let Some(i) = pick_project(&wants, priority) else { break };
         let Some((left, Reverse(rank))) = free.pop() else {
@@ -65,38 +74,69 @@ pub(crate) fn assign<'a>(
         if left > 1 {
             free.push((left - 1, Reverse(rank)));
         }
-        wants[i].0 += 1;
-        wants[i].2 -= 1;
+        wants[i].take();
         out.push(Assignment {
             worker: by_name[rank].worker,
-            project: wants[i].1,
+            project: wants[i].project,
         });
     }
     out
 }
 
-/// The projects that want slots: (running + assigned, id, pending left), older first.
-fn wants(demands: &[Demand]) -> Vec<(u64, ProjectId, u64)> {
-    let mut wants: Vec<(u64, ProjectId, u64)> = demands
+/// A project's standing while a round hands out slots.
+#[derive(Clone, Copy, Debug)]
+struct Want {
+    project: ProjectId,
+    pending: u64,
+    owed_ms: i64,
+    weight: u32,
+    cost_ms: u64,
+}
+
+impl Want {
+    /// One slot given: one fewer pending, and charged what an attempt is expected to use.
+    fn take(&mut self) {
+        self.pending -= 1;
+        self.owed_ms = self.owed_ms.saturating_sub(self.cost_ms.max(1) as i64);
+    }
+
+    /// Who is further below its share per unit of weight: `owed / weight`, compared exactly
+    /// by cross-multiplying; ties to the older.
+    fn before(&self, other: &Want) -> Ordering {
+        let mine = i128::from(self.owed_ms) * i128::from(other.weight.max(1));
+        let theirs = i128::from(other.owed_ms) * i128::from(self.weight.max(1));
+        theirs.cmp(&mine).then(self.project.cmp(&other.project))
+    }
+}
+
+/// The projects that want slots, older first.
+fn wants(demands: &[Demand]) -> Vec<Want> {
+    let mut wants: Vec<Want> = demands
         .iter()
         .filter(|d| d.pending > 0)
-        .map(|d| (d.running, d.project, d.pending))
+        .map(|d| Want {
+            project: d.project,
+            pending: d.pending,
+            owed_ms: d.owed_ms,
+            weight: d.weight.max(1),
+            cost_ms: d.cost_ms.max(1),
+        })
         .collect();
-    wants.sort_by_key(|w| w.1);
+    wants.sort_by_key(|w| w.project);
     wants
 }
 
 /// Which project the next slot goes to: the priority project while it has work, else the
-/// one furthest below its share (fewest running), ties to the older.
-fn pick_project(wants: &[(u64, ProjectId, u64)], priority: Option<ProjectId>) -> Option<usize> {
+/// one furthest below its share per unit of weight, ties to the older.
+fn pick_project(wants: &[Want], priority: Option<ProjectId>) -> Option<usize> {
     priority
-        .and_then(|p| wants.iter().position(|w| w.1 == p && w.2 > 0))
+        .and_then(|p| wants.iter().position(|w| w.project == p && w.pending > 0))
         .or_else(|| {
             wants
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| w.2 > 0)
-                .min_by_key(|(_, w)| (w.0, w.1))
+                .filter(|(_, w)| w.pending > 0)
+                .min_by(|a, b| a.1.before(b.1))
                 .map(|(i, _)| i)
         })
 }
@@ -107,11 +147,15 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
+    /// A project with `running` attempts of one second each, against others level with it:
+    /// each running attempt puts it one attempt's cost above its share.
     fn d(project: i64, pending: u64, running: u64) -> Demand {
         Demand {
             project: ProjectId(project),
             pending,
-            running,
+            owed_ms: -(running as i64) * 1000,
+            weight: 1,
+            cost_ms: 1000,
         }
     }
 
@@ -199,11 +243,10 @@ mod tests {
             if free[slot].0 == 0 {
                 free.swap_remove(slot);
             }
-            wants[i].0 += 1;
-            wants[i].2 -= 1;
+            wants[i].take();
             out.push(Assignment {
                 worker,
-                project: wants[i].1,
+                project: wants[i].project,
             });
         }
         out
@@ -256,7 +299,8 @@ mod tests {
                         for y in &demands {
                             let gy = *got.get(&y.project.0).unwrap_or(&0) as u64;
                             if gy > 0 {
-                                prop_assert!(x.running + gx + 1 >= y.running + gy);
+                                let (rx, ry) = (pend[x.project.0 as usize - 1].1, pend[y.project.0 as usize - 1].1);
+                                prop_assert!(rx + gx + 1 >= ry + gy);
                             }
                         }
                     }

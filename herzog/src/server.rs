@@ -115,6 +115,11 @@ pub async fn run(
     let results_root = config.state_dir.join("results");
     let machine = Machine::restore(timing, results_root.clone(), snapshot, clock.now())
         .with_max_log_bytes(config.max_log_bytes)
+        .with_fair_half_life(
+            config
+                .fair_half_life
+                .map(|d| d.as_millis().min(i64::MAX as u128) as i64),
+        )
         .with_staged_hosts(|worker| config.hosts.iter().any(|h| h.name == worker && !h.shared_fs));
     tracing::info!(db = %store.path().display(), elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
 

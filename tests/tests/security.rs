@@ -406,6 +406,7 @@ fn a_placeholder_the_shell_cannot_pass_safely_is_refused_with_how_to_write_it() 
             spec: common::wire::RunSpec::new("/bin/echo '{}'"),
             after: Vec::new(),
             max_running: None,
+            share: None,
         };
         client.project_add(tarpc::context::current(), project).await.unwrap()
     });

@@ -18,6 +18,7 @@ pub(crate) async fn run(args: &ActionArgs, addr: &Endpoint, out: &mut dyn Write)
     let mut project = prepare(&args.run, &cwd, path_var.as_deref())?;
     project.after = args.after.clone();
     project.max_running = args.max_running;
+    project.share = args.share;
     let herzog = Herzog::connect(addr).await?;
     let added = add(&herzog, project).await?;
     writeln!(out, "{}", added.name)?;
@@ -83,6 +84,7 @@ pub(crate) fn prepare(run: &RunArgs, cwd: &Path, path_var: Option<&str>) -> Resu
         spec,
         after: Vec::new(),
         max_running: None,
+        share: None,
     })
 }
 

@@ -382,6 +382,7 @@ mod tests {
             spec: RunSpec::new("grep -q ok"),
             after: Vec::new(),
             max_running: None,
+            share: None,
         };
         let state_dir = Path::new("/s");
         let finished = drive(&cluster.endpoint, project.clone(), state_dir, false, EVERY, None)

@@ -20,6 +20,7 @@ pub(crate) mod remove;
 pub(crate) mod retry;
 pub(crate) mod run;
 pub(crate) mod schedule;
+pub(crate) mod shares;
 pub(crate) mod shutdown;
 pub(crate) mod status;
 pub(crate) mod tail;

@@ -62,6 +62,7 @@ impl Machine {
                 })
             }
             Control::Cancel { project, fragments } => self.cancel(now, &project, &fragments),
+            Control::Share { project, share } => self.set_share(now, &project, share),
             Control::Drain { worker } => {
                 self.known_worker(&worker)?.drained = true;
                 let w = &self.workers[&worker];

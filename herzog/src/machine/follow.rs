@@ -89,6 +89,7 @@ mod tests {
             files: vec!["a".into(), "b".into()],
             after: Vec::new(),
             max_running: None,
+            share: 1,
         }));
         m.handle(at(0), add).expect("added");
         let register = Event::Register {

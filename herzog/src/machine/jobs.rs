@@ -333,6 +333,7 @@ mod tests {
             files: (0..10).map(|i| format!("f{i}")).collect(),
             after: Vec::new(),
             max_running: None,
+            share: 1,
         }));
         m.handle(at(1), add).expect("added");
         m.schedule(at(1));

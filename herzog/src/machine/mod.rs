@@ -10,6 +10,7 @@ mod jobs;
 mod names;
 mod running;
 mod services;
+mod shares;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -98,6 +99,8 @@ pub(crate) struct Project {
     pub(crate) failures: BTreeMap<String, u64>,
     /// An `hz run` job's own part (its project has one fragment and is not listed).
     pub(crate) job: Option<Box<Job>>,
+    /// Its weight in the fair share (`hz share`), at least 1.
+    pub(crate) share: u32,
 }
 
 impl Project {
@@ -132,6 +135,7 @@ impl Project {
             recent: Recent::default(),
             failures: BTreeMap::new(),
             job: None,
+            share: 1,
         }
     }
 }
@@ -227,6 +231,9 @@ pub(crate) struct Live {
     pub(crate) ran: Option<Millis>,
     /// A take-back was asked for and not answered yet.
     pub(crate) unqueue_asked: bool,
+    /// Since when its slot-time counts in the fair share (herzog's clock: its start as its
+    /// worker told it, back-dated from when herzog heard); `None` until then, and for jobs.
+    pub(crate) counted: Option<Mono>,
 }
 
 impl Live {
@@ -237,6 +244,7 @@ impl Live {
             since,
             ran: None,
             unqueue_asked: false,
+            counted: None,
         }
     }
 }
@@ -268,6 +276,8 @@ pub(crate) struct Machine {
     effects: Vec<Effect>,
     /// Sent with every start: the most kept of each stream of an attempt's output.
     max_log_bytes: u64,
+    /// Each project's slot-time against its fair share.
+    fair: crate::fair::Ledger,
 }
 
 /// A worker as the record keeps it.
@@ -319,7 +329,14 @@ impl Machine {
             writes: Vec::new(),
             effects: Vec::new(),
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
+            fair: crate::fair::Ledger::default(),
         }
+    }
+
+    /// Sets `herzog.fair_half_life`: how fast past imbalances in the fair share are forgiven.
+    pub(crate) fn with_fair_half_life(mut self, half_life_ms: Option<i64>) -> Self {
+        self.fair.set_half_life(half_life_ms);
+        self
     }
 
     /// Sets `herzog.max_log_bytes` for the starts this machine builds.
@@ -370,6 +387,11 @@ impl Machine {
                         let mut live = Live::new(p.id, i as u32, Mono(now.mono.0 - ago));
                         live.ran = snap.ran.get(attempt).copied();
                         p.started += u64::from(live.ran.is_some());
+                        if live.ran.is_some() && p.job.is_none() {
+                            // Slot-time accrues afresh from a restart (see "Scheduling").
+                            live.counted = Some(now.mono);
+                            m.fair.start(p.id, now.mono.0, now.mono.0);
+                        }
                         m.live.insert(*attempt, live);
                         let w = m.workers.entry(worker.clone()).or_insert_with(|| {
                             Worker::new(
@@ -384,6 +406,7 @@ impl Machine {
                     _ => {}
                 }
             }
+            m.fair.set_weight(p.id, p.share, now.mono.0);
             m.by_name.insert(p.name.clone(), p.id);
             m.projects.insert(p.id, p);
         }
@@ -553,6 +576,7 @@ impl Machine {
             files,
             after,
             max_running,
+            share,
         } = new;
         common::name::check_name(&name)?;
         if self.by_name.contains_key(&name) {
@@ -564,6 +588,13 @@ impl Machine {
         if max_running == Some(0) {
             return Err(ApiError::InvalidValue {
                 what: "--max-running".into(),
+                reason: "must be at least 1 (`hz pause` holds a project)".into(),
+            }
+            .into());
+        }
+        if share == 0 {
+            return Err(ApiError::InvalidValue {
+                what: "--share".into(),
                 reason: "must be at least 1 (`hz pause` holds a project)".into(),
             }
             .into());
@@ -615,6 +646,11 @@ impl Machine {
         project.counts.pending = total;
         project.after = after;
         project.max_running = max_running;
+        project.share = share;
+        if share != 1 {
+            self.writes.push(Write::ProjectShare { id, share });
+        }
+        self.fair.set_weight(id, share, now.mono.0);
         self.by_name.insert(name.clone(), id);
         self.projects.insert(id, project);
         tracing::info!(project = %name, fragments = total, "project added");
@@ -643,6 +679,7 @@ impl Machine {
             }
         }
         self.projects.remove(&id);
+        self.fair.forget(id, now.mono.0);
         self.by_name.remove(name);
         if self.policy
             == (Policy::Priority {
@@ -948,6 +985,9 @@ impl Machine {
         if live.ran.is_some() {
             project.started -= 1;
         }
+        if project.job.is_none() {
+            Self::fair_ended(&mut self.fair, now, &live, completion.as_ref());
+        }
         // A job that ran is not run again, unless it asked to be.
         let job_ends = project
             .job
@@ -1147,20 +1187,11 @@ impl Machine {
         if self.space != Space::Enough {
             return false;
         }
-        let demands: Vec<Demand> = self
-            .projects
-            .values()
-            .filter(|p| !p.queue.is_empty() && !p.paused && p.after.is_empty() && p.job.is_none())
-            .map(|p| Demand {
-                project: p.id,
-                pending: match p.max_running {
-                    Some(max) => (p.queue.len() as u64).min(u64::from(max).saturating_sub(p.counts.running)),
-                    None => p.queue.len() as u64,
-                },
-                running: p.counts.running,
-            })
-            .filter(|d| d.pending > 0)
-            .collect();
+        let priority = match &self.policy {
+            Policy::Priority { project } => self.by_name.get(project).copied(),
+            Policy::Fair => None,
+        };
+        let demands = self.fair_demands(now, priority);
         if demands.is_empty() {
             return false;
         }
@@ -1175,10 +1206,6 @@ impl Machine {
                     .saturating_sub(w.running.len() as u32 + w.foreign),
             })
             .collect();
-        let priority = match &self.policy {
-            Policy::Priority { project } => self.by_name.get(project).copied(),
-            Policy::Fair => None,
-        };
         let assignments: Vec<(String, ProjectId)> = scheduler::assign(&demands, priority, &capacity)
             .into_iter()
             .map(|a| (a.worker.to_string(), a.project))

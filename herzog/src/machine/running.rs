@@ -56,7 +56,7 @@ impl Recent {
 
 impl Machine {
     /// Marks attempts whose programs started, by the worker they run on.
-    pub(super) fn started(&mut self, _now: Now, worker: &str, notices: Vec<StartNotice>) {
+    pub(super) fn started(&mut self, now: Now, worker: &str, notices: Vec<StartNotice>) {
         let mut any = false;
         for n in notices {
             let Some(l) = self.live.get_mut(&n.attempt) else {
@@ -72,6 +72,14 @@ impl Machine {
             }
             l.ran = Some(n.at);
             p.started += 1;
+            if p.job.is_none() {
+                // Counted from its real start: as long before now as its worker's clock says,
+                // but not before it was dispatched (clocks of different hosts disagree).
+                let ago = (now.wall - n.at).clamp(0, now.mono.since(l.since).max(0));
+                let from = Mono(now.mono.0 - ago);
+                l.counted = Some(from);
+                self.fair.start(l.project, from.0, now.mono.0);
+            }
             any = true;
             self.writes.push(Write::AttemptRan {
                 id: n.attempt,

@@ -55,6 +55,7 @@ fn add_event_with(name: &str, files: &[&str], spec: RunSpec) -> Event {
         files: files.iter().map(|f| f.to_string()).collect(),
         after: Vec::new(),
         max_running: None,
+        share: 1,
     }))
 }
 
@@ -2362,6 +2363,7 @@ fn run_op(m: &Machine, model: &Model, now: Millis, op: &Op) -> Event {
             files: files(*n),
             after: Vec::new(),
             max_running: None,
+            share: 1,
         })),
         Op::Remove(n) => Event::RemoveProject {
             name: PROJECT_NAMES[*n].into(),

@@ -317,6 +317,8 @@ pub(crate) struct NewProjectEvent {
     pub(crate) files: Vec<String>,
     pub(crate) after: Vec<String>,
     pub(crate) max_running: Option<u32>,
+    /// Its weight in the fair share (`hz action --share`).
+    pub(crate) share: u32,
 }
 
 /// The answer to an event, sent to its caller after the batch is committed.
@@ -396,6 +398,11 @@ pub(crate) enum Write {
     RemoveProject {
         id: ProjectId,
         at: Millis,
+    },
+    /// A project's fair-share weight (`hz share`, `hz action --share`).
+    ProjectShare {
+        id: ProjectId,
+        share: u32,
     },
     Fragment {
         id: FragmentId,

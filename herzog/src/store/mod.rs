@@ -264,6 +264,19 @@ impl Store {
             project.job = job;
             snap.projects.push(project);
         }
+        // The fair-share weights (migration 07), apart so the query above stays as it was.
+        let mut share_stmt = c
+            .prepare("SELECT id, share FROM projects WHERE share != 1")
+            .map_err(sql("read project shares"))?;
+        let shares: std::collections::BTreeMap<i64, u32> = share_stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(sql("read project shares"))?;
+        for p in &mut snap.projects {
+            if let Some(share) = shares.get(&p.id.0) {
+                p.share = (*share).max(1);
+            }
+        }
         Ok(snap)
     }
 

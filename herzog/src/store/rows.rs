@@ -157,6 +157,11 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
             .map_err(sql("insert a project"))?;
             insert_fragments(c, id.0, first_fragment.0, names)?;
         }
+        Write::ProjectShare { id, share } => {
+            c.prepare_cached("UPDATE projects SET share = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id.0, share]))
+                .map_err(sql("update project share"))?;
+        }
         Write::ProjectControls {
             id,
             paused,
