@@ -2970,3 +2970,96 @@ fn after_a_restart_a_staged_host_shows_staging_and_its_recorded_last_contact() {
     // Silent past the timeout before the restart, with nothing on it: lost then, quietly.
     assert_eq!((gone.state.as_str(), gone.last_seen, gone.drained), ("lost", 100, true));
 }
+
+#[test]
+fn slot_time_counts_from_the_real_start_and_steers_the_next_slot() {
+    let mut m = machine();
+    ok(&mut m, 0, register_event("w1", 2, &[]));
+    ok(&mut m, 0, add_event("p", &["a", "b", "c"]));
+    ok(&mut m, 0, add_event("q", &["a", "b", "c"]));
+    let (_, e) = sched(&mut m, 0);
+    let started = starts(&e);
+    assert_eq!(
+        starts_per_project(&e),
+        BTreeMap::from([("p".into(), 1), ("q".into(), 1)])
+    );
+    let of = |name: &str| {
+        started
+            .iter()
+            .find(|(_, s)| s.project == name)
+            .expect("started")
+            .1
+            .attempt
+    };
+    let (p1, q1) = (of("p"), of("q"));
+    // Both heard at 1 s; p's program started at 0, q's at 1 s (by the worker's clock).
+    let notices = vec![notice(p1.0, 0), notice(q1.0, 1_000)];
+    ok(
+        &mut m,
+        1_000,
+        Event::Started {
+            worker: "w1".into(),
+            notices,
+        },
+    );
+    // p ran 4 s, q 3 s so far: q is 0.5 s below its half.
+    let shares = m.shares();
+    assert_eq!(
+        shares.iter().map(|s| s.used_ms).collect::<Vec<_>>(),
+        [1_000, 0],
+        "p counts from its real start, before herzog heard of it"
+    );
+    let mut done = completion(p1.0, Exit::Code(0), 4_000);
+    done.wall_ms = 4_000;
+    ok(
+        &mut m,
+        4_000,
+        Event::Complete {
+            worker: "w1".into(),
+            completion: done,
+            staging_error: None,
+        },
+    );
+    let (_, e) = sched(&mut m, 4_000);
+    assert_eq!(
+        starts_per_project(&e),
+        BTreeMap::from([("q".into(), 1)]),
+        "the slot goes to the one below its share"
+    );
+    let shares = m.shares();
+    assert_eq!(shares.len(), 2);
+    assert_eq!(
+        (shares[0].project.as_str(), shares[0].share, shares[0].target),
+        ("p", 1, 0.5)
+    );
+    // A weight changes the target, is written, and 0 is refused.
+    let out = ok(
+        &mut m,
+        4_000,
+        Event::Control(Control::Share {
+            project: "p".into(),
+            share: 3,
+        }),
+    );
+    assert_eq!(
+        out.writes,
+        [Write::ProjectShare {
+            id: ProjectId(1),
+            share: 3
+        }]
+    );
+    assert!(
+        step(
+            &mut m,
+            4_000,
+            Event::Control(Control::Share {
+                project: "p".into(),
+                share: 0
+            })
+        )
+        .reply
+        .is_err()
+    );
+    sched(&mut m, 4_001);
+    assert_eq!(m.shares()[0].target, 0.75);
+}
