@@ -26,6 +26,17 @@ pub(crate) struct Now {
     pub(crate) mono: Mono,
 }
 
+impl Now {
+    /// Both clocks at `ms` (tests).
+    #[cfg(test)]
+    pub(crate) fn at(ms: i64) -> Now {
+        Now {
+            wall: ms,
+            mono: Mono(ms),
+        }
+    }
+}
+
 /// Room on herzog's state filesystem, as last measured: while it is low, no attempt starts
 /// (each writes logs there), and running ones go on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
