@@ -4,6 +4,7 @@
 //! effects it implies; `schedule` hands free slots to pending fragments; `take` drains both
 //! queues for the event loop, which commits the writes and only then runs the effects.
 
+mod alerts;
 mod controls;
 mod follow;
 mod names;
@@ -13,6 +14,7 @@ mod services;
 mod tests;
 mod types;
 
+pub(crate) use alerts::{Alert, AlertRules, OutboxRow, Recipient, StderrFrom};
 pub(crate) use follow::Followed;
 pub(crate) use names::Names;
 pub(crate) use running::Recent;
@@ -263,6 +265,8 @@ pub(crate) struct Machine {
     effects: Vec<Effect>,
     /// Sent with every start: the most kept of each stream of an attempt's output.
     max_log_bytes: u64,
+    /// Who gets which alerts (`[alerts]`).
+    alerts: AlertRules,
 }
 
 /// A worker as the record keeps it.
@@ -314,6 +318,7 @@ impl Machine {
             writes: Vec::new(),
             effects: Vec::new(),
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
+            alerts: AlertRules::default(),
         }
     }
 
@@ -524,6 +529,10 @@ impl Machine {
                 }
                 Ok(Reply::Done)
             }
+            Event::AlertsDelivered { ids } => {
+                self.alerts_delivered(now, ids);
+                Ok(Reply::Done)
+            }
             Event::Tick => {
                 self.watchdog(now);
                 self.recheck_staging(now);
@@ -562,6 +571,7 @@ impl Machine {
             }
             .into());
         }
+        self.check_project_alerts(&spec)?;
         if files.is_empty() {
             return Err(ApiError::EmptyDirectory {
                 dir: dir.display().to_string(),
@@ -1023,6 +1033,7 @@ impl Machine {
             _ => {}
         }
         self.set_state(live.project, live.index, next);
+        self.fragment_alerts(now, live.project, live.index, attempt, &worker, end, exit.as_ref());
         Some(worker)
     }
 
@@ -1084,6 +1095,7 @@ impl Machine {
             let attempts: Vec<AttemptId> = w.running.iter().copied().collect();
             tracing::warn!(worker = %name, attempts = attempts.len(), "worker lost: requeueing its fragments");
             self.services.lost(&name, now.wall, now.mono);
+            self.worker_lost_alert(now, &name, attempts.len());
             for attempt in attempts {
                 self.end_live(
                     now,

@@ -304,6 +304,10 @@ pub(crate) enum Event {
     },
     /// Time passed: the watchdog looks at every worker.
     Tick,
+    /// The alert sender delivered these outbox rows.
+    AlertsDelivered {
+        ids: Vec<i64>,
+    },
 }
 
 /// A project to add.
@@ -365,6 +369,8 @@ pub(crate) enum Effect {
         run: Box<common::instances::InstanceRun>,
         upload: Vec<Upload>,
     },
+    /// The alert outbox has new rows: wakes the sender.
+    Alerts,
 }
 
 /// A change to the database, committed with the rest of its batch.
@@ -458,6 +464,14 @@ pub(crate) enum Write {
     /// Entries of the services' event log; one a worker sent before (its run and number) is
     /// kept once.
     ServiceEvents(Vec<StoredEvent>),
+    /// Alerts to deliver, one row per recipient; one whose origin and recipient are stored
+    /// already is kept once.
+    Alerts(Vec<super::OutboxRow>),
+    /// Outbox rows the sender delivered.
+    AlertsDelivered {
+        ids: Vec<i64>,
+        at: Millis,
+    },
 }
 
 /// An entry of the services' event log, as the record keeps it.
