@@ -195,13 +195,13 @@ impl Machine {
     pub(super) fn fragment_alerts(
         &mut self,
         now: Now,
-        id: ProjectId,
-        index: u32,
+        live: Live,
         attempt: AttemptId,
         worker: &str,
         end: AttemptEnd,
         exit: Option<&Exit>,
     ) {
+        let (id, index) = (live.project, live.index);
         let Some(p) = self.projects.get(&id) else { return };
         let extra: Vec<Recipient> = p
             .spec

@@ -1033,7 +1033,7 @@ impl Machine {
             _ => {}
         }
         self.set_state(live.project, live.index, next);
-        self.fragment_alerts(now, live.project, live.index, attempt, &worker, end, exit.as_ref());
+        self.fragment_alerts(now, live, attempt, &worker, end, exit.as_ref());
         Some(worker)
     }
 
