@@ -465,6 +465,22 @@ mod tests {
     }
 
     #[test]
+    fn the_example_alerts_section_parses_when_uncommented() {
+        let text = include_str!("../../cluster.example.toml");
+        let start = text.find("# [alerts]").expect("the example documents [alerts]");
+        let end = text.find("# The compute hosts").expect("hosts come after");
+        let uncommented: String = text[start..end]
+            .lines()
+            .filter(|l| !l.starts_with("# #") && l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let parsed = ClusterConfig::parse(&uncommented, Path::new("alerts.toml")).unwrap();
+        assert_eq!(parsed.alerts.email, vec!["ops@example.org".to_string()]);
+        assert!(!parsed.alerts.enabled(crate::alerts::AlertKind::ProjectDone));
+        assert_eq!(parsed.alerts.smtp.unwrap().port(), 587);
+    }
+
+    #[test]
     fn bad_alerts_are_named() {
         for (text, key) in [
             ("[alerts]\non = [\"service_fatl\"]\n", "service_fatl"),
