@@ -3,8 +3,10 @@
 -- (`delivered_at`) through the loop, so it is never sent again. `origin` names the event for
 -- ever (a service event by its placement and number, a failed fragment by its attempt, ...),
 -- so an event reported twice makes one row per recipient.
+-- AUTOINCREMENT: ids are never reused once old delivered rows are pruned (the sender reads
+-- past the last id it saw, and a message's id is made from its row's).
 CREATE TABLE alerts (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     origin       TEXT NOT NULL,
     -- `mailto:ADDR`, or the webhook's URL.
     recipient    TEXT NOT NULL,
@@ -16,3 +18,4 @@ CREATE TABLE alerts (
 );
 CREATE UNIQUE INDEX alerts_origin ON alerts (origin, recipient);
 CREATE INDEX alerts_undelivered ON alerts (id) WHERE delivered_at IS NULL;
+CREATE INDEX alerts_delivered ON alerts (delivered_at) WHERE delivered_at IS NOT NULL;

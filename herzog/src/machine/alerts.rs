@@ -321,6 +321,35 @@ impl Machine {
         self.raise(format!("service:{}:{}", e.run.0, e.n), alert, &[]);
     }
 
+    /// A worker refused to run a placement: it is FATAL until `hz start`, which alerts as a
+    /// FATAL start does (once per placement).
+    pub(super) fn refused_alert(&mut self, now: Now, worker: &str, run: common::instances::RunId, reason: &str) {
+        let Some(id) = self
+            .services
+            .instances()
+            .iter()
+            .find(|(_, k)| k.placed.as_ref().is_some_and(|p| p.run == run && p.worker == worker))
+            .map(|(id, _)| id.clone())
+        else {
+            return;
+        };
+        if self.services.file().services.get(&id.service).is_some_and(|s| !s.alert) {
+            return;
+        }
+        let mut alert = self.alert(
+            AlertKind::ServiceFatal,
+            now.wall,
+            format!("{id} FATAL: refused by its worker: {reason}"),
+        );
+        alert.service = Some(id.service.clone());
+        alert.instance = Some(id.to_string());
+        alert.host = Some(worker.to_string());
+        alert.stderr = StderrFrom::NotKept {
+            why: "it never started".into(),
+        };
+        self.raise(format!("refused:{}", run.0), alert, &[]);
+    }
+
     /// The sender delivered these outbox rows: never sent again.
     pub(super) fn alerts_delivered(&mut self, now: Now, ids: Vec<i64>) {
         if !ids.is_empty() {

@@ -485,6 +485,7 @@ impl Machine {
             Event::ServicesReload { file } => self.services_reload(file),
             Event::InstanceEvents { worker, events } => self.instance_events(&worker, events),
             Event::InstanceRefused { worker, run, reason } => {
+                self.refused_alert(now, &worker, run, &reason);
                 self.services.refused(&worker, run, reason);
                 Ok(Reply::Done)
             }

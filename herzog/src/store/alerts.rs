@@ -37,7 +37,10 @@ pub(super) fn insert(c: &Connection, rows: &[OutboxRow]) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Marks rows delivered.
+/// How long a delivered alert is kept (for a look at what was sent) before it is pruned.
+const KEEP_DELIVERED_MS: Millis = 30 * 24 * 3600 * 1000;
+
+/// Marks rows delivered, and prunes those delivered long ago.
 pub(super) fn delivered(c: &Connection, ids: &[i64], at: Millis) -> Result<(), StoreError> {
     let mut stmt = c
         .prepare_cached("UPDATE alerts SET delivered_at = ?2 WHERE id = ?1 AND delivered_at IS NULL")
@@ -45,6 +48,9 @@ pub(super) fn delivered(c: &Connection, ids: &[i64], at: Millis) -> Result<(), S
     for id in ids {
         stmt.execute(params![id, at]).map_err(sql("mark an alert delivered"))?;
     }
+    c.prepare_cached("DELETE FROM alerts WHERE delivered_at < ?1")
+        .and_then(|mut s| s.execute([at - KEEP_DELIVERED_MS]))
+        .map_err(sql("prune delivered alerts"))?;
     Ok(())
 }
 
@@ -82,5 +88,81 @@ impl Reader {
             });
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::{StderrFrom, Write};
+    use crate::store::Store;
+    use common::alerts::AlertKind;
+
+    fn row(origin: &str, to: &str) -> OutboxRow {
+        OutboxRow {
+            origin: origin.into(),
+            recipient: Recipient::parse(to),
+            alert: Alert {
+                kind: AlertKind::WorkerLost,
+                at: 1,
+                cluster: "c".into(),
+                project: None,
+                fragment: None,
+                attempt: None,
+                service: None,
+                instance: None,
+                host: Some("w1".into()),
+                exit: None,
+                reason: "lost".into(),
+                stderr: StderrFrom::NotKept { why: "none".into() },
+            },
+        }
+    }
+
+    #[test]
+    fn an_alert_is_kept_once_per_recipient_until_delivered_then_pruned_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("h.db");
+        let mut store = Store::open(&db).unwrap();
+        let rows = vec![
+            row("worker_lost:w1:1", "mailto:a@x"),
+            row("worker_lost:w1:1", "http://h/"),
+        ];
+        store.commit(&[Write::Alerts(rows.clone())]).unwrap();
+        // The same event again (a resent report): no new row.
+        store.commit(&[Write::Alerts(rows)]).unwrap();
+        let found = Reader::open(&db).unwrap().undelivered_alerts(0).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].recipient, Recipient::Email("a@x".into()));
+        assert_eq!(found[1].alert.host.as_deref(), Some("w1"));
+        assert_eq!(
+            Reader::open(&db)
+                .unwrap()
+                .undelivered_alerts(found[0].id)
+                .unwrap()
+                .len(),
+            1
+        );
+        store
+            .commit(&[Write::AlertsDelivered {
+                ids: vec![found[0].id],
+                at: 10,
+            }])
+            .unwrap();
+        let left = Reader::open(&db).unwrap().undelivered_alerts(0).unwrap();
+        assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![found[1].id]);
+        // Long after, the next delivery prunes the old one; ids are not reused.
+        store
+            .commit(&[Write::AlertsDelivered {
+                ids: vec![found[1].id],
+                at: 10 + KEEP_DELIVERED_MS + 1,
+            }])
+            .unwrap();
+        store
+            .commit(&[Write::Alerts(vec![row("worker_lost:w1:2", "http://h/")])])
+            .unwrap();
+        let new = Reader::open(&db).unwrap().undelivered_alerts(0).unwrap();
+        assert_eq!(new.len(), 1);
+        assert!(new[0].id > found[1].id);
     }
 }

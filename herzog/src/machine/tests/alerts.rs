@@ -240,3 +240,35 @@ fn a_delivery_is_recorded() {
     let out = ok(&mut m, 9, Event::AlertsDelivered { ids: vec![3, 4] });
     assert_eq!(out.writes, vec![Write::AlertsDelivered { ids: vec![3, 4], at: 9 }]);
 }
+
+#[test]
+fn a_placement_its_worker_refuses_alerts_as_fatal() {
+    let mut m = alerting(Some(vec![AlertKind::ServiceFatal]));
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    ok(
+        &mut m,
+        0,
+        Event::ServicesReload {
+            file: services_text(true),
+        },
+    );
+    sched(&mut m, 0);
+    let run = m
+        .services
+        .instances()
+        .values()
+        .find_map(|k| k.placed.as_ref())
+        .expect("web:0 placed")
+        .run;
+    let refused = Event::InstanceRefused {
+        worker: "w1".into(),
+        run,
+        reason: "no user bob".into(),
+    };
+    let got = rows(&ok(&mut m, 1, refused).writes);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got.iter()
+            .all(|r| r.0 == format!("refused:{}", run.0) && r.2 == AlertKind::ServiceFatal && r.3 == "web")
+    );
+}
