@@ -272,10 +272,12 @@ impl Machine {
                 InstanceState::Backoff { exit, .. } | InstanceState::Fatal { exit, .. } => {
                     self.alerts.last_exit.insert(r.run.0, exit_text(exit));
                 }
-                // Up, or stopped: what it failed with before no longer matters.
-                _ => {
+                // Up, or ended otherwise: what it failed with before no longer matters. A
+                // start under way keeps it (the FATAL after it may come first).
+                InstanceState::Running { .. } | InstanceState::Stopped | InstanceState::Exited { .. } => {
                     self.alerts.last_exit.remove(&r.run.0);
                 }
+                _ => {}
             }
         }
     }
@@ -307,7 +309,8 @@ impl Machine {
         let exit = match &e.kind {
             EventKind::Exited { exit, .. } => Some(exit_text(exit)),
             // The last failed start's exit, as the worker reported the instance's state.
-            _ => self.alerts.last_exit.get(&e.run.0).cloned(),
+            // (Taken: the placement is done failing; a resent event's row is kept once anyway.)
+            _ => self.alerts.last_exit.remove(&e.run.0),
         };
         let mut alert = self.alert(kind, e.at, format!("{} {}", e.instance, e.kind));
         alert.service = Some(service.clone());

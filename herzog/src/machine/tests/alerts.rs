@@ -180,12 +180,27 @@ fn fatal_starts_and_unexpected_exits_of_services_alert_unless_switched_off() {
         },
         restarts: 0,
     };
+    // The next start is under way when the FATAL event comes (before the report showing it).
+    let mut starting = backoff.clone();
+    starting.state = InstanceState::Starting {
+        pid: Some(9),
+        since: 1,
+        retries: 1,
+    };
     ok(
         &mut m,
         1,
         Event::InstancesReport {
             worker: "w1".into(),
             reports: vec![backoff],
+        },
+    );
+    ok(
+        &mut m,
+        1,
+        Event::InstancesReport {
+            worker: "w1".into(),
+            reports: vec![starting],
         },
     );
     // An expected exit alerts nothing; an unexpected one and a FATAL do.
