@@ -225,3 +225,53 @@ fn tail_of_file(path: &std::path::Path) -> Tail {
         Err(e) => Tail::NotKept(format!("{}: {e}", path.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smtp(security: Security) -> SmtpConfig {
+        SmtpConfig {
+            host: "mail.example.org".into(),
+            port: None,
+            security,
+            user: None,
+            password_file: None,
+            from: "herzog@example.org".into(),
+        }
+    }
+
+    /// Every security builds its transport (TLS ones with the ring provider, the only one
+    /// linked: a second provider or none would fail here).
+    #[tokio::test]
+    async fn each_security_builds_and_a_password_file_is_read_and_checked() {
+        for security in [Security::Starttls, Security::Tls, Security::None] {
+            let mailer = Mailer::new(&smtp(security)).unwrap_or_else(|e| panic!("{security:?}: {e}"));
+            assert!(mailer.server.starts_with("mail.example.org:"));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut with_login = smtp(Security::Starttls);
+        with_login.user = Some("herzog".into());
+        with_login.password_file = Some(dir.path().join("missing"));
+        let err = Mailer::new(&with_login)
+            .err()
+            .expect("a missing password file")
+            .to_string();
+        assert!(err.contains("alerts.smtp.password_file"), "{err}");
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        with_login.password_file = Some(dir.path().join("empty"));
+        let err = Mailer::new(&with_login)
+            .err()
+            .expect("an empty password file")
+            .to_string();
+        assert!(err.contains("empty"), "{err}");
+        std::fs::write(dir.path().join("pw"), "s3cret\nignored\n").unwrap();
+        assert_eq!(read_password(&dir.path().join("pw")).unwrap(), "s3cret");
+        with_login.password_file = Some(dir.path().join("pw"));
+        assert!(Mailer::new(&with_login).is_ok());
+        let mut bad_from = smtp(Security::None);
+        bad_from.from = "not an address".into();
+        let err = Mailer::new(&bad_from).err().expect("a bad sender").to_string();
+        assert!(err.contains("alerts.smtp.from"), "{err}");
+    }
+}
