@@ -253,10 +253,6 @@ impl Machine {
             );
             let mut alert = self.alert(AlertKind::ProjectDone, now.wall, reason);
             alert.project = Some(name);
-            alert.fragment = Some(fragment);
-            alert.attempt = Some(attempt.0);
-            alert.host = Some(worker.to_string());
-            alert.exit = exit.map(exit_text);
             alert.stderr = StderrFrom::NotKept {
                 why: "a finished project's stderr is per fragment: `hz logs`".into(),
             };
