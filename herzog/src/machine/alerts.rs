@@ -166,7 +166,8 @@ impl Machine {
             })
             .collect();
         self.writes.push(Write::Alerts(rows));
-        if !self.effects.contains(&Effect::Alerts) {
+        // One wake does for a run of alerts (a wake is idempotent: only its cost is saved).
+        if self.effects.last() != Some(&Effect::Alerts) {
             self.effects.push(Effect::Alerts);
         }
     }
