@@ -86,12 +86,19 @@ async fn run(sender: Arc<Sender>, db: PathBuf, outbox: Outbox) {
             Ok(Ok(rows)) => {
                 for row in rows {
                     last = last.max(row.id);
-                    let tx = recipients.entry(row.recipient.clone()).or_insert_with(|| {
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        tokio::spawn(recipient(sender.clone(), row.recipient.clone(), rx));
-                        tx
-                    });
+                    let to = row.recipient.clone();
+                    let row = match recipients.get(&to) {
+                        Some(tx) => match tx.send(row) {
+                            Ok(()) => continue,
+                            // Its task ended, idle.
+                            Err(mpsc::error::SendError(row)) => row,
+                        },
+                        None => row,
+                    };
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(recipient(sender.clone(), to.clone(), rx));
                     let _ = tx.send(row);
+                    recipients.insert(to, tx);
                 }
             }
             Ok(Err(e)) => {
@@ -105,9 +112,15 @@ async fn run(sender: Arc<Sender>, db: PathBuf, outbox: Outbox) {
                 continue;
             }
         }
+        // Forget the tasks that ended, idle.
+        recipients.retain(|_, tx| !tx.is_closed());
         outbox.wake.notified().await;
     }
 }
+
+/// How long a recipient's task waits with nothing held and no window open before it ends
+/// (a project's own webhook is not kept for ever).
+const IDLE: Duration = Duration::from_secs(600);
 
 /// Milliseconds on a monotonic clock since `origin`.
 fn ms(origin: tokio::time::Instant) -> u64 {
@@ -173,6 +186,19 @@ async fn recipient(sender: Arc<Sender>, to: Recipient, mut rx: mpsc::UnboundedRe
                 None => return,
             },
             () = tokio::time::sleep_until(origin + Duration::from_millis(due.unwrap_or(0))), if due.is_some() => {}
+            () = tokio::time::sleep(IDLE), if due.is_none() => {
+                if groups.is_idle(ms(origin)) {
+                    // No more rows may come in; one that came meanwhile is still delivered
+                    // here (and a later one by a new task).
+                    rx.close();
+                    while let Ok(row) = rx.try_recv() {
+                        groups.add(key(&row), row);
+                    }
+                    if groups.next_due().is_none() {
+                        return;
+                    }
+                }
+            }
         }
     }
 }

@@ -53,6 +53,19 @@ impl<K: Ord + Clone, T> Groups<K, T> {
         g.last_sent.map_or(0, |t| t.saturating_add(self.window_ms))
     }
 
+    /// Whether, at `now`, it holds nothing and no window is open: its recipient's task may end.
+    pub(crate) fn is_idle(&mut self, now: u64) -> bool {
+        self.forget_quiet(now);
+        self.groups.is_empty()
+    }
+
+    /// Forgets the keys that hold nothing and whose window is over.
+    fn forget_quiet(&mut self, now: u64) {
+        let window = self.window_ms;
+        self.groups
+            .retain(|_, g| !g.held.is_empty() || g.last_sent.is_some_and(|t| now < t.saturating_add(window)));
+    }
+
     /// When the next message may go (`None`: nothing waits).
     pub(crate) fn next_due(&self) -> Option<u64> {
         self.groups
@@ -83,9 +96,7 @@ impl<K: Ord + Clone, T> Groups<K, T> {
             g.last_sent = Some(now);
         }
         // Quiet keys are forgotten once their window is over, so the map stays small.
-        let window = self.window_ms;
-        self.groups
-            .retain(|_, g| !g.held.is_empty() || g.last_sent.is_some_and(|t| now < t.saturating_add(window)));
+        self.forget_quiet(now);
     }
 }
 
@@ -150,6 +161,18 @@ mod tests {
         g.sent(&"other", 10 * MIN);
         g.add("web", 3);
         assert_eq!(g.next_due(), Some(0));
+    }
+
+    #[test]
+    fn idle_once_nothing_is_held_and_the_last_window_is_over() {
+        let mut g: Groups<&str, u32> = Groups::new(Duration::from_secs(60));
+        assert!(g.is_idle(0));
+        g.add("web", 1);
+        assert!(!g.is_idle(0));
+        g.take_due(0).unwrap();
+        g.sent(&"web", 0);
+        assert!(!g.is_idle(MIN - 1), "its window is open: a new one must wait");
+        assert!(g.is_idle(MIN));
     }
 
     #[test]
