@@ -132,6 +132,8 @@ async fn recipient(sender: Arc<Sender>, to: Recipient, mut rx: mpsc::UnboundedRe
     let origin = tokio::time::Instant::now();
     let mut groups: rate::Groups<(AlertKind, String), Undelivered> = rate::Groups::new(sender.window);
     let key = |row: &Undelivered| (row.alert.kind, row.alert.subject().to_string());
+    // Whether rows may still come: once not, the task ends when it holds none.
+    let mut open = true;
     loop {
         if let Some(batch) = groups.take_due(ms(origin)) {
             let newest = batch.items.last().expect("a batch holds at least one");
@@ -157,11 +159,9 @@ async fn recipient(sender: Arc<Sender>, to: Recipient, mut rx: mpsc::UnboundedRe
                         loop {
                             tokio::select! {
                                 () = tokio::time::sleep_until(until) => break,
-                                row = rx.recv() => match row {
+                                row = rx.recv(), if open => match row {
                                     Some(row) => groups.add(key(&row), row),
-                                    // herzog is stopping: what is undelivered is sent after
-                                    // its restart.
-                                    None => return,
+                                    None => open = false,
                                 },
                             }
                         }
@@ -180,10 +180,13 @@ async fn recipient(sender: Arc<Sender>, to: Recipient, mut rx: mpsc::UnboundedRe
             continue;
         }
         let due = groups.next_due();
+        if !open && due.is_none() {
+            return;
+        }
         tokio::select! {
-            row = rx.recv() => match row {
+            row = rx.recv(), if open => match row {
                 Some(row) => groups.add(key(&row), row),
-                None => return,
+                None => open = false,
             },
             () = tokio::time::sleep_until(origin + Duration::from_millis(due.unwrap_or(0))), if due.is_some() => {}
             () = tokio::time::sleep(IDLE), if due.is_none() => {
@@ -194,9 +197,7 @@ async fn recipient(sender: Arc<Sender>, to: Recipient, mut rx: mpsc::UnboundedRe
                     while let Ok(row) = rx.try_recv() {
                         groups.add(key(&row), row);
                     }
-                    if groups.next_due().is_none() {
-                        return;
-                    }
+                    open = false;
                 }
             }
         }
