@@ -1,6 +1,7 @@
 //! herzog, the coordinator: one event loop owns the state, commits each batch of transitions
 //! to SQLite, then acts. See docs/architecture.md.
 
+mod alerts;
 mod api;
 mod dispatch;
 mod engine;
@@ -13,6 +14,7 @@ mod space;
 mod staging;
 mod store;
 
+pub use alerts::{SmtpSetupError, check as check_alerts};
 pub use common::logging;
 pub use server::{Listener, run};
 pub use store::StoreError;
@@ -35,6 +37,8 @@ pub struct Config {
     pub services: Option<PathBuf>,
     /// `herzog.max_log_bytes`: the most kept of each attempt's stdout and stderr.
     pub max_log_bytes: u64,
+    /// `[alerts]`: who gets mail and webhooks, for which events; none by default.
+    pub alerts: common::alerts::AlertsSection,
 }
 
 impl Config {
@@ -48,6 +52,7 @@ impl Config {
             min_free_space: common::config::HerzogSection::default().min_free_space.as_u64(),
             services: None,
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
+            alerts: common::alerts::AlertsSection::default(),
         }
     }
 }
@@ -74,6 +79,8 @@ pub enum HerzogError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Alerts(#[from] SmtpSetupError),
     #[error("herzog's event loop failed: {reason}")]
     Task { reason: String },
 }

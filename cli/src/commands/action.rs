@@ -18,6 +18,11 @@ pub(crate) async fn run(args: &ActionArgs, addr: &Endpoint, out: &mut dyn Write)
     let mut project = prepare(&args.run, &cwd, path_var.as_deref())?;
     project.after = args.after.clone();
     project.max_running = args.max_running;
+    project.spec.alerts = common::alerts::ProjectAlerts {
+        notify: args.notify.clone(),
+        webhook: args.webhook.clone(),
+    };
+    project.spec.alerts.check()?;
     let herzog = Herzog::connect(addr).await?;
     let added = add(&herzog, project).await?;
     writeln!(out, "{}", added.name)?;

@@ -4,6 +4,7 @@
 //! effects it implies; `schedule` hands free slots to pending fragments; `take` drains both
 //! queues for the event loop, which commits the writes and only then runs the effects.
 
+mod alerts;
 mod controls;
 mod follow;
 mod jobs;
@@ -14,6 +15,7 @@ mod services;
 mod tests;
 mod types;
 
+pub(crate) use alerts::{Alert, AlertRules, OutboxRow, Recipient, StderrFrom};
 pub(crate) use follow::Followed;
 pub(crate) use jobs::Job;
 pub(crate) use names::Names;
@@ -268,6 +270,8 @@ pub(crate) struct Machine {
     effects: Vec<Effect>,
     /// Sent with every start: the most kept of each stream of an attempt's output.
     max_log_bytes: u64,
+    /// Who gets which alerts (`[alerts]`).
+    alerts: AlertRules,
 }
 
 /// A worker as the record keeps it.
@@ -319,6 +323,7 @@ impl Machine {
             writes: Vec::new(),
             effects: Vec::new(),
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
+            alerts: AlertRules::default(),
         }
     }
 
@@ -485,6 +490,7 @@ impl Machine {
             Event::ServicesReload { file } => self.services_reload(file),
             Event::InstanceEvents { worker, events } => self.instance_events(&worker, events),
             Event::InstanceRefused { worker, run, reason } => {
+                self.refused_alert(now, &worker, run, &reason);
                 self.services.refused(&worker, run, reason);
                 Ok(Reply::Done)
             }
@@ -529,6 +535,10 @@ impl Machine {
                 }
                 Ok(Reply::Done)
             }
+            Event::AlertsDelivered { ids } => {
+                self.alerts_delivered(now, ids);
+                Ok(Reply::Done)
+            }
             Event::Tick => {
                 self.watchdog(now);
                 self.recheck_staging(now);
@@ -568,6 +578,7 @@ impl Machine {
             }
             .into());
         }
+        self.check_project_alerts(&spec)?;
         if files.is_empty() {
             return Err(ApiError::EmptyDirectory {
                 dir: dir.display().to_string(),
@@ -1049,6 +1060,7 @@ impl Machine {
             _ => {}
         }
         self.set_state(live.project, live.index, next);
+        self.fragment_alerts(now, live, attempt, &worker, end, exit.as_ref());
         Some(worker)
     }
 
@@ -1110,6 +1122,7 @@ impl Machine {
             let attempts: Vec<AttemptId> = w.running.iter().copied().collect();
             tracing::warn!(worker = %name, attempts = attempts.len(), "worker lost: requeueing its fragments");
             self.services.lost(&name, now.wall, now.mono);
+            self.worker_lost_alert(now, &name, attempts.len());
             for attempt in attempts {
                 self.end_live(
                     now,

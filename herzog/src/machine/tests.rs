@@ -237,7 +237,8 @@ fn starts(effects: &[Effect]) -> Vec<(String, StartAttempt)> {
             | Effect::Unqueue { .. }
             | Effect::Probe { .. }
             | Effect::Instance(_)
-            | Effect::StageInstance { .. } => None,
+            | Effect::StageInstance { .. }
+            | Effect::Alerts => None,
         })
         .collect()
 }
@@ -1248,7 +1249,8 @@ fn removing_a_project_stops_its_attempts_and_resets_its_priority() {
             | Effect::Unqueue { .. }
             | Effect::Probe { .. }
             | Effect::Instance(_)
-            | Effect::StageInstance { .. } => {
+            | Effect::StageInstance { .. }
+            | Effect::Alerts => {
                 panic!("removal starts nothing")
             }
         })
@@ -2623,6 +2625,7 @@ proptest! {
                     Effect::Instance(_) | Effect::StageInstance { .. } => {
                         panic!("no services in this test: {e:?}")
                     }
+                    Effect::Alerts => panic!("no alerts configured in this test: {e:?}"),
                 }
             }
             check_invariants(&m, &mut model);
@@ -2968,3 +2971,5 @@ fn after_a_restart_a_staged_host_shows_staging_and_its_recorded_last_contact() {
     // Silent past the timeout before the restart, with nothing on it: lost then, quietly.
     assert_eq!((gone.state.as_str(), gone.last_seen, gone.drained), ("lost", 100, true));
 }
+
+mod alerts;

@@ -317,6 +317,10 @@ pub(crate) enum Event {
     Tick,
     /// `hz run`: a command to run once.
     AddJob(Box<common::job::JobRequest>),
+    /// The alert sender delivered these outbox rows.
+    AlertsDelivered {
+        ids: Vec<i64>,
+    },
 }
 
 /// A project to add.
@@ -379,6 +383,8 @@ pub(crate) enum Effect {
         run: Box<common::instances::InstanceRun>,
         upload: Vec<Upload>,
     },
+    /// The alert outbox has new rows: wakes the sender.
+    Alerts,
 }
 
 /// A change to the database, committed with the rest of its batch.
@@ -476,6 +482,14 @@ pub(crate) enum Write {
     Job {
         id: ProjectId,
         job: Box<super::Job>,
+    },
+    /// Alerts to deliver, one row per recipient; one whose origin and recipient are stored
+    /// already is kept once.
+    Alerts(Vec<super::OutboxRow>),
+    /// Outbox rows the sender delivered.
+    AlertsDelivered {
+        ids: Vec<i64>,
+        at: Millis,
     },
 }
 
