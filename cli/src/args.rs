@@ -355,6 +355,14 @@ pub struct ActionArgs {
     /// have work (`hz share` changes it later) [default: 1]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub share: Option<u32>,
+    /// Mail ADDR when the project finishes or a fragment fails for good (repeatable; needs
+    /// [alerts.smtp] in herzog's cluster.toml)
+    #[arg(long, value_name = "ADDR")]
+    pub notify: Vec<String>,
+    /// POST a JSON alert to URL when the project finishes or a fragment fails for good
+    /// (repeatable)
+    #[arg(long, value_name = "URL")]
+    pub webhook: Vec<String>,
 }
 
 /// `hz progress`.

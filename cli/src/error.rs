@@ -8,6 +8,9 @@
 //! | 3    | herzog unreachable (a connection cut while it was set up too), or the connection to it failed mid-call; `hz tail`, `hz logs -f`: the worker holding the output unreachable; `hz shutdown WORKER`: that worker unreachable |
 //! | 4    | herzog-side failure: herzog could not store a change or is shutting down; in `hz local`, a daemon failed |
 //! | 130  | interrupted (Ctrl-C during `hz local`, `hz tail -f` or `hz logs -f`, or SIGTERM during `hz local`) |
+//!
+//! `hz run` exits with its command's status (128+N for signal N, 127 could not start, 255 no
+//! status: lost or cancelled); the codes above only when hz itself failed.
 
 use common::ApiError;
 use common::config::ConfigError;
@@ -52,7 +55,10 @@ Exit codes:
   5    not allowed: herzog refused your certificate (expired, from another cluster's CA,
        or not an admin certificate), or its certificate is not this cluster's
   6    hz progress --watch: a project watched was removed meanwhile
-  130  interrupted (Ctrl-C during hz local, hz tail -f or hz logs -f, or SIGTERM during hz local)";
+  130  interrupted (Ctrl-C during hz local, hz tail -f or hz logs -f, or SIGTERM during hz local)
+hz run exits with its command's own status instead (128+N for signal N, 127 when it could not
+start, 255 when it ended without one: its worker was lost, or it was cancelled); the codes
+above only when hz itself failed.";
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]

@@ -40,6 +40,8 @@ pub struct ClusterConfig {
     /// `[[hosts]]`: the compute hosts, by worker name. A worker not listed is a host with the
     /// shared filesystem and the defaults.
     pub hosts: Vec<HostConfig>,
+    /// `[alerts]`: mail and webhooks when services fail, projects end, workers are lost.
+    pub alerts: crate::alerts::AlertsSection,
 }
 
 /// One `[[hosts]]` entry. herzog reads `shared_fs`, `address`, `slots` and `ssh`; the kinski
@@ -337,7 +339,12 @@ impl ClusterConfig {
                 ));
             }
         }
-        Ok(())
+        self.alerts.check().map_err(|b| ConfigError::Value {
+            path: path.to_path_buf(),
+            key: b.key,
+            value: b.value,
+            reason: b.reason,
+        })
     }
 
     /// The `[[hosts]]` entry of worker `name`, if it has one.
@@ -472,5 +479,51 @@ mod tests {
         );
         let err = ClusterConfig::parse("[herzog]\nfair_half_life = \"often\"\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("fair_half_life"), "{err}");
+    }
+
+    #[test]
+    fn the_example_alerts_section_parses_when_uncommented() {
+        let text = include_str!("../../cluster.example.toml");
+        let start = text.find("# [alerts]").expect("the example documents [alerts]");
+        let end = text.find("# The compute hosts").expect("hosts come after");
+        let uncommented: String = text[start..end]
+            .lines()
+            .filter(|l| !l.starts_with("# #") && l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let parsed = ClusterConfig::parse(&uncommented, Path::new("alerts.toml")).unwrap();
+        assert_eq!(parsed.alerts.email, vec!["ops@example.org".to_string()]);
+        assert!(!parsed.alerts.enabled(crate::alerts::AlertKind::ProjectDone));
+        assert_eq!(parsed.alerts.smtp.unwrap().port(), 587);
+    }
+
+    #[test]
+    fn bad_alerts_are_named() {
+        for (text, key) in [
+            ("[alerts]\non = [\"service_fatl\"]\n", "service_fatl"),
+            ("[alerts]\nemail = [\"ops@example.org\"]\n", "alerts.smtp"),
+            ("[alerts]\nemail = [\"ops\"]\n", "alerts.email"),
+            ("[alerts]\nwebhook = [\"ftp://x\"]\n", "alerts.webhook"),
+            (
+                "[alerts.smtp]\nhost = \"mail\"\nfrom = \"h@x\"\nuser = \"u\"\n",
+                "alerts.smtp.password_file",
+            ),
+            ("[alerts.smtp]\nhost = \"mail\"\n", "from"),
+            (
+                "[alerts.smtp]\nhost = \"mail\"\nfrom = \"h@x\"\nsecurity = \"ssl\"\n",
+                "ssl",
+            ),
+        ] {
+            let err = ClusterConfig::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+        let ok = ClusterConfig::parse(
+            "[alerts]\nemail = [\"ops@example.org\"]\non = [\"worker_lost\"]\n[alerts.smtp]\nhost = \"mail\"\nfrom = \"h@x\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(ok.alerts.enabled(crate::alerts::AlertKind::WorkerLost));
+        assert!(!ok.alerts.enabled(crate::alerts::AlertKind::ProjectDone));
+        assert_eq!(ok.alerts.smtp.unwrap().port(), 587);
     }
 }

@@ -1,6 +1,7 @@
 //! herzog's shared vocabulary: ids, wire types, the tarpc services, the transports, config and
 //! the program template. Everything here is used by more than one daemon.
 
+pub mod alerts;
 pub mod config;
 pub mod dirfd;
 pub mod error;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// The most bytes one read returns, whatever is asked: one chunk per call in flight is what
 /// a follower costs a worker and herzog.
-pub const MAX_READ: u32 = 256 * 1024;
+pub const MAX_READ: u32 = 1024 * 1024;
 /// The longest one read waits for bytes to come.
 pub const MAX_WAIT_MS: u64 = 30_000;
 /// How far a job's (`hz run`) output may run ahead of what its follower has read: the worker

@@ -97,6 +97,9 @@ pub struct ServiceSpec {
     /// For hosts without the shared filesystem: files copied there before the first start.
     #[serde(default)]
     pub stage: Vec<PathBuf>,
+    /// `false`: its fatal starts and unexpected exits send no alert (`[alerts]` in cluster.toml).
+    #[serde(default = "yes")]
+    pub alert: bool,
 }
 
 /// When an instance that exited is started again.

@@ -41,6 +41,9 @@ pub struct RunSpec {
     /// Stop signal, umask, and whether stdout and stderr are kept: flat in the JSON.
     #[serde(flatten)]
     pub settings: Settings,
+    /// Its own alert recipients (`hz action --notify/--webhook`), kept with the project.
+    #[serde(default, skip_serializing_if = "crate::alerts::ProjectAlerts::is_empty")]
+    pub alerts: crate::alerts::ProjectAlerts,
 }
 
 fn default_max_attempts() -> u32 {
@@ -66,6 +69,7 @@ impl RunSpec {
             retries: 0,
             grace_ms: default_grace_ms(),
             settings: Settings::default(),
+            alerts: crate::alerts::ProjectAlerts::default(),
         }
     }
 
@@ -103,7 +107,7 @@ impl RunSpec {
                 format!("{} is not an absolute path without '..'", cwd.display()),
             ));
         }
-        Ok(())
+        self.alerts.check()
     }
 }
 

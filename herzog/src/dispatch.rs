@@ -149,6 +149,8 @@ pub(crate) struct Dispatcher {
     pub(crate) connections: Connections,
     pub(crate) handle: Handle,
     pub(crate) stager: Arc<Stager>,
+    /// Woken when the alert outbox has new rows.
+    pub(crate) alerts: crate::alerts::Outbox,
 }
 
 impl Dispatcher {
@@ -193,6 +195,7 @@ impl Dispatcher {
                     });
                 }
                 Effect::Instance(order) => self.instance(order),
+                Effect::Alerts => self.alerts.wake(),
                 Effect::StageInstance { worker, run, upload } => {
                     let Some(client) = self.connections.client(&worker) else {
                         // Placed again by reconciliation when the worker is back.

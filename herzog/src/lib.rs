@@ -1,6 +1,7 @@
 //! herzog, the coordinator: one event loop owns the state, commits each batch of transitions
 //! to SQLite, then acts. See docs/architecture.md.
 
+mod alerts;
 mod api;
 mod dispatch;
 mod engine;
@@ -14,6 +15,7 @@ mod space;
 mod staging;
 mod store;
 
+pub use alerts::{SmtpSetupError, check as check_alerts};
 pub use common::logging;
 pub use server::{Listener, run};
 pub use store::StoreError;
@@ -39,6 +41,8 @@ pub struct Config {
     /// `herzog.fair_half_life`: how fast past usage is forgiven in the fair share (`None`:
     /// never).
     pub fair_half_life: Option<Duration>,
+    /// `[alerts]`: who gets mail and webhooks, for which events; none by default.
+    pub alerts: common::alerts::AlertsSection,
 }
 
 impl Config {
@@ -53,6 +57,7 @@ impl Config {
             services: None,
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
             fair_half_life: None,
+            alerts: common::alerts::AlertsSection::default(),
         }
     }
 }
@@ -79,6 +84,8 @@ pub enum HerzogError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Alerts(#[from] SmtpSetupError),
     #[error("herzog's event loop failed: {reason}")]
     Task { reason: String },
 }

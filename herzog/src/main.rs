@@ -171,6 +171,13 @@ fn main() -> ExitCode {
     };
     let hosts = cluster.hosts;
     let h = cluster.herzog;
+    let mut alerts = cluster.alerts;
+    // The cluster's name in messages: the address its users dial.
+    alerts.name.get_or_insert_with(|| h.address.clone());
+    if let Err(e) = herzog::check_alerts(&alerts) {
+        eprintln!("herzog: {e}");
+        return ExitCode::from(2);
+    }
     let services = h.services_file(args.config.as_deref());
     let Some(tls) = args.tls.or(h.tls.clone()) else {
         eprintln!(
@@ -250,6 +257,7 @@ fn main() -> ExitCode {
         services,
         max_log_bytes: h.max_log_bytes.as_u64(),
         fair_half_life: h.fair_half_life,
+        alerts,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

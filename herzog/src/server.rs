@@ -113,6 +113,10 @@ pub async fn run(
     let snapshot = store.load()?;
     let clock = engine::Clock::new();
     let results_root = config.state_dir.join("results");
+    let cluster = config.alerts.name.clone().unwrap_or_else(|| match &listener {
+        Listener::Tls { tcp, .. } => tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        Listener::InProcess(_) => "hz local".to_string(),
+    });
     let machine = Machine::restore(timing, results_root.clone(), snapshot, clock.now())
         .with_max_log_bytes(config.max_log_bytes)
         .with_fair_half_life(
@@ -120,6 +124,7 @@ pub async fn run(
                 .fair_half_life
                 .map(|d| d.as_millis().min(i64::MAX as u128) as i64),
         )
+        .with_alerts(crate::machine::AlertRules::new(&config.alerts, cluster))
         .with_staged_hosts(|worker| config.hosts.iter().any(|h| h.name == worker && !h.shared_fs));
     tracing::info!(db = %store.path().display(), elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
 
@@ -143,13 +148,16 @@ pub async fn run(
     // kinski of its name may take it over (a host that rebooted leaves a half-open one).
     let stale_after = config.heartbeat_interval * 2 + std::time::Duration::from_secs(1);
     let connections = Connections::new(handle.clone(), stager.clone(), stale_after);
+    let outbox = crate::alerts::Outbox::default();
     let dispatcher = Dispatcher {
         connections: connections.clone(),
         handle: handle.clone(),
         stager: stager.clone(),
+        alerts: outbox.clone(),
     };
     // `hz shutdown`: the loop stops as on SIGTERM, then lets the reply reach the asker.
     let (asked_tx, mut asked) = tokio::sync::mpsc::channel::<tokio::sync::watch::Receiver<()>>(1);
+    crate::alerts::spawn(&config.alerts, db.clone(), handle.clone(), connections.clone(), outbox)?;
     let api = Api {
         handle: handle.clone(),
         db,

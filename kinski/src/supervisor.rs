@@ -531,38 +531,31 @@ impl Supervisor {
         bytes: Vec<u8>,
         eof: bool,
     ) -> Result<(), WorkerError> {
-        let input = {
-            let inner = self.lock();
-            let running = inner
-                .running
-                .get(&attempt)
-                .ok_or(WorkerError::UnknownAttempt { attempt })?;
-            running
-                .connection
-                .input
-                .clone()
-                .ok_or(WorkerError::NoInput { attempt })?
-        };
+        let input = self.connection(attempt, |c| c.input.clone(), WorkerError::NoInput { attempt })?;
         input.write(offset, &bytes, eof).await.map_err(|e| WorkerError::Input {
             attempt,
             reason: e.to_string(),
         })
     }
 
+    /// A part of a running job's connection (its stdin, its terminal), or `missing`.
+    fn connection<T>(
+        &self,
+        attempt: AttemptId,
+        part: impl Fn(&crate::interactive::Connection) -> Option<T>,
+        missing: WorkerError,
+    ) -> Result<T, WorkerError> {
+        let inner = self.lock();
+        let running = inner
+            .running
+            .get(&attempt)
+            .ok_or(WorkerError::UnknownAttempt { attempt })?;
+        part(&running.connection).ok_or(missing)
+    }
+
     /// Sets a job's terminal size.
     pub(crate) fn resize(&self, attempt: AttemptId, size: common::job::TtySize) -> Result<(), WorkerError> {
-        let terminal = {
-            let inner = self.lock();
-            let running = inner
-                .running
-                .get(&attempt)
-                .ok_or(WorkerError::UnknownAttempt { attempt })?;
-            running
-                .connection
-                .terminal
-                .clone()
-                .ok_or(WorkerError::NoTty { attempt })?
-        };
+        let terminal = self.connection(attempt, |c| c.terminal.clone(), WorkerError::NoTty { attempt })?;
         terminal.resize(size).map_err(|e| WorkerError::Input {
             attempt,
             reason: format!("failed to set the terminal's size: {e}"),

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 pub mod bed;
 mod follower;
 pub mod services;
+pub mod sinks;
 pub use follower::Follower;
 
 pub use common::wire;

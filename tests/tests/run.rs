@@ -320,3 +320,34 @@ fn rss_kb(pid: u32) -> u64 {
         .and_then(|n| n.parse().ok())
         .expect("VmRSS")
 }
+
+#[test]
+fn a_herzog_restart_under_a_job_loses_and_repeats_nothing() {
+    let mut cluster = Cluster::start(&[("euclid", 1)]);
+    let out_path = cluster.dir().join("job.out");
+    let script = "for i in $(seq 1 60); do echo $i; sleep 0.05; done; exit 5";
+    let mut child = cluster
+        .hz_command(&["run", "--", "sh", "-c", script])
+        .stdout(std::fs::File::create(&out_path).expect("create job.out"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hz run");
+    eventually("the job to print its first lines", WAIT, || {
+        std::fs::read_to_string(&out_path).ok()?.contains("5\n").then_some(())
+    });
+    cluster.kill_herzog();
+    cluster.start_herzog();
+    let status = eventually("hz run to end", WAIT, || child.try_wait().expect("wait for hz"));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("dialling again"), "{stderr}");
+    let printed = std::fs::read_to_string(&out_path).expect("job.out");
+    let expected: String = (1..=60).map(|i| format!("{i}\n")).collect();
+    assert_eq!(printed, expected, "every line once, in order");
+}

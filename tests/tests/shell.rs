@@ -224,3 +224,26 @@ fn shutdown_stops_a_worker_or_herzog_cleanly() {
     sh.send("exit\r").unwrap();
     assert_eq!(exited(&mut sh), 0);
 }
+
+#[test]
+fn run_streams_a_job_and_ctrl_c_signals_it_not_the_shell() {
+    let cluster = cluster();
+    let state = tempfile::tempdir().unwrap();
+    let mut sh = shell(&cluster, state.path());
+    // What the job prints, not the echo of the line (which holds the unexpanded `$((6*7))`).
+    let said = line(&mut sh, "run -- sh -c 'echo job-$((6*7))'\r");
+    assert!(said.contains("job-42"), "{said}");
+    // Ctrl-C is the job's SIGINT: it ends, the shell goes on, and nothing runs it again.
+    sh.send("run -- sh -c 'echo wait-$((6*7)); exec sleep 300'\r").unwrap();
+    sh.expect("wait-42").expect("the job prints");
+    sh.send("\x03").unwrap();
+    let said = String::from_utf8_lossy(sh.expect(PROMPT).expect("the prompt is back").before()).into_owned();
+    assert!(
+        said.contains("sent SIGINT") && said.contains("killed by signal 2"),
+        "{said}"
+    );
+    let said = line(&mut sh, "active\r");
+    assert!(!said.contains("run:"), "{said}");
+    sh.send("quit\r").unwrap();
+    assert_eq!(exited(&mut sh), 0);
+}

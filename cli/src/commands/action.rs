@@ -19,6 +19,11 @@ pub(crate) async fn run(args: &ActionArgs, addr: &Endpoint, out: &mut dyn Write)
     project.after = args.after.clone();
     project.max_running = args.max_running;
     project.share = args.share;
+    project.spec.alerts = common::alerts::ProjectAlerts {
+        notify: args.notify.clone(),
+        webhook: args.webhook.clone(),
+    };
+    project.spec.alerts.check()?;
     let herzog = Herzog::connect(addr).await?;
     let added = add(&herzog, project).await?;
     writeln!(out, "{}", added.name)?;

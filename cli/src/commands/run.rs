@@ -26,9 +26,11 @@ const INPUT_CHUNK: usize = 64 * 1024;
 
 pub(crate) async fn run(args: &JobArgs, addr: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let request = request(args)?;
-    let herzog = Herzog::connect(addr).await?;
-    let started = herzog.job_start(request).await?;
+    let first = Herzog::connect(addr).await?;
+    // Started once: never sent again, whatever happens to the connection.
+    let started = first.job_start(request).await?;
     let name = started.name;
+    let herzog = Redialing::new(addr, first);
     // Raw mode only when the caller is at a terminal; restored when this returns.
     let raw = if args.tty { RawMode::enter() } else { None };
     if args.interactive || args.tty {
@@ -58,20 +60,32 @@ pub(crate) async fn run(args: &JobArgs, addr: &Endpoint, out: &mut dyn Write) ->
     loop {
         tokio::select! {
             done = &mut follow => {
-                done?;
+                if let Err(e) = done {
+                    note!("hz: lost herzog while following {name}, which may still run: `hz logs {name} 0 -f` follows it, `hz fragments {name}` says how it ended");
+                    return Err(e);
+                }
                 break;
             }
             _ = tokio::signal::ctrl_c(), if raw.is_none() => {
                 interrupts += 1;
                 let (signal, label) = if interrupts == 1 { (libc::SIGINT, "SIGINT (Ctrl-C again: SIGKILL)") } else { (libc::SIGKILL, "SIGKILL") };
-                match herzog.job_signal(&name, signal).await {
+                let job = name.as_str();
+                match herzog.call(|h| async move { h.job_signal(job, signal).await }).await {
                     Ok(()) => note!("hz: sent {label} to {name}"),
                     Err(e) => note!("hz: could not signal {name}: {e}"),
                 }
             }
         }
     }
-    let state = ended(&herzog, &name).await?;
+    let state = match ended(&herzog, &name).await {
+        Ok(state) => state,
+        Err(e) => {
+            note!(
+                "hz: lost herzog while following {name}, which may still run: `hz logs {name} 0 -f` follows it, `hz fragments {name}` says how it ended"
+            );
+            return Err(e);
+        }
+    };
     drop(raw);
     Ok(Outcome::Exit(report(&name, &state)))
 }
@@ -121,7 +135,7 @@ fn request(args: &JobArgs) -> Result<JobRequest, CliError> {
 
 /// Prints one stream of the job to `sink` until its attempt has ended for good; follows the
 /// next attempt when a lost worker sent the job back to the queue (`--requeue`).
-async fn follow(herzog: &Herzog, name: &str, stream: Stream, sink: &mut dyn Write) -> Result<(), CliError> {
+async fn follow(herzog: &Redialing, name: &str, stream: Stream, sink: &mut dyn Write) -> Result<(), CliError> {
     let mut attempt: Option<AttemptOn> = None;
     let mut at = Position::At(0);
     let mut told_waiting = false;
@@ -135,7 +149,13 @@ async fn follow(herzog: &Herzog, name: &str, stream: Stream, sink: &mut dyn Writ
             max: MAX_READ,
             wait_ms: FOLLOW_WAIT_MS,
         };
-        let answer = match herzog.fragment_output(read).await {
+        let answer = match herzog
+            .call(|h| {
+                let read = read.clone();
+                async move { h.fragment_output(read).await }
+            })
+            .await
+        {
             Ok(answer) => answer,
             // Its worker cannot be reached: it comes back, or herzog declares it lost.
             Err(CliError::Api(ApiError::HostUnreachable { .. })) => {
@@ -157,7 +177,10 @@ async fn follow(herzog: &Herzog, name: &str, stream: Stream, sink: &mut dyn Writ
                 FragmentNow::Succeeded { attempt: a } | FragmentNow::Failed { attempt: Some(a), .. }
                     if attempt.is_none() =>
                 {
-                    let worker = match herzog.job_state(name, Duration::ZERO).await? {
+                    let worker = match herzog
+                        .call(|h| async move { h.job_state(name, Duration::ZERO).await })
+                        .await?
+                    {
                         JobState::Exited { worker, .. } => worker,
                         _ => String::new(),
                     };
@@ -196,9 +219,12 @@ async fn follow(herzog: &Herzog, name: &str, stream: Stream, sink: &mut dyn Writ
 }
 
 /// How the job ended, once herzog has recorded it.
-async fn ended(herzog: &Herzog, name: &str) -> Result<JobState, CliError> {
+async fn ended(herzog: &Redialing, name: &str) -> Result<JobState, CliError> {
     loop {
-        match herzog.job_state(name, END_WAIT).await? {
+        match herzog
+            .call(|h| async move { h.job_state(name, END_WAIT).await })
+            .await?
+        {
             JobState::Waiting | JobState::Running { .. } => {}
             state => return Ok(state),
         }
@@ -223,7 +249,7 @@ fn report(name: &str, state: &JobState) -> u8 {
 }
 
 /// Sends this process's stdin to the job once its program runs, then closes the job's.
-async fn forward_stdin(herzog: &Herzog, name: &str) {
+async fn forward_stdin(herzog: &Redialing, name: &str) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
     // A thread of its own: reading stdin blocks, and an abandoned read must not hold the
     // runtime's shutdown.
@@ -256,7 +282,13 @@ async fn forward_stdin(herzog: &Herzog, name: &str) {
         let eof = chunk.is_none();
         let bytes = chunk.unwrap_or_default();
         let len = bytes.len() as u64;
-        if let Err(e) = herzog.job_input(name, offset, bytes, eof).await {
+        let sent = herzog
+            .call(|h| {
+                let bytes = bytes.clone();
+                async move { h.job_input(name, offset, bytes, eof).await }
+            })
+            .await;
+        if let Err(e) = sent {
             // The program closed its stdin or ended: what is left is not wanted.
             tracing::debug!(error = %e, "stdin forwarding ended");
             return;
@@ -269,9 +301,12 @@ async fn forward_stdin(herzog: &Herzog, name: &str) {
 }
 
 /// Waits until the job's program has started; false if it ended first.
-async fn runs(herzog: &Herzog, name: &str) -> bool {
+async fn runs(herzog: &Redialing, name: &str) -> bool {
     loop {
-        match herzog.job_state(name, Duration::ZERO).await {
+        match herzog
+            .call(|h| async move { h.job_state(name, Duration::ZERO).await })
+            .await
+        {
             Ok(JobState::Running { started: true, .. }) => return true,
             Ok(JobState::Waiting | JobState::Running { .. }) => tokio::time::sleep(Duration::from_millis(100)).await,
             Ok(_) | Err(_) => return false,
@@ -280,16 +315,76 @@ async fn runs(herzog: &Herzog, name: &str) -> bool {
 }
 
 /// Tells the job's terminal each new size of this one.
-async fn forward_resizes(herzog: &Herzog, name: &str) {
+async fn forward_resizes(herzog: &Redialing, name: &str) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut changes) = signal(SignalKind::window_change()) else {
         return;
     };
     while changes.recv().await.is_some() {
         if let Some(size) = window_size() {
-            let _ = herzog.job_resize(name, size).await;
+            let _ = herzog.call(|h| async move { h.job_resize(name, size).await }).await;
         }
     }
+}
+
+/// herzog for the whole of a job: a call whose connection broke (herzog restarted, or is
+/// restarting) is made again on a new connection, for up to [`REDIAL_FOR`]. Every call made
+/// through it may be repeated: reads name their offset, stdin writes theirs, a state is a
+/// question; the job's start is not made through it.
+#[derive(Clone)]
+struct Redialing {
+    addr: Endpoint,
+    herzog: std::sync::Arc<tokio::sync::Mutex<Herzog>>,
+}
+
+/// How long hz run waits for herzog to come back before it gives up on following the job.
+const REDIAL_FOR: Duration = Duration::from_secs(120);
+
+impl Redialing {
+    fn new(addr: &Endpoint, herzog: Herzog) -> Redialing {
+        Redialing {
+            addr: addr.clone(),
+            herzog: std::sync::Arc::new(tokio::sync::Mutex::new(herzog)),
+        }
+    }
+
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, CliError>
+    where
+        F: Fn(Herzog) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CliError>>,
+    {
+        let deadline = tokio::time::Instant::now() + REDIAL_FOR;
+        let mut told = false;
+        loop {
+            let herzog = self.herzog.lock().await.clone();
+            match f(herzog).await {
+                Err(e) if gone(&e) && tokio::time::Instant::now() < deadline => {
+                    if !told {
+                        note!("hz: the connection to herzog broke (is it restarting?): dialling again");
+                        told = true;
+                    }
+                    tokio::time::sleep(ASK_AGAIN).await;
+                    if let Ok(fresh) = Herzog::connect(&self.addr).await {
+                        *self.herzog.lock().await = fresh;
+                    }
+                }
+                done => return done,
+            }
+        }
+    }
+}
+
+/// Whether `e` says herzog went away (its connection broke, it is shutting down or cannot be
+/// reached), rather than that it refused the call.
+fn gone(e: &CliError) -> bool {
+    use tarpc::client::RpcError;
+    matches!(
+        e,
+        CliError::Rpc {
+            source: RpcError::Shutdown | RpcError::Send(_) | RpcError::Channel(_),
+            ..
+        } | CliError::Api(ApiError::ShuttingDown)
+    )
 }
 
 /// This terminal's size, if stdin is one.

@@ -105,6 +105,11 @@ async fn confirmed(command: Command, prompt: &Prompt, endpoint: &Endpoint) -> Re
 /// Runs a line's command; when its call found the kept connection broken (herzog restarted
 /// since), dials again and runs it once more.
 async fn run_line(text: &str, command: Command, endpoint: &Endpoint, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    if let Command::Run(_) = command {
+        // `run` handles Ctrl-C itself (SIGINT, then SIGKILL, to the remote group) and is never
+        // run again: a second try would start the command a second time.
+        return crate::dispatch(command, endpoint, out).await;
+    }
     let first = interruptible(command, endpoint, out).await;
     if !matches!(
         &first,

@@ -67,13 +67,6 @@ mod tests {
     use super::*;
     use common::wire::{Completion, Exit};
 
-    fn at(ms: i64) -> Now {
-        Now {
-            wall: ms,
-            mono: Mono(ms),
-        }
-    }
-
     #[test]
     fn a_follower_finds_the_running_attempt_by_name_index_or_attempt_then_how_it_ended() {
         let timing = Timing {
@@ -91,7 +84,7 @@ mod tests {
             max_running: None,
             share: 1,
         }));
-        m.handle(at(0), add).expect("added");
+        m.handle(Now::at(0), add).expect("added");
         let register = Event::Register {
             worker: "w".into(),
             resources: Resources {
@@ -102,8 +95,8 @@ mod tests {
             running: Vec::new(),
             staged: false,
         };
-        m.handle(at(1), register).expect("registered");
-        m.schedule(at(2));
+        m.handle(Now::at(1), register).expect("registered");
+        m.schedule(Now::at(2));
         let a = m.fragment_now("p", "a", None).expect("found");
         let FragmentNow::Running { attempt, worker } = a.now.clone() else {
             panic!("a runs: {a:?}")
@@ -136,7 +129,7 @@ mod tests {
             },
             staging_error: None,
         };
-        m.handle(at(3), done).expect("completed");
+        m.handle(Now::at(3), done).expect("completed");
         assert!(!m.is_live(attempt));
         let ended = m.fragment_now("p", "a", Some(attempt)).expect("found").now;
         assert!(

@@ -260,13 +260,6 @@ mod tests {
     use super::*;
     use common::wire::Completion;
 
-    fn at(ms: i64) -> Now {
-        Now {
-            wall: ms,
-            mono: Mono(ms),
-        }
-    }
-
     fn machine() -> Machine {
         let timing = Timing {
             worker_timeout_ms: 10_000,
@@ -285,7 +278,7 @@ mod tests {
                 running: Vec::new(),
                 staged: false,
             };
-            m.handle(at(0), register).expect("registered");
+            m.handle(Now::at(0), register).expect("registered");
         }
         m
     }
@@ -303,7 +296,7 @@ mod tests {
     }
 
     fn add_job(m: &mut Machine, now: i64, request: JobRequest) -> String {
-        match m.handle(at(now), Event::AddJob(Box::new(request))) {
+        match m.handle(Now::at(now), Event::AddJob(Box::new(request))) {
             Ok(Reply::Job(started)) => started.name,
             other => panic!("not added: {other:?}"),
         }
@@ -335,13 +328,13 @@ mod tests {
             max_running: None,
             share: 1,
         }));
-        m.handle(at(1), add).expect("added");
-        m.schedule(at(1));
+        m.handle(Now::at(1), add).expect("added");
+        m.schedule(Now::at(1));
         // Slots and queues are full of batch starts.
         assert_eq!(starts(&mut m).len(), 4);
         let name = add_job(&mut m, 2, request(&["echo", "hi"]));
         assert_eq!(name, "run:2");
-        m.schedule(at(2));
+        m.schedule(Now::at(2));
         assert!(starts(&mut m).is_empty(), "no room anywhere yet");
         assert_eq!(m.job_state(&name), Ok(JobState::Waiting));
         // A batch attempt ends on w2: the job gets the room, not the next fragment.
@@ -358,8 +351,8 @@ mod tests {
             },
             staging_error: None,
         };
-        m.handle(at(3), done).expect("completed");
-        m.schedule(at(3));
+        m.handle(Now::at(3), done).expect("completed");
+        m.schedule(Now::at(3));
         let s = starts(&mut m);
         assert_eq!(s.len(), 1, "{s:?}");
         assert_eq!(
@@ -387,7 +380,7 @@ mod tests {
             },
             staging_error: None,
         };
-        m.handle(at(4), end).expect("completed");
+        m.handle(Now::at(4), end).expect("completed");
         assert_eq!(
             m.job_state(&name),
             Ok(JobState::Exited {
@@ -411,22 +404,22 @@ mod tests {
             r.host = Some("w1".into());
             r.requeue = requeue;
             let name = add_job(&mut m, 1, r);
-            m.schedule(at(1));
+            m.schedule(Now::at(1));
             let s = starts(&mut m);
             assert_eq!(s[0].0, "w1", "pinned to w1");
             let notice = Event::Started {
                 worker: "w1".into(),
                 notices: vec![common::wire::StartNotice { attempt: s[0].1, at: 2 }],
             };
-            m.handle(at(2), notice).expect("started");
+            m.handle(Now::at(2), notice).expect("started");
             // w2 stays alive; w1 falls silent past the timeout.
             let beat = Event::Heartbeat {
                 worker: "w2".into(),
                 running: Vec::new(),
             };
-            m.handle(at(9_000), beat).expect("heartbeat");
-            m.handle(at(12_000), Event::Tick).expect("tick");
-            m.schedule(at(12_000));
+            m.handle(Now::at(9_000), beat).expect("heartbeat");
+            m.handle(Now::at(12_000), Event::Tick).expect("tick");
+            m.schedule(Now::at(12_000));
             let again = starts(&mut m);
             if requeue {
                 assert!(
@@ -453,7 +446,7 @@ mod tests {
             std::path::Path::new("services.toml"),
         )
         .expect("parses");
-        m.handle(at(1), Event::ServicesReload { file }).expect("reloaded");
+        m.handle(Now::at(1), Event::ServicesReload { file }).expect("reloaded");
         let mut r = request(&[]);
         r.command = JobCommand::Named {
             name: "bk".into(),
@@ -461,7 +454,7 @@ mod tests {
         };
         r.env.insert("B".into(), "2".into());
         let name = add_job(&mut m, 2, r.clone());
-        m.schedule(at(2));
+        m.schedule(Now::at(2));
         let s = starts(&mut m);
         assert_eq!(
             (s[0].0.as_str(), s[0].2.clone()),
@@ -474,12 +467,12 @@ mod tests {
         assert_eq!(m.commands()[0].aliases, vec!["bk".to_string()]);
         // Another host than the command's is refused; so is an unknown command.
         r.host = Some("w1".into());
-        assert!(m.handle(at(3), Event::AddJob(Box::new(r.clone()))).is_err());
+        assert!(m.handle(Now::at(3), Event::AddJob(Box::new(r.clone()))).is_err());
         r.host = None;
         r.command = JobCommand::Named {
             name: "nope".into(),
             args: Vec::new(),
         };
-        assert!(m.handle(at(3), Event::AddJob(Box::new(r))).is_err());
+        assert!(m.handle(Now::at(3), Event::AddJob(Box::new(r))).is_err());
     }
 }

@@ -4,6 +4,7 @@
 //! effects it implies; `schedule` hands free slots to pending fragments; `take` drains both
 //! queues for the event loop, which commits the writes and only then runs the effects.
 
+mod alerts;
 mod controls;
 mod follow;
 mod jobs;
@@ -15,6 +16,7 @@ mod shares;
 mod tests;
 mod types;
 
+pub(crate) use alerts::{Alert, AlertRules, OutboxRow, Recipient, StderrFrom};
 pub(crate) use follow::Followed;
 pub(crate) use jobs::Job;
 pub(crate) use names::Names;
@@ -278,6 +280,8 @@ pub(crate) struct Machine {
     max_log_bytes: u64,
     /// Each project's slot-time against its fair share.
     fair: crate::fair::Ledger,
+    /// Who gets which alerts (`[alerts]`).
+    alerts: AlertRules,
 }
 
 /// A worker as the record keeps it.
@@ -330,6 +334,7 @@ impl Machine {
             effects: Vec::new(),
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
             fair: crate::fair::Ledger::default(),
+            alerts: AlertRules::default(),
         }
     }
 
@@ -508,6 +513,7 @@ impl Machine {
             Event::ServicesReload { file } => self.services_reload(file),
             Event::InstanceEvents { worker, events } => self.instance_events(&worker, events),
             Event::InstanceRefused { worker, run, reason } => {
+                self.refused_alert(now, &worker, run, &reason);
                 self.services.refused(&worker, run, reason);
                 Ok(Reply::Done)
             }
@@ -550,6 +556,10 @@ impl Machine {
                 if self.live.contains_key(&attempt) {
                     self.end_live(now, attempt, AttemptEnd::Lost, None, Some(reason));
                 }
+                Ok(Reply::Done)
+            }
+            Event::AlertsDelivered { ids } => {
+                self.alerts_delivered(now, ids);
                 Ok(Reply::Done)
             }
             Event::Tick => {
@@ -599,6 +609,7 @@ impl Machine {
             }
             .into());
         }
+        self.check_project_alerts(&spec)?;
         if files.is_empty() {
             return Err(ApiError::EmptyDirectory {
                 dir: dir.display().to_string(),
@@ -1089,6 +1100,7 @@ impl Machine {
             _ => {}
         }
         self.set_state(live.project, live.index, next);
+        self.fragment_alerts(now, live, attempt, &worker, end, exit.as_ref());
         Some(worker)
     }
 
@@ -1150,6 +1162,7 @@ impl Machine {
             let attempts: Vec<AttemptId> = w.running.iter().copied().collect();
             tracing::warn!(worker = %name, attempts = attempts.len(), "worker lost: requeueing its fragments");
             self.services.lost(&name, now.wall, now.mono);
+            self.worker_lost_alert(now, &name, attempts.len());
             for attempt in attempts {
                 self.end_live(
                     now,

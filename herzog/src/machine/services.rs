@@ -85,6 +85,7 @@ impl Machine {
                 .into());
             }
         }
+        self.note_exits(&reports);
         let orders = self
             .services
             .report(now.mono, self.timing.start_grace_ms, worker, reports);
@@ -218,6 +219,9 @@ impl Machine {
                 name: worker.to_string(),
             }
             .into());
+        }
+        for e in &events {
+            self.instance_alert(worker, e);
         }
         let stored = events
             .into_iter()

@@ -238,7 +238,8 @@ fn starts(effects: &[Effect]) -> Vec<(String, StartAttempt)> {
             | Effect::Unqueue { .. }
             | Effect::Probe { .. }
             | Effect::Instance(_)
-            | Effect::StageInstance { .. } => None,
+            | Effect::StageInstance { .. }
+            | Effect::Alerts => None,
         })
         .collect()
 }
@@ -1249,7 +1250,8 @@ fn removing_a_project_stops_its_attempts_and_resets_its_priority() {
             | Effect::Unqueue { .. }
             | Effect::Probe { .. }
             | Effect::Instance(_)
-            | Effect::StageInstance { .. } => {
+            | Effect::StageInstance { .. }
+            | Effect::Alerts => {
                 panic!("removal starts nothing")
             }
         })
@@ -2625,6 +2627,7 @@ proptest! {
                     Effect::Instance(_) | Effect::StageInstance { .. } => {
                         panic!("no services in this test: {e:?}")
                     }
+                    Effect::Alerts => panic!("no alerts configured in this test: {e:?}"),
                 }
             }
             check_invariants(&m, &mut model);
@@ -3063,3 +3066,4 @@ fn slot_time_counts_from_the_real_start_and_steers_the_next_slot() {
     sched(&mut m, 4_001);
     assert_eq!(m.shares()[0].target, 0.75);
 }
+mod alerts;

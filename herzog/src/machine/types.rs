@@ -26,6 +26,17 @@ pub(crate) struct Now {
     pub(crate) mono: Mono,
 }
 
+impl Now {
+    /// Both clocks at `ms` (tests).
+    #[cfg(test)]
+    pub(crate) fn at(ms: i64) -> Now {
+        Now {
+            wall: ms,
+            mono: Mono(ms),
+        }
+    }
+}
+
 /// Room on herzog's state filesystem, as last measured: while it is low, no attempt starts
 /// (each writes logs there), and running ones go on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -306,6 +317,10 @@ pub(crate) enum Event {
     Tick,
     /// `hz run`: a command to run once.
     AddJob(Box<common::job::JobRequest>),
+    /// The alert sender delivered these outbox rows.
+    AlertsDelivered {
+        ids: Vec<i64>,
+    },
 }
 
 /// A project to add.
@@ -370,6 +385,8 @@ pub(crate) enum Effect {
         run: Box<common::instances::InstanceRun>,
         upload: Vec<Upload>,
     },
+    /// The alert outbox has new rows: wakes the sender.
+    Alerts,
 }
 
 /// A change to the database, committed with the rest of its batch.
@@ -472,6 +489,14 @@ pub(crate) enum Write {
     Job {
         id: ProjectId,
         job: Box<super::Job>,
+    },
+    /// Alerts to deliver, one row per recipient; one whose origin and recipient are stored
+    /// already is kept once.
+    Alerts(Vec<super::OutboxRow>),
+    /// Outbox rows the sender delivered.
+    AlertsDelivered {
+        ids: Vec<i64>,
+        at: Millis,
     },
 }
 

@@ -6,10 +6,12 @@
 //! across a power cut. The cost is one fsync per batch, not per transition, because the loop
 //! batches (docs/architecture.md has the numbers).
 
+mod alerts;
 mod history;
 mod read;
 mod rows;
 
+pub(crate) use alerts::Undelivered;
 pub(crate) use read::Reader;
 
 use crate::machine::{Names, Project, Snapshot, StoredWorker, Write};

@@ -321,6 +321,8 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
             put_setting(c, "services", &v)?;
         }
         Write::MaxRun(max) => put_setting(c, "max_run", &max.to_string())?,
+        Write::Alerts(rows) => super::alerts::insert(c, rows)?,
+        Write::AlertsDelivered { ids, at } => super::alerts::delivered(c, ids, *at)?,
         Write::ServiceEvents(events) => {
             let mut stmt = c
                 .prepare_cached(
