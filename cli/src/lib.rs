@@ -174,10 +174,13 @@ pub fn main() -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout();
-    let result = runtime.block_on(run(cli, &mut stdout)).and_then(|outcome| {
-        stdout.flush()?;
-        Ok(outcome)
-    });
+    let result = runtime
+        .block_on(run(cli, &mut stdout))
+        .and_then(|outcome| match stdout.flush() {
+            // `hz run`'s own status stands when its reader went away (it says how the job ended).
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe && matches!(outcome, Outcome::Exit(_)) => Ok(outcome),
+            flushed => flushed.map(|()| outcome).map_err(CliError::from),
+        });
     // Do not wait for blocked tasks (a stuck daemon in `hz local`) once the answer is known.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {

@@ -122,7 +122,16 @@ pub struct CommandInfo {
 
 /// Whether `name` is a job's (`run:N`).
 pub fn is_job(name: &str) -> bool {
-    name.starts_with(JOB_PREFIX)
+    name.strip_prefix(JOB_PREFIX)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Checks a name that may be a project's or a job's (`hz remove run:N`).
+pub fn check_project_or_job(name: &str) -> Result<(), ApiError> {
+    if is_job(name) {
+        return Ok(());
+    }
+    crate::name::check_name(name)
 }
 
 /// Checks a request's parts that need no herzog state.

@@ -430,7 +430,9 @@ impl Supervisor {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(%attempt, error = %e, "attempt could not start");
+                    // The program's own problem (a typo, a missing directory): herzog records it
+                    // and the user sees it; nothing is wrong with kinski.
+                    tracing::info!(%attempt, error = %e, "attempt could not start");
                     let completion = start_failed(&start, e.to_string());
                     inner.taps.end(attempt);
                     let result = inner.journal.done(&completion);

@@ -101,11 +101,11 @@ fn a_slow_reader_slows_the_program_and_nothing_grows() {
         .spawn()
         .expect("start hz run");
     // Nobody reads hz's stdout: the job's output stops near the window, far short of all.
-    let logs = cluster.herzog_state().join("results/.runs");
+    let logs = cluster.herzog_state().join("results");
     let written = || -> u64 {
         walk(&logs)
             .iter()
-            .filter(|p| p.to_string_lossy().ends_with(".stdout"))
+            .filter(|p| p.to_string_lossy().contains("/run:") && p.to_string_lossy().ends_with(".stdout"))
             .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
             .sum()
     };
@@ -350,4 +350,47 @@ fn a_herzog_restart_under_a_job_loses_and_repeats_nothing() {
     let printed = std::fs::read_to_string(&out_path).expect("job.out");
     let expected: String = (1..=60).map(|i| format!("{i}\n")).collect();
     assert_eq!(printed, expected, "every line once, in order");
+}
+
+#[test]
+fn a_reader_gone_or_a_hangup_ends_the_job_as_it_would_end_a_local_one() {
+    let cluster = Cluster::start(&[("euclid", 1)]);
+    // stdout closed after a line (`hz run ... | head -1`): the job gets SIGPIPE.
+    let mut child = cluster
+        .hz_command(&["run", "--", "sh", "-c", "trap '' PIPE; exec yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hz run");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 2];
+    stdout.read_exact(&mut first).expect("a line");
+    assert_eq!(&first, b"y\n");
+    drop(stdout);
+    let status = eventually("hz run to end", WAIT, || child.try_wait().expect("wait"));
+    // This one ignores SIGPIPE and would wait for a reader for ever: it is killed.
+    assert_eq!(status.code(), Some(128 + 9), "{status:?}");
+    let active: Vec<ActiveAttempt> = cluster.hz_json(&["active"]);
+    assert!(active.is_empty(), "the job still runs: {active:?}");
+    let mut child = cluster
+        .hz_command(&["run", "--", "seq", "1", "100000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hz run");
+    let mut stdout = child.stdout.take().expect("stdout");
+    stdout.read_exact(&mut first).expect("a line");
+    drop(stdout);
+    let status = eventually("hz run to end", WAIT, || child.try_wait().expect("wait"));
+    assert_eq!(status.code(), Some(128 + 13), "killed by SIGPIPE: {status:?}");
+
+    // A hangup (the terminal closed) goes on to the job.
+    let mut hz = cluster.hz_spawn(&["run", "--", "sh", "-c", "echo up; exec sleep 300"]);
+    hz.line("up", WAIT);
+    let pid = nix::unistd::Pid::from_raw(hz.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP hz");
+    let status = hz.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(128 + 1), "{}", hz.stderr());
+    let active: Vec<ActiveAttempt> = cluster.hz_json(&["active"]);
+    assert!(active.is_empty(), "the job still runs: {active:?}");
 }

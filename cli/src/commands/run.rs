@@ -21,6 +21,8 @@ use std::time::Duration;
 
 /// How long one call waits for the job's end once its output has ended.
 const END_WAIT: Duration = Duration::from_secs(30);
+/// How long a job that got SIGPIPE (hz's stdout closed) has to end before it is killed.
+const PIPE_GRACE: Duration = Duration::from_secs(5);
 /// Bytes of stdin sent per call.
 const INPUT_CHUNK: usize = 64 * 1024;
 
@@ -33,15 +35,37 @@ pub(crate) async fn run(args: &JobArgs, addr: &Endpoint, out: &mut dyn Write) ->
     let herzog = Redialing::new(addr, first);
     // Raw mode only when the caller is at a terminal; restored when this returns.
     let raw = if args.tty { RawMode::enter() } else { None };
+    // Ended when this returns, so no call of theirs keeps the connection open past it.
+    let mut helpers = Vec::new();
     if args.interactive || args.tty {
         let (h, n) = (herzog.clone(), name.clone());
-        tokio::spawn(async move { forward_stdin(&h, &n).await });
+        helpers.push(tokio::spawn(async move { forward_stdin(&h, &n).await }));
     }
     if raw.is_some() {
         let (h, n) = (herzog.clone(), name.clone());
-        tokio::spawn(async move { forward_resizes(&h, &n).await });
+        helpers.push(tokio::spawn(async move { forward_resizes(&h, &n).await }));
     }
-    let streams = if args.tty {
+    let outcome = follow_to_end(&herzog, &name, args.tty, raw.is_some(), out).await;
+    for helper in helpers {
+        helper.abort();
+        let _ = helper.await;
+    }
+    drop(raw);
+    outcome
+}
+
+/// Prints the job's output until it has ended and answers its exit status. Ctrl-C (unless the
+/// terminal is raw), SIGTERM and SIGHUP are passed on to the job, as ssh does with its
+/// connection's end; stdout closed (`hz run ... | head`) sends it SIGPIPE.
+async fn follow_to_end(
+    herzog: &Redialing,
+    name: &str,
+    tty: bool,
+    raw: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let streams = if tty {
         vec![Stream::Stdout]
     } else {
         vec![Stream::Stdout, Stream::Stderr]
@@ -52,32 +76,59 @@ pub(crate) async fn run(args: &JobArgs, addr: &Endpoint, out: &mut dyn Write) ->
         let followers = streams
             .iter()
             .zip(sinks.iter_mut())
-            .map(|(&stream, sink)| follow(&herzog, &name, stream, &mut **sink));
+            .map(|(&stream, sink)| follow(herzog, name, stream, &mut **sink));
         futures::future::try_join_all(followers).await
     };
     tokio::pin!(follow);
+    let failed = |e: std::io::Error| CliError::Output(std::io::Error::other(format!("failed to handle signals: {e}")));
+    let mut hangups = signal(SignalKind::hangup()).map_err(failed)?;
+    let mut terms = signal(SignalKind::terminate()).map_err(failed)?;
     let mut interrupts = 0;
+    let signal_job = |signal: i32, label: &'static str| async move {
+        match herzog.call(|h| async move { h.job_signal(name, signal).await }).await {
+            Ok(()) => note!("hz: sent {label} to {name}"),
+            Err(e) => note!("hz: could not signal {name}: {e}"),
+        }
+    };
     loop {
         tokio::select! {
-            done = &mut follow => {
-                if let Err(e) = done {
-                    note!("hz: lost herzog while following {name}, which may still run: `hz logs {name} 0 -f` follows it, `hz fragments {name}` says how it ended");
+            done = &mut follow => match done {
+                Ok(_) => break,
+                // Nobody reads what it writes any more: it gets SIGPIPE, as a local
+                // pipeline's writer would, and hz goes on to its end quietly.
+                // One that ignores SIGPIPE would wait for a reader for ever: SIGKILL after a
+                // grace.
+                Err(e) if e.is_broken_pipe() => {
+                    let _ = herzog.call(|h| async move { h.job_signal(name, libc::SIGPIPE).await }).await;
+                    let state = match tokio::time::timeout(PIPE_GRACE, ended(herzog, name)).await {
+                        Ok(state) => state?,
+                        Err(_) => {
+                            let _ = herzog.call(|h| async move { h.job_signal(name, libc::SIGKILL).await }).await;
+                            ended(herzog, name).await?
+                        }
+                    };
+                    return Ok(Outcome::Exit(state.exit_code().unwrap_or(255)));
+                }
+                Err(e) => {
+                    if gone(&e) {
+                        note!("hz: lost herzog while following {name}, which may still run: `hz logs {name} 0 -f` follows it, `hz fragments {name}` says how it ended");
+                    }
                     return Err(e);
                 }
-                break;
-            }
-            _ = tokio::signal::ctrl_c(), if raw.is_none() => {
+            },
+            _ = tokio::signal::ctrl_c(), if !raw => {
                 interrupts += 1;
-                let (signal, label) = if interrupts == 1 { (libc::SIGINT, "SIGINT (Ctrl-C again: SIGKILL)") } else { (libc::SIGKILL, "SIGKILL") };
-                let job = name.as_str();
-                match herzog.call(|h| async move { h.job_signal(job, signal).await }).await {
-                    Ok(()) => note!("hz: sent {label} to {name}"),
-                    Err(e) => note!("hz: could not signal {name}: {e}"),
+                if interrupts == 1 {
+                    signal_job(libc::SIGINT, "SIGINT (Ctrl-C again: SIGKILL)").await;
+                } else {
+                    signal_job(libc::SIGKILL, "SIGKILL").await;
                 }
             }
+            _ = hangups.recv() => signal_job(libc::SIGHUP, "SIGHUP").await,
+            _ = terms.recv() => signal_job(libc::SIGTERM, "SIGTERM").await,
         }
     }
-    let state = match ended(&herzog, &name).await {
+    let state = match ended(herzog, name).await {
         Ok(state) => state,
         Err(e) => {
             note!(
@@ -86,8 +137,7 @@ pub(crate) async fn run(args: &JobArgs, addr: &Endpoint, out: &mut dyn Write) ->
             return Err(e);
         }
     };
-    drop(raw);
-    Ok(Outcome::Exit(report(&name, &state)))
+    Ok(Outcome::Exit(report(name, &state)))
 }
 
 /// The request `args` make, checked here where that can be done.

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// Removes `name` (when it is a live project) and, with `purge`, its results folder.
 pub(super) async fn remove(api: &Api, name: String, purge: bool) -> Result<ProjectRemoved, ApiError> {
-    common::name::check_name(&name)?;
+    // A job's folder (`run:N`) is one path component too.
+    common::job::check_project_or_job(&name)?;
     let results_dir = api.results_root.join(&name);
     let live = {
         let n = name.clone();

@@ -85,7 +85,9 @@ impl Machine {
         spec.env = env;
         spec.cwd = Some(cwd.clone());
         spec.max_attempts = if requeue { REQUEUE_ATTEMPTS } else { 1 };
-        let results_dir = self.results_root.join(".runs").join(id.0.to_string());
+        // Where a project's would be (its name is one path component): `hz logs` and
+        // `hz remove --purge` find it as they find a project's.
+        let results_dir = self.results_root.join(&name);
         let base = std::path::Path::new(&argv[0])
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
@@ -434,6 +436,9 @@ mod tests {
                 };
                 assert!(reason.contains("was lost"), "{reason}");
                 assert!(again.is_empty(), "{again:?}");
+                // Nor by `hz retry`.
+                let retry = m.handle(Now::at(12_001), Event::Retry { name: name.clone() });
+                assert!(matches!(retry, Err(Rejected::Api(ApiError::Job { .. }))), "{retry:?}");
             }
         }
     }

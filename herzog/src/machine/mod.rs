@@ -707,6 +707,14 @@ impl Machine {
 
     fn retry(&mut self, name: &str) -> Result<Reply, Rejected> {
         let id = self.project_id(name)?;
+        if self.projects[&id].job.is_some() {
+            // A job runs once, for the caller that waits for it: nobody would read a rerun.
+            return Err(ApiError::Job {
+                name: name.to_string(),
+                reason: "a job is not run again: `hz run` it anew".into(),
+            }
+            .into());
+        }
         let failed: Vec<u32> = self.projects[&id]
             .fragments
             .iter()
