@@ -122,8 +122,21 @@ pub(crate) struct Connection {
     pub(crate) terminal: Option<std::sync::Arc<Terminal>>,
 }
 
-/// Gives `command` a stdin pipe; returns kinski's end.
-pub(crate) fn stdin_pipe(command: &mut Command) -> io::Result<Input> {
+/// Gives `fd`'s file to `owner` (uid, gid), when there is one: a program run as a user opens
+/// its own pipes and terminal again by name (`/dev/stdin`, `$(tty)`).
+pub(crate) fn give(fd: &OwnedFd, owner: Option<(libc::uid_t, libc::gid_t)>) -> io::Result<()> {
+    if let Some((uid, gid)) = owner {
+        rustix::fs::fchown(
+            fd,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Gives `command` a stdin pipe (its end `owner`'s); returns kinski's end.
+pub(crate) fn stdin_pipe(command: &mut Command, owner: Option<(libc::uid_t, libc::gid_t)>) -> io::Result<Input> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: fds is valid for two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -131,6 +144,7 @@ pub(crate) fn stdin_pipe(command: &mut Command) -> io::Result<Input> {
     }
     // SAFETY: pipe2 returned two fresh descriptors nothing else owns.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    give(&read, owner)?;
     // The program's end stays blocking, as a stdin is.
     command.stdin(Stdio::from(read));
     Input::new(write)
@@ -139,8 +153,14 @@ pub(crate) fn stdin_pipe(command: &mut Command) -> io::Result<Input> {
 /// Opens a pseudo-terminal of `size` and makes it `command`'s stdin, stdout and stderr and
 /// controlling terminal, in a session of its own (so its process group is its pid, as an
 /// attempt's is). Returns the master for reading the output, the input, and the terminal.
-pub(crate) fn terminal(command: &mut Command, size: TtySize) -> io::Result<(OwnedFd, Input, Terminal)> {
+pub(crate) fn terminal(
+    command: &mut Command,
+    size: TtySize,
+    owner: Option<(libc::uid_t, libc::gid_t)>,
+) -> io::Result<(OwnedFd, Input, Terminal)> {
     let pty = nix::pty::openpty(Some(&winsize(size)), None).map_err(io::Error::from)?;
+    // Its user's, as a login's terminal is.
+    give(&pty.slave, owner)?;
     for fd in [&pty.master, &pty.slave] {
         // SAFETY: fcntl on our own descriptor.
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {

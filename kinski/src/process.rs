@@ -201,8 +201,8 @@ impl Process {
         let mut outputs = match start.interactive.and_then(|i| i.tty) {
             Some(size) => {
                 // The terminal is its stdin, stdout and stderr, in a session of its own.
-                let (read, input, terminal) =
-                    interactive::terminal(&mut command, size).map_err(|source| SpawnError::Pipe {
+                let (read, input, terminal) = interactive::terminal(&mut command, size, run_as.map(|u| (u.uid, u.gid)))
+                    .map_err(|source| SpawnError::Pipe {
                         stream: "terminal",
                         source,
                     })?;
@@ -213,6 +213,16 @@ impl Process {
             }
             None => {
                 let (stdout, stderr, outputs) = attempt_outputs(start, taps)?;
+                // The program's ends of its pipes are its user's, so it may open them again
+                // (`echo msg > /dev/stderr`); a pipe is made root's, mode 0600.
+                if let Some(user) = run_as {
+                    for fd in stdout.iter().chain(stderr.iter()) {
+                        give(fd, user).map_err(|source| SpawnError::Pipe {
+                            stream: "stdout",
+                            source,
+                        })?;
+                    }
+                }
                 command
                     .stdin(Stdio::null())
                     .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
@@ -221,10 +231,13 @@ impl Process {
                     // its posix_spawn path, which matters at thousands of short attempts.
                     .process_group(0);
                 if start.interactive.is_some_and(|i| i.stdin) {
-                    let input = interactive::stdin_pipe(&mut command).map_err(|source| SpawnError::Pipe {
-                        stream: "stdin",
-                        source,
-                    })?;
+                    let input =
+                        interactive::stdin_pipe(&mut command, run_as.map(|u| (u.uid, u.gid))).map_err(|source| {
+                            SpawnError::Pipe {
+                                stream: "stdin",
+                                source,
+                            }
+                        })?;
                     connection.input = Some(Arc::new(input));
                 }
                 outputs
@@ -634,6 +647,11 @@ fn attempt_outputs(start: &StartAttempt, taps: &Taps) -> Result<AttemptOutputs, 
     let stdout = keep_out.then(|| open("stdout", &start.stdout, "stdout")).transpose()?;
     let stderr = keep_err.then(|| open("stderr", &start.stderr, "stderr")).transpose()?;
     Ok((stdout, stderr, outputs))
+}
+
+/// Gives a descriptor's file (a pipe, a terminal) to the user programs run as.
+fn give(fd: &OwnedFd, user: &crate::user::RunAs) -> io::Result<()> {
+    interactive::give(fd, Some((user.uid, user.gid)))
 }
 
 /// A pipe whose ends are closed on exec (std dups the write end onto the child's stdout or

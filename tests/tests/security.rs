@@ -241,6 +241,29 @@ fn a_root_kinski_runs_programs_as_the_configured_user() {
             "root's group kept: {out:?}"
         );
     }
+    // Its stdout and stderr are its own: `echo msg > /dev/stderr` works, as in a shell.
+    cluster.inputs("dev", 1);
+    cluster.hz_ok(&[
+        "action",
+        "dev",
+        "sh -c 'set -e; echo to-stderr > /dev/stderr; echo to-stdout > /dev/stdout' {}",
+    ]);
+    cluster.hz_ok(&["progress", "dev", "--watch"]);
+    // Printed only once the write to /dev/stderr worked.
+    let logs = cluster.hz_ok(&["logs", "dev", "f0000"]);
+    assert!(logs.contains("to-stdout"), "{logs}");
+    // A job's stdin pipe and terminal too.
+    let out = cluster.hz(&[
+        "run",
+        "-i",
+        "--",
+        "sh",
+        "-c",
+        "cat /dev/stdin > /dev/null && echo read-stdin",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("read-stdin"), "{out:?}");
+    let out = cluster.hz(&["run", "-t", "--", "sh", "-c", "echo hi > $(tty) && echo wrote-tty"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wrote-tty"), "{out:?}");
     drop(worker);
 }
 

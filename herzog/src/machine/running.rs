@@ -154,6 +154,8 @@ impl Machine {
         });
         let stopped: Vec<AttemptId> = w.running.iter().copied().filter(|a| !held.contains(a)).collect();
         tracing::info!(%worker, requeued = stopped.len(), "worker stopped cleanly: the attempts it stopped go back to the queue");
+        // It stopped its service instances too: the movable ones go elsewhere now.
+        self.services.stopped(worker, now.wall, now.mono);
         for attempt in stopped {
             self.end_live(
                 now,

@@ -3067,3 +3067,40 @@ fn slot_time_counts_from_the_real_start_and_steers_the_next_slot() {
     assert_eq!(m.shares()[0].target, 0.75);
 }
 mod alerts;
+
+#[test]
+fn a_worker_that_stops_cleanly_has_its_movable_service_placed_elsewhere_at_once() {
+    let mut m = machine();
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    ok(&mut m, 0, register_event("w2", 1, &[]));
+    let file = common::services::ServicesFile::parse(
+        "[services.web]\ncommand = \"web\"\nstopwaitsecs = 30\n",
+        std::path::Path::new("services.toml"),
+    )
+    .expect("parses");
+    ok(&mut m, 0, Event::ServicesReload { file });
+    let placed_on = |effects: &[Effect]| -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Instance(crate::services::Order::Run { worker, .. }) => Some(worker.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let (_, e) = sched(&mut m, 0);
+    let first = placed_on(&e);
+    assert_eq!(first.len(), 1, "{e:?}");
+    let other = if first[0] == "w1" { "w2" } else { "w1" };
+    ok(
+        &mut m,
+        10,
+        Event::WorkerStopping {
+            worker: first[0].clone(),
+            held: Vec::new(),
+        },
+    );
+    // Not after its 30 s stop grace, as for a lost worker: its kinski stopped it already.
+    let (_, e) = sched(&mut m, 20);
+    assert_eq!(placed_on(&e), [other.to_string()], "{e:?}");
+}

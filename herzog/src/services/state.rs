@@ -461,6 +461,19 @@ impl Services {
     /// passed too: a kinski cut off from herzog for the worker timeout stops its movable
     /// instances itself, so one never runs on two hosts at once (a lease, not a race).
     pub(crate) fn lost(&mut self, worker: &str, at: Millis, now: Mono) {
+        self.gone(worker, at, now, true);
+    }
+
+    /// A worker whose kinski shut down cleanly: it stopped every instance before it said so,
+    /// so its movable ones are placed elsewhere at once (no lease to wait out); its pinned ones
+    /// wait for it, as a lost worker's do.
+    pub(crate) fn stopped(&mut self, worker: &str, at: Millis, now: Mono) {
+        self.gone(worker, at, now, false);
+    }
+
+    /// What `lost` and `stopped` share; `lease`: wait each service's stop grace before placing
+    /// a movable instance elsewhere (a cut-off worker stops them itself only then).
+    fn gone(&mut self, worker: &str, at: Millis, now: Mono, lease: bool) {
         for (id, kept) in self.instances.iter_mut() {
             let grace = self
                 .file
@@ -469,7 +482,7 @@ impl Services {
                 .map_or(0, |s| i64::try_from(s.stopwaitsecs.as_millis()).unwrap_or(i64::MAX));
             if let Some(d) = kept.draining.as_mut().filter(|d| d.worker == worker) {
                 // Stopped by the worker itself once cut off, or by the stop sent: gone by then.
-                d.released = Some(Mono(now.0.saturating_add(grace)));
+                d.released = Some(Mono(now.0.saturating_add(if lease { grace } else { 0 })));
             }
             let Some(p) = kept.placed.as_mut().filter(|p| p.worker == worker) else {
                 continue;
@@ -485,7 +498,7 @@ impl Services {
                 && !pinned(id, spec)
             {
                 let grace = i64::try_from(spec.stopwaitsecs.as_millis()).unwrap_or(i64::MAX);
-                p.released = Some(Mono(now.0.saturating_add(grace)));
+                p.released = Some(Mono(now.0.saturating_add(if lease { grace } else { 0 })));
             }
         }
     }

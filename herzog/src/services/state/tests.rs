@@ -174,6 +174,30 @@ fn a_lost_worker_moves_what_may_move_after_its_lease_and_shows_the_rest_as_unkno
 }
 
 #[test]
+fn a_worker_that_stopped_cleanly_has_its_movable_instances_placed_elsewhere_at_once() {
+    let mut s = Services::new(
+        file(
+            "[services.web]\ncommand = \"web\"\nnumprocs = 2\nstopwaitsecs = 3\n[services.db]\ncommand = \"db\"\nhosts = [\"newton\"]\n",
+        ),
+        0,
+    );
+    s.place(Mono(0), &workers(&["euclid", "newton"]));
+    // Its kinski stopped every instance before it said goodbye: no lease to wait out.
+    s.stopped("newton", 1_234, Mono(100));
+    let moved = runs(&s.place(Mono(100), &workers(&["euclid"])));
+    assert_eq!(moved, [("web:1".to_string(), "euclid".to_string())]);
+    let db = s
+        .instances()
+        .iter()
+        .find(|(i, _)| i.to_string() == "db:0")
+        .map(|(_, k)| k.placed.clone());
+    assert!(
+        matches!(db, Some(Some(p)) if p.worker == "newton"),
+        "pinned: placed again when newton is back"
+    );
+}
+
+#[test]
 fn each_worker_counts_the_instances_it_keeps_up_and_a_lost_one_none() {
     let mut s = Services::new(file("[services.web]\ncommand = \"web\"\nnumprocs = 3\n"), 0);
     let w = workers(&["euclid", "newton"]);
