@@ -178,6 +178,15 @@ impl AlertsSection {
                 return Err(bad("alerts.smtp.port", "0", "must be a port from 1 to 65535"));
             }
             check_address(&smtp.from).map_err(|reason| bad("alerts.smtp.from", &smtp.from, reason))?;
+            // A password in the clear goes only to a relay on this host.
+            let local = matches!(smtp.host.trim(), "localhost" | "127.0.0.1" | "::1" | "[::1]");
+            if smtp.security == Security::None && smtp.user.is_some() && !local {
+                return Err(bad(
+                    "alerts.smtp.security",
+                    "none",
+                    "would send the password in the clear to another host: use \"starttls\" or \"tls\" (or a relay on this host)",
+                ));
+            }
             if smtp.user.is_some() != smtp.password_file.is_some() {
                 return Err(bad(
                     "alerts.smtp.password_file",

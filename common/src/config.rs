@@ -513,6 +513,11 @@ mod tests {
                 "[alerts.smtp]\nhost = \"mail\"\nfrom = \"h@x\"\nsecurity = \"ssl\"\n",
                 "ssl",
             ),
+            // A password in the clear to another host.
+            (
+                "[alerts.smtp]\nhost = \"mail\"\nfrom = \"h@x\"\nsecurity = \"none\"\nuser = \"u\"\npassword_file = \"/p\"\n",
+                "alerts.smtp.security",
+            ),
         ] {
             let err = ClusterConfig::parse(text, Path::new("c.toml")).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?}: {err}");

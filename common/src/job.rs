@@ -139,7 +139,10 @@ pub fn check(request: &JobRequest) -> Result<(), ApiError> {
     if let JobCommand::Argv(argv) = &request.command
         && argv.first().is_none_or(|p| p.is_empty())
     {
-        return Err(ApiError::EmptyProgram);
+        return Err(ApiError::InvalidValue {
+            what: "the command".into(),
+            reason: "it is empty: say what to run after `--`".into(),
+        });
     }
     for dir in request.cwd.iter().chain([&request.from]) {
         if crate::paths::clean_absolute(dir).is_err() {
@@ -190,8 +193,8 @@ mod tests {
         r.cwd = Some("tmp".into());
         assert!(check(&r).is_err());
         r.cwd = None;
-        r.command = JobCommand::Argv(Vec::new());
-        assert_eq!(check(&r), Err(ApiError::EmptyProgram));
+        r.command = JobCommand::Argv(vec![String::new()]);
+        assert!(matches!(check(&r), Err(ApiError::InvalidValue { .. })));
         r.command = JobCommand::Argv(vec!["true".into()]);
         r.env.insert("A=B".into(), "c".into());
         assert!(check(&r).is_err());

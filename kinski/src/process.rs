@@ -190,6 +190,8 @@ impl Process {
         command
             .args(args)
             .current_dir(&start.cwd)
+            // Where it is, not where kinski was started (a shell trusts PWD).
+            .env("PWD", &start.cwd)
             .envs(&start.env)
             // After start.env, so a project cannot mask what herzog tells the program.
             .env("HERZOG_PROJECT", &start.project)

@@ -280,7 +280,7 @@ fn named_commands_run_by_name_or_alias_with_their_arguments() {
     cluster.hz_ok(&["reload"]);
     let listed = cluster.hz_ok(&["commands"]);
     assert!(
-        listed.contains("greet") && listed.contains("hi") && listed.contains("newton"),
+        listed.contains("greet") && listed.contains("hi") && listed.contains("newton") && listed.contains("says hello"),
         "{listed}"
     );
     let out = cluster.hz(&["run", "hi", "world", "$(id)"]);

@@ -21,6 +21,7 @@ pub(crate) async fn run(args: JsonArgs, addr: &Endpoint, out: &mut dyn Write) ->
             ("ALIASES", Align::Left),
             ("HOSTS", Align::Left),
             ("COMMAND", Align::Left),
+            ("DESCRIPTION", Align::Left),
         ]);
         for c in &commands {
             t.row(vec![
@@ -28,6 +29,7 @@ pub(crate) async fn run(args: JsonArgs, addr: &Endpoint, out: &mut dyn Write) ->
                 c.aliases.join(","),
                 c.hosts.as_ref().map_or_else(|| "any".to_string(), |h| h.join(",")),
                 c.command.clone(),
+                c.description.clone().unwrap_or_default(),
             ]);
         }
         out.write_all(t.render().as_bytes())?;

@@ -142,6 +142,12 @@ async fn follow_to_end(
 
 /// The request `args` make, checked here where that can be done.
 fn request(args: &JobArgs) -> Result<JobRequest, CliError> {
+    // A word before `--` that looks like an option is one hz run does not have.
+    if let Some(flag) = args.named.first().filter(|w| w.starts_with('-')) {
+        return Err(CliError::Usage(format!(
+            "hz run has no option '{flag}': its options come first, then `--` and the command (`hz run --help`)"
+        )));
+    }
     let command = match (args.named.is_empty(), args.argv.is_empty()) {
         (true, false) => JobCommand::Argv(args.argv.clone()),
         (false, true) => JobCommand::Named {
@@ -509,6 +515,11 @@ mod tests {
         );
         assert!(r.interactive.stdin && r.interactive.tty.is_none());
         assert!(matches!(request(&parsed(&["hz", "run"])), Err(CliError::Usage(_))));
+        let bogus = request(&parsed(&["hz", "run", "--bogus", "x"]));
+        assert!(
+            matches!(&bogus, Err(CliError::Usage(m)) if m.contains("no option '--bogus'")),
+            "{bogus:?}"
+        );
     }
 
     #[test]

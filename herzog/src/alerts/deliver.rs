@@ -156,7 +156,8 @@ pub(crate) async fn post(agent: &ureq::Agent, url: &str, message: &Message) -> R
         Err(e) => e.to_string(),
     };
     Err(DeliveryError::Webhook {
-        url: url.to_string(),
+        // Its credentials, if it has any, stay out of the log.
+        url: crate::machine::Recipient::Webhook(url.to_string()).shown(),
         reason,
     })
 }

@@ -168,7 +168,7 @@ async fn recipient(sender: Arc<Sender>, to: Recipient, mut rx: mpsc::UnboundedRe
                     }
                 }
             }
-            tracing::info!(alert = %message.id, kind = %message.alert.kind, to = %to.stored(), folded = message.folded, "alert delivered");
+            tracing::info!(alert = %message.id, kind = %message.alert.kind, to = %to.shown(), folded = message.folded, "alert delivered");
             groups.sent(&batch.key, ms(origin));
             let delivered = Event::AlertsDelivered {
                 ids: message.rows.clone(),

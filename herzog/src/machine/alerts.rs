@@ -51,6 +51,19 @@ pub(crate) enum Recipient {
 
 impl Recipient {
     /// As the outbox keeps it: `mailto:ADDR`, or the URL.
+    /// The recipient as logs show it: a webhook's credentials (`user:pass@`) left out.
+    pub(crate) fn shown(&self) -> String {
+        match self {
+            Recipient::Webhook(u) => match (u.find("://"), u.find('@')) {
+                (Some(scheme), Some(at)) if at > scheme && !u[scheme + 3..at].contains('/') => {
+                    format!("{}***@{}", &u[..scheme + 3], &u[at + 1..])
+                }
+                _ => u.clone(),
+            },
+            Recipient::Email(_) => self.stored(),
+        }
+    }
+
     pub(crate) fn stored(&self) -> String {
         match self {
             Recipient::Email(a) => format!("mailto:{a}"),

@@ -314,3 +314,15 @@ fn a_job_s_end_alerts_no_one_its_caller_hears_it() {
     assert!(rows(&out.writes).is_empty(), "{:?}", out.writes);
     assert_eq!(wakes(&out.effects), 0);
 }
+
+#[test]
+fn a_webhook_s_credentials_stay_out_of_what_is_shown() {
+    let shown = |u: &str| Recipient::Webhook(u.into()).shown();
+    assert_eq!(
+        shown("https://user:pass@hooks.example.org/x"),
+        "https://***@hooks.example.org/x"
+    );
+    assert_eq!(shown("https://hooks.example.org/a@b"), "https://hooks.example.org/a@b");
+    assert_eq!(shown("http://hooks/x"), "http://hooks/x");
+    assert_eq!(Recipient::Email("ops@x".into()).shown(), "mailto:ops@x");
+}
