@@ -127,14 +127,24 @@ impl<T> Received<T> {
 
 /// Starts the SMTP sink on `port` (0: any); returns its port and what it receives.
 pub fn smtp(port: u16) -> (u16, Received<Mail>) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the SMTP sink");
+    serve(port, "the SMTP sink", smtp_session)
+}
+
+/// Listens on 127.0.0.1:`port` (0: any) and serves each connection on a thread of its own
+/// with `session`, which sends what it received; returns the port and the receiving end.
+fn serve<T: Send + 'static>(
+    port: u16,
+    what: &str,
+    session: fn(TcpStream, &mpsc::Sender<T>) -> std::io::Result<()>,
+) -> (u16, Received<T>) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("bind {what}: {e}"));
     let port = listener.local_addr().expect("its address").port();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let tx = tx.clone();
             std::thread::spawn(move || {
-                let _ = smtp_session(stream, &tx);
+                let _ = session(stream, &tx);
             });
         }
     });
@@ -207,18 +217,7 @@ fn address(command: &str) -> String {
 /// Starts the HTTP sink on `port` (0: any); returns its port and the POSTs it receives (their
 /// bodies JSON).
 pub fn http(port: u16) -> (u16, Received<Post>) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the HTTP sink");
-    let port = listener.local_addr().expect("its address").port();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let _ = http_request(stream, &tx);
-            });
-        }
-    });
-    (port, Received { rx })
+    serve(port, "the HTTP sink", http_request)
 }
 
 fn http_request(stream: TcpStream, tx: &mpsc::Sender<Post>) -> std::io::Result<()> {

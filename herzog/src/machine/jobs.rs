@@ -260,7 +260,6 @@ pub(super) fn ends_job(job: &Job, end: AttemptEnd, ran: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::wire::Completion;
 
     fn machine() -> Machine {
         let timing = Timing {
@@ -341,18 +340,7 @@ mod tests {
         assert_eq!(m.job_state(&name), Ok(JobState::Waiting));
         // A batch attempt ends on w2: the job gets the room, not the next fragment.
         let first_on_w2 = m.workers["w2"].running.iter().next().copied().expect("w2 runs one");
-        let done = Event::Complete {
-            worker: "w2".into(),
-            completion: Completion {
-                attempt: first_on_w2,
-                exit: Exit::Code(0),
-                wall_ms: 1,
-                cpu_ms: 1,
-                peak_rss_kb: 1,
-                finished_at: 3,
-            },
-            staging_error: None,
-        };
+        let done = super::super::tests::complete_event("w2", first_on_w2.0, Exit::Code(0), 3);
         m.handle(Now::at(3), done).expect("completed");
         m.schedule(Now::at(3));
         let s = starts(&mut m);
@@ -370,18 +358,7 @@ mod tests {
         assert!(listed.iter().all(|p| p.name == "batch"), "{listed:?}");
         assert!(m.active(0, 100).items.iter().any(|a| a.project == name));
         // Its exit is kept, with where it ran.
-        let end = Event::Complete {
-            worker: "w2".into(),
-            completion: Completion {
-                attempt: s[0].1,
-                exit: Exit::Code(3),
-                wall_ms: 1,
-                cpu_ms: 1,
-                peak_rss_kb: 1,
-                finished_at: 4,
-            },
-            staging_error: None,
-        };
+        let end = super::super::tests::complete_event("w2", s[0].1.0, Exit::Code(3), 4);
         m.handle(Now::at(4), end).expect("completed");
         assert_eq!(
             m.job_state(&name),

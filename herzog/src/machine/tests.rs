@@ -75,7 +75,8 @@ fn heartbeat_event(worker: &str, running: &[i64]) -> Event {
     }
 }
 
-fn complete_event(worker: &str, attempt: i64, exit: Exit, now: Millis) -> Event {
+/// A completion event (the machine's other test modules use it too).
+pub(super) fn complete_event(worker: &str, attempt: i64, exit: Exit, now: Millis) -> Event {
     Event::Complete {
         worker: worker.to_string(),
         completion: completion(attempt, exit, now),
