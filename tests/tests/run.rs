@@ -225,8 +225,15 @@ fn a_lost_worker_ends_the_job_with_255_and_it_is_not_run_again() {
     let status = hz.wait_exit(WAIT);
     assert_eq!(status.code(), Some(255), "{}", hz.stderr());
     assert!(hz.stderr().contains("was lost"), "{}", hz.stderr());
-    // Not run again, elsewhere or later.
-    std::thread::sleep(Duration::from_secs(1));
+    // Not run again, elsewhere or later: its one fragment ended for good with the loss,
+    // which hz's exit already waited for.
+    let job = active[0].project.clone();
+    let fragments: Vec<common::wire::FragmentInfo> = cluster.hz_json(&["fragments", &job]);
+    assert_eq!(
+        (fragments[0].state, fragments[0].attempts),
+        (common::wire::FragmentStateKind::Failed, 1),
+        "{fragments:?}"
+    );
     assert_eq!(std::fs::read_to_string(&starts).unwrap_or_default().lines().count(), 1);
     let active: Vec<ActiveAttempt> = cluster.hz_json(&["active"]);
     assert!(active.is_empty(), "{active:?}");

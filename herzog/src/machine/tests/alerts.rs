@@ -26,6 +26,21 @@ fn alerting(on: Option<Vec<AlertKind>>) -> Machine {
     machine().with_alerts(AlertRules::new(&section(on), "test".into()))
 }
 
+/// An alerting machine with one worker and the test services placed on it.
+fn serving(on: Option<Vec<AlertKind>>) -> Machine {
+    let mut m = alerting(on);
+    ok(&mut m, 0, register_event("w1", 1, &[]));
+    ok(
+        &mut m,
+        0,
+        Event::ServicesReload {
+            file: services_text(true),
+        },
+    );
+    sched(&mut m, 0);
+    m
+}
+
 /// The outbox rows among `writes`: (origin, recipient, kind, subject).
 fn rows(writes: &[Write]) -> Vec<(String, String, AlertKind, String)> {
     writes
@@ -157,16 +172,7 @@ fn web_event(n: u32, kind: EventKind) -> Event {
 
 #[test]
 fn fatal_starts_and_unexpected_exits_of_services_alert_unless_switched_off() {
-    let mut m = alerting(None);
-    ok(&mut m, 0, register_event("w1", 1, &[]));
-    ok(
-        &mut m,
-        0,
-        Event::ServicesReload {
-            file: services_text(true),
-        },
-    );
-    sched(&mut m, 0);
+    let mut m = serving(None);
     let backoff = InstanceReport {
         run: RunId(1),
         instance: InstanceId {
@@ -258,16 +264,7 @@ fn a_delivery_is_recorded() {
 
 #[test]
 fn a_placement_its_worker_refuses_alerts_as_fatal() {
-    let mut m = alerting(Some(vec![AlertKind::ServiceFatal]));
-    ok(&mut m, 0, register_event("w1", 1, &[]));
-    ok(
-        &mut m,
-        0,
-        Event::ServicesReload {
-            file: services_text(true),
-        },
-    );
-    sched(&mut m, 0);
+    let mut m = serving(Some(vec![AlertKind::ServiceFatal]));
     let run = m
         .services
         .instances()
