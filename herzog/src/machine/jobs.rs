@@ -252,9 +252,11 @@ impl Machine {
     }
 }
 
-/// Whether a job that ran must not run again after its attempt ended so.
+/// Whether a job must not run again after its attempt ended so. A lost one may have run
+/// even if herzog never heard it start; one taken back by a clean shutdown did not, unless
+/// it was heard.
 pub(super) fn ends_job(job: &Job, end: AttemptEnd, ran: bool) -> bool {
-    !job.requeue && ran && matches!(end, AttemptEnd::TakenBack | AttemptEnd::Lost)
+    !job.requeue && (end == AttemptEnd::Lost || (end == AttemptEnd::TakenBack && ran))
 }
 
 #[cfg(test)]
@@ -377,7 +379,8 @@ mod tests {
 
     #[test]
     fn a_job_on_a_lost_worker_ends_unless_it_asked_to_be_run_again() {
-        for requeue in [false, true] {
+        // Whether or not herzog heard its start before the loss: the program may have run.
+        for (requeue, heard) in [(false, true), (false, false), (true, true), (true, false)] {
             let mut m = machine();
             let mut r = request(&["sleep", "100"]);
             r.host = Some("w1".into());
@@ -390,7 +393,9 @@ mod tests {
                 worker: "w1".into(),
                 notices: vec![common::wire::StartNotice { attempt: s[0].1, at: 2 }],
             };
-            m.handle(Now::at(2), notice).expect("started");
+            if heard {
+                m.handle(Now::at(2), notice).expect("started");
+            }
             // w2 stays alive; w1 falls silent past the timeout.
             let beat = Event::Heartbeat {
                 worker: "w2".into(),
@@ -411,7 +416,7 @@ mod tests {
                 let Ok(JobState::Ended { reason }) = m.job_state(&name) else {
                     panic!("{:?}", m.job_state(&name))
                 };
-                assert!(reason.contains("was lost"), "{reason}");
+                assert!(reason.contains("was lost"), "heard {heard}: {reason}");
                 assert!(again.is_empty(), "{again:?}");
                 // Nor by `hz retry`.
                 let retry = m.handle(Now::at(12_001), Event::Retry { name: name.clone() });

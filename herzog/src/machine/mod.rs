@@ -1049,7 +1049,8 @@ impl Machine {
                 attempt: Some(attempt),
                 reason: match end {
                     AttemptEnd::Lost => format!(
-                        "its worker {worker} was lost while it ran ({}); it is not run again (`hz run --requeue` would)",
+                        "its worker {worker} was lost while it {} ({}); it is not run again (`hz run --requeue` would)",
+                        if live.ran.is_some() { "ran" } else { "was starting" },
                         note.as_deref().unwrap_or("lost")
                     ),
                     _ => format!(
