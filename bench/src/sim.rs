@@ -134,6 +134,7 @@ impl Sim {
                 slots,
                 queue,
                 scratch_dir: None,
+                ..Resources::default()
             },
             stats,
             held: Mutex::new(BTreeMap::new()),
@@ -169,6 +170,8 @@ impl Worker for Service {
                     continue;
                 }
                 let completion = Completion {
+                    limit: None,
+                    peak_memory_bytes: None,
                     attempt: start.attempt,
                     exit: Exit::Code(0),
                     wall_ms: 0,

@@ -44,6 +44,14 @@ pub struct RunSpec {
     /// Its own alert recipients (`hz action --notify/--webhook`), kept with the project.
     #[serde(default, skip_serializing_if = "crate::alerts::ProjectAlerts::is_empty")]
     pub alerts: crate::alerts::ProjectAlerts,
+    /// What each attempt asks of its worker (`--cpus`, `--mem`, `--time`): packs, and what
+    /// was given is enforced.
+    #[serde(default, skip_serializing_if = "crate::requests::Requests::is_empty")]
+    pub requests: crate::requests::Requests,
+    /// The limits whose end is retried like a failure (`--retry-on oom,time`); by default an
+    /// attempt ended by a limit fails its fragment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_on: Vec<crate::requests::RetryOn>,
 }
 
 fn default_max_attempts() -> u32 {
@@ -70,6 +78,8 @@ impl RunSpec {
             grace_ms: default_grace_ms(),
             settings: Settings::default(),
             alerts: crate::alerts::ProjectAlerts::default(),
+            requests: crate::requests::Requests::default(),
+            retry_on: Vec::new(),
         }
     }
 
@@ -290,6 +300,32 @@ pub struct Resources {
     /// filesystem); herzog uploads into it over SSH.
     #[serde(default)]
     pub scratch_dir: Option<PathBuf>,
+    /// CPUs and memory kept for the system (`kinski.reserve_cpus`, `kinski.reserve_mem`):
+    /// attempts are packed into what is left.
+    #[serde(default)]
+    pub reserved_cpus: u32,
+    #[serde(default)]
+    pub reserved_memory_bytes: u64,
+    /// Which limits the worker enforces.
+    #[serde(default)]
+    pub limits: crate::requests::LimitSupport,
+    /// The CPU's model name and speed (MHz), as the host reports them.
+    #[serde(default)]
+    pub cpu_model: String,
+    #[serde(default)]
+    pub cpu_mhz: u64,
+}
+
+impl Resources {
+    /// The CPUs attempts are packed into.
+    pub fn offered_cpus(&self) -> u32 {
+        self.cpus.saturating_sub(self.reserved_cpus)
+    }
+
+    /// The memory attempts are packed into.
+    pub fn offered_memory(&self) -> u64 {
+        self.memory_bytes.saturating_sub(self.reserved_memory_bytes)
+    }
 }
 
 /// One worker as herzog sees it (`hz workers`).
@@ -408,6 +444,12 @@ pub struct Completion {
     pub cpu_ms: u64,
     pub peak_rss_kb: u64,
     pub finished_at: Millis,
+    /// The limit that ended it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<crate::requests::LimitHit>,
+    /// Its cgroup's peak memory (page cache included), where it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
 }
 
 /// Everything kinski needs to run one attempt.
@@ -450,6 +492,9 @@ pub struct StartAttempt {
     /// ahead of its follower than [`crate::output::JOB_WINDOW`] (flow control).
     #[serde(default)]
     pub interactive: Option<crate::job::Interactive>,
+    /// What it asked for: enforced on the worker as far as its limits allow.
+    #[serde(default, skip_serializing_if = "crate::requests::Requests::is_empty")]
+    pub requests: crate::requests::Requests,
 }
 
 /// `herzog.max_log_bytes` when cluster.toml does not set it (and what kinski applies to a start

@@ -442,6 +442,8 @@ impl Finished {
             cpu_ms: self.cpu_ms,
             peak_rss_kb: self.peak_rss_kb,
             finished_at: common::now_millis(),
+            limit: None,
+            peak_memory_bytes: None,
         }
     }
 }
@@ -484,6 +486,8 @@ pub fn start_failed(start: &StartAttempt, why: String) -> Completion {
         cpu_ms: 0,
         peak_rss_kb: 0,
         finished_at: common::now_millis(),
+        limit: None,
+        peak_memory_bytes: None,
     }
 }
 
@@ -872,6 +876,7 @@ mod tests {
 
     fn attempt(dir: &Path, argv: &[&str]) -> StartAttempt {
         StartAttempt {
+            requests: Default::default(),
             attempt: AttemptId(7),
             project: "proj".into(),
             fragment: "frag-1".into(),

@@ -32,6 +32,7 @@ pub(crate) fn probe(slots: u32, queue: u32, state_dir: &Path) -> Resources {
         slots,
         queue,
         scratch_dir: None,
+        ..Resources::default()
     }
 }
 

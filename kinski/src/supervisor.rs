@@ -784,6 +784,7 @@ pub(crate) mod tests {
     /// `sh -c SCRIPT` as attempt `attempt` of project p, its logs in `dir/logs`.
     pub(crate) fn start(dir: &Path, attempt: i64, script: &str) -> StartAttempt {
         StartAttempt {
+            requests: Default::default(),
             attempt: AttemptId(attempt),
             project: "p".into(),
             fragment: format!("f{attempt}"),

@@ -150,6 +150,8 @@ fn workers_are_held_to_their_role_and_their_own_name() {
         // ...nor report for newton over its own registry connection.
         let registry = registry_client(&addr, &euclid).await.unwrap();
         let completion = Completion {
+            limit: None,
+            peak_memory_bytes: None,
             attempt: common::AttemptId(1),
             exit: Exit::Code(0),
             wall_ms: 1,
@@ -301,6 +303,8 @@ fn only_the_attempts_own_worker_can_record_its_late_result() {
         runtime.block_on(async {
             let registry = registry_client(&addr, &connector).await.unwrap();
             let completion = Completion {
+                limit: None,
+                peak_memory_bytes: None,
                 attempt: common::AttemptId(attempt),
                 exit: Exit::Code(code),
                 wall_ms: 1,

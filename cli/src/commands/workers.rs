@@ -78,6 +78,7 @@ mod tests {
                 slots: 6,
                 queue: 6,
                 scratch_dir: None,
+                ..Resources::default()
             },
             running: 2,
             queued: 1,

@@ -120,6 +120,8 @@ mod tests {
         let done = Event::Complete {
             worker: "w".into(),
             completion: Completion {
+                limit: None,
+                peak_memory_bytes: None,
                 attempt,
                 exit: Exit::Code(3),
                 wall_ms: 1,

@@ -1548,6 +1548,7 @@ fn staged_start_for(
         uploader_uid: None,
         settings: p.spec.settings.clone(),
         interactive: None,
+        requests: p.spec.requests,
     };
     (start, upload)
 }
@@ -1573,5 +1574,6 @@ fn start_for(p: &Project, index: u32, attempt: AttemptId, max_log_bytes: u64) ->
         uploader_uid: None,
         settings: p.spec.settings.clone(),
         interactive: None,
+        requests: p.spec.requests,
     }
 }

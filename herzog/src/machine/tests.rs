@@ -86,6 +86,8 @@ pub(super) fn complete_event(worker: &str, attempt: i64, exit: Exit, now: Millis
 
 fn completion(attempt: i64, exit: Exit, now: Millis) -> Completion {
     Completion {
+        limit: None,
+        peak_memory_bytes: None,
         attempt: AttemptId(attempt),
         exit,
         wall_ms: 5,
@@ -347,6 +349,7 @@ fn every_legal_transition_happens_through_events() {
         (
             "w1".to_string(),
             StartAttempt {
+                requests: Default::default(),
                 attempt: AttemptId(1),
                 project: "p".into(),
                 fragment: "a".into(),

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 fn completion(a: i64) -> Completion {
     Completion {
+        limit: None,
+        peak_memory_bytes: None,
         attempt: AttemptId(a),
         exit: Exit::Code(0),
         wall_ms: 1,
