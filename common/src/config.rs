@@ -132,6 +132,33 @@ pub struct HerzogSection {
     /// active.
     #[serde(with = "humantime_serde")]
     pub fair_half_life: Option<Duration>,
+    /// What a project's attempts ask for when `hz action` does not say (`[herzog.defaults]`).
+    pub defaults: DefaultsSection,
+}
+
+/// `[herzog.defaults]`: requests for projects that give none; what is set here is enforced
+/// as if `hz action` had asked for it (the built-in 1 CPU only packs).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefaultsSection {
+    /// CPUs per attempt.
+    pub cpus: Option<u32>,
+    /// Memory per attempt: bytes, or "512 MiB", "4 GiB".
+    pub mem: Option<bytesize::ByteSize>,
+    /// Wall-clock limit per attempt ("90s", "2h").
+    #[serde(with = "humantime_serde")]
+    pub time: Option<Duration>,
+}
+
+impl DefaultsSection {
+    /// As requests.
+    pub fn requests(&self) -> crate::requests::Requests {
+        crate::requests::Requests {
+            cpus: self.cpus,
+            memory_bytes: self.mem.map(|m| m.0),
+            time_ms: self.time.map(|t| t.as_millis() as u64),
+        }
+    }
 }
 
 impl Default for HerzogSection {
@@ -149,6 +176,7 @@ impl Default for HerzogSection {
             services: None,
             max_log_bytes: bytesize::ByteSize(crate::wire::DEFAULT_MAX_LOG_BYTES),
             fair_half_life: None,
+            defaults: DefaultsSection::default(),
         }
     }
 }
@@ -199,6 +227,12 @@ pub struct KinskiSection {
     /// Where kinski keeps one pid file per service instance (`<instance>.pid`) while it runs,
     /// for tools that expect them; none by default.
     pub pid_dir: Option<PathBuf>,
+    /// The CPUs this worker offers; default: the host's (as Slurm's `CPUs=` in a node line).
+    pub cpus: Option<u32>,
+    /// CPUs kept for the system: attempts are packed into the rest.
+    pub reserve_cpus: u32,
+    /// Memory kept for the system: bytes, or "2 GiB".
+    pub reserve_mem: bytesize::ByteSize,
 }
 
 impl Default for KinskiSection {
@@ -207,6 +241,9 @@ impl Default for KinskiSection {
             run_as: None,
             service_users: Vec::new(),
             pid_dir: None,
+            cpus: None,
+            reserve_cpus: 0,
+            reserve_mem: bytesize::ByteSize(0),
             tls: None,
             name: None,
             slots: None,

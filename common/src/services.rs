@@ -100,6 +100,24 @@ pub struct ServiceSpec {
     /// `false`: its fatal starts and unexpected exits send no alert (`[alerts]` in cluster.toml).
     #[serde(default = "yes")]
     pub alert: bool,
+    /// CPUs each instance asks for: taken from its worker's capacity, and enforced.
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// Memory each instance asks for (bytes, or "512 MiB"): taken from its worker's
+    /// capacity, and enforced.
+    #[serde(default, serialize_with = "write_opt_bytes")]
+    pub mem: Option<bytesize::ByteSize>,
+}
+
+impl ServiceSpec {
+    /// What each instance asks for (no time limit: a service runs until stopped).
+    pub fn requests(&self) -> crate::requests::Requests {
+        crate::requests::Requests {
+            cpus: self.cpus,
+            memory_bytes: self.mem.map(|m| m.0),
+            time_ms: None,
+        }
+    }
 }
 
 /// When an instance that exited is started again.
@@ -304,6 +322,13 @@ fn write_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::
 /// Exactly, in bytes: bytesize writes "1.2 MiB", which reads back as another number.
 fn write_bytes<S: serde::Serializer>(b: &bytesize::ByteSize, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(b.as_u64())
+}
+
+fn write_opt_bytes<S: serde::Serializer>(b: &Option<bytesize::ByteSize>, s: S) -> Result<S::Ok, S::Error> {
+    match b {
+        Some(b) => s.serialize_some(&b.as_u64()),
+        None => s.serialize_none(),
+    }
 }
 
 fn write_umask<S: serde::Serializer>(mask: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
