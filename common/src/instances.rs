@@ -106,6 +106,9 @@ pub struct InstanceSpec {
     pub stderr_maxbytes: u64,
     pub stderr_backups: u32,
     pub watch: WatchSpec,
+    /// The CPUs and memory its cgroup holds it to (the service's `cpus` and `mem`).
+    #[serde(default, skip_serializing_if = "crate::requests::Requests::is_empty")]
+    pub requests: crate::requests::Requests,
 }
 
 /// How an instance is watched: what decides restarts and stops, changeable while it runs.
@@ -191,6 +194,7 @@ impl From<&crate::services::ServiceSpec> for InstanceSpec {
             stderr_maxbytes: s.stderr_maxbytes.as_u64(),
             stderr_backups: s.stderr_backups,
             watch: WatchSpec::from(s),
+            requests: s.requests(),
         }
     }
 }

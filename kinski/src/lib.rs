@@ -57,6 +57,17 @@ pub struct Config {
     pub pid_dir: Option<PathBuf>,
 }
 
+/// What kinski registers as this host's capacity beyond what it finds (`--cpus`,
+/// `kinski.reserve_cpus`, `kinski.reserve_mem`); the default: the host as found, nothing kept.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Capacity {
+    /// The CPUs attempts are packed into; default: the host's.
+    pub cpus: Option<u32>,
+    /// CPUs and memory kept for the system: attempts are packed into the rest.
+    pub reserve_cpus: u32,
+    pub reserve_memory_bytes: u64,
+}
+
 /// Why kinski stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum KinskiError {
@@ -110,6 +121,15 @@ impl KinskiError {
 /// Works for herzog until `shutdown` resolves, reconnecting whenever herzog is away. The
 /// attempts keep running while herzog is unreachable; on shutdown they are stopped.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<(), KinskiError> {
+    run_with(config, Capacity::default(), shutdown).await
+}
+
+/// [`run`], registering `capacity`.
+pub async fn run_with(
+    config: Config,
+    capacity: Capacity,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), KinskiError> {
     if common::name::check_name(&config.name).is_err() {
         return Err(KinskiError::BadName { name: config.name });
     }
@@ -169,7 +189,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     })
     .await
     .expect("the journal's recovery does not panic")?;
-    tracing::info!("the processes of service instances are tracked by {tracking}");
+    tracing::info!("the processes of attempts and service instances are tracked by {tracking}");
+    tracing::info!("limits: {}", tracking.limits());
     if emptied > 0 {
         tracing::warn!(
             cgroups = emptied,
@@ -215,7 +236,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         scratch.clone(),
         journal,
         recovered.unacked,
-    );
+    )
+    .with_tracking(tracking.clone());
     supervisor.clean_leftovers().await;
     {
         let scratch = scratch.clone();
@@ -235,7 +257,22 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         let instances = instances.clone();
         tokio::spawn(async move { instances.stop_movable_when_cut_off().await })
     };
-    let mut resources = resources::probe(slots, queue, &config.state_dir);
+    let limits = tracking.limits();
+    let mut resources = {
+        let dir = config.state_dir.clone();
+        tokio::task::spawn_blocking(move || resources::probe(slots, queue, &dir, capacity, limits))
+            .await
+            .expect("probing the host does not panic")
+    };
+    tracing::info!(
+        cpus = resources.cpus,
+        reserved_cpus = resources.reserved_cpus,
+        memory = %common::requests::show_bytes(resources.memory_bytes),
+        reserved_memory = %common::requests::show_bytes(resources.reserved_memory_bytes),
+        cpu = %resources.cpu_model,
+        mhz = resources.cpu_mhz,
+        "capacity"
+    );
     resources.scratch_dir = Some(scratch);
     tracing::info!(name = %config.name, slots = resources.slots, herzog = %link.describe(), "kinski starting");
     // Ready once the journal is recovered: herzog may be away, and kinski works without it.

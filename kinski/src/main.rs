@@ -50,6 +50,15 @@ struct Args {
     /// "root" only if you mean it.
     #[arg(long)]
     run_as: Option<String>,
+    /// CPUs attempts are packed into (overrides kinski.cpus; default: the host's).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    cpus: Option<u32>,
+    /// CPUs kept for the system (overrides kinski.reserve_cpus; default 0).
+    #[arg(long, value_name = "N")]
+    reserve_cpus: Option<u32>,
+    /// Memory kept for the system, like 2G or 512M (overrides kinski.reserve_mem; default 0).
+    #[arg(long, value_name = "SIZE", value_parser = common::requests::parse_size)]
+    reserve_mem: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,7 +178,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(async move { kinski::run(config, common::logging::shutdown_signal()).await }) {
+    let capacity = kinski::Capacity {
+        cpus: args.cpus.or(k.cpus),
+        reserve_cpus: args.reserve_cpus.unwrap_or(k.reserve_cpus),
+        reserve_memory_bytes: args.reserve_mem.unwrap_or(k.reserve_mem.0),
+    };
+    match runtime.block_on(async move { kinski::run_with(config, capacity, common::logging::shutdown_signal()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kinski: {e}");

@@ -8,9 +8,12 @@
 //! it is what makes signalling its group safe.
 //!
 //! The group is the unit of cleanup: when the leader exits, or when the attempt is stopped,
-//! every process still in the group is killed. A descendant that leaves the group (`setsid`,
-//! `setpgid`) escapes this; a service instance's is found by [`crate::cgroup`] (attempts'
-//! too, once the resources issue lands).
+//! every process still in the group is killed. Where kinski has cgroups, the attempt also has
+//! one ([`crate::cgroup`]), which the child enters before it execs: once the leader is reaped
+//! everything left in it is killed too, so a descendant that left the group (`setsid`,
+//! `setpgid`) dies with its attempt; the cgroup holds it to its requested memory and CPUs and
+//! counts its peak memory and OOM kills. A time limit is kept here, on the monotonic clock
+//! from the spawn: the stop signal at the limit, SIGKILL after the grace.
 //! Children deliberately get no `PR_SET_PDEATHSIG`, so attempts outlive a kinski restart.
 //!
 //! stdout and stderr are pipes that kinski copies into the attempt's log files ([`crate::output`]:
@@ -28,6 +31,8 @@ use crate::output::{Log, Output};
 use crate::taps::Taps;
 use common::AttemptId;
 use common::dirfd::{DIR_MODE, DirFd};
+use crate::cgroup::{CgroupError, Tree};
+use common::requests::LimitHit;
 use common::wire::{Completion, Exit, StartAttempt};
 use std::collections::HashSet;
 use std::io;
@@ -98,6 +103,8 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    #[error("failed to make the attempt's cgroup, which would hold it to its requests: {0}")]
+    Cgroup(#[from] CgroupError),
     #[error("failed to open a pidfd for {program} (pid {pid}), so it was killed: {source}")]
     Pidfd {
         program: String,
@@ -116,6 +123,10 @@ pub struct Process {
     outputs: Vec<Output>,
     /// A job's stdin and terminal, if it has them.
     connection: Connection,
+    /// Its cgroup, where kinski has them.
+    tree: Option<Tree>,
+    /// Its time limit and stop grace.
+    time_limit: Option<(Duration, Duration)>,
 }
 
 /// How an attempt's program ended.
@@ -127,6 +138,10 @@ pub struct Finished {
     pub cpu_ms: u64,
     /// The largest resident set of the program or of any descendant it waited for.
     pub peak_rss_kb: u64,
+    /// The limit that ended it, if one did.
+    pub limit: Option<LimitHit>,
+    /// The most memory its cgroup held at once, where one counted it.
+    pub peak_memory_bytes: Option<u64>,
 }
 
 /// A cheap handle that stops the group while another task awaits [`Process::wait`].
@@ -170,15 +185,16 @@ impl Process {
     /// The output directory is handed to that user; the log files are written by kinski, so
     /// the user needs no access to the results folder.
     pub fn spawn_as(start: &StartAttempt, run_as: Option<&crate::user::RunAs>) -> Result<Process, SpawnError> {
-        Self::spawn_tapped(start, run_as, &Taps::default())
+        Self::spawn_tapped(start, run_as, &Taps::default(), None)
     }
 
     /// Like [`Process::spawn_as`], followers reading the logs as they are written through
-    /// `taps` (`hz logs -f`).
+    /// `taps` (`hz logs -f`), in the cgroup `tree` if given.
     pub(crate) fn spawn_tapped(
         start: &StartAttempt,
         run_as: Option<&crate::user::RunAs>,
         taps: &Taps,
+        tree: Option<Tree>,
     ) -> Result<Process, SpawnError> {
         let (program, args) = start.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
         // A staged attempt's output directory is its own, made by fragment_prep: remembering
@@ -187,6 +203,10 @@ impl Process {
             ensure_output_dir(&start.output_dir, run_as)?;
         }
         let mut command = Command::new(program);
+        // First of the pre_exec steps: the child is still root, and nothing it starts is outside.
+        if let Some(tree) = &tree {
+            tree.enter(&mut command);
+        }
         command
             .args(args)
             .current_dir(&start.cwd)
@@ -265,8 +285,17 @@ impl Process {
                 });
             }
         }
-        let mut process = Self::launch(command, program, &start.cwd, outputs)?;
+        let mut process = Self::launch(command, program, &start.cwd, outputs).inspect_err(|_| {
+            if let Some(tree) = &tree {
+                let _ = tree.remove();
+            }
+        })?;
         process.connection = connection;
+        process.tree = tree;
+        process.time_limit = start
+            .requests
+            .time_ms
+            .map(|ms| (Duration::from_millis(ms), Duration::from_millis(start.grace_ms)));
         if let Some(signal) = start.settings.stop_signal {
             process.group.stop_signal.store(signal.number(), Ordering::SeqCst);
         }
@@ -317,6 +346,8 @@ impl Process {
             started,
             outputs,
             connection: Connection::default(),
+            tree: None,
+            time_limit: None,
         })
     }
 
@@ -349,8 +380,9 @@ impl Process {
     /// returns, except for what a descendant that left the group writes afterwards.
     pub async fn wait(mut self) -> Finished {
         let mut outputs = std::mem::take(&mut self.outputs);
+        let timed_out = AtomicBool::new(false);
         let reap = {
-            let reap = self.reap_when_exited();
+            let reap = self.reap_within_limit(&timed_out);
             tokio::pin!(reap);
             // Most short programs are gone before a pipe fills (64 KiB): watching the pipes
             // only after a moment spares them four epoll_ctl calls and two wake-ups. A program
@@ -375,17 +407,46 @@ impl Process {
                 }
             }
         };
-        // The group is gone now (killed at the reap): what is in the pipes is all there is,
-        // short of an escaped descendant, which must not hold the completion back.
-        crate::output::finish(outputs).await;
         let wall_ms = millis(self.started.elapsed());
+        // The group is gone now (killed at the reap); what is left in the cgroup (what left the
+        // group) is killed now, after its usage is read.
+        let usage = match self.tree.take() {
+            Some(tree) => Some(
+                tokio::task::spawn_blocking(move || end_tree(&tree))
+                    .await
+                    .unwrap_or_default(),
+            ),
+            None => None,
+        };
+        // What is in the pipes is all there is, short of an escaped descendant (without a
+        // cgroup), which must not hold the completion back.
+        crate::output::finish(outputs).await;
         match reap {
-            Ok(Reaped { status, rusage }) => Finished {
-                exit: decode_status(status),
-                wall_ms,
-                cpu_ms: cpu_ms(&rusage),
-                peak_rss_kb: u64::try_from(rusage.ru_maxrss).unwrap_or(0),
-            },
+            Ok(Reaped { status, rusage }) => {
+                let exit = decode_status(status);
+                let peak_rss_kb = u64::try_from(rusage.ru_maxrss).unwrap_or(0);
+                let limit = match (usage, self.time_limit) {
+                    // An OOM kill that did not end it (a child's) is no reason for its end.
+                    (Some((usage, Some(limit_bytes))), _) if usage.oom_kills > 0 && exit != Exit::Code(0) => {
+                        Some(LimitHit::Memory {
+                            limit_bytes,
+                            peak_bytes: usage.peak_bytes.unwrap_or(peak_rss_kb * 1024),
+                        })
+                    }
+                    (_, Some((limit, _))) if timed_out.load(Ordering::SeqCst) => Some(LimitHit::Time {
+                        limit_ms: millis(limit),
+                    }),
+                    _ => None,
+                };
+                Finished {
+                    exit,
+                    wall_ms,
+                    cpu_ms: cpu_ms(&rusage),
+                    peak_rss_kb,
+                    limit,
+                    peak_memory_bytes: usage.and_then(|(u, _)| u.peak_bytes),
+                }
+            }
             // Something else reaped the pid, so the outcome is unknown. Reporting a start
             // failure lets herzog retry the fragment instead of guessing success or failure.
             Err(err) => {
@@ -396,9 +457,31 @@ impl Process {
                     wall_ms,
                     cpu_ms: 0,
                     peak_rss_kb: 0,
+                    limit: None,
+                    peak_memory_bytes: None,
                 }
             }
         }
+    }
+
+    /// Like [`Self::reap_when_exited`], stopping the program at its time limit (stop signal,
+    /// grace, SIGKILL) and saying so in `timed_out`.
+    async fn reap_within_limit(&self, timed_out: &AtomicBool) -> io::Result<Reaped> {
+        let Some((limit, grace)) = self.time_limit else {
+            return self.reap_when_exited().await;
+        };
+        let reap = self.reap_when_exited();
+        tokio::pin!(reap);
+        let deadline = tokio::time::Instant::from_std(self.started + limit);
+        tokio::select! {
+            done = &mut reap => return done,
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        timed_out.store(true, Ordering::SeqCst);
+        tracing::info!(pid = self.group.pgid, limit_ms = millis(limit), "the attempt reached its time limit: stopping it");
+        let stopper = self.stopper();
+        let (done, ()) = tokio::join!(reap, stopper.stop(grace));
+        done
     }
 
     async fn reap_when_exited(&self) -> io::Result<Reaped> {
@@ -442,10 +525,25 @@ impl Finished {
             cpu_ms: self.cpu_ms,
             peak_rss_kb: self.peak_rss_kb,
             finished_at: common::now_millis(),
-            limit: None,
-            peak_memory_bytes: None,
+            limit: self.limit,
+            peak_memory_bytes: self.peak_memory_bytes,
         }
     }
+}
+
+/// The end of an attempt's cgroup: its usage (and the memory limit it was held to), then
+/// whatever is left in it killed, and it removed. Blocking.
+fn end_tree(tree: &Tree) -> (crate::cgroup::Usage, Option<u64>) {
+    let usage = tree.usage();
+    match tree.kill() {
+        Ok(0) => {}
+        Ok(processes) => tracing::info!(processes, "killed what the attempt's program left running outside its group"),
+        Err(e) => tracing::warn!(error = %e, "failed to kill what the attempt's program left running"),
+    }
+    if let Err(e) = tree.remove() {
+        tracing::warn!(error = %e, "failed to remove the attempt's cgroup");
+    }
+    (usage, tree.limited().memory_bytes)
 }
 
 impl Stopper {

@@ -101,6 +101,8 @@ pub(crate) struct Supervisor {
     /// Woken when an attempt's program started (herzog is told).
     pub(crate) ran: Arc<Notify>,
     shutting_down: Arc<AtomicBool>,
+    /// Where each attempt gets its cgroup (none while walking).
+    tracking: crate::cgroup::Tracking,
 }
 
 impl Supervisor {
@@ -135,6 +137,28 @@ impl Supervisor {
             started: Arc::new(Notify::new()),
             ran: Arc::new(Notify::new()),
             shutting_down: Arc::default(),
+            tracking: crate::cgroup::Tracking::Walk {
+                why: "no cgroups given".to_string(),
+            },
+        }
+    }
+
+    /// Each attempt gets a cgroup of `tracking`'s, which holds it to its requests.
+    pub(crate) fn with_tracking(mut self, tracking: crate::cgroup::Tracking) -> Self {
+        self.tracking = tracking;
+        self
+    }
+
+    /// The attempt's cgroup; without one where it cannot be made and none was needed for a
+    /// limit (its process group is then all there is of it).
+    fn cgroup(&self, start: &StartAttempt) -> Result<Option<crate::cgroup::Tree>, SpawnError> {
+        match self.tracking.attempt(start.attempt, &start.requests) {
+            Ok(tree) => Ok(tree),
+            Err(e) if start.requests.cpus.is_none() && start.requests.memory_bytes.is_none() => {
+                tracing::warn!(attempt = %start.attempt, error = %e, "running the attempt without a cgroup");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -380,7 +404,10 @@ impl Supervisor {
             let taps = self.lock().taps.open(attempt, start.stdout == start.stderr);
             let spawned = self
                 .hand_over_inputs(&start)
-                .and_then(|()| Process::spawn_tapped(&start, self.run_as.as_ref(), &taps))
+                .and_then(|()| {
+                    let tree = self.cgroup(&start)?;
+                    Process::spawn_tapped(&start, self.run_as.as_ref(), &taps, tree)
+                })
                 .map(|process| {
                     let starttime = process_starttime(process.pid()).unwrap_or(0);
                     (process, starttime)

@@ -2,8 +2,14 @@
 //! both ways of tracking on real processes: a grandchild in the leader's group and a child
 //! that called `setsid`, killed after the leader is gone.
 
+use super::leaf::{v1_cpu_limits, v1_memory_limits, v1_oom_kills, v2_limits, v2_oom_kills};
+use super::mounts::{cgroup_dir, populated, unescape};
+use super::walk::descendants;
 use super::*;
+use crate::leftovers::stat;
+use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
+use std::time::Instant;
 
 /// This machine's mountinfo: cgroup v1 controllers beside an empty v2 tree (a hybrid host).
 const HYBRID: &str = "\
@@ -144,10 +150,13 @@ fn running(pid: i32) -> bool {
 #[test]
 fn walking_proc_finds_a_child_that_left_the_group_and_kills_it_after_the_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = Tracking::Walk { why: "a test".into() }.tree(&Unit::Instance {
-        run: RunId(1),
-        instance: web0(),
-    });
+    let tree = Tracking::Walk { why: "a test".into() }.tree(
+        &Unit::Instance {
+            run: RunId(1),
+            instance: web0(),
+        },
+        &Requests::default(),
+    );
     assert!(tree.walks());
     let (leader, grandchild, escaped) = tree_of_three(dir.path(), &tree);
     // What kinski does before the stop signal: the tree is seen while the leader lives.
@@ -174,13 +183,13 @@ fn a_cgroup_holds_what_left_the_group_is_emptied_removed_and_a_predecessors_kill
         run: RunId(run),
         instance: web0(),
     };
-    let tree = tracking.tree(&unit(1));
+    let tree = tracking.tree(&unit(1), &Requests::default());
     assert!(!tree.walks());
     let dir = tempfile::tempdir().unwrap();
     let (leader, grandchild, escaped) = tree_of_three(dir.path(), &tree);
     let cgroup = format!(
         "0::/{}/instance-1-web_0",
-        root.path.file_name().unwrap().to_string_lossy()
+        root.track.path.file_name().unwrap().to_string_lossy()
     );
     for pid in [leader.id() as i32, grandchild, escaped] {
         let mine = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
@@ -194,18 +203,18 @@ fn a_cgroup_holds_what_left_the_group_is_emptied_removed_and_a_predecessors_kill
     assert!(tree.kill().expect("killed") >= 1);
     assert!(!running(escaped) && !running(grandchild));
     tree.remove().expect("removed");
-    assert!(!root.path.join("instance-1-web_0").exists());
+    assert!(!root.track.path.join("instance-1-web_0").exists());
 
     // A kinski killed with its unit running: the next one kills and removes what it left.
     let other = tempfile::tempdir().unwrap();
-    let left = tracking.tree(&unit(2));
+    let left = tracking.tree(&unit(2), &Requests::default());
     let (leader, grandchild, escaped) = tree_of_three(other.path(), &left);
     drop(left);
     let (again, leftovers) = Tracking::start("euclid", state.path());
     assert_eq!(leftovers, 1, "{again}");
     assert!(!running(escaped) && !running(grandchild));
     leader_exits(leader);
-    assert!(!root.path.join("instance-2-web_0").exists());
+    assert!(!root.track.path.join("instance-2-web_0").exists());
     again.finish();
-    assert!(!root.path.exists(), "the root is removed at a clean exit");
+    assert!(!root.track.path.exists(), "the root is removed at a clean exit");
 }

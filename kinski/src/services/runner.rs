@@ -398,16 +398,18 @@ async fn drive(
     let origin = tokio::time::Instant::from_std(me.origin);
     let mut inputs = VecDeque::from([Input::Start]);
     let mut noted = 0u32;
-    // Every process of this placement, in its process group or not: its cgroup is made now.
+    // Every process of this placement, in its process group or not: its cgroup is made now,
+    // with the spec's cpus and mem as its limits.
     let tree = {
-        let (tracking, unit) = (
+        let (tracking, requests, unit) = (
             me.tracking.clone(),
+            run.spec.requests,
             Unit::Instance {
                 run: run.run,
                 instance: run.instance.clone(),
             },
         );
-        tokio::task::spawn_blocking(move || tracking.tree(&unit))
+        tokio::task::spawn_blocking(move || tracking.tree(&unit, &requests))
             .await
             .expect("making a cgroup does not panic")
     };
