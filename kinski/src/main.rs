@@ -10,6 +10,8 @@ use std::process::ExitCode;
 #[command(
     version,
     about,
+    // The last of an option given twice counts (a wrapper's defaults, then the caller's).
+    args_override_self = true,
     after_help = "Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or arguments."
 )]
 struct Args {
@@ -183,7 +185,8 @@ fn main() -> ExitCode {
         reserve_cpus: args.reserve_cpus.unwrap_or(k.reserve_cpus),
         reserve_memory_bytes: args.reserve_mem.unwrap_or(k.reserve_mem.0),
     };
-    match runtime.block_on(async move { kinski::run_with(config, capacity, common::logging::shutdown_signal()).await }) {
+    match runtime.block_on(async move { kinski::run_with(config, capacity, common::logging::shutdown_signal()).await })
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kinski: {e}");

@@ -26,12 +26,12 @@
 //! Spawning does blocking work (the directories, the fork): [`Process::spawn_as`] is called on
 //! a blocking thread, never on the runtime.
 
+use crate::cgroup::{CgroupError, Tree};
 use crate::interactive::{self, Connection};
 use crate::output::{Log, Output};
 use crate::taps::Taps;
 use common::AttemptId;
 use common::dirfd::{DIR_MODE, DirFd};
-use crate::cgroup::{CgroupError, Tree};
 use common::requests::LimitHit;
 use common::wire::{Completion, Exit, StartAttempt};
 use std::collections::HashSet;
@@ -478,7 +478,11 @@ impl Process {
             () = tokio::time::sleep_until(deadline) => {}
         }
         timed_out.store(true, Ordering::SeqCst);
-        tracing::info!(pid = self.group.pgid, limit_ms = millis(limit), "the attempt reached its time limit: stopping it");
+        tracing::info!(
+            pid = self.group.pgid,
+            limit_ms = millis(limit),
+            "the attempt reached its time limit: stopping it"
+        );
         let stopper = self.stopper();
         let (done, ()) = tokio::join!(reap, stopper.stop(grace));
         done
@@ -537,7 +541,10 @@ fn end_tree(tree: &Tree) -> (crate::cgroup::Usage, Option<u64>) {
     let usage = tree.usage();
     match tree.kill() {
         Ok(0) => {}
-        Ok(processes) => tracing::info!(processes, "killed what the attempt's program left running outside its group"),
+        Ok(processes) => tracing::info!(
+            processes,
+            "killed what the attempt's program left running outside its group"
+        ),
         Err(e) => tracing::warn!(error = %e, "failed to kill what the attempt's program left running"),
     }
     if let Err(e) = tree.remove() {

@@ -525,13 +525,30 @@ impl Cluster {
         self.kinski_command_in(name, slots, &self.kinski_state(name))
     }
 
-    /// The command that starts worker `name` with its state in `state`.
+    /// Starts a kinski that registers `cpus` CPUs (not one a slot) and waits until it has
+    /// registered with herzog.
+    pub fn add_worker_with_cpus(&mut self, name: &str, slots: u32, cpus: u32) {
+        self.slots.insert(name.to_string(), slots);
+        let mut cmd = self.kinski_command(name, slots);
+        // The last --cpus counts.
+        cmd.args(["--cpus", &cpus.to_string()]);
+        self.spawn_worker(name, cmd);
+    }
+
+    /// The command that starts worker `name` with its state in `state`. It registers a CPU a
+    /// slot, so herzog (packing a CPU an attempt by default) keeps every slot busy.
     fn kinski_command_in(&self, name: &str, slots: u32, state: &Path) -> Command {
         let mut cmd = command(&bin("kinski"));
         cmd.args(["--herzog", &self.addr, "--name", name, "--log-level", "info", "--tls"])
             .arg(bundle(self.dir(), name, "worker"))
             .args(["--run-as", &kinski::user::current_user()])
-            .args(["--slots", &slots.to_string(), "--state-dir"])
+            .args([
+                "--slots",
+                &slots.to_string(),
+                "--cpus",
+                &slots.max(1).to_string(),
+                "--state-dir",
+            ])
             .arg(state);
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);

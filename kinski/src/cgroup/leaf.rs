@@ -206,8 +206,8 @@ pub(crate) struct Leaf {
     pub(crate) root: Arc<Root>,
     pub(crate) name: String,
     pub(crate) track: Dir,
-    memory: Option<Dir>,
-    cpu: Option<Dir>,
+    pub(crate) memory: Option<Dir>,
+    pub(crate) cpu: Option<Dir>,
     /// `cgroup.procs` of each, open for writing, for the child to move itself in.
     pub(crate) procs: Vec<Arc<OwnedFd>>,
     /// What it was made with.
@@ -246,7 +246,9 @@ impl Leaf {
                         (cpu.as_ref(), requests.cpus.is_some(), v1_cpu_limits(requests)),
                     ];
                     for (i, (parent, wanted, files)) in wanted.into_iter().enumerate() {
-                        let Some(parent) = parent.filter(|_| wanted) else { continue };
+                        let Some(parent) = parent.filter(|_| wanted) else {
+                            continue;
+                        };
                         let dir = parent.child(name, true).map_err(failed(&parent.path))?;
                         let slot = if i == 0 { &mut leaf.memory } else { &mut leaf.cpu };
                         let dir = slot.insert(dir);

@@ -43,8 +43,8 @@ use common::AttemptId;
 use common::dirfd::DirFd;
 use common::instances::{InstanceId, RunId};
 use common::requests::{LimitSupport, Requests};
-use leaf::{Dir, KillBy, Leaf, Limiter};
 pub(crate) use leaf::Usage;
+use leaf::{Dir, KillBy, Leaf, Limiter};
 use mounts::{cgroup_dir, cgroup1_mount, cgroup2_mount, lists, own_cgroup1};
 use std::collections::BTreeMap;
 use std::io;
@@ -252,28 +252,32 @@ impl Root {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("failed to read /proc/self/mountinfo: {e}"))?;
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let name = root_name(worker, state_dir);
+        Root::open_in(&mountinfo, &own, &root_name(worker, state_dir), create)
+    }
+
+    /// [`Root::open`] by the texts of /proc/self/mountinfo and /proc/self/cgroup.
+    fn open_in(mountinfo: &str, own: &str, name: &str, create: bool) -> Result<Root, String> {
         let make = |parent: &Path| -> Result<Dir, String> {
             let failed = |e: io::Error| format!("cannot create a cgroup in {}: {e}", parent.display());
             let parent = Dir {
                 path: parent.to_path_buf(),
                 dir: DirFd::open(parent).map_err(failed)?,
             };
-            parent.child(&name, create).map_err(failed)
+            parent.child(name, create).map_err(failed)
         };
-        let v2 = cgroup2_mount(&mountinfo);
+        let v2 = cgroup2_mount(mountinfo);
         let (track, kill, v2_mount) = match v2.as_deref().map(|m| (m, make(m))) {
             Some((mount, Ok(track))) => {
-                let kill = if rustix::fs::statat(&track.dir, "cgroup.kill", rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
-                {
-                    KillBy::CgroupKill
-                } else {
-                    KillBy::Procs
-                };
+                let kill =
+                    if rustix::fs::statat(&track.dir, "cgroup.kill", rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                        KillBy::CgroupKill
+                    } else {
+                        KillBy::Procs
+                    };
                 (track, kill, Some(mount.to_path_buf()))
             }
             v2 => {
-                let parent = v1_parent(&mountinfo, &own, "freezer").ok_or_else(|| match v2 {
+                let parent = v1_parent(mountinfo, own, "freezer").ok_or_else(|| match v2 {
                     Some((_, Err(why))) => why,
                     _ => "neither cgroup v2 nor the v1 freezer is mounted".to_string(),
                 })?;
@@ -283,7 +287,7 @@ impl Root {
         let limits = match v2_mount {
             Some(mount) if create && enable_v2_controllers(&mount, &track) => Limiter::V2,
             _ => {
-                let root = |controller| v1_parent(&mountinfo, &own, controller).and_then(|p| make(&p).ok());
+                let root = |controller| v1_parent(mountinfo, own, controller).and_then(|p| make(&p).ok());
                 Limiter::V1 {
                     memory: root("memory"),
                     cpu: root("cpu"),
@@ -338,7 +342,9 @@ impl Root {
         for dir in dirs {
             let parent = dir.path.parent().unwrap_or(Path::new("/"));
             let name = dir.path.file_name().unwrap_or_default();
-            if let Err(e) = DirFd::open(parent).and_then(|p| Ok(rustix::fs::unlinkat(&p, name, rustix::fs::AtFlags::REMOVEDIR)?)) {
+            if let Err(e) =
+                DirFd::open(parent).and_then(|p| Ok(rustix::fs::unlinkat(&p, name, rustix::fs::AtFlags::REMOVEDIR)?))
+            {
                 result = Err(e);
             }
         }

@@ -9,9 +9,7 @@ use std::path::PathBuf;
 /// Where cgroup v2 is mounted, from the text of /proc/self/mountinfo: the first mount whose
 /// filesystem type (after the ` - ` separator) is `cgroup2`.
 pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mounts(mountinfo)
-        .find(|m| m.fs == "cgroup2")
-        .map(|m| m.point)
+    mounts(mountinfo).find(|m| m.fs == "cgroup2").map(|m| m.point)
 }
 
 /// The cgroup v1 hierarchy holding `controller` (`memory`, `cpu`, `freezer`): its mount

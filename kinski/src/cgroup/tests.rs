@@ -2,14 +2,15 @@
 //! both ways of tracking on real processes: a grandchild in the leader's group and a child
 //! that called `setsid`, killed after the leader is gone.
 
-use super::leaf::{v1_cpu_limits, v1_memory_limits, v1_oom_kills, v2_limits, v2_oom_kills};
-use super::mounts::{cgroup_dir, populated, unescape};
+use super::mounts::populated;
 use super::walk::descendants;
 use super::*;
 use crate::leftovers::stat;
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
+
+mod limits;
 
 /// This machine's mountinfo: cgroup v1 controllers beside an empty v2 tree (a hybrid host).
 const HYBRID: &str = "\
