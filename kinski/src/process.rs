@@ -1001,6 +1001,8 @@ mod tests {
         }
     }
 
+    mod limits;
+
     fn sh(dir: &Path, script: &str) -> StartAttempt {
         attempt(dir, &["sh", "-c", script])
     }

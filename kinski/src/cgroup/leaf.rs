@@ -215,8 +215,8 @@ pub(crate) struct Leaf {
 }
 
 impl Leaf {
-    /// Makes the unit's cgroups, with `requests`' limits. The v1 `memory` one is made for
-    /// every unit (its peak memory), the `cpu` one only for a CPU request.
+    /// Makes the unit's cgroups, with `requests`' limits: on v1 a `memory` one only for a
+    /// memory request, a `cpu` one only for a CPU request.
     pub(crate) fn create(root: &Arc<Root>, name: &str, requests: &Requests) -> Result<Leaf, CgroupError> {
         let failed = |path: &PathBuf| {
             let path = path.join(name);
@@ -242,7 +242,11 @@ impl Leaf {
                     .map_err(failed(&root.track.path))?,
                 Limiter::V1 { memory, cpu } => {
                     let wanted = [
-                        (memory.as_ref(), true, v1_memory_limits(requests)),
+                        (
+                            memory.as_ref(),
+                            requests.memory_bytes.is_some(),
+                            v1_memory_limits(requests),
+                        ),
                         (cpu.as_ref(), requests.cpus.is_some(), v1_cpu_limits(requests)),
                     ];
                     for (i, (parent, wanted, files)) in wanted.into_iter().enumerate() {

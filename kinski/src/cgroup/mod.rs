@@ -23,8 +23,10 @@
 //! `memory.max`, `memory.swap.max = 0`, `cpu.max`. Else cgroup v1 when the `memory` and `cpu`
 //! hierarchies are mounted: a root in each, under kinski's own cgroup there (so a unit's
 //! `MemoryMax=` still covers them), with `memory.limit_in_bytes` (and `memsw`) and
-//! `cpu.cfs_quota_us`. Else none. Only what a unit asked for is limited; on v1 every unit gets
-//! a `memory` cgroup (its peak memory), a `cpu` one only when it asked for CPUs.
+//! `cpu.cfs_quota_us`. Else none. Only what a unit asked for is limited (on v1 a unit gets a
+//! `memory` or `cpu` cgroup only when it asked for memory or CPUs). An attempt gets a cgroup
+//! only when it asked for CPUs or memory (see the supervisor: the cost of one for every
+//! attempt showed in `bench noop`); a service instance always has one.
 //!
 //! The child moves itself in before it execs (it writes "0" to each `cgroup.procs`, which
 //! kinski opened before the fork: a write is async-signal-safe, and the kernel checks the
@@ -33,7 +35,8 @@
 //! (then empty) roots.
 //!
 //! Elsewhere (not root, no cgroups) a service instance's processes are found by walking /proc
-//! ([`walk`]) and an attempt is its process group alone; nothing is limited but time.
+//! ([`walk`]) and an attempt is its process group alone; nothing is limited but time (kept by
+//! [`crate::process`]).
 
 mod leaf;
 pub(crate) mod mounts;

@@ -231,8 +231,8 @@ fn v1_limits_a_unit_kills_what_left_its_group_through_the_freezer_and_removes_it
     tree.remove().expect("removed");
     assert!(!memory.exists() && !cpu.exists() && !root.track.path.join("attempt-41").exists());
 
-    // A unit without a CPU request gets no cpu cgroup; one left running by a killed kinski
-    // is killed and removed by the next.
+    // A unit without requests gets no memory or cpu cgroup; one left running by a killed
+    // kinski is killed and removed by the next.
     let left = tracking
         .attempt(AttemptId(42), &Requests::default())
         .expect("made")
@@ -240,7 +240,7 @@ fn v1_limits_a_unit_kills_what_left_its_group_through_the_freezer_and_removes_it
     let Kind::Cgroup(leaf) = &*left.0 else {
         panic!("a cgroup")
     };
-    assert!(leaf.cpu.is_none() && leaf.memory.is_some());
+    assert!(leaf.cpu.is_none() && leaf.memory.is_none());
     let other = tempfile::tempdir().unwrap();
     let (leader, grandchild, escaped) = tree_of_three(other.path(), &left);
     drop(left);
