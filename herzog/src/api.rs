@@ -43,6 +43,8 @@ pub(crate) struct Api {
     pub(crate) results_root: PathBuf,
     /// `hz shutdown` asks the server's loop to stop herzog through this.
     pub(crate) shutdown: shutdown::Asked,
+    /// `[herzog.defaults]`: requests a project gets where `hz action` gave none.
+    pub(crate) defaults: common::requests::Requests,
 }
 
 /// The Coordinator service (for hz), for one connection: the watch ends when it closes.
@@ -175,7 +177,7 @@ impl Coordinator for ClientApi {
         let NewProject {
             name,
             dir,
-            spec,
+            mut spec,
             after,
             max_running,
             share,
@@ -183,6 +185,7 @@ impl Coordinator for ClientApi {
         let name = name.unwrap_or_else(|| common::name::name_from_dir(&dir));
         common::name::check_name(&name)?;
         common::template::check_program(&spec.program, std::env::var("PATH").ok().as_deref())?;
+        spec.requests = spec.requests.or(self.0.defaults);
         spec.check()?;
         // A live project of that name is the machine's to refuse; a folder an earlier one
         // left would mix its results with the new ones.

@@ -303,6 +303,7 @@ mod tests {
     #[test]
     fn the_table_uses_human_units() {
         let f = FragmentInfo {
+            peak_memory_bytes: None,
             index: 3,
             name: "f3.txt".into(),
             state: FragmentStateKind::Failed,
