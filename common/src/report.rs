@@ -240,6 +240,43 @@ fn keep_top(top: &mut Vec<FragmentUsage>, f: &FragmentUsage, key: impl Fn(&Fragm
     }
 }
 
+/// The reason failures are counted under: the fragment's reason, except that an out-of-memory
+/// end is counted by its limit alone (`out of memory: limit 2 GiB`), since the peak it names
+/// differs for every fragment.
+pub fn failure_kind(reason: &str) -> &str {
+    match reason.split_once(", peak ") {
+        Some((head, _)) if head.starts_with("out of memory: limit ") => head,
+        _ => reason,
+    }
+}
+
+/// Failed fragments counted by [`failure_kind`]: `groups` are (reason, fragments, position
+/// of the first, its name), one per distinct reason; the answer is most frequent first (ties
+/// by reason), each with the first fragment of its kind.
+pub fn count_failures(groups: Vec<(String, u64, u64, String)>) -> Vec<FailureCount> {
+    let mut kinds: std::collections::BTreeMap<String, (u64, u64, String)> = Default::default();
+    for (reason, n, first, example) in groups {
+        let entry = kinds
+            .entry(failure_kind(&reason).to_string())
+            .or_insert((0, u64::MAX, String::new()));
+        entry.0 += n;
+        if first < entry.1 {
+            (entry.1, entry.2) = (first, example);
+        }
+    }
+    let mut counts: Vec<FailureCount> = kinds
+        .into_iter()
+        .map(|(reason, (fragments, _, example))| FailureCount {
+            reason,
+            fragments,
+            example,
+        })
+        .collect();
+    // Stable: equal counts stay in reason order.
+    counts.sort_by_key(|c| std::cmp::Reverse(c.fragments));
+    counts
+}
+
 impl Report {
     /// An empty report of `project`: nothing counted yet.
     pub fn new(project: String, job: bool, removed_at: Option<Millis>, requests: Requests) -> Report {
@@ -382,6 +419,39 @@ mod tests {
         }
         let names: Vec<&str> = top.iter().map(|f| f.fragment.as_str()).collect();
         assert_eq!(names, ["d", "b", "a", "c"]);
+    }
+
+    #[test]
+    fn out_of_memory_ends_count_by_their_limit() {
+        let oom = |peak| {
+            crate::requests::LimitHit::Memory {
+                limit_bytes: 2 << 30,
+                peak_bytes: peak,
+            }
+            .to_string()
+        };
+        assert_eq!(failure_kind(&oom(2 << 30)), "out of memory: limit 2 GiB");
+        assert_eq!(failure_kind("exited with 3"), "exited with 3");
+        assert_eq!(failure_kind("could not start: x, peak y"), "could not start: x, peak y");
+        let time = crate::requests::LimitHit::Time { limit_ms: 600_000 }.to_string();
+        let counted = count_failures(vec![
+            ("exited with 3".into(), 1, 4, "e".into()),
+            (oom(2 << 30), 1, 7, "h".into()),
+            (oom(3 << 29), 2, 2, "c".into()),
+            (time.clone(), 1, 9, "j".into()),
+        ]);
+        let got: Vec<(&str, u64, &str)> = counted
+            .iter()
+            .map(|f| (f.reason.as_str(), f.fragments, f.example.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("out of memory: limit 2 GiB", 3, "c"),
+                ("exited with 3", 1, "e"),
+                ("time limit 10m reached", 1, "j")
+            ]
+        );
     }
 
     #[test]

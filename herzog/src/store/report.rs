@@ -4,7 +4,7 @@
 
 use super::read::Reader;
 use super::{StoreError, sql};
-use common::report::{FailureCount, FragmentCounts, FragmentUsage, HostAttempts, Report, Usage};
+use common::report::{FailureCount, FragmentCounts, FragmentUsage, HostAttempts, Report, Usage, count_failures};
 use common::wire::RunSpec;
 use rusqlite::{OptionalExtension, params};
 
@@ -99,26 +99,29 @@ impl Reader {
         Ok(())
     }
 
-    /// Failed fragments by reason, most frequent first, each with its first fragment.
+    /// Failed fragments by reason (an out-of-memory end by its limit), most frequent first,
+    /// each with its first fragment.
     fn failures(&self, project: i64) -> Result<Vec<FailureCount>, StoreError> {
         // SQLite takes a bare column (name) from the row that gave MIN(idx).
-        self.conn()
+        let groups = self
+            .conn()
             .prepare_cached(
-                "SELECT COALESCE(reason, 'failed'), COUNT(*), name, MIN(idx) FROM fragments
-                 WHERE project_id = ?1 AND state = 'failed'
-                 GROUP BY COALESCE(reason, 'failed') ORDER BY COUNT(*) DESC, 1",
+                "SELECT COALESCE(reason, 'failed'), COUNT(*), MIN(idx), name FROM fragments
+                 WHERE project_id = ?1 AND state = 'failed' GROUP BY COALESCE(reason, 'failed')",
             )
             .and_then(|mut s| {
                 s.query_map([project], |r| {
-                    Ok(FailureCount {
-                        reason: r.get(0)?,
-                        fragments: r.get::<_, i64>(1)? as u64,
-                        example: r.get(2)?,
-                    })
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                        r.get::<_, String>(3)?,
+                    ))
                 })?
                 .collect()
             })
-            .map_err(sql("count failures by reason"))
+            .map_err(sql("count failures by reason"))?;
+        Ok(count_failures(groups))
     }
 
     /// Every attempt of the project, counted by worker and outcome.
