@@ -100,6 +100,20 @@ pub enum Command {
     /// Show each project's fair share: weight, target, its part of the last minute and since
     /// it became active, its slot-time
     Shares(JsonArgs),
+    /// What a project's attempts used (seff and sacct in one): wall and CPU time, CPU and
+    /// memory efficiency, peak memory, the slowest and largest fragments, failures, hosts
+    Report(ReportArgs),
+}
+
+/// `hz report`.
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// The project (or `hz run` job, `run:N`); a removed one is reported while herzog keeps
+    /// its record
+    pub project: String,
+    /// Print JSON (common::report::Report) instead of tables
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `hz share`.

@@ -4,6 +4,7 @@
 mod history;
 mod jobs;
 mod remove;
+mod report;
 pub(crate) mod shutdown;
 
 use crate::engine::Handle;
@@ -331,6 +332,10 @@ impl Coordinator for ClientApi {
     // A herzog shutting down says so rather than answering "fair" or "nothing".
     async fn shares(self, _: Context) -> Result<Vec<ShareInfo>, ApiError> {
         self.0.handle.query(|m| m.shares()).await
+    }
+
+    async fn project_report(self, _: Context, name: String) -> Result<common::report::Report, ApiError> {
+        report::report(&self.0, name).await
     }
 
     async fn policy(self, _: Context) -> Result<Policy, ApiError> {

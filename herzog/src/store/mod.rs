@@ -9,6 +9,7 @@
 mod alerts;
 mod history;
 mod read;
+mod report;
 mod rows;
 
 pub(crate) use alerts::Undelivered;
