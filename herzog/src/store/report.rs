@@ -75,7 +75,8 @@ impl Reader {
         let mut stmt = self
             .conn()
             .prepare_cached(
-                "SELECT f.name, a.worker, a.wall_ms, COALESCE(a.cpu_ms, 0), COALESCE(a.peak_rss_kb, 0)
+                "SELECT f.name, a.worker, a.wall_ms, COALESCE(a.cpu_ms, 0),
+                        COALESCE(a.peak_memory_bytes, a.peak_rss_kb * 1024, 0)
                  FROM fragments f JOIN attempts a ON a.id = f.attempt_id
                  WHERE f.project_id = ?1 AND f.state IN ('succeeded', 'failed')
                    AND a.outcome IN ('succeeded', 'failed') AND a.wall_ms IS NOT NULL
@@ -91,7 +92,8 @@ impl Reader {
                     worker: r.get(1)?,
                     wall_ms: r.get::<_, i64>(2)?.max(0) as u64,
                     cpu_ms: r.get::<_, i64>(3)?.max(0) as u64,
-                    peak_memory_bytes: (r.get::<_, i64>(4)?.max(0) as u64).saturating_mul(1024),
+                    // The cgroup's peak where there was one (the whole tree), else wait4's.
+                    peak_memory_bytes: r.get::<_, i64>(4)?.max(0) as u64,
                 })
             };
             each(read().map_err(sql("read the counted attempts"))?);
