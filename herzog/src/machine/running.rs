@@ -182,6 +182,9 @@ impl Machine {
         if let Some(why) = self.after_status(p) {
             return Some(why);
         }
+        if let Some(why) = self.waits_for_fit(p) {
+            return Some(why);
+        }
         let now = Now {
             wall: self.last_wall,
             mono: self.last_mono,

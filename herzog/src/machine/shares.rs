@@ -67,6 +67,7 @@ impl Machine {
                     owed_ms: owed.round() as i64,
                     weight: p.share,
                     cost_ms,
+                    size: crate::scheduler::Size::of(&p.spec.requests),
                 }
             })
             .collect()
