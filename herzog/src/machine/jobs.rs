@@ -105,7 +105,7 @@ impl Machine {
             id,
             name: name.clone(),
             dir: cwd.clone(),
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
             results_dir: results_dir.clone(),
             created_at: now.wall,
             first_fragment: fragment,

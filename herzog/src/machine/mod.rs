@@ -666,7 +666,7 @@ impl Machine {
             id,
             name: name.clone(),
             dir: dir.clone(),
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
             results_dir: results_dir.clone(),
             created_at: now.wall,
             first_fragment: FragmentId(first),
@@ -1066,6 +1066,14 @@ impl Machine {
             w.held.remove(size);
         }
         let exit = completion.as_ref().map(|c| c.exit.clone());
+        // A limit decides only a failed end (a program may cope with a child's OOM kill).
+        let limit = completion
+            .as_ref()
+            .and_then(|c| c.limit.clone())
+            .filter(|_| end == AttemptEnd::Failed);
+        let limit_retried = limit
+            .as_ref()
+            .is_some_and(|l| project.spec.retry_on.contains(&l.kind()));
         if let Some(exit) = &exit {
             self.job_exited(live.project, &worker, exit);
         }
@@ -1093,14 +1101,20 @@ impl Machine {
                 },
             },
             AttemptEnd::Succeeded => FragmentState::Succeeded { attempt },
-            AttemptEnd::Failed if failures <= retries || (retry_failed && attempts < max) => FragmentState::Pending,
+            // The same input would hit the same limit: retried only where asked
+            // (`--retry-on`), up to the attempts a fragment gets.
+            AttemptEnd::Failed if limit.is_some() && limit_retried && attempts < max => FragmentState::Pending,
+            AttemptEnd::Failed if limit.is_none() && (failures <= retries || (retry_failed && attempts < max)) => {
+                FragmentState::Pending
+            }
             AttemptEnd::Failed => FragmentState::Failed {
                 attempt: Some(attempt),
-                reason: match &exit {
-                    Some(Exit::Code(c)) => format!("exited with {c}"),
-                    Some(Exit::Signal(s)) => format!("killed by signal {s}"),
-                    Some(Exit::StartFailed(why)) => format!("could not start: {why}"),
-                    None => "failed".to_string(),
+                reason: match (&limit, &exit) {
+                    (Some(limit), _) => limit.to_string(),
+                    (None, Some(Exit::Code(c))) => format!("exited with {c}"),
+                    (None, Some(Exit::Signal(s))) => format!("killed by signal {s}"),
+                    (None, Some(Exit::StartFailed(why))) => format!("could not start: {why}"),
+                    (None, None) => "failed".to_string(),
                 },
             },
             AttemptEnd::Lost if attempts >= max => FragmentState::Failed {

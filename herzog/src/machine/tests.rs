@@ -1471,7 +1471,7 @@ fn adding_a_project_writes_it_with_every_name() {
             id: ProjectId(1),
             name: "p".into(),
             dir: PathBuf::from("/data"),
-            spec: s.clone(),
+            spec: Box::new(s.clone()),
             results_dir: PathBuf::from("/results/p"),
             created_at: 7,
             first_fragment: FragmentId(1),
@@ -3069,6 +3069,7 @@ fn slot_time_counts_from_the_real_start_and_steers_the_next_slot() {
     assert_eq!(m.shares()[0].target, 0.75);
 }
 mod alerts;
+mod limits;
 
 #[test]
 fn a_worker_that_stops_cleanly_has_its_movable_service_placed_elsewhere_at_once() {
