@@ -98,8 +98,9 @@ pub(crate) fn assign<'a>(
     }
     let mut free: Vec<u32> = by_name.iter().map(|c| c.free).collect();
     let mut total_free: u64 = free.iter().map(|f| u64::from(*f)).sum();
-    // What each worker holds once this round's starts are added, copied on its first start.
-    let mut added: Vec<Option<Held>> = vec![None; by_name.len()];
+    // What a worker holds once this round's starts are added, copied on its first start (by
+    // rank; sparse, as a round touches few of many workers).
+    let mut added: BTreeMap<usize, Held> = BTreeMap::new();
     let mut wants = wants(demands);
     // worker rank -> index into `wants` of the project that reserves it.
     let mut holds: BTreeMap<usize, usize> = BTreeMap::new();
@@ -143,7 +144,7 @@ pub(crate) fn assign<'a>(
                 continue;
             }
             let c = by_name[rank];
-            let held = added[rank].as_ref().unwrap_or(c.held);
+            let held = added.get(&rank).unwrap_or(c.held);
             if !held.fits(c.slots, c.room, size) {
                 continue;
             }
@@ -178,7 +179,10 @@ pub(crate) fn assign<'a>(
         if free[rank] > 0 {
             heap.push((free[rank], Reverse(rank)));
         }
-        added[rank].get_or_insert_with(|| by_name[rank].held.clone()).add(size);
+        added
+            .entry(rank)
+            .or_insert_with(|| by_name[rank].held.clone())
+            .add(size);
         if let Some(r) = wants[i].reserves.take() {
             holds.remove(&r);
         }
@@ -208,7 +212,7 @@ fn reserve(
     wants: &[Want],
     holds: &BTreeMap<usize, usize>,
     by_name: &[&Capacity<'_>],
-    added: &[Option<Held>],
+    added: &BTreeMap<usize, Held>,
     priority: Option<ProjectId>,
 ) -> Option<(usize, Option<usize>)> {
     if let Some(rank) = wants[i].reserves {
@@ -223,7 +227,7 @@ fn reserve(
         if holds.get(&rank).is_some_and(|&r| ahead(&wants[r], &wants[i], priority)) {
             continue;
         }
-        let held = added[rank].as_ref().unwrap_or(c.held);
+        let held = added.get(&rank).unwrap_or(c.held);
         let short = held.shortfall(c.slots, c.room, size);
         if best.is_none_or(|(b, _)| short < b) {
             best = Some((short, rank));
