@@ -3070,6 +3070,7 @@ fn slot_time_counts_from_the_real_start_and_steers_the_next_slot() {
 }
 mod alerts;
 mod limits;
+mod packing;
 
 #[test]
 fn a_worker_that_stops_cleanly_has_its_movable_service_placed_elsewhere_at_once() {
