@@ -423,7 +423,8 @@ impl Machine {
                         if live.ran.is_some() && p.job.is_none() {
                             // Slot-time accrues afresh from a restart (see "Scheduling").
                             live.counted = Some(now.mono);
-                            m.fair.start(p.id, now.mono.0, now.mono.0);
+                            m.fair
+                                .start_n(p.id, Size::of(&p.spec.requests).cpus, now.mono.0, now.mono.0);
                         }
                         m.live.insert(*attempt, live);
                         let size = Size::of(&p.spec.requests);
@@ -1036,7 +1037,8 @@ impl Machine {
             project.started -= 1;
         }
         if project.job.is_none() {
-            Self::fair_ended(&mut self.fair, now, &live, completion.as_ref());
+            let cpus = Size::of(&project.spec.requests).cpus;
+            Self::fair_ended(&mut self.fair, now, &live, cpus, completion.as_ref());
         }
         // A job that ran is not run again, unless it asked to be.
         let job_ends = project

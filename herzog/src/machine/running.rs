@@ -78,7 +78,8 @@ impl Machine {
                 let ago = (now.wall - n.at).clamp(0, now.mono.since(l.since).max(0));
                 let from = Mono(now.mono.0 - ago);
                 l.counted = Some(from);
-                self.fair.start(l.project, from.0, now.mono.0);
+                self.fair
+                    .start_n(l.project, Size::of(&p.spec.requests).cpus, from.0, now.mono.0);
             }
             any = true;
             self.writes.push(Write::AttemptRan {

@@ -470,7 +470,7 @@ fn starve_sim(
         running.sort();
         while let Some(&(end, w, p, from)) = running.first().filter(|r| r.0 <= now) {
             running.remove(0);
-            ledger.end(p, from, end, now);
+            ledger.end_n(p, size(p).cpus, from, end, now);
             helds[w].remove(size(p));
         }
         let present: Vec<ProjectId> = ids.iter().copied().filter(|p| *p != big || now >= arrives).collect();
@@ -484,7 +484,7 @@ fn starve_sim(
                 pending: 1_000,
                 owed_ms: ledger.deficit(p, now).round() as i64,
                 weight: 1,
-                cost_ms: ((lengths.0 + lengths.1) / 2) as u64,
+                cost_ms: ((lengths.0 + lengths.1) / 2) as u64 * u64::from(size(p).cpus),
                 size: size(p),
             })
             .collect();
@@ -513,7 +513,7 @@ fn starve_sim(
         for (w, p) in given {
             helds[w].add(size(p));
             running.push((now + draw(lengths.0, lengths.1), w, p, now));
-            ledger.start(p, now, now);
+            ledger.start_n(p, size(p).cpus, now, now);
             if p == big {
                 worst = worst.max(now - last_start);
                 last_start = now;
@@ -532,11 +532,12 @@ fn starve_sim(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// No starvation: a project asking for as many CPUs as the largest worker has, among
-    /// `smalls` projects of one CPU that always have work, waits at most
-    /// `(projects + 2) × d_max` for each start under `fair` (the fair share's own bound of
-    /// `(Σ weights / its weight + 2) × d_max` to be ahead of the others, then the reserved
-    /// worker drains within one attempt), and at most `2 × d_max` as the `priority` project.
+    /// No starvation: a project asking for as many CPUs as the largest worker has (`c`),
+    /// among `smalls` projects of one CPU that always have work, waits at most
+    /// `(projects × c + 2) × d_max` for each start under `fair` (the fair share's own bound of
+    /// `(Σ weights / its weight + 2) × d_max`, each of its attempts counting `c` CPUs' time,
+    /// to come first; then the reserved worker drains within one attempt), and at most
+    /// `2 × d_max` as the `priority` project.
     #[test]
     fn a_big_request_is_not_starved_by_a_stream_of_small_ones(
         workers in proptest::collection::vec((1u32..5, 1u32..6), 1..5),
@@ -550,7 +551,8 @@ proptest! {
         let big_cpus = workers.iter().map(|w| w.1).max().unwrap();
         let d_max = least + spread;
         let worst = starve_sim(&workers, smalls, big_cpus, arrives, (least, least + spread), priority, seed);
-        let bound = if priority { 2 * d_max } else { (i64::from(smalls) + 1 + 2) * d_max };
+        let projects = i64::from(smalls) + 1;
+        let bound = if priority { 2 * d_max } else { (projects * i64::from(big_cpus) + 2) * d_max };
         prop_assert!(worst <= bound, "waited {} > {} ({} projects, d_max {})", worst, bound, smalls + 1, d_max);
     }
 }
