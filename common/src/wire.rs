@@ -238,6 +238,10 @@ pub struct ProjectProgress {
     /// How its programs run (what `hz action` was given); absent from an older herzog.
     #[serde(default)]
     pub spec: Option<Box<RunSpec>>,
+    /// What the user should know about how it runs: its requests are not enforced on a
+    /// worker that runs its attempts without limits (`limits: none`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl ProjectProgress {

@@ -36,9 +36,12 @@ fn spec(program: &str, max_attempts: u32) -> RunSpec {
     }
 }
 
+/// A worker of `n` slots, with a CPU for each and memory to spare.
 fn slots(n: u32) -> Resources {
     Resources {
         slots: n,
+        cpus: n,
+        memory_bytes: 64 << 30,
         ..Resources::default()
     }
 }
@@ -1770,9 +1773,8 @@ fn staged_register(worker: &str, n: u32) -> Event {
     Event::Register {
         worker: worker.to_string(),
         resources: Resources {
-            slots: n,
             scratch_dir: Some(PathBuf::from("/scratch")),
-            ..Resources::default()
+            ..slots(n)
         },
         running: vec![],
         staged: true,
@@ -2739,11 +2741,7 @@ fn an_attempt_requeued_from_a_staged_host_is_stopped_there_so_its_directory_goes
 fn queueing_worker() -> Event {
     Event::Register {
         worker: "w1".into(),
-        resources: Resources {
-            slots: 1,
-            queue: 1,
-            ..Resources::default()
-        },
+        resources: Resources { queue: 1, ..slots(1) },
         running: Vec::new(),
         staged: false,
     }
@@ -3072,6 +3070,7 @@ fn slot_time_counts_from_the_real_start_and_steers_the_next_slot() {
 }
 mod alerts;
 mod limits;
+mod packing;
 
 #[test]
 fn a_worker_that_stops_cleanly_has_its_movable_service_placed_elsewhere_at_once() {
