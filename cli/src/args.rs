@@ -100,6 +100,20 @@ pub enum Command {
     /// Show each project's fair share: weight, target, its part of the last minute and since
     /// it became active, its slot-time
     Shares(JsonArgs),
+    /// What a project's attempts used (seff and sacct in one): wall and CPU time, CPU and
+    /// memory efficiency, peak memory, the slowest and largest fragments, failures, hosts
+    Report(ReportArgs),
+}
+
+/// `hz report`.
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// The project (or `hz run` job, `run:N`); a removed one is reported while herzog keeps
+    /// its record
+    pub project: String,
+    /// Print JSON (common::report::Report) instead of tables
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `hz share`.
@@ -338,6 +352,22 @@ pub struct RunArgs {
     /// keep each program's stderr in its log file, or discard it (no file)
     #[arg(long, value_name = "keep|discard", value_parser = Sink::parse)]
     pub stderr: Option<Sink>,
+    /// CPUs each attempt needs: packs, and throttles it to N CPUs' time [default: 1, packing
+    /// only, or [herzog.defaults] cpus]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub cpus: Option<u32>,
+    /// Memory each attempt needs, e.g. 512M or 4G: packs, and past it the attempt ends "out of
+    /// memory" [default: none, or [herzog.defaults] mem]
+    #[arg(long, value_name = "SIZE", value_parser = common::requests::parse_size)]
+    pub mem: Option<u64>,
+    /// Wall-clock limit of each attempt, e.g. 90s or 2h: past it, the stop signal, then SIGKILL
+    /// after the grace [default: none, or [herzog.defaults] time]
+    #[arg(long, value_name = "DURATION", value_parser = common::requests::parse_duration_ms)]
+    pub time: Option<u64>,
+    /// Run a fragment again when a limit ended its attempt: oom, time, or both (oom,time)
+    /// [default: neither: the same input would fail the same way]
+    #[arg(long, value_name = "LIMITS", value_delimiter = ',')]
+    pub retry_on: Vec<common::requests::RetryOn>,
 }
 
 /// `hz action`.

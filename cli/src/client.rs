@@ -304,6 +304,11 @@ impl Herzog {
             .await
     }
 
+    pub(crate) async fn project_report(&self, project: &str) -> Result<common::report::Report, CliError> {
+        let fut = self.client.project_report(ctx(), project.to_string());
+        self.call("reading the report", fut).await
+    }
+
     pub(crate) async fn shares(&self) -> Result<Vec<common::wire::ShareInfo>, CliError> {
         self.call("reading the fair shares", self.client.shares(ctx())).await
     }

@@ -140,6 +140,7 @@ pub(crate) async fn dispatch(
             commands::controls::run(control, &addr).await
         }
         Command::Shares(a) => commands::shares::run(a, &addr, out).await,
+        Command::Report(a) => commands::report::run(&a, &addr, out).await,
         // `run` handles these before it dials; a shell line never gets here with them.
         command @ (Command::Local(_) | Command::Completions(_) | Command::Man | Command::Shell) => Err(
             CliError::Usage(shell::not_here(&command).unwrap_or_default().to_string()),

@@ -414,6 +414,26 @@ mod tests {
     }
 
     #[test]
+    fn the_example_defaults_parse_when_uncommented() {
+        let text = include_str!("../../cluster.example.toml");
+        let from = text
+            .find("# [herzog.defaults]")
+            .expect("the example documents [herzog.defaults]");
+        let to = from + text[from..].find("\n[kinski]").expect("then [kinski]");
+        let uncommented: String = text[from..to]
+            .lines()
+            .filter(|l| !l.starts_with("# #") && l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let parsed = ClusterConfig::parse(&uncommented, Path::new("defaults.toml")).unwrap();
+        let r = parsed.herzog.defaults.requests();
+        assert_eq!(
+            (r.cpus, r.memory_bytes, r.time_ms),
+            (Some(1), Some(2 << 30), Some(12 * 3_600_000))
+        );
+    }
+
+    #[test]
     fn the_example_hosts_entry_parses_when_uncommented() {
         let text = include_str!("../../cluster.example.toml");
         let hosts = &text[text.find("# [[hosts]]").expect("the example documents [[hosts]]")..];

@@ -82,4 +82,12 @@ pub enum ApiError {
     UnknownJob { name: String },
     #[error("job {name}: {reason}")]
     Job { name: String, reason: String },
+    #[error(
+        "no worker can fit {request}: the largest offers {largest} ({worker}); ask for less (--cpus, --mem) or add a larger worker"
+    )]
+    NoWorkerFits {
+        request: String,
+        largest: String,
+        worker: String,
+    },
 }

@@ -24,6 +24,12 @@ pub struct AttemptInfo {
     pub wall_ms: Option<u64>,
     pub cpu_ms: Option<u64>,
     pub peak_rss_kb: Option<u64>,
+    /// Its cgroup's peak memory, where it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// The limit that ended it (`--mem`, `--time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<crate::requests::LimitHit>,
     /// Why it ended as it did, when herzog noted it (lost with its worker, project removed).
     pub note: Option<String>,
     /// How a completion that came after it had ended said it ended.

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod name;
 pub mod output;
 pub mod paths;
+pub mod report;
 pub mod requests;
 pub mod run_settings;
 pub mod service;

@@ -103,6 +103,10 @@ pub trait Coordinator {
     async fn shutdown(worker: Option<String>) -> Result<String, ApiError>;
     /// Each project's standing in the fair share (`hz shares`).
     async fn shares() -> Result<Vec<ShareInfo>, ApiError>;
+    /// What a project's attempts used (`hz report`): wall and CPU time, efficiency and peak
+    /// memory as min / median / p95 / max, the slowest and largest fragments, failures by
+    /// reason, attempts per host. Of the live project of that name, else the latest removed.
+    async fn project_report(name: String) -> Result<crate::report::Report, ApiError>;
 }
 
 /// The most starts or completions one call carries: a batch of herzog's loop is 8,192

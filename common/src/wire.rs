@@ -238,6 +238,10 @@ pub struct ProjectProgress {
     /// How its programs run (what `hz action` was given); absent from an older herzog.
     #[serde(default)]
     pub spec: Option<Box<RunSpec>>,
+    /// What the user should know about how it runs: its requests are not enforced on a
+    /// worker that runs its attempts without limits (`limits: none`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl ProjectProgress {
@@ -396,6 +400,9 @@ pub struct FragmentInfo {
     pub wall_ms: Option<u64>,
     pub cpu_ms: Option<u64>,
     pub peak_rss_kb: Option<u64>,
+    /// The attempt's cgroup's peak memory, where it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
     /// Why a fragment failed.
     pub reason: Option<String>,
     /// Every attempt, oldest first, when asked for (`FragmentQuery::attempts`); else empty.

@@ -4,6 +4,7 @@
 mod history;
 mod jobs;
 mod remove;
+mod report;
 pub(crate) mod shutdown;
 
 use crate::engine::Handle;
@@ -43,6 +44,8 @@ pub(crate) struct Api {
     pub(crate) results_root: PathBuf,
     /// `hz shutdown` asks the server's loop to stop herzog through this.
     pub(crate) shutdown: shutdown::Asked,
+    /// `[herzog.defaults]`: requests a project gets where `hz action` gave none.
+    pub(crate) defaults: common::requests::Requests,
 }
 
 /// The Coordinator service (for hz), for one connection: the watch ends when it closes.
@@ -175,7 +178,7 @@ impl Coordinator for ClientApi {
         let NewProject {
             name,
             dir,
-            spec,
+            mut spec,
             after,
             max_running,
             share,
@@ -183,6 +186,7 @@ impl Coordinator for ClientApi {
         let name = name.unwrap_or_else(|| common::name::name_from_dir(&dir));
         common::name::check_name(&name)?;
         common::template::check_program(&spec.program, std::env::var("PATH").ok().as_deref())?;
+        spec.requests = spec.requests.or(self.0.defaults);
         spec.check()?;
         // A live project of that name is the machine's to refuse; a folder an earlier one
         // left would mix its results with the new ones.
@@ -328,6 +332,10 @@ impl Coordinator for ClientApi {
     // A herzog shutting down says so rather than answering "fair" or "nothing".
     async fn shares(self, _: Context) -> Result<Vec<ShareInfo>, ApiError> {
         self.0.handle.query(|m| m.shares()).await
+    }
+
+    async fn project_report(self, _: Context, name: String) -> Result<common::report::Report, ApiError> {
+        report::report(&self.0, name).await
     }
 
     async fn policy(self, _: Context) -> Result<Policy, ApiError> {

@@ -128,38 +128,54 @@ impl Ledger {
         self.total_base + self.total_running * now
     }
 
-    /// A program of `p` started at `from` (≤ `now`; earlier when herzog heard late).
+    /// A program of `p` of one CPU started at `from` (tests).
+    #[cfg(test)]
     pub(crate) fn start(&mut self, p: ProjectId, from: i64, now: i64) {
+        self.start_n(p, 1, from, now);
+    }
+
+    /// A program of `p` asking for `cpus` CPUs started at `from` (≤ `now`; earlier when
+    /// herzog heard late): it uses `cpus` slot-ms a millisecond (its CPU-time as packed).
+    pub(crate) fn start_n(&mut self, p: ProjectId, cpus: u32, from: i64, now: i64) {
         self.advance(now);
+        let n = i64::from(cpus.max(1));
         let from = from.min(now);
         let a = self.account(p);
-        a.running += 1;
-        a.base -= from;
+        a.running += n;
+        a.base -= from * n;
         let active = a.active.is_some();
-        self.total_running += 1;
-        self.total_base -= from;
+        self.total_running += n;
+        self.total_base -= from * n;
         if active {
-            self.active_running += 1;
-            self.credit(now - from);
+            self.active_running += n;
+            self.credit((now - from) * n);
         }
     }
 
-    /// A program of `p` counted from `from` ended at `to` (clamped to `from..=now`).
+    /// A program of `p` of one CPU ended (tests).
+    #[cfg(test)]
     pub(crate) fn end(&mut self, p: ProjectId, from: i64, to: i64, now: i64) {
+        self.end_n(p, 1, from, to, now);
+    }
+
+    /// A program of `p` asking for `cpus` CPUs, counted from `from`, ended at `to` (clamped
+    /// to `from..=now`).
+    pub(crate) fn end_n(&mut self, p: ProjectId, cpus: u32, from: i64, to: i64, now: i64) {
         self.advance(now);
+        let n = i64::from(cpus.max(1));
         let to = to.clamp(from.min(now), now);
         let Some(a) = self.accounts.get_mut(&p) else { return };
-        if a.running == 0 {
+        if a.running < n {
             return;
         }
-        a.running -= 1;
-        a.base += to;
+        a.running -= n;
+        a.base += to * n;
         let active = a.active.is_some();
-        self.total_running -= 1;
-        self.total_base += to;
+        self.total_running -= n;
+        self.total_base += to * n;
         if active {
-            self.active_running -= 1;
-            self.credit(to - now);
+            self.active_running -= n;
+            self.credit((to - now) * n);
         }
     }
 

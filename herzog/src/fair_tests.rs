@@ -1,7 +1,7 @@
 //! Tests of the fair-share ledger, alone and driving the scheduler in a simulated cluster.
 
 use super::*;
-use crate::scheduler::{Capacity, Demand, assign};
+use crate::scheduler::{Capacity, Demand, Held, Size, assign};
 use proptest::prelude::*;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -165,10 +165,19 @@ fn simulate(projects: &[SimProject], slots: u32, until: i64, warm: u32, seed: u6
                 owed_ms: ledger.deficit(ids[i], now).round() as i64,
                 weight: projects[i].weight,
                 cost_ms: ((projects[i].least_ms + projects[i].most_ms) / 2) as u64,
+                size: Size { cpus: 1, memory: 0 },
             })
             .collect();
         let free = slots - running.len() as u32;
-        let given = assign(&demands, None, &[Capacity { worker: "w", free }]);
+        let held = Held::new();
+        let w = Capacity {
+            worker: "w",
+            free,
+            slots: slots.max(1),
+            room: Size { cpus: slots, memory: 0 },
+            held: &held,
+        };
+        let given = assign(&demands, None, &[w], &[]).assignments;
         // Work-conserving: every free slot goes to someone while anyone has work.
         prop_assert_eq!(given.len() as u32, if arrived.is_empty() { 0 } else { free });
         for a in given {

@@ -43,6 +43,8 @@ pub struct Config {
     pub fair_half_life: Option<Duration>,
     /// `[alerts]`: who gets mail and webhooks, for which events; none by default.
     pub alerts: common::alerts::AlertsSection,
+    /// `[herzog.defaults]`: what a project's attempts ask for when `hz action` does not say.
+    pub defaults: common::requests::Requests,
 }
 
 impl Config {
@@ -58,6 +60,7 @@ impl Config {
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
             fair_half_life: None,
             alerts: common::alerts::AlertsSection::default(),
+            defaults: common::requests::Requests::default(),
         }
     }
 }

@@ -257,6 +257,7 @@ fn main() -> ExitCode {
         services,
         max_log_bytes: h.max_log_bytes.as_u64(),
         fair_half_life: h.fair_half_life,
+        defaults: h.defaults.requests(),
         alerts,
     };
     let runtime = match tokio::runtime::Runtime::new() {

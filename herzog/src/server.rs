@@ -169,6 +169,7 @@ pub async fn run(
         connections: connections.clone(),
         results_root,
         shutdown: asked_tx,
+        defaults: config.defaults,
     };
     let tick =
         (config.worker_timeout / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));

@@ -82,6 +82,14 @@ pub(crate) fn prepare(run: &RunArgs, cwd: &Path, path_var: Option<&str>) -> Resu
         stdout: run.stdout.unwrap_or_default(),
         stderr: run.stderr.unwrap_or_default(),
     };
+    spec.requests = common::requests::Requests {
+        cpus: run.cpus,
+        memory_bytes: run.mem,
+        time_ms: run.time,
+    };
+    spec.retry_on = run.retry_on.clone();
+    spec.retry_on.sort();
+    spec.retry_on.dedup();
     spec.check()?;
     Ok(NewProject {
         name: run.name.clone(),
@@ -155,6 +163,10 @@ mod tests {
 
     fn run_args(dir: &Path, program: &str) -> RunArgs {
         RunArgs {
+            cpus: None,
+            mem: None,
+            time: None,
+            retry_on: vec![],
             dir: dir.to_path_buf(),
             program: program.to_string(),
             name: None,

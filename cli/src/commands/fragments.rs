@@ -31,6 +31,7 @@ pub(crate) async fn run(args: &FragmentsArgs, addr: &Endpoint, out: &mut dyn Wri
                 None => note!("project {} has no fragments", args.project),
             }
         } else {
+            requests_line(&herzog, &args.project, out).await?;
             out.write_all(table(&fragments).render().as_bytes())?;
         }
         return Ok(Outcome::Ok);
@@ -87,6 +88,23 @@ pub(crate) async fn run(args: &FragmentsArgs, addr: &Endpoint, out: &mut dyn Wri
         out.write_all(attempts_table(&fragments, true).render().as_bytes())?;
     }
     Ok(Outcome::Ok)
+}
+
+/// `requests: 2 CPUs / 4 GiB / 10m` above the table, when the project asked for any.
+async fn requests_line(herzog: &Herzog, project: &str, out: &mut dyn Write) -> Result<(), CliError> {
+    if common::job::is_job(project) {
+        // A job asks for nothing, and `hz progress` does not list jobs.
+        return Ok(());
+    }
+    let spec = herzog
+        .project_progress(Some(project))
+        .await?
+        .into_iter()
+        .find_map(|p| p.spec);
+    if let Some(spec) = spec.filter(|s| !s.requests.is_empty()) {
+        writeln!(out, "requests: {}", spec.requests)?;
+    }
+    Ok(())
 }
 
 /// Pages through the fragments `query` selects (with their attempts when it asks), keeping
@@ -209,6 +227,12 @@ async fn collect_paged(
     Ok(kept)
 }
 
+/// Its peak memory: its cgroup's where it had one (the whole tree, page cache included),
+/// else the largest process's as wait4 measured it.
+fn peak_memory(f: &FragmentInfo) -> Option<u64> {
+    f.peak_memory_bytes.or(f.peak_rss_kb.map(|kb| kb.saturating_mul(1024)))
+}
+
 pub(crate) fn table(fragments: &[FragmentInfo]) -> Table {
     let mut t = Table::new(&[
         ("INDEX", Align::Right),
@@ -232,7 +256,7 @@ pub(crate) fn table(fragments: &[FragmentInfo]) -> Table {
             opt(f.exit.as_ref(), |e| e.to_string()),
             opt(f.wall_ms, duration_ms),
             opt(f.cpu_ms, duration_ms),
-            opt(f.peak_rss_kb, |kb| bytes(kb.saturating_mul(1024))),
+            opt(peak_memory(f), bytes),
             opt(f.reason.clone(), |r| r),
         ]);
     }
@@ -303,6 +327,7 @@ mod tests {
     #[test]
     fn the_table_uses_human_units() {
         let f = FragmentInfo {
+            peak_memory_bytes: None,
             index: 3,
             name: "f3.txt".into(),
             state: FragmentStateKind::Failed,

@@ -64,6 +64,8 @@ mod tests {
 
     fn attempt(id: i64, start: i64, end: Option<i64>, wall: Option<u64>, exit: Option<Exit>) -> AttemptInfo {
         AttemptInfo {
+            limit: None,
+            peak_memory_bytes: None,
             attempt: AttemptId(id),
             worker: "local".into(),
             started_at: start,
@@ -82,6 +84,7 @@ mod tests {
     #[test]
     fn lines_follow_parallels_format_in_the_order_attempts_ended() {
         let fragment = |index, history| FragmentInfo {
+            peak_memory_bytes: None,
             index,
             name: format!("f{index}"),
             state: FragmentStateKind::Failed,

@@ -41,6 +41,7 @@ fn table(projects: &[ProjectProgress]) -> Table {
         ("FRAGMENTS", Align::Right),
         ("SUCCEEDED", Align::Right),
         ("FAILED", Align::Right),
+        ("REQUESTS", Align::Left),
         ("DIR", Align::Left),
         ("PROGRAM", Align::Left),
     ]);
@@ -51,6 +52,7 @@ fn table(projects: &[ProjectProgress]) -> Table {
             p.total.to_string(),
             percent(p.percent),
             p.failed.to_string(),
+            p.spec.as_ref().map(|s| s.requests.to_string()).unwrap_or_default(),
             p.dir.display().to_string(),
             p.program.clone(),
         ]);

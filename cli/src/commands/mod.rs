@@ -17,6 +17,7 @@ pub(crate) mod named;
 pub(crate) mod progress;
 pub(crate) mod reload;
 pub(crate) mod remove;
+pub(crate) mod report;
 pub(crate) mod retry;
 pub(crate) mod run;
 pub(crate) mod schedule;

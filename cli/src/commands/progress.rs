@@ -54,6 +54,9 @@ pub(crate) async fn run(args: &ProgressArgs, addr: &Endpoint, out: &mut dyn Writ
             if let Some(held) = &p.held {
                 writeln!(out, "{}: {held}", p.name)?;
             }
+            for warning in &p.warnings {
+                writeln!(out, "{}: warning: {warning}", p.name)?;
+            }
             if p.failed > 0 {
                 writeln!(out, "{}", failure_summary(p))?;
             }

@@ -39,7 +39,9 @@ fn table(workers: &[WorkerInfo], now: common::Millis) -> Table {
         ("INSTANCES", Align::Right),
         ("CPUS", Align::Right),
         ("MEMORY", Align::Right),
+        ("LIMITS", Align::Left),
         ("LAST SEEN", Align::Right),
+        ("CPU", Align::Left),
     ]);
     for w in workers {
         t.row(vec![
@@ -54,12 +56,39 @@ fn table(workers: &[WorkerInfo], now: common::Millis) -> Table {
             w.running.to_string(),
             w.queued.to_string(),
             w.instances.to_string(),
-            w.resources.cpus.to_string(),
-            bytes(w.resources.memory_bytes),
+            kept(w.resources.cpus.to_string(), w.resources.reserved_cpus > 0, || {
+                w.resources.reserved_cpus.to_string()
+            }),
+            kept(
+                bytes(w.resources.memory_bytes),
+                w.resources.reserved_memory_bytes > 0,
+                || bytes(w.resources.reserved_memory_bytes),
+            ),
+            w.resources.limits.to_string(),
             ago(now, w.last_seen),
+            cpu(&w.resources),
         ]);
     }
     t
+}
+
+/// A total with what the system keeps of it: `8 (1 kept)`.
+fn kept(total: String, any: bool, reserved: impl Fn() -> String) -> String {
+    if any {
+        format!("{total} ({} kept)", reserved())
+    } else {
+        total
+    }
+}
+
+/// The CPU's model and speed, as far as the worker said.
+fn cpu(r: &common::wire::Resources) -> String {
+    match (r.cpu_model.trim(), r.cpu_mhz) {
+        ("", 0) => "-".to_string(),
+        (model, 0) => model.to_string(),
+        ("", mhz) => format!("{mhz} MHz"),
+        (model, mhz) => format!("{model} @ {mhz} MHz"),
+    }
 }
 
 #[cfg(test)]
@@ -78,6 +107,10 @@ mod tests {
                 slots: 6,
                 queue: 6,
                 scratch_dir: None,
+                reserved_cpus: 1,
+                limits: common::requests::LimitSupport::Cgroup1,
+                cpu_model: "AMD EPYC 7763".into(),
+                cpu_mhz: 2450,
                 ..Resources::default()
             },
             running: 2,
@@ -96,7 +129,10 @@ mod tests {
                 && text.contains("euclid")
                 && text.contains("ssh ready")
                 && text.contains("connected drained")
-                && text.contains("INSTANCES"),
+                && text.contains("INSTANCES")
+                && text.contains("8 (1 kept)")
+                && text.contains("cgroup1")
+                && text.contains("AMD EPYC 7763 @ 2450 MHz"),
             "{text}"
         );
     }

@@ -89,6 +89,7 @@ mod tests {
             worker: "w".into(),
             resources: Resources {
                 slots: 1,
+                cpus: 1,
                 queue: 0,
                 ..Resources::default()
             },

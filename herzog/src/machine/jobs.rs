@@ -105,7 +105,7 @@ impl Machine {
             id,
             name: name.clone(),
             dir: cwd.clone(),
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
             results_dir: results_dir.clone(),
             created_at: now.wall,
             first_fragment: fragment,
@@ -151,8 +151,14 @@ impl Machine {
             .filter(|p| p.job.is_some() && !p.queue.is_empty() && !p.paused)
             .map(|p| p.id)
             .collect();
+        let services = self.services.requested();
         for id in waiting {
             let job = self.projects[&id].job.as_deref().expect("filtered above");
+            let size = Size::of(&self.projects[&id].spec.requests);
+            let fits = |w: &Worker| {
+                let room = super::packing::room(w.offer(), services.get(w.name.as_str()));
+                w.held.fits(w.resources.slots, room, size)
+            };
             let room = |w: &Worker| {
                 let Resources { slots, queue, .. } = w.resources;
                 i64::from(slots) + i64::from(queue) - w.running.len() as i64 - i64::from(w.foreign)
@@ -161,7 +167,7 @@ impl Machine {
                 .workers
                 .values()
                 .filter(|w| w.takes_starts(now) && (job.hosts.is_empty() || job.hosts.contains(&w.name)))
-                .filter(|w| room(w) > 0)
+                .filter(|w| room(w) > 0 && fits(w))
                 .max_by_key(|w| (room(w), std::cmp::Reverse(w.name.clone())))
                 .map(|w| w.name.clone());
             if let Some(worker) = best {
@@ -275,6 +281,7 @@ mod tests {
                 worker: worker.into(),
                 resources: Resources {
                     slots,
+                    cpus: slots,
                     queue: 1,
                     ..Resources::default()
                 },

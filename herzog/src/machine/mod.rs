@@ -9,6 +9,7 @@ mod controls;
 mod follow;
 mod jobs;
 mod names;
+mod packing;
 mod running;
 mod services;
 mod shares;
@@ -23,7 +24,7 @@ pub(crate) use names::Names;
 pub(crate) use running::Recent;
 pub(crate) use types::*;
 
-use crate::scheduler::{self, Capacity, Demand};
+use crate::scheduler::{self, Capacity, Demand, Held, Size};
 use common::wire::*;
 use common::{ApiError, AttemptId, FragmentId, Millis, ProjectId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -170,6 +171,8 @@ pub(crate) struct Worker {
     /// The last contact written to the record (a heartbeat writes it at most every
     /// [`SEEN_WRITE_MS`]).
     pub(crate) seen_stored: Millis,
+    /// What the attempts it holds (`running`, and the `foreign` ones at 1 CPU each) ask for.
+    pub(crate) held: Held,
 }
 
 /// How stale the recorded last contact of a connected worker may get: what `hz workers`
@@ -190,6 +193,27 @@ impl Worker {
             drained: false,
             refusing: None,
             seen_stored: now.wall,
+            held: Held::new(),
+        }
+    }
+
+    /// It reports `n` attempts herzog does not expect: each holds a slot and a CPU until gone.
+    fn set_foreign(&mut self, n: u32) {
+        let default = Size { cpus: 1, memory: 0 };
+        for _ in n..self.foreign {
+            self.held.remove(default);
+        }
+        for _ in self.foreign..n {
+            self.held.add(default);
+        }
+        self.foreign = n;
+    }
+
+    /// The CPUs and memory its attempts are packed into: what it offers.
+    pub(crate) fn offer(&self) -> Size {
+        Size {
+            cpus: self.resources.offered_cpus(),
+            memory: self.resources.offered_memory(),
         }
     }
 
@@ -280,6 +304,9 @@ pub(crate) struct Machine {
     max_log_bytes: u64,
     /// Each project's slot-time against its fair share.
     fair: crate::fair::Ledger,
+    /// The workers reserved by projects whose next attempt fits nowhere yet (see
+    /// [`scheduler`]), as the last round left them.
+    reserved: Vec<(ProjectId, String)>,
     /// Who gets which alerts (`[alerts]`).
     alerts: AlertRules,
 }
@@ -334,6 +361,7 @@ impl Machine {
             effects: Vec::new(),
             max_log_bytes: common::wire::DEFAULT_MAX_LOG_BYTES,
             fair: crate::fair::Ledger::default(),
+            reserved: Vec::new(),
             alerts: AlertRules::default(),
         }
     }
@@ -395,9 +423,11 @@ impl Machine {
                         if live.ran.is_some() && p.job.is_none() {
                             // Slot-time accrues afresh from a restart (see "Scheduling").
                             live.counted = Some(now.mono);
-                            m.fair.start(p.id, now.mono.0, now.mono.0);
+                            m.fair
+                                .start_n(p.id, Size::of(&p.spec.requests).cpus, now.mono.0, now.mono.0);
                         }
                         m.live.insert(*attempt, live);
+                        let size = Size::of(&p.spec.requests);
                         let w = m.workers.entry(worker.clone()).or_insert_with(|| {
                             Worker::new(
                                 worker.clone(),
@@ -407,6 +437,7 @@ impl Machine {
                             )
                         });
                         w.running.insert(*attempt);
+                        w.held.add(size);
                     }
                     _ => {}
                 }
@@ -610,6 +641,7 @@ impl Machine {
             .into());
         }
         self.check_project_alerts(&spec)?;
+        self.check_fits(&spec)?;
         if files.is_empty() {
             return Err(ApiError::EmptyDirectory {
                 dir: dir.display().to_string(),
@@ -635,7 +667,7 @@ impl Machine {
             id,
             name: name.clone(),
             dir: dir.clone(),
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
             results_dir: results_dir.clone(),
             created_at: now.wall,
             first_fragment: FragmentId(first),
@@ -818,7 +850,7 @@ impl Machine {
         let reported_set: BTreeSet<AttemptId> = reported.iter().copied().collect();
         let expected = self.workers.get(worker).map(|w| w.running.clone()).unwrap_or_default();
         if let Some(w) = self.workers.get_mut(worker) {
-            w.foreign = reported_set.difference(&expected).count() as u32;
+            w.set_foreign(reported_set.difference(&expected).count() as u32);
         }
         for &attempt in reported_set.difference(&expected) {
             if attempt.0 < self.next_attempt {
@@ -1005,7 +1037,8 @@ impl Machine {
             project.started -= 1;
         }
         if project.job.is_none() {
-            Self::fair_ended(&mut self.fair, now, &live, completion.as_ref());
+            let cpus = Size::of(&project.spec.requests).cpus;
+            Self::fair_ended(&mut self.fair, now, &live, cpus, completion.as_ref());
         }
         // A job that ran is not run again, unless it asked to be.
         let job_ends = project
@@ -1028,10 +1061,21 @@ impl Machine {
         let retries = project.spec.retries;
         let failures = fragment.failures + u32::from(end == AttemptEnd::Failed);
         project.fragments[live.index as usize].failures = failures;
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.running.remove(&attempt);
+        let size = Size::of(&project.spec.requests);
+        if let Some(w) = self.workers.get_mut(&worker)
+            && w.running.remove(&attempt)
+        {
+            w.held.remove(size);
         }
         let exit = completion.as_ref().map(|c| c.exit.clone());
+        // A limit decides only a failed end (a program may cope with a child's OOM kill).
+        let limit = completion
+            .as_ref()
+            .and_then(|c| c.limit.clone())
+            .filter(|_| end == AttemptEnd::Failed);
+        let limit_retried = limit
+            .as_ref()
+            .is_some_and(|l| project.spec.retry_on.contains(&l.kind()));
         if let Some(exit) = &exit {
             self.job_exited(live.project, &worker, exit);
         }
@@ -1059,14 +1103,20 @@ impl Machine {
                 },
             },
             AttemptEnd::Succeeded => FragmentState::Succeeded { attempt },
-            AttemptEnd::Failed if failures <= retries || (retry_failed && attempts < max) => FragmentState::Pending,
+            // The same input would hit the same limit: retried only where asked
+            // (`--retry-on`), up to the attempts a fragment gets.
+            AttemptEnd::Failed if limit.is_some() && limit_retried && attempts < max => FragmentState::Pending,
+            AttemptEnd::Failed if limit.is_none() && (failures <= retries || (retry_failed && attempts < max)) => {
+                FragmentState::Pending
+            }
             AttemptEnd::Failed => FragmentState::Failed {
                 attempt: Some(attempt),
-                reason: match &exit {
-                    Some(Exit::Code(c)) => format!("exited with {c}"),
-                    Some(Exit::Signal(s)) => format!("killed by signal {s}"),
-                    Some(Exit::StartFailed(why)) => format!("could not start: {why}"),
-                    None => "failed".to_string(),
+                reason: match (&limit, &exit) {
+                    (Some(limit), _) => limit.to_string(),
+                    (None, Some(Exit::Code(c))) => format!("exited with {c}"),
+                    (None, Some(Exit::Signal(s))) => format!("killed by signal {s}"),
+                    (None, Some(Exit::StartFailed(why))) => format!("could not start: {why}"),
+                    (None, None) => "failed".to_string(),
                 },
             },
             AttemptEnd::Lost if attempts >= max => FragmentState::Failed {
@@ -1217,6 +1267,7 @@ impl Machine {
         if demands.is_empty() {
             return false;
         }
+        let services = self.services.requested();
         let capacity: Vec<Capacity<'_>> = self
             .workers
             .values()
@@ -1226,12 +1277,19 @@ impl Machine {
                 free: w
                     .capacity(attempt_ms)
                     .saturating_sub(w.running.len() as u32 + w.foreign),
+                slots: w.resources.slots,
+                room: packing::room(w.offer(), services.get(w.name.as_str())),
+                held: &w.held,
             })
             .collect();
-        let assignments: Vec<(String, ProjectId)> = scheduler::assign(&demands, priority, &capacity)
+        let reserved: Vec<(ProjectId, &str)> = self.reserved.iter().map(|(p, w)| (*p, w.as_str())).collect();
+        let round = scheduler::assign(&demands, priority, &capacity, &reserved);
+        let assignments: Vec<(String, ProjectId)> = round
+            .assignments
             .into_iter()
             .map(|a| (a.worker.to_string(), a.project))
             .collect();
+        self.reserved = round.reserved.into_iter().map(|(p, w)| (p, w.to_string())).collect();
         let started = !assignments.is_empty();
         for (worker, project) in assignments {
             self.dispatch(now, worker, project);
@@ -1259,6 +1317,7 @@ impl Machine {
         f.attempts += 1;
         let w = self.workers.get_mut(&worker).expect("scheduled workers exist");
         w.running.insert(attempt);
+        w.held.add(Size::of(&p.spec.requests));
         let (mut start, mut upload) = match w.staging.scratch() {
             None => (start_for(p, index, attempt, self.max_log_bytes), Vec::new()),
             Some(scratch) => staged_start_for(p, index, attempt, scratch, self.max_log_bytes),
@@ -1329,6 +1388,7 @@ impl Machine {
                 created_at: p.created_at,
                 results_dir: p.results_dir.clone(),
                 held: self.held(p),
+                warnings: self.warnings(p),
                 paused: p.paused,
                 max_running: p.max_running,
                 after: p.after.clone(),

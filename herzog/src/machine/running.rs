@@ -78,7 +78,8 @@ impl Machine {
                 let ago = (now.wall - n.at).clamp(0, now.mono.since(l.since).max(0));
                 let from = Mono(now.mono.0 - ago);
                 l.counted = Some(from);
-                self.fair.start(l.project, from.0, now.mono.0);
+                self.fair
+                    .start_n(l.project, Size::of(&p.spec.requests).cpus, from.0, now.mono.0);
             }
             any = true;
             self.writes.push(Write::AttemptRan {
@@ -180,6 +181,9 @@ impl Machine {
             return Some(format!("paused: `hz resume {}` lets it start again", p.name));
         }
         if let Some(why) = self.after_status(p) {
+            return Some(why);
+        }
+        if let Some(why) = self.waits_for_fit(p) {
             return Some(why);
         }
         let now = Now {

@@ -18,6 +18,26 @@ impl Machine {
             .collect()
     }
 
+    /// The connected workers as placement sees them: what they offer and what their
+    /// attempts use at once.
+    fn hosts(&self) -> Vec<crate::services::Host> {
+        self.workers
+            .values()
+            .filter(|w| w.link == Link::Connected && matches!(w.staging, Staging::Shared | Staging::Ready { .. }))
+            .map(|w| {
+                let (cpus, memory) = w.held.peak(w.resources.slots, None);
+                crate::services::Host {
+                    name: w.name.clone(),
+                    offer: w.offer(),
+                    attempts: Size {
+                        cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
+                        memory: u64::try_from(memory).unwrap_or(u64::MAX),
+                    },
+                }
+            })
+            .collect()
+    }
+
     fn order(&mut self, orders: Vec<Order>) {
         for order in orders {
             let effect = match order {
@@ -159,8 +179,8 @@ impl Machine {
 
     /// Places what waits for a worker; after every batch, with the scheduling.
     pub(super) fn place_instances(&mut self, now: Now) {
-        let connected = self.connected();
-        let orders = self.services.place(now.mono, &connected);
+        let hosts = self.hosts();
+        let orders = self.services.place_on(now.mono, &hosts);
         self.order(orders);
     }
 

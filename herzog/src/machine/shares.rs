@@ -8,17 +8,27 @@ use super::*;
 const UNKNOWN_ATTEMPT_MS: u64 = 1_000;
 
 impl Machine {
-    /// A live attempt of a project in the fair share ended: its slot-time stops accruing, at
-    /// its real end where its completion says how long it ran.
-    pub(super) fn fair_ended(fair: &mut crate::fair::Ledger, now: Now, live: &Live, completion: Option<&Completion>) {
+    /// A live attempt of a project in the fair share ended: its slot-time (`cpus` a
+    /// millisecond) stops accruing, at its real end where its completion says how long it ran.
+    pub(super) fn fair_ended(
+        fair: &mut crate::fair::Ledger,
+        now: Now,
+        live: &Live,
+        cpus: u32,
+        completion: Option<&Completion>,
+    ) {
         let ran_ms = completion
             .filter(|c| !matches!(c.exit, Exit::StartFailed(_)))
             .map(|c| c.wall_ms.min(i64::MAX as u64) as i64);
         match (live.counted, ran_ms) {
-            (Some(from), Some(ms)) => fair.end(live.project, from.0, from.0.saturating_add(ms), now.mono.0),
-            (Some(from), None) => fair.end(live.project, from.0, now.mono.0, now.mono.0),
+            (Some(from), Some(ms)) => fair.end_n(live.project, cpus, from.0, from.0.saturating_add(ms), now.mono.0),
+            (Some(from), None) => fair.end_n(live.project, cpus, from.0, now.mono.0, now.mono.0),
             // A short program: no start notice came before its completion.
-            (None, Some(ms)) => fair.ran(live.project, ms.min(now.mono.since(live.since).max(0)), now.mono.0),
+            (None, Some(ms)) => fair.ran(
+                live.project,
+                ms.min(now.mono.since(live.since).max(0)) * i64::from(cpus.max(1)),
+                now.mono.0,
+            ),
             (None, None) => {}
         }
     }
@@ -57,7 +67,9 @@ impl Machine {
             .into_iter()
             .map(|(id, pending)| {
                 let p = &self.projects[&id];
-                let cost_ms = p.recent_wall_ms.unwrap_or(fallback).max(1);
+                // An attempt of N CPUs uses N slot-ms a millisecond.
+                let cpus = u64::from(crate::scheduler::Size::of(&p.spec.requests).cpus);
+                let cost_ms = p.recent_wall_ms.unwrap_or(fallback).max(1).saturating_mul(cpus);
                 // Its starts waiting in workers' queues will use slot-time they have not yet.
                 let queued = p.counts.running.saturating_sub(p.started);
                 let owed = self.fair.deficit(id, now.mono.0) - (queued * cost_ms) as f64;
@@ -67,6 +79,7 @@ impl Machine {
                     owed_ms: owed.round() as i64,
                     weight: p.share,
                     cost_ms,
+                    size: crate::scheduler::Size::of(&p.spec.requests),
                 }
             })
             .collect()

@@ -36,9 +36,12 @@ fn spec(program: &str, max_attempts: u32) -> RunSpec {
     }
 }
 
+/// A worker of `n` slots, with a CPU for each and memory to spare.
 fn slots(n: u32) -> Resources {
     Resources {
         slots: n,
+        cpus: n,
+        memory_bytes: 64 << 30,
         ..Resources::default()
     }
 }
@@ -1468,7 +1471,7 @@ fn adding_a_project_writes_it_with_every_name() {
             id: ProjectId(1),
             name: "p".into(),
             dir: PathBuf::from("/data"),
-            spec: s.clone(),
+            spec: Box::new(s.clone()),
             results_dir: PathBuf::from("/results/p"),
             created_at: 7,
             first_fragment: FragmentId(1),
@@ -1770,9 +1773,8 @@ fn staged_register(worker: &str, n: u32) -> Event {
     Event::Register {
         worker: worker.to_string(),
         resources: Resources {
-            slots: n,
             scratch_dir: Some(PathBuf::from("/scratch")),
-            ..Resources::default()
+            ..slots(n)
         },
         running: vec![],
         staged: true,
@@ -2739,11 +2741,7 @@ fn an_attempt_requeued_from_a_staged_host_is_stopped_there_so_its_directory_goes
 fn queueing_worker() -> Event {
     Event::Register {
         worker: "w1".into(),
-        resources: Resources {
-            slots: 1,
-            queue: 1,
-            ..Resources::default()
-        },
+        resources: Resources { queue: 1, ..slots(1) },
         running: Vec::new(),
         staged: false,
     }
@@ -3071,6 +3069,8 @@ fn slot_time_counts_from_the_real_start_and_steers_the_next_slot() {
     assert_eq!(m.shares()[0].target, 0.75);
 }
 mod alerts;
+mod limits;
+mod packing;
 
 #[test]
 fn a_worker_that_stops_cleanly_has_its_movable_service_placed_elsewhere_at_once() {

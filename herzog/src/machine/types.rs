@@ -396,7 +396,7 @@ pub(crate) enum Write {
         id: ProjectId,
         name: String,
         dir: PathBuf,
-        spec: RunSpec,
+        spec: Box<RunSpec>,
         results_dir: PathBuf,
         created_at: Millis,
         first_fragment: FragmentId,

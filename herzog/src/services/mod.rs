@@ -3,9 +3,11 @@
 //! instances and their placements, and where `hz tail` reads.
 
 mod diff;
+pub(crate) mod fit;
 pub(crate) mod route;
 pub(crate) mod rpc;
 mod state;
 
+pub(crate) use fit::Host;
 pub(crate) use route::Route;
 pub(crate) use state::{Order, Recorded, Services, Wanted};

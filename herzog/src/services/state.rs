@@ -284,9 +284,18 @@ impl Services {
         );
     }
 
-    /// Places every instance that should run and is not placed, on the connected `workers`
-    /// (sorted by name), at `now`.
+    /// Places as [`Services::place_on`] does, on workers with room for anything (tests).
+    #[cfg(test)]
     pub(crate) fn place(&mut self, now: Mono, workers: &[String]) -> Vec<Order> {
+        let hosts: Vec<super::Host> = workers.iter().map(|w| super::Host::unlimited(w)).collect();
+        self.place_on(now, &hosts)
+    }
+
+    /// Places every instance that should run and is not placed, on the connected `hosts`
+    /// (sorted by name), at `now`: only where its requests fit (see [`super::fit`]).
+    pub(crate) fn place_on(&mut self, now: Mono, hosts: &[super::Host]) -> Vec<Order> {
+        let workers: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+        let mut used = self.requested();
         let mut orders = Vec::new();
         // A lost worker's movable instances whose lease has run out.
         for (id, kept) in self.instances.iter_mut() {
@@ -306,7 +315,7 @@ impl Services {
             .iter()
             .filter(|(_, spec)| spec.every_host)
             .flat_map(|(name, spec)| {
-                instance_ids(name, spec, workers)
+                instance_ids(name, spec, &workers)
                     .into_iter()
                     .map(|id| (id, spec.autostart))
             })
@@ -324,9 +333,15 @@ impl Services {
             let Some(spec) = self.file.services.get(&id.service) else {
                 continue;
             };
-            let Some(worker) = self.choose(&id, spec, workers) else {
+            let need = super::fit::request(spec);
+            let Some(worker) = self.choose(&id, spec, hosts, &used, need) else {
                 continue;
             };
+            if need != crate::scheduler::Size::default() {
+                let u = used.entry(worker.clone()).or_default();
+                u.cpus = u.cpus.saturating_add(need.cpus);
+                u.memory = u.memory.saturating_add(need.memory);
+            }
             let run = RunId(self.next_run);
             self.next_run += 1;
             orders.push(Order::Run {
@@ -361,11 +376,24 @@ impl Services {
         orders
     }
 
-    /// The worker for an instance: its own host, one of its service's hosts, or any, with the
-    /// fewest instances of the service, then the fewest at all, then by name.
-    fn choose(&self, id: &InstanceId, spec: &ServiceSpec, workers: &[String]) -> Option<String> {
+    /// The worker for an instance: its own host, one of its service's hosts, or any, where
+    /// its requests fit (`used`: what services ask for there), preferring one where they fit
+    /// beside the attempts it runs now, with the fewest instances of the service, then the
+    /// fewest at all, then by name.
+    fn choose(
+        &self,
+        id: &InstanceId,
+        spec: &ServiceSpec,
+        hosts: &[super::Host],
+        used: &BTreeMap<String, crate::scheduler::Size>,
+        need: crate::scheduler::Size,
+    ) -> Option<String> {
+        let fits = |h: &super::Host| h.fits(used.get(&h.name).copied().unwrap_or_default(), need);
         if let Some(host) = &id.host {
-            return workers.iter().find(|w| *w == host).cloned();
+            return hosts
+                .iter()
+                .find(|h| h.name == *host && fits(h).0)
+                .map(|h| h.name.clone());
         }
         let load = |w: &str, service: Option<&str>| {
             self.instances
@@ -375,11 +403,19 @@ impl Services {
                 })
                 .count()
         };
-        workers
+        hosts
             .iter()
-            .filter(|w| spec.hosts.as_ref().is_none_or(|hosts| hosts.contains(w)))
-            .min_by_key(|w| (load(w, Some(&id.service)), load(w, None), (*w).clone()))
-            .cloned()
+            .filter(|h| spec.hosts.as_ref().is_none_or(|hosts| hosts.contains(&h.name)))
+            .filter(|h| fits(h).0)
+            .min_by_key(|h| {
+                (
+                    !fits(h).1,
+                    load(&h.name, Some(&id.service)),
+                    load(&h.name, None),
+                    h.name.clone(),
+                )
+            })
+            .map(|h| h.name.clone())
     }
 
     /// What `worker` says it holds. Its reports update the placements they name; a placement

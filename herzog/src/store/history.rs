@@ -87,7 +87,8 @@ impl Reader {
                 "SELECT f.idx, f.name,
                         CASE WHEN f.state = 'running' AND a.ran_at IS NULL THEN 'queued' ELSE f.state END,
                         f.attempts, f.attempt_id, COALESCE(f.worker, a.worker), f.reason,
-                        a.exit_kind, a.exit_value, a.exit_detail, a.wall_ms, a.cpu_ms, a.peak_rss_kb, f.id
+                        a.exit_kind, a.exit_value, a.exit_detail, a.wall_ms, a.cpu_ms, a.peak_rss_kb, f.id,
+                        a.peak_memory_bytes
                  FROM fragments f LEFT JOIN attempts a ON a.id = f.attempt_id
                  WHERE f.project_id = ?1 AND f.idx >= ?2 AND (?4 IS NULL OR f.idx = ?4)
                    AND (?5 = 0 OR EXISTS (SELECT 1 FROM attempts h WHERE h.fragment_id = f.id
@@ -147,7 +148,7 @@ impl Reader {
             .conn()
             .prepare_cached(
                 "SELECT id, worker, COALESCE(ran_at, started_at), ended_at, outcome, exit_kind, exit_value, exit_detail,
-                        wall_ms, cpu_ms, peak_rss_kb, note, late_exit
+                        wall_ms, cpu_ms, peak_rss_kb, note, late_exit, peak_memory_bytes, limit_hit
                  FROM attempts WHERE fragment_id = ?1 AND (?2 IS NULL OR worker = ?2)
                    AND (?3 IS NULL OR COALESCE(ran_at, started_at) >= ?3 OR ended_at >= ?3 OR ended_at IS NULL)
                  ORDER BY id",
@@ -165,6 +166,10 @@ impl Reader {
                 wall_ms: u(8)?,
                 cpu_ms: u(9)?,
                 peak_rss_kb: u(10)?,
+                peak_memory_bytes: u(13)?,
+                limit: r
+                    .get::<_, Option<String>>(14)?
+                    .and_then(|j| serde_json::from_str(&j).ok()),
                 note: r.get(11)?,
                 late_exit: r.get(12)?,
                 command: command.clone(),
@@ -213,6 +218,7 @@ pub(super) fn fragment_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<FragmentI
         wall_ms: if running { None } else { u(10)? },
         cpu_ms: if running { None } else { u(11)? },
         peak_rss_kb: if running { None } else { u(12)? },
+        peak_memory_bytes: if running { None } else { u(14)? },
         reason: r.get(6)?,
         history: Vec::new(),
     })

@@ -9,6 +9,7 @@
 mod alerts;
 mod history;
 mod read;
+mod report;
 mod rows;
 
 pub(crate) use alerts::Undelivered;
@@ -338,7 +339,7 @@ mod tests {
             id: common::ProjectId(1),
             name: "p".into(),
             dir: "/in".into(),
-            spec: common::wire::RunSpec::new("true"),
+            spec: Box::new(common::wire::RunSpec::new("true")),
             results_dir: "/out".into(),
             created_at: 5,
             first_fragment: common::FragmentId(first_fragment),

@@ -268,9 +268,14 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
             note,
         } => {
             let exit = completion.as_ref().map(|c| exit_columns(&c.exit));
+            let limit_json = completion
+                .as_ref()
+                .and_then(|c| c.limit.as_ref())
+                .and_then(|l| serde_json::to_string(l).ok());
             c.prepare_cached(
                 "UPDATE attempts SET outcome = ?2, ended_at = ?3, exit_kind = ?4, exit_value = ?5, exit_detail = ?6,
-                 wall_ms = ?7, cpu_ms = ?8, peak_rss_kb = ?9, note = ?10, ran_at = COALESCE(ran_at, ?11)
+                 wall_ms = ?7, cpu_ms = ?8, peak_rss_kb = ?9, note = ?10, ran_at = COALESCE(ran_at, ?11),
+                 limit_hit = ?12, peak_memory_bytes = ?13
                  WHERE id = ?1 AND outcome = 'running'",
             )
             .and_then(|mut s| {
@@ -288,7 +293,12 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
                     completion
                         .as_ref()
                         .filter(|c| !matches!(c.exit, Exit::StartFailed(_)))
-                        .map(|c| c.finished_at - c.wall_ms as i64)
+                        .map(|c| c.finished_at - c.wall_ms as i64),
+                    limit_json,
+                    completion
+                        .as_ref()
+                        .and_then(|c| c.peak_memory_bytes)
+                        .map(|b| b.min(i64::MAX as u64) as i64),
                 ])
             })
             .map_err(sql("end an attempt"))?;

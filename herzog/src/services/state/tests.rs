@@ -359,3 +359,57 @@ fn a_stranger_on_its_way_down_is_not_asked_again() {
     held.push(stranger(InstanceState::Stopping { pid: Some(7) }));
     assert_eq!(stops(&s.report(Mono(20), 2_000, "euclid", held)), []);
 }
+
+#[test]
+fn services_with_requests_go_where_they_fit_preferring_room_beside_the_attempts() {
+    use crate::scheduler::Size;
+    let mut s = Services::new(
+        file(
+            r#"
+[services.db]
+command = "db"
+numprocs = 4
+cpus = 2
+mem = "1 GiB"
+[services.pinned]
+command = "pinned"
+hosts = ["small"]
+cpus = 4
+"#,
+        ),
+        0,
+    );
+    let host = |name: &str, cpus: u32, busy: u32| super::super::Host {
+        name: name.to_string(),
+        offer: Size { cpus, memory: 8 << 30 },
+        attempts: Size { cpus: busy, memory: 0 },
+    };
+    // "busy" has the room but its attempts use it now; "free" has room beside them for two;
+    // "small" has 2 CPUs: one db, and not the pinned service.
+    let hosts = [host("busy", 4, 4), host("free", 4, 0), host("small", 2, 0)];
+    let placed = runs(&s.place_on(Mono(0), &hosts));
+    assert_eq!(
+        placed,
+        [
+            ("db:0".to_string(), "free".to_string()),
+            ("db:1".to_string(), "small".to_string()),
+            ("db:2".to_string(), "free".to_string()),
+            ("db:3".to_string(), "busy".to_string()),
+        ],
+        "spread where they fit beside the attempts; busy only when nothing else fits"
+    );
+    assert_eq!(
+        s.requested().get("free"),
+        Some(&Size {
+            cpus: 4,
+            memory: 2 << 30
+        })
+    );
+    // Nothing fits the pinned one: it waits unplaced.
+    assert!(
+        s.instances()
+            .iter()
+            .any(|(id, k)| id.service == "pinned" && k.placed.is_none())
+    );
+    assert!(s.place_on(Mono(1), &hosts).is_empty());
+}
