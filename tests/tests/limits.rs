@@ -1,0 +1,80 @@
+//! Requests enforced by real daemons on this host's real cgroups (as root): `--mem` ends a
+//! greedy fragment out of memory with its peak while its neighbour runs on, `--time` stops
+//! `sleep 60` at about its limit, both with their reasons; the worker says which limits it
+//! enforces.
+
+use common::wire::{Exit, FragmentInfo};
+use std::time::{Duration, Instant};
+use tests::Cluster;
+
+/// A project of `n` fragments running `script` (python) under these `hz action` options.
+fn project(cluster: &Cluster, name: &str, n: usize, program: &str, options: &[&str]) {
+    let input = cluster.inputs(name, n);
+    let mut args = vec!["action", input.to_str().unwrap(), program];
+    args.extend_from_slice(options);
+    cluster.hz_ok(&args);
+}
+
+/// A program file in the cluster's directory.
+fn program(cluster: &Cluster, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = cluster.dir().join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+#[ignore = "needs root: cgroups"]
+fn past_its_memory_a_fragment_ends_out_of_memory_and_a_neighbour_runs_on_as_root() {
+    let mut cluster = Cluster::start(&[]);
+    cluster.add_worker_with_cpus("euclid", 2, 2);
+    let log = cluster.worker("euclid").log();
+    assert!(log.contains("limits: cgroup"), "{log}");
+    let greedy = program(
+        &cluster,
+        "greedy.py",
+        "#!/usr/bin/env python3\nb = b'x' * (400 << 20)\n",
+    );
+    let modest = program(
+        &cluster,
+        "modest.py",
+        "#!/usr/bin/env python3\nb = b'x' * (100 << 20)\nprint(len(b))\n",
+    );
+    project(&cluster, "greedy", 1, &greedy, &["--mem", "64M"]);
+    project(&cluster, "modest", 1, &modest, &[]);
+    cluster.hz(&["progress", "greedy", "--watch"]);
+    cluster.hz_ok(&["progress", "modest", "--watch"]);
+    let greedy: Vec<FragmentInfo> = cluster.hz_json(&["fragments", "greedy"]);
+    let f = &greedy[0];
+    assert_eq!(f.exit, Some(Exit::Signal(9)), "{f:?}");
+    let reason = f.reason.clone().unwrap_or_default();
+    assert!(reason.contains("out of memory: limit 64 MiB, peak"), "{f:?}");
+    assert!(
+        f.peak_memory_bytes.is_some_and(|p| p > 32 << 20 && p <= 64 << 20),
+        "{f:?}"
+    );
+    assert_eq!(f.attempts, 1, "not retried by default: {f:?}");
+    let modest: Vec<FragmentInfo> = cluster.hz_json(&["fragments", "modest"]);
+    assert_eq!(modest[0].exit, Some(Exit::Code(0)), "{:?}", modest[0]);
+}
+
+#[test]
+fn a_time_limit_stops_sleep_60_at_about_its_limit() {
+    let cluster = Cluster::start(&[("euclid", 1)]);
+    let sleeper = program(&cluster, "sleeper.sh", "#!/bin/sh\nexec sleep 60\n");
+    let started = Instant::now();
+    project(&cluster, "sleepy", 1, &sleeper, &["--time", "2s"]);
+    cluster.hz(&["progress", "sleepy", "--watch"]);
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    let fragments: Vec<FragmentInfo> = cluster.hz_json(&["fragments", "sleepy"]);
+    let f = &fragments[0];
+    let wall = f.wall_ms.expect("a wall time");
+    assert!((2000..3500).contains(&wall), "{f:?}");
+    assert_eq!(f.exit, Some(Exit::Signal(15)), "{f:?}");
+    assert!(
+        f.reason.as_deref().is_some_and(|r| r.contains("time limit 2s reached")),
+        "{f:?}"
+    );
+    assert_eq!(f.attempts, 1, "not retried by default: {f:?}");
+}
