@@ -95,7 +95,14 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
         herzog::Listener::InProcess(listener),
         stopped(stop_rx.clone()),
     )));
-    let kinski_task = daemon(tokio::spawn(kinski::run(
+    // `--slots N` means N at once, as `parallel -j N` does, even beyond the host's CPUs:
+    // attempts pack as 1 CPU each unless they ask for more.
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let capacity = kinski::Capacity {
+        cpus: Some(slots.max(host_cpus)),
+        ..kinski::Capacity::default()
+    };
+    let kinski_task = daemon(tokio::spawn(kinski::run_with(
         kinski::Config {
             herzog: kinski::Herzog::InProcess(dialer),
             name: "local".into(),
@@ -107,6 +114,7 @@ pub(crate) async fn run(args: &LocalArgs, out: &mut dyn Write) -> Result<Outcome
             pid_dir: None,
             scratch_dir: None,
         },
+        capacity,
         stopped(stop_rx),
     )));
     note!(
