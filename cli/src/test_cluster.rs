@@ -99,7 +99,12 @@ impl Cluster {
             pid_dir: None,
             scratch_dir: None,
         };
-        let task = tokio::spawn(kinski::run(config, stopped(rx)));
+        // A CPU a slot, as the integration tests' workers register: the tests ask for slots.
+        let capacity = kinski::Capacity {
+            cpus: Some(slots),
+            ..kinski::Capacity::default()
+        };
+        let task = tokio::spawn(kinski::run_with(config, capacity, stopped(rx)));
         self.workers.push(Worker {
             name: name.to_string(),
             stop,
