@@ -79,6 +79,10 @@ struct WorkloadArgs {
     /// Tiny sizes and one repetition without warm-up
     #[arg(long)]
     smoke: bool,
+    /// An argument for `hz local` (repeatable), e.g. `--hz-arg=--mem --hz-arg=1G` for a
+    /// cgroup per attempt
+    #[arg(long = "hz-arg", value_name = "ARG", allow_hyphen_values = true)]
+    hz_args: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -158,6 +162,7 @@ fn workload_options(kind: Kind, a: &WorkloadArgs, work: &Path) -> workloads::Opt
         file_bytes: if a.smoke { 64 * 1024 } else { a.file_bytes },
         work: work.to_path_buf(),
         slots: a.slots,
+        hz_args: a.hz_args.clone(),
     }
 }
 
@@ -331,6 +336,7 @@ fn run(cli: &Cli, work: &Path) -> Result<()> {
                 sleep_ms: 50,
                 file_bytes: 64 * 1024,
                 smoke: true,
+                hz_args: Vec::new(),
             };
             run_workloads(&[Kind::Noop, Kind::Sleep, Kind::Cpu], &a, &work)?;
             let s = ScaleArgs::parse_smoke();

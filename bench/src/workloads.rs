@@ -53,6 +53,8 @@ pub struct Options {
     /// Where inputs, scripts and state directories go.
     pub work: PathBuf,
     pub slots: u32,
+    /// More arguments for `hz local` (`--mem 1G`: a cgroup per attempt).
+    pub hz_args: Vec<String>,
 }
 
 /// What one workload measured.
@@ -264,7 +266,8 @@ fn last_recorded(state: &Path) -> Option<std::time::SystemTime> {
 }
 
 /// One run of `hz local`.
-fn run_herzog(hz: &Path, dir: &Path, program: &str, state: &Path, files: usize, slots: u32) -> Result<HzRun> {
+fn run_herzog(hz: &Path, dir: &Path, program: &str, state: &Path, o: &Options) -> Result<HzRun> {
+    let (files, slots) = (o.files, o.slots);
     let spawned = std::time::SystemTime::now();
     let began = Instant::now();
     let out = Command::new(hz)
@@ -275,6 +278,7 @@ fn run_herzog(hz: &Path, dir: &Path, program: &str, state: &Path, files: usize, 
         .arg(slots.to_string())
         .arg("--state-dir")
         .arg(state)
+        .args(&o.hz_args)
         .env_remove("HERZOG_ADDR")
         .env_remove("HERZOG_CONFIG")
         .env_remove("RUST_LOG")
@@ -349,7 +353,7 @@ pub fn run(kind: Kind, o: &Options) -> Result<Outcome> {
         let b = run_baseline(&baseline_command, &out)?;
         util::defer_removal(out);
         let state = util::fresh_dir(&runs, &format!("{}-state", kind.name()))?;
-        let run = run_herzog(&hz, &dir, &program, &state, o.files, o.slots)?;
+        let run = run_herzog(&hz, &dir, &program, &state, o)?;
         util::defer_removal(state);
         let h = run.wall;
         eprintln!(
