@@ -26,6 +26,7 @@ pub mod bed;
 mod follower;
 pub mod services;
 pub mod sinks;
+pub mod timed;
 pub use follower::Follower;
 
 pub use common::wire;

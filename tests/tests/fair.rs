@@ -4,46 +4,12 @@
 
 use common::wire::{ProjectProgress, ShareInfo};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
-use tests::{Cluster, eventually, write_script};
-
-/// A program that records its own start and end (ns since the epoch) in a file of its own
-/// under `<dir>/times/`, sleeping 0.2 s between them.
-const TIMED_SCRIPT: &str = r#"#!/bin/sh
-start=$(date +%s%N)
-sleep 0.2
-end=$(date +%s%N)
-echo "$HERZOG_PROJECT $start $end" > "@TIMES@/$HERZOG_PROJECT.$HERZOG_FRAGMENT.$HERZOG_ATTEMPT"
-"#;
+use tests::timed::{Run, runs, timed_program};
+use tests::{Cluster, eventually};
 
 /// Fragments per project: 120 × 0.2 s on 4 slots keeps three projects busy for ~18 s.
 const FRAGMENTS: usize = 120;
-
-/// One execution: (project, start ns, end ns).
-type Run = (String, u128, u128);
-
-fn timed_program(cluster: &Cluster) -> String {
-    let times = cluster.dir().join("times");
-    std::fs::create_dir_all(&times).expect("failed to create times/");
-    let path = cluster.dir().join("timed.sh");
-    write_script(&path, &TIMED_SCRIPT.replace("@TIMES@", times.to_str().expect("UTF-8")));
-    path.to_str().expect("UTF-8").to_string()
-}
-
-fn runs(dir: &Path) -> Vec<Run> {
-    std::fs::read_dir(dir.join("times"))
-        .expect("failed to list times/")
-        .map(|e| {
-            let text = std::fs::read_to_string(e.expect("an entry").path()).expect("a record");
-            let mut f = text.split_whitespace();
-            let project = f.next().expect("a project").to_string();
-            let start = f.next().expect("a start").parse().expect("a number");
-            let end = f.next().expect("an end").parse().expect("a number");
-            (project, start, end)
-        })
-        .collect()
-}
 
 fn submit(cluster: &Cluster, program: &str, name: &str, extra: &[&str]) {
     let dir = cluster.inputs(name, FRAGMENTS);
@@ -102,7 +68,7 @@ fn assert_near(got: &BTreeMap<String, f64>, want: &[(&str, f64)], points: f64, w
 /// in the same round.
 fn together(extra: &[(&str, &[&str])]) -> Cluster {
     let cluster = Cluster::start(&[("euclid", 2), ("newton", 2)]);
-    let program = timed_program(&cluster);
+    let program = timed_program(&cluster, "0.2");
     cluster.hz_ok(&["drain", "euclid"]);
     cluster.hz_ok(&["drain", "newton"]);
     for (name, args) in extra {
@@ -180,7 +146,7 @@ fn a_weight_set_at_run_time_takes_effect_and_is_kept_across_a_restart() {
 #[test]
 fn a_project_submitted_later_catches_up_and_then_takes_no_more() {
     let cluster = together(&[("a", &[]), ("b", &[])]);
-    let program = timed_program(&cluster);
+    let program = timed_program(&cluster, "0.2");
     // a and b have had the slots for about 4 s.
     eventually("a and b ran a while", Duration::from_secs(60), || {
         let p: Vec<ProjectProgress> = cluster.hz_json(&["progress"]);

@@ -5,43 +5,9 @@
 //! fit is refused at `hz action`, or held with the reason while no worker has registered.
 
 use common::wire::{ProjectProgress, WorkerInfo};
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tests::{Cluster, eventually, write_script};
-
-/// Records `<project> <start ns> <end ns>` in a file of its own under `@TIMES@`, sleeping
-/// `$1` seconds between the two readings.
-const TIMED_SCRIPT: &str = r#"#!/bin/sh
-start=$(date +%s%N)
-sleep "$1"
-end=$(date +%s%N)
-echo "$HERZOG_PROJECT $start $end" > "@TIMES@/$HERZOG_PROJECT.$HERZOG_FRAGMENT.$HERZOG_ATTEMPT"
-"#;
-
-/// One execution: (project, start ns, end ns).
-type Run = (String, u128, u128);
-
-fn timed_program(cluster: &Cluster) -> String {
-    let times = cluster.dir().join("times");
-    std::fs::create_dir_all(&times).expect("failed to create times/");
-    let path = cluster.dir().join("timed.sh");
-    write_script(&path, &TIMED_SCRIPT.replace("@TIMES@", times.to_str().expect("UTF-8")));
-    path.to_str().expect("UTF-8").to_string()
-}
-
-fn runs(dir: &Path) -> Vec<Run> {
-    std::fs::read_dir(dir.join("times"))
-        .expect("failed to list times/")
-        .map(|e| {
-            let text = std::fs::read_to_string(e.expect("an entry").path()).expect("a record");
-            let mut f = text.split_whitespace();
-            let project = f.next().expect("a project").to_string();
-            let start = f.next().expect("a start").parse().expect("a number");
-            let end = f.next().expect("an end").parse().expect("a number");
-            (project, start, end)
-        })
-        .collect()
-}
+use tests::timed::{Run, runs, timed_program};
+use tests::{Cluster, eventually};
 
 fn submit(cluster: &Cluster, program: &str, name: &str, fragments: usize, seconds: &str, cpus: &str) {
     let dir = cluster.inputs(name, fragments);
@@ -100,7 +66,7 @@ fn overlaps(a: &Run, b: &Run) -> bool {
 #[test]
 fn two_one_cpu_fragments_run_at_once_and_a_two_cpu_fragment_alone() {
     let cluster = two_cpus();
-    let program = timed_program(&cluster);
+    let program = timed_program(&cluster, "\"$1\"");
     // Submitted while drained, so both start in the same round.
     cluster.hz_ok(&["drain", "euclid"]);
     submit(&cluster, &program, "ones", 6, "0.4", "1");
@@ -134,7 +100,7 @@ fn two_one_cpu_fragments_run_at_once_and_a_two_cpu_fragment_alone() {
 #[test]
 fn a_two_cpu_project_is_not_starved_by_a_stream_of_one_cpu_fragments() {
     let cluster = two_cpus();
-    let program = timed_program(&cluster);
+    let program = timed_program(&cluster, "\"$1\"");
     // 40 × 0.3 s on two CPUs: a stream of about 6 s, always with a fragment waiting.
     submit(&cluster, &program, "stream", 40, "0.3", "1");
     eventually("the stream running on both CPUs", Duration::from_secs(30), || {
