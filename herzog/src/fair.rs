@@ -359,4 +359,4 @@ fn deficit(act: &Active, weight: u32, virt: f64, used: i64) -> f64 {
 
 #[cfg(test)]
 #[path = "fair_tests.rs"]
-mod tests;
+pub(crate) mod tests;

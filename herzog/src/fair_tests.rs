@@ -118,14 +118,7 @@ struct Outcome {
 /// completion the ledger hears the end, the scheduler fills the free slots, the ledger hears
 /// the starts. Checks work conservation at every step.
 fn simulate(projects: &[SimProject], slots: u32, until: i64, warm: u32, seed: u64) -> Result<Outcome, TestCaseError> {
-    let mut rng = seed | 1;
-    let mut draw = |lo: i64, hi: i64| {
-        // xorshift64: deterministic, enough for durations.
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        lo + (rng % (hi - lo + 1) as u64) as i64
-    };
+    let mut draw = draws(seed);
     let total_weight: u32 = projects.iter().map(|p| p.weight).sum();
     let d_max = projects.iter().map(|p| p.most_ms).max().unwrap_or(1) as f64;
     let ids: Vec<ProjectId> = (0..projects.len()).map(|i| ProjectId(i as i64 + 1)).collect();
@@ -286,4 +279,16 @@ fn weights_two_one_one_give_half_a_quarter_and_a_quarter() {
     let shares: Vec<f64> = out.end.iter().map(|e| e.0 / total).collect();
     assert!((shares[0] - 0.5).abs() < 0.005, "{shares:?}");
     assert!((shares[1] - 0.25).abs() < 0.005, "{shares:?}");
+}
+
+/// Draws in `lo..=hi` from `seed` by xorshift64: deterministic, enough for durations (the
+/// scheduler's simulation draws the same way).
+pub(crate) fn draws(seed: u64) -> impl FnMut(i64, i64) -> i64 {
+    let mut rng = seed | 1;
+    move |lo: i64, hi: i64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        lo + (rng % (hi - lo + 1) as u64) as i64
+    }
 }

@@ -128,11 +128,5 @@ fn a_restarted_kinski_kills_what_its_predecessor_left_in_its_cgroups_as_root() {
 /// The cgroups worker `name` of this cluster has now (under its root in the cgroup v2 mount).
 fn cgroups_of(cluster: &Cluster, name: &str) -> Vec<String> {
     let root = kinski::cgroup::root_of(name, &cluster.kinski_state(name)).expect("a cgroup v2 mount");
-    std::fs::read_dir(&root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
+    kinski::cgroup::children(&root)
 }

@@ -443,13 +443,7 @@ fn starve_sim(
     priority: bool,
     seed: u64,
 ) -> i64 {
-    let mut rng = seed | 1;
-    let mut draw = |lo: i64, hi: i64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        lo + (rng % (hi - lo + 1) as u64) as i64
-    };
+    let mut draw = crate::fair::tests::draws(seed);
     let names: Vec<String> = (0..workers.len()).map(|i| format!("w{i}")).collect();
     let big = ProjectId(i64::from(smalls) + 1);
     let ids: Vec<ProjectId> = (1..=i64::from(smalls) + 1).map(ProjectId).collect();

@@ -385,8 +385,8 @@ fn enable_v2_controllers(mount: &Path, track: &Dir) -> bool {
     }
 }
 
-/// The names of the directories (cgroups) in `path`.
-fn children(path: &Path) -> Vec<String> {
+/// The names of the directories (cgroups) in `path`: for tests too, to see what a kinski left.
+pub fn children(path: &Path) -> Vec<String> {
     std::fs::read_dir(path)
         .into_iter()
         .flatten()
