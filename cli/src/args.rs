@@ -95,10 +95,10 @@ pub enum Command {
     /// Stop herzog cleanly, as SIGTERM would (services keep running on the workers), or with
     /// WORKER that worker's kinski (its attempts and services stop)
     Shutdown(ShutdownArgs),
-    /// Set a project's weight in the fair share: share N gets N times the slot-time of share 1
+    /// Set a project's weight in the fair share: share N gets N times the CPU-time of share 1
     Share(ShareArgs),
     /// Show each project's fair share: weight, target, its part of the last minute and since
-    /// it became active, its slot-time
+    /// it became active, its CPU-time
     Shares(JsonArgs),
     /// What a project's attempts used (seff and sacct in one): wall and CPU time, CPU and
     /// memory efficiency, peak memory, the slowest and largest fragments, failures, hosts
@@ -121,7 +121,7 @@ pub struct ReportArgs {
 pub struct ShareArgs {
     /// The project
     pub project: String,
-    /// Its weight: while they both have work, it gets N times the slot-time of a share-1 project
+    /// Its weight: while they both have work, it gets N times the CPU-time of a share-1 project
     #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub share: u32,
 }
@@ -381,7 +381,7 @@ pub struct ActionArgs {
     /// Run at most N of its attempts at once (`hz limit` changes it later)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_running: Option<u32>,
-    /// Its weight in the fair share: N times the slot-time of a share-1 project while both
+    /// Its weight in the fair share: N times the CPU-time of a share-1 project while both
     /// have work (`hz share` changes it later) [default: 1]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub share: Option<u32>,

@@ -149,8 +149,8 @@ impl Endpoint {
         kept.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn link(&self) -> Result<common::link::Link, CliError> {
-        let tls = |connector| common::link::Link::Tls {
+    fn route(&self) -> Result<common::link::Route, CliError> {
+        let tls = |connector| common::link::Route::Tls {
             addr: self.addr.clone(),
             connector,
         };
@@ -160,7 +160,7 @@ impl Endpoint {
             Identity::Flag(flag) => Ok(tls(common::transport::Connector::new(&resolve_identity(
                 flag.as_deref(),
             )?)?)),
-            Identity::InProcess(dialer) => Ok(common::link::Link::InProcess(dialer.clone())),
+            Identity::InProcess(dialer) => Ok(common::link::Route::InProcess(dialer.clone())),
         }
     }
 }
@@ -193,14 +193,14 @@ impl Herzog {
                 addr: to.addr.clone(),
             });
         }
-        let (client, task) = match to.link()? {
-            common::link::Link::Tls { addr, connector } => {
+        let (client, task) = match to.route()? {
+            common::link::Route::Tls { addr, connector } => {
                 let (client, session) = common::transport::coordinator_session(&addr, &connector).await?;
                 let task = session.abort_handle();
                 to.sessions.lock().unwrap_or_else(|e| e.into_inner()).push(session);
                 (client, Some(task))
             }
-            link => (link.coordinator_client().await?, None),
+            route => (route.coordinator_client().await?, None),
         };
         if let Some(kept) = &to.kept {
             *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(KeptClient {

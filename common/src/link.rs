@@ -98,37 +98,37 @@ impl Dialer {
     }
 }
 
-/// Where herzog is, for whoever dials it.
+/// How to reach herzog, for whoever dials it: its address over TLS, or this process.
 #[derive(Clone)]
-pub enum Link {
+pub enum Route {
     /// herzog's address (host:port) and our certificate.
     Tls { addr: String, connector: Connector },
     /// herzog runs in this process.
     InProcess(Dialer),
 }
 
-impl Link {
+impl Route {
     /// herzog's address, for messages.
     pub fn describe(&self) -> String {
         match self {
-            Link::Tls { addr, .. } => addr.clone(),
-            Link::InProcess(_) => IN_PROCESS.to_string(),
+            Route::Tls { addr, .. } => addr.clone(),
+            Route::InProcess(_) => IN_PROCESS.to_string(),
         }
     }
 
     /// A connected Coordinator client.
     pub async fn coordinator_client(&self) -> Result<CoordinatorClient, ConnectError> {
         match self {
-            Link::Tls { addr, connector } => crate::transport::coordinator_client(addr, connector).await,
-            Link::InProcess(dialer) => dialer.coordinator_client(),
+            Route::Tls { addr, connector } => crate::transport::coordinator_client(addr, connector).await,
+            Route::InProcess(dialer) => dialer.coordinator_client(),
         }
     }
 
     /// A connected Registry client for `worker`.
     pub async fn registry_client(&self, worker: &str) -> Result<RegistryClient, ConnectError> {
         match self {
-            Link::Tls { addr, connector } => crate::transport::registry_client(addr, connector).await,
-            Link::InProcess(dialer) => dialer.registry_client(worker),
+            Route::Tls { addr, connector } => crate::transport::registry_client(addr, connector).await,
+            Route::InProcess(dialer) => dialer.registry_client(worker),
         }
     }
 }

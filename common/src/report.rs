@@ -90,7 +90,8 @@ pub struct FragmentUsage {
     pub fragment: String,
     pub wall_ms: u64,
     pub cpu_ms: u64,
-    pub peak_memory_bytes: u64,
+    /// The cgroup's peak where there was one, else wait4's; none where neither was measured.
+    pub peak_memory_bytes: Option<u64>,
     pub worker: String,
 }
 
@@ -195,7 +196,9 @@ impl Usage {
         let cpus = self.requests.packing_cpus();
         self.walls.push(f.wall_ms);
         self.cpus.push(f.cpu_ms);
-        self.peaks.push(f.peak_memory_bytes);
+        if let Some(peak) = f.peak_memory_bytes {
+            self.peaks.push(peak);
+        }
         if let Some(e) = cpu_efficiency(f.cpu_ms, f.wall_ms, cpus) {
             self.cpu_eff.push(e);
         }
@@ -204,7 +207,9 @@ impl Usage {
         self.capacity_ms += u128::from(f.wall_ms) * u128::from(cpus);
         // Ties go to the fragment seen first (the store gives them in project order).
         keep_top(&mut self.slowest, &f, |u| u.wall_ms);
-        keep_top(&mut self.largest, &f, |u| u.peak_memory_bytes);
+        if f.peak_memory_bytes.is_some() {
+            keep_top(&mut self.largest, &f, |u| u.peak_memory_bytes.unwrap_or(0));
+        }
     }
 
     /// The report's usage part: `counted`, the distributions, totals and top lists.
@@ -364,7 +369,7 @@ mod tests {
             fragment: name.into(),
             wall_ms,
             cpu_ms,
-            peak_memory_bytes: peak,
+            peak_memory_bytes: Some(peak),
             worker: "w".into(),
         }
     }
@@ -409,6 +414,28 @@ mod tests {
         u.finish(&mut r);
         assert_eq!(r.memory_efficiency, None);
         assert_eq!(r.cpu_efficiency.map(|s| s.max), Some(1.0));
+    }
+
+    #[test]
+    fn a_peak_not_measured_counts_in_no_memory_figure() {
+        let requests = Requests {
+            memory_bytes: Some(100),
+            ..Requests::default()
+        };
+        let mut u = Usage::new(requests);
+        u.add(usage("measured", 1000, 1000, 50));
+        u.add(FragmentUsage {
+            peak_memory_bytes: None,
+            ..usage("unmeasured", 2000, 1000, 0)
+        });
+        let mut r = Report::new("p".into(), false, None, requests);
+        u.finish(&mut r);
+        assert_eq!(r.counted, 2);
+        let peak = r.peak_memory_bytes.expect("one measured");
+        assert_eq!((peak.min, peak.max), (50, 50));
+        assert_eq!(r.memory_efficiency.map(|m| (m.min, m.max)), Some((0.5, 0.5)));
+        let largest: Vec<&str> = r.largest.iter().map(|f| f.fragment.as_str()).collect();
+        assert_eq!(largest, ["measured"]);
     }
 
     #[test]

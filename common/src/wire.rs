@@ -169,7 +169,7 @@ impl std::fmt::Display for Policy {
     }
 }
 
-/// A project's standing in the fair share (`hz shares`). Shares are parts of the slot-time
+/// A project's standing in the fair share (`hz shares`). Shares are parts of the CPU-time
 /// (running programs × time) used by every project.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShareInfo {
@@ -180,15 +180,15 @@ pub struct ShareInfo {
     pub active: bool,
     /// Its weight over the active projects' weights.
     pub target: f64,
-    /// Its part of the slot-time of the last minute (or since it became active, if later).
+    /// Its part of the CPU-time of the last minute (or since it became active, if later).
     pub last_minute: Option<f64>,
-    /// Its part of the slot-time since it became active.
+    /// Its part of the CPU-time since it became active.
     pub since_active: Option<f64>,
-    /// Its slot-time since it became active, ms.
+    /// Its CPU-time since it became active, ms.
     pub used_ms: u64,
     /// How long it has been active, ms.
     pub active_ms: u64,
-    /// Slot-time its share entitles it to beyond what it used, ms (negative: it used more).
+    /// CPU-time its share entitles it to beyond what it used, ms (negative: it used more).
     pub deficit_ms: i64,
     /// The `priority` project (outside the fair share).
     pub priority: bool,
@@ -449,6 +449,8 @@ pub struct Completion {
     pub wall_ms: u64,
     /// User plus system CPU time.
     pub cpu_ms: u64,
+    /// wait4's peak RSS of the program; 0 when that figure was not the program's own (kinski's
+    /// peak, folded in by the kernel at exec, was larger), or nothing ran.
     pub peak_rss_kb: u64,
     pub finished_at: Millis,
     /// The limit that ended it, if one did.
@@ -568,7 +570,7 @@ pub enum Control {
         max_running: Option<u32>,
     },
     /// The project's weight in the fair share (`hz share P N`): it gets N times the
-    /// slot-time of a weight-1 project while both have work.
+    /// CPU-time of a weight-1 project while both have work.
     Share {
         project: String,
         share: u32,

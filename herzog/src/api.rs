@@ -7,7 +7,7 @@ mod remove;
 mod report;
 pub(crate) mod shutdown;
 
-use crate::engine::Handle;
+use crate::inbox::Handle;
 use crate::machine::{Event, Reply, attempt_paths};
 use crate::store::Reader;
 use common::instances::{InstanceEvent, InstanceReport, InstanceStatus, ReloadSummary, ServiceAction, ServiceEvent};

@@ -3,7 +3,7 @@
 //! on its way go together in the next call, so a busy worker gets few large calls rather
 //! than one call (and one task) per attempt.
 
-use crate::engine::Handle;
+use crate::inbox::Handle;
 use crate::machine::{Effect, Event, Upload};
 use crate::services::Order;
 use crate::staging::Stager;
@@ -29,7 +29,7 @@ struct Queued {
 }
 
 /// One worker's live connection.
-struct Link {
+struct WorkerConn {
     generation: u64,
     client: WorkerClient,
     starts: mpsc::Sender<Queued>,
@@ -46,7 +46,7 @@ struct Link {
 /// the current one.
 #[derive(Clone)]
 pub(crate) struct Connections {
-    inner: Arc<Mutex<HashMap<String, Link>>>,
+    inner: Arc<Mutex<HashMap<String, WorkerConn>>>,
     next: Arc<std::sync::atomic::AtomicU64>,
     handle: Handle,
     stager: Arc<Stager>,
@@ -99,7 +99,7 @@ impl Connections {
             self.handle.clone(),
             self.stager.clone(),
         ));
-        let link = Link {
+        let link = WorkerConn {
             generation,
             client,
             starts,

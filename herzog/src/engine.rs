@@ -3,7 +3,7 @@
 //! then replies and runs the effects. The next batches are applied while a commit runs, and
 //! committed together after it.
 
-use crate::dispatch::Dispatcher;
+use crate::inbox::{Answer, Command, EventReply, EventsReply, WaitReply};
 use crate::machine::{Effect, Event, Machine, Mono, Now, Reply, Write};
 use crate::store::{Store, StoreError};
 use common::wire::ProjectProgress;
@@ -13,9 +13,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The most commands applied in one transaction.
 const MAX_BATCH: usize = 8192;
-/// Commands waiting for the loop. Past this, senders wait: an RPC handler waits to be taken,
-/// and tarpc's per-connection limit then stops taking requests.
-const WAITING: usize = 4096;
 /// The most events applied and not yet committed. While a commit hangs (a stalled disk) the
 /// loop stops taking commands here, so memory stops growing and the pressure goes back to
 /// the senders instead.
@@ -28,6 +25,24 @@ const MAX_UNCOMMITTED: usize = 4 * MAX_BATCH;
 /// local` at 1.23x xargs on `/bin/true`, 10 ms at 1.13x (BENCHMARKS.md); a caller waits at
 /// most that much longer, and only while herzog is committing back to back.
 pub(crate) const COMMIT_SPACING: Duration = Duration::from_millis(10);
+
+/// Where the loop runs its effects once their batch is committed: the dispatcher in the
+/// daemon, simulated workers in the simulator, a recorder in tests.
+pub(crate) trait Effects {
+    fn run(&mut self, effects: Vec<Effect>);
+}
+
+impl<F: FnMut(Vec<Effect>)> Effects for F {
+    fn run(&mut self, effects: Vec<Effect>) {
+        self(effects);
+    }
+}
+
+/// Where the loop reads the time: the system's clocks in the daemon ([`Clock`]), simulated
+/// time in the simulator.
+pub(crate) trait Time {
+    fn now(&self) -> Now;
+}
 
 /// Reads both clocks for the machine: the wall clock for records, a monotonic one (from the
 /// clock's creation) for every timeout.
@@ -42,45 +57,16 @@ impl Clock {
             origin: std::time::Instant::now(),
         }
     }
+}
 
-    pub(crate) fn now(&self) -> Now {
+impl Time for Clock {
+    fn now(&self) -> Now {
         Now {
             wall: common::now_millis(),
             mono: Mono(i64::try_from(self.origin.elapsed().as_millis()).unwrap_or(i64::MAX)),
         }
     }
 }
-
-/// A read of the state: it runs on the state of its batch and gives back the sending of its
-/// answer, which waits for the batch's commit.
-type Query = Box<dyn FnOnce(&Machine) -> Answer + Send>;
-type Answer = Box<dyn FnOnce() + Send>;
-
-/// What the loop is asked to do.
-pub(crate) enum Command {
-    /// An event to apply; its reply is sent once the batch is committed.
-    Event { event: Event, reply: Option<EventReply> },
-    /// Events to apply in order, with one reply for them all (a worker's completions): one
-    /// message and one waiting caller instead of one each.
-    Events { events: Vec<Event>, reply: EventsReply },
-    /// A read of the state, answered after the batch it arrived in is committed.
-    Query(Query),
-    /// Progress of `name` (or of every project), answered after the first committed batch
-    /// that leaves none of them with a fragment pending or running.
-    Wait { name: Option<String>, reply: WaitReply },
-    /// Answered after the first committed batch whose event log goes past `after`.
-    WaitEvents { after: i64, reply: oneshot::Sender<()> },
-    /// Answered after the first committed batch in which `attempt` is no longer live (its
-    /// end applied), for a follower of its output that has read it to its end.
-    WaitAttempt {
-        attempt: AttemptId,
-        reply: oneshot::Sender<()>,
-    },
-}
-
-type WaitReply = oneshot::Sender<Result<Vec<ProjectProgress>, ApiError>>;
-type EventReply = oneshot::Sender<Result<Reply, ApiError>>;
-type EventsReply = oneshot::Sender<Vec<Result<Reply, ApiError>>>;
 
 /// A [`Command::Wait`], [`Command::WaitEvents`] or [`Command::WaitAttempt`] not answered yet.
 enum Waiter {
@@ -133,122 +119,12 @@ impl Waiter {
     }
 }
 
-/// A handle for sending commands to the loop.
-#[derive(Clone)]
-pub(crate) struct Handle {
-    tx: mpsc::Sender<Command>,
-}
-
-impl Handle {
-    pub(crate) fn new() -> (Handle, mpsc::Receiver<Command>) {
-        let (tx, rx) = mpsc::channel(WAITING);
-        (Handle { tx }, rx)
-    }
-
-    async fn send(&self, command: Command) -> Result<(), ApiError> {
-        self.tx.send(command).await.map_err(|_| ApiError::ShuttingDown)
-    }
-
-    /// Applies an event and waits until it is durable.
-    pub(crate) async fn event(&self, event: Event) -> Result<Reply, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Event {
-            event,
-            reply: Some(reply),
-        })
-        .await?;
-        rx.await.map_err(|_| ApiError::ShuttingDown)?
-    }
-
-    /// Applies events in order and waits until they are durable; one result each.
-    pub(crate) async fn events(&self, events: Vec<Event>) -> Result<Vec<Result<Reply, ApiError>>, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Events { events, reply }).await?;
-        rx.await.map_err(|_| ApiError::ShuttingDown)
-    }
-
-    /// Sends an event nobody waits for, waiting for room in the channel; false once the loop
-    /// is gone.
-    pub(crate) async fn offer(&self, event: Event) -> bool {
-        self.tx.send(Command::Event { event, reply: None }).await.is_ok()
-    }
-
-    /// Sends an event nobody waits for (connection closed, dispatch failed). Never waits, as
-    /// the loop itself calls it (through the dispatcher); when the channel is full the event
-    /// goes on a task of its own rather than being dropped.
-    pub(crate) fn notify(&self, event: Event) {
-        match self.tx.try_send(Command::Event { event, reply: None }) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(command)) => {
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(command).await;
-                });
-            }
-        }
-    }
-
-    /// Reads the state.
-    pub(crate) async fn query<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Machine) -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let (tx, rx) = oneshot::channel();
-        let q: Query = Box::new(move |m| {
-            let value = f(m);
-            Box::new(move || {
-                let _ = tx.send(value);
-            })
-        });
-        self.send(Command::Query(q)).await?;
-        rx.await.map_err(|_| ApiError::ShuttingDown)
-    }
-
-    /// Returns once the event log goes past `after` (committed), or after `timeout`.
-    pub(crate) async fn wait_events(&self, after: i64, timeout: Duration) -> Result<(), ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::WaitEvents { after, reply }).await?;
-        // Dropping the receiver tells the loop to forget the waiter.
-        let _ = tokio::time::timeout(timeout, rx).await;
-        Ok(())
-    }
-
-    /// Returns once `attempt` has ended (its end committed), or after `timeout`.
-    pub(crate) async fn wait_attempt(&self, attempt: AttemptId, timeout: Duration) -> Result<(), ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::WaitAttempt { attempt, reply }).await?;
-        // Dropping the receiver tells the loop to forget the waiter.
-        let _ = tokio::time::timeout(timeout, rx).await;
-        Ok(())
-    }
-
-    /// Progress of `name` (or of every project) once none of them has a fragment pending or
-    /// running, or after `timeout` as it is then. The loop answers from the batch that
-    /// finishes them: no polling.
-    pub(crate) async fn wait_finished(
-        &self,
-        name: Option<String>,
-        timeout: Duration,
-    ) -> Result<Vec<ProjectProgress>, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Wait {
-            name: name.clone(),
-            reply,
-        })
-        .await?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(answer) => answer.map_err(|_| ApiError::ShuttingDown)?,
-            // Dropping the receiver tells the loop to forget the waiter.
-            Err(_) => self.query(move |m| m.progress(name.as_deref())).await?,
-        }
-    }
-}
-
 /// What a batch owes its callers once its writes are durable: nothing here may be released
 /// before that (commit, then reply; commit, then act). Batches applied while an earlier commit
-/// runs accumulate here and are committed together.
+/// runs accumulate here and are committed together. Only a [`Committed`] releases, and only
+/// a commit (or a batch with nothing to write, every earlier one durable) makes one.
 #[derive(Default)]
-struct Uncommitted {
+pub(crate) struct Owed {
     /// Events applied.
     events: usize,
     writes: Vec<Write>,
@@ -259,7 +135,10 @@ struct Uncommitted {
     effects: Vec<Effect>,
 }
 
-impl Uncommitted {
+/// What a committed batch owes: released by sending the replies and running the effects.
+pub(crate) struct Committed(Owed);
+
+impl Owed {
     fn is_empty(&self) -> bool {
         self.writes.is_empty()
             && self.replies.is_empty()
@@ -268,18 +147,26 @@ impl Uncommitted {
             && self.effects.is_empty()
     }
 
-    /// Sends the replies and answers and hands the effects to the dispatcher.
-    fn release(self, dispatcher: &Dispatcher) {
-        for (reply, result) in self.replies {
-            let _ = reply.send(result);
+    /// The writes to commit.
+    pub(crate) fn writes(&self) -> &[Write] {
+        &self.writes
+    }
+
+    /// Commits the writes in one transaction. On failure every caller is told so and nothing
+    /// is released: the error is for the loop to stop on.
+    pub(crate) fn commit(self, store: &mut Store) -> Result<Committed, StoreError> {
+        match store.commit(&self.writes) {
+            Ok(()) => Ok(Committed(self)),
+            Err(e) => Err(fail(e, self, Owed::default())),
         }
-        for (reply, results) in self.batch_replies {
-            let _ = reply.send(results);
-        }
-        for answer in self.answers {
-            answer();
-        }
-        dispatcher.execute(self.effects);
+    }
+
+    /// A planted bug, for the simulator to show it finds it: what the batch owes, releasable
+    /// before its writes (handed back) are committed. Never built into herzog itself.
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn planted_release_first(mut self) -> (Committed, Vec<Write>) {
+        let writes = std::mem::take(&mut self.writes);
+        (Committed(self), writes)
     }
 
     /// Tells every caller the commit failed.
@@ -298,6 +185,92 @@ impl Uncommitted {
     }
 }
 
+impl Committed {
+    /// Sends the replies and answers, then hands the effects to `effects`.
+    pub(crate) fn release(self, effects: &mut impl Effects) {
+        let owed = self.0;
+        for (reply, result) in owed.replies {
+            let _ = reply.send(result);
+        }
+        for (reply, results) in owed.batch_replies {
+            let _ = reply.send(results);
+        }
+        for answer in owed.answers {
+            answer();
+        }
+        effects.run(owed.effects);
+    }
+}
+
+/// The loop's state between batches, without any IO: the machine and the callers waiting
+/// for something to happen. The daemon's loop and the simulator both drive it.
+pub(crate) struct Core {
+    machine: Machine,
+    waiters: Vec<Waiter>,
+}
+
+impl Core {
+    pub(crate) fn new(machine: Machine) -> Core {
+        Core {
+            machine,
+            waiters: Vec::new(),
+        }
+    }
+
+    pub(crate) fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    /// Applies a batch of commands in order, schedules, and adds what they owe to `owed`.
+    pub(crate) fn apply(&mut self, now: Now, batch: Vec<Command>, owed: &mut Owed) {
+        let machine = &mut self.machine;
+        let mut queries = Vec::new();
+        for cmd in batch {
+            owed.events += weight(&cmd);
+            match cmd {
+                Command::Event { event, reply } => {
+                    let result = apply(machine, now, event);
+                    if let Some(reply) = reply {
+                        owed.replies.push((reply, result));
+                    }
+                }
+                Command::Events { events, reply } => {
+                    let results = events.into_iter().map(|event| apply(machine, now, event)).collect();
+                    owed.batch_replies.push((reply, results));
+                }
+                Command::Query(q) => queries.push(q),
+                Command::Wait { name, reply } => self.waiters.push(Waiter::Projects { name, reply }),
+                Command::WaitEvents { after, reply } => self.waiters.push(Waiter::Events { after, reply }),
+                Command::WaitAttempt { attempt, reply } => self.waiters.push(Waiter::Attempt { attempt, reply }),
+            }
+        }
+        machine.schedule(now);
+        let (writes, effects) = machine.take();
+        owed.writes.extend(writes);
+        owed.effects.extend(effects);
+        // Read after the batch is applied, sent once it is committed.
+        for q in queries {
+            owed.answers.push(q(machine));
+        }
+        // A handful of waiters at most (hz sessions), each a look at per-project counters.
+        if !self.waiters.is_empty() {
+            self.waiters = std::mem::take(&mut self.waiters)
+                .into_iter()
+                .filter_map(|w| w.answer_if_ready(machine, &mut owed.answers))
+                .collect();
+        }
+    }
+}
+
+/// How much a command weighs against the batch bounds, in events: a command of many events
+/// weighs as many.
+fn weight(cmd: &Command) -> usize {
+    match cmd {
+        Command::Events { events, .. } => events.len().max(1),
+        _ => 1,
+    }
+}
+
 type Commit = tokio::task::JoinHandle<(Store, Result<(), StoreError>)>;
 
 /// Commits on a blocking thread; the loop keeps applying batches meanwhile.
@@ -310,6 +283,8 @@ fn start_commit(mut store: Store, writes: Vec<Write>) -> Commit {
 
 /// Runs until `shutdown` resolves or every handle is dropped. A failed commit stops herzog:
 /// its memory is then ahead of its record, and a restart from the record is the safe way on.
+/// Nothing the failed batch (or any later one) owes is released: its callers are told the
+/// commit failed, and its effects are dropped.
 ///
 /// The commit is pipelined: while one batch's transaction is written and fsynced, the loop
 /// takes and applies the next commands, and commits everything they wrote in the next
@@ -317,25 +292,26 @@ fn start_commit(mut store: Store, writes: Vec<Write>) -> Commit {
 /// and commits start at least [`COMMIT_SPACING`] apart (at 2 slots of millisecond attempts,
 /// each commit was one completion and one fsync). Replies, answers and effects still wait
 /// for their own batch's commit.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
-    clock: Clock,
-    mut machine: Machine,
+    clock: impl Time,
+    machine: Machine,
     store: Store,
     mut rx: mpsc::Receiver<Command>,
-    dispatcher: Dispatcher,
+    mut effects: impl Effects,
     tick_every: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StoreError> {
-    let mut waiters: Vec<Waiter> = Vec::new();
+    let mut core = Core::new(machine);
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     // The store, while no commit holds it.
     let mut idle_store = Some(store);
     // The commit running, and what its batches owe.
-    let mut committing: Option<(Commit, Uncommitted)> = None;
+    let mut committing: Option<(Commit, Owed)> = None;
     // Batches applied since that commit started.
-    let mut uncommitted = Uncommitted::default();
+    let mut uncommitted = Owed::default();
     let mut closing = false;
     // When the last commit started, and when the next may.
     let mut next_commit = tokio::time::Instant::now();
@@ -359,7 +335,7 @@ pub(crate) async fn run(
                 if let Err(e) = result {
                     return Err(fail(e, owed, uncommitted));
                 }
-                owed.release(&dispatcher);
+                Committed(owed).release(&mut effects);
                 idle_store = Some(store);
                 None
             }
@@ -381,21 +357,15 @@ pub(crate) async fn run(
             }
         };
         if let Some(first) = first {
-            apply_batch(
-                &mut machine,
-                clock.now(),
-                &mut rx,
-                first,
-                &mut waiters,
-                &mut uncommitted,
-            );
+            let batch = take_batch(&mut rx, first, uncommitted.events);
+            core.apply(clock.now(), batch, &mut uncommitted);
         }
         if committing.is_none() && (!uncommitted.is_empty() || uncommitted.events > 0) {
             let now = tokio::time::Instant::now();
             if uncommitted.writes.is_empty() {
                 // Nothing to make durable, and every earlier batch is: release at once (also
                 // what owes nothing, which would otherwise count against MAX_UNCOMMITTED).
-                std::mem::take(&mut uncommitted).release(&dispatcher);
+                Committed(std::mem::take(&mut uncommitted)).release(&mut effects);
             } else if now >= next_commit || closing {
                 let mut batch = std::mem::take(&mut uncommitted);
                 let writes = std::mem::take(&mut batch.writes);
@@ -412,24 +382,12 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// Takes every command waiting after `first` (up to [`MAX_BATCH`]), applies them, schedules,
-/// and adds what they owe to `uncommitted`.
-fn apply_batch(
-    machine: &mut Machine,
-    now: Now,
-    rx: &mut mpsc::Receiver<Command>,
-    first: Command,
-    waiters: &mut Vec<Waiter>,
-    uncommitted: &mut Uncommitted,
-) {
-    // Counted in events: a command of many events weighs as many.
-    let weight = |cmd: &Command| match cmd {
-        Command::Events { events, .. } => events.len().max(1),
-        _ => 1,
-    };
+/// `first` and every command waiting after it, up to [`MAX_BATCH`] events (and what may
+/// still be held uncommitted beside the `held` already).
+fn take_batch(rx: &mut mpsc::Receiver<Command>, first: Command, held: usize) -> Vec<Command> {
     let mut weighed = weight(&first);
     let mut batch = vec![first];
-    while weighed < MAX_BATCH.min(MAX_UNCOMMITTED.saturating_sub(uncommitted.events)) {
+    while weighed < MAX_BATCH.min(MAX_UNCOMMITTED.saturating_sub(held)) {
         match rx.try_recv() {
             Ok(cmd) => {
                 weighed += weight(&cmd);
@@ -438,41 +396,7 @@ fn apply_batch(
             Err(_) => break,
         }
     }
-    let mut queries = Vec::new();
-    for cmd in batch {
-        uncommitted.events += weight(&cmd);
-        match cmd {
-            Command::Event { event, reply } => {
-                let result = apply(machine, now, event);
-                if let Some(reply) = reply {
-                    uncommitted.replies.push((reply, result));
-                }
-            }
-            Command::Events { events, reply } => {
-                let results = events.into_iter().map(|event| apply(machine, now, event)).collect();
-                uncommitted.batch_replies.push((reply, results));
-            }
-            Command::Query(q) => queries.push(q),
-            Command::Wait { name, reply } => waiters.push(Waiter::Projects { name, reply }),
-            Command::WaitEvents { after, reply } => waiters.push(Waiter::Events { after, reply }),
-            Command::WaitAttempt { attempt, reply } => waiters.push(Waiter::Attempt { attempt, reply }),
-        }
-    }
-    machine.schedule(now);
-    let (writes, effects) = machine.take();
-    uncommitted.writes.extend(writes);
-    uncommitted.effects.extend(effects);
-    // Read after the batch is applied, sent once it is committed.
-    for q in queries {
-        uncommitted.answers.push(q(machine));
-    }
-    // A handful of waiters at most (hz sessions), each a look at per-project counters.
-    if !waiters.is_empty() {
-        *waiters = std::mem::take(waiters)
-            .into_iter()
-            .filter_map(|w| w.answer_if_ready(machine, &mut uncommitted.answers))
-            .collect();
-    }
+    batch
 }
 
 /// Applies one event; a rejection is logged and becomes the caller's error. A request herzog
@@ -489,7 +413,7 @@ fn apply(machine: &mut Machine, now: Now, event: Event) -> Result<Reply, ApiErro
 }
 
 /// Logs a failed commit and fails everyone waiting on it or on later batches.
-fn fail(e: StoreError, owed: Uncommitted, uncommitted: Uncommitted) -> StoreError {
+fn fail(e: StoreError, owed: Owed, uncommitted: Owed) -> StoreError {
     tracing::error!(error = %e, "commit failed: stopping so that a restart recovers from the record");
     let reason = e.to_string();
     owed.fail(&reason);
@@ -498,100 +422,4 @@ fn fail(e: StoreError, owed: Uncommitted, uncommitted: Uncommitted) -> StoreErro
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dispatch::Connections;
-    use crate::machine::Timing;
-    use crate::staging::Stager;
-    use std::sync::Arc;
-
-    async fn engine(dir: &std::path::Path) -> (Handle, tokio::task::JoinHandle<Result<(), StoreError>>) {
-        let store = Store::open(&dir.join("herzog.db")).unwrap();
-        let (handle, rx) = Handle::new();
-        let stager = Arc::new(Stager::new(&[], dir).await.unwrap());
-        let dispatcher = Dispatcher {
-            connections: Connections::new(handle.clone(), stager.clone(), std::time::Duration::from_secs(3)),
-            handle: handle.clone(),
-            stager,
-            alerts: crate::alerts::Outbox::default(),
-        };
-        let timing = Timing {
-            worker_timeout_ms: 60_000,
-            start_grace_ms: 2_000,
-            probe_retry_ms: 60_000,
-        };
-        let machine = Machine::new(timing, dir.join("results"));
-        let tick = Duration::from_secs(1);
-        let engine = tokio::spawn(run(
-            Clock::new(),
-            machine,
-            store,
-            rx,
-            dispatcher,
-            tick,
-            std::future::pending(),
-        ));
-        (handle, engine)
-    }
-
-    /// Events that write nothing and owe nothing (ticks, free-space readings: an idle herzog)
-    /// must not add up to the bound on what waits uncommitted: the loop would stop taking
-    /// commands for good.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_idle_loop_never_stops_taking_commands() {
-        let dir = tempfile::tempdir().unwrap();
-        let (handle, _engine) = engine(dir.path()).await;
-        for _ in 0..MAX_UNCOMMITTED + 10 {
-            let reading = Event::StateSpace {
-                free_bytes: 1 << 40,
-                min_bytes: 1,
-            };
-            assert!(handle.offer(reading).await);
-        }
-        let answered = tokio::time::timeout(Duration::from_secs(10), handle.query(|m| m.policy())).await;
-        assert!(
-            matches!(answered, Ok(Ok(_))),
-            "the loop stopped taking commands: {answered:?}"
-        );
-    }
-
-    /// A commit that hangs (another connection holds the database's write lock) must not let
-    /// the loop take commands without end: it stops at what it may hold uncommitted, the
-    /// channel fills, and senders wait; released, every one gets its answer.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_hung_commit_pushes_back_on_senders() {
-        let dir = tempfile::tempdir().unwrap();
-        let (handle, engine) = engine(dir.path()).await;
-        let blocker = rusqlite::Connection::open(dir.path().join("herzog.db")).unwrap();
-        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-        // Each registration writes; far more of them than the loop may hold plus the channel.
-        let senders: Vec<_> = (0..MAX_UNCOMMITTED + WAITING + 1_000)
-            .map(|i| {
-                let handle = handle.clone();
-                tokio::spawn(async move {
-                    let event = Event::Register {
-                        worker: format!("w{i}"),
-                        resources: Default::default(),
-                        running: Vec::new(),
-                        staged: false,
-                    };
-                    handle.event(event).await
-                })
-            })
-            .collect();
-        // Half a second is ages for the loop to drain the channel if it still took commands:
-        // it must stay full (what cannot be awaited: the absence of progress).
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(
-            handle.tx.capacity(),
-            0,
-            "the loop went on taking commands while its commit hung"
-        );
-        blocker.execute_batch("ROLLBACK").unwrap();
-        for sender in senders {
-            let reply = sender.await.unwrap();
-            assert!(matches!(reply, Ok(Reply::Registered)), "{reply:?}");
-        }
-        assert!(!engine.is_finished());
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
-//! Fair share by usage: each project's slot-time (running attempts × time, from the real
-//! start of each program) against what its weight entitles it to since it became active.
+//! Fair share by usage: each project's CPU-time, shown as such (running attempts × the CPUs
+//! each asked for × time, from the real start of each program; counted here in slot-ms, an
+//! N-CPU attempt as N slots) against what its weight entitles it to since it became active.
 //!
 //! The ledger is pure: time enters as a monotonic reading in milliseconds. Every operation
 //! is O(log P) for P projects but [`Ledger::sync`], which the scheduler calls once per round

@@ -7,10 +7,13 @@ mod dispatch;
 mod engine;
 mod fair;
 mod fragment_output;
+mod inbox;
 mod machine;
 mod scheduler;
 mod server;
 mod services;
+#[doc(hidden)]
+pub mod sim_api;
 mod space;
 mod staging;
 mod store;

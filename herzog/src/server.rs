@@ -6,7 +6,8 @@
 
 use crate::api::{Api, ClientApi, WorkerApi};
 use crate::dispatch::{Connections, Dispatcher};
-use crate::engine::{self, Handle};
+use crate::engine::{self, Time};
+use crate::inbox::Handle;
 use crate::machine::{Event, Machine, Timing};
 use crate::store::Store;
 use crate::{Config, HerzogError};
@@ -239,6 +240,13 @@ pub async fn run(
         let _ = tokio::time::timeout(ASKER_CLOSE, connection.changed()).await;
     }
     stopped
+}
+
+/// In the daemon, the loop's effects go to the workers over their connections.
+impl engine::Effects for Dispatcher {
+    fn run(&mut self, effects: Vec<crate::machine::Effect>) {
+        self.execute(effects);
+    }
 }
 
 /// How long herzog, stopped by `hz shutdown`, waits for the asking connection to close.

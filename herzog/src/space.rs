@@ -2,7 +2,7 @@
 //! attempt while it is below `herzog.min_free_space`: attempts write their logs there, and a
 //! full disk would fail the next commit.
 
-use crate::engine::Handle;
+use crate::inbox::Handle;
 use crate::machine::Event;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -110,8 +110,8 @@ impl StagingError {
     }
 }
 
-/// One host's open connection.
-struct Link {
+/// One host's open SFTP session (over its SSH connection), and herzog's uid there.
+struct SftpSession {
     sftp: Sftp,
     /// The uid herzog's login has on the host.
     uid: u32,
@@ -121,7 +121,7 @@ struct Link {
 /// has its own lock, so a host that takes its time to answer holds up no other.
 struct Host {
     config: HostConfig,
-    link: Mutex<Option<Arc<Link>>>,
+    link: Mutex<Option<Arc<SftpSession>>>,
     permits: Semaphore,
 }
 
@@ -193,7 +193,7 @@ impl Stager {
             .ok_or_else(|| StagingError::UnknownHost { host: host.to_string() })
     }
 
-    async fn link(&self, host: &str) -> Result<Arc<Link>, StagingError> {
+    async fn link(&self, host: &str) -> Result<Arc<SftpSession>, StagingError> {
         let state = self.host(host)?;
         let mut slot = state.link.lock().await;
         if let Some(link) = slot.as_ref() {
@@ -237,7 +237,7 @@ impl Stager {
             .await
             .map_err(|e| connect_error(format!("the SFTP subsystem failed to start: {e}")))?;
         tracing::info!(%host, %address, uid, "SSH connection to host opened");
-        let link = Arc::new(Link { sftp, uid });
+        let link = Arc::new(SftpSession { sftp, uid });
         *slot = Some(link.clone());
         Ok(link)
     }
@@ -257,7 +257,7 @@ impl Stager {
     /// drops the connection before the next try.
     async fn with_retries<T, F, Fut>(&self, host: &str, op: F) -> Result<T, StagingError>
     where
-        F: Fn(Arc<Link>) -> Fut,
+        F: Fn(Arc<SftpSession>) -> Fut,
         Fut: std::future::Future<Output = Result<T, StagingError>>,
     {
         let _permit = self.host(host)?.permits.acquire().await.expect("never closed");
@@ -392,7 +392,7 @@ async fn login_uid(session: &Session) -> Result<u32, String> {
     }
 }
 
-async fn upload_one(link: Arc<Link>, host: &str, file: &Upload) -> Result<(), StagingError> {
+async fn upload_one(link: Arc<SftpSession>, host: &str, file: &Upload) -> Result<(), StagingError> {
     use openssh_sftp_client::error::SftpErrorKind;
     let local = |action, source| StagingError::Local {
         action,
@@ -507,7 +507,7 @@ async fn seek(file: &mut openssh_sftp_client::file::File, at: u64) -> Result<(),
 }
 
 /// Makes the missing directories above `path` on the host.
-async fn create_parents(link: &Link, host: &str, path: &Path) -> Result<(), StagingError> {
+async fn create_parents(link: &SftpSession, host: &str, path: &Path) -> Result<(), StagingError> {
     let mut fs = link.sftp.fs();
     let mut missing = Vec::new();
     let mut up = path.parent();

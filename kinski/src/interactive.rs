@@ -7,10 +7,10 @@
 //! the pipe), never a kinski thread. Each write names its offset in the stream, so one the
 //! caller sent again (a retried call) is not written twice.
 
+use crate::exec::Exec;
 use common::job::TtySize;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Command, Stdio};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -136,7 +136,7 @@ pub(crate) fn give(fd: &OwnedFd, owner: Option<(libc::uid_t, libc::gid_t)>) -> i
 }
 
 /// Gives `command` a stdin pipe (its end `owner`'s); returns kinski's end.
-pub(crate) fn stdin_pipe(command: &mut Command, owner: Option<(libc::uid_t, libc::gid_t)>) -> io::Result<Input> {
+pub(crate) fn stdin_pipe(command: &mut Exec, owner: Option<(libc::uid_t, libc::gid_t)>) -> io::Result<Input> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: fds is valid for two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -146,7 +146,7 @@ pub(crate) fn stdin_pipe(command: &mut Command, owner: Option<(libc::uid_t, libc
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     give(&read, owner)?;
     // The program's end stays blocking, as a stdin is.
-    command.stdin(Stdio::from(read));
+    command.stdin(Some(read));
     Input::new(write)
 }
 
@@ -154,7 +154,7 @@ pub(crate) fn stdin_pipe(command: &mut Command, owner: Option<(libc::uid_t, libc
 /// controlling terminal, in a session of its own (so its process group is its pid, as an
 /// attempt's is). Returns the master for reading the output, the input, and the terminal.
 pub(crate) fn terminal(
-    command: &mut Command,
+    command: &mut Exec,
     size: TtySize,
     owner: Option<(libc::uid_t, libc::gid_t)>,
 ) -> io::Result<(OwnedFd, Input, Terminal)> {
@@ -167,20 +167,8 @@ pub(crate) fn terminal(
             return Err(io::Error::last_os_error());
         }
     }
-    command
-        .stdin(Stdio::from(pty.slave.try_clone()?))
-        .stdout(Stdio::from(pty.slave.try_clone()?))
-        .stderr(Stdio::from(pty.slave));
-    // SAFETY: setsid and ioctl are async-signal-safe; fd 0 is the terminal by now (std sets
-    // up stdio before pre_exec closures run).
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(command, || {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // In a session of its own, the terminal its controlling one.
+    command.terminal(pty.slave)?;
     let read = pty.master.try_clone()?;
     set_nonblocking(&read)?;
     let input = Input::new(pty.master.try_clone()?)?;

@@ -2,6 +2,7 @@
 //! heartbeats, and reports each completion until herzog acknowledges it.
 
 pub mod cgroup;
+mod exec;
 mod interactive;
 mod journal;
 mod leftovers;
@@ -133,7 +134,7 @@ pub async fn run_with(
     if common::name::check_name(&config.name).is_err() {
         return Err(KinskiError::BadName { name: config.name });
     }
-    let link = match &config.herzog {
+    let route = match &config.herzog {
         Herzog::Tls { identity, .. } if identity.role != common::tls::Role::Worker || identity.name != config.name => {
             return Err(KinskiError::WrongCertificate {
                 certificate: identity.name.clone(),
@@ -141,11 +142,11 @@ pub async fn run_with(
                 name: config.name,
             });
         }
-        Herzog::Tls { addr, identity } => common::link::Link::Tls {
+        Herzog::Tls { addr, identity } => common::link::Route::Tls {
             addr: addr.clone(),
             connector: common::transport::Connector::new(identity)?,
         },
-        Herzog::InProcess(dialer) => common::link::Link::InProcess(dialer.clone()),
+        Herzog::InProcess(dialer) => common::link::Route::InProcess(dialer.clone()),
     };
     let _handled = handle_ignored_signals();
     // Every directory kinski makes is given mode 0755 explicitly; this covers the rest (the
@@ -274,7 +275,7 @@ pub async fn run_with(
         "capacity"
     );
     resources.scratch_dir = Some(scratch);
-    tracing::info!(name = %config.name, slots = resources.slots, herzog = %link.describe(), "kinski starting");
+    tracing::info!(name = %config.name, slots = resources.slots, herzog = %route.describe(), "kinski starting");
     // Ready once the journal is recovered: herzog may be away, and kinski works without it.
     common::logging::notify_ready();
     // `hz shutdown WORKER` takes the path SIGTERM takes.
@@ -304,7 +305,7 @@ pub async fn run_with(
     let mut delays = backoff(longest);
     loop {
         let session = session::Session {
-            link: &link,
+            route: &route,
             name: &config.name,
             supervisor: &supervisor,
             instances: &instances,
@@ -337,7 +338,7 @@ pub async fn run_with(
     cut_off.abort();
     tokio::join!(supervisor.stop_all(), instances.stop_all());
     // herzog requeues what was stopped at once, and shows this worker stopped, not lost.
-    if let Err(e) = session::goodbye(&link, &config.name, &supervisor).await {
+    if let Err(e) = session::goodbye(&route, &config.name, &supervisor).await {
         tracing::info!(error = %e, "could not tell herzog this worker stops; it counts it lost after its timeout");
     }
     let _ = tokio::task::spawn_blocking(move || tracking.finish()).await;

@@ -5,7 +5,7 @@
 use crate::service::WorkerService;
 use crate::supervisor::Supervisor;
 use common::ApiError;
-use common::link::Link;
+use common::link::Route;
 use common::service::{RegistryClient, Worker, WorkerRequest, WorkerResponse};
 use common::transport::{ConnectError, Hello, context_with, dial, json_transport};
 use common::wire::Resources;
@@ -31,16 +31,16 @@ fn incarnation() -> u64 {
 
 /// Tells herzog this worker stops, with the completions it still holds: a short call of its
 /// own, after the attempts were stopped.
-pub(crate) async fn goodbye(link: &Link, name: &str, supervisor: &Supervisor) -> Result<(), SessionError> {
+pub(crate) async fn goodbye(route: &Route, name: &str, supervisor: &Supervisor) -> Result<(), SessionError> {
     let call = async {
         // Over TLS, the connection is closed cleanly before kinski exits: herzog would log a
         // connection cut without TLS close_notify.
-        let (registry, carrier) = match link {
-            Link::Tls { addr, connector } => {
+        let (registry, carrier) = match route {
+            Route::Tls { addr, connector } => {
                 let (client, task) = common::transport::registry_session(addr, connector).await?;
                 (client, Some(task))
             }
-            Link::InProcess(_) => (link.registry_client(name).await?, None),
+            Route::InProcess(_) => (route.registry_client(name).await?, None),
         };
         let said = registry
             .worker_stopping(
@@ -80,7 +80,7 @@ pub(crate) enum SessionError {
 }
 
 pub(crate) struct Session<'a> {
-    pub(crate) link: &'a Link,
+    pub(crate) route: &'a Route,
     pub(crate) name: &'a str,
     pub(crate) supervisor: &'a Supervisor,
     pub(crate) instances: &'a crate::services::Instances,
@@ -121,7 +121,7 @@ impl Session<'_> {
     }
 
     async fn run_inner(&self, on_registered: impl FnOnce(Duration)) -> Result<std::convert::Infallible, SessionError> {
-        let registry = self.link.registry_client(self.name).await?;
+        let registry = self.route.registry_client(self.name).await?;
         let asked = std::time::Instant::now();
         let service = WorkerService {
             supervisor: self.supervisor.clone(),
@@ -129,15 +129,15 @@ impl Session<'_> {
             resources: self.resources.clone(),
             stop: self.stop.clone(),
         };
-        let mut serving = match self.link {
-            Link::Tls { addr, connector } => {
+        let mut serving = match self.route {
+            Route::Tls { addr, connector } => {
                 let hello = Hello::Worker {
                     name: self.name.to_string(),
                     incarnation: incarnation(),
                 };
                 serve(json_transport(dial(addr, &hello, connector).await?), service)
             }
-            Link::InProcess(dialer) => serve(dialer.worker_connection(self.name)?, service),
+            Route::InProcess(dialer) => serve(dialer.worker_connection(self.name)?, service),
         };
         let _abort_serving = AbortOnDrop(serving.abort_handle());
 
@@ -149,7 +149,7 @@ impl Session<'_> {
                 self.supervisor.held(),
             )
             .await??;
-        tracing::info!(herzog = %self.link.describe(), heartbeat_ms = registered.heartbeat_ms, "registered with herzog");
+        tracing::info!(herzog = %self.route.describe(), heartbeat_ms = registered.heartbeat_ms, "registered with herzog");
         on_registered(Duration::from_millis(registered.heartbeat_ms));
         let timeout = Duration::from_millis(registered.worker_timeout_ms);
         self.instances.heard_from_herzog(asked, timeout);

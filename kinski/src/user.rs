@@ -81,26 +81,16 @@ pub fn resolve(run_as: Option<&str>) -> Result<Option<RunAs>, UserError> {
 impl RunAs {
     /// Drops to this user in the child. Only async-signal-safe calls: it runs between fork
     /// and exec.
-    pub(crate) fn apply(&self, command: &mut std::process::Command) {
-        use std::os::unix::process::CommandExt;
+    pub(crate) fn apply(&self, command: &mut crate::exec::Exec) {
         command
             .env("HOME", &self.home)
             .env("USER", &self.name)
-            .env("LOGNAME", &self.name);
-        let (uid, gid, groups) = (self.uid, self.gid, self.groups.clone());
-        // SAFETY: setgroups, setgid and setuid are async-signal-safe; `groups` was allocated
-        // before the fork and is only read.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
+            .env("LOGNAME", &self.name)
+            .user(crate::exec::Ids {
+                uid: self.uid,
+                gid: self.gid,
+                groups: self.groups.clone(),
             });
-        }
     }
 }
 

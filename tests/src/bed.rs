@@ -1,6 +1,6 @@
 //! The multi-host test bed of `tests/testbed/netns.sh`: four network namespaces (euclid,
 //! pythagoras, leibniz, newton) on a bridge of their own, each with its own address in
-//! 10.77.0.0/24 and its own sshd. Used by `tests/hosts.rs` and `tests/symlinks.rs`.
+//! 10.77.0.0/24 and its own sshd. Used by `tests/hosts/` (through [`crate::hosted`]) and `tests/symlinks.rs`.
 //!
 //! The bed needs root, iproute2 and openssh-server (sshd) plus openssh-client (ssh, sftp,
 //! ssh-keygen), so the tests that use it are `#[ignore]`d and run when asked for (CI, which

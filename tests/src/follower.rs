@@ -124,7 +124,15 @@ impl Follower {
                 ),
             }
         }
-        self.child.wait().expect("failed to reap hz")
+        let status = self.child.wait().expect("failed to reap hz");
+        // Its last stderr lines may still be on their way after stdout's end: read stderr to
+        // its end too, so `stderr()` holds all it said.
+        while self
+            .err
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+        {}
+        status
     }
 }
 

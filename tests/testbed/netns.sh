@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A test bed of four real hosts on one machine: network namespaces joined by a bridge, each
-# with its own address and its own sshd. Used by tests/tests/hosts.rs; usable by hand:
+# with its own address and its own sshd. Used by tests/tests/hosts/; usable by hand:
 #
 #   sudo tests/testbed/netns.sh up   [PREFIX]   # prints the bed's description (KEY=VALUE lines)
 #   sudo tests/testbed/netns.sh down [PREFIX]   # idempotent; safe after a crash

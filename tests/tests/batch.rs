@@ -80,7 +80,8 @@ fn two_workers_run_every_fragment_exactly_once() {
         assert_eq!(f.attempts, 1, "{f:?}");
         assert_eq!(f.exit, Some(Exit::Code(0)), "{f:?}");
         assert!(f.wall_ms.is_some(), "no wall time: {f:?}");
-        assert!(f.peak_rss_kb.is_some_and(|kb| kb > 0), "no peak RSS: {f:?}");
+        // A small program's peak is not known (kinski's own is folded into it): never shown as 0.
+        assert!(f.peak_rss_kb.is_none_or(|kb| kb > 0), "a peak RSS of 0: {f:?}");
         assert_eq!(f.reason, None, "{f:?}");
         let (attempt, worker) = &ran[&f.name];
         assert_eq!(f.attempt.map(|a| a.0), Some(*attempt), "{f:?}");

@@ -1,7 +1,8 @@
 //! Requests enforced by real daemons on this host's real cgroups (as root): `--mem` ends a
 //! greedy fragment out of memory with its peak while its neighbour runs on, `--time` stops
 //! `sleep 60` at about its limit, both with their reasons; the worker says which limits it
-//! enforces.
+//! enforces; a child that called setsid dies with its fragment, requests or not; two spinning
+//! processes under `--cpus 1` use about one CPU.
 
 use common::wire::{Exit, FragmentInfo};
 use std::time::{Duration, Instant};
@@ -77,4 +78,59 @@ fn a_time_limit_stops_sleep_60_at_about_its_limit() {
         "{f:?}"
     );
     assert_eq!(f.attempts, 1, "not retried by default: {f:?}");
+}
+
+#[test]
+#[ignore = "needs root: cgroups"]
+fn a_child_that_calls_setsid_dies_with_its_fragment_without_requests_as_root() {
+    let cluster = Cluster::start(&[("euclid", 1)]);
+    let pid_file = cluster.dir().join("escaped.pid");
+    let escaping = program(
+        &cluster,
+        "escaping.sh",
+        &format!(
+            "#!/bin/sh\nsetsid sh -c 'echo $$ > {f}.tmp; mv {f}.tmp {f}; exec sleep 300' &\n\
+             while [ ! -e {f} ]; do sleep 0.01; done\n",
+            f = pid_file.display()
+        ),
+    );
+    project(&cluster, "escaping", 1, &escaping, &[]);
+    cluster.hz_ok(&["progress", "escaping", "--watch"]);
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // Gone, or a zombie its new parent has yet to reap: the cgroup was emptied before the
+    // fragment's end was reported.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next()))
+        .flatten();
+    if !matches!(state, None | Some('Z' | 'X')) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        panic!("the child that called setsid outlived its fragment (state {state:?})");
+    }
+}
+
+#[test]
+#[ignore = "needs root: cgroups"]
+fn two_spinning_processes_under_cpus_1_use_about_one_cpu_as_root() {
+    let mut cluster = Cluster::start(&[]);
+    cluster.add_worker_with_cpus("euclid", 2, 2);
+    // Two processes spinning for 3 s of wall time; the leader waits for both, so the
+    // attempt's CPU time holds theirs. Unlimited on an idle 2-CPU host they use about 2.
+    let spinner = program(
+        &cluster,
+        "spin.py",
+        "#!/usr/bin/env python3\nimport os, time\n\
+         def spin():\n    end = time.monotonic() + 3\n    while time.monotonic() < end: pass\n    os._exit(0)\n\
+         for _ in range(2):\n    if os.fork() == 0: spin()\n\
+         os.wait(); os.wait()\n",
+    );
+    project(&cluster, "spin", 1, &spinner, &["--cpus", "1"]);
+    cluster.hz_ok(&["progress", "spin", "--watch"]);
+    let fragments: Vec<FragmentInfo> = cluster.hz_json(&["fragments", "spin"]);
+    let f = &fragments[0];
+    let (cpu, wall) = (f.cpu_ms.expect("CPU time"), f.wall_ms.expect("a wall time"));
+    let used = cpu as f64 / wall as f64;
+    assert!(used < 1.3, "{used:.2} CPUs under --cpus 1: {f:?}");
+    // The host is shared (2 CPUs, other tests): only that it spun at all.
+    assert!(used > 0.2, "it did not spin: {used:.2}: {f:?}");
 }

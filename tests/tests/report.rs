@@ -75,11 +75,11 @@ fn a_project_of_known_runtimes_gives_its_known_report() {
         r.total
     );
     assert!(r.memory_efficiency.is_none(), "no memory was requested");
-    let peak = r.peak_memory_bytes.expect("peak memory");
-    assert!(
-        peak.min > 0 && peak.min <= peak.median && peak.median <= peak.max,
-        "{peak:?}"
-    );
+    // `sh` and `sleep` are smaller than kinski, whose own size the kernel folds into a
+    // child's peak RSS at exec, and no memory cgroup counted them: no peak is known, and
+    // none is made up (kinski's size, or 0, would be).
+    assert_eq!(r.peak_memory_bytes, None, "{r:?}");
+    assert!(r.largest.is_empty(), "{:?}", r.largest);
 
     // The 10 slowest: s20 down to s11, each with its own wall time, and where it ran.
     let slowest: Vec<&str> = r.slowest.iter().map(|f| f.fragment.as_str()).collect();
@@ -95,15 +95,6 @@ fn a_project_of_known_runtimes_gives_its_known_report() {
         assert!((sleep_ms..sleep_ms + START_COST_MS).contains(&f.wall_ms), "{f:?}");
         assert_eq!(worker_of[f.fragment.as_str()], f.worker, "{f:?}");
     }
-    assert_eq!(r.largest.len(), 10);
-    assert!(
-        r.largest
-            .windows(2)
-            .all(|w| w[0].peak_memory_bytes >= w[1].peak_memory_bytes),
-        "{:?}",
-        r.largest
-    );
-    assert_eq!(r.largest[0].peak_memory_bytes, peak.max);
 
     // Failures by reason: the three exits of 3, the first of them named.
     let failures: Vec<(&str, u64, &str)> = r

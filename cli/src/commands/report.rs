@@ -181,7 +181,7 @@ fn fragments(list: &[FragmentUsage]) -> Table {
             f.fragment.clone(),
             duration_ms(f.wall_ms),
             duration_ms(f.cpu_ms),
-            bytes(f.peak_memory_bytes),
+            f.peak_memory_bytes.map_or_else(|| "-".to_string(), bytes),
             f.worker.clone(),
         ]);
     }
@@ -220,7 +220,7 @@ mod tests {
                 fragment: name.into(),
                 wall_ms: wall,
                 cpu_ms: wall,
-                peak_memory_bytes: peak,
+                peak_memory_bytes: Some(peak),
                 worker: "euclid".into(),
             });
         }

@@ -83,6 +83,9 @@ async fn follow_to_end(
     let failed = |e: std::io::Error| CliError::Output(std::io::Error::other(format!("failed to handle signals: {e}")));
     let mut hangups = signal(SignalKind::hangup()).map_err(failed)?;
     let mut terms = signal(SignalKind::terminate()).map_err(failed)?;
+    // One stream for the whole run, as for the others: a `ctrl_c()` made anew each time round
+    // the loop missed a Ctrl-C that came while the first one's note was being printed.
+    let mut ctrl_cs = signal(SignalKind::interrupt()).map_err(failed)?;
     let mut interrupts = 0;
     let signal_job = |signal: i32, label: &'static str| async move {
         match herzog.call(|h| async move { h.job_signal(name, signal).await }).await {
@@ -116,7 +119,7 @@ async fn follow_to_end(
                     return Err(e);
                 }
             },
-            _ = tokio::signal::ctrl_c(), if !raw => {
+            _ = ctrl_cs.recv(), if !raw => {
                 interrupts += 1;
                 if interrupts == 1 {
                     signal_job(libc::SIGINT, "SIGINT (Ctrl-C again: SIGKILL)").await;

@@ -29,7 +29,7 @@ fn table(shares: &[ShareInfo]) -> Table {
         ("TARGET", Align::Right),
         ("LAST MIN", Align::Right),
         ("SINCE ACTIVE", Align::Right),
-        ("SLOT-TIME", Align::Right),
+        ("CPU-TIME", Align::Right),
         ("ACTIVE FOR", Align::Right),
         ("DEFICIT", Align::Right),
     ]);

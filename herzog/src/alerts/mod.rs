@@ -13,7 +13,7 @@ mod rate;
 pub use deliver::SmtpSetupError;
 
 use crate::dispatch::Connections;
-use crate::engine::Handle;
+use crate::inbox::Handle;
 use crate::machine::{Event, Recipient};
 use crate::store::{Reader, Undelivered};
 use common::alerts::{AlertKind, AlertsSection};

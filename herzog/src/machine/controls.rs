@@ -98,7 +98,7 @@ impl Machine {
             Control::Forget { worker } => {
                 self.known_worker(&worker)?;
                 let w = &self.workers[&worker];
-                if w.link == Link::Connected {
+                if w.connection == ConnectionState::Connected {
                     return Err(ApiError::InvalidValue {
                         what: "worker".into(),
                         reason: format!(
@@ -160,7 +160,11 @@ impl Machine {
             else {
                 continue;
             };
-            if self.workers.get(worker).is_some_and(|w| w.link == Link::Connected) {
+            if self
+                .workers
+                .get(worker)
+                .is_some_and(|w| w.connection == ConnectionState::Connected)
+            {
                 l.unqueue_asked = true;
                 by_worker.entry(worker.clone()).or_default().push(attempt);
             }
@@ -227,7 +231,10 @@ impl Machine {
                     cancelled += 1;
                 }
                 FragmentState::Running { attempt, worker, .. } => {
-                    let reachable = self.workers.get(&worker).is_some_and(|w| w.link == Link::Connected);
+                    let reachable = self
+                        .workers
+                        .get(&worker)
+                        .is_some_and(|w| w.connection == ConnectionState::Connected);
                     self.end_live(now, attempt, AttemptEnd::Cancelled, None, Some("cancelled".into()));
                     if reachable {
                         // A queued start is dropped, a running program stopped with its grace.

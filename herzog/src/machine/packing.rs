@@ -60,13 +60,36 @@ impl Machine {
     pub(super) fn waits_for_fit(&self, p: &Project) -> Option<String> {
         let size = Size::of(&p.spec.requests);
         match self.no_worker_fits(size) {
-            Some(Ok(())) => None,
+            Some(Ok(())) => self.services_leave_too_little(size),
             Some(Err(e)) => Some(format!("waiting: {e}")),
             None => Some(format!(
                 "waiting: no worker can fit {}: none has registered",
                 size.show()
             )),
         }
+    }
+
+    /// Why attempts of `size`, which fit some worker's offer, fit no worker beside the
+    /// services placed there: the worker with the most room left, if none can.
+    fn services_leave_too_little(&self, size: Size) -> Option<String> {
+        let services = self.services.requested();
+        let rooms: Vec<(&Worker, Size)> = self
+            .registered()
+            .map(|w| (w, room(w.offer(), services.get(w.name.as_str()))))
+            .collect();
+        if rooms.iter().any(|(_, r)| size.within(*r)) {
+            return None;
+        }
+        // Ties to the first name.
+        let (most, left) = rooms
+            .iter()
+            .max_by(|(a, x), (b, y)| (x.cpus, x.memory).cmp(&(y.cpus, y.memory)).then(b.name.cmp(&a.name)))?;
+        Some(format!(
+            "waiting: no worker can fit {} beside its services: the most room is {} ({})",
+            size.show(),
+            left.show_offer(),
+            most.name
+        ))
     }
 
     /// What `hz progress` warns of for `p`: its CPU or memory requests are not enforced on

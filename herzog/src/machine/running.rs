@@ -144,7 +144,7 @@ impl Machine {
             }
             .into());
         };
-        w.link = Link::Stopped { since: now.wall };
+        w.connection = ConnectionState::Stopped { since: now.wall };
         w.last_seen = now.wall;
         w.seen_stored = now.wall;
         w.heard = now.mono;

@@ -13,7 +13,10 @@ impl Machine {
     fn connected(&self) -> Vec<String> {
         self.workers
             .values()
-            .filter(|w| w.link == Link::Connected && matches!(w.staging, Staging::Shared | Staging::Ready { .. }))
+            .filter(|w| {
+                w.connection == ConnectionState::Connected
+                    && matches!(w.staging, Staging::Shared | Staging::Ready { .. })
+            })
             .map(|w| w.name.clone())
             .collect()
     }
@@ -23,7 +26,10 @@ impl Machine {
     fn hosts(&self) -> Vec<crate::services::Host> {
         self.workers
             .values()
-            .filter(|w| w.link == Link::Connected && matches!(w.staging, Staging::Shared | Staging::Ready { .. }))
+            .filter(|w| {
+                w.connection == ConnectionState::Connected
+                    && matches!(w.staging, Staging::Shared | Staging::Ready { .. })
+            })
             .map(|w| {
                 let (cpus, memory) = w.held.peak(w.resources.slots, None);
                 crate::services::Host {
@@ -96,7 +102,7 @@ impl Machine {
         reports: Vec<InstanceReport>,
     ) -> Result<Reply, Rejected> {
         match self.workers.get(worker) {
-            Some(w) if w.link == Link::Connected => {}
+            Some(w) if w.connection == ConnectionState::Connected => {}
             // A worker must register first: that is when herzog reconciles it.
             _ => {
                 return Err(ApiError::UnknownWorker {
@@ -173,7 +179,11 @@ impl Machine {
         follow: &common::output::Follow,
         stream: common::output::Stream,
     ) -> Result<crate::services::Route, ApiError> {
-        let connected = |w: &str| self.workers.get(w).is_some_and(|w| w.link == Link::Connected);
+        let connected = |w: &str| {
+            self.workers
+                .get(w)
+                .is_some_and(|w| w.connection == ConnectionState::Connected)
+        };
         crate::services::route::route(&self.services, connected, name, follow, stream)
     }
 

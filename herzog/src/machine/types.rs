@@ -97,9 +97,9 @@ impl FragmentState {
     }
 }
 
-/// Whether herzog can reach a worker now.
+/// A worker's connection state: whether herzog can reach it now.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Link {
+pub(crate) enum ConnectionState {
     /// Registered, with a live connection: attempts may be dispatched to it.
     Connected,
     /// Its connection dropped (or herzog restarted); its attempts keep their fragments until
@@ -111,13 +111,13 @@ pub(crate) enum Link {
     Stopped { since: Millis },
 }
 
-impl Link {
+impl ConnectionState {
     pub(crate) fn as_str(&self) -> &'static str {
         match self {
-            Link::Connected => "connected",
-            Link::Disconnected { .. } => "disconnected",
-            Link::Lost { .. } => "lost",
-            Link::Stopped { .. } => "stopped",
+            ConnectionState::Connected => "connected",
+            ConnectionState::Disconnected { .. } => "disconnected",
+            ConnectionState::Lost { .. } => "lost",
+            ConnectionState::Stopped { .. } => "stopped",
         }
     }
 }

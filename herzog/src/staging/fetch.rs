@@ -8,7 +8,7 @@
 //! says why. Locally, every file is written new in `incoming/` and renamed into place through
 //! directory descriptors ([`common::dirfd`]): the output folder may be that user's too.
 
-use super::{CHUNK, IN_FLIGHT, Link, Stager, StagingError, remote, seek};
+use super::{CHUNK, IN_FLIGHT, SftpSession, Stager, StagingError, remote, seek};
 use crate::machine::Fetch;
 use common::dirfd::{DIR_MODE, DirFd, FILE_MODE};
 use futures::StreamExt;
@@ -72,7 +72,7 @@ struct Owners {
 }
 
 impl Owners {
-    async fn of(link: &Link, host: &str, remote_out: &Path) -> Result<Owners, StagingError> {
+    async fn of(link: &SftpSession, host: &str, remote_out: &Path) -> Result<Owners, StagingError> {
         let attempt = remote_out.parent().unwrap_or(remote_out);
         Ok(Owners {
             kinski: dir_owner(link, host, attempt).await?,
@@ -82,7 +82,7 @@ impl Owners {
 }
 
 /// The owner of the directory `path` on the host, which must not be a link.
-async fn dir_owner(link: &Link, host: &str, path: &Path) -> Result<u32, StagingError> {
+async fn dir_owner(link: &SftpSession, host: &str, path: &Path) -> Result<u32, StagingError> {
     let meta = link
         .sftp
         .fs()
@@ -141,7 +141,7 @@ async fn read_at(
 /// from the host, so each must be a plain name: nothing is written outside the output folder.
 /// Links and the like are not followed (they could point anywhere): they go to `dropped`.
 async fn list_files(
-    link: &Link,
+    link: &SftpSession,
     host: &str,
     dir: &Path,
     dropped: &mut Vec<(PathBuf, String)>,
@@ -192,7 +192,7 @@ enum Download {
 /// of `owner`: the listing said so, but the program may have replaced it since, and the
 /// host's SFTP server (perhaps root) follows links.
 async fn download(
-    link: &Link,
+    link: &SftpSession,
     host: &str,
     from: &Path,
     owner: u32,
@@ -309,7 +309,7 @@ async fn place(
 
 /// Fetches one log (kinski's file in the attempt's directory) into `to`, appending `note`.
 async fn fetch_log(
-    link: &Link,
+    link: &SftpSession,
     host: &str,
     from: &Path,
     to: &Path,

@@ -298,6 +298,30 @@ impl Store {
         tx.commit().map_err(sql("commit a transaction"))
     }
 
+    /// Caps the database at its size now, as a full disk would: the next commit that needs a
+    /// new page fails with SQLite's own "database or disk is full". For the engine's tests and
+    /// the simulator, which must see herzog stop on a commit that fails.
+    pub(crate) fn fill_disk(&mut self) -> Result<(), StoreError> {
+        let pages: i64 = self
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .map_err(sql("read the page count"))?;
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0))
+            .map(|_| ())
+            .map_err(sql("cap the database's size"))
+    }
+
+    /// Whether attempt `id` is committed: the simulator asks as each start is released.
+    pub(crate) fn holds_attempt(&self, id: common::AttemptId) -> Result<bool, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM attempts WHERE id = ?1", [id.0], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n > 0)
+            .map_err(sql("read an attempt"))
+    }
+
     /// The schema version, for the migration test.
     #[cfg(test)]
     pub(crate) fn version(&self) -> i64 {

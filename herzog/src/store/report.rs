@@ -76,7 +76,7 @@ impl Reader {
             .conn()
             .prepare_cached(
                 "SELECT f.name, a.worker, a.wall_ms, COALESCE(a.cpu_ms, 0),
-                        COALESCE(a.peak_memory_bytes, a.peak_rss_kb * 1024, 0)
+                        COALESCE(a.peak_memory_bytes, a.peak_rss_kb * 1024)
                  FROM fragments f JOIN attempts a ON a.id = f.attempt_id
                  WHERE f.project_id = ?1 AND f.state IN ('succeeded', 'failed')
                    AND a.outcome IN ('succeeded', 'failed') AND a.wall_ms IS NOT NULL
@@ -93,7 +93,7 @@ impl Reader {
                     wall_ms: r.get::<_, i64>(2)?.max(0) as u64,
                     cpu_ms: r.get::<_, i64>(3)?.max(0) as u64,
                     // The cgroup's peak where there was one (the whole tree), else wait4's.
-                    peak_memory_bytes: r.get::<_, i64>(4)?.max(0) as u64,
+                    peak_memory_bytes: r.get::<_, Option<i64>>(4)?.map(|b| b.max(0) as u64),
                 })
             };
             each(read().map_err(sql("read the counted attempts"))?);
@@ -224,7 +224,7 @@ mod tests {
             .map(|f| (f.fragment.as_str(), f.worker.as_str()))
             .collect();
         assert_eq!(slow, [("a", "w2"), ("b", "w1"), ("c", "w2")]);
-        assert_eq!(r.largest[0].peak_memory_bytes, 4 << 20);
+        assert_eq!(r.largest[0].peak_memory_bytes, Some(4 << 20));
         // 2 CPUs requested: b used 4 s of CPU in 2 s of wall, all of both.
         let eff = r.cpu_efficiency.unwrap();
         assert_eq!((eff.min, eff.max), (0.25, 1.0));

@@ -4,7 +4,7 @@ use super::{StoreError, put_setting, sql};
 use crate::machine::{Fragment, FragmentState, Names, Write};
 use crate::services::{Recorded, Wanted};
 use common::instances::{InstanceId, RunId};
-use common::wire::Exit;
+use common::wire::{Completion, Exit};
 use common::{AttemptId, FragmentId};
 use rusqlite::{Connection, Row, params};
 
@@ -251,7 +251,7 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
                         completion.exit.to_string(),
                         completion.wall_ms as i64,
                         completion.cpu_ms as i64,
-                        completion.peak_rss_kb as i64,
+                        measured_kb(completion),
                         worker
                     ])
                 })
@@ -288,7 +288,7 @@ pub(super) fn apply(c: &Connection, w: &Write) -> Result<(), StoreError> {
                     exit.and_then(|e| e.2),
                     completion.as_ref().map(|c| c.wall_ms as i64),
                     completion.as_ref().map(|c| c.cpu_ms as i64),
-                    completion.as_ref().map(|c| c.peak_rss_kb as i64),
+                    completion.as_ref().and_then(measured_kb),
                     note,
                     completion
                         .as_ref()
@@ -419,4 +419,9 @@ fn after_json(after: &[String]) -> Result<Option<String>, StoreError> {
         what: "project's after list",
         detail: e.to_string(),
     })
+}
+
+/// A completion's peak RSS for the store: none when kinski could not measure it (0).
+fn measured_kb(completion: &Completion) -> Option<i64> {
+    (completion.peak_rss_kb > 0).then(|| i64::try_from(completion.peak_rss_kb).unwrap_or(i64::MAX))
 }

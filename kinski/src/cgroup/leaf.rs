@@ -9,7 +9,7 @@ use common::requests::Requests;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -210,8 +210,15 @@ pub(crate) struct Leaf {
     pub(crate) cpu: Option<Dir>,
     /// `cgroup.procs` of each, open for writing, for the child to move itself in.
     pub(crate) procs: Vec<Arc<OwnedFd>>,
+    /// The tracking cgroup's directory where it is v2, for the child to be born in.
+    pub(crate) v2_dir: Option<Arc<OwnedFd>>,
     /// What it was made with.
     pub(crate) requests: Requests,
+    /// Kept for the next attempt once empty, not removed.
+    pub(crate) pooled: bool,
+    /// Whether `cgroup.kill` was written: Linux 6.18 then SIGKILLs every child cloned into
+    /// it (its kill count differs from the parent's), so it is never kept.
+    pub(crate) killed: std::sync::atomic::AtomicBool,
 }
 
 impl Leaf {
@@ -227,10 +234,22 @@ impl Leaf {
             root: Arc::clone(root),
             name: name.to_string(),
             procs: vec![track.procs().map_err(failed(&root.track.path))?],
+            v2_dir: match root.kill {
+                KillBy::Freezer => None,
+                KillBy::CgroupKill | KillBy::Procs => Some(Arc::new(
+                    track
+                        .dir
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .map_err(failed(&root.track.path))?,
+                )),
+            },
             track,
             memory: None,
             cpu: None,
             requests: *requests,
+            pooled: false,
+            killed: Default::default(),
         };
         // Made before anything can fail, so a failure removes what was made (on drop of
         // `leaf` by the caller's remove).
@@ -288,7 +307,10 @@ impl Leaf {
             memory,
             cpu,
             procs: Vec::new(),
+            v2_dir: None,
             requests: Requests::default(),
+            pooled: false,
+            killed: Default::default(),
         })
     }
 
@@ -349,6 +371,7 @@ impl Leaf {
                 }
                 let kill_file = self.root.kill == KillBy::CgroupKill;
                 if kill_file {
+                    self.killed.store(true, std::sync::atomic::Ordering::SeqCst);
                     self.track.write("cgroup.kill", "1").map_err(failed)?;
                 }
                 let started = Instant::now();

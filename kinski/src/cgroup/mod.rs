@@ -24,13 +24,13 @@
 //! hierarchies are mounted: a root in each, under kinski's own cgroup there (so a unit's
 //! `MemoryMax=` still covers them), with `memory.limit_in_bytes` (and `memsw`) and
 //! `cpu.cfs_quota_us`. Else none. Only what a unit asked for is limited (on v1 a unit gets a
-//! `memory` or `cpu` cgroup only when it asked for memory or CPUs). An attempt gets a cgroup
-//! only when it asked for CPUs or memory (see the supervisor: the cost of one for every
-//! attempt showed in `bench noop`); a service instance always has one.
+//! `memory` or `cpu` cgroup only when it asked for memory or CPUs). Every attempt and every
+//! service instance has one.
 //!
-//! The child moves itself in before it execs (it writes "0" to each `cgroup.procs`, which
-//! kinski opened before the fork: a write is async-signal-safe, and the kernel checks the
-//! opener's credentials), so nothing it starts is ever outside. At its start kinski kills and
+//! The child is born in its v2 cgroup (clone3's `CLONE_INTO_CGROUP`, [`crate::exec`]) and
+//! moves itself into its v1 ones before it execs (it writes "0" to each `cgroup.procs`, which
+//! kinski opened before: the kernel checks the opener's credentials), so nothing it starts is
+//! ever outside. At its start kinski kills and
 //! removes whatever its predecessor left under its roots; at a clean exit it removes the
 //! (then empty) roots.
 //!
@@ -51,10 +51,9 @@ use leaf::{Dir, KillBy, Leaf, Limiter};
 use mounts::{cgroup_dir, cgroup1_mount, cgroup2_mount, lists, own_cgroup1};
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -157,7 +156,14 @@ pub(crate) struct Root {
     track: Dir,
     kill: KillBy,
     limits: Limiter,
+    /// Empty attempt cgroups kept for the next attempts (see [`Root::pools`]), by name.
+    idle: Mutex<Vec<String>>,
+    /// How many pooled cgroups were made: the next one's number.
+    made: AtomicU64,
 }
+
+/// The most empty cgroups kept for reuse; more are removed.
+const IDLE: usize = 256;
 
 impl Tracking {
     /// Chooses how this kinski tracks and limits its units and kills what its predecessor left
@@ -201,15 +207,31 @@ impl Tracking {
         let Tracking::Cgroups(root) = self else {
             return Ok(None);
         };
-        let leaf = Leaf::create(root, &Unit::Attempt(attempt).name(), requests)?;
+        if !root.pools(requests) {
+            let leaf = Leaf::create(root, &Unit::Attempt(attempt).name(), requests)?;
+            return Ok(Some(Tree(Arc::new(Kind::Cgroup(leaf)))));
+        }
+        let name = root
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_else(|| format!("attempts-{}", root.made.fetch_add(1, Ordering::Relaxed)));
+        // Made anew, or the empty one kept (mkdir finds it there and it is opened).
+        let mut leaf = Leaf::create(root, &name, requests)?;
+        leaf.pooled = true;
         Ok(Some(Tree(Arc::new(Kind::Cgroup(leaf)))))
     }
 
     /// Removes the roots, empty once every unit is gone (kinski shutting down). Blocking.
     pub(crate) fn finish(&self) {
-        if let Tracking::Cgroups(root) = self
-            && let Err(e) = root.remove_self()
-        {
+        let Tracking::Cgroups(root) = self else {
+            return;
+        };
+        for name in std::mem::take(&mut *root.idle.lock().unwrap_or_else(|p| p.into_inner())) {
+            let _ = root.track.remove_child(&name);
+        }
+        if let Err(e) = root.remove_self() {
             tracing::debug!(error = %e, "the cgroup root stays");
         }
     }
@@ -297,7 +319,22 @@ impl Root {
                 }
             }
         };
-        Ok(Root { track, kill, limits })
+        Ok(Root {
+            track,
+            kill,
+            limits,
+            idle: Mutex::default(),
+            made: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether an attempt with `requests` gets a cgroup kept from an earlier one: where
+    /// nothing of the cgroup's is read or limited (no request for CPUs or memory, and no v2
+    /// controllers counting its peak). The first process in a new cgroup costs about a
+    /// millisecond (measured: spawning `/bin/true` into a fresh cgroup 1.3 ms, into one that
+    /// held a process before 0.13 ms), as much as a short attempt itself.
+    fn pools(&self, requests: &Requests) -> bool {
+        requests.cpus.is_none() && requests.memory_bytes.is_none() && !matches!(self.limits, Limiter::V2)
     }
 
     /// What its limits can enforce.
@@ -408,27 +445,19 @@ enum Kind {
 }
 
 impl Tree {
-    /// Has the child of `command` move itself into the unit's cgroups before it execs: call
-    /// it before any other `pre_exec` step (it is still root then).
-    pub(crate) fn enter(&self, command: &mut std::process::Command) {
+    /// Has the child of `command` born in the unit's v2 cgroup, and move itself into its v1
+    /// ones before it execs (first of its steps: it is still root then).
+    pub(crate) fn enter(&self, command: &mut crate::exec::Exec) {
         let Kind::Cgroup(leaf) = &*self.0 else {
             return;
         };
-        if leaf.procs.is_empty() {
-            return;
+        let mut procs = leaf.procs.as_slice();
+        if let (Some(dir), [track, rest @ ..]) = (&leaf.v2_dir, procs) {
+            command.born_in(Arc::clone(dir), Arc::clone(track));
+            procs = rest;
         }
-        let procs = leaf.procs.clone();
-        // SAFETY: write is async-signal-safe; the descriptors were opened before the fork and
-        // stay open (the closure holds them) until the exec.
-        unsafe {
-            command.pre_exec(move || {
-                for fd in &procs {
-                    if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
+        for each in procs {
+            command.cgroup(Arc::clone(each));
         }
     }
 
@@ -485,6 +514,13 @@ impl Tree {
         let Kind::Cgroup(leaf) = &*self.0 else {
             return Ok(());
         };
+        if leaf.pooled && !leaf.killed.load(Ordering::SeqCst) && leaf.track.pids().is_ok_and(|p| p.is_empty()) {
+            let mut idle = leaf.root.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE {
+                idle.push(leaf.name.clone());
+                return Ok(());
+            }
+        }
         match leaf.remove() {
             Err(CgroupError::Remove { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
                 leaf.kill()?;

@@ -7,7 +7,6 @@ use super::walk::descendants;
 use super::*;
 use crate::leftovers::stat;
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 mod limits;
@@ -96,18 +95,23 @@ fn web0() -> InstanceId {
 /// A leader (`sh`, in a group of its own) with a grandchild in its group and a child that
 /// called `setsid`; each writes its pid into `dir`. The leader waits for its stdin to close.
 /// Returns the leader and the two pids.
-fn tree_of_three(dir: &Path, tree: &Tree) -> (Child, i32, i32) {
+fn tree_of_three(dir: &Path, tree: &Tree) -> (Leader, i32, i32) {
     let script = format!(
         "(sleep 1000 & echo $! > {d}/grandchild; wait) & \
          setsid sh -c 'echo $$ > {d}/escaped; exec sleep 1000' & \
          read _",
         d = dir.display()
     );
-    let mut command = Command::new("sh");
-    command.args(["-c", &script]).stdin(Stdio::piped()).process_group(0);
+    let (read, write) = std::io::pipe().unwrap();
+    let mut command = crate::exec::Exec::new("sh");
+    command.args(["-c", &script]).stdin(Some(read.into()));
     tree.enter(&mut command);
-    let leader = command.spawn().expect("sh runs");
-    let pid = leader.id() as i32;
+    let pid = command.spawn().expect("sh runs");
+    drop(command);
+    let leader = Leader {
+        pid,
+        stdin: Some(write),
+    };
     tree.started(pid, stat(pid).expect("the leader runs").starttime);
     let read = |name: &str| -> i32 {
         let path = dir.join(name);
@@ -135,12 +139,26 @@ fn tree_of_three(dir: &Path, tree: &Tree) -> (Child, i32, i32) {
     (leader, grandchild, escaped)
 }
 
+/// A unit's leader, started as kinski starts them, reading its stdin.
+struct Leader {
+    pid: i32,
+    stdin: Option<std::io::PipeWriter>,
+}
+
+impl Leader {
+    fn id(&self) -> u32 {
+        self.pid as u32
+    }
+}
+
 /// The leader exits (as after its stop signal) and is reaped: what it left is orphaned.
-fn leader_exits(mut leader: Child) {
+fn leader_exits(mut leader: Leader) {
     drop(leader.stdin.take());
-    // SAFETY: plain syscall, on the group this test made.
-    unsafe { libc::killpg(leader.id() as i32, libc::SIGKILL) };
-    leader.wait().expect("reaped");
+    // SAFETY: plain syscalls, on the group this test made and its leader, our child.
+    unsafe {
+        libc::killpg(leader.pid, libc::SIGKILL);
+        assert_eq!(libc::waitpid(leader.pid, std::ptr::null_mut(), 0), leader.pid, "reaped");
+    }
 }
 
 /// Running: there, and neither a zombie nor dead.
@@ -218,4 +236,42 @@ fn a_cgroup_holds_what_left_the_group_is_emptied_removed_and_a_predecessors_kill
     assert!(!root.track.path.join("instance-2-web_0").exists());
     again.finish();
     assert!(!root.track.path.exists(), "the root is removed at a clean exit");
+}
+
+#[test]
+#[ignore = "needs root: cgroups"]
+fn an_empty_attempt_cgroup_is_kept_for_the_next_attempt_without_requests_as_root() {
+    let state = tempfile::tempdir().unwrap();
+    let (tracking, _) = Tracking::start("pooltest", state.path());
+    let root = root_of("pooltest", state.path()).expect("a root");
+    let plain = Requests::default();
+    let first = tracking.attempt(AttemptId(1), &plain).expect("made").expect("a cgroup");
+    let second = tracking.attempt(AttemptId(2), &plain).expect("made").expect("a cgroup");
+    assert_eq!(children(&root).len(), 2, "two at once, two cgroups");
+    // One ends (nothing in it): it is kept, and the next attempt gets it.
+    first.kill().expect("empty");
+    first.remove().expect("kept");
+    assert_eq!(children(&root).len(), 2, "kept, not removed");
+    let third = tracking.attempt(AttemptId(3), &plain).expect("made").expect("a cgroup");
+    assert_eq!(children(&root).len(), 2, "the kept one reused");
+    // A memory request gets a cgroup of its own, never a kept one.
+    let limited = Requests {
+        memory_bytes: Some(64 << 20),
+        ..Requests::default()
+    };
+    let fourth = tracking
+        .attempt(AttemptId(4), &limited)
+        .expect("made")
+        .expect("a cgroup");
+    assert!(
+        children(&root).contains(&"attempt-4".to_string()),
+        "{:?}",
+        children(&root)
+    );
+    for tree in [second, third, fourth] {
+        tree.kill().expect("empty");
+        tree.remove().expect("kept or removed");
+    }
+    tracking.finish();
+    assert!(!root.exists(), "kept cgroups and the root are removed at the end");
 }

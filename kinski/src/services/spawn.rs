@@ -7,6 +7,7 @@
 //! followers read it as it comes.
 
 use crate::cgroup::Tree;
+use crate::exec::Exec;
 use crate::output::Output;
 use crate::process::{Process, SpawnError, pipe};
 use crate::rotate::{Holder, Rotating};
@@ -16,9 +17,7 @@ use common::instances::{InstanceId, InstanceSpec, RunId};
 use common::output::Stream;
 use common::services::Output as Sink;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// Where an instance's kept output lives: `<dir>/<service>/<instance>.stdout` and `.stderr`.
 pub(crate) fn kept_path(dir: &Path, instance: &InstanceId, stream: &str) -> PathBuf {
@@ -37,7 +36,7 @@ pub(crate) fn spawn(
     taps: &Taps,
 ) -> Result<Process, SpawnError> {
     let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
-    let mut command = Command::new(program);
+    let mut command = Exec::new(program);
     command
         .args(args)
         .current_dir(&spec.cwd)
@@ -45,10 +44,8 @@ pub(crate) fn spawn(
         .env("HERZOG_SERVICE", &instance.service)
         .env("HERZOG_INSTANCE", instance.to_string())
         // What a restarted kinski finds its predecessor's leftover groups by.
-        .env("HERZOG_RUN", run.to_string())
-        .stdin(Stdio::null())
-        .process_group(0);
-    // First of the pre_exec steps: into its cgroup while still root, before it can fork.
+        .env("HERZOG_RUN", run.to_string());
+    // Into its cgroup first, while still root, before it can fork.
     tree.enter(&mut command);
     if let Some(user) = run_as {
         user.apply(&mut command);
@@ -89,20 +86,12 @@ pub(crate) fn spawn(
         let err = open("stderr", &spec.stderr, spec.stderr_maxbytes, spec.stderr_backups)?;
         (piped("stdout", out, &mut outputs)?, piped("stderr", err, &mut outputs)?)
     };
-    command
-        .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
-        .stderr(stderr.map_or_else(Stdio::null, Stdio::from));
+    command.stdout(stdout).stderr(stderr);
     // The signals a service is sent (its stop signal, `hz signal`, change_signal) reach it at
     // their default action even when kinski was started ignoring them: kinski handles those
     // itself (`handle_ignored_signals`), and exec resets a handled signal.
     if let Some(mask) = spec.umask {
-        // SAFETY: umask is async-signal-safe.
-        unsafe {
-            command.pre_exec(move || {
-                libc::umask(mask as libc::mode_t);
-                Ok(())
-            });
-        }
+        command.umask(mask as libc::mode_t);
     }
     Process::launch(command, program, &spec.cwd, outputs)
 }

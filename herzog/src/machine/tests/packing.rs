@@ -173,3 +173,24 @@ fn requests_on_a_worker_without_limits_are_warned_of() {
     );
     assert!(warnings(&m, "plain").is_empty(), "nothing asked, nothing to enforce");
 }
+
+#[test]
+fn a_request_that_fits_only_where_services_leave_too_little_is_held_with_the_reason() {
+    let mut m = machine();
+    ok(&mut m, 0, worker("w1", 4, LimitSupport::Cgroup2));
+    let file = common::services::ServicesFile::parse(
+        "[services.db]\ncommand = \"db\"\ncpus = 3\n",
+        std::path::Path::new("services.toml"),
+    )
+    .expect("parses");
+    ok(&mut m, 0, Event::ServicesReload { file });
+    sched(&mut m, 1);
+    // 4 CPUs fit w1's offer, so `hz action` takes it; beside db's 3 it cannot start.
+    ok(&mut m, 1, add_event_with("wide", &["a"], asking(4, None)));
+    assert!(starts(&sched(&mut m, 2).1).is_empty());
+    let held = m.progress(Some("wide")).expect("known")[0].held.clone();
+    assert_eq!(
+        held.as_deref(),
+        Some("waiting: no worker can fit 4 CPUs beside its services: the most room is 1 CPU / 64 GiB (w1)")
+    );
+}

@@ -263,12 +263,17 @@ fn v1_counts_an_oom_kill_and_the_peak_as_root() {
         .attempt(AttemptId(1), &asked(None, Some(32 << 20)))
         .expect("made")
         .expect("a cgroup");
-    let mut command = Command::new("python3");
+    let mut command = crate::exec::Exec::new("python3");
     command.args(["-c", "b = b'x' * (200 << 20)"]);
     tree.enter(&mut command);
-    let status = command.status().expect("python3 runs");
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let pid = command.spawn().expect("python3 runs");
+    let mut status = 0;
+    // SAFETY: our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "{status:#x}"
+    );
     let usage = tree.usage();
     assert!(usage.oom_kills >= 1, "{usage:?}");
     let peak = usage.peak_bytes.expect("a peak");

@@ -120,7 +120,7 @@ async fn past_its_memory_an_attempt_ends_out_of_memory_with_its_peak_and_its_nei
     assert!(peak_bytes > limit / 2 && peak_bytes <= limit, "{greedy:?}");
     assert_eq!(greedy.peak_memory_bytes, Some(peak_bytes));
     // The neighbour, which asked for no memory, allocated more than the greedy one's limit
-    // and ended well (no cgroup of its own: its peak is wait4's).
+    // and ended well (no memory cgroup of its own on v1: its peak is wait4's).
     assert_eq!(
         (neighbour.exit.clone(), neighbour.limit.clone()),
         (Exit::Code(0), None),

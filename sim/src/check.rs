@@ -1,0 +1,231 @@
+//! The invariants, checked after every step against herzog's machine and its store (read
+//! through a connection of the simulator's own), and the ground truth of what the simulated
+//! workers really ran.
+
+use herzog::sim_api::{AttemptId, Coordinator, Output};
+use rusqlite::Connection;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A fragment: its project's name and its own.
+type Frag = (String, String);
+
+pub(crate) struct Truth {
+    reader: Connection,
+    /// Every attempt herzog released a start for, with its fragment.
+    issued: BTreeMap<AttemptId, Frag>,
+    /// Programs that ran to their end on a worker, and whether they succeeded.
+    ran: BTreeMap<AttemptId, bool>,
+    /// Fragments seen succeeded in the store, with the attempt: never changes after.
+    succeeded: BTreeMap<Frag, AttemptId>,
+    /// Projects hz submitted, with their fragment counts.
+    expected: BTreeMap<String, usize>,
+    /// Those herzog acknowledged.
+    accepted: BTreeSet<String>,
+}
+
+/// One fragment's row.
+struct Row {
+    project: String,
+    name: String,
+    state: String,
+    attempt: Option<i64>,
+}
+
+/// Counts by state: pending, running (queued included), succeeded, failed.
+type Counts = [u64; 4];
+
+impl Truth {
+    pub(crate) fn new(db: &std::path::Path) -> Result<Truth, String> {
+        let reader = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| format!("failed to open a reader on {}: {e}", db.display()))?;
+        Ok(Truth {
+            reader,
+            issued: BTreeMap::new(),
+            ran: BTreeMap::new(),
+            succeeded: BTreeMap::new(),
+            expected: BTreeMap::new(),
+            accepted: BTreeSet::new(),
+        })
+    }
+
+    pub(crate) fn issued(&self) -> usize {
+        self.issued.len()
+    }
+
+    pub(crate) fn projects(&self) -> usize {
+        self.accepted.len()
+    }
+
+    /// hz submits `name` (perhaps again).
+    pub(crate) fn expect(&mut self, name: &str, fragments: usize) {
+        self.expected.insert(name.to_string(), fragments);
+    }
+
+    /// herzog acknowledged `name`.
+    pub(crate) fn submitted(&mut self, name: String) {
+        self.accepted.insert(name);
+    }
+
+    /// A worker received a start: only ever one herzog released.
+    pub(crate) fn handed(&mut self, attempt: AttemptId, fragment: Frag) -> Result<(), String> {
+        match self.issued.get(&attempt) {
+            Some(f) if *f == fragment => Ok(()),
+            other => Err(format!(
+                "a worker was handed {attempt} for {fragment:?}, which herzog released as {other:?}"
+            )),
+        }
+    }
+
+    /// A program ended on a worker.
+    pub(crate) fn ran(&mut self, attempt: AttemptId, succeeded: bool) -> Result<(), String> {
+        match self.ran.insert(attempt, succeeded) {
+            None => Ok(()),
+            Some(_) => Err(format!("attempt {attempt} ran twice")),
+        }
+    }
+
+    /// herzog released these effects: each start's attempt is new (or the same fragment's)
+    /// and already in the store (commit, then act).
+    pub(crate) fn released(&mut self, outputs: &[Output]) -> Result<(), String> {
+        for out in outputs {
+            let Output::Start {
+                attempt,
+                project,
+                fragment,
+                ..
+            } = out
+            else {
+                continue;
+            };
+            let frag = (project.clone(), fragment.clone());
+            if let Some(before) = self.issued.get(attempt)
+                && *before != frag
+            {
+                return Err(format!("attempt id {attempt} reused: {before:?}, now {frag:?}"));
+            }
+            let stored: Option<Frag> = self
+                .reader
+                .query_row(
+                    "SELECT p.name, f.name FROM attempts a JOIN fragments f ON f.id = a.fragment_id
+                     JOIN projects p ON p.id = f.project_id WHERE a.id = ?1",
+                    [attempt.0],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .ok();
+            if stored.as_ref() != Some(&frag) {
+                return Err(format!(
+                    "the start of {attempt} ({frag:?}) was released, but the store holds {stored:?}: an effect before its commit"
+                ));
+            }
+            self.issued.insert(*attempt, frag);
+        }
+        Ok(())
+    }
+
+    /// Every invariant between steps, against the store and the machine.
+    pub(crate) fn check(&mut self, herzog: &Coordinator) -> Result<(), String> {
+        let rows = self.fragments().map_err(|e| format!("failed to read the store: {e}"))?;
+        let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
+        for row in &rows {
+            let c = counts.entry(row.project.clone()).or_default();
+            let frag = (row.project.clone(), row.name.clone());
+            match row.state.as_str() {
+                "pending" => c[0] += 1,
+                "running" => c[1] += 1,
+                "succeeded" => {
+                    c[2] += 1;
+                    let attempt = AttemptId(row.attempt.ok_or_else(|| format!("{frag:?} succeeded by no attempt"))?);
+                    if self.ran.get(&attempt) != Some(&true) {
+                        return Err(format!(
+                            "{frag:?} succeeded by {attempt}, which no worker ran to success (ran: {:?})",
+                            self.ran.get(&attempt)
+                        ));
+                    }
+                    if self.issued.get(&attempt) != Some(&frag) {
+                        return Err(format!(
+                            "{frag:?} succeeded by {attempt}, issued for {:?}",
+                            self.issued.get(&attempt)
+                        ));
+                    }
+                    if let Some(first) = self.succeeded.insert(frag.clone(), attempt)
+                        && first != attempt
+                    {
+                        return Err(format!("{frag:?} succeeded twice: by {first}, then by {attempt}"));
+                    }
+                }
+                "failed" => c[3] += 1,
+                other => return Err(format!("{frag:?} is in an unknown state {other}")),
+            }
+        }
+        // Every fragment seen succeeded still is (projects are never removed here).
+        let now_succeeded = rows.iter().filter(|r| r.state == "succeeded").count();
+        if now_succeeded != self.succeeded.len() {
+            return Err(format!(
+                "{} fragments succeeded so far, {now_succeeded} now in the store",
+                self.succeeded.len()
+            ));
+        }
+        let twice: Vec<(i64, i64)> = self
+            .reader
+            .prepare(
+                "SELECT fragment_id, COUNT(*) FROM attempts WHERE outcome = 'succeeded'
+                 GROUP BY fragment_id HAVING COUNT(*) > 1",
+            )
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|e| format!("failed to read the store: {e}"))?;
+        if !twice.is_empty() {
+            return Err(format!(
+                "fragments with two successful attempts in the store: {twice:?}"
+            ));
+        }
+        // None lost, counts conserved, the machine and the store agreeing.
+        let progress = herzog.progress();
+        let in_machine: BTreeSet<&str> = progress.iter().map(|p| p.name.as_str()).collect();
+        let in_store: BTreeSet<&str> = counts.keys().map(String::as_str).collect();
+        if in_machine != in_store {
+            return Err(format!(
+                "projects in the machine {in_machine:?}, in the store {in_store:?}"
+            ));
+        }
+        for p in &progress {
+            let stored = counts[&p.name];
+            let expected = self.expected.get(&p.name).copied().unwrap_or_default() as u64;
+            let total = p.pending + p.running + p.queued + p.succeeded + p.failed;
+            let machine = [p.pending, p.running + p.queued, p.succeeded, p.failed];
+            if p.total != expected || total != expected || machine != stored {
+                return Err(format!(
+                    "project {}: {expected} fragments submitted; the machine counts {} in all, {machine:?} by state (pending, running, succeeded, failed); the store {stored:?}",
+                    p.name, p.total
+                ));
+            }
+        }
+        let live: Vec<AttemptId> = herzog.active().iter().map(|a| a.attempt).collect();
+        let running: Vec<AttemptId> = self
+            .reader
+            .prepare("SELECT id FROM attempts WHERE outcome = 'running' ORDER BY id")
+            .and_then(|mut s| s.query_map([], |r| Ok(AttemptId(r.get(0)?)))?.collect())
+            .map_err(|e| format!("failed to read the store: {e}"))?;
+        if live != running {
+            return Err(format!(
+                "attempts live in the machine {live:?}, running in the store {running:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn fragments(&self) -> rusqlite::Result<Vec<Row>> {
+        let mut stmt = self.reader.prepare_cached(
+            "SELECT p.name, f.name, f.state, f.attempt_id FROM fragments f JOIN projects p ON p.id = f.project_id
+             WHERE p.removed_at IS NULL AND p.job IS NULL ORDER BY f.id",
+        )?;
+        stmt.query_map([], |r| {
+            Ok(Row {
+                project: r.get(0)?,
+                name: r.get(1)?,
+                state: r.get(2)?,
+                attempt: r.get(3)?,
+            })
+        })?
+        .collect()
+    }
+}
