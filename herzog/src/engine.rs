@@ -221,6 +221,12 @@ impl Core {
         &self.machine
     }
 
+    /// Plants a known bug in the machine (the simulator's tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn plant(&mut self, plant: crate::machine::planted::Plant) {
+        self.machine.planted.plant = Some(plant);
+    }
+
     /// Applies a batch of commands in order, schedules, and adds what they owe to `owed`.
     pub(crate) fn apply(&mut self, now: Now, batch: Vec<Command>, owed: &mut Owed) {
         let machine = &mut self.machine;

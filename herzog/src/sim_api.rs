@@ -9,6 +9,7 @@ use crate::machine::{Effect, Event, Machine, Mono, NewProjectEvent, Now, Timing}
 use crate::store::Store;
 pub use crate::store::StoreError;
 pub use common::AttemptId;
+use common::wire::Policy;
 pub use common::wire::{ActiveAttempt, ProjectProgress};
 use common::wire::{Completion, Exit, Resources, RunSpec, StartNotice};
 use std::path::{Path, PathBuf};
@@ -41,6 +42,14 @@ pub enum Input {
         max_attempts: u32,
         /// A non-zero exit is tried again (within `max_attempts`).
         retry_failed: bool,
+    },
+    /// `hz remove`.
+    RemoveProject {
+        name: String,
+    },
+    /// `hz priority NAME`, or `hz fair` for `None`.
+    SetPolicy {
+        priority: Option<String>,
     },
     Register {
         worker: String,
@@ -101,6 +110,11 @@ impl Input {
                 max_running: None,
                 share: 1,
             })),
+            Input::RemoveProject { name } => Event::RemoveProject { name },
+            Input::SetPolicy { priority } => Event::SetPolicy(match priority {
+                Some(project) => Policy::Priority { project },
+                None => Policy::Fair,
+            }),
             Input::Register {
                 worker,
                 slots,
@@ -223,11 +237,7 @@ pub struct Step {
 
 /// A known bug to plant, for the simulator to show it finds it.
 #[cfg(feature = "planted-bugs")]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Plant {
-    /// Replies and effects released before the batch's commit.
-    ReleaseBeforeCommit,
-}
+pub use crate::machine::planted::Plant;
 
 /// herzog, as the simulator runs it: the loop's core and the store, on simulated time.
 pub struct Coordinator {
@@ -322,6 +332,7 @@ impl Coordinator {
     #[cfg(feature = "planted-bugs")]
     pub fn plant(&mut self, plant: Plant) {
         self.plant = Some(plant);
+        self.core.plant(plant);
     }
 
     /// Caps the database at its size now: the next commit that needs room fails, as on a
@@ -334,6 +345,20 @@ impl Coordinator {
     /// shows them.
     pub fn active(&self) -> Vec<ActiveAttempt> {
         self.core.machine().active(0, u32::MAX).items
+    }
+
+    /// The project given priority, if any.
+    pub fn priority(&self) -> Option<String> {
+        match self.core.machine().policy() {
+            Policy::Priority { project } => Some(project),
+            Policy::Fair => None,
+        }
+    }
+
+    /// Work left undone after a scheduling round (a worker with a free slot while fragments
+    /// may start), if any: the scheduler must never leave it.
+    pub fn idle_while_waiting(&self, now: SimTime) -> Option<String> {
+        self.core.machine().idle_while_waiting(now.into())
     }
 
     /// Every project's counts, as `hz status` shows them.

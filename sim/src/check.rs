@@ -19,8 +19,10 @@ pub(crate) struct Truth {
     succeeded: BTreeMap<Frag, AttemptId>,
     /// Projects hz submitted, with their fragment counts.
     expected: BTreeMap<String, usize>,
-    /// Those herzog acknowledged.
+    /// Those herzog acknowledged (and that are not removed).
     accepted: BTreeSet<String>,
+    /// Those hz asked to remove: only they may go.
+    removing: BTreeSet<String>,
 }
 
 /// One fragment's row.
@@ -45,6 +47,7 @@ impl Truth {
             succeeded: BTreeMap::new(),
             expected: BTreeMap::new(),
             accepted: BTreeSet::new(),
+            removing: BTreeSet::new(),
         })
     }
 
@@ -54,6 +57,41 @@ impl Truth {
 
     pub(crate) fn projects(&self) -> usize {
         self.accepted.len()
+    }
+
+    /// Whether herzog released a start for `attempt` before.
+    pub(crate) fn was_issued(&self, attempt: AttemptId) -> bool {
+        self.issued.contains_key(&attempt)
+    }
+
+    /// Projects herzog acknowledged and hz has not asked to remove.
+    pub(crate) fn removable(&self) -> Vec<String> {
+        self.accepted.difference(&self.removing).cloned().collect()
+    }
+
+    /// hz asks to remove `name`.
+    pub(crate) fn removing(&mut self, name: &str) {
+        self.removing.insert(name.to_string());
+    }
+
+    /// Projects the store holds as removed: only those hz asked to remove, which then count
+    /// no more.
+    fn forget_removed(&mut self) -> Result<(), String> {
+        let removed: Vec<String> = self
+            .reader
+            .prepare_cached("SELECT name FROM projects WHERE removed_at IS NOT NULL AND job IS NULL")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| format!("failed to read the store: {e}"))?;
+        for name in removed {
+            if !self.removing.contains(&name) {
+                return Err(format!("project {name} was removed, but nobody asked for that"));
+            }
+            if self.accepted.remove(&name) {
+                self.expected.remove(&name);
+                self.succeeded.retain(|(project, _), _| *project != name);
+            }
+        }
+        Ok(())
     }
 
     /// hz submits `name` (perhaps again).
@@ -124,6 +162,7 @@ impl Truth {
 
     /// Every invariant between steps, against the store and the machine.
     pub(crate) fn check(&mut self, herzog: &Coordinator) -> Result<(), String> {
+        self.forget_removed()?;
         let rows = self.fragments().map_err(|e| format!("failed to read the store: {e}"))?;
         let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
         for row in &rows {
@@ -157,7 +196,7 @@ impl Truth {
                 other => return Err(format!("{frag:?} is in an unknown state {other}")),
             }
         }
-        // Every fragment seen succeeded still is (projects are never removed here).
+        // Every fragment seen succeeded still is, unless its project was removed.
         let now_succeeded = rows.iter().filter(|r| r.state == "succeeded").count();
         if now_succeeded != self.succeeded.len() {
             return Err(format!(
@@ -177,6 +216,22 @@ impl Truth {
             return Err(format!(
                 "fragments with two successful attempts in the store: {twice:?}"
             ));
+        }
+        // Every attempt recorded as ended by its program (not lost, stopped or taken back)
+        // ran to that end on a worker: a completion fenced off changes no record.
+        let ended: Vec<(i64, String)> = self
+            .reader
+            .prepare_cached("SELECT id, outcome FROM attempts WHERE outcome IN ('succeeded', 'failed') ORDER BY id")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|e| format!("failed to read the store: {e}"))?;
+        for (id, outcome) in ended {
+            let attempt = AttemptId(id);
+            let ran = self.ran.get(&attempt);
+            if ran != Some(&(outcome == "succeeded")) {
+                return Err(format!(
+                    "the store records {attempt} {outcome}, but no worker ran it to that end (ran: {ran:?})"
+                ));
+            }
         }
         // None lost, counts conserved, the machine and the store agreeing.
         let progress = herzog.progress();

@@ -65,6 +65,10 @@ pub struct Faults {
     pub clock_jump: f64,
     /// The disk fills: the next commit that needs room fails, herzog stops and is restarted.
     pub disk_full: f64,
+    /// hz removes a project while it runs (its late completions then find it gone).
+    pub remove: f64,
+    /// hz gives a project priority, or sets the policy back to fair.
+    pub policy: f64,
 }
 
 impl Faults {
@@ -86,6 +90,8 @@ impl Faults {
             herzog_crash: pick(0.005),
             clock_jump: pick(0.005),
             disk_full: pick(0.002),
+            remove: pick(0.001),
+            policy: pick(0.005),
         }
     }
 }
@@ -388,7 +394,33 @@ impl World {
             self.to_submit.insert(name, fragments);
             self.next_submit = self.mono;
         }
-        if self.mono < self.next_submit || self.herzog.is_none() {
+        if self.herzog.is_none() {
+            return;
+        }
+        let f = self.faults.clone();
+        if self.faulty && f.remove > 0.0 && self.rng.random_bool(f.remove) {
+            let names = self.truth.removable();
+            if !names.is_empty() {
+                let name = names[self.rng.random_range(0..names.len())].clone();
+                self.truth.removing(&name);
+                self.note(format!("hz removes {name}"));
+                self.local
+                    .push((From::HzRemove(name.clone()), Input::RemoveProject { name }));
+            }
+        }
+        if self.faulty && f.policy > 0.0 && self.rng.random_bool(f.policy) {
+            let names = self.truth.removable();
+            let priority = match names.len() {
+                0 => None,
+                n => self
+                    .rng
+                    .random_bool(0.7)
+                    .then(|| names[self.rng.random_range(0..n)].clone()),
+            };
+            self.note(format!("hz sets priority {priority:?}"));
+            self.local.push((From::HzPolicy, Input::SetPolicy { priority }));
+        }
+        if self.mono < self.next_submit {
             return;
         }
         self.next_submit = self.mono + 5_000;
@@ -479,6 +511,14 @@ impl World {
         if step.early_replies > 0 {
             return Err(self.fail(format!("{} replies were sent before their commit", step.early_replies)));
         }
+        let new_starts: Vec<String> = step
+            .outputs
+            .iter()
+            .filter_map(|out| match out {
+                Output::Start { attempt, project, .. } if !self.truth.was_issued(*attempt) => Some(project.clone()),
+                _ => None,
+            })
+            .collect();
         self.truth.released(&step.outputs).map_err(|what| self.fail(what))?;
         for (from, reply) in from.into_iter().zip(step.replies) {
             match from {
@@ -498,8 +538,28 @@ impl World {
                         self.note(format!("hz: project {name} refused: {e}"));
                     }
                 }
-                From::Local => {}
+                From::HzRemove(name) => {
+                    if let Err(e) = reply {
+                        self.note(format!("hz: removing {name} refused: {e}"));
+                    }
+                }
+                From::HzPolicy | From::Local => {}
             }
+        }
+        // Nothing left undone by the round, and under priority no other project started
+        // while the priority one still has fragments that may start.
+        let now = self.now();
+        let herzog = self.herzog.as_ref().expect("stepped");
+        if let Some(what) = herzog.idle_while_waiting(now) {
+            return Err(self.fail(format!("work left undone: {what}")));
+        }
+        if let Some(first) = herzog.priority()
+            && herzog.progress().iter().any(|p| p.name == first && p.pending > 0)
+            && let Some(other) = new_starts.iter().find(|p| **p != first)
+        {
+            return Err(self.fail(format!(
+                "{other} got a start while {first}, given priority, still has fragments that may start"
+            )));
         }
         for out in step.outputs {
             self.note(format!("herzog releases {out:?}"));

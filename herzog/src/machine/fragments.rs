@@ -70,6 +70,15 @@ impl Machine {
         staging_error: Option<String>,
     ) -> Result<Reply, Rejected> {
         let Some(live) = self.live.get(&c.attempt).copied() else {
+            #[cfg(feature = "planted-bugs")]
+            if let Some((project, index)) = self.planted.unfenced(c.attempt)
+                && let Some(FragmentState::Running { attempt, worker, .. }) = self
+                    .projects
+                    .get(&project)
+                    .map(|p| p.fragments[index as usize].state.clone())
+            {
+                return self.complete(now, &worker, Completion { attempt, ..c }, staging_error);
+            }
             if c.attempt.0 >= self.next_attempt || c.attempt.0 <= 0 {
                 return Err(Rejected::UnknownAttempt { attempt: c.attempt });
             }
@@ -139,6 +148,8 @@ impl Machine {
         note: Option<String>,
     ) -> Option<String> {
         let live = self.live.remove(&attempt)?;
+        #[cfg(feature = "planted-bugs")]
+        self.planted.ended(attempt, live.project, live.index);
         let project = self.projects.get_mut(&live.project)?;
         if live.ran.is_some() {
             project.started -= 1;

@@ -13,6 +13,8 @@ mod fragments;
 mod jobs;
 mod names;
 mod packing;
+#[cfg(feature = "planted-bugs")]
+pub(crate) mod planted;
 mod projects;
 mod queries;
 mod restore;
@@ -93,6 +95,8 @@ pub(crate) struct Machine {
     reserved: Vec<(ProjectId, String)>,
     /// Who gets which alerts (`[alerts]`).
     alerts: AlertRules,
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) planted: planted::Planted,
 }
 
 impl Machine {
@@ -119,6 +123,8 @@ impl Machine {
             fair: crate::fair::Ledger::default(),
             reserved: Vec::new(),
             alerts: AlertRules::default(),
+            #[cfg(feature = "planted-bugs")]
+            planted: planted::Planted::default(),
         }
     }
 

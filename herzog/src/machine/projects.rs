@@ -40,6 +40,19 @@ pub(crate) struct Project {
 }
 
 impl Project {
+    /// How many of its pending fragments may start now: none while it is paused, waits for
+    /// the projects it comes after, or is a job (placed on its own); at most what its
+    /// `max_running` leaves.
+    pub(crate) fn startable(&self) -> u64 {
+        if self.queue.is_empty() || self.paused || !self.after.is_empty() || self.job.is_some() {
+            return 0;
+        }
+        match self.max_running {
+            Some(max) => (self.queue.len() as u64).min(u64::from(max).saturating_sub(self.counts.running)),
+            None => self.queue.len() as u64,
+        }
+    }
+
     /// A project as added or restored, with nothing queued or counted yet.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(

@@ -119,6 +119,33 @@ impl Machine {
             .collect()
     }
 
+    /// Work left undone, which the scheduler must never leave after a round: a worker that
+    /// takes starts with a slot free while a project has fragments that may start. A
+    /// reservation (a request that fits nowhere yet) excuses it, so none is judged then.
+    pub(crate) fn idle_while_waiting(&self, now: Now) -> Option<String> {
+        if !self.reserved.is_empty() {
+            return None;
+        }
+        let waiting: Vec<&str> = self
+            .projects
+            .values()
+            .filter(|p| p.startable() > 0)
+            .map(|p| p.name.as_str())
+            .collect();
+        let idle = self
+            .workers
+            .values()
+            .find(|w| w.takes_starts(now) && w.running.len() as u32 + w.foreign < w.resources.slots)?;
+        (!waiting.is_empty()).then(|| {
+            format!(
+                "{} has {} of {} slots busy while {waiting:?} have fragments that may start",
+                idle.name,
+                idle.running.len() as u32 + idle.foreign,
+                idle.resources.slots
+            )
+        })
+    }
+
     /// What to copy back when `worker` reports `attempt` complete: nothing unless the worker
     /// stages and the attempt is still its fragment's current one (a late or repeated
     /// completion changes no outcome, so its files are not brought back over the accepted

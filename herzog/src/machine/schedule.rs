@@ -83,6 +83,8 @@ impl Machine {
         self.next_attempt += 1;
         let p = self.projects.get_mut(&project).expect("scheduled projects exist");
         let index = p.queue.pop_front().expect("scheduled projects have pending fragments");
+        #[cfg(feature = "planted-bugs")]
+        let attempt = self.planted.attempt_for(project, index, attempt);
         let f = &mut p.fragments[index as usize];
         f.attempts += 1;
         let w = self.workers.get_mut(&worker).expect("scheduled workers exist");

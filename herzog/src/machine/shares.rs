@@ -40,14 +40,7 @@ impl Machine {
         let wanting: Vec<(ProjectId, u64)> = self
             .projects
             .values()
-            .filter(|p| !p.queue.is_empty() && !p.paused && p.after.is_empty() && p.job.is_none())
-            .map(|p| {
-                let pending = match p.max_running {
-                    Some(max) => (p.queue.len() as u64).min(u64::from(max).saturating_sub(p.counts.running)),
-                    None => p.queue.len() as u64,
-                };
-                (p.id, pending)
-            })
+            .map(|p| (p.id, p.startable()))
             .filter(|(_, pending)| *pending > 0)
             .collect();
         let active: Vec<ProjectId> = wanting

@@ -14,6 +14,10 @@ const CALL_TIMEOUT_MS: i64 = 30_000;
 pub(super) enum From {
     Worker(usize, Sent),
     Hz(String),
+    /// hz asking to remove this project.
+    HzRemove(String),
+    /// hz setting the policy.
+    HzPolicy,
     /// herzog's own dispatcher or connection layer: nobody waits.
     Local,
 }
