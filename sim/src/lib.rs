@@ -5,9 +5,15 @@
 //! events.
 
 mod check;
+mod faults;
+mod shrink;
 mod world;
 
-pub use world::{Config, Faults};
+pub use faults::{BadFaults, Faults};
+#[cfg(feature = "planted-bugs")]
+pub use shrink::shrink_planted;
+pub use shrink::{Shrunk, shrink};
+pub use world::Config;
 
 /// What a run did.
 #[derive(Debug, Clone)]

@@ -21,6 +21,13 @@ struct Args {
     /// How many seeds to run, from `--seed` on.
     #[arg(long, default_value_t = 1)]
     seeds: u64,
+    /// These faults and odds instead of the seed's: `drop=0.05,delay=0.1`, or `none`.
+    #[arg(long)]
+    faults: Option<sim::Faults>,
+    /// On a failure, shrink it (fewer steps with faults, fewer kinds of fault, the same
+    /// failure) and print the smaller run's replay command and trace too.
+    #[arg(long)]
+    shrink: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +39,7 @@ fn main() -> std::process::ExitCode {
             seed,
             steps: args.steps,
             swarm: args.swarm,
+            faults: args.faults.clone(),
         };
         match sim::run(&config) {
             Ok(summary) => {
@@ -43,6 +51,18 @@ fn main() -> std::process::ExitCode {
             }
             Err(failure) => {
                 eprintln!("{failure}");
+                if args.shrink {
+                    let (step, steps) = (failure.step, config.steps);
+                    let shrunk = sim::shrink(&config, failure);
+                    eprintln!(
+                        "\nshrunk in {} runs: failing at step {} with {} steps of faults (was step {step} with {steps}), faults {}:\n{}",
+                        shrunk.runs,
+                        shrunk.failure.step,
+                        shrunk.config.steps,
+                        shrunk.config.faults().to_string(),
+                        shrunk.failure
+                    );
+                }
                 return std::process::ExitCode::FAILURE;
             }
         }

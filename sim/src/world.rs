@@ -6,6 +6,7 @@ mod net;
 mod workers;
 
 use crate::check::Truth;
+use crate::faults::Faults;
 use crate::{Failure, Summary};
 use herzog::sim_api::{Coordinator, Crash, Input, Output, SimTime};
 use net::{From, Msg, Sent};
@@ -32,67 +33,40 @@ pub struct Config {
     pub steps: u64,
     /// Let the seed turn a random subset of the faults on.
     pub swarm: bool,
+    /// These faults instead of the ones the seed would choose (the world is the seed's
+    /// either way): what shrinking a failure sets.
+    pub faults: Option<Faults>,
 }
 
 impl Config {
     fn replay(&self) -> String {
+        let faults = match &self.faults {
+            Some(f) => format!(" --faults {f}"),
+            None => String::new(),
+        };
         format!(
-            "cargo run --release -p sim -- --seed {} --steps {}{}",
+            "cargo run --release -p sim -- --seed {} --steps {}{}{faults}",
             self.seed,
             self.steps,
             if self.swarm { " --swarm" } else { "" }
         )
     }
-}
 
-/// Each fault's odds per chance (per message, or per step); zero is off.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Faults {
-    /// A message waits up to 5 s longer.
-    pub delay: f64,
-    /// A message is lost (a start's loss comes back to herzog as a failed dispatch).
-    pub drop: f64,
-    /// A message arrives twice.
-    pub duplicate: f64,
-    /// A worker is cut off for up to 3 worker timeouts, then heals and registers again.
-    pub partition: f64,
-    /// A worker's kinski crashes: its programs die, its journal survives; it restarts.
-    pub worker_crash: f64,
-    /// herzog crashes before a commit (a torn transaction is rolled back) or between a
-    /// commit and its replies and effects, and restarts from its store.
-    pub herzog_crash: f64,
-    /// The wall clock jumps by up to two minutes, either way.
-    pub clock_jump: f64,
-    /// The disk fills: the next commit that needs room fails, herzog stops and is restarted.
-    pub disk_full: f64,
-    /// hz removes a project while it runs (its late completions then find it gone).
-    pub remove: f64,
-    /// hz gives a project priority, or sets the policy back to fair.
-    pub policy: f64,
-}
+    /// The faults this run strikes with.
+    pub fn faults(&self) -> Faults {
+        let mut rng = XorShiftRng::seed_from_u64(self.seed);
+        self.choose(&mut rng)
+    }
 
-impl Faults {
-    /// Swarm testing: each fault is on or off by the seed, at a rate the seed picks.
-    fn choose(rng: &mut XorShiftRng) -> Faults {
-        let mut pick = |hi: f64| {
-            if rng.random_bool(0.5) {
-                rng.random_range(hi / 10.0..hi)
-            } else {
-                0.0
-            }
+    /// Draws the seed's faults (so the world drawn next is the same whatever they are), and
+    /// returns them or the ones given.
+    fn choose(&self, rng: &mut XorShiftRng) -> Faults {
+        let chosen = if self.swarm {
+            Faults::choose(rng)
+        } else {
+            Faults::default()
         };
-        Faults {
-            delay: pick(0.2),
-            drop: pick(0.1),
-            duplicate: pick(0.1),
-            partition: pick(0.005),
-            worker_crash: pick(0.003),
-            herzog_crash: pick(0.005),
-            clock_jump: pick(0.005),
-            disk_full: pick(0.002),
-            remove: pick(0.001),
-            policy: pick(0.005),
-        }
+        self.faults.clone().unwrap_or(chosen)
     }
 }
 
@@ -137,11 +111,7 @@ pub(crate) struct World {
 impl World {
     pub(crate) fn new(config: Config) -> Result<World, Failure> {
         let mut rng = XorShiftRng::seed_from_u64(config.seed);
-        let faults = if config.swarm {
-            Faults::choose(&mut rng)
-        } else {
-            Faults::default()
-        };
+        let faults = config.choose(&mut rng);
         let dir = match std::path::Path::new("/dev/shm") {
             shm if shm.is_dir() => tempfile::tempdir_in(shm),
             _ => tempfile::tempdir(),

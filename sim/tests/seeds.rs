@@ -6,6 +6,7 @@ fn run(seed: u64, swarm: bool) -> sim::Summary {
         seed,
         steps: 1_500,
         swarm,
+        faults: None,
     };
     sim::run(&config).unwrap_or_else(|failure| panic!("{failure}"))
 }
