@@ -59,7 +59,7 @@ fn main() -> std::process::ExitCode {
                         shrunk.runs,
                         shrunk.failure.step,
                         shrunk.config.steps,
-                        shrunk.config.faults().to_string(),
+                        shrunk.config.faults(),
                         shrunk.failure
                     );
                 }
