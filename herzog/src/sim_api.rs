@@ -361,6 +361,11 @@ impl Coordinator {
         self.core.machine().idle_while_waiting(now.into())
     }
 
+    /// Every worker as `hz workers` shows it.
+    pub fn workers(&self) -> Vec<common::wire::WorkerInfo> {
+        self.core.machine().workers()
+    }
+
     /// Every project's counts, as `hz status` shows them.
     pub fn progress(&self) -> Vec<ProjectProgress> {
         self.core.machine().progress(None).unwrap_or_default()

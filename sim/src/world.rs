@@ -136,6 +136,7 @@ impl World {
                 next_beat: 0,
                 next_resend: 0,
                 herzog_has_conn: false,
+                epoch: 0,
             })
             .collect();
         let to_submit: BTreeMap<String, usize> = (0..rng.random_range(1..=3))
@@ -227,8 +228,14 @@ impl World {
             }
             if self.step >= quiet_until {
                 return Err(self.fail(format!(
-                    "liveness: projects unfinished {QUIET_STEPS} steps after the faults stopped: {:?}",
-                    self.herzog.as_ref().map(|h| h.progress())
+                    "liveness: projects unfinished {QUIET_STEPS} steps after the faults stopped: {:?}\nworkers: {:?}",
+                    self.herzog.as_ref().map(|h| h
+                        .progress()
+                        .into_iter()
+                        .filter(|p| !p.is_finished())
+                        .map(|p| (p.name, p.pending, p.running, p.queued, p.held))
+                        .collect::<Vec<_>>()),
+                    self.herzog.as_ref().map(|h| h.workers())
                 )));
             }
             self.turn()?;
@@ -347,6 +354,7 @@ impl World {
 
     /// herzog's connection to worker `w` closes, and its connection layer says so.
     fn disconnect(&mut self, w: usize) {
+        self.workers[w].epoch += 1;
         if self.workers[w].herzog_has_conn {
             self.workers[w].herzog_has_conn = false;
             let worker = self.workers[w].name.clone();
@@ -431,6 +439,7 @@ impl World {
         self.local.clear();
         for w in &mut self.workers {
             w.herzog_has_conn = false;
+            w.epoch += 1;
             if matches!(w.conn, Conn::Up | Conn::Registering(_)) {
                 w.conn = Conn::Registering(self.herzog_up_at);
             }
@@ -492,12 +501,13 @@ impl World {
         self.truth.released(&step.outputs).map_err(|what| self.fail(what))?;
         for (from, reply) in from.into_iter().zip(step.replies) {
             match from {
-                From::Worker(w, sent) => {
-                    // herzog holds the connection a registration came on from then on.
-                    if matches!(sent, Sent::Register) && reply.is_ok() {
+                From::Worker(w, epoch, sent) => {
+                    // herzog holds the connection a registration came on from then on, if
+                    // that connection is still open.
+                    if matches!(sent, Sent::Register) && reply.is_ok() && epoch == self.workers[w].epoch {
                         self.workers[w].herzog_has_conn = true;
                     }
-                    self.send(Msg::Reply(w, sent, reply.is_ok()));
+                    self.send(Msg::Reply(w, epoch, sent, reply.is_ok()));
                 }
                 From::Hz(name) => {
                     // Added, or added already (its reply was lost in a crash).

@@ -12,7 +12,8 @@ const CALL_TIMEOUT_MS: i64 = 30_000;
 /// Who sent an input herzog answers, so the reply goes back to them.
 #[derive(Clone, Debug)]
 pub(super) enum From {
-    Worker(usize, Sent),
+    /// A worker, on the connection of this epoch.
+    Worker(usize, u64, Sent),
     Hz(String),
     /// hz asking to remove this project.
     HzRemove(String),
@@ -40,7 +41,8 @@ pub(super) enum Msg {
     },
     Stop(usize, AttemptId),
     Unqueue(usize, Vec<AttemptId>),
-    Reply(usize, Sent, bool),
+    /// herzog's answer to a worker, on the connection of this epoch.
+    Reply(usize, u64, Sent, bool),
 }
 
 impl World {
@@ -98,7 +100,7 @@ impl World {
         let cut = |w: &Worker| w.cut_until > mono || matches!(w.conn, Conn::Down(_));
         match msg {
             Msg::ToHerzog(from, input) => {
-                if let From::Worker(w, _) = &from
+                if let From::Worker(w, _, _) = &from
                     && cut(&self.workers[*w])
                 {
                     return;
@@ -145,17 +147,18 @@ impl World {
                 let worker = &mut self.workers[w];
                 let taken: Vec<AttemptId> = attempts.into_iter().filter(|a| worker.queued.contains(a)).collect();
                 worker.queued.retain(|a| !taken.contains(a));
-                let name = worker.name.clone();
+                let (name, epoch) = (worker.name.clone(), worker.epoch);
                 self.send(Msg::ToHerzog(
-                    From::Worker(w, Sent::Other),
+                    From::Worker(w, epoch, Sent::Other),
                     Input::TakenBack {
                         worker: name,
                         attempts: taken,
                     },
                 ));
             }
-            Msg::Reply(w, sent, ok) => {
-                if cut(&self.workers[w]) {
+            Msg::Reply(w, epoch, sent, ok) => {
+                // A reply on a connection since closed is lost with it.
+                if cut(&self.workers[w]) || epoch != self.workers[w].epoch {
                     return;
                 }
                 let worker = &mut self.workers[w];

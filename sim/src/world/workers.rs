@@ -40,8 +40,11 @@ pub(super) struct Worker {
     pub(super) cut_until: i64,
     pub(super) next_beat: i64,
     pub(super) next_resend: i64,
-    /// Whether herzog's dispatcher holds a connection to it.
+    /// Whether herzog's dispatcher holds its current connection.
     pub(super) herzog_has_conn: bool,
+    /// Its connection's number: a new one after every reset, so that a reply sent on a
+    /// closed connection is not taken for one on the new.
+    pub(super) epoch: u64,
 }
 
 impl Worker {
@@ -118,7 +121,10 @@ impl World {
                         running: self.workers[w].held(),
                     };
                     if !cut {
-                        self.send(Msg::ToHerzog(From::Worker(w, Sent::Register), input));
+                        self.send(Msg::ToHerzog(
+                            From::Worker(w, self.workers[w].epoch, Sent::Register),
+                            input,
+                        ));
                     }
                 }
                 Conn::Registering(_) => {}
@@ -129,7 +135,10 @@ impl World {
                             attempts: started,
                             at: wall,
                         };
-                        self.send(Msg::ToHerzog(From::Worker(w, Sent::Other), input));
+                        self.send(Msg::ToHerzog(
+                            From::Worker(w, self.workers[w].epoch, Sent::Other),
+                            input,
+                        ));
                     }
                     if mono >= self.workers[w].next_beat {
                         self.workers[w].next_beat = mono + HEARTBEAT_MS;
@@ -137,7 +146,10 @@ impl World {
                             worker: name.clone(),
                             running: self.workers[w].held(),
                         };
-                        self.send(Msg::ToHerzog(From::Worker(w, Sent::Heartbeat), input));
+                        self.send(Msg::ToHerzog(
+                            From::Worker(w, self.workers[w].epoch, Sent::Heartbeat),
+                            input,
+                        ));
                     }
                     if mono >= self.workers[w].next_resend {
                         self.workers[w].next_resend = mono + RESEND_MS;
@@ -164,6 +176,9 @@ impl World {
             wall_ms,
             finished_at,
         };
-        self.send(Msg::ToHerzog(From::Worker(w, Sent::Complete(attempt)), input));
+        self.send(Msg::ToHerzog(
+            From::Worker(w, worker.epoch, Sent::Complete(attempt)),
+            input,
+        ));
     }
 }
