@@ -9,6 +9,7 @@ use crate::machine::{Effect, Event, Machine, Mono, NewProjectEvent, Now, Timing}
 use crate::store::Store;
 pub use crate::store::StoreError;
 pub use common::AttemptId;
+pub use common::wire::Control;
 use common::wire::Policy;
 pub use common::wire::{ActiveAttempt, ProjectProgress};
 use common::wire::{Completion, Exit, Resources, RunSpec, StartNotice};
@@ -47,6 +48,8 @@ pub enum Input {
     RemoveProject {
         name: String,
     },
+    /// `hz pause`, `hz resume`, `hz limit`, `hz share`, `hz cancel`, `hz drain`, ...
+    Control(Control),
     /// `hz priority NAME`, or `hz fair` for `None`.
     SetPolicy {
         priority: Option<String>,
@@ -111,6 +114,7 @@ impl Input {
                 share: 1,
             })),
             Input::RemoveProject { name } => Event::RemoveProject { name },
+            Input::Control(control) => Event::Control(control),
             Input::SetPolicy { priority } => Event::SetPolicy(match priority {
                 Some(project) => Policy::Priority { project },
                 None => Policy::Fair,
@@ -353,6 +357,12 @@ impl Coordinator {
             Policy::Priority { project } => Some(project),
             Policy::Fair => None,
         }
+    }
+
+    /// How many of `project`'s pending fragments may start now (none while it is paused,
+    /// at its limit, or gone).
+    pub fn startable(&self, project: &str) -> u64 {
+        self.core.machine().project(project).map_or(0, |p| p.startable())
     }
 
     /// Work left undone after a scheduling round (a worker with a free slot while fragments

@@ -2,7 +2,7 @@
 //! through a connection of the simulator's own), and the ground truth of what the simulated
 //! workers really ran.
 
-use herzog::sim_api::{AttemptId, Coordinator, Output};
+use herzog::sim_api::{AttemptId, Coordinator, Output, SimTime};
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -283,4 +283,47 @@ impl Truth {
         })?
         .collect()
     }
+}
+
+/// What a scheduling round must respect, after every step that ran one (`starts`: the new
+/// starts it released, project and worker): nothing left undone; no other project started
+/// while the one given priority still has fragments that may start; no start of a paused
+/// project, on a drained worker, or past a project's limit.
+pub(crate) fn round(herzog: &Coordinator, now: SimTime, starts: &[(String, String)]) -> Result<(), String> {
+    if let Some(what) = herzog.idle_while_waiting(now) {
+        return Err(format!("work left undone: {what}"));
+    }
+    if let Some(first) = herzog.priority()
+        && herzog.startable(&first) > 0
+        && let Some((other, _)) = starts.iter().find(|(p, _)| *p != first)
+    {
+        return Err(format!(
+            "{other} got a start while {first}, given priority, still has fragments that may start"
+        ));
+    }
+    if starts.is_empty() {
+        return Ok(());
+    }
+    let progress = herzog.progress();
+    let workers = herzog.workers();
+    for (project, worker) in starts {
+        if workers.iter().any(|w| w.name == *worker && w.drained) {
+            return Err(format!("{project} got a start on {worker}, which is drained"));
+        }
+        let Some(p) = progress.iter().find(|p| p.name == *project) else {
+            return Err(format!("{project} got a start, but herzog no longer has it"));
+        };
+        if p.paused {
+            return Err(format!("{project} got a start while paused"));
+        }
+        if let Some(max) = p.max_running
+            && p.running + p.queued > u64::from(max)
+        {
+            return Err(format!(
+                "{project} got a start with {} running and {} queued, past its limit of {max}",
+                p.running, p.queued
+            ));
+        }
+    }
+    Ok(())
 }

@@ -28,6 +28,9 @@ pub struct Faults {
     pub remove: f64,
     /// hz gives a project priority, or sets the policy back to fair.
     pub policy: f64,
+    /// hz pauses or resumes a project, limits it, changes its share, cancels some of its
+    /// fragments, or drains a worker (pauses and drains are undone once the faults stop).
+    pub control: f64,
 }
 
 impl Faults {
@@ -53,13 +56,14 @@ impl Faults {
             disk_full: pick(0.002),
             remove: pick(0.001),
             policy: pick(0.005),
+            control: pick(0.01),
         }
     }
 }
 
 impl Faults {
     /// Each fault's name (as `--faults` spells it) and odds.
-    pub fn rates(&mut self) -> [(&'static str, &mut f64); 10] {
+    pub fn rates(&mut self) -> [(&'static str, &mut f64); 11] {
         [
             ("delay", &mut self.delay),
             ("drop", &mut self.drop),
@@ -71,6 +75,7 @@ impl Faults {
             ("disk_full", &mut self.disk_full),
             ("remove", &mut self.remove),
             ("policy", &mut self.policy),
+            ("control", &mut self.control),
         ]
     }
 }
@@ -96,7 +101,7 @@ impl std::fmt::Display for Faults {
 /// A `--faults` value that does not name faults and their odds.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "failed to read the faults {given:?}: {why}; write them as name=odds,... (names: delay, drop, duplicate, partition, worker_crash, herzog_crash, clock_jump, disk_full, remove, policy; odds from 0 to 1), or none"
+    "failed to read the faults {given:?}: {why}; write them as name=odds,... (names: delay, drop, duplicate, partition, worker_crash, herzog_crash, clock_jump, disk_full, remove, policy, control; odds from 0 to 1), or none"
 )]
 pub struct BadFaults {
     given: String,

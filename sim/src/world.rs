@@ -2,10 +2,11 @@
 //! behave as kinski does (slots, a queue, a journal of unacknowledged completions), an hz that
 //! submits projects, and the faults the seed turns on.
 
+mod hz;
 mod net;
 mod workers;
 
-use crate::check::Truth;
+use crate::check::{self, Truth};
 use crate::faults::Faults;
 use crate::{Failure, Summary};
 use herzog::sim_api::{Coordinator, Crash, Input, Output, SimTime};
@@ -104,6 +105,8 @@ pub(crate) struct World {
     digest: u64,
     /// Projects hz made so far (their names count up).
     projects_made: usize,
+    /// What hz must undo once the faults stop (pauses, drains), so that everything finishes.
+    undo: BTreeSet<hz::Undo>,
     #[cfg(feature = "planted-bugs")]
     plant: Option<herzog::sim_api::Plant>,
 }
@@ -170,6 +173,7 @@ impl World {
             violation: None,
             digest: 0xcbf2_9ce4_8422_2325,
             projects_made: to_submit_len,
+            undo: BTreeSet::new(),
             #[cfg(feature = "planted-bugs")]
             plant: None,
             config,
@@ -362,61 +366,6 @@ impl World {
         }
     }
 
-    /// hz submits the projects not yet acknowledged, again every few seconds.
-    fn hz_acts(&mut self) {
-        // New projects keep arriving while the faults strike, so there is work to break.
-        if self.faulty && self.rng.random_bool(0.002) {
-            self.projects_made += 1;
-            let name = format!("p{}", self.projects_made);
-            let fragments = self.rng.random_range(1..=60);
-            self.to_submit.insert(name, fragments);
-            self.next_submit = self.mono;
-        }
-        if self.herzog.is_none() {
-            return;
-        }
-        let f = self.faults.clone();
-        if self.faulty && f.remove > 0.0 && self.rng.random_bool(f.remove) {
-            let names = self.truth.removable();
-            if !names.is_empty() {
-                let name = names[self.rng.random_range(0..names.len())].clone();
-                self.truth.removing(&name);
-                self.note(format!("hz removes {name}"));
-                self.local
-                    .push((From::HzRemove(name.clone()), Input::RemoveProject { name }));
-            }
-        }
-        if self.faulty && f.policy > 0.0 && self.rng.random_bool(f.policy) {
-            let names = self.truth.removable();
-            let priority = match names.len() {
-                0 => None,
-                n => self
-                    .rng
-                    .random_bool(0.7)
-                    .then(|| names[self.rng.random_range(0..n)].clone()),
-            };
-            self.note(format!("hz sets priority {priority:?}"));
-            self.local.push((From::HzPolicy, Input::SetPolicy { priority }));
-        }
-        if self.mono < self.next_submit {
-            return;
-        }
-        self.next_submit = self.mono + 5_000;
-        let pending: Vec<(String, usize)> = self.to_submit.iter().map(|(n, f)| (n.clone(), *f)).collect();
-        for (name, fragments) in pending {
-            self.truth.expect(&name, fragments);
-            self.local.push((
-                From::Hz(name.clone()),
-                Input::AddProject {
-                    name,
-                    fragments,
-                    max_attempts: 3,
-                    retry_failed: true,
-                },
-            ));
-        }
-    }
-
     fn restart_herzog(&mut self) -> Result<(), Failure> {
         let herzog = Coordinator::open(&self.db, WORKER_TIMEOUT_MS, self.now())
             .map_err(|e| self.fail(format!("herzog failed to restart from its store: {e}")))?;
@@ -490,11 +439,16 @@ impl World {
         if step.early_replies > 0 {
             return Err(self.fail(format!("{} replies were sent before their commit", step.early_replies)));
         }
-        let new_starts: Vec<String> = step
+        let new_starts: Vec<(String, String)> = step
             .outputs
             .iter()
             .filter_map(|out| match out {
-                Output::Start { attempt, project, .. } if !self.truth.was_issued(*attempt) => Some(project.clone()),
+                Output::Start {
+                    attempt,
+                    project,
+                    worker,
+                    ..
+                } if !self.truth.was_issued(*attempt) => Some((project.clone(), worker.clone())),
                 _ => None,
             })
             .collect();
@@ -509,38 +463,12 @@ impl World {
                     }
                     self.send(Msg::Reply(w, epoch, sent, reply.is_ok()));
                 }
-                From::Hz(name) => {
-                    // Added, or added already (its reply was lost in a crash).
-                    if reply.is_ok() || reply.as_ref().is_err_and(|e| e.contains("exists")) {
-                        self.to_submit.remove(&name);
-                        self.truth.submitted(name);
-                    } else if let Err(e) = reply {
-                        self.note(format!("hz: project {name} refused: {e}"));
-                    }
-                }
-                From::HzRemove(name) => {
-                    if let Err(e) = reply {
-                        self.note(format!("hz: removing {name} refused: {e}"));
-                    }
-                }
-                From::HzPolicy | From::Local => {}
+                From::Local => {}
+                hz => self.hz_heard(hz, reply),
             }
         }
-        // Nothing left undone by the round, and under priority no other project started
-        // while the priority one still has fragments that may start.
-        let now = self.now();
         let herzog = self.herzog.as_ref().expect("stepped");
-        if let Some(what) = herzog.idle_while_waiting(now) {
-            return Err(self.fail(format!("work left undone: {what}")));
-        }
-        if let Some(first) = herzog.priority()
-            && herzog.progress().iter().any(|p| p.name == first && p.pending > 0)
-            && let Some(other) = new_starts.iter().find(|p| **p != first)
-        {
-            return Err(self.fail(format!(
-                "{other} got a start while {first}, given priority, still has fragments that may start"
-            )));
-        }
+        check::round(herzog, self.now(), &new_starts).map_err(|what| self.fail(what))?;
         for out in step.outputs {
             self.note(format!("herzog releases {out:?}"));
             let worker = |name: &str| self.workers.iter().position(|w| w.name == name);

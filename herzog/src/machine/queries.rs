@@ -178,7 +178,6 @@ impl Machine {
         Ok((id, self.projects[&id].results_dir.clone()))
     }
 
-    #[cfg(test)]
     pub(crate) fn project(&self, name: &str) -> Option<&Project> {
         self.by_name.get(name).map(|id| &self.projects[id])
     }

@@ -17,8 +17,9 @@ pub(super) enum From {
     Hz(String),
     /// hz asking to remove this project.
     HzRemove(String),
-    /// hz setting the policy.
-    HzPolicy,
+    /// hz setting the policy or sending a control; `Some` for one that undoes a pause or a
+    /// drain once the faults stop.
+    HzControl(Option<super::hz::Undo>),
     /// herzog's own dispatcher or connection layer: nobody waits.
     Local,
 }
