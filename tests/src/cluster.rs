@@ -130,14 +130,7 @@ impl Cluster {
     /// Stops herzog (SIGTERM, asserting a clean exit) and starts it again on the same address
     /// and state directory, then waits until every worker has registered again.
     pub fn restart_herzog(&mut self) {
-        let mut old = self.herzog.take().expect("herzog runs");
-        let status = old.signal_and_wait(nix::sys::signal::Signal::SIGTERM, STARTUP);
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "herzog ended with {status}; its log:\n{}",
-            old.log()
-        );
+        self.stop_herzog();
         let (herzog, addr) = spawn_herzog(self.dir.path(), self.config.as_deref(), &self.addr);
         assert_eq!(addr, self.addr);
         self.herzog = Some(herzog);

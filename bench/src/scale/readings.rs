@@ -3,8 +3,8 @@
 
 use super::*;
 
-/// The last "state restored ... elapsed_ms=N" in herzog's log files.
-pub(super) fn restored_ms(state: &Path) -> Option<u64> {
+/// herzog's log files, oldest first (the daily files sort by their date).
+fn herzog_logs(state: &Path) -> Option<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(state.join("logs"))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -14,6 +14,12 @@ pub(super) fn restored_ms(state: &Path) -> Option<u64> {
         })
         .collect();
     files.sort();
+    Some(files)
+}
+
+/// The last "state restored ... elapsed_ms=N" in herzog's log files.
+pub(super) fn restored_ms(state: &Path) -> Option<u64> {
+    let files = herzog_logs(state)?;
     files.iter().rev().find_map(|f| {
         let text = std::fs::read_to_string(f).ok()?;
         let line = text.lines().rev().find(|l| l.contains("state restored"))?;
@@ -24,15 +30,7 @@ pub(super) fn restored_ms(state: &Path) -> Option<u64> {
 
 /// The time in the first herzog log line that contains `what` (tracing's RFC 3339 UTC stamp).
 pub(super) fn log_time(state: &Path, what: &str) -> Option<std::time::SystemTime> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(state.join("logs"))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("herzog.log"))
-        })
-        .collect();
-    files.sort();
+    let files = herzog_logs(state)?;
     files.iter().find_map(|f| {
         let text = std::fs::read_to_string(f).ok()?;
         let line = text.lines().find(|l| l.contains(what))?;
