@@ -61,6 +61,22 @@ fn fill(path: &Path) -> u64 {
     written
 }
 
+/// Writes `path` until its filesystem has about `leave` bytes available.
+fn fill_leaving(path: &Path, leave: u64) {
+    let mut file = std::fs::File::create(path).expect("create the filler");
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        let stat = nix::sys::statvfs::statvfs(path).expect("statvfs the filler's filesystem");
+        let available = stat.blocks_available() * stat.fragment_size();
+        let room = available.saturating_sub(leave).min(chunk.len() as u64) as usize;
+        if room < 4096 {
+            break;
+        }
+        file.write_all(&chunk[..room]).expect("write the filler");
+        file.sync_data().expect("sync the filler");
+    }
+}
+
 fn succeeded(cluster: &Cluster, project: &str) -> usize {
     cluster
         .db()
@@ -137,12 +153,10 @@ fn no_attempt_starts_while_the_state_filesystem_is_nearly_full() {
         (succeeded(&cluster, "room") >= 2).then_some(())
     });
 
-    // Leave 3 MiB free: less than the 6 herzog keeps.
+    // Leave 3 MiB free: less than the 6 herzog keeps. Never all of it, even for a moment:
+    // a commit that finds the disk full stops herzog (the other test's subject).
     let filler = state.join("filler");
-    let written = fill(&filler);
-    let file = std::fs::OpenOptions::new().write(true).open(&filler).unwrap();
-    file.set_len(written - 3 * 1024 * 1024).unwrap();
-    drop(file);
+    fill_leaving(&filler, 3 * 1024 * 1024);
     let held: String = eventually("herzog to hold the starts", Duration::from_secs(20), || {
         let progress: Vec<tests::wire::ProjectProgress> = cluster.hz_json(&["progress", "room"]);
         progress[0].held.clone()
