@@ -371,6 +371,11 @@ impl Coordinator {
         self.core.machine().idle_while_waiting(now.into())
     }
 
+    /// Every project's account in the fair share, as `hz shares` shows it.
+    pub fn shares(&self) -> Vec<common::wire::ShareInfo> {
+        self.core.machine().shares()
+    }
+
     /// Every worker as `hz workers` shows it.
     pub fn workers(&self) -> Vec<common::wire::WorkerInfo> {
         self.core.machine().workers()

@@ -2,7 +2,7 @@
 //! through a connection of the simulator's own), and the ground truth of what the simulated
 //! workers really ran.
 
-use herzog::sim_api::{AttemptId, Coordinator, Output, SimTime};
+use herzog::sim_api::{AttemptId, Coordinator, Output, ProjectProgress, SimTime};
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -305,6 +305,9 @@ pub(crate) fn round(herzog: &Coordinator, now: SimTime, starts: &[(String, Strin
         return Ok(());
     }
     let progress = herzog.progress();
+    if herzog.priority().is_none() {
+        fair(herzog, &progress, starts)?;
+    }
     let workers = herzog.workers();
     for (project, worker) in starts {
         if workers.iter().any(|w| w.name == *worker && w.drained) {
@@ -323,6 +326,50 @@ pub(crate) fn round(herzog: &Coordinator, now: SimTime, starts: &[(String, Strin
                 "{project} got a start with {} running and {} queued, past its limit of {max}",
                 p.running, p.queued
             ));
+        }
+    }
+    Ok(())
+}
+
+/// The longest a simulated program runs, ms: what one attempt can cost a project's share.
+const LONGEST_ATTEMPT_MS: f64 = 3_000.0;
+
+/// Under the fair policy, a start goes to the project furthest below its share per unit of
+/// weight, its starts already waiting in workers' queues counted as used. So no project that
+/// still may start fragments after the round is further below its share than one that got a
+/// start, by more than what its own queued starts will use (each at most the longest attempt).
+fn fair(herzog: &Coordinator, progress: &[ProjectProgress], starts: &[(String, String)]) -> Result<(), String> {
+    let shares = herzog.shares();
+    // Only an active project's deficit is its standing at the round: one the round left
+    // without work is no longer in the share, and its account starts afresh.
+    let per_weight = |name: &str| {
+        shares
+            .iter()
+            .find(|s| s.project == name && s.active)
+            .map(|s| (s.deficit_ms as f64 / f64::from(s.share.max(1)), s.share.max(1)))
+    };
+    for (started, _) in starts {
+        let Some((theirs, _)) = per_weight(started) else {
+            continue;
+        };
+        for behind in shares.iter().filter(|s| s.active && s.project != *started) {
+            if herzog.startable(&behind.project) == 0 {
+                continue;
+            }
+            let Some((owed, weight)) = per_weight(&behind.project) else {
+                continue;
+            };
+            let queued = progress
+                .iter()
+                .find(|p| p.name == behind.project)
+                .map_or(0, |p| p.queued);
+            let allowance = queued as f64 * LONGEST_ATTEMPT_MS / f64::from(weight) + 2.0;
+            if owed - theirs > allowance {
+                return Err(format!(
+                    "fair share: {started} got a start at {theirs:.0} ms below its share per unit of weight, while {} may start more at {owed:.0} ms below its share ({queued} queued, allowed {allowance:.0} ms more)",
+                    behind.project
+                ));
+            }
         }
     }
     Ok(())
