@@ -215,12 +215,14 @@ impl From<Effect> for Output {
     }
 }
 
-/// Where herzog stops in a step: nowhere, or crashed before its commit (a torn transaction
-/// is rolled back by SQLite: the same) or between its commit and its replies and effects.
+/// Where herzog stops in a step: nowhere, or crashed before its commit, in the middle of
+/// it (this many of its writes made in the open transaction, which SQLite rolls back), or
+/// between its commit and its replies and effects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Crash {
     None,
     BeforeCommit,
+    MidCommit(usize),
     AfterCommit,
 }
 
@@ -290,8 +292,13 @@ impl Coordinator {
         let mut owed = Owed::default();
         self.core.apply(now.into(), batch, &mut owed);
         let early_replies = waiting.iter_mut().map(|rx| rx.try_recv()).filter(Result::is_ok).count();
-        if crash == Crash::BeforeCommit {
-            return Ok(None);
+        match crash {
+            Crash::BeforeCommit => return Ok(None),
+            Crash::MidCommit(made) => {
+                self.store.torn_commit(owed.writes(), made)?;
+                return Ok(None);
+            }
+            Crash::None | Crash::AfterCommit => {}
         }
         let writes = owed.writes().len();
         let mut outputs = Vec::new();

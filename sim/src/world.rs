@@ -399,10 +399,10 @@ impl World {
     fn herzog_step(&mut self, batch: Vec<(From, Input)>) -> Result<(), Failure> {
         let f = self.faults.clone();
         let crash = if self.faulty && f.herzog_crash > 0.0 && self.rng.random_bool(f.herzog_crash) {
-            if self.rng.random_bool(0.5) {
-                Crash::BeforeCommit
-            } else {
-                Crash::AfterCommit
+            match self.rng.random_range(0..3) {
+                0 => Crash::BeforeCommit,
+                1 => Crash::MidCommit(self.rng.random_range(0..64)),
+                _ => Crash::AfterCommit,
             }
         } else {
             Crash::None

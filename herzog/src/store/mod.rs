@@ -298,6 +298,21 @@ impl Store {
         tx.commit().map_err(sql("commit a transaction"))
     }
 
+    /// A commit cut off by a crash: the first `made` of `writes` are made in the transaction,
+    /// which then ends without its COMMIT, as when the process dies there; SQLite rolls it
+    /// back. For the simulator, which then reopens the store.
+    pub(crate) fn torn_commit(&mut self, writes: &[Write], made: usize) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql("begin a transaction"))?;
+        for w in writes.iter().take(made) {
+            rows::apply(&tx, w)?;
+        }
+        drop(tx);
+        Ok(())
+    }
+
     /// Caps the database at its size now, as a full disk would: the next commit that needs a
     /// new page fails with SQLite's own "database or disk is full". For the engine's tests and
     /// the simulator, which must see herzog stop on a commit that fails.
