@@ -216,14 +216,15 @@ impl From<Effect> for Output {
 }
 
 /// Where herzog stops in a step: nowhere, or crashed before its commit, in the middle of
-/// it (this many of its writes made in the open transaction, which SQLite rolls back), or
-/// between its commit and its replies and effects.
+/// it (this many of its writes made in the open transaction, which SQLite rolls back),
+/// between its commit and its replies and effects, or between its replies and its effects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Crash {
     None,
     BeforeCommit,
     MidCommit(usize),
     AfterCommit,
+    AfterReplies,
 }
 
 /// What one step released.
@@ -239,6 +240,8 @@ pub struct Step {
     pub writes: usize,
     /// Starts whose attempt the store did not hold when they were released (must be none).
     pub uncommitted_starts: Vec<AttemptId>,
+    /// herzog crashed after its replies, before its effects: the simulator restarts it.
+    pub crashed: bool,
 }
 
 /// A known bug to plant, for the simulator to show it finds it.
@@ -298,7 +301,7 @@ impl Coordinator {
                 self.store.torn_commit(owed.writes(), made)?;
                 return Ok(None);
             }
-            Crash::None | Crash::AfterCommit => {}
+            Crash::None | Crash::AfterCommit | Crash::AfterReplies => {}
         }
         let writes = owed.writes().len();
         let mut outputs = Vec::new();
@@ -315,6 +318,7 @@ impl Coordinator {
                 early_replies,
                 writes: writes.len(),
                 uncommitted_starts,
+                crashed: false,
             }));
         }
         let committed = owed.commit(&mut self.store)?;
@@ -330,12 +334,18 @@ impl Coordinator {
                 Err(e) => Err(format!("no reply after the release: {e}")),
             })
             .collect();
+        let crashed = crash == Crash::AfterReplies;
+        if crashed {
+            // The replies went out; the effects die with the process.
+            outputs.clear();
+        }
         Ok(Some(Step {
             outputs,
             replies,
             early_replies,
             writes,
             uncommitted_starts,
+            crashed,
         }))
     }
 

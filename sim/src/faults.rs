@@ -18,8 +18,8 @@ pub struct Faults {
     /// A worker's kinski crashes: its programs die, its journal survives; it restarts.
     pub worker_crash: f64,
     /// herzog crashes before a commit, in the middle of one (some of its writes made in the
-    /// open transaction, which SQLite rolls back), or between a commit and its replies and
-    /// effects, and restarts from its store.
+    /// open transaction, which SQLite rolls back), between a commit and its replies and
+    /// effects, or between its replies and its effects, and restarts from its store.
     pub herzog_crash: f64,
     /// The wall clock jumps by up to two minutes, either way.
     pub clock_jump: f64,

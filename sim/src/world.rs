@@ -399,10 +399,11 @@ impl World {
     fn herzog_step(&mut self, batch: Vec<(From, Input)>) -> Result<(), Failure> {
         let f = self.faults.clone();
         let crash = if self.faulty && f.herzog_crash > 0.0 && self.rng.random_bool(f.herzog_crash) {
-            match self.rng.random_range(0..3) {
+            match self.rng.random_range(0..4) {
                 0 => Crash::BeforeCommit,
                 1 => Crash::MidCommit(self.rng.random_range(0..64)),
-                _ => Crash::AfterCommit,
+                2 => Crash::AfterCommit,
+                _ => Crash::AfterReplies,
             }
         } else {
             Crash::None
@@ -466,6 +467,10 @@ impl World {
                 From::Local => {}
                 hz => self.hz_heard(hz, reply),
             }
+        }
+        if step.crashed {
+            self.herzog_down("crashed after its replies, before its effects");
+            return Ok(());
         }
         let herzog = self.herzog.as_ref().expect("stepped");
         check::round(herzog, self.now(), &new_starts).map_err(|what| self.fail(what))?;
