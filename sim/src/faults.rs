@@ -121,10 +121,18 @@ impl std::str::FromStr for Faults {
         if given.trim() == "none" {
             return Ok(faults);
         }
+        let mut named = Vec::new();
         for part in given.split(',') {
+            if part.trim().is_empty() {
+                return Err(bad("an entry is empty (a stray comma?)".into()));
+            }
             let (name, odds) = part
                 .split_once('=')
                 .ok_or_else(|| bad(format!("{part:?} has no '='")))?;
+            if named.contains(&name.trim()) {
+                return Err(bad(format!("{:?} is given twice", name.trim())));
+            }
+            named.push(name.trim());
             let odds: f64 = odds
                 .trim()
                 .parse()
@@ -155,6 +163,10 @@ mod tests {
         assert_eq!("none".parse::<Faults>().expect("valid"), Faults::default());
         let err = "drop=2".parse::<Faults>().expect_err("odds above 1").to_string();
         assert!(err.contains("from 0 to 1"), "{err}");
+        let err = "drop=0.1,".parse::<Faults>().expect_err("a stray comma").to_string();
+        assert!(err.contains("empty"), "{err}");
+        let err = "drop=0.1,drop=0".parse::<Faults>().expect_err("twice").to_string();
+        assert!(err.contains("twice"), "{err}");
         let err = "drip=0.1".parse::<Faults>().expect_err("no such fault").to_string();
         assert!(err.contains("no fault \"drip\""), "{err}");
     }

@@ -38,7 +38,7 @@ pub struct Summary {
     pub fail_rate: f64,
     /// A hash of every event of the run: the same seed must give the same.
     pub digest: u64,
-    /// Which faults the seed turned on.
+    /// The faults the run struck with: the seed's, or those `--faults` gave.
     pub faults: Faults,
 }
 

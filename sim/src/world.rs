@@ -257,7 +257,11 @@ impl World {
             failed: progress.iter().map(|p| p.failed).sum(),
             failures: progress
                 .iter()
-                .flat_map(|p| p.failures.iter().map(|f| format!("{f:?}")))
+                .flat_map(|p| {
+                    p.failures
+                        .iter()
+                        .map(|f| format!("{}: {} x {}", p.name, f.reason, f.count))
+                })
                 .collect(),
             fail_rate: self.fail_rate,
             digest: self.digest,
