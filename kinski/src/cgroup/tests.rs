@@ -96,15 +96,20 @@ fn web0() -> InstanceId {
 /// called `setsid`; each writes its pid into `dir`. The leader waits for its stdin to close.
 /// Returns the leader and the two pids.
 fn tree_of_three(dir: &Path, tree: &Tree) -> (Leader, i32, i32) {
-    let script = format!(
-        "(sleep 1000 & echo $! > {d}/grandchild; wait) & \
-         setsid sh -c 'echo $$ > {d}/escaped; exec sleep 1000' & \
-         read _",
-        d = dir.display()
-    );
+    // The directory is an argument ("$1"), never part of the script's text.
+    let script = "(sleep 1000 & echo $! > \"$1\"/grandchild; wait) & \
+                  setsid sh -c 'echo $$ > \"$1\"/escaped; exec sleep 1000' sh \"$1\" & \
+                  read _";
     let (read, write) = std::io::pipe().unwrap();
     let mut command = crate::exec::Exec::new("sh");
-    command.args(["-c", &script]).stdin(Some(read.into()));
+    command
+        .args([
+            std::ffi::OsStr::new("-c"),
+            script.as_ref(),
+            "sh".as_ref(),
+            dir.as_os_str(),
+        ])
+        .stdin(Some(read.into()));
     tree.enter(&mut command);
     let pid = command.spawn().expect("sh runs");
     drop(command);

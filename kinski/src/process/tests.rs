@@ -34,6 +34,8 @@ fn attempt(dir: &Path, argv: &[&str]) -> StartAttempt {
 
 mod limits;
 
+/// `sh -c script` in `dir`: scripts name their files relative to it, so no path is ever
+/// part of a script's text.
 fn sh(dir: &Path, script: &str) -> StartAttempt {
     attempt(dir, &["sh", "-c", script])
 }
@@ -239,10 +241,7 @@ async fn cpu_time_is_measured() {
 async fn stop_terminates_the_whole_group() {
     let dir = tempdir();
     let pid_file = dir.path().join("grandchild");
-    let start = sh(
-        dir.path(),
-        &format!("sleep 1000 & echo $! > {}; wait", pid_file.display()),
-    );
+    let start = sh(dir.path(), "sleep 1000 & echo $! > grandchild; wait");
     let process = Process::spawn(&start).expect("spawn");
     let stopper = process.stopper();
     let waiter = tokio::spawn(process.wait());
@@ -267,10 +266,7 @@ async fn settings_discard_streams_set_the_umask_and_pick_the_stop_signal() {
     use common::run_settings::{Signal, Sink};
     let dir = tempdir();
     let made = dir.path().join("made");
-    let mut start = sh(
-        dir.path(),
-        &format!("echo out; echo err >&2; : > {}; umask", made.display()),
-    );
+    let mut start = sh(dir.path(), "echo out; echo err >&2; : > made; umask");
     start.settings.stdout = Sink::Discard;
     start.settings.umask = Some(0o077);
     assert_eq!(run(&start).await.exit, Exit::Code(0));
@@ -284,10 +280,7 @@ async fn settings_discard_streams_set_the_umask_and_pick_the_stop_signal() {
     let ready = dir.path().join("ready");
     let mut trapped = sh(
         dir.path(),
-        &format!(
-            r#"trap 'echo got-usr1; exit 7' USR1; echo > {}; while :; do sleep 0.05; done"#,
-            ready.display()
-        ),
+        r#"trap 'echo got-usr1; exit 7' USR1; echo > ready; while :; do sleep 0.05; done"#,
     );
     trapped.settings.stop_signal = Some(Signal::parse("USR1").expect("a signal"));
     trapped.settings.stderr = Sink::Discard;
@@ -308,10 +301,7 @@ async fn stop_escalates_to_sigkill() {
     let ready = dir.path().join("ready");
     let start = sh(
         dir.path(),
-        &format!(
-            r#"trap "" TERM; echo ready > {}; while :; do sleep 0.1; done"#,
-            ready.display()
-        ),
+        r#"trap "" TERM; echo ready > ready; while :; do sleep 0.1; done"#,
     );
     let process = Process::spawn(&start).expect("spawn");
     let stopper = process.stopper();
@@ -334,7 +324,7 @@ async fn stop_escalates_to_sigkill() {
 async fn leader_exit_kills_what_it_left_behind() {
     let dir = tempdir();
     let pid_file = dir.path().join("grandchild");
-    let start = sh(dir.path(), &format!("sleep 1000 & echo $! > {}", pid_file.display()));
+    let start = sh(dir.path(), "sleep 1000 & echo $! > grandchild");
     let finished = run(&start).await;
     assert_eq!(finished.exit, Exit::Code(0));
     let grandchild: i32 = line_in(&pid_file).await.parse().expect("pid");

@@ -167,11 +167,8 @@ async fn a_child_that_calls_setsid_dies_with_its_attempt_as_root() {
     let cgroups = Cgroups::new("setsidtest");
     let dir = tempdir();
     let pidfile = dir.path().join("escaped");
-    let script = format!(
-        "setsid sh -c 'echo $$ > {}; exec sleep 1000' & sleep 60",
-        pidfile.display()
-    );
-    let start = with(sh(dir.path(), &script), 4, Requests::default());
+    let script = "setsid sh -c 'echo $$ > escaped; exec sleep 1000' & sleep 60";
+    let start = with(sh(dir.path(), script), 4, Requests::default());
     let process = cgroups.spawn(&start);
     let stopper = process.stopper();
     let waiting = tokio::spawn(finish(process));
