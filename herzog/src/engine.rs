@@ -38,12 +38,6 @@ impl<F: FnMut(Vec<Effect>)> Effects for F {
     }
 }
 
-/// Where the loop reads the time: the system's clocks in the daemon ([`Clock`]), simulated
-/// time in the simulator.
-pub(crate) trait Time {
-    fn now(&self) -> Now;
-}
-
 /// Reads both clocks for the machine: the wall clock for records, a monotonic one (from the
 /// clock's creation) for every timeout.
 #[derive(Clone, Copy, Debug)]
@@ -57,10 +51,8 @@ impl Clock {
             origin: std::time::Instant::now(),
         }
     }
-}
 
-impl Time for Clock {
-    fn now(&self) -> Now {
+    pub(crate) fn now(&self) -> Now {
         Now {
             wall: common::now_millis(),
             mono: Mono(i64::try_from(self.origin.elapsed().as_millis()).unwrap_or(i64::MAX)),
@@ -300,7 +292,7 @@ fn start_commit(mut store: Store, writes: Vec<Write>) -> Commit {
 /// for their own batch's commit.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
-    clock: impl Time,
+    clock: Clock,
     machine: Machine,
     store: Store,
     mut rx: mpsc::Receiver<Command>,

@@ -6,7 +6,7 @@
 
 use crate::api::{Api, ClientApi, WorkerApi};
 use crate::dispatch::{Connections, Dispatcher};
-use crate::engine::{self, Time};
+use crate::engine;
 use crate::inbox::Handle;
 use crate::machine::{Event, Machine, Timing};
 use crate::store::Store;
