@@ -15,8 +15,8 @@ end=$(date +%s%N)
 echo "$HERZOG_PROJECT $start $end" > "@TIMES@/$HERZOG_PROJECT.$HERZOG_FRAGMENT.$HERZOG_ATTEMPT"
 "#;
 
-/// Writes the program and returns its path; it sleeps `sleep` (shell text: `0.2`, `"$1"`)
-/// between its two readings.
+/// Writes the program (unless it is there already, as the same text) and returns its path;
+/// it sleeps `sleep` (shell text: `0.2`, `"$1"`) between its two readings.
 pub fn timed_program(cluster: &Cluster, sleep: &str) -> String {
     let times = cluster.dir().join("times");
     std::fs::create_dir_all(&times).expect("failed to create times/");
@@ -24,7 +24,10 @@ pub fn timed_program(cluster: &Cluster, sleep: &str) -> String {
     let text = TIMED_SCRIPT
         .replace("@TIMES@", times.to_str().expect("UTF-8"))
         .replace("@SLEEP@", sleep);
-    write_script(&path, &text);
+    // Written once: rewriting a script some attempt is executing fails with "Text file busy".
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        write_script(&path, &text);
+    }
     path.to_str().expect("UTF-8").to_string()
 }
 
